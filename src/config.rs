@@ -1,0 +1,118 @@
+//! `CPUSLAB_*` environment options, read once at boot without allocating.
+//!
+//! | variable             | default | meaning                                             |
+//! |----------------------|---------|-----------------------------------------------------|
+//! | `CPUSLAB_DECAY_MS`   | 1000    | free pages stay resident this long before purging   |
+//! | `CPUSLAB_RETAIN`     | 4M      | dirty free memory each node keeps without purging   |
+//! | `CPUSLAB_HEAP_LIMIT` | 0       | refuse to commit more than this (0: no limit)       |
+//! | `CPUSLAB_PCP_BATCH`  | 16      | pages moved per refill/drain of a CPU's page list   |
+//! | `CPUSLAB_PCP_HIGH`   | 96      | a CPU's page list gives pages back above this count |
+//!
+//! Sizes take an optional `K`, `M` or `G` suffix. A value that does not parse is
+//! ignored with a warning on stderr.
+
+use core::ffi::CStr;
+
+use crate::sys;
+
+/// The options in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Decay time before free pages are purged, in ms.
+    pub decay_ms: u64,
+    /// Dirty free bytes each zone retains.
+    pub retain_bytes: usize,
+    /// Most bytes cpuslab commits (0: no limit).
+    pub heap_limit: usize,
+    /// Per-CPU page list batch.
+    pub pcp_batch: u32,
+    /// Per-CPU page list high watermark.
+    pub pcp_high: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            decay_ms: 1000,
+            retain_bytes: 4 << 20,
+            heap_limit: 0,
+            pcp_batch: 16,
+            pcp_high: 96,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env() -> Self {
+        let mut c = Self::default();
+        if let Some(v) = option(c"CPUSLAB_DECAY_MS", parse_size) {
+            c.decay_ms = v as u64;
+        }
+        if let Some(v) = option(c"CPUSLAB_RETAIN", parse_size) {
+            c.retain_bytes = v;
+        }
+        if let Some(v) = option(c"CPUSLAB_HEAP_LIMIT", parse_size) {
+            c.heap_limit = v;
+        }
+        if let Some(v) = option(c"CPUSLAB_PCP_BATCH", parse_size) {
+            c.pcp_batch = v.clamp(1, 1024) as u32;
+        }
+        if let Some(v) = option(c"CPUSLAB_PCP_HIGH", parse_size) {
+            c.pcp_high = v.clamp(1, 65536) as u32;
+        }
+        c.pcp_high = c.pcp_high.max(c.pcp_batch);
+        c
+    }
+}
+
+fn option(name: &CStr, parse: fn(&[u8]) -> Option<usize>) -> Option<usize> {
+    let raw = sys::env::get(name)?;
+    let v = parse(raw);
+    if v.is_none() {
+        let shown = core::str::from_utf8(&raw[..raw.len().min(40)]).unwrap_or("?");
+        sys::io::warn(format_args!(
+            "ignoring {}={shown}: not a size (digits with an optional K, M or G)",
+            name.to_str().unwrap_or("?")
+        ));
+    }
+    v
+}
+
+/// Parses `123`, `64K`, `16M`, `2G` (case-insensitive suffix).
+pub fn parse_size(s: &[u8]) -> Option<usize> {
+    let (digits, shift) = match s.last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut v: usize = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((b - b'0') as usize)?;
+    }
+    v.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(b"4096"), Some(4096));
+        assert_eq!(parse_size(b"64k"), Some(64 << 10));
+        assert_eq!(parse_size(b"16M"), Some(16 << 20));
+        assert_eq!(parse_size(b"2G"), Some(2 << 30));
+        assert_eq!(parse_size(b""), None);
+        assert_eq!(parse_size(b"M"), None);
+        assert_eq!(parse_size(b"12x"), None);
+        assert_eq!(parse_size(b"99999999999999999999G"), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! `CpuSlab`: the global allocator, `GlobalAlloc` and `allocator_api2::Allocator` over
+//! kmalloc.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use allocator_api2::alloc::{AllocError, Allocator};
+
+use crate::kmalloc::{kfree, kmalloc, krealloc, kzalloc};
+
+/// The cpuslab allocator. Install it with
+///
+/// ```
+/// #[global_allocator]
+/// static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+/// ```
+///
+/// or use it for one collection through `allocator_api2` (as hashbrown does).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuSlab;
+
+// SAFETY: kmalloc returns blocks of at least `size` bytes aligned to `align` that no
+// one else owns, or null; frees and reallocs use the layout the block was made with.
+unsafe impl GlobalAlloc for CpuSlab {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        kmalloc(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        kfree(ptr, layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        kzalloc(layout.size(), layout.align())
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        krealloc(ptr, layout.size(), layout.align(), new_size)
+    }
+}
+
+fn slice(p: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
+    NonNull::new(p)
+        .map(|p| NonNull::slice_from_raw_parts(p, len))
+        .ok_or(AllocError)
+}
+
+// SAFETY: as for GlobalAlloc; blocks stay valid until deallocated, and a clone of
+// `CpuSlab` (a unit struct) frees what another allocated.
+unsafe impl Allocator for CpuSlab {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        slice(kmalloc(layout.size(), layout.align()), layout.size())
+    }
+
+    #[inline]
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        slice(kzalloc(layout.size(), layout.align()), layout.size())
+    }
+
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        kfree(ptr.as_ptr(), layout.size(), layout.align())
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.resize(ptr, old, new)
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        let p = self.resize(ptr, old, new)?;
+        p.cast::<u8>()
+            .as_ptr()
+            .add(old.size())
+            .write_bytes(0, new.size() - old.size());
+        Ok(p)
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        self.resize(ptr, old, new)
+    }
+}
+
+impl CpuSlab {
+    /// realloc when the alignment stays, allocate-copy-free when it changes.
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        if old.align() == new.align() {
+            return slice(
+                krealloc(ptr.as_ptr(), old.size(), old.align(), new.size()),
+                new.size(),
+            );
+        }
+        let q = self.allocate(new)?;
+        core::ptr::copy_nonoverlapping(
+            ptr.as_ptr(),
+            q.cast::<u8>().as_ptr(),
+            old.size().min(new.size()),
+        );
+        self.deallocate(ptr, old);
+        Ok(q)
+    }
+}

@@ -1,0 +1,310 @@
+//! kmalloc: size classes served by slab caches, larger sizes by the page pool, huge
+//! ones by their own mappings.
+//!
+//! | size                    | served by                                   |
+//! |-------------------------|---------------------------------------------|
+//! | up to 32 KiB            | `kmalloc-<size>` caches, four classes per doubling |
+//! | up to 4 MiB             | `alloc_pages_exact` from the buddy zones    |
+//! | larger, or align > 4 MiB| a mapping of its own, resized with mremap   |
+//!
+//! The class is a function of `(size, align)` only, so freeing with the allocation's
+//! layout finds the same cache without looking at the page.
+
+use core::ptr;
+
+use crate::page::arena::BLOCK_SIZE;
+use crate::page::desc::{PG_LARGE, PG_SLAB, PG_ZERO};
+use crate::page::{self, arena, huge, virt_to_head_page, virt_to_page};
+use crate::slab::{self, CacheError, RawCache};
+use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+
+/// Object sizes of the kmalloc caches: 8, 16, 24, 32, then four classes per doubling.
+pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [
+    8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896,
+    1024, 1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288,
+    14336, 16384, 20480, 24576, 28672, 32768,
+];
+/// Number of kmalloc caches.
+pub const NR_KMALLOC: usize = 42;
+/// Largest size served by a kmalloc cache.
+pub const KMALLOC_MAX_CACHE_SIZE: usize = 32768;
+/// Largest size (and alignment) served by the page pool.
+pub const KMALLOC_MAX_LARGE: usize = BLOCK_SIZE;
+
+/// Index of the first class above 1 KiB (1280).
+const FIRST_GEOMETRIC: usize = 22;
+
+/// `size_index` for sizes up to 1 KiB, by `(size + 7) / 8`.
+static SIZE_INDEX: [u8; 129] = {
+    let mut t = [0u8; 129];
+    let mut i = 1;
+    let mut class = 0;
+    while i < 129 {
+        while KMALLOC_SIZES[class] < i * 8 {
+            class += 1;
+        }
+        t[i] = class as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The kmalloc caches.
+pub static KMALLOC_CACHES: [RawCache; NR_KMALLOC] = [const { RawCache::new() }; NR_KMALLOC];
+
+/// Where a request is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The kmalloc cache with this index.
+    Slab(usize),
+    /// Whole pages from the buddy zones.
+    Large,
+    /// A mapping of its own.
+    Huge,
+}
+
+/// The class of `1 <= size <= KMALLOC_MAX_CACHE_SIZE`.
+#[inline(always)]
+fn size_index(size: usize) -> usize {
+    if size <= 1024 {
+        SIZE_INDEX[(size + 7) >> 3] as usize
+    } else {
+        // Four classes per doubling: (5..=8) * 2^(lg - 2) for sizes in (2^lg, 2^(lg+1)].
+        let lg = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
+        let quarter = ((size - 1) >> (lg - 2)) - 4;
+        FIRST_GEOMETRIC + (lg - 10) * 4 + quarter
+    }
+}
+
+/// Where `(size, align)` is served. Deterministic: allocation and free agree.
+#[inline(always)]
+pub fn classify(size: usize, align: usize) -> Kind {
+    if align <= 8 && size <= KMALLOC_MAX_CACHE_SIZE {
+        return Kind::Slab(size_index(size.max(1)));
+    }
+    classify_aligned(size, align)
+}
+
+#[inline]
+fn classify_aligned(size: usize, align: usize) -> Kind {
+    let s = size.max(align).max(1);
+    if s <= KMALLOC_MAX_CACHE_SIZE {
+        let mut i = size_index(s);
+        while i < NR_KMALLOC {
+            if KMALLOC_SIZES[i] % align == 0 {
+                return Kind::Slab(i);
+            }
+            i += 1;
+        }
+    }
+    if size <= KMALLOC_MAX_LARGE && align <= KMALLOC_MAX_LARGE {
+        Kind::Large
+    } else {
+        Kind::Huge
+    }
+}
+
+/// Sets up every kmalloc cache that is not set up yet. Called at boot.
+pub(crate) fn init() -> Result<(), CacheError> {
+    for (i, cache) in KMALLOC_CACHES.iter().enumerate() {
+        if !cache
+            .cpu_cache
+            .load(core::sync::atomic::Ordering::Acquire)
+            .is_null()
+        {
+            continue;
+        }
+        let size = KMALLOC_SIZES[i];
+        let mut name = sys::io::StackBuf::<32>::new();
+        let _ = core::fmt::write(&mut name, format_args!("kmalloc-{size}"));
+        let name = core::str::from_utf8(name.as_bytes()).unwrap_or("kmalloc");
+        // Objects are aligned to the largest power of two dividing their size.
+        let align = (1 << size.trailing_zeros()).min(PAGE_SIZE);
+        // SAFETY: boot runs on one thread; the cache is published by `setup`.
+        unsafe { cache.setup(name, size, align, 0)? };
+        slab::link(cache);
+    }
+    Ok(())
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+#[inline(always)]
+pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
+    if let Kind::Slab(i) = classify(size, align) {
+        let obj = KMALLOC_CACHES[i].alloc();
+        if !obj.is_null() {
+            return obj;
+        }
+    }
+    kmalloc_slow(size, align)
+}
+
+/// Boots the allocator if needed, then serves large and huge requests (and retries a
+/// slab request that found the allocator not yet booted).
+#[cold]
+fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
+    if !crate::init::ensure() {
+        return ptr::null_mut();
+    }
+    match classify(size, align) {
+        Kind::Slab(i) => KMALLOC_CACHES[i].alloc(),
+        Kind::Large => {
+            let npages = size.div_ceil(PAGE_SIZE).max(1);
+            let min_order = (align >> PAGE_SHIFT).max(1).trailing_zeros() as usize;
+            let page = page::alloc_pages_exact(npages, min_order);
+            if page.is_null() {
+                ptr::null_mut()
+            } else {
+                page::page_address(page)
+            }
+        }
+        Kind::Huge => huge::alloc(size, align),
+    }
+}
+
+/// Allocates zeroed memory, skipping the memset where the pages are known to be zero.
+pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
+    let p = kmalloc(size, align);
+    if p.is_null() {
+        return p;
+    }
+    let zero = match classify(size, align) {
+        Kind::Slab(_) => false,
+        // SAFETY: `p` heads a large block just allocated.
+        Kind::Large => unsafe { (*virt_to_page(p)).flags() & PG_ZERO != 0 },
+        Kind::Huge => true,
+    };
+    if !zero {
+        // SAFETY: `p` has at least `size` writable bytes.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Frees memory from [`kmalloc`] with the same `(size, align)`.
+///
+/// # Safety
+/// `p` came from `kmalloc(size, align)` (or `krealloc` to `size`) and is not used again.
+#[inline(always)]
+pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
+    match classify(size, align) {
+        Kind::Slab(i) => KMALLOC_CACHES[i].free(p),
+        Kind::Large => free_large(p),
+        Kind::Huge => huge::free(p),
+    }
+}
+
+#[cold]
+unsafe fn free_large(p: *mut u8) {
+    if !arena::contains(p) || (*virt_to_page(p)).flags() & PG_LARGE == 0 {
+        sys::io::fatal(format_args!(
+            "invalid free of {p:p}: not a large block of cpuslab"
+        ));
+    }
+    page::free_pages_exact(virt_to_page(p));
+}
+
+/// Resizes a block from [`kmalloc`], in place when its class or pages allow.
+///
+/// # Safety
+/// As [`kfree`] for `(p, old_size, align)`; on success the old block must not be used.
+pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    match (classify(old_size, align), classify(new_size, align)) {
+        (Kind::Slab(a), Kind::Slab(b)) if a == b => return p,
+        (Kind::Large, Kind::Large) => {
+            let page = virt_to_page(p);
+            let old_pages = (*page).info as usize;
+            let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
+            if new_pages == old_pages {
+                return p;
+            }
+            if new_pages < old_pages {
+                page::shrink_pages_exact(page, new_pages);
+                return p;
+            }
+        }
+        (Kind::Huge, Kind::Huge) if align <= PAGE_SIZE => {
+            let moved = huge::realloc(p, new_size);
+            if !moved.is_null() {
+                return moved;
+            }
+        }
+        _ => {}
+    }
+    let q = kmalloc(new_size, align);
+    if !q.is_null() {
+        ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
+        kfree(p, old_size, align);
+    }
+    q
+}
+
+/// Bytes usable in a block allocated with `(size, align)`.
+///
+/// # Safety
+/// `p` came from `kmalloc(size, align)` and is live.
+pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize {
+    match classify(size, align) {
+        Kind::Slab(i) => KMALLOC_SIZES[i],
+        Kind::Large => ((*virt_to_page(p)).info as usize) << PAGE_SHIFT,
+        Kind::Huge => huge::usable_size(p),
+    }
+}
+
+/// Bytes usable in the live block at `p` (`ksize`), found from the page descriptor.
+///
+/// # Safety
+/// `p` is a live block returned by cpuslab.
+pub unsafe fn ksize(p: *mut u8) -> usize {
+    if arena::contains(p) {
+        let head = virt_to_head_page(p);
+        let flags = (*head).flags();
+        if flags & PG_SLAB != 0 {
+            return (*(*head).cache.cast::<RawCache>()).object_size();
+        }
+        if flags & PG_LARGE != 0 {
+            return ((*head).info as usize) << PAGE_SHIFT;
+        }
+        return 0;
+    }
+    if p as usize % PAGE_SIZE == 0 && huge::is_huge(p) {
+        return huge::usable_size(p);
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_index_picks_the_smallest_fitting_class() {
+        for size in 1..=KMALLOC_MAX_CACHE_SIZE {
+            let i = size_index(size);
+            assert!(KMALLOC_SIZES[i] >= size, "size {size}");
+            assert!(
+                i == 0 || KMALLOC_SIZES[i - 1] < size,
+                "size {size} not tight"
+            );
+        }
+    }
+
+    #[test]
+    fn alignment_classes_are_multiples() {
+        for shift in 3..=22 {
+            let align = 1usize << shift;
+            for size in [1, 7, 24, 100, 1000, 5000, 40000, 1 << 20] {
+                match classify(size, align) {
+                    Kind::Slab(i) => {
+                        assert_eq!(KMALLOC_SIZES[i] % align, 0);
+                        assert!(KMALLOC_SIZES[i] >= size);
+                    }
+                    Kind::Large => assert!(size <= KMALLOC_MAX_LARGE && align <= KMALLOC_MAX_LARGE),
+                    Kind::Huge => panic!("size {size} align {align} should not be huge"),
+                }
+            }
+        }
+        assert_eq!(classify(KMALLOC_MAX_LARGE + 1, 8), Kind::Huge);
+        assert_eq!(classify(64, 1 << 23), Kind::Huge);
+    }
+}

@@ -1,0 +1,362 @@
+//! The buddy allocator of one NUMA node: `free_area[order]` lists of free blocks of
+//! 2^order pages, split on allocation and merged with their buddy on free, as in the
+//! kernel's `__rmqueue_smallest` / `__free_one_page`.
+//!
+//! Free blocks carry `PG_ZERO` when their contents are known to be zero (never used, or
+//! purged) and their free time, for purging after a delay. Dirty blocks go to the front
+//! of their list and are reused first, so memory that is already resident is preferred
+//! and clean memory stays untouched.
+
+use core::ptr;
+
+use super::arena::{self, Arena, BLOCK_SIZE};
+use super::desc::{page_address, virt_to_page, Page, PG_ALLOCATED, PG_BUDDY, PG_ZERO};
+use super::list::PageList;
+use super::MAX_ORDER;
+use crate::sync::{Mutex, MutexGuard};
+use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+
+/// Free blocks of one order.
+pub struct FreeArea {
+    /// The blocks, dirty ones first.
+    pub list: PageList,
+}
+
+/// The zone's state, under its lock.
+pub struct ZoneInner {
+    /// Free lists by order.
+    pub free_area: [FreeArea; MAX_ORDER + 1],
+    /// Newest arena of this node; older ones follow `Arena::next`.
+    arenas: *mut Arena,
+    /// Pages handed to this zone by its arenas.
+    pub managed_pages: usize,
+    /// Pages on the free lists.
+    pub free_pages: usize,
+    /// Free pages whose block is not known to be zero (resident, purge candidates).
+    pub dirty_pages: usize,
+    /// Pages given back to the kernel by purging, over the zone's life.
+    pub purged_pages: u64,
+    /// When the zone last purged (ms).
+    pub last_purge_ms: u64,
+}
+
+// SAFETY: the raw pointers are only followed under the zone lock.
+unsafe impl Send for ZoneInner {}
+
+/// The page allocator of one node.
+pub struct Zone {
+    /// Node id.
+    pub node: usize,
+    inner: Mutex<ZoneInner>,
+}
+
+impl Zone {
+    /// An empty zone for `node`; it maps arenas when first asked for pages.
+    pub const fn new(node: usize) -> Self {
+        Self {
+            node,
+            inner: Mutex::new(ZoneInner {
+                free_area: [const {
+                    FreeArea {
+                        list: PageList::new(),
+                    }
+                }; MAX_ORDER + 1],
+                arenas: ptr::null_mut(),
+                managed_pages: 0,
+                free_pages: 0,
+                dirty_pages: 0,
+                purged_pages: 0,
+                last_purge_ms: 0,
+            }),
+        }
+    }
+
+    /// Takes the zone lock.
+    pub fn lock(&self) -> MutexGuard<'_, ZoneInner> {
+        self.inner.lock()
+    }
+
+    /// The zone's mutex itself, for fork handlers.
+    pub fn mutex(&self) -> &Mutex<ZoneInner> {
+        &self.inner
+    }
+
+    /// Allocates a block of 2^order pages. Returns its head descriptor (flagged
+    /// `PG_ALLOCATED`, plus `PG_ZERO` when the block reads as zero), or null when no
+    /// memory can be had.
+    pub fn alloc(&self, order: usize) -> *mut Page {
+        let mut z = self.lock();
+        // SAFETY: under the zone lock.
+        unsafe { z.rmqueue(order, self.node) }
+    }
+
+    /// Frees a dirty block of 2^order pages headed by `page`, merging it with free
+    /// buddies.
+    ///
+    /// # Safety
+    /// `page` heads a block of this zone allocated with this order and no longer used.
+    pub unsafe fn free(&self, page: *mut Page, order: usize) {
+        let now = sys::time::now_ms();
+        let mut z = self.lock();
+        z.free_one(page, order, 0, now);
+    }
+}
+
+impl ZoneInner {
+    /// `__rmqueue_smallest`, growing the zone from its arenas when every list is empty.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    pub unsafe fn rmqueue(&mut self, order: usize, node: usize) -> *mut Page {
+        if order > MAX_ORDER {
+            return ptr::null_mut();
+        }
+        let mut current = (order..=MAX_ORDER).find(|&o| !self.free_area[o].list.is_empty());
+        if current.is_none() {
+            if !self.grow(node) {
+                return ptr::null_mut();
+            }
+            current = Some(MAX_ORDER);
+        }
+        let mut cur = current.unwrap_or(MAX_ORDER);
+        let page = self.free_area[cur].list.pop_front();
+        let flags = (*page).flags();
+        let zero = flags & PG_ZERO;
+        let freed_at = (*page).info;
+        self.free_pages -= 1 << cur;
+        if zero == 0 {
+            self.dirty_pages -= 1 << cur;
+        }
+        // expand(): hand the upper halves back, keeping their zero state.
+        while cur > order {
+            cur -= 1;
+            let half = page.add(1 << cur);
+            self.add_free(half, cur, zero, freed_at);
+        }
+        (*page).init_head(PG_ALLOCATED | zero, order as u8);
+        page
+    }
+
+    /// Takes one more max-order block from this node's arenas, mapping a new arena when
+    /// the current one is used up.
+    unsafe fn grow(&mut self, node: usize) -> bool {
+        let mut block = if self.arenas.is_null() {
+            ptr::null_mut()
+        } else {
+            arena::take_block(self.arenas)
+        };
+        if block.is_null() {
+            if arena::limit() != 0 && arena::committed() + BLOCK_SIZE > arena::limit() {
+                return false;
+            }
+            let fresh = arena::create(node);
+            if fresh.is_null() {
+                return false;
+            }
+            (*fresh).next = self.arenas;
+            self.arenas = fresh;
+            block = arena::take_block(fresh);
+            if block.is_null() {
+                return false;
+            }
+        }
+        self.managed_pages += BLOCK_SIZE / PAGE_SIZE;
+        self.add_free(virt_to_page(block), MAX_ORDER, PG_ZERO, 0);
+        true
+    }
+
+    /// Puts a free block on its list (no merging).
+    unsafe fn add_free(&mut self, page: *mut Page, order: usize, zero: u32, freed_at: u64) {
+        (*page).set_flags(PG_BUDDY | zero);
+        (*page).order = order as u8;
+        (*page).info = freed_at;
+        let list = &mut self.free_area[order].list;
+        if zero != 0 {
+            list.push_back(page);
+        } else {
+            list.push_front(page);
+            self.dirty_pages += 1 << order;
+        }
+        self.free_pages += 1 << order;
+    }
+
+    /// Removes a free block from its list.
+    unsafe fn del_free(&mut self, page: *mut Page, order: usize) {
+        self.free_area[order].list.remove(page);
+        (*page).set_flags(0);
+        self.free_pages -= 1 << order;
+    }
+
+    /// `__free_one_page`: merge with free buddies while possible, then list the block.
+    ///
+    /// # Safety
+    /// Called under the zone lock with a block of this zone.
+    pub unsafe fn free_one(
+        &mut self,
+        mut page: *mut Page,
+        mut order: usize,
+        zero: u32,
+        now_ms: u64,
+    ) {
+        let mut zero = zero & PG_ZERO;
+        let mut addr = page_address(page) as usize;
+        while order < MAX_ORDER {
+            let buddy_addr = addr ^ (PAGE_SIZE << order);
+            let buddy = virt_to_page(buddy_addr as *const u8);
+            let bflags = (*buddy).flags();
+            if bflags & PG_BUDDY == 0 || (*buddy).order as usize != order {
+                break;
+            }
+            if bflags & PG_ZERO == 0 {
+                self.dirty_pages -= 1 << order;
+            }
+            zero &= bflags;
+            self.del_free(buddy, order);
+            addr &= buddy_addr;
+            order += 1;
+        }
+        page = virt_to_page(addr as *const u8);
+        self.add_free(page, order, zero, now_ms);
+    }
+
+    /// Frees a run of `npages` pages starting at `page`, as aligned power-of-two blocks.
+    ///
+    /// # Safety
+    /// As [`free_one`](Self::free_one), for every page of the run.
+    pub unsafe fn free_run(&mut self, page: *mut Page, npages: usize, zero: u32, now_ms: u64) {
+        let mut addr = page_address(page) as usize;
+        let end = addr + (npages << PAGE_SHIFT);
+        while addr < end {
+            let align_order = ((addr >> PAGE_SHIFT).trailing_zeros() as usize).min(MAX_ORDER);
+            let mut order = align_order;
+            while addr + (PAGE_SIZE << order) > end {
+                order -= 1;
+            }
+            self.free_one(virt_to_page(addr as *const u8), order, zero, now_ms);
+            addr += PAGE_SIZE << order;
+        }
+    }
+
+    /// Number of free blocks of each order, for buddyinfo.
+    pub fn nr_free(&self) -> [usize; MAX_ORDER + 1] {
+        core::array::from_fn(|o| self.free_area[o].list.len())
+    }
+
+    /// Takes up to `max` dirty free blocks freed at or before `before_ms` off the free
+    /// lists (largest first), for purging outside the lock. Returns how many it took.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    pub unsafe fn take_dirty(&mut self, before_ms: u64, out: &mut [(*mut Page, usize)]) -> usize {
+        let mut n = 0;
+        for order in (0..=MAX_ORDER).rev() {
+            let mut page = self.free_area[order].list.first();
+            while !page.is_null() && n < out.len() {
+                let next = (*page).next;
+                let flags = (*page).flags();
+                if flags & PG_ZERO != 0 {
+                    // Dirty blocks sit in front of clean ones: the rest are clean.
+                    break;
+                }
+                if (*page).info <= before_ms {
+                    self.dirty_pages -= 1 << order;
+                    self.del_free(page, order);
+                    out[n] = (page, order);
+                    n += 1;
+                }
+                page = next;
+            }
+        }
+        n
+    }
+
+    /// The newest arena of this zone.
+    pub fn arenas(&self) -> *mut Arena {
+        self.arenas
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Xs(u64);
+    impl Xs {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Random split and merge against a model of which pages are in use: no block is
+    /// handed out twice or overlaps another, alignment holds, and freeing everything
+    /// merges the zone back into max-order blocks.
+    #[test]
+    fn split_and_merge_against_a_model() {
+        let zone = Zone::new(0);
+        let mut rng = Xs(0x1234_5678);
+        let mut live: Vec<(*mut Page, usize)> = Vec::new();
+        let mut used = std::collections::BTreeMap::<usize, usize>::new();
+        for step in 0..20_000 {
+            if live.is_empty() || rng.next() % 3 != 0 {
+                let order = (rng.next() % 6) as usize;
+                let page = zone.alloc(order);
+                assert!(!page.is_null());
+                let addr = page_address(page) as usize;
+                let len = PAGE_SIZE << order;
+                assert_eq!(addr % len, 0, "order {order} block misaligned");
+                if let Some((&a, &l)) = used.range(..addr + len).next_back() {
+                    assert!(a + l <= addr, "step {step}: overlap with block at {a:#x}");
+                }
+                used.insert(addr, len);
+                live.push((page, order));
+            } else {
+                let i = (rng.next() % live.len() as u64) as usize;
+                let (page, order) = live.swap_remove(i);
+                used.remove(&(page_address(page) as usize));
+                // SAFETY: allocated above from this zone with this order.
+                unsafe { zone.free(page, order) };
+            }
+            let z = zone.lock();
+            let in_use: usize = used.values().map(|l| l / PAGE_SIZE).sum();
+            assert_eq!(
+                z.free_pages + in_use,
+                z.managed_pages,
+                "step {step}: pages lost"
+            );
+        }
+        for (page, order) in live {
+            // SAFETY: as above.
+            unsafe { zone.free(page, order) };
+        }
+        let z = zone.lock();
+        let counts = z.nr_free();
+        assert_eq!(
+            counts[MAX_ORDER] << MAX_ORDER,
+            z.managed_pages,
+            "not merged: {counts:?}"
+        );
+        assert!(counts[..MAX_ORDER].iter().all(|&c| c == 0), "{counts:?}");
+    }
+
+    #[test]
+    fn zero_state_survives_split_and_merge() {
+        let zone = Zone::new(0);
+        let a = zone.alloc(3);
+        // SAFETY: `a` heads a fresh 8-page block.
+        unsafe {
+            assert_ne!((*a).flags() & PG_ZERO, 0, "fresh memory is zero");
+            page_address(a).write(1);
+            zone.free(a, 3);
+        }
+        let b = zone.alloc(3);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(b, a, "dirty blocks are reused first");
+            assert_eq!((*b).flags() & PG_ZERO, 0, "a used block is dirty");
+            zone.free(b, 3);
+        }
+    }
+}

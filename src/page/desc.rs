@@ -1,0 +1,110 @@
+//! Page descriptors: one 64-byte `Page` per 4 KiB page, at the start of its arena, so
+//! that `virt_to_page` is arithmetic on the address (no lock, no lookup).
+
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use super::arena::{ARENA_MASK, DESC_SHIFT};
+use crate::sys::PAGE_SHIFT;
+
+/// Head of a free block on a buddy free list; `order` is valid.
+pub const PG_BUDDY: u32 = 1 << 0;
+/// Head page of a slab; `cache`, `active` and `info` (colour) are valid.
+pub const PG_SLAB: u32 = 1 << 1;
+/// Tail page of a multi-page allocation; `head` points at its head page.
+pub const PG_TAIL: u32 = 1 << 2;
+/// Head page of a large kmalloc block; `info` holds its page count.
+pub const PG_LARGE: u32 = 1 << 3;
+/// The block's contents are known to read as zero (fresh or purged).
+pub const PG_ZERO: u32 = 1 << 4;
+/// Head page of a block handed out by the page allocator (slab, large or internal).
+pub const PG_ALLOCATED: u32 = 1 << 5;
+
+/// The descriptor of one page, `struct page` in the kernel.
+///
+/// Fields other than `flags` are owned by whoever owns the page: the zone lock for free
+/// blocks, the per-CPU list for pages cached there, the cache's node lock for slabs.
+/// `flags` is atomic so that lock-free readers (`usable_size`, invalid-free checks) may
+/// look at any page.
+#[repr(C, align(64))]
+pub struct Page {
+    /// `PG_*` bits.
+    pub flags: AtomicU32,
+    /// Buddy order of a free block, or the order of a slab.
+    pub order: u8,
+    _pad: u8,
+    /// Objects in use in a slab; also the index of the next free slot in its freelist.
+    pub active: u16,
+    /// The head page of the allocation this tail page belongs to.
+    pub head: *mut Page,
+    /// List links: buddy free lists, per-CPU page lists, slab lists.
+    pub next: *mut Page,
+    /// See `next`.
+    pub prev: *mut Page,
+    /// The owning cache of a slab (a `slab::RawCache`), opaque at this layer.
+    pub cache: *mut (),
+    /// Slab: colour offset of the first object. Large: page count. Free: free time (ms).
+    pub info: u64,
+    /// Unused; pads the descriptor to a cache line. A slab's off-slab freelist overlays
+    /// `next..` in its last page's descriptor (see `slab::layout`).
+    pub spare: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() == 1 << DESC_SHIFT);
+
+impl Page {
+    /// Reads the flags.
+    #[inline]
+    pub fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the flags.
+    #[inline]
+    pub fn set_flags(&self, flags: u32) {
+        self.flags.store(flags, Ordering::Relaxed);
+    }
+
+    /// Resets the descriptor of a page that becomes the head of a fresh allocation.
+    #[inline]
+    pub fn init_head(&mut self, flags: u32, order: u8) {
+        self.set_flags(flags);
+        self.order = order;
+        self.active = 0;
+        self.head = self;
+        self.next = ptr::null_mut();
+        self.prev = ptr::null_mut();
+        self.cache = ptr::null_mut();
+        self.info = 0;
+    }
+}
+
+/// The address of the page described by `page`.
+#[inline(always)]
+pub fn page_address(page: *const Page) -> *mut u8 {
+    let d = page as usize;
+    let base = d & !ARENA_MASK;
+    (base + (((d - base) >> DESC_SHIFT) << PAGE_SHIFT)) as *mut u8
+}
+
+/// The descriptor of the page holding `addr`, which must lie inside an arena.
+#[inline(always)]
+pub fn virt_to_page(addr: *const u8) -> *mut Page {
+    let a = addr as usize;
+    let base = a & !ARENA_MASK;
+    (base + (((a - base) >> PAGE_SHIFT) << DESC_SHIFT)) as *mut Page
+}
+
+/// The head descriptor of the allocation holding `addr` (inside an arena).
+#[inline(always)]
+pub fn virt_to_head_page(addr: *const u8) -> *mut Page {
+    let page = virt_to_page(addr);
+    // SAFETY: descriptors of arena pages are always mapped (the arena's first block).
+    unsafe {
+        if (*page).flags() & PG_TAIL != 0 {
+            (*page).head
+        } else {
+            page
+        }
+    }
+}

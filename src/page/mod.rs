@@ -1,0 +1,186 @@
+//! The page pool: arenas per NUMA node, a buddy allocator per node, per-CPU page
+//! lists, purging, and huge mappings. The layer under the slab caches.
+
+pub mod arena;
+pub mod buddy;
+pub mod desc;
+pub mod huge;
+pub mod list;
+pub mod pcp;
+pub mod purge;
+
+pub use desc::{page_address, virt_to_head_page, virt_to_page, Page};
+
+use desc::{PG_ALLOCATED, PG_LARGE, PG_ZERO};
+
+use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::topology::{self, MAX_NUMNODES};
+use buddy::Zone;
+
+/// Largest buddy order: blocks of 2^MAX_ORDER pages (4 MiB).
+pub const MAX_ORDER: usize = 10;
+
+static ZONES: [Zone; MAX_NUMNODES] = {
+    let mut zones = [const { Zone::new(0) }; MAX_NUMNODES];
+    let mut node = 0;
+    while node < MAX_NUMNODES {
+        zones[node] = Zone::new(node);
+        node += 1;
+    }
+    zones
+};
+
+/// The zone of `node` (node 0 for an out-of-range id).
+#[inline]
+pub fn zone(node: usize) -> &'static Zone {
+    &ZONES[if node < MAX_NUMNODES { node } else { 0 }]
+}
+
+/// The node an arena page belongs to.
+#[inline]
+pub fn page_node(page: *const Page) -> usize {
+    let arena = (page as usize & !arena::ARENA_MASK) as *const arena::Arena;
+    // SAFETY: every arena starts with its header.
+    unsafe { (*arena).node }
+}
+
+/// Smallest order whose block holds `bytes`.
+pub fn order_for_bytes(bytes: usize) -> usize {
+    let pages = bytes.div_ceil(PAGE_SIZE).max(1);
+    pages.next_power_of_two().trailing_zeros() as usize
+}
+
+/// Allocates 2^order pages near the calling CPU. Order 0 goes through the CPU's page
+/// list. Returns the head descriptor (`PG_ZERO` set when the block reads as zero), or
+/// null when memory ran out.
+pub fn alloc_pages(order: usize) -> *mut Page {
+    let cpu = sys::cpu::current();
+    let node = topology::cpu_to_node(cpu);
+    if order == 0 {
+        let page = pcp::rmqueue_pcplist(cpu, node, false);
+        if !page.is_null() {
+            return page;
+        }
+    }
+    zone(node).alloc(order)
+}
+
+/// Frees 2^order pages headed by `page`.
+///
+/// # Safety
+/// `page` heads a block allocated by [`alloc_pages`] with this order, no longer used.
+pub unsafe fn free_pages(page: *mut Page, order: usize) {
+    (*page).set_flags(PG_ALLOCATED);
+    let node = page_node(page);
+    if order == 0 {
+        let cpu = sys::cpu::current();
+        if topology::cpu_to_node(cpu) == node && pcp::free_pcppage(cpu, page) {
+            return;
+        }
+    }
+    let z = zone(node);
+    z.free(page, order);
+    purge::maybe_purge(z, sys::time::now_ms());
+}
+
+/// `alloc_pages_exact`: allocates exactly `npages` pages aligned to 2^min_order pages
+/// (the rest of the power-of-two block goes straight back), flagged `PG_LARGE` with the
+/// count in `info`.
+pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
+    let order = order_for_bytes(npages << PAGE_SHIFT).max(min_order);
+    if order > MAX_ORDER {
+        return core::ptr::null_mut();
+    }
+    let node = topology::cpu_to_node(sys::cpu::current());
+    let zone = zone(node);
+    let now = sys::time::now_ms();
+    let mut z = zone.lock();
+    // SAFETY: under the zone lock; the tail run is part of the block just taken.
+    unsafe {
+        let page = z.rmqueue(order, node);
+        if page.is_null() {
+            return page;
+        }
+        let zero = (*page).flags() & PG_ZERO;
+        let extra = (1 << order) - npages;
+        if extra > 0 {
+            z.free_run(page.add(npages), extra, zero, now);
+        }
+        (*page).set_flags(PG_ALLOCATED | PG_LARGE | zero);
+        (*page).info = npages as u64;
+        page
+    }
+}
+
+/// Frees a block from [`alloc_pages_exact`].
+///
+/// # Safety
+/// `page` heads such a block, no longer used.
+pub unsafe fn free_pages_exact(page: *mut Page) {
+    let npages = (*page).info as usize;
+    let zone = zone(page_node(page));
+    let now = sys::time::now_ms();
+    {
+        let mut z = zone.lock();
+        z.free_run(page, npages, 0, now);
+    }
+    purge::maybe_purge(zone, now);
+}
+
+/// Shrinks a block from [`alloc_pages_exact`] in place to `npages` pages.
+///
+/// # Safety
+/// `page` heads such a block of more than `npages` pages; the tail is no longer used.
+pub unsafe fn shrink_pages_exact(page: *mut Page, npages: usize) {
+    let old = (*page).info as usize;
+    let zone = zone(page_node(page));
+    let now = sys::time::now_ms();
+    let mut z = zone.lock();
+    z.free_run(page.add(npages), old - npages, 0, now);
+    (*page).info = npages as u64;
+}
+
+/// Gives every cached and free dirty page back to the OS: drains the per-CPU page
+/// lists and purges every zone. Returns the bytes purged.
+pub fn purge_all() -> usize {
+    for cpu in 0..pcp::nr_lists() {
+        pcp::drain_pages(cpu);
+    }
+    let mut pages = 0;
+    for node in 0..topology::nr_node_ids() {
+        pages += purge::purge_zone_all(zone(node));
+    }
+    purge::pages_to_bytes(pages)
+}
+
+/// Takes every zone lock (fork: prepare), in node order.
+pub(crate) fn lock_all() {
+    for node in 0..topology::nr_node_ids() {
+        zone(node).mutex().lock_raw();
+    }
+}
+
+/// Releases the zone locks taken by [`lock_all`].
+///
+/// # Safety
+/// Only after [`lock_all`], by the thread that called it (in the parent or the child).
+pub(crate) unsafe fn unlock_all() {
+    for node in 0..topology::nr_node_ids() {
+        zone(node).mutex().force_unlock();
+    }
+}
+
+/// Allocates 2^order pages on `node`: through the calling CPU's page list when the CPU
+/// is on that node and the order is 0, else from the node's zone.
+pub fn alloc_pages_node(node: usize, order: usize) -> *mut Page {
+    if order == 0 {
+        let cpu = sys::cpu::current();
+        if topology::cpu_to_node(cpu) == node {
+            let page = pcp::rmqueue_pcplist(cpu, node, false);
+            if !page.is_null() {
+                return page;
+            }
+        }
+    }
+    zone(node).alloc(order)
+}

@@ -1,0 +1,87 @@
+//! Returning memory to the OS: free buddy blocks that stayed dirty for longer than the
+//! decay time, beyond the amount each zone retains, are given back with
+//! `madvise(MADV_DONTNEED)` and marked zero. Purging runs from the page allocator's
+//! slow paths at most every quarter of the decay time, and fully from [`purge_all`].
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use super::buddy::Zone;
+use super::desc::{page_address, Page, PG_ZERO};
+use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+
+/// Decay time in ms (`CPUSLAB_DECAY_MS`).
+static DECAY_MS: AtomicU64 = AtomicU64::new(1000);
+/// Dirty free pages each zone keeps without purging (`CPUSLAB_RETAIN_KB`).
+static RETAIN_PAGES: AtomicUsize = AtomicUsize::new(1024);
+
+/// Sets the decay time and the retained amount.
+pub(crate) fn configure(decay_ms: u64, retain_bytes: usize) {
+    DECAY_MS.store(decay_ms, Ordering::Relaxed);
+    RETAIN_PAGES.store(retain_bytes / PAGE_SIZE, Ordering::Relaxed);
+}
+
+/// Purges `zone` if its last purge is old enough and it holds more dirty free pages
+/// than it retains. Called after frees to the zone, with the time already read.
+pub fn maybe_purge(zone: &Zone, now_ms: u64) {
+    let decay = DECAY_MS.load(Ordering::Relaxed);
+    let retain = RETAIN_PAGES.load(Ordering::Relaxed);
+    {
+        let z = zone.lock();
+        if z.dirty_pages <= retain || now_ms < z.last_purge_ms + (decay / 4).max(1) {
+            return;
+        }
+    }
+    purge_zone(zone, now_ms.saturating_sub(decay), retain, now_ms);
+}
+
+/// Purges every dirty free page of `zone`. Returns the pages purged.
+pub fn purge_zone_all(zone: &Zone) -> usize {
+    purge_zone(zone, u64::MAX, 0, sys::time::now_ms())
+}
+
+/// Purges dirty free blocks freed at or before `before_ms` until at most `retain`
+/// dirty pages remain. The blocks are taken off the free lists, advised away without
+/// the lock, then freed back as zero. Returns the pages purged.
+fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize {
+    let mut purged = 0;
+    let mut batch: [(*mut Page, usize); 32] = [(core::ptr::null_mut(), 0); 32];
+    // Bounded: a zone that keeps refilling with dirty pages is purged again later.
+    for _ in 0..64 {
+        let n = {
+            let mut z = zone.lock();
+            z.last_purge_ms = now_ms;
+            if z.dirty_pages <= retain {
+                break;
+            }
+            // SAFETY: under the zone lock.
+            unsafe { z.take_dirty(before_ms, &mut batch) }
+        };
+        if n == 0 {
+            break;
+        }
+        let mut zeroed = [false; 32];
+        for (i, &(page, order)) in batch[..n].iter().enumerate() {
+            zeroed[i] = sys::mmap::purge(page_address(page), PAGE_SIZE << order);
+        }
+        let mut z = zone.lock();
+        for (i, &(page, order)) in batch[..n].iter().enumerate() {
+            // SAFETY: the block was taken off this zone's lists above; it keeps its
+            // free time so it ages as before.
+            unsafe {
+                let freed_at = (*page).info;
+                let zero = if zeroed[i] { PG_ZERO } else { 0 };
+                z.free_one(page, order, zero, freed_at);
+            }
+            if zeroed[i] {
+                purged += 1 << order;
+            }
+        }
+        z.purged_pages += purged as u64;
+    }
+    purged
+}
+
+/// Bytes represented by `pages`.
+pub fn pages_to_bytes(pages: usize) -> usize {
+    pages << PAGE_SHIFT
+}

@@ -1,0 +1,101 @@
+//! `struct array_cache`: a LIFO stack of object pointers. Each CPU has one per cache
+//! (guarded by a tried lock), and each node one shared by its CPUs (guarded by the
+//! node's list lock).
+//!
+//! A pop or a push is: load `avail`, load or store `entry[avail]`, store `avail`. The
+//! last store commits, so the stack is consistent after every store.
+
+use core::ptr;
+
+use crate::sync::TryLock;
+
+/// Bytes before `entry[0]`.
+pub const AC_HEADER: usize = 32;
+
+/// One array cache; `entry` follows the header in the same allocation.
+#[repr(C)]
+pub struct ArrayCache {
+    /// The per-CPU lock (unused in a shared cache, which the list lock guards).
+    pub lock: TryLock,
+    /// Number of cached objects: `entry[..avail]`.
+    pub avail: u32,
+    /// Most objects the cache holds.
+    pub limit: u32,
+    /// Objects moved per refill or flush.
+    pub batchcount: u32,
+    /// Set on every allocation; cleared by the reaper, which drains untouched caches.
+    pub touched: u32,
+    /// Capacity of `entry` (the limit may be lowered below it, never raised above).
+    pub capacity: u32,
+    _pad: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ArrayCache>() == AC_HEADER);
+
+/// Bytes needed for an array cache of `capacity` entries, rounded to a cache line.
+pub const fn ac_bytes(capacity: usize) -> usize {
+    (AC_HEADER + capacity * 8 + 63) & !63
+}
+
+impl ArrayCache {
+    /// Initialises an array cache in place.
+    ///
+    /// # Safety
+    /// `ac` points to at least `ac_bytes(capacity)` writable bytes.
+    pub unsafe fn init(ac: *mut ArrayCache, limit: u32, batchcount: u32, capacity: u32) {
+        ac.write(ArrayCache {
+            lock: TryLock::new(),
+            avail: 0,
+            limit,
+            batchcount,
+            touched: 0,
+            capacity,
+            _pad: 0,
+        });
+    }
+
+    /// The entry array.
+    ///
+    /// # Safety
+    /// `ac` is an initialised array cache.
+    #[inline(always)]
+    pub unsafe fn entries(ac: *mut ArrayCache) -> *mut *mut u8 {
+        ac.cast::<u8>().add(AC_HEADER).cast()
+    }
+
+    /// `transfer_objects`: moves up to `max` objects from the top of `from` to the top
+    /// of `to` (bounded by `to`'s limit). Returns the number moved.
+    ///
+    /// # Safety
+    /// The caller holds the locks of both caches.
+    pub unsafe fn transfer(to: *mut ArrayCache, from: *mut ArrayCache, max: u32) -> u32 {
+        let nr = max
+            .min((*from).avail)
+            .min((*to).limit - (*to).avail.min((*to).limit));
+        if nr == 0 {
+            return 0;
+        }
+        (*from).avail -= nr;
+        ptr::copy_nonoverlapping(
+            Self::entries(from).add((*from).avail as usize),
+            Self::entries(to).add((*to).avail as usize),
+            nr as usize,
+        );
+        (*to).avail += nr;
+        nr
+    }
+
+    /// Removes the `nr` oldest objects (the bottom of the stack), copying them to
+    /// `out` first. Returns how many were removed.
+    ///
+    /// # Safety
+    /// The caller holds the cache's lock and `out` has room for `nr` pointers.
+    pub unsafe fn take_bottom(ac: *mut ArrayCache, nr: u32, out: *mut *mut u8) -> u32 {
+        let nr = nr.min((*ac).avail);
+        let e = Self::entries(ac);
+        ptr::copy_nonoverlapping(e, out, nr as usize);
+        ptr::copy(e.add(nr as usize), e, ((*ac).avail - nr) as usize);
+        (*ac).avail -= nr;
+        nr
+    }
+}

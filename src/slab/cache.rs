@@ -1,0 +1,689 @@
+//! `struct kmem_cache`: a cache of equally sized objects with a per-CPU array cache in
+//! front of per-node shared caches and slab lists.
+//!
+//! Allocation pops from the calling CPU's array cache under a tried lock; an empty cache
+//! is refilled with `batchcount` objects from the node's shared cache or its slabs
+//! (`cache_alloc_refill`), growing a new slab from the page pool when both are empty. A
+//! free pushes onto the CPU's array cache; a full one gives `batchcount` objects to the
+//! shared cache or back to their slabs (`cache_flusharray`, `free_block`). When the
+//! CPU's lock is busy (its holder was preempted) the operation goes to the node.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use super::array_cache::{ac_bytes, ArrayCache};
+use super::layout::{Geometry, OFF_SLAB_OFFSET};
+use super::node::{KmemCacheNode, NodeLists};
+use super::CacheError;
+use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
+use crate::page::list::PageList;
+use crate::page::{self, arena, page_address, virt_to_head_page, Page};
+use crate::sync::MutexGuard;
+use crate::sys::{self, PAGE_SIZE};
+use crate::topology::{self, MAX_NUMNODES};
+
+/// Bytes before the first array cache in a [`CpuCaches`] block.
+const CPU_CACHES_HEADER: usize = 64;
+/// Objects moved through a stack buffer at a time by drains and flushes.
+const CHUNK: usize = 64;
+
+/// The block holding one array cache per possible CPU, `stride` bytes apart.
+#[repr(C, align(64))]
+pub struct CpuCaches {
+    /// Bytes between consecutive CPUs' array caches.
+    pub stride: usize,
+    /// Number of CPUs (array caches) in the block.
+    pub nr_cpus: usize,
+    /// Next retired block of the same cache (see `do_tune_cpucache`).
+    pub next_retired: *mut CpuCaches,
+}
+
+impl CpuCaches {
+    /// Allocates a block of array caches with `limit` entries for every possible CPU.
+    pub fn create(limit: u32, batchcount: u32) -> *mut CpuCaches {
+        let nr_cpus = topology::nr_cpu_ids();
+        let stride = ac_bytes(limit as usize);
+        let bytes = CPU_CACHES_HEADER + nr_cpus * stride;
+        let page = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE), 0);
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        let cc = page_address(page).cast::<CpuCaches>();
+        // SAFETY: the block is fresh and sized for the header and every CPU's cache.
+        unsafe {
+            cc.write(CpuCaches {
+                stride,
+                nr_cpus,
+                next_retired: ptr::null_mut(),
+            });
+            for cpu in 0..nr_cpus {
+                ArrayCache::init(Self::ac(cc, cpu), limit, batchcount, limit);
+            }
+        }
+        cc
+    }
+
+    /// The array cache of `cpu`.
+    ///
+    /// # Safety
+    /// `cc` is live and `cpu < nr_cpus`.
+    #[inline(always)]
+    pub unsafe fn ac(cc: *mut CpuCaches, cpu: usize) -> *mut ArrayCache {
+        cc.cast::<u8>()
+            .add(CPU_CACHES_HEADER + cpu * (*cc).stride)
+            .cast()
+    }
+
+    /// Frees a block nobody can reach any more.
+    ///
+    /// # Safety
+    /// No thread holds a pointer into `cc`.
+    pub unsafe fn destroy(cc: *mut CpuCaches) {
+        page::free_pages_exact(page::virt_to_page(cc.cast()));
+    }
+}
+
+/// Bytes of a cache's name, NUL padded.
+pub const NAME_LEN: usize = 32;
+
+/// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
+/// mutable part is atomic or under a lock.
+pub struct RawCache {
+    /// The per-CPU array caches; null until the cache is set up.
+    pub(crate) cpu_cache: AtomicPtr<CpuCaches>,
+    geom: UnsafeCell<Geometry>,
+    name: UnsafeCell<[u8; NAME_LEN]>,
+    /// `SlabFlags` bits.
+    pub(crate) flags: AtomicU32,
+    /// Tunables as last set, for slabinfo.
+    pub(crate) limit: AtomicU32,
+    pub(crate) batchcount: AtomicU32,
+    pub(crate) shared: AtomicU32,
+    nodes: [AtomicPtr<KmemCacheNode>; MAX_NUMNODES],
+    /// Next cache on the cache chain.
+    pub(crate) next: AtomicPtr<RawCache>,
+    /// Per-CPU blocks replaced by retuning, kept until no thread can hold them.
+    pub(crate) retired: AtomicPtr<CpuCaches>,
+}
+
+// SAFETY: `geom` and `name` are written only while the cache is being set up, before
+// it is published; everything else is atomic or behind the node and per-CPU locks.
+unsafe impl Sync for RawCache {}
+// SAFETY: as above.
+unsafe impl Send for RawCache {}
+
+impl RawCache {
+    /// A cache that is not set up yet: allocation returns null until [`setup`].
+    ///
+    /// [`setup`]: Self::setup
+    pub const fn new() -> Self {
+        Self {
+            cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            geom: UnsafeCell::new(Geometry {
+                size: 0,
+                align: 0,
+                num: 0,
+                order: 0,
+                colour: 0,
+                colour_off: 0,
+                off_slab: false,
+                idx_u8: false,
+                reciprocal: 0,
+            }),
+            name: UnsafeCell::new([0; NAME_LEN]),
+            flags: AtomicU32::new(0),
+            limit: AtomicU32::new(0),
+            batchcount: AtomicU32::new(0),
+            shared: AtomicU32::new(0),
+            nodes: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_NUMNODES],
+            next: AtomicPtr::new(ptr::null_mut()),
+            retired: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Sets the cache up for objects of `size` bytes aligned to `align`: geometry, node
+    /// structures, array caches tuned by `enable_cpucache`. On failure the cache stays
+    /// unusable and everything it got is given back.
+    ///
+    /// # Safety
+    /// Called once, before the cache is shared with other threads.
+    pub unsafe fn setup(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: u32,
+    ) -> Result<(), CacheError> {
+        if !align.is_power_of_two() || align > PAGE_SIZE {
+            return Err(CacheError::Alignment(align));
+        }
+        let geom = Geometry::calculate(size, align).ok_or(CacheError::TooLarge(size))?;
+        *self.geom.get() = geom;
+        let n = name.len().min(NAME_LEN - 1);
+        (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.flags.store(flags, Ordering::Relaxed);
+        let (limit, batchcount, shared) = super::tune::enable_cpucache_params(geom.size);
+        for node in 0..topology::nr_node_ids() {
+            let cpus_on_node = (0..topology::nr_cpu_ids())
+                .filter(|&c| topology::cpu_to_node(c) == node)
+                .count();
+            let free_limit = (1 + cpus_on_node) * batchcount as usize + geom.num;
+            let n = KmemCacheNode::create(free_limit, shared * batchcount, batchcount);
+            if n.is_null() {
+                self.teardown();
+                return Err(CacheError::NoMemory);
+            }
+            self.nodes[node].store(n, Ordering::Relaxed);
+        }
+        let cc = CpuCaches::create(limit, batchcount);
+        if cc.is_null() {
+            self.teardown();
+            return Err(CacheError::NoMemory);
+        }
+        self.limit.store(limit, Ordering::Relaxed);
+        self.batchcount.store(batchcount, Ordering::Relaxed);
+        self.shared.store(shared, Ordering::Relaxed);
+        self.cpu_cache.store(cc, Ordering::Release);
+        Ok(())
+    }
+
+    /// Frees the node structures and array caches of a cache whose slabs are all gone.
+    ///
+    /// # Safety
+    /// No thread uses the cache any more and it holds no slab.
+    pub(crate) unsafe fn teardown(&self) {
+        let cc = self.cpu_cache.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !cc.is_null() {
+            CpuCaches::destroy(cc);
+        }
+        let mut r = self.retired.swap(ptr::null_mut(), Ordering::AcqRel);
+        while !r.is_null() {
+            let next = (*r).next_retired;
+            CpuCaches::destroy(r);
+            r = next;
+        }
+        for slot in &self.nodes {
+            let n = slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !n.is_null() {
+                KmemCacheNode::destroy(n);
+            }
+        }
+    }
+
+    /// The slab geometry.
+    #[inline(always)]
+    pub fn geom(&self) -> &Geometry {
+        // SAFETY: written only before the cache is published.
+        unsafe { &*self.geom.get() }
+    }
+
+    /// The object size.
+    #[inline]
+    pub fn object_size(&self) -> usize {
+        self.geom().size
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        // SAFETY: written only before the cache is published.
+        let bytes = unsafe { &*self.name.get() };
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&bytes[..len]).unwrap_or("?")
+    }
+
+    /// The node structure of `node`.
+    #[inline]
+    pub(crate) fn node(&self, node: usize) -> &KmemCacheNode {
+        let n = self.nodes[node.min(MAX_NUMNODES - 1)].load(Ordering::Acquire);
+        let n = if n.is_null() {
+            self.nodes[0].load(Ordering::Acquire)
+        } else {
+            n
+        };
+        // SAFETY: set up before the cache was published; freed only at destruction.
+        unsafe { &*n }
+    }
+
+    /// Allocates one object; null when memory ran out or the cache is not set up.
+    #[inline(always)]
+    pub fn alloc(&self) -> *mut u8 {
+        let cc = self.cpu_cache.load(Ordering::Acquire);
+        if !cc.is_null() {
+            let cpu = sys::cpu::current();
+            // SAFETY: `cc` stays mapped while the cache lives (retired blocks are kept);
+            // the array cache is ours while its lock is held.
+            unsafe {
+                if cpu < (*cc).nr_cpus {
+                    let ac = CpuCaches::ac(cc, cpu);
+                    if (*ac).lock.try_lock() {
+                        let avail = (*ac).avail;
+                        if avail > 0 {
+                            (*ac).touched = 1;
+                            let obj = *ArrayCache::entries(ac).add(avail as usize - 1);
+                            (*ac).avail = avail - 1;
+                            (*ac).lock.unlock();
+                            return obj;
+                        }
+                        let obj = self.cache_alloc_refill(ac, cpu);
+                        (*ac).lock.unlock();
+                        super::reap::maybe_reap();
+                        return obj;
+                    }
+                }
+            }
+            return self.alloc_fallback();
+        }
+        ptr::null_mut()
+    }
+
+    /// Frees one object of this cache.
+    ///
+    /// # Safety
+    /// `obj` was allocated from this cache and is not used any more.
+    #[inline(always)]
+    pub unsafe fn free(&self, obj: *mut u8) {
+        let cc = self.cpu_cache.load(Ordering::Acquire);
+        if !cc.is_null() {
+            let cpu = sys::cpu::current();
+            if cpu < (*cc).nr_cpus {
+                let ac = CpuCaches::ac(cc, cpu);
+                if (*ac).lock.try_lock() {
+                    let avail = (*ac).avail;
+                    if avail < (*ac).limit {
+                        *ArrayCache::entries(ac).add(avail as usize) = obj;
+                        (*ac).avail = avail + 1;
+                        (*ac).lock.unlock();
+                        return;
+                    }
+                    self.cache_flusharray(ac, cpu);
+                    let avail = (*ac).avail;
+                    *ArrayCache::entries(ac).add(avail as usize) = obj;
+                    (*ac).avail = avail + 1;
+                    (*ac).lock.unlock();
+                    super::reap::maybe_reap();
+                    return;
+                }
+            }
+        }
+        self.free_fallback(obj);
+    }
+
+    /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`
+    /// objects and pops one. The caller holds the array cache's lock.
+    #[cold]
+    unsafe fn cache_alloc_refill(&self, ac: *mut ArrayCache, cpu: usize) -> *mut u8 {
+        let node = topology::cpu_to_node(cpu);
+        let n = self.node(node);
+        let batch = (*ac).batchcount.max(1);
+        {
+            let mut l = n.list_lock.lock();
+            let shared = l.shared;
+            if !shared.is_null() && ArrayCache::transfer(ac, shared, batch) > 0 {
+                (*shared).touched = 1;
+            } else {
+                self.refill_from_slabs(&mut l, ac, batch);
+            }
+        }
+        if (*ac).avail == 0 {
+            let slab = self.cache_grow_begin(node);
+            if slab.is_null() {
+                return ptr::null_mut();
+            }
+            let mut l = n.list_lock.lock();
+            self.cache_grow_end(&mut l, slab);
+            self.refill_from_slabs(&mut l, ac, batch);
+        }
+        if (*ac).avail == 0 {
+            return ptr::null_mut();
+        }
+        (*ac).touched = 1;
+        (*ac).avail -= 1;
+        *ArrayCache::entries(ac).add((*ac).avail as usize)
+    }
+
+    /// Moves objects from the node's slabs into `ac` until it holds `batch`.
+    unsafe fn refill_from_slabs(&self, l: &mut NodeLists, ac: *mut ArrayCache, batch: u32) {
+        let num = self.geom().num;
+        while (*ac).avail < batch {
+            let slab = l.get_first_slab();
+            if slab.is_null() {
+                return;
+            }
+            let was_free = (*slab).active == 0;
+            while ((*slab).active as usize) < num && (*ac).avail < batch {
+                *ArrayCache::entries(ac).add((*ac).avail as usize) = self.slab_get_obj(slab);
+                (*ac).avail += 1;
+                l.free_objects -= 1;
+            }
+            self.fix_slab_list(l, slab, was_free);
+        }
+    }
+
+    /// Moves `slab` to the list its new fill level belongs on after allocation from it.
+    unsafe fn fix_slab_list(&self, l: &mut NodeLists, slab: *mut Page, was_free: bool) {
+        if was_free {
+            l.slabs_free.remove(slab);
+        } else {
+            l.slabs_partial.remove(slab);
+        }
+        if (*slab).active as usize == self.geom().num {
+            l.slabs_full.push_back(slab);
+        } else {
+            l.slabs_partial.push_front(slab);
+        }
+    }
+
+    /// Allocation when the CPU's array cache is busy: one object straight from the node.
+    #[cold]
+    fn alloc_fallback(&self) -> *mut u8 {
+        let node = topology::cpu_to_node(sys::cpu::current());
+        let n = self.node(node);
+        // SAFETY: lists and slabs are touched under the list lock.
+        unsafe {
+            {
+                let mut l = n.list_lock.lock();
+                if let Some(obj) = self.take_one(&mut l) {
+                    return obj;
+                }
+            }
+            let slab = self.cache_grow_begin(node);
+            if slab.is_null() {
+                return ptr::null_mut();
+            }
+            let mut l = n.list_lock.lock();
+            self.cache_grow_end(&mut l, slab);
+            self.take_one(&mut l).unwrap_or(ptr::null_mut())
+        }
+    }
+
+    /// One object from the node's shared cache or slabs.
+    unsafe fn take_one(&self, l: &mut NodeLists) -> Option<*mut u8> {
+        let shared = l.shared;
+        if !shared.is_null() && (*shared).avail > 0 {
+            (*shared).avail -= 1;
+            return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
+        }
+        let slab = l.get_first_slab();
+        if slab.is_null() {
+            return None;
+        }
+        let was_free = (*slab).active == 0;
+        let obj = self.slab_get_obj(slab);
+        l.free_objects -= 1;
+        self.fix_slab_list(l, slab, was_free);
+        Some(obj)
+    }
+
+    /// Free when the CPU's array cache is busy: straight to the node.
+    #[cold]
+    unsafe fn free_fallback(&self, obj: *mut u8) {
+        let node = topology::cpu_to_node(sys::cpu::current());
+        let n = self.node(node);
+        let l = n.list_lock.lock();
+        let shared = l.shared;
+        if !shared.is_null() && (*shared).avail < (*shared).limit {
+            *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
+            (*shared).avail += 1;
+            return;
+        }
+        let mut to_destroy = PageList::new();
+        let held = Some((node, l));
+        self.free_block(&[obj], held, &mut to_destroy);
+        self.destroy_slabs(&mut to_destroy);
+    }
+
+    /// `cache_flusharray`: makes room in the CPU's full array cache by moving its
+    /// `batchcount` oldest objects to the shared cache, or back to their slabs.
+    #[cold]
+    unsafe fn cache_flusharray(&self, ac: *mut ArrayCache, cpu: usize) {
+        let node = topology::cpu_to_node(cpu);
+        let n = self.node(node);
+        let batch = (*ac).batchcount.clamp(1, (*ac).avail.max(1));
+        let l = n.list_lock.lock();
+        let shared = l.shared;
+        if !shared.is_null() && (*shared).avail < (*shared).limit {
+            let max = batch.min((*shared).limit - (*shared).avail);
+            ArrayCache::take_bottom(
+                ac,
+                max,
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+            );
+            (*shared).avail += max;
+            return;
+        }
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        let mut to_destroy = PageList::new();
+        let mut held = Some((node, l));
+        let mut left = batch;
+        while left > 0 {
+            let nr = ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr());
+            if nr == 0 {
+                break;
+            }
+            held = self.free_block(&buf[..nr as usize], held, &mut to_destroy);
+            left -= nr;
+        }
+        drop(held);
+        self.destroy_slabs(&mut to_destroy);
+    }
+
+    /// `free_block`: returns objects to their slabs, taking each object's node lock in
+    /// turn (starting with `held`, if given). Slabs that become free beyond the node's
+    /// `free_limit` are moved to `to_destroy`, for the caller to free once unlocked.
+    /// Returns the lock still held.
+    pub(crate) unsafe fn free_block<'a>(
+        &'a self,
+        objs: &[*mut u8],
+        mut held: Option<(usize, MutexGuard<'a, NodeLists>)>,
+        to_destroy: &mut PageList,
+    ) -> Option<(usize, MutexGuard<'a, NodeLists>)> {
+        let num = self.geom().num;
+        for &obj in objs {
+            let slab = self.obj_to_slab(obj);
+            let node = page::page_node(slab);
+            if held.as_ref().map(|h| h.0) != Some(node) {
+                drop(held.take());
+                held = Some((node, self.node(node).list_lock.lock()));
+            }
+            let Some((_, l)) = held.as_mut() else {
+                continue;
+            };
+            let was_full = (*slab).active as usize == num;
+            self.slab_put_obj(slab, obj);
+            l.free_objects += 1;
+            if was_full {
+                l.slabs_full.remove(slab);
+            } else {
+                l.slabs_partial.remove(slab);
+            }
+            if (*slab).active == 0 {
+                if l.free_objects > l.free_limit {
+                    l.free_objects -= num;
+                    l.total_slabs -= 1;
+                    to_destroy.push_back(slab);
+                } else {
+                    l.slabs_free.push_back(slab);
+                }
+            } else {
+                l.slabs_partial.push_back(slab);
+            }
+        }
+        held
+    }
+
+    /// The slab holding `obj`, after checking that `obj` is an object of this cache;
+    /// anything else is heap corruption and aborts with a message.
+    #[inline]
+    unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
+        if !arena::contains(obj) {
+            sys::io::fatal(format_args!(
+                "invalid free of {obj:p} to cache {}: not a cpuslab address",
+                self.name()
+            ));
+        }
+        let slab = virt_to_head_page(obj);
+        let g = self.geom();
+        let ok =
+            (*slab).flags() & PG_SLAB != 0 && ptr::eq((*slab).cache.cast::<RawCache>(), self) && {
+                let off = (obj as usize)
+                    .wrapping_sub(page_address(slab) as usize + (*slab).info as usize);
+                off < g.num * g.size && g.obj_to_index(off) * g.size == off
+            };
+        if !ok {
+            sys::io::fatal(format_args!(
+                "invalid free of {obj:p} to cache {}: not an object of this cache",
+                self.name()
+            ));
+        }
+        slab
+    }
+
+    /// The freelist (index array) of `slab`.
+    #[inline]
+    unsafe fn freelist(&self, slab: *mut Page) -> *mut u8 {
+        let g = self.geom();
+        if g.off_slab {
+            slab.add((1 << g.order) - 1)
+                .cast::<u8>()
+                .add(OFF_SLAB_OFFSET)
+        } else {
+            page_address(slab).add(g.slab_bytes() - g.freelist_bytes())
+        }
+    }
+
+    #[inline]
+    unsafe fn get_free_idx(&self, slab: *mut Page, i: usize) -> usize {
+        let fl = self.freelist(slab);
+        if self.geom().idx_u8 {
+            *fl.add(i) as usize
+        } else {
+            *fl.cast::<u16>().add(i) as usize
+        }
+    }
+
+    #[inline]
+    unsafe fn set_free_idx(&self, slab: *mut Page, i: usize, idx: usize) {
+        let fl = self.freelist(slab);
+        if self.geom().idx_u8 {
+            *fl.add(i) = idx as u8;
+        } else {
+            *fl.cast::<u16>().add(i) = idx as u16;
+        }
+    }
+
+    /// `slab_get_obj`: the next free object of `slab`.
+    #[inline]
+    unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
+        let idx = self.get_free_idx(slab, (*slab).active as usize);
+        (*slab).active += 1;
+        page_address(slab).add((*slab).info as usize + idx * self.geom().size)
+    }
+
+    /// `slab_put_obj`: returns `obj` to `slab`'s freelist.
+    #[inline]
+    unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
+        if (*slab).active == 0 {
+            sys::io::fatal(format_args!(
+                "double free of {obj:p} in cache {}: its slab has no object in use",
+                self.name()
+            ));
+        }
+        let off = obj as usize - (page_address(slab) as usize + (*slab).info as usize);
+        (*slab).active -= 1;
+        self.set_free_idx(slab, (*slab).active as usize, self.geom().obj_to_index(off));
+    }
+
+    /// `cache_grow_begin`: pages for a new slab on `node`, with its descriptors and
+    /// freelist initialised. Null when memory ran out.
+    unsafe fn cache_grow_begin(&self, node: usize) -> *mut Page {
+        let g = self.geom();
+        let slab = page::alloc_pages_node(node, g.order);
+        if slab.is_null() {
+            return slab;
+        }
+        (*slab).set_flags(PG_SLAB | PG_ALLOCATED);
+        (*slab).order = g.order as u8;
+        (*slab).active = 0;
+        (*slab).cache = (self as *const RawCache).cast_mut().cast();
+        (*slab).head = slab;
+        for i in 1..(1usize << g.order) {
+            let tail = slab.add(i);
+            (*tail).head = slab;
+            (*tail).set_flags(PG_TAIL);
+        }
+        for i in 0..g.num {
+            self.set_free_idx(slab, i, i);
+        }
+        slab
+    }
+
+    /// `cache_grow_end`: colours the new slab and puts it on the node's free list.
+    unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
+        let g = self.geom();
+        (*slab).info = (l.colour_next * g.colour_off) as u64;
+        l.colour_next += 1;
+        if l.colour_next > g.colour {
+            l.colour_next = 0;
+        }
+        l.slabs_free.push_back(slab);
+        l.total_slabs += 1;
+        l.free_objects += g.num;
+    }
+
+    /// `slab_destroy` for every slab on `list`: their pages go back to the page pool.
+    pub(crate) unsafe fn destroy_slabs(&self, list: &mut PageList) -> usize {
+        let order = self.geom().order;
+        let mut pages = 0;
+        loop {
+            let slab = list.pop_front();
+            if slab.is_null() {
+                return pages;
+            }
+            for i in 1..(1usize << order) {
+                (*slab.add(i)).set_flags(0);
+            }
+            (*slab).cache = ptr::null_mut();
+            page::free_pages(slab, order);
+            pages += 1 << order;
+        }
+    }
+
+    /// Returns `nr` objects from the bottom of `ac` to their slabs.
+    ///
+    /// # Safety
+    /// The caller holds `ac`'s lock; for the shared cache of node `shared_of`, the
+    /// caller passes that node's lock in `held`, and it is retaken before every chunk
+    /// (`free_block` may switch to another node's lock for remote objects).
+    pub(crate) unsafe fn drain_array<'a>(
+        &'a self,
+        ac: *mut ArrayCache,
+        mut nr: u32,
+        shared_of: Option<usize>,
+        mut held: Option<(usize, MutexGuard<'a, NodeLists>)>,
+        to_destroy: &mut PageList,
+    ) -> Option<(usize, MutexGuard<'a, NodeLists>)> {
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        while nr > 0 {
+            if let Some(node) = shared_of {
+                if held.as_ref().map(|h| h.0) != Some(node) {
+                    drop(held.take());
+                    held = Some((node, self.node(node).list_lock.lock()));
+                }
+            }
+            let got = ArrayCache::take_bottom(ac, nr.min(CHUNK as u32), buf.as_mut_ptr());
+            if got == 0 {
+                break;
+            }
+            held = self.free_block(&buf[..got as usize], held, to_destroy);
+            nr -= got;
+        }
+        held
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}

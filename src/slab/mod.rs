@@ -1,0 +1,276 @@
+//! SLAB caches in the kernel's shape: `kmem_cache` with per-CPU `array_cache`s, per-node
+//! `kmem_cache_node` lists and shared caches, slabs with out-of-line freelists and
+//! colouring, `enable_cpucache` tuning and periodic reaping.
+
+pub mod array_cache;
+pub mod cache;
+pub mod layout;
+pub mod node;
+pub mod reap;
+pub mod tune;
+mod typed;
+
+pub use cache::RawCache;
+pub use typed::{KmemCache, SlabFlags};
+
+use core::fmt;
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::sync::Mutex;
+
+/// Why a cache could not be created, tuned or destroyed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheError {
+    /// The alignment is not a power of two or exceeds a page.
+    Alignment(usize),
+    /// Objects of this size do not fit the largest slab.
+    TooLarge(usize),
+    /// The page pool could not supply the cache's structures.
+    NoMemory,
+    /// Tunables out of range (`1 <= batchcount <= limit <= 4096`).
+    Tunables {
+        /// Requested per-CPU limit.
+        limit: u32,
+        /// Requested batch count.
+        batchcount: u32,
+    },
+    /// Objects are still allocated from the cache.
+    Busy {
+        /// Objects still in use.
+        live_objects: usize,
+    },
+    /// Unknown flag bits.
+    Flags(u32),
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Alignment(a) => write!(f, "alignment {a} is not a power of two up to 4096"),
+            Self::TooLarge(s) => write!(f, "objects of {s} bytes do not fit a slab"),
+            Self::NoMemory => f.write_str("out of memory for the cache's structures"),
+            Self::Tunables { limit, batchcount } => write!(
+                f,
+                "tunables limit {limit} batchcount {batchcount} outside 1 <= batchcount <= limit <= 4096"
+            ),
+            Self::Busy { live_objects } => {
+                write!(f, "cache still has {live_objects} objects in use")
+            }
+            Self::Flags(bits) => write!(f, "unknown slab flags {bits:#x}"),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}
+
+/// The head of the cache chain (`slab_caches`), under [`CHAIN`].
+pub struct ChainHead {
+    /// Newest cache; older ones follow `RawCache::next`.
+    pub first: *mut RawCache,
+}
+
+// SAFETY: followed only under the chain lock.
+unsafe impl Send for ChainHead {}
+
+/// The cache chain and the lock that serialises creating, tuning and destroying caches
+/// (`slab_mutex`).
+pub static CHAIN: Mutex<ChainHead> = Mutex::new(ChainHead {
+    first: ptr::null_mut(),
+});
+
+/// The cache of caches: serves the `RawCache` of every cache created at run time.
+pub static KMEM_CACHE: RawCache = RawCache::new();
+
+/// Adds a set-up cache to the chain.
+pub fn link(cache: &'static RawCache) {
+    let mut chain = CHAIN.lock();
+    cache.next.store(chain.first, Ordering::Relaxed);
+    chain.first = (cache as *const RawCache).cast_mut();
+}
+
+/// Creates a cache for objects of `size` bytes aligned to `align` (`kmem_cache_create`).
+pub fn create_cache(
+    name: &str,
+    size: usize,
+    align: usize,
+    flags: u32,
+) -> Result<&'static RawCache, CacheError> {
+    let slot = KMEM_CACHE.alloc().cast::<RawCache>();
+    if slot.is_null() {
+        return Err(CacheError::NoMemory);
+    }
+    // SAFETY: a fresh object of the cache of caches, sized and aligned for RawCache.
+    unsafe {
+        slot.write(RawCache::new());
+        let cache = &*slot;
+        if let Err(e) = cache.setup(name, size, align, flags) {
+            KMEM_CACHE.free(slot.cast());
+            return Err(e);
+        }
+        link(cache);
+        Ok(cache)
+    }
+}
+
+/// Destroys a cache created by [`create_cache`] (`kmem_cache_destroy`). Refuses, leaving
+/// the cache intact, while objects are still in use.
+///
+/// # Safety
+/// No other thread uses the cache, and it is not used after a successful return.
+pub unsafe fn destroy_cache(cache: &'static RawCache) -> Result<(), CacheError> {
+    reap::shrink(cache);
+    let live = cache_counts(cache).active_objs;
+    if live > 0 {
+        return Err(CacheError::Busy { live_objects: live });
+    }
+    {
+        let mut chain = CHAIN.lock();
+        let me = (cache as *const RawCache).cast_mut();
+        let mut link = &mut chain.first as *mut *mut RawCache;
+        while !(*link).is_null() {
+            if *link == me {
+                *link = cache.next.load(Ordering::Relaxed);
+                break;
+            }
+            link = (**link).next.as_ptr();
+        }
+    }
+    cache.teardown();
+    KMEM_CACHE.free((cache as *const RawCache).cast_mut().cast());
+    Ok(())
+}
+
+/// A cache's counts, as slabinfo reports them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheCounts {
+    /// Objects in use (including those cached in array caches).
+    pub active_objs: usize,
+    /// Objects in all slabs.
+    pub num_objs: usize,
+    /// Slabs with at least one object in use.
+    pub active_slabs: usize,
+    /// All slabs.
+    pub num_slabs: usize,
+    /// Objects in the nodes' shared caches.
+    pub shared_avail: usize,
+}
+
+/// Counts a cache's slabs and objects, node by node under each list lock.
+pub fn cache_counts(cache: &RawCache) -> CacheCounts {
+    let mut c = CacheCounts::default();
+    if cache.cpu_cache.load(Ordering::Acquire).is_null() {
+        return c;
+    }
+    let num = cache.geom().num;
+    for node in 0..crate::topology::nr_node_ids() {
+        let l = cache.node(node).list_lock.lock();
+        c.num_slabs += l.total_slabs;
+        c.active_slabs += l.total_slabs - l.slabs_free.len();
+        c.num_objs += l.total_slabs * num;
+        c.active_objs += l.total_slabs * num - l.free_objects;
+        if !l.shared.is_null() {
+            // SAFETY: the shared cache is guarded by the list lock held here.
+            c.shared_avail += unsafe { (*l.shared).avail } as usize;
+        }
+    }
+    c
+}
+
+/// Empties every cache's array caches and free slabs. Returns the pages freed.
+pub fn shrink_all() -> usize {
+    let chain = CHAIN.lock();
+    let mut pages = 0;
+    let mut cache = chain.first;
+    while !cache.is_null() {
+        // SAFETY: caches on the chain live while the chain is held.
+        unsafe {
+            pages += reap::shrink(&*cache);
+            cache = (*cache).next.load(Ordering::Relaxed);
+        }
+    }
+    pages
+}
+
+/// Calls `f` for every cache on the chain, under the chain lock.
+pub fn for_each_cache(mut f: impl FnMut(&RawCache)) {
+    let chain = CHAIN.lock();
+    let mut cache = chain.first;
+    while !cache.is_null() {
+        // SAFETY: caches on the chain live while the chain is held.
+        unsafe {
+            f(&*cache);
+            cache = (*cache).next.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// fork, prepare: takes the chain, every per-CPU array cache lock, the page lists'
+/// locks, every node lock and the zone locks, in that order (the order every path
+/// takes them in), so the child inherits consistent structures.
+pub(crate) fn fork_prepare() {
+    CHAIN.lock_raw();
+    // SAFETY: the chain is held, so no cache comes or goes.
+    let first = unsafe { (*CHAIN.data_ptr()).first };
+    let each = |f: &mut dyn FnMut(&RawCache)| {
+        let mut c = first;
+        while !c.is_null() {
+            // SAFETY: as above.
+            unsafe {
+                f(&*c);
+                c = (*c).next.load(Ordering::Relaxed);
+            }
+        }
+    };
+    each(&mut |c| {
+        let cc = c.cpu_cache.load(Ordering::Acquire);
+        if !cc.is_null() {
+            // SAFETY: `cc` is the cache's live block.
+            unsafe {
+                for cpu in 0..(*cc).nr_cpus {
+                    (*cache::CpuCaches::ac(cc, cpu)).lock.lock_wait();
+                }
+            }
+        }
+    });
+    for cpu in 0..crate::page::pcp::nr_lists() {
+        if let Some(p) = crate::page::pcp::pcp(cpu) {
+            p.lock.lock_wait();
+        }
+    }
+    each(&mut |c| {
+        for node in 0..crate::topology::nr_node_ids() {
+            c.node(node).list_lock.lock_raw();
+        }
+    });
+    crate::page::lock_all();
+}
+
+/// fork, parent and child: releases everything [`fork_prepare`] took.
+///
+/// # Safety
+/// Only after [`fork_prepare`].
+pub(crate) unsafe fn fork_release() {
+    crate::page::unlock_all();
+    let first = (*CHAIN.data_ptr()).first;
+    let mut c = first;
+    while !c.is_null() {
+        let cache = &*c;
+        for node in 0..crate::topology::nr_node_ids() {
+            cache.node(node).list_lock.force_unlock();
+        }
+        let cc = cache.cpu_cache.load(Ordering::Acquire);
+        if !cc.is_null() {
+            for cpu in 0..(*cc).nr_cpus {
+                (*cache::CpuCaches::ac(cc, cpu)).lock.unlock();
+            }
+        }
+        c = cache.next.load(Ordering::Relaxed);
+    }
+    for cpu in 0..crate::page::pcp::nr_lists() {
+        if let Some(p) = crate::page::pcp::pcp(cpu) {
+            p.lock.unlock();
+        }
+    }
+    CHAIN.force_unlock();
+}

@@ -1,0 +1,168 @@
+//! Giving cached memory back: `cache_reap` every two seconds from the slow paths (part
+//! of every untouched array cache, then surplus free slabs), and `shrink` on demand.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::array_cache::ArrayCache;
+use super::cache::{CpuCaches, RawCache};
+use super::node::NodeLists;
+use super::CHAIN;
+use crate::page::list::PageList;
+use crate::sync::MutexGuard;
+use crate::{page, sys, topology};
+
+/// Interval between reaps (the kernel's `REAPTIMEOUT_AC`).
+pub const REAPTIMEOUT_MS: u64 = 2000;
+
+static NEXT_REAP_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Schedules the first reap; called at boot.
+pub(crate) fn arm() {
+    NEXT_REAP_MS.store(sys::time::now_ms() + REAPTIMEOUT_MS, Ordering::Relaxed);
+}
+
+/// Reaps every cache if the interval has passed and no other thread is reaping. Called
+/// from slow paths holding no lock.
+pub fn maybe_reap() {
+    let next = NEXT_REAP_MS.load(Ordering::Relaxed);
+    let now = sys::time::now_ms();
+    if now < next
+        || NEXT_REAP_MS
+            .compare_exchange(
+                next,
+                now + REAPTIMEOUT_MS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_err()
+    {
+        return;
+    }
+    // Never wait for the chain here: the caller may be inside an allocation made while
+    // this thread holds the chain (statistics, cache creation).
+    let Some(chain) = CHAIN.try_lock() else {
+        return;
+    };
+    let mut cache = chain.first;
+    while !cache.is_null() {
+        // SAFETY: caches on the chain stay alive while the chain is held.
+        unsafe {
+            cache_reap(&*cache);
+            cache = (*cache).next.load(Ordering::Relaxed);
+        }
+    }
+    drop(chain);
+    for node in 0..topology::nr_node_ids() {
+        page::purge::maybe_purge(page::zone(node), now);
+    }
+}
+
+/// Makes sure `held` is the lock of `node`.
+fn relock<'a>(
+    cache: &'a RawCache,
+    node: usize,
+    held: Option<(usize, MutexGuard<'a, NodeLists>)>,
+) -> MutexGuard<'a, NodeLists> {
+    match held {
+        Some((n, l)) if n == node => l,
+        other => {
+            drop(other);
+            cache.node(node).list_lock.lock()
+        }
+    }
+}
+
+/// `drain_freelist`: moves up to `tofree` free slabs to `to_destroy`.
+fn drain_freelist(cache: &RawCache, l: &mut NodeLists, tofree: usize, to_destroy: &mut PageList) {
+    let num = cache.geom().num;
+    for _ in 0..tofree {
+        let slab = l.slabs_free.pop_front();
+        if slab.is_null() {
+            return;
+        }
+        l.total_slabs -= 1;
+        l.free_objects -= num;
+        // SAFETY: the slab was just unlinked.
+        unsafe { to_destroy.push_back(slab) };
+    }
+}
+
+/// `cache_reap` for one cache: drains a fifth of every array cache not used since the
+/// last reap, and some free slabs of nodes whose free list was not used.
+fn cache_reap(cache: &RawCache) {
+    let cc = cache.cpu_cache.load(Ordering::Acquire);
+    if cc.is_null() {
+        return;
+    }
+    let num = cache.geom().num;
+    let mut to_destroy = PageList::new();
+    // SAFETY: array caches are touched under their locks, tried only.
+    unsafe {
+        for cpu in 0..(*cc).nr_cpus {
+            let ac = CpuCaches::ac(cc, cpu);
+            if !(*ac).lock.try_lock() {
+                continue;
+            }
+            if (*ac).touched != 0 {
+                (*ac).touched = 0;
+            } else if (*ac).avail > 0 {
+                let nr = (*ac).limit.div_ceil(5).min((*ac).avail);
+                drop(cache.drain_array(ac, nr, None, None, &mut to_destroy));
+            }
+            (*ac).lock.unlock();
+        }
+        for node in 0..topology::nr_node_ids() {
+            let l = cache.node(node).list_lock.lock();
+            let sh: *mut ArrayCache = l.shared;
+            let mut held = Some((node, l));
+            if !sh.is_null() {
+                if (*sh).touched != 0 {
+                    (*sh).touched = 0;
+                } else if (*sh).avail > 0 {
+                    let nr = (*sh).limit.div_ceil(5).min((*sh).avail);
+                    held = cache.drain_array(sh, nr, Some(node), held, &mut to_destroy);
+                }
+            }
+            let mut l = relock(cache, node, held);
+            if l.free_touched {
+                l.free_touched = false;
+            } else {
+                let tofree = l.free_limit.div_ceil(5 * num);
+                drain_freelist(cache, &mut l, tofree, &mut to_destroy);
+            }
+        }
+        cache.destroy_slabs(&mut to_destroy);
+    }
+}
+
+/// Empties every array cache of `cache` and frees all its free slabs. Waits for busy
+/// per-CPU caches, so it is for explicit calls, not allocation paths. Returns the pages
+/// given back to the page pool.
+pub fn shrink(cache: &RawCache) -> usize {
+    let cc = cache.cpu_cache.load(Ordering::Acquire);
+    if cc.is_null() {
+        return 0;
+    }
+    let mut to_destroy = PageList::new();
+    // SAFETY: as in `cache_reap`, with waiting locks.
+    unsafe {
+        for cpu in 0..(*cc).nr_cpus {
+            let ac = CpuCaches::ac(cc, cpu);
+            if (*ac).lock.lock_wait() {
+                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+                (*ac).lock.unlock();
+            }
+        }
+        for node in 0..topology::nr_node_ids() {
+            let l = cache.node(node).list_lock.lock();
+            let sh: *mut ArrayCache = l.shared;
+            let mut held = Some((node, l));
+            if !sh.is_null() {
+                held = cache.drain_array(sh, (*sh).avail, Some(node), held, &mut to_destroy);
+            }
+            let mut l = relock(cache, node, held);
+            drain_freelist(cache, &mut l, usize::MAX, &mut to_destroy);
+        }
+        cache.destroy_slabs(&mut to_destroy)
+    }
+}

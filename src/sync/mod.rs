@@ -1,0 +1,14 @@
+//! Locks and atomics for every layer.
+//!
+//! Two kinds of lock, as in the kernel: [`TryLock`] guards a per-CPU structure and is
+//! only ever tried (its holder may be preempted, so waiting on it could wait a whole
+//! time slice); [`Mutex`] guards shared node and zone state and sleeps on a futex when
+//! contended.
+
+mod mutex;
+mod trylock;
+
+pub use mutex::{Mutex, MutexGuard};
+pub use trylock::TryLock;
+
+pub use core::sync::atomic;

@@ -1,0 +1,125 @@
+//! A futex mutex for node and zone state: spins briefly, then sleeps.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sys::futex;
+
+const UNLOCKED: u32 = 0;
+const LOCKED: u32 = 1;
+const CONTENDED: u32 = 2;
+
+/// A mutual-exclusion lock over `T` that never allocates.
+pub struct Mutex<T> {
+    state: AtomicU32,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises every access to `data`.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the data.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+/// Proof that the lock is held; releases it on drop.
+pub struct MutexGuard<'a, T> {
+    lock: &'a Mutex<T>,
+}
+
+impl<T> Mutex<T> {
+    /// An unlocked mutex.
+    pub const fn new(data: T) -> Self {
+        Self {
+            state: AtomicU32::new(UNLOCKED),
+            data: UnsafeCell::new(data),
+        }
+    }
+
+    /// Takes the lock, sleeping while another thread holds it.
+    #[inline]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        if self
+            .state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+        MutexGuard { lock: self }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.state
+            .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| MutexGuard { lock: self })
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !backoff.is_completed() {
+            if self.state.load(Ordering::Relaxed) == UNLOCKED
+                && self
+                    .state
+                    .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            backoff.snooze();
+        }
+        while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
+            futex::wait(&self.state, CONTENDED);
+        }
+    }
+
+    /// Raw access for code that knows the lock is held (fork handlers).
+    pub fn data_ptr(&self) -> *mut T {
+        self.data.get()
+    }
+
+    /// Takes the lock and leaks the guard; paired with [`force_unlock`](Self::force_unlock).
+    pub fn lock_raw(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`lock_raw`](Self::lock_raw).
+    ///
+    /// # Safety
+    /// The caller must hold the lock (or be a forked child whose only thread is the
+    /// one that held it).
+    pub unsafe fn force_unlock(&self) {
+        self.unlock();
+    }
+
+    #[inline]
+    fn unlock(&self) {
+        if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {
+            futex::wake(&self.state, 1);
+        }
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves the lock is held.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves the lock is held, exclusively.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.unlock();
+    }
+}

@@ -1,0 +1,38 @@
+//! futex(2) wait and wake on a 32-bit word, process-private.
+
+use core::sync::atomic::AtomicU32;
+
+/// Sleeps while `*word == expected`. Spurious wake-ups are possible.
+pub fn wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: the word lives as long as the reference; FUTEX_WAIT only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            core::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// Wakes up to `n` waiters on `word`.
+pub fn wake(word: &AtomicU32, n: i32) {
+    // SAFETY: FUTEX_WAKE does not access the word's memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            n,
+        );
+    }
+}
+
+/// Gives the CPU to another runnable thread.
+pub fn yield_now() {
+    // SAFETY: no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+}

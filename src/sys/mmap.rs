@@ -1,0 +1,72 @@
+//! Anonymous mappings: arena reservations, huge blocks, purging.
+
+use core::ptr;
+
+/// Maps `len` bytes of anonymous read-write memory aligned to `align` (a power of two,
+/// at least a page). A `reservation` asks for no swap to be reserved (`MAP_NORESERVE`):
+/// address space for arenas, committed page by page as it is touched. Without it the
+/// kernel's overcommit check applies, so an absurd request fails as it does for glibc.
+///
+/// Returns null when the kernel refuses (address space exhausted, `RLIMIT_AS`).
+pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
+    let noreserve = if reservation { libc::MAP_NORESERVE } else { 0 };
+    debug_assert!(align.is_power_of_two() && align >= super::PAGE_SIZE);
+    let Some(span) = len.checked_add(align - super::PAGE_SIZE) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
+    // touches no existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            span,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return ptr::null_mut();
+    }
+    let raw = raw as usize;
+    let start = (raw + align - 1) & !(align - 1);
+    let end = start + len;
+    // Trim the slack on both sides so that only [start, end) stays mapped.
+    if start > raw {
+        unmap(raw as *mut u8, start - raw);
+    }
+    if raw + span > end {
+        unmap(end as *mut u8, raw + span - end);
+    }
+    start as *mut u8
+}
+
+/// Unmaps `[addr, addr + len)`.
+pub fn unmap(addr: *mut u8, len: usize) {
+    // SAFETY: callers only pass ranges that they mapped and no longer reference.
+    unsafe {
+        libc::munmap(addr.cast(), len);
+    }
+}
+
+/// Gives the pages of `[addr, addr + len)` back to the kernel; they read as zero when
+/// touched again.
+pub fn purge(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: callers only pass free page-aligned ranges inside their own mappings;
+    // MADV_DONTNEED keeps the mapping and drops its contents.
+    unsafe { libc::madvise(addr.cast(), len, libc::MADV_DONTNEED) == 0 }
+}
+
+/// Grows or shrinks a mapping, moving it if needed. Returns null on failure, in which
+/// case the old mapping is untouched.
+pub fn remap(addr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
+    // SAFETY: `addr`/`old_len` describe a whole mapping of ours; MREMAP_MAYMOVE leaves
+    // it intact when the call fails.
+    let p = unsafe { libc::mremap(addr.cast(), old_len, new_len, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}

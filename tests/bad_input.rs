@@ -1,0 +1,211 @@
+//! Bad input gets an answer, never a crash: zero sizes, sizes near isize::MAX,
+//! alignments up to 1 GiB, and an arena that cannot grow.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use cpuslab::CpuSlab;
+
+#[test]
+fn zero_size_gets_a_unique_block() {
+    let l = Layout::from_size_align(0, 1).unwrap();
+    // SAFETY: cpuslab accepts zero-size layouts and frees them with the same layout.
+    unsafe {
+        let a = CpuSlab.alloc(l);
+        let b = CpuSlab.alloc(l);
+        assert!(!a.is_null() && !b.is_null());
+        assert_ne!(a, b);
+        CpuSlab.dealloc(a, l);
+        CpuSlab.dealloc(b, l);
+    }
+}
+
+#[test]
+fn impossible_sizes_return_null() {
+    for (size, align) in [
+        (isize::MAX as usize - 4095, 4096),
+        (isize::MAX as usize / 2, 8),
+        (1 << 46, 1 << 20),
+    ] {
+        let l = Layout::from_size_align(size, align).unwrap();
+        // SAFETY: valid layouts; a null result is allowed.
+        unsafe {
+            assert!(CpuSlab.alloc(l).is_null(), "size {size} should fail");
+            assert!(CpuSlab.alloc_zeroed(l).is_null());
+        }
+    }
+    // A failed realloc leaves the block intact.
+    let l = Layout::from_size_align(100, 8).unwrap();
+    // SAFETY: live block, valid new size.
+    unsafe {
+        let p = CpuSlab.alloc(l);
+        p.write_bytes(0xAB, 100);
+        assert!(CpuSlab.realloc(p, l, isize::MAX as usize - 4095).is_null());
+        assert!((0..100).all(|i| *p.add(i) == 0xAB));
+        CpuSlab.dealloc(p, l);
+    }
+}
+
+#[test]
+fn alignments_up_to_one_gib() {
+    for shift in 0..=30 {
+        let align = 1usize << shift;
+        for size in [1usize, 24, 4096, 100_000] {
+            let l = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: valid layout; the block is written within its size.
+            unsafe {
+                let p = CpuSlab.alloc(l);
+                assert!(!p.is_null(), "size {size} align {align}");
+                assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                p.write_bytes(0x5A, size);
+                assert!(cpuslab::usable_size(p) >= size);
+                let q = CpuSlab.realloc(p, l, size * 2);
+                assert!(!q.is_null());
+                assert_eq!(q as usize % align, 0);
+                assert_eq!(*q.add(size - 1), 0x5A);
+                CpuSlab.dealloc(q, Layout::from_size_align(size * 2, align).unwrap());
+            }
+        }
+    }
+}
+
+#[test]
+fn zeroed_memory_is_zero_after_reuse() {
+    for size in [8usize, 200, 5000, 40_000, 300_000, 5 << 20] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: blocks are written within their size and freed with their layout.
+        unsafe {
+            let p = CpuSlab.alloc(l);
+            p.write_bytes(0xFF, size);
+            CpuSlab.dealloc(p, l);
+            let z = CpuSlab.alloc_zeroed(l);
+            assert!((0..size).all(|i| *z.add(i) == 0), "size {size} not zeroed");
+            CpuSlab.dealloc(z, l);
+        }
+    }
+}
+
+/// Allocates 1 MiB blocks until cpuslab says no, frees them, and does it again: the
+/// limit gives null (no abort) and nothing is lost.
+fn exhaust_and_recover() -> usize {
+    let l = Layout::from_size_align(1 << 20, 8).unwrap();
+    let mut rounds = [0usize; 2];
+    for round in &mut rounds {
+        let mut blocks = Vec::with_capacity(4096);
+        loop {
+            // SAFETY: valid layout.
+            let p = unsafe { CpuSlab.alloc(l) };
+            if p.is_null() || blocks.len() == 4096 {
+                break;
+            }
+            // SAFETY: a fresh block of 1 MiB.
+            unsafe { p.write_bytes(1, 1 << 20) };
+            blocks.push(p);
+        }
+        *round = blocks.len();
+        for p in blocks {
+            // SAFETY: live blocks of this layout.
+            unsafe { CpuSlab.dealloc(p, l) };
+        }
+    }
+    assert!(
+        rounds[0] > 0 && rounds[0] < 4096,
+        "limit never hit: {rounds:?}"
+    );
+    assert!(
+        rounds[1] + 4 >= rounds[0],
+        "memory lost after failure: {rounds:?}"
+    );
+    rounds[0]
+}
+
+#[test]
+fn heap_limit_gives_null_then_recovers() {
+    if common::is_child() {
+        if std::env::var_os("CPUSLAB_HEAP_LIMIT").is_some() {
+            let n = exhaust_and_recover();
+            eprintln!("blocks before the limit: {n}");
+            // Small allocations still work after large ones failed.
+            let v: Vec<u32> = (0..10_000).collect();
+            assert_eq!(v.len(), 10_000);
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "heap_limit_gives_null_then_recovers",
+        &[("CPUSLAB_HEAP_LIMIT", "96M")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("blocks before the limit"), "{err}");
+}
+
+#[test]
+fn address_space_limit_gives_null_then_recovers() {
+    if common::is_child() {
+        if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
+            // Room for what exists now plus one more arena, not two.
+            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 4096;
+            let lim = libc::rlimit {
+                rlim_cur: (vsz + (600 << 20)) as u64,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit with a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            let n = exhaust_and_recover();
+            eprintln!("blocks before mmap failed: {n}");
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "address_space_limit_gives_null_then_recovers",
+        &[("CPUSLAB_RLIMIT_CHILD", "1")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("blocks before mmap failed"), "{err}");
+}
+
+#[test]
+fn invalid_config_is_reported_not_fatal() {
+    if common::is_child() {
+        let v: Vec<u8> = vec![1; 1000];
+        assert_eq!(v.len(), 1000);
+        return;
+    }
+    let (status, err) = common::run_child(
+        "invalid_config_is_reported_not_fatal",
+        &[("CPUSLAB_DECAY_MS", "soon")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("ignoring CPUSLAB_DECAY_MS=soon"), "{err}");
+}
+
+#[test]
+fn invalid_free_aborts_with_a_message() {
+    if common::is_child() {
+        let l = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: deliberately wrong: a pointer into the middle of a block. The
+        // allocator must abort with a message instead of corrupting its lists.
+        unsafe {
+            let p = CpuSlab.alloc(l);
+            cpuslab::trim();
+            CpuSlab.dealloc(p.add(8), l);
+            // Push it out of the per-CPU cache, where it is checked.
+            cpuslab::trim();
+        }
+        return;
+    }
+    let (status, err) = common::run_child("invalid_free_aborts_with_a_message", &[]);
+    assert!(!status.success());
+    assert!(err.contains("cpuslab: invalid free of"), "{err}");
+}

@@ -1,0 +1,109 @@
+//! The standard collections under load, with every allocation of this test binary
+//! (the harness included) served by cpuslab.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use common::Rng;
+
+#[test]
+fn vec_and_string_growth() {
+    let mut v: Vec<u64> = Vec::new();
+    for i in 0..2_000_000u64 {
+        v.push(i * 3);
+    }
+    assert_eq!(v.iter().sum::<u64>(), 3 * (2_000_000 * 1_999_999 / 2));
+    let mut s = String::new();
+    for i in 0..200_000 {
+        s.push_str(&i.to_string());
+    }
+    assert_eq!(
+        s.len(),
+        (0..200_000)
+            .map(|i: i32| i.to_string().len())
+            .sum::<usize>()
+    );
+    v.truncate(10);
+    v.shrink_to_fit();
+    assert_eq!(v, (0..10).map(|i| i * 3).collect::<Vec<_>>());
+}
+
+#[test]
+fn maps_under_churn() {
+    let mut rng = Rng::new(7);
+    let mut h: HashMap<u64, String> = HashMap::new();
+    let mut b: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for _ in 0..300_000 {
+        let k = rng.below(20_000);
+        if rng.below(3) == 0 {
+            h.remove(&k);
+            b.remove(&k);
+        } else {
+            h.insert(k, format!("value-{k}"));
+            b.insert(k, vec![k as u8; (k % 300) as usize]);
+        }
+    }
+    for (k, v) in &h {
+        assert_eq!(v, &format!("value-{k}"));
+    }
+    for (k, v) in &b {
+        assert_eq!(v.len(), (k % 300) as usize);
+        assert!(v.iter().all(|&x| x == *k as u8));
+    }
+    let keys: HashSet<u64> = h.keys().copied().collect();
+    assert_eq!(keys, b.keys().copied().collect());
+}
+
+#[test]
+fn arc_graph_across_threads() {
+    struct Node {
+        id: usize,
+        edges: Vec<Arc<Node>>,
+    }
+    let mut nodes: Vec<Arc<Node>> = Vec::new();
+    for id in 0..20_000 {
+        let edges = (1..=3)
+            .filter(|d| id >= *d * 7)
+            .map(|d| nodes[id - d * 7].clone())
+            .collect();
+        nodes.push(Arc::new(Node { id, edges }));
+    }
+    let shared = Arc::new(nodes);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let g = shared.clone();
+            std::thread::spawn(move || {
+                let mut q: VecDeque<Arc<Node>> = g.iter().skip(t).step_by(4).cloned().collect();
+                let mut sum = 0usize;
+                while let Some(n) = q.pop_front() {
+                    sum += n.id + n.edges.iter().map(|e| e.id).sum::<usize>();
+                }
+                sum
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let want: usize = shared
+        .iter()
+        .map(|n| n.id + n.edges.iter().map(|e| e.id).sum::<usize>())
+        .sum();
+    assert_eq!(total, want);
+}
+
+#[test]
+fn allocator_api2_collections() {
+    use allocator_api2::vec::Vec as AVec;
+    let mut v = AVec::new_in(cpuslab::CpuSlab);
+    for i in 0..100_000u32 {
+        v.push(i);
+    }
+    assert_eq!(
+        v.iter().map(|&x| x as u64).sum::<u64>(),
+        100_000 * 99_999 / 2
+    );
+}

@@ -1,0 +1,101 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+/// A small xorshift generator: deterministic, no dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The pattern of the 8 bytes at offset `off` (a multiple of 8) of a block at `base`.
+pub fn pattern_word(base: usize, off: usize, salt: u64) -> u64 {
+    ((base + off) as u64 ^ salt).wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+/// The pattern byte at offset `off` of a block at `base`.
+pub fn pattern(base: usize, off: usize, salt: u64) -> u8 {
+    pattern_word(base, off & !7, salt).to_le_bytes()[off & 7]
+}
+
+/// Fills `len` bytes at `p` with a pattern derived from their addresses.
+pub unsafe fn fill(p: *mut u8, len: usize, salt: u64) {
+    let base = p as usize;
+    let words = len / 8;
+    for w in 0..words {
+        p.add(w * 8)
+            .cast::<u64>()
+            .write_unaligned(pattern_word(base, w * 8, salt));
+    }
+    for off in words * 8..len {
+        *p.add(off) = pattern(base, off, salt);
+    }
+}
+
+/// Checks the pattern that [`fill`] wrote at `base` (the block may since have moved to
+/// `p`, as realloc does); panics naming the first bad byte.
+pub unsafe fn check_moved(p: *const u8, base: usize, len: usize, salt: u64) {
+    let words = len / 8;
+    for w in 0..words {
+        let got = p.add(w * 8).cast::<u64>().read_unaligned();
+        if got != pattern_word(base, w * 8, salt) {
+            panic!("block {p:p} len {len}: word at offset {} corrupted", w * 8);
+        }
+    }
+    for off in words * 8..len {
+        assert_eq!(
+            *p.add(off),
+            pattern(base, off, salt),
+            "block {p:p} len {len}: byte {off} corrupted"
+        );
+    }
+}
+
+/// Checks the pattern written by [`fill`] in place.
+pub unsafe fn check(p: *const u8, len: usize, salt: u64) {
+    check_moved(p, p as usize, len, salt);
+}
+
+/// Runs the test `name` of this binary again in a child process with `CPUSLAB_CHILD=1`
+/// and the given environment; returns its exit status and stderr.
+pub fn run_child(name: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"]);
+    cmd.env("CPUSLAB_CHILD", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether this process is a child started by [`run_child`].
+pub fn is_child() -> bool {
+    std::env::var_os("CPUSLAB_CHILD").is_some()
+}
+
+/// Resident set size of this process in bytes.
+pub fn rss_bytes() -> usize {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}

@@ -1,0 +1,208 @@
+//! Typed caches: conservation under threads (nothing lost, nothing handed out twice),
+//! retuning a live cache, shrink, destroy, and slabinfo.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::Rng;
+use cpuslab::{CacheError, KmemCache, SlabFlags};
+
+#[repr(C)]
+struct Obj {
+    owner: AtomicU64,
+    payload: [u64; 5],
+}
+
+/// Each thread tags the objects it holds with its id and checks the tag before freeing:
+/// an object handed out twice would carry another thread's tag. Threads also pass
+/// objects to each other so frees land on other CPUs' caches.
+fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
+    let exchange: Arc<Mutex<Vec<usize>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tuner = tune.then(|| {
+        let (c, stop) = (cache.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let limit = [1, 8, 60, 120, 500][(i % 5) as usize];
+                c.tune(limit, limit.div_ceil(2), 8).unwrap();
+                i += 1;
+                std::thread::yield_now();
+            }
+            i
+        })
+    });
+    let handles: Vec<_> = (1..=threads)
+        .map(|t| {
+            let (c, ex) = (cache.clone(), exchange.clone());
+            std::thread::spawn(move || {
+                let mut rng = Rng::new(t);
+                let mut held: Vec<NonNull<Obj>> = Vec::new();
+                for _ in 0..ops {
+                    if held.len() < 200 && rng.below(2) == 0 {
+                        let p = c.alloc().expect("out of memory");
+                        // SAFETY: a fresh object, ours alone.
+                        unsafe {
+                            let prev = (*p.as_ptr()).owner.swap(t, Ordering::Relaxed);
+                            assert!(
+                                prev == 0,
+                                "object {p:p} handed out while held by thread {prev}"
+                            );
+                            (*p.as_ptr()).payload = [t; 5];
+                        }
+                        held.push(p);
+                    } else if let Some(p) = held.pop() {
+                        // SAFETY: we hold `p`.
+                        unsafe {
+                            assert_eq!((*p.as_ptr()).payload, [t; 5]);
+                            assert_eq!((*p.as_ptr()).owner.swap(0, Ordering::Relaxed), t);
+                        }
+                        if rng.below(4) == 0 {
+                            ex.lock().unwrap().push(p.as_ptr() as usize);
+                        } else {
+                            // SAFETY: allocated from `c`, no longer used.
+                            unsafe { c.free(p) };
+                        }
+                    }
+                    if rng.below(64) == 0 {
+                        let batch: Vec<usize> = std::mem::take(&mut *ex.lock().unwrap());
+                        for p in batch {
+                            // SAFETY: released by its previous holder.
+                            unsafe { c.free(NonNull::new(p as *mut Obj).unwrap()) };
+                        }
+                    }
+                }
+                for p in held {
+                    // SAFETY: as above.
+                    unsafe {
+                        (*p.as_ptr()).owner.store(0, Ordering::Relaxed);
+                        c.free(p);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = tuner {
+        assert!(t.join().unwrap() > 0);
+    }
+    for p in std::mem::take(&mut *exchange.lock().unwrap()) {
+        // SAFETY: released by its holder.
+        unsafe { cache.free(NonNull::new(p as *mut Obj).unwrap()) };
+    }
+}
+
+fn zeroed_cache(name: &str) -> Arc<KmemCache<Obj>> {
+    let c = KmemCache::<Obj>::new(name, SlabFlags::NONE).unwrap();
+    // Objects start with owner 0: fill every slab object's tag before use by the test.
+    Arc::new(c)
+}
+
+#[test]
+fn conservation_under_threads() {
+    let cache = zeroed_cache("test_conserve");
+    prime(&cache);
+    hammer(&cache, 8, 200_000, false);
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "objects lost");
+}
+
+#[test]
+fn retune_while_hammered() {
+    let cache = zeroed_cache("test_retune");
+    prime(&cache);
+    hammer(&cache, 6, 100_000, true);
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "objects lost across retuning");
+}
+
+/// Objects must start with a zero tag: allocate a large batch once and clear it.
+fn prime(cache: &KmemCache<Obj>) {
+    let mut all = Vec::new();
+    for _ in 0..50_000 {
+        let p = cache.alloc().unwrap();
+        // SAFETY: fresh object.
+        unsafe { (*p.as_ptr()).owner.store(0, Ordering::Relaxed) };
+        all.push(p);
+    }
+    for p in all {
+        // SAFETY: allocated above.
+        unsafe { cache.free(p) };
+    }
+}
+
+#[test]
+fn distinct_objects_and_alignment() {
+    #[repr(align(64))]
+    struct Line(#[allow(dead_code)] [u8; 64]);
+    let cache = KmemCache::<Line>::new("test_lines", SlabFlags::HWCACHE_ALIGN).unwrap();
+    assert_eq!(cache.object_size(), 64);
+    let mut seen = HashSet::new();
+    let objs: Vec<_> = (0..10_000).map(|_| cache.alloc().unwrap()).collect();
+    for p in &objs {
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+        assert!(seen.insert(p.as_ptr() as usize), "duplicate object");
+    }
+    // Objects cached in the CPU's array cache count as active, as in slabinfo.
+    let active = cache.active_objects();
+    assert!((10_000..10_000 + 2 * 120).contains(&active), "{active}");
+    for p in objs {
+        // SAFETY: allocated above.
+        unsafe { cache.free(p) };
+    }
+    assert!(cache.shrink() > 0);
+    assert_eq!(cache.active_objects(), 0);
+    let info = cpuslab::stats::slabinfo();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("test_lines "))
+        .expect("cache in slabinfo");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[1], "0", "{line}");
+    assert_eq!(fields[3], "64", "{line}");
+}
+
+#[test]
+fn destroy_refuses_while_objects_live() {
+    let cache = KmemCache::<[u64; 4]>::new("test_destroy", SlabFlags::NONE).unwrap();
+    let p = cache.alloc_with([1, 2, 3, 4]).unwrap();
+    let (cache, err) = cache.destroy().unwrap_err();
+    assert_eq!(err, CacheError::Busy { live_objects: 1 });
+    // SAFETY: allocated above.
+    unsafe { cache.free(p) };
+    cache.destroy().unwrap();
+    assert!(!cpuslab::stats::slabinfo().contains("test_destroy "));
+}
+
+#[test]
+fn bad_parameters_are_errors() {
+    #[repr(align(8192))]
+    struct Huge(#[allow(dead_code)] [u8; 8192]);
+    assert_eq!(
+        KmemCache::<Huge>::new("x", SlabFlags::NONE).unwrap_err(),
+        CacheError::Alignment(8192)
+    );
+    assert_eq!(
+        KmemCache::<[u8; 1 << 20]>::new("x", SlabFlags::NONE).unwrap_err(),
+        CacheError::TooLarge(1 << 20)
+    );
+    assert!(matches!(
+        KmemCache::<u64>::new("x", SlabFlags(1)).unwrap_err(),
+        CacheError::Flags(1)
+    ));
+    let c = KmemCache::<u64>::new("test_tune_bad", SlabFlags::NONE).unwrap();
+    assert!(c.tune(0, 1, 8).is_err());
+    assert!(c.tune(10, 11, 8).is_err());
+    let msg = c.tune(5000, 10, 8).unwrap_err().to_string();
+    assert!(msg.contains("limit 5000"), "{msg}");
+}
