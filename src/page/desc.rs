@@ -45,8 +45,9 @@ pub struct Page {
     pub cache: *mut (),
     /// Slab: colour offset of the first object. Large: page count. Free: free time (ms).
     pub info: u64,
-    /// Unused; pads the descriptor to a cache line. A slab's off-slab freelist overlays
-    /// `next..` in its last page's descriptor (see `slab::layout`).
+    /// Pads the descriptor to a cache line. A one-page slab keeps its off-slab freelist
+    /// here; a larger slab overlays `next..` of its last (tail) page's descriptor (see
+    /// `slab::layout`).
     pub spare: [u8; 16],
 }
 

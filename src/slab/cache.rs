@@ -13,7 +13,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use super::array_cache::{ac_bytes, ArrayCache};
-use super::layout::{Geometry, OFF_SLAB_OFFSET};
+use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
 use super::CacheError;
 use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
@@ -543,10 +543,12 @@ impl RawCache {
     #[inline]
     unsafe fn freelist(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
-        if g.off_slab {
+        if g.off_slab && g.order == 0 {
+            slab.cast::<u8>().add(OFF_SLAB_HEAD_OFFSET)
+        } else if g.off_slab {
             slab.add((1 << g.order) - 1)
                 .cast::<u8>()
-                .add(OFF_SLAB_OFFSET)
+                .add(OFF_SLAB_TAIL_OFFSET)
         } else {
             page_address(slab).add(g.slab_bytes() - g.freelist_bytes())
         }

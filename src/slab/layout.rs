@@ -4,19 +4,31 @@
 //!
 //! The freelist is an array of object indices, out of line with the objects: on-slab
 //! at the end of the slab, or, when objects are large, off-slab in the spare bytes of
-//! the slab's last page descriptor (which a tail page does not otherwise use).
+//! the slab's last page descriptor: 48 bytes of a tail page (which uses only its flags
+//! and head pointer), or the 16 spare bytes of the head page of a one-page slab.
 
 use crate::page::desc::Page;
 use crate::sys::PAGE_SIZE;
 
 /// Largest slab order.
 pub const MAX_SLAB_ORDER: usize = 5;
-/// Bytes of a page descriptor usable for an off-slab freelist (from `Page::next`).
-pub const OFF_SLAB_BYTES: usize = 48;
-/// Offset of the off-slab freelist inside the last page's descriptor.
-pub const OFF_SLAB_OFFSET: usize = 16;
+/// Offset of the off-slab freelist inside a tail page's descriptor (from `Page::next`).
+pub const OFF_SLAB_TAIL_OFFSET: usize = 16;
+/// Offset of the off-slab freelist inside a one-page slab's descriptor (`Page::spare`).
+pub const OFF_SLAB_HEAD_OFFSET: usize = 48;
 
-const _: () = assert!(OFF_SLAB_OFFSET + OFF_SLAB_BYTES == core::mem::size_of::<Page>());
+const _: () = assert!(core::mem::offset_of!(Page, next) == OFF_SLAB_TAIL_OFFSET);
+const _: () = assert!(core::mem::offset_of!(Page, spare) == OFF_SLAB_HEAD_OFFSET);
+
+/// Indices an off-slab freelist can hold for a slab of `order`.
+pub const fn off_slab_capacity(order: usize) -> usize {
+    let offset = if order == 0 {
+        OFF_SLAB_HEAD_OFFSET
+    } else {
+        OFF_SLAB_TAIL_OFFSET
+    };
+    core::mem::size_of::<Page>() - offset
+}
 
 /// The fixed shape of every slab of a cache.
 #[derive(Clone, Copy, Debug, Default)]
@@ -82,8 +94,8 @@ impl Geometry {
             };
             let mut left = slab - num * (size + idx);
             // Off-slab: the index array moves into the last page's descriptor.
-            let off_num = (slab / size).min(OFF_SLAB_BYTES);
-            if order >= 1 && off_num > num {
+            let off_num = (slab / size).min(off_slab_capacity(order));
+            if off_num > num {
                 g.num = off_num;
                 g.off_slab = true;
                 g.idx_u8 = true;
@@ -138,8 +150,16 @@ mod tests {
                 "size {size} wastes: {g:?}"
             );
             if g.off_slab {
-                assert!(g.order >= 1 && g.num <= OFF_SLAB_BYTES);
+                assert!(g.num <= off_slab_capacity(g.order));
             }
+        }
+    }
+
+    #[test]
+    fn page_sized_classes_use_one_page() {
+        for size in [512, 1024, 2048, 4096] {
+            let g = Geometry::calculate(size, size.min(PAGE_SIZE)).unwrap();
+            assert_eq!((g.order, g.leftover()), (0, 0), "size {size}: {g:?}");
         }
     }
 
