@@ -267,10 +267,89 @@ pub unsafe fn ksize(p: *mut u8) -> usize {
         }
         return 0;
     }
-    if p as usize % PAGE_SIZE == 0 && huge::is_huge(p) {
+    if huge::is_huge(p) {
         return huge::usable_size(p);
     }
     0
+}
+
+/// Whether `p` is a live block of cpuslab (an object or block start in an arena, or a
+/// huge block). Safe for any address; used to recognise foreign pointers.
+pub fn owns(p: *const u8) -> bool {
+    if arena::contains(p) {
+        let head = virt_to_head_page(p);
+        // SAFETY: descriptors of arena pages are always mapped.
+        let flags = unsafe { (*head).flags() };
+        return flags & (PG_SLAB | PG_LARGE) != 0;
+    }
+    huge::is_huge(p)
+}
+
+/// Frees a block without its size (C `free`), finding its kind from the page
+/// descriptor or the huge registry.
+///
+/// # Safety
+/// `p` is a live block of cpuslab (see [`owns`]) not used again.
+pub unsafe fn kfree_unsized(p: *mut u8) {
+    if arena::contains(p) {
+        let head = virt_to_head_page(p);
+        let flags = (*head).flags();
+        if flags & PG_SLAB != 0 {
+            (*(*head).cache.cast::<RawCache>()).free(p);
+            return;
+        }
+        if flags & PG_LARGE != 0 && head == virt_to_page(p) {
+            page::free_pages_exact(head);
+            return;
+        }
+        sys::io::fatal(format_args!(
+            "invalid free of {p:p}: not a live block of cpuslab"
+        ));
+    }
+    huge::free(p);
+}
+
+/// Resizes a block without its old size (C `realloc`): in place when the new size
+/// keeps its cache, shrinks its pages, or fits its huge mapping; otherwise
+/// allocate-copy-free. Null (the old block intact) on failure.
+///
+/// # Safety
+/// `p` is a live block of cpuslab (see [`owns`]) allocated with alignment `align`.
+pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
+    let new_kind = classify(new_size, align);
+    if arena::contains(p) {
+        let head = virt_to_head_page(p);
+        let flags = (*head).flags();
+        if flags & PG_SLAB != 0 {
+            if let Kind::Slab(i) = new_kind {
+                if ptr::eq(&KMALLOC_CACHES[i], (*head).cache.cast::<RawCache>()) {
+                    return p;
+                }
+            }
+        } else if flags & PG_LARGE != 0 && new_kind == Kind::Large {
+            let old_pages = (*head).info as usize;
+            let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
+            if new_pages == old_pages {
+                return p;
+            }
+            if new_pages < old_pages {
+                page::shrink_pages_exact(head, new_pages);
+                return p;
+            }
+        }
+    } else if new_kind == Kind::Huge && align <= PAGE_SIZE {
+        let moved = huge::realloc(p, new_size);
+        if !moved.is_null() {
+            return moved;
+        }
+    }
+    let old = ksize(p);
+    let q = kmalloc(new_size, align);
+    if !q.is_null() {
+        ptr::copy_nonoverlapping(p, q, old.min(new_size));
+        kfree_unsized(p);
+    }
+    q
 }
 
 #[cfg(test)]

@@ -1,10 +1,91 @@
 //! Huge blocks (more than a max-order block): one mapping each, preceded by a header
-//! page so the block can be found, resized with mremap and unmapped.
+//! page that records the mapping, so the block can be resized with mremap and
+//! unmapped. Live blocks are also listed in a registry, so any pointer can be asked
+//! whether it is one of ours without touching memory that may not be mapped.
 
 use core::ptr;
 
 use super::arena;
+use crate::sync::Mutex;
 use crate::sys::{self, PAGE_SIZE};
+
+/// Slots of the registry: at most 3/4 of them hold live blocks (each is more than
+/// 4 MiB, so 48K blocks span more than 192 GiB).
+const REGISTRY_SLOTS: usize = 1 << 16;
+const EMPTY: usize = 0;
+
+/// A set of live huge block addresses: open addressing with linear probing and
+/// backward-shift deletion (no tombstones).
+pub(crate) struct Registry {
+    slots: [usize; REGISTRY_SLOTS],
+    live: usize,
+}
+
+pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    slots: [EMPTY; REGISTRY_SLOTS],
+    live: 0,
+});
+
+impl Registry {
+    fn home(block: usize) -> usize {
+        ((block >> 12) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize >> (usize::BITS - 16)
+    }
+
+    fn find(&self, block: usize) -> Option<usize> {
+        let mut i = Self::home(block);
+        loop {
+            match self.slots[i] {
+                EMPTY => return None,
+                b if b == block => return Some(i),
+                _ => i = (i + 1) % REGISTRY_SLOTS,
+            }
+        }
+    }
+
+    fn insert(&mut self, block: usize) -> bool {
+        if self.live >= REGISTRY_SLOTS * 3 / 4 {
+            return false;
+        }
+        let mut i = Self::home(block);
+        while self.slots[i] != EMPTY {
+            i = (i + 1) % REGISTRY_SLOTS;
+        }
+        self.slots[i] = block;
+        self.live += 1;
+        true
+    }
+
+    fn remove(&mut self, block: usize) -> bool {
+        let Some(mut hole) = self.find(block) else {
+            return false;
+        };
+        self.live -= 1;
+        // Shift later members of the probe run back into the hole when their home
+        // position does not lie between the hole and themselves.
+        let mut j = hole;
+        loop {
+            j = (j + 1) % REGISTRY_SLOTS;
+            let b = self.slots[j];
+            if b == EMPTY {
+                break;
+            }
+            let home = Self::home(b);
+            let dist_home = (j + REGISTRY_SLOTS - home) % REGISTRY_SLOTS;
+            let dist_hole = (j + REGISTRY_SLOTS - hole) % REGISTRY_SLOTS;
+            if dist_home >= dist_hole {
+                self.slots[hole] = b;
+                hole = j;
+            }
+        }
+        self.slots[hole] = EMPTY;
+        true
+    }
+}
+
+/// Number of live huge blocks.
+pub fn live_blocks() -> usize {
+    REGISTRY.lock().live
+}
 
 const HUGE_MAGIC: u64 = 0x6370_7573_6c61_6268; // "cpuslabh"
 
@@ -55,6 +136,11 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     }
     let map_len = span - lead;
     arena::uncharge(lead);
+    if !REGISTRY.lock().insert(block as usize) {
+        sys::mmap::unmap(map_base, map_len);
+        arena::uncharge(map_len);
+        return ptr::null_mut();
+    }
     // SAFETY: the header page is mapped and ours.
     unsafe {
         header(block).write(HugeHeader {
@@ -67,13 +153,9 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     block
 }
 
-/// Whether `block` heads a live huge block (checks the header's magic).
-///
-/// # Safety
-/// `block` is page-aligned and outside every arena; the page before it must be mapped
-/// if it is one of ours.
-pub unsafe fn is_huge(block: *mut u8) -> bool {
-    (*header(block)).magic == HUGE_MAGIC
+/// Whether `block` heads a live huge block. Safe for any address.
+pub fn is_huge(block: *const u8) -> bool {
+    REGISTRY.lock().find(block as usize).is_some()
 }
 
 /// Usable bytes of a huge block.
@@ -89,10 +171,12 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
 /// # Safety
 /// `block` was returned by [`alloc`] or [`realloc`] and is not used any more.
 pub unsafe fn free(block: *mut u8) {
-    let h = header(block);
-    if (*h).magic != HUGE_MAGIC {
-        sys::io::fatal(format_args!("invalid free of huge block {block:p}"));
+    if !REGISTRY.lock().remove(block as usize) {
+        sys::io::fatal(format_args!(
+            "invalid free of {block:p}: not a live block of cpuslab"
+        ));
     }
+    let h = header(block);
     let (base, len) = ((*h).map_base, (*h).map_len);
     (*h).magic = 0;
     sys::mmap::unmap(base, len);
@@ -119,6 +203,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     if new_len > old_len && !arena::charge(new_len - old_len) {
         return ptr::null_mut();
     }
+    let mut registry = REGISTRY.lock();
     let moved = sys::mmap::remap(base, old_len, new_len);
     if moved.is_null() {
         if new_len > old_len {
@@ -129,9 +214,46 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     if new_len < old_len {
         arena::uncharge(old_len - new_len);
     }
+    registry.remove(block as usize);
+    // Cannot fail: the entry just removed frees a slot.
+    registry.insert(moved as usize + PAGE_SIZE);
+    drop(registry);
     let h = moved.cast::<HugeHeader>();
     (*h).map_base = moved;
     (*h).map_len = new_len;
     (*h).usable = new_len - PAGE_SIZE;
     moved.add(PAGE_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_against_a_model() {
+        let mut r = Registry {
+            slots: [EMPTY; REGISTRY_SLOTS],
+            live: 0,
+        };
+        let mut model = std::collections::HashSet::new();
+        let mut x = 0x9E37_79B9u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct pages so probe runs collide and wrap.
+            let block = ((x % 5000) as usize + 1) << 12;
+            if x & 1 == 0 && model.len() < 4000 {
+                if model.insert(block) {
+                    assert!(r.insert(block));
+                }
+            } else {
+                assert_eq!(r.remove(block), model.remove(&block));
+            }
+            assert_eq!(r.live, model.len());
+        }
+        for b in 1..5001usize {
+            assert_eq!(r.find(b << 12).is_some(), model.contains(&(b << 12)));
+        }
+    }
 }

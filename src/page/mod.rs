@@ -158,6 +158,7 @@ pub(crate) fn lock_all() {
     for node in 0..topology::nr_node_ids() {
         zone(node).mutex().lock_raw();
     }
+    huge::REGISTRY.lock_raw();
 }
 
 /// Releases the zone locks taken by [`lock_all`].
@@ -165,6 +166,7 @@ pub(crate) fn lock_all() {
 /// # Safety
 /// Only after [`lock_all`], by the thread that called it (in the parent or the child).
 pub(crate) unsafe fn unlock_all() {
+    huge::REGISTRY.force_unlock();
     for node in 0..topology::nr_node_ids() {
         zone(node).mutex().force_unlock();
     }
