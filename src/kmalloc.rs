@@ -158,7 +158,9 @@ fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
                 page::page_address(page)
             }
         }
-        Kind::Huge => huge::alloc(size, align),
+        // At least one byte: a zero-byte huge block would start at the end of its own
+        // mapping, an address that may belong to the next mapping (an arena).
+        Kind::Huge => huge::alloc(size.max(1), align),
     }
 }
 

@@ -38,11 +38,15 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
 
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod config;
 mod global;
 mod init;
 pub mod kmalloc;
 pub mod page;
+pub mod percpu;
+pub mod rcu;
 pub mod slab;
 pub mod stats;
 pub mod sync;

@@ -8,6 +8,7 @@ use core::fmt::{self, Write};
 use core::sync::atomic::Ordering;
 
 use crate::page::{self, arena, pcp};
+pub use crate::percpu::stats::{percpu_stats, write_percpu_stats, PercpuStats};
 use crate::slab::{self, RawCache};
 use crate::topology;
 

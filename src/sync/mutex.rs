@@ -95,6 +95,15 @@ impl<T> Mutex<T> {
         self.unlock();
     }
 
+    /// Opens the lock if it is held, without waking anyone: for a forked child whose
+    /// lock holders no longer exist.
+    ///
+    /// # Safety
+    /// Only in a forked child, before any other thread exists.
+    pub unsafe fn force_unlock_if_locked(&self) {
+        self.state.store(UNLOCKED, Ordering::Relaxed);
+    }
+
     #[inline]
     fn unlock(&self) {
         if self.state.swap(UNLOCKED, Ordering::Release) == CONTENDED {

@@ -47,6 +47,16 @@ pub fn rseq_registered() -> bool {
     false
 }
 
+/// Offset of the calling thread's rseq area from its thread pointer
+/// (`__rseq_offset`), for restartable sequences (`sys::rseq`). Meaningful only when
+/// [`rseq_registered`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub fn rseq_offset() -> isize {
+    // SAFETY: a plain read of a glibc variable that is set before main.
+    unsafe { __rseq_offset }
+}
+
 /// The CPU the calling thread runs on (a hint, see the module docs).
 #[inline(always)]
 pub fn current() -> usize {

@@ -16,6 +16,24 @@ pub fn wait(word: &AtomicU32, expected: u32) {
     }
 }
 
+/// Sleeps while `*word == expected`, at most `timeout_ns`.
+pub fn wait_timeout(word: &AtomicU32, expected: u32, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: the word lives as long as the reference; `ts` is a valid relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
 /// Wakes up to `n` waiters on `word`.
 pub fn wake(word: &AtomicU32, n: i32) {
     // SAFETY: FUTEX_WAKE does not access the word's memory.

@@ -70,3 +70,23 @@ pub fn remap(addr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
         p.cast()
     }
 }
+
+/// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
+/// later touch cannot fail for want of memory. Returns false when the kernel has no
+/// memory for them. Kernels older than 5.14 lack the advice: there the pages are left
+/// to fault in on first touch, and true is returned.
+pub fn populate(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: callers only pass page-aligned ranges inside their own read-write
+    // mappings; populating leaves the contents as they were.
+    if unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+}
+
+/// Asks the kernel not to back `[addr, addr + len)` with transparent huge pages, for
+/// mappings whose pages are committed and given back one by one.
+pub fn no_hugepage(addr: *mut u8, len: usize) -> bool {
+    // SAFETY: advice on a range of our own mapping; contents are untouched.
+    unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) == 0 }
+}

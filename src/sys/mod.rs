@@ -7,12 +7,18 @@
 
 pub mod cpu;
 pub mod env;
+pub mod errno;
 pub mod file;
 pub mod fork;
 pub mod futex;
+pub mod glibc;
 pub mod io;
+pub mod membarrier;
 pub mod mmap;
 pub mod numa;
+pub mod process;
+pub mod rseq;
+pub mod thread;
 pub mod time;
 
 /// The size of a base page. cpuslab refuses to start on a kernel with another page size.

@@ -1,0 +1,136 @@
+//! `libcpuslab_preload.so`: cpuslab as the C allocator of any dynamically linked
+//! program.
+//!
+//! ```sh
+//! cargo build --release -p cpuslab-preload
+//! LD_PRELOAD=target/release/libcpuslab_preload.so CPUSLAB_STATS=1 python3 script.py
+//! ```
+//!
+//! The exported functions are thin wrappers over [`cpuslab::capi`], which holds the
+//! semantics (glibc's) and their documentation. They are defined here rather than with
+//! `#[no_mangle]` in the cpuslab crate so that linking cpuslab into a Rust program
+//! never replaces that program's C allocator by accident.
+//!
+//! The library's constructor boots the allocator and reads `CPUSLAB_STATS`; its
+//! destructor, which runs during `exit`, prints the report when asked to. Neither is
+//! needed for the allocator to work: calls that come before the constructor (from the
+//! dynamic loader, or from other libraries' constructors) boot it themselves.
+
+#![allow(clippy::missing_safety_doc)]
+
+use core::ffi::{c_int, c_void};
+
+use cpuslab::capi;
+
+/// C `malloc`; see [`capi::malloc`].
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    capi::malloc(size)
+}
+
+/// C `free`; see [`capi::free`].
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the C caller's contract is `capi::free`'s.
+    unsafe { capi::free(p) }
+}
+
+/// C `cfree`; see [`capi::cfree`].
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: the C caller's contract is `capi::cfree`'s.
+    unsafe { capi::cfree(p) }
+}
+
+/// C `calloc`; see [`capi::calloc`].
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    capi::calloc(n, size)
+}
+
+/// C `realloc`; see [`capi::realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the C caller's contract is `capi::realloc`'s.
+    unsafe { capi::realloc(p, size) }
+}
+
+/// C `reallocarray`; see [`capi::reallocarray`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    // SAFETY: the C caller's contract is `capi::reallocarray`'s.
+    unsafe { capi::reallocarray(p, n, size) }
+}
+
+/// C `posix_memalign`; see [`capi::posix_memalign`].
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(
+    memptr: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    // SAFETY: the C caller's contract is `capi::posix_memalign`'s.
+    unsafe { capi::posix_memalign(memptr, align, size) }
+}
+
+/// C `aligned_alloc`; see [`capi::aligned_alloc`].
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    capi::aligned_alloc(align, size)
+}
+
+/// C `memalign`; see [`capi::memalign`].
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    capi::memalign(align, size)
+}
+
+/// C `valloc`; see [`capi::valloc`].
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    capi::valloc(size)
+}
+
+/// C `pvalloc`; see [`capi::pvalloc`].
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    capi::pvalloc(size)
+}
+
+/// C `malloc_usable_size`; see [`capi::malloc_usable_size`].
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    // SAFETY: the C caller's contract is `capi::malloc_usable_size`'s.
+    unsafe { capi::malloc_usable_size(p) }
+}
+
+/// C `malloc_trim`; see [`capi::malloc_trim`].
+#[no_mangle]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    capi::malloc_trim(pad)
+}
+
+/// C `malloc_stats`; see [`capi::malloc_stats`].
+#[no_mangle]
+pub extern "C" fn malloc_stats() {
+    capi::malloc_stats()
+}
+
+extern "C" fn constructor() {
+    capi::on_load();
+}
+
+extern "C" fn destructor() {
+    capi::on_unload();
+}
+
+/// Run by the dynamic loader when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = constructor;
+
+/// Run by the dynamic loader's `_dl_fini` during `exit`, after the program's `atexit`
+/// handlers.
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;

@@ -1,0 +1,184 @@
+//! `PercpuRwSem`, the kernel's `percpu_rw_semaphore` (what `cpuset_rwsem` is): readers
+//! count themselves on their own CPU and never write a shared line; a writer blocks new
+//! readers and waits for the per-CPU counts to drain.
+//!
+//! The kernel's readers skip even a full barrier while no writer is around, because
+//! the writer first waits for an RCU grace period (`rcu_sync`). cpuslab has no RCU yet,
+//! so the two sides meet Dekker-style through sequentially consistent operations: a
+//! reader increments its CPU's count and then loads the writer flag; a writer stores
+//! the flag and then loads every count. Either the reader sees the flag (and backs
+//! out) or the writer sees the reader's count (and waits). On x86 the reader's locked
+//! increment is the barrier already, so the fast path costs one uncontended locked add
+//! and one load. When RCU lands this moves to RCU-sync: readers then take the fast path
+//! with plain per-CPU increments while no writer has started a grace period.
+//!
+//! A reader may increment on one CPU and decrement on another (it migrated): a CPU's
+//! count may go negative, only the sum over CPUs means anything.
+
+use core::sync::atomic::{AtomicIsize, AtomicU32, Ordering};
+
+use super::{PerCpu, PercpuError};
+use crate::sync::{Mutex, MutexGuard};
+use crate::sys::futex;
+
+/// A reader-writer semaphore whose readers scale with the CPUs
+/// (`struct percpu_rw_semaphore`).
+///
+/// ```
+/// use cpuslab::percpu::PercpuRwSem;
+///
+/// let sem = PercpuRwSem::new().unwrap();
+/// {
+///     let _r1 = sem.down_read();
+///     let _r2 = sem.down_read();
+/// }
+/// let _w = sem.down_write();
+/// assert!(sem.try_down_read().is_none());
+/// ```
+pub struct PercpuRwSem {
+    /// Readers inside, counted on the CPU each entered or left on (`read_count`).
+    read_count: PerCpu<AtomicIsize>,
+    /// 1 while a writer holds the semaphore or waits for readers (`block`); readers
+    /// sleep on it.
+    block: AtomicU32,
+    /// Bumped by every reader that leaves while `block` is set; the writer sleeps on it
+    /// (the kernel's `writer` rcuwait).
+    writer_wake: AtomicU32,
+    /// Serialises writers (the kernel's `rw_sem`).
+    writer: Mutex<()>,
+}
+
+/// A read hold of a [`PercpuRwSem`]; released on drop (`percpu_up_read`).
+#[must_use = "the read hold is released when the guard is dropped"]
+pub struct PercpuReadGuard<'a> {
+    sem: &'a PercpuRwSem,
+}
+
+/// The write hold of a [`PercpuRwSem`]; released on drop (`percpu_up_write`).
+#[must_use = "the write hold is released when the guard is dropped"]
+pub struct PercpuWriteGuard<'a> {
+    sem: &'a PercpuRwSem,
+    _writer: MutexGuard<'a, ()>,
+}
+
+impl PercpuRwSem {
+    /// `percpu_init_rwsem`: a free semaphore; its counts take a percpu area.
+    pub fn new() -> Result<Self, PercpuError> {
+        Ok(Self {
+            read_count: PerCpu::new()?,
+            block: AtomicU32::new(0),
+            writer_wake: AtomicU32::new(0),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// Counts a reader in on this CPU; false (count undone) if a writer is there.
+    #[inline]
+    fn try_enter(&self) -> bool {
+        self.read_count.this_cpu().fetch_add(1, Ordering::SeqCst);
+        if self.block.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        self.leave();
+        false
+    }
+
+    /// Counts a reader out on this CPU and wakes a writer waiting for the counts.
+    #[inline]
+    fn leave(&self) {
+        self.read_count.this_cpu().fetch_sub(1, Ordering::SeqCst);
+        if self.block.load(Ordering::SeqCst) != 0 {
+            self.wake_writer();
+        }
+    }
+
+    #[cold]
+    fn wake_writer(&self) {
+        self.writer_wake.fetch_add(1, Ordering::SeqCst);
+        futex::wake(&self.writer_wake, 1);
+    }
+
+    /// `percpu_down_read`: takes a read hold, sleeping while a writer holds or waits.
+    #[inline]
+    pub fn down_read(&self) -> PercpuReadGuard<'_> {
+        if !self.try_enter() {
+            self.down_read_slow();
+        }
+        PercpuReadGuard { sem: self }
+    }
+
+    #[cold]
+    fn down_read_slow(&self) {
+        loop {
+            while self.block.load(Ordering::Acquire) != 0 {
+                futex::wait(&self.block, 1);
+            }
+            if self.try_enter() {
+                return;
+            }
+        }
+    }
+
+    /// `percpu_down_read_trylock`: a read hold if no writer holds or waits.
+    #[inline]
+    pub fn try_down_read(&self) -> Option<PercpuReadGuard<'_>> {
+        // `then`, not `then_some`: a guard made on failure would count a reader out.
+        self.try_enter().then(|| PercpuReadGuard { sem: self })
+    }
+
+    /// `percpu_down_write`: takes the write hold: blocks new readers, then sleeps until
+    /// every reader inside has left.
+    pub fn down_write(&self) -> PercpuWriteGuard<'_> {
+        let writer = self.writer.lock();
+        self.block.store(1, Ordering::SeqCst);
+        loop {
+            let seen = self.writer_wake.load(Ordering::SeqCst);
+            if self.readers() == 0 {
+                break;
+            }
+            // A reader leaving after the count above bumps `writer_wake` first.
+            futex::wait(&self.writer_wake, seen);
+        }
+        PercpuWriteGuard {
+            sem: self,
+            _writer: writer,
+        }
+    }
+
+    /// The readers inside: the sum of every CPU's count (`readers_active_check`).
+    fn readers(&self) -> isize {
+        self.read_count
+            .iter()
+            .fold(0isize, |n, (_, c)| n.wrapping_add(c.load(Ordering::SeqCst)))
+    }
+
+    /// Whether a writer holds the semaphore or waits for its readers.
+    pub fn is_write_locked(&self) -> bool {
+        self.block.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Drop for PercpuReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.sem.leave();
+    }
+}
+
+impl Drop for PercpuWriteGuard<'_> {
+    fn drop(&mut self) {
+        // Readers that see 0 also see everything the writer did.
+        self.sem.block.store(0, Ordering::SeqCst);
+        futex::wake(&self.sem.block, i32::MAX);
+        // The writer mutex is released after this, as the guard's last field drops.
+    }
+}
+
+impl core::fmt::Debug for PercpuRwSem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PercpuRwSem")
+            .field("readers", &self.readers())
+            .field("write_locked", &self.is_write_locked())
+            .finish()
+    }
+}

@@ -1,0 +1,306 @@
+//! `call_rcu` and `rcu_barrier`: callbacks queued on the calling CPU's segmented list
+//! (a tried lock; a shared list when it is busy), tagged with the grace period they
+//! need, and invoked by the grace-period thread in batches of `blimit` (10), without
+//! limit while more than `qhimark` (10000) are pending until fewer than `qlowmark`
+//! (100) remain.
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::head::{RcuCallback, RcuHead};
+use super::kfree::KfreeBatch;
+use super::segcblist::SegCbList;
+use super::{gp, seq};
+use crate::sync::{Mutex, TryLock};
+use crate::sys::{self, futex, PAGE_SIZE};
+use crate::{page, topology};
+
+/// Callbacks invoked per list per pass while few are pending.
+pub const BLIMIT: usize = 10;
+/// Above this many pending callbacks, batches are unlimited...
+pub const QHIMARK: usize = 10_000;
+/// ...until fewer than this remain.
+pub const QLOWMARK: usize = 100;
+
+/// One CPU's callbacks (`rcu_data`'s `cblist`) and its partly filled free_rcu batch.
+#[repr(C, align(64))]
+pub(crate) struct CbList {
+    lock: TryLock,
+    list: UnsafeCell<SegCbList>,
+    pub(crate) kfree: UnsafeCell<*mut KfreeBatch>,
+    barrier_head: UnsafeCell<RcuHead>,
+}
+
+// SAFETY: the cells are only touched with `lock` held.
+unsafe impl Sync for CbList {}
+
+impl CbList {
+    const fn new() -> Self {
+        Self {
+            lock: TryLock::new(),
+            list: UnsafeCell::new(SegCbList::new()),
+            kfree: UnsafeCell::new(ptr::null_mut()),
+            barrier_head: UnsafeCell::new(RcuHead::new()),
+        }
+    }
+}
+
+static LISTS: AtomicPtr<CbList> = AtomicPtr::new(ptr::null_mut());
+static NR_LISTS: AtomicUsize = AtomicUsize::new(0);
+static INIT: Mutex<()> = Mutex::new(());
+/// The list of last resort, when a CPU's list is busy or does not exist.
+static SHARED: CbList = CbList::new();
+static SHARED_LOCK: Mutex<()> = Mutex::new(());
+
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+static INVOKED: AtomicU64 = AtomicU64::new(0);
+static UNLIMITED: AtomicBool = AtomicBool::new(false);
+
+/// Allocates the per-CPU lists on first use.
+fn lists() -> &'static [CbList] {
+    let base = LISTS.load(Ordering::Acquire);
+    if !base.is_null() {
+        // SAFETY: published once, never freed.
+        return unsafe { core::slice::from_raw_parts(base, NR_LISTS.load(Ordering::Relaxed)) };
+    }
+    init_lists()
+}
+
+#[cold]
+fn init_lists() -> &'static [CbList] {
+    let _g = INIT.lock();
+    let base = LISTS.load(Ordering::Acquire);
+    if base.is_null() && crate::init::ensure() {
+        let n = topology::nr_cpu_ids();
+        let bytes = n * core::mem::size_of::<CbList>();
+        let pg = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE), 0);
+        if !pg.is_null() {
+            let base = page::page_address(pg).cast::<CbList>();
+            for i in 0..n {
+                // SAFETY: the block holds `n` lists.
+                unsafe { base.add(i).write(CbList::new()) };
+            }
+            NR_LISTS.store(n, Ordering::Relaxed);
+            LISTS.store(base, Ordering::Release);
+        }
+    }
+    let base = LISTS.load(Ordering::Acquire);
+    if base.is_null() {
+        return &[];
+    }
+    // SAFETY: as above.
+    unsafe { core::slice::from_raw_parts(base, NR_LISTS.load(Ordering::Relaxed)) }
+}
+
+/// Runs `f` on this CPU's list if its lock can be had, else on the shared list.
+pub(crate) fn with_local_list<R>(f: impl FnOnce(&CbList) -> R) -> R {
+    let lists = lists();
+    if let Some(l) = lists.get(sys::cpu::current()) {
+        if l.lock.try_lock() {
+            let r = f(l);
+            l.lock.unlock();
+            return r;
+        }
+    }
+    let _g = SHARED_LOCK.lock();
+    f(&SHARED)
+}
+
+/// Runs `f` on every list, waiting for each lock (not for allocation paths).
+pub(crate) fn for_each_list(mut f: impl FnMut(&CbList)) {
+    for l in lists() {
+        if l.lock.lock_wait() {
+            f(l);
+            l.lock.unlock();
+        }
+    }
+    let _g = SHARED_LOCK.lock();
+    f(&SHARED);
+}
+
+/// Queues `func(head)` to run after a grace period (`call_rcu`). Never allocates and
+/// never waits for a per-CPU lock.
+///
+/// # Safety
+/// `head` stays valid and untouched until `func` runs; `func` may run on another thread.
+pub unsafe fn call_rcu(head: *mut RcuHead, func: RcuCallback) {
+    (*head).func = Some(func);
+    PENDING.fetch_add(1, Ordering::Relaxed);
+    // The snapshot is taken under the list's lock, so a list's tags never go backward.
+    let snap = with_local_list(|l| {
+        let snap = seq::snap(gp::gp_seq_ordered());
+        let list = &mut *l.list.get();
+        list.enqueue(head);
+        list.accelerate(snap);
+        snap
+    });
+    gp::request(snap);
+}
+
+/// Invokes every callback whose grace period has ended, in batches. Returns how many
+/// ran. Called by the grace-period thread.
+pub(crate) fn process() -> usize {
+    let pending = PENDING.load(Ordering::Relaxed);
+    if pending > QHIMARK {
+        UNLIMITED.store(true, Ordering::Relaxed);
+    } else if pending < QLOWMARK {
+        UNLIMITED.store(false, Ordering::Relaxed);
+    }
+    let blimit = if UNLIMITED.load(Ordering::Relaxed) {
+        usize::MAX
+    } else {
+        BLIMIT
+    };
+    let cur = gp::gp_seq();
+    let mut invoked = 0;
+    let mut needed: Option<u64> = None;
+    let mut take = |l: &CbList| {
+        // SAFETY: the caller holds the list's lock.
+        unsafe {
+            let list = &mut *l.list.get();
+            list.advance(cur);
+            // NEXT may still hold callbacks that found NEXT_READY taken by an earlier
+            // grace period: give them one now (rcu_accelerate_cbs at cleanup).
+            list.accelerate(seq::snap(gp::gp_seq_ordered()));
+            if let Some(s) = list.needed() {
+                needed = Some(needed.map_or(s, |m: u64| if seq::done(s, m) { m } else { s }));
+            }
+            list.extract_done(blimit)
+        }
+    };
+    // Each batch is detached under the list's lock and invoked after releasing it, so
+    // a callback may queue callbacks (even on this list) or free memory.
+    for l in lists() {
+        if !l.lock.lock_wait() {
+            continue;
+        }
+        let (chain, n) = take(l);
+        l.lock.unlock();
+        invoke_chain(chain);
+        invoked += n;
+    }
+    let (chain, n) = {
+        let _g = SHARED_LOCK.lock();
+        take(&SHARED)
+    };
+    invoke_chain(chain);
+    invoked += n;
+    PENDING.fetch_sub(invoked, Ordering::Relaxed);
+    INVOKED.fetch_add(invoked as u64, Ordering::Relaxed);
+    if let Some(s) = needed {
+        gp::request(s);
+    }
+    invoked
+}
+
+fn invoke_chain(mut h: *mut RcuHead) {
+    while !h.is_null() {
+        // SAFETY: a detached chain of queued heads; each is handed to its callback,
+        // which may free it, so `next` is read first.
+        unsafe {
+            let next = (*h).next;
+            if let Some(f) = (*h).func {
+                f(h);
+            }
+            h = next;
+        }
+    }
+}
+
+static BARRIER_MUTEX: Mutex<()> = Mutex::new(());
+static BARRIER_LEFT: AtomicUsize = AtomicUsize::new(0);
+static BARRIER_WORD: AtomicU32 = AtomicU32::new(0);
+/// Set while a barrier's caller holds its initial count (queueing the heads).
+static BARRIER_QUEUEING: AtomicBool = AtomicBool::new(false);
+
+unsafe fn barrier_callback(_: *mut RcuHead) {
+    if BARRIER_LEFT.fetch_sub(1, Ordering::AcqRel) == 1 {
+        BARRIER_WORD.fetch_add(1, Ordering::Release);
+        futex::wake(&BARRIER_WORD, i32::MAX);
+    }
+}
+
+/// Waits until every callback queued before the call has been invoked
+/// (`rcu_barrier`), including the batches of `free_rcu`.
+pub fn barrier() {
+    super::kfree::flush_all();
+    let _g = BARRIER_MUTEX.lock();
+    // A forked child may inherit a barrier of the parent still in flight: its heads
+    // are queued and must be invoked before they can be queued again.
+    wait_barrier_done();
+    BARRIER_QUEUEING.store(true, Ordering::Relaxed);
+    BARRIER_LEFT.store(1, Ordering::Relaxed);
+    let mut snap = 0;
+    for_each_list(|l| {
+        snap = seq::snap(gp::gp_seq_ordered());
+        BARRIER_LEFT.fetch_add(1, Ordering::Relaxed);
+        PENDING.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the list's lock is held; the barrier head is idle (the barrier mutex
+        // is held, so the previous barrier's heads have all been invoked).
+        unsafe {
+            let head = l.barrier_head.get();
+            (*head).func = Some(barrier_callback);
+            let list = &mut *l.list.get();
+            list.enqueue(head);
+            list.accelerate(snap);
+        }
+    });
+    gp::request(snap);
+    BARRIER_QUEUEING.store(false, Ordering::Relaxed);
+    // SAFETY: drops the initial count held while queueing.
+    unsafe { barrier_callback(ptr::null_mut()) };
+    wait_barrier_done();
+}
+
+fn wait_barrier_done() {
+    loop {
+        let w = BARRIER_WORD.load(Ordering::Acquire);
+        if BARRIER_LEFT.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        gp::request(seq::snap(gp::gp_seq_ordered()));
+        futex::wait_timeout(&BARRIER_WORD, w, 100_000_000);
+    }
+}
+
+/// fork, child: a barrier that was queueing in the parent lost its caller; drop the
+/// count that caller held so the inherited heads can finish it.
+///
+/// # Safety
+/// Only in a forked child.
+pub(crate) unsafe fn reset_barrier_after_fork() {
+    BARRIER_MUTEX.force_unlock_if_locked();
+    if BARRIER_QUEUEING.swap(false, Ordering::Relaxed) {
+        barrier_callback(ptr::null_mut());
+    }
+}
+
+/// Callbacks queued and not yet invoked.
+pub fn pending() -> usize {
+    PENDING.load(Ordering::Relaxed)
+}
+
+/// Callbacks invoked so far.
+pub fn invoked() -> u64 {
+    INVOKED.load(Ordering::Relaxed)
+}
+
+/// fork, prepare: takes every list lock so no list is caught half-linked.
+pub(crate) fn lock_all() {
+    for l in lists() {
+        l.lock.lock_wait();
+    }
+    SHARED_LOCK.lock_raw();
+}
+
+/// fork, parent and child: releases what [`lock_all`] took.
+///
+/// # Safety
+/// Only after [`lock_all`] on the same thread.
+pub(crate) unsafe fn unlock_all() {
+    SHARED_LOCK.force_unlock();
+    for l in lists() {
+        l.lock.unlock();
+    }
+}

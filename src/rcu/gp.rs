@@ -1,0 +1,321 @@
+//! Grace periods: the `gp_seq` state machine, the grace-period thread (a raw pthread
+//! started on first need) running the kernel's loop (wait for a request → init →
+//! force quiescent states → cleanup), `synchronize`, the expedited variant that drives
+//! a grace period on the caller's thread, polling, and stall warnings.
+
+use core::ffi::c_void;
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::reader::{self, READERS};
+use super::trace::{self, Event};
+use super::tree::{self, LEAF_FANOUT};
+use super::{callbacks, kfree, seq};
+use crate::sync::Mutex;
+use crate::sys::{self, futex};
+
+/// `rcu_state.gp_seq`; starts idle and non-zero (a reader's 0 means "not reading").
+static GP_SEQ: AtomicU64 = AtomicU64::new(4);
+/// The furthest `gp_seq` anyone asked for (`gp_seq_needed`).
+static GP_SEQ_NEEDED: AtomicU64 = AtomicU64::new(4);
+/// Serialises grace periods (the thread's and expedited ones).
+static GP_MUTEX: Mutex<()> = Mutex::new(());
+/// Futex word the grace-period driver sleeps on (requests, last quiescent states).
+static DRIVER_WORD: AtomicU32 = AtomicU32::new(0);
+/// Futex word bumped when a grace period ends.
+static DONE_WORD: AtomicU32 = AtomicU32::new(0);
+
+const KTHREAD_NONE: u8 = 0;
+const KTHREAD_RUNNING: u8 = 1;
+const KTHREAD_FAILED: u8 = 2;
+static KTHREAD: AtomicU8 = AtomicU8::new(KTHREAD_NONE);
+
+/// Completed grace periods, expedited ones among them, and stall reports.
+pub(crate) static COMPLETED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static EXPEDITED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static STALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Stall threshold in ms (`CPUSLAB_RCU_STALL_MS`, default 21000); 0 until read.
+static STALL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// The current `gp_seq`.
+#[inline]
+pub fn gp_seq() -> u64 {
+    GP_SEQ.load(Ordering::Relaxed)
+}
+
+/// The current `gp_seq`, ordered after everything the caller did before (for
+/// snapshots that must cover an update just made).
+#[inline]
+pub fn gp_seq_ordered() -> u64 {
+    GP_SEQ.load(Ordering::SeqCst)
+}
+
+fn stall_ms() -> u64 {
+    let v = STALL_MS.load(Ordering::Relaxed);
+    if v != 0 {
+        return v;
+    }
+    let v = sys::env::get(c"CPUSLAB_RCU_STALL_MS")
+        .and_then(crate::config::parse_size)
+        .unwrap_or(21_000)
+        .max(1) as u64;
+    STALL_MS.store(v, Ordering::Relaxed);
+    v
+}
+
+/// A full barrier between the grace-period side and every reader.
+fn full_barrier() {
+    if !(sys::membarrier::available() && sys::membarrier::barrier()) {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// Wakes whoever drives the grace period (the thread, or an expedited caller).
+pub fn wake_gp_driver() {
+    DRIVER_WORD.fetch_add(1, Ordering::Release);
+    futex::wake(&DRIVER_WORD, i32::MAX);
+}
+
+/// Asks for the grace period ending at `snap`; starts the thread if needed.
+pub fn request(snap: u64) {
+    let prev = GP_SEQ_NEEDED.fetch_max(snap, Ordering::AcqRel);
+    // The thread may be missing even for an old request (a forked child).
+    ensure_kthread();
+    if prev < snap {
+        super::register_atfork();
+        trace::record(Event::NewReq, 0);
+        wake_gp_driver();
+    }
+}
+
+fn gp_needed() -> bool {
+    !seq::done(
+        GP_SEQ.load(Ordering::Acquire),
+        GP_SEQ_NEEDED.load(Ordering::Acquire),
+    )
+}
+
+fn ensure_kthread() {
+    if KTHREAD.load(Ordering::Acquire) != KTHREAD_NONE {
+        return;
+    }
+    if KTHREAD
+        .compare_exchange(
+            KTHREAD_NONE,
+            KTHREAD_RUNNING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+        && !sys::thread::spawn_raw(gp_kthread, 0)
+    {
+        KTHREAD.store(KTHREAD_FAILED, Ordering::Release);
+    }
+}
+
+/// The grace-period thread (`rcu_gp_kthread`, which also invokes callbacks here).
+extern "C" fn gp_kthread(_: *mut c_void) -> *mut c_void {
+    loop {
+        let word = DRIVER_WORD.load(Ordering::Acquire);
+        if gp_needed() {
+            run_gp(false);
+            continue;
+        }
+        if callbacks::process() > 0 {
+            continue;
+        }
+        if kfree::flush_all() > 0 {
+            continue;
+        }
+        // Partly filled free_rcu batches are flushed at least once a second.
+        futex::wait_timeout(
+            &DRIVER_WORD,
+            word,
+            if kfree::pending() {
+                1_000_000_000
+            } else {
+                10_000_000_000
+            },
+        );
+    }
+}
+
+/// Runs one whole grace period on the calling thread. Expedited: polls the readers
+/// without sleeping between scans.
+pub fn run_gp(expedited: bool) {
+    let _gp = GP_MUTEX.lock();
+    let cur = GP_SEQ.load(Ordering::Relaxed);
+    // A forked child may inherit a grace period in progress: it is resumed.
+    let gp = if seq::state(cur) == 1 {
+        cur
+    } else {
+        seq::start(cur)
+    };
+    GP_SEQ.store(gp, Ordering::SeqCst);
+    trace::record(Event::Start, 0);
+    full_barrier();
+    let start_ms = sys::time::now_ms();
+    if tree::init_qsmasks() {
+        let mut wait_ns = 100_000;
+        loop {
+            let word = DRIVER_WORD.load(Ordering::Acquire);
+            trace::record(Event::FqsStart, 0);
+            force_quiescent_states(gp, start_ms);
+            trace::record(Event::FqsEnd, 0);
+            if tree::root_done() {
+                break;
+            }
+            if expedited {
+                futex::yield_now();
+            } else {
+                trace::record(Event::FqsWait, 0);
+                futex::wait_timeout(&DRIVER_WORD, word, wait_ns);
+                wait_ns = (wait_ns * 2).min(10_000_000);
+            }
+        }
+    }
+    full_barrier();
+    GP_SEQ.store(seq::end(gp), Ordering::SeqCst);
+    trace::record(Event::End, 0);
+    COMPLETED.fetch_add(1, Ordering::Relaxed);
+    if expedited {
+        EXPEDITED.fetch_add(1, Ordering::Relaxed);
+    }
+    DONE_WORD.fetch_add(1, Ordering::Release);
+    futex::wake(&DONE_WORD, i32::MAX);
+    trace::record(Event::CpuEnd, 0);
+}
+
+/// `rcu_gp_fqs`: reports every waited-for reader found outside a read section or in
+/// one that began after the grace period started; asks the others to report when they
+/// leave, and warns once about any that stalls the grace period.
+fn force_quiescent_states(gp: u64, start_ms: u64) {
+    let now = sys::time::now_ms();
+    let stalled = now.saturating_sub(start_ms) >= stall_ms();
+    tree::for_each_blocking_leaf(|leaf, mask| {
+        let mut bits = mask;
+        while bits != 0 {
+            let slot = leaf * LEAF_FANOUT + bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let r = &READERS[slot];
+            let quiescent = |c: u64| c == 0 || seq::done(c, gp);
+            if quiescent(r.ctr.load(Ordering::Acquire)) {
+                tree::report_qs(slot);
+                continue;
+            }
+            r.need_qs.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if quiescent(r.ctr.load(Ordering::Acquire)) {
+                tree::report_qs(slot);
+                continue;
+            }
+            if stalled && r.stall_gp.swap(gp, Ordering::Relaxed) != gp {
+                STALLS.fetch_add(1, Ordering::Relaxed);
+                sys::io::warn(format_args!(
+                    "rcu: INFO: rcu detected stall: reader thread {} has blocked grace period {} for {} ms in one read-side critical section",
+                    r.tid.load(Ordering::Relaxed),
+                    gp,
+                    now - start_ms
+                ));
+            }
+        }
+    });
+}
+
+/// Waits until `gp_seq` reaches `snap`.
+fn wait_for(snap: u64) {
+    loop {
+        let w = DONE_WORD.load(Ordering::Acquire);
+        if seq::done(GP_SEQ.load(Ordering::Acquire), snap) {
+            return;
+        }
+        if KTHREAD.load(Ordering::Acquire) == KTHREAD_FAILED {
+            // No thread could be started: drive grace periods here.
+            run_gp(false);
+            continue;
+        }
+        futex::wait_timeout(&DONE_WORD, w, 100_000_000);
+    }
+}
+
+fn forbid_in_reader(what: &str) {
+    if reader::in_read_section() {
+        sys::io::fatal(format_args!(
+            "rcu: {what} called inside a read-side critical section would wait for itself"
+        ));
+    }
+}
+
+/// Waits for a full grace period: every read section that began before the call has
+/// ended (`synchronize_rcu`). Concurrent callers share grace periods.
+pub fn synchronize() {
+    forbid_in_reader("synchronize()");
+    let snap = seq::snap(GP_SEQ.load(Ordering::SeqCst));
+    request(snap);
+    wait_for(snap);
+}
+
+/// [`synchronize`] driven on the calling thread, polling the readers instead of
+/// sleeping between scans (`synchronize_rcu_expedited`).
+pub fn synchronize_expedited() {
+    forbid_in_reader("synchronize_expedited()");
+    let snap = seq::snap(GP_SEQ.load(Ordering::SeqCst));
+    while !seq::done(GP_SEQ.load(Ordering::Acquire), snap) {
+        run_gp(true);
+    }
+    // Callbacks may have become ready: let the thread invoke them.
+    if callbacks::pending() > 0 {
+        ensure_kthread();
+        wake_gp_driver();
+    }
+}
+
+/// A cookie for [`poll_state`] (`get_state_synchronize_rcu`); starts nothing.
+pub fn get_state() -> u64 {
+    seq::snap(GP_SEQ.load(Ordering::SeqCst))
+}
+
+/// [`get_state`], and makes sure a grace period will come (`start_poll_synchronize_rcu`).
+pub fn start_poll() -> u64 {
+    let s = get_state();
+    request(s);
+    s
+}
+
+/// Whether a full grace period has elapsed since `cookie` was taken.
+pub fn poll_state(cookie: u64) -> bool {
+    seq::done(GP_SEQ.load(Ordering::Acquire), cookie)
+}
+
+/// Waits for the grace period of `cookie` unless it has already elapsed
+/// (`cond_synchronize_rcu`).
+pub fn cond_synchronize(cookie: u64) {
+    if !poll_state(cookie) {
+        forbid_in_reader("cond_synchronize()");
+        request(cookie);
+        wait_for(cookie);
+    }
+}
+
+/// Whether the grace-period thread runs.
+pub fn kthread_running() -> bool {
+    KTHREAD.load(Ordering::Relaxed) == KTHREAD_RUNNING
+}
+
+/// fork, child: no other thread exists; locks are opened, the thread restarts on
+/// demand, and a grace period in progress is resumed by the next driver.
+///
+/// # Safety
+/// Only in a forked child.
+pub(crate) unsafe fn reset_after_fork() {
+    GP_MUTEX.force_unlock_if_locked();
+    KTHREAD.store(KTHREAD_NONE, Ordering::Relaxed);
+    if gp_needed() || seq::state(GP_SEQ.load(Ordering::Relaxed)) == 1 {
+        GP_SEQ_NEEDED.fetch_max(seq::snap(GP_SEQ.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
+}
+
+/// The furthest grace period requested.
+pub fn gp_seq_needed() -> u64 {
+    GP_SEQ_NEEDED.load(Ordering::Relaxed)
+}

@@ -1,0 +1,126 @@
+//! `free_rcu` (kfree_rcu without a head): pointers are gathered in per-CPU pages of
+//! batches; a full batch (or any batch when flushed) is queued as one callback that
+//! frees every pointer after the grace period.
+
+use core::alloc::Layout;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use super::callbacks::{self, CbList};
+use super::head::RcuHead;
+use crate::page;
+use crate::sys::PAGE_SIZE;
+
+/// Pointers per batch page.
+const BATCH: usize = (PAGE_SIZE - 32) / 24;
+
+/// One page of deferred frees.
+#[repr(C)]
+pub(crate) struct KfreeBatch {
+    head: RcuHead,
+    n: usize,
+    _pad: usize,
+    entries: [(usize, usize, usize); BATCH],
+}
+
+const _: () = assert!(core::mem::size_of::<KfreeBatch>() <= PAGE_SIZE);
+
+/// Batches not yet queued, across CPUs.
+static PARTIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// Frees `ptr` (allocated by cpuslab with `layout`) after a grace period. Never waits
+/// for a grace period and never allocates through the global allocator.
+///
+/// # Safety
+/// `ptr` is a live block of `layout` that no new reader can reach; it is not used again
+/// by the caller.
+pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
+    let full = callbacks::with_local_list(|l: &CbList| {
+        let slot = &mut *l.kfree.get();
+        if slot.is_null() {
+            let pg = page::alloc_pages_exact(1, 0);
+            if pg.is_null() {
+                return Err(());
+            }
+            let b = page::page_address(pg).cast::<KfreeBatch>();
+            (*b).head = RcuHead::new();
+            (*b).n = 0;
+            *slot = b;
+            PARTIAL.fetch_add(1, Ordering::Relaxed);
+        }
+        let b = *slot;
+        (*b).entries[(*b).n] = (ptr as usize, layout.size(), layout.align());
+        (*b).n += 1;
+        if (*b).n == BATCH {
+            *slot = ptr::null_mut();
+            PARTIAL.fetch_sub(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        Ok(ptr::null_mut())
+    });
+    match full {
+        Ok(b) if !b.is_null() => callbacks::call_rcu(&mut (*b).head, free_batch),
+        Ok(_) => {}
+        Err(()) => {
+            // No page for a batch: wait for the grace period here, unless this thread
+            // is a reader (then the block is leaked rather than freed early).
+            if super::reader::in_read_section() {
+                crate::sys::io::warn(format_args!(
+                    "rcu: free_rcu({ptr:p}) out of memory inside a read section; block leaked"
+                ));
+            } else {
+                super::gp::synchronize();
+                crate::kmalloc::kfree(ptr, layout.size(), layout.align());
+            }
+        }
+    }
+}
+
+/// The callback of a batch: frees its pointers, then its page.
+unsafe fn free_batch(head: *mut RcuHead) {
+    let b = head.cast::<KfreeBatch>();
+    for &(p, size, align) in (&(*b).entries)[..(*b).n].iter() {
+        crate::kmalloc::kfree(p as *mut u8, size, align);
+    }
+    page::free_pages_exact(page::virt_to_page(b.cast()));
+}
+
+/// Queues every partly filled batch. Returns how many were queued.
+pub fn flush_all() -> usize {
+    let mut total = 0;
+    loop {
+        let n = flush_some();
+        total += n;
+        if n == 0 {
+            return total;
+        }
+    }
+}
+
+fn flush_some() -> usize {
+    if PARTIAL.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let mut batches = [ptr::null_mut::<KfreeBatch>(); 64];
+    let mut n = 0;
+    callbacks::for_each_list(|l| {
+        // SAFETY: the list's lock is held.
+        let slot = unsafe { &mut *l.kfree.get() };
+        if !slot.is_null() && n < batches.len() {
+            batches[n] = *slot;
+            *slot = ptr::null_mut();
+            n += 1;
+            PARTIAL.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+    for &b in &batches[..n] {
+        // SAFETY: a detached batch page.
+        unsafe { callbacks::call_rcu(&mut (*b).head, free_batch) };
+    }
+    n
+}
+
+/// Whether partly filled batches wait to be queued.
+pub fn pending() -> bool {
+    PARTIAL.load(Ordering::Relaxed) > 0
+}

@@ -1,0 +1,68 @@
+//! This process: its id and name, for reports that several processes write to one
+//! terminal, and a copy of its standard error that outlives the program's own
+//! `close(2)` (coreutils close stderr in an `atexit` handler, before the report at
+//! exit is written).
+
+use core::ffi::c_int;
+
+/// The process id.
+pub fn pid() -> u32 {
+    // SAFETY: getpid has no preconditions and cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// The command name (`/proc/self/comm`, at most 15 bytes) copied into `buf`; empty
+/// when procfs is not mounted.
+pub fn comm(buf: &mut [u8; 16]) -> &[u8] {
+    let n = super::file::read(c"/proc/self/comm", buf).unwrap_or(0);
+    let name = &buf[..n];
+    name.strip_suffix(b"\n").unwrap_or(name)
+}
+
+/// Duplicates standard error onto a close-on-exec descriptor numbered 100 or more (out
+/// of the way of programs that expect the lowest free numbers), or 3 or more when the
+/// descriptor limit is lower. `None` when standard error is closed.
+pub fn dup_stderr() -> Option<c_int> {
+    for lowest in [100, 3] {
+        // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor and touches no memory.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, lowest) };
+        if fd >= 0 {
+            return Some(fd);
+        }
+    }
+    None
+}
+
+/// The identity (device, inode) of the file open on `fd`, to tell later whether the
+/// descriptor still refers to it (a program may close it and reuse the number).
+#[allow(clippy::unnecessary_cast)] // `dev_t` and `ino_t` are narrower on some targets
+pub fn file_identity(fd: c_int) -> Option<(u64, u64)> {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a `struct stat` into the buffer, or fails.
+    if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: fstat succeeded, so the buffer is initialised.
+    let st = unsafe { st.assume_init() };
+    Some((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Ignores SIGPIPE from now on, so that a report written while the process exits into
+/// a pipe whose reader is gone fails quietly instead of killing the process (and
+/// changing its exit status).
+pub fn ignore_sigpipe() {
+    // SAFETY: installs the SIG_IGN disposition; no handler code is involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
+/// Writes all of `bytes` to `fd`, ignoring failures.
+pub fn write_all(fd: c_int, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe a live slice.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}

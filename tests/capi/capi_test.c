@@ -1,0 +1,698 @@
+/* Exercises every function libcpuslab_preload.so exports, error cases included, and
+ * the situations a C allocator must survive: calls before any constructor, threads
+ * that are exiting after their thread-local destructors ran, fork handlers and forked
+ * children, and blocks glibc's malloc served (freed, resized and measured through
+ * cpuslab's functions).
+ *
+ * Usage: capi_test cpuslab   (run with LD_PRELOAD=libcpuslab_preload.so)
+ *        capi_test glibc     (no preload: checks that the expectations are glibc's)
+ *
+ * The checks that only hold for cpuslab (blocks outside glibc's heap, glibc 2.38's
+ * aligned_alloc, malloc_trim's result, the malloc_stats report and, with
+ * CPUSLAB_STATS=1, the report at exit) run in the first mode only. Prints "capi_test: ok (N checks)" and exits 0, or names the failed check and
+ * exits 1.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* glibc's own allocator, which LD_PRELOAD does not interpose. */
+extern void *__libc_malloc(size_t);
+extern void __libc_free(void *);
+/* Registers a C++-style thread_local destructor (glibc). */
+extern int __cxa_thread_atexit_impl(void (*)(void *), void *, void *);
+extern void *__dso_handle;
+/* Start of glibc's brk heap: just past the program's data. */
+extern char end;
+
+static int cpuslab_mode;
+static int checks;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        checks++;                                                                    \
+        if (!(cond)) {                                                               \
+            fprintf(stderr, "capi_test: %s:%d: check failed: %s\n", __FILE__,        \
+                    __LINE__, #cond);                                                \
+            exit(1);                                                                 \
+        }                                                                            \
+    } while (0)
+
+/* Sizes the compiler cannot see, so that it neither warns about nor reasons over
+ * impossible requests. */
+static size_t opaque(size_t x) {
+    volatile size_t v = x;
+    return v;
+}
+
+#define ALIGNED(p, a) (((uintptr_t)(p) & ((uintptr_t)(a)-1)) == 0)
+
+/* Whether `p` lies in glibc's main (brk) heap, where glibc's malloc serves the main
+ * thread's small blocks. cpuslab's blocks never do. */
+static int in_brk_heap(const void *p) {
+    return (const char *)p >= &end && (const char *)p < (const char *)sbrk(0);
+}
+
+static void fill(void *p, size_t n, unsigned seed) {
+    unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        b[i] = (unsigned char)(seed + i * 131);
+}
+
+static int intact(const void *p, size_t n, unsigned seed) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (unsigned char)(seed + i * 131))
+            return 0;
+    return 1;
+}
+
+/* ---- before any constructor: the executable's .preinit_array runs before every
+ * shared library's initialiser, cpuslab's included. */
+
+static void *early_block;
+static size_t early_errno_kept;
+
+static void early(int argc, char **argv, char **envp) {
+    (void)argc, (void)argv, (void)envp;
+    errno = 4321;
+    void *a = malloc(10);
+    void *b = calloc(4, 100);
+    a = realloc(a, 3000);
+    free(b);
+    early_errno_kept = errno == 4321;
+    fill(a, 3000, 7);
+    early_block = a;
+}
+
+__attribute__((section(".preinit_array"), used)) static void (*preinit)(int, char **, char **) =
+    early;
+
+static void test_early(void) {
+    CHECK(early_block != NULL);
+    CHECK(early_errno_kept);
+    CHECK(intact(early_block, 3000, 7));
+    if (cpuslab_mode)
+        CHECK(!in_brk_heap(early_block));
+    free(early_block);
+}
+
+/* ---- malloc, free, cfree, malloc_usable_size */
+
+static void test_malloc(void) {
+    void *p[64];
+    for (int i = 0; i < 64; i++) {
+        size_t n = (size_t)1 << (i % 24);
+        n += i;
+        p[i] = malloc(n);
+        CHECK(p[i] != NULL);
+        CHECK(ALIGNED(p[i], 16));
+        CHECK(malloc_usable_size(p[i]) >= n);
+        fill(p[i], n, i);
+        if (cpuslab_mode)
+            CHECK(!in_brk_heap(p[i]));
+    }
+    for (int i = 0; i < 64; i++) {
+        size_t n = ((size_t)1 << (i % 24)) + i;
+        CHECK(intact(p[i], n, i));
+        free(p[i]);
+    }
+
+    /* malloc(0): a unique, freeable block. */
+    void *z1 = malloc(0), *z2 = malloc(0);
+    CHECK(z1 != NULL && z2 != NULL && z1 != z2);
+    CHECK(ALIGNED(z1, 16) && ALIGNED(z2, 16));
+    free(z1);
+    free(z2);
+
+    /* free(NULL), malloc_usable_size(NULL). */
+    free(NULL);
+    CHECK(malloc_usable_size(NULL) == 0);
+
+    /* Failures: NULL and ENOMEM. */
+    errno = 0;
+    CHECK(malloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(malloc(opaque((size_t)PTRDIFF_MAX + 1)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(malloc(opaque(SIZE_MAX - 4095)) == NULL && errno == ENOMEM);
+
+    /* Success and free leave errno alone. */
+    errno = 9876;
+    void *q = malloc(100);
+    CHECK(q != NULL && errno == 9876);
+    free(q);
+    CHECK(errno == 9876);
+    q = malloc(10 << 20);
+    CHECK(q != NULL && errno == 9876);
+    free(q);
+    CHECK(errno == 9876);
+
+    /* cfree is no longer declared by glibc's headers; old binaries still call it
+     * (as cfree@GLIBC_2.2.5, which an unversioned definition interposes). glibc's is
+     * found only by asking for that version. */
+    void (*cfree_fn)(void *) =
+        cpuslab_mode ? (void (*)(void *))dlsym(RTLD_DEFAULT, "cfree")
+                     : (void (*)(void *))dlvsym(RTLD_DEFAULT, "cfree", "GLIBC_2.2.5");
+    CHECK(cfree_fn != NULL);
+    q = malloc(33);
+    CHECK(q != NULL);
+    cfree_fn(q);
+    cfree_fn(NULL);
+}
+
+/* ---- calloc */
+
+static void test_calloc(void) {
+    static const size_t sizes[] = {1, 16, 100, 1000, 4096, 40000, 300000, 5 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        /* Dirty blocks of this size first, so calloc must clear reused memory. */
+        for (int k = 0; k < 4; k++) {
+            void *d = malloc(n);
+            CHECK(d != NULL);
+            memset(d, 0xEE, n);
+            free(d);
+        }
+        unsigned char *c = calloc(n, 1);
+        CHECK(c != NULL && ALIGNED(c, 16));
+        for (size_t j = 0; j < n; j++)
+            if (c[j] != 0)
+                CHECK(!"calloc memory is zero");
+        free(c);
+        c = calloc(1, n);
+        CHECK(c != NULL && c[0] == 0 && c[n - 1] == 0);
+        free(c);
+    }
+    void *c0 = calloc(0, 0), *c1 = calloc(0, 100), *c2 = calloc(100, 0);
+    CHECK(c0 && c1 && c2 && c0 != c1 && c1 != c2);
+    free(c0), free(c1), free(c2);
+    /* Overflow of n * size. */
+    errno = 0;
+    CHECK(calloc(opaque(SIZE_MAX / 2), 3) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(calloc(opaque((size_t)1 << 33), (size_t)1 << 33) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(calloc(1, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+}
+
+/* ---- realloc, reallocarray */
+
+static void test_realloc(void) {
+    /* realloc(NULL, n) is malloc(n). */
+    unsigned char *p = realloc(NULL, 24);
+    CHECK(p != NULL && ALIGNED(p, 16));
+    fill(p, 24, 3);
+    /* Grow and shrink across every kind of block; contents survive. */
+    static const size_t steps[] = {25, 100, 1000, 5000, 40000, 200000, 5 << 20, 9 << 20,
+                                   100000, 300, 17, 1};
+    size_t have = 24;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        size_t n = steps[i];
+        size_t keep = have < n ? have : n;
+        p = realloc(p, n);
+        CHECK(p != NULL && ALIGNED(p, 16));
+        CHECK(malloc_usable_size(p) >= n);
+        CHECK(intact(p, keep, 3));
+        fill(p, n, 3);
+        have = n;
+    }
+    /* Failure: NULL with ENOMEM, the block untouched. */
+    errno = 0;
+    CHECK(realloc(p, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(realloc(p, opaque((size_t)PTRDIFF_MAX + 1)) == NULL && errno == ENOMEM);
+    CHECK(intact(p, have, 3));
+    /* realloc(p, 0) frees p and returns NULL (glibc). */
+    errno = 0;
+    CHECK(realloc(p, 0) == NULL);
+    CHECK(errno == 0);
+
+    /* reallocarray */
+    p = reallocarray(NULL, 10, 10);
+    CHECK(p != NULL);
+    fill(p, 100, 5);
+    unsigned char *q = reallocarray(p, 100, 100);
+    CHECK(q != NULL && intact(q, 100, 5));
+    errno = 0;
+    CHECK(reallocarray(q, opaque(SIZE_MAX / 2), 3) == NULL && errno == ENOMEM);
+    CHECK(intact(q, 100, 5));
+    errno = 0;
+    CHECK(reallocarray(q, opaque((size_t)1 << 40), (size_t)1 << 40) == NULL && errno == ENOMEM);
+    CHECK(intact(q, 100, 5));
+    CHECK(reallocarray(q, 0, 10) == NULL); /* realloc(q, 0): freed */
+}
+
+/* ---- posix_memalign, aligned_alloc, memalign, valloc, pvalloc */
+
+static void test_aligned(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    static const size_t sizes[] = {0, 1, 24, 100, 4096, 5000, 70000, 5 << 20};
+    for (size_t align = sizeof(void *); align <= ((size_t)1 << 24); align <<= 1) {
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            size_t n = sizes[i];
+            void *p = (void *)1;
+            errno = 777;
+            CHECK(posix_memalign(&p, align, n) == 0);
+            CHECK(errno == 777);
+            CHECK(p != NULL && ALIGNED(p, align) && ALIGNED(p, 16));
+            CHECK(malloc_usable_size(p) >= n);
+            fill(p, n, (unsigned)align);
+            void *a = aligned_alloc(align, n);
+            CHECK(a != NULL && ALIGNED(a, align));
+            void *m = memalign(align, n);
+            CHECK(m != NULL && ALIGNED(m, align));
+            CHECK(intact(p, n, (unsigned)align));
+            free(p), free(a), free(m);
+        }
+    }
+    /* posix_memalign: EINVAL for a bad alignment, *memptr and errno untouched. */
+    static const size_t bad[] = {0, 1, 2, 4, 3, 12, 24, 48, 100, SIZE_MAX};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        void *p = (void *)&checks;
+        errno = 555;
+        CHECK(posix_memalign(&p, bad[i], 16) == EINVAL);
+        CHECK(p == (void *)&checks && errno == 555);
+    }
+    /* posix_memalign: ENOMEM for an impossible size. */
+    void *p = (void *)&checks;
+    CHECK(posix_memalign(&p, 64, opaque(SIZE_MAX)) == ENOMEM && p == (void *)&checks);
+    CHECK(posix_memalign(&p, (size_t)1 << 62, 1) == ENOMEM && p == (void *)&checks);
+    CHECK(posix_memalign(&p, (SIZE_MAX >> 1) + 1, 1) == ENOMEM && p == (void *)&checks);
+
+    /* memalign: small alignments are malloc's, others round up to a power of two. */
+    void *m = memalign(0, 10);
+    CHECK(m != NULL && ALIGNED(m, 16));
+    free(m);
+    m = memalign(3, 10);
+    CHECK(m != NULL && ALIGNED(m, 16));
+    free(m);
+    m = memalign(48, 10);
+    CHECK(m != NULL && ALIGNED(m, 64));
+    free(m);
+    m = memalign(3000, 10);
+    CHECK(m != NULL && ALIGNED(m, 4096));
+    free(m);
+    errno = 0;
+    CHECK(memalign((SIZE_MAX >> 1) + 2, 1) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(memalign(SIZE_MAX, 1) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(memalign(64, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+
+    /* aligned_alloc: glibc 2.38 and ISO C17 reject alignments that are not powers of
+     * two with EINVAL (glibc 2.36 treated them as memalign does). */
+    if (cpuslab_mode) {
+        errno = 0;
+        CHECK(aligned_alloc(0, 16) == NULL && errno == EINVAL);
+        errno = 0;
+        CHECK(aligned_alloc(3, 16) == NULL && errno == EINVAL);
+        errno = 0;
+        CHECK(aligned_alloc(48, 16) == NULL && errno == EINVAL);
+    }
+    errno = 0;
+    CHECK(aligned_alloc(64, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+
+    /* valloc, pvalloc: page-aligned; pvalloc rounds the size to whole pages. */
+    void *v = valloc(100);
+    CHECK(v != NULL && ALIGNED(v, page) && malloc_usable_size(v) >= 100);
+    free(v);
+    v = valloc(0);
+    CHECK(v != NULL && ALIGNED(v, page));
+    free(v);
+    v = pvalloc(100);
+    CHECK(v != NULL && ALIGNED(v, page) && malloc_usable_size(v) >= (size_t)page);
+    memset(v, 1, page);
+    free(v);
+    v = pvalloc(page + 1);
+    CHECK(v != NULL && ALIGNED(v, page) && malloc_usable_size(v) >= 2 * (size_t)page);
+    free(v);
+    errno = 0;
+    CHECK(valloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(pvalloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(pvalloc(opaque(SIZE_MAX - 2 * page)) == NULL && errno == ENOMEM);
+}
+
+/* ---- blocks glibc's malloc served */
+
+static void test_foreign(void) {
+    void *g = __libc_malloc(100);
+    CHECK(g != NULL);
+    if (cpuslab_mode)
+        CHECK(in_brk_heap(g));
+    CHECK(malloc_usable_size(g) >= 100);
+    free(g);
+
+    /* realloc moves a glibc block into cpuslab, contents intact. */
+    unsigned char *r = __libc_malloc(50);
+    CHECK(r != NULL);
+    fill(r, 50, 11);
+    r = realloc(r, 3000);
+    CHECK(r != NULL && intact(r, 50, 11));
+    if (cpuslab_mode)
+        CHECK(!in_brk_heap(r));
+    free(r);
+    r = __libc_malloc(5000);
+    fill(r, 5000, 12);
+    r = realloc(r, 20);
+    CHECK(r != NULL && intact(r, 20, 12));
+    free(r);
+
+    /* Failure leaves the glibc block intact; realloc(p, 0) frees it. */
+    r = __libc_malloc(64);
+    fill(r, 64, 13);
+    errno = 0;
+    CHECK(realloc(r, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    CHECK(intact(r, 64, 13));
+    CHECK(realloc(r, 0) == NULL);
+
+    /* Many at once, so glibc's own heap is exercised (and checked by glibc). */
+    void *many[200];
+    for (int i = 0; i < 200; i++) {
+        many[i] = __libc_malloc(16 + i * 8);
+        fill(many[i], 16 + i * 8, i);
+    }
+    for (int i = 0; i < 200; i += 2)
+        free(many[i]);
+    for (int i = 1; i < 200; i += 2) {
+        CHECK(intact(many[i], 16 + i * 8, i));
+        free(many[i]);
+    }
+    /* glibc can still allocate from its heap after all that. */
+    g = __libc_malloc(1000);
+    CHECK(g != NULL);
+    __libc_free(g);
+}
+
+/* ---- threads: many allocating at once, blocks freed by other threads, and
+ * allocation from destructors that run while a thread exits. */
+
+#define NTHREADS 4
+#define HANDOFF 1024
+
+static void *handoff[NTHREADS][HANDOFF];
+static pthread_key_t key;
+static int key_rounds[NTHREADS];
+static int dtor_ok = 1;
+
+static void key_destructor(void *v) {
+    /* Runs after the thread's C++-style thread_local destructors; allocates and frees,
+     * and re-arms itself a few times as glibc allows. */
+    int idx = *(int *)v;
+    free(v);
+    void *p = malloc(200 + idx);
+    void *q = calloc(10, 10);
+    if (!p || !q)
+        dtor_ok = 0;
+    free(p);
+    free(q);
+    if (++key_rounds[idx] < 3) {
+        int *again = malloc(sizeof *again);
+        *again = idx;
+        pthread_setspecific(key, again);
+    }
+}
+
+static void thread_local_dtor(void *v) {
+    /* A C++ thread_local destructor: frees its object, allocates once more. */
+    free(v);
+    char *s = strdup("thread_local destructor");
+    if (!s)
+        dtor_ok = 0;
+    free(s);
+}
+
+static void *worker(void *arg) {
+    int idx = (int)(intptr_t)arg;
+    unsigned x = 12345u + idx;
+    void *live[256] = {0};
+    for (int i = 0; i < 200000; i++) {
+        x = x * 1103515245u + 12345u;
+        int slot = (x >> 8) & 255;
+        size_t n = (x >> 16) % ((x & 7) == 0 ? 70000 : 600);
+        if (live[slot]) {
+            free(live[slot]);
+            live[slot] = NULL;
+        } else if ((x & 3) == 0 && i % 7 == 0) {
+            live[slot] = realloc(NULL, n);
+        } else {
+            live[slot] = malloc(n);
+            if (live[slot] && n)
+                ((char *)live[slot])[n - 1] = 1;
+        }
+    }
+    for (int i = 0; i < 256; i++)
+        free(live[i]);
+    /* Blocks for the next thread to free. */
+    for (int i = 0; i < HANDOFF; i++)
+        handoff[idx][i] = malloc(8 + (i % 300));
+    int *k = malloc(sizeof *k);
+    *k = idx;
+    pthread_setspecific(key, k);
+    __cxa_thread_atexit_impl(thread_local_dtor, malloc(77), __dso_handle);
+    return NULL;
+}
+
+static void *freer(void *arg) {
+    int idx = (int)(intptr_t)arg;
+    for (int i = 0; i < HANDOFF; i++)
+        free(handoff[idx][i]);
+    return NULL;
+}
+
+static void *short_lived(void *arg) {
+    (void)arg;
+    void *p = malloc(500);
+    __cxa_thread_atexit_impl(thread_local_dtor, malloc(33), __dso_handle);
+    free(p);
+    return NULL;
+}
+
+static void test_threads(void) {
+    CHECK(pthread_key_create(&key, key_destructor) == 0);
+    pthread_t t[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i) == 0);
+    for (int i = 0; i < NTHREADS; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+    CHECK(dtor_ok);
+    for (int i = 0; i < NTHREADS; i++)
+        CHECK(key_rounds[i] == 3);
+    for (int i = 0; i < NTHREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, freer, (void *)(intptr_t)((i + 1) % NTHREADS)) == 0);
+    for (int i = 0; i < NTHREADS; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+    /* Detached threads that exit while the main thread goes on allocating. */
+    pthread_attr_t attr;
+    CHECK(pthread_attr_init(&attr) == 0);
+    CHECK(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0);
+    for (int i = 0; i < 32; i++) {
+        CHECK(pthread_create(&t[0], &attr, short_lived, NULL) == 0);
+        free(malloc(64 * i));
+    }
+    pthread_attr_destroy(&attr);
+}
+
+/* ---- fork: handlers that allocate, children that allocate, while other threads
+ * allocate in the parent. */
+
+static volatile int stop_spinners;
+static int atfork_calls[3];
+
+static void prepare(void) {
+    void *p = malloc(1000);
+    atfork_calls[0] += p != NULL;
+    free(p);
+}
+
+static void parent(void) {
+    void *p = calloc(1, 5000);
+    atfork_calls[1] += p != NULL;
+    free(p);
+}
+
+static void child(void) {
+    void *p = malloc(100000);
+    atfork_calls[2] += p != NULL;
+    free(p);
+}
+
+static void *spinner(void *arg) {
+    (void)arg;
+    unsigned x = 99;
+    while (!stop_spinners) {
+        x = x * 1103515245u + 12345u;
+        void *p = malloc((x >> 16) % 5000);
+        void *q = malloc((x >> 8) % 200000);
+        free(p);
+        free(q);
+    }
+    return NULL;
+}
+
+static void test_fork(void) {
+    CHECK(pthread_atfork(prepare, parent, child) == 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_create(&t[i], NULL, spinner, NULL) == 0);
+    for (int round = 0; round < 20; round++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            /* The child's only thread: the allocator must be usable at once. The
+             * parent never runs the child handler, so this is its first call. */
+            int ok = atfork_calls[2] == 1;
+            for (int i = 0; i < 2000 && ok; i++) {
+                void *p = malloc(i * 37 % 70000);
+                void *q = realloc(p, i * 11 % 3000 + 1);
+                ok = q != NULL;
+                free(q);
+            }
+            _exit(ok ? 0 : 3);
+        }
+        int status = 0;
+        CHECK(waitpid(pid, &status, 0) == pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            fprintf(stderr, "capi_test: fork round %d: child status %#x\n", round, status);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    stop_spinners = 1;
+    for (int i = 0; i < 2; i++)
+        CHECK(pthread_join(t[i], NULL) == 0);
+    CHECK(atfork_calls[0] == 20 && atfork_calls[1] == 20);
+}
+
+/* ---- malloc_trim, malloc_stats */
+
+static void test_trim_and_stats(void) {
+    void *big[64];
+    for (int i = 0; i < 64; i++) {
+        big[i] = malloc(100000);
+        CHECK(big[i] != NULL);
+        memset(big[i], 1, 100000);
+    }
+    for (int i = 0; i < 64; i++)
+        free(big[i]);
+    int r = malloc_trim(0);
+    CHECK(r == 0 || r == 1);
+    if (cpuslab_mode)
+        CHECK(r == 1);
+
+    /* malloc_stats writes to stderr: catch it in a file. */
+    char path[] = "/tmp/capi_test_stats_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    fflush(stderr);
+    int saved = dup(2);
+    CHECK(saved >= 0 && dup2(fd, 2) == 2);
+    malloc_stats();
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    char buf[65536];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    CHECK(n > 0);
+    buf[n] = 0;
+    if (cpuslab_mode) {
+        CHECK(strstr(buf, "cpuslab: served pid") != NULL);
+        CHECK(strstr(buf, "slabinfo - version: 2.1") != NULL);
+        CHECK(strstr(buf, "kmalloc-64 ") != NULL);
+        CHECK(strstr(buf, "Node 0, zone   Normal") != NULL);
+    } else {
+        CHECK(strstr(buf, "Arena 0:") != NULL);
+    }
+}
+
+/* ---- the CPUSLAB_STATS report at exit (cpuslab mode with CPUSLAB_STATS=1) */
+
+/* The library's private copy of stderr: a close-on-exec descriptor above 2 open on
+ * the same file as stderr. */
+static int stats_fd(void) {
+    struct stat err, st;
+    CHECK(fstat(2, &err) == 0);
+    for (int fd = 3; fd < 1024; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags >= 0 && (flags & FD_CLOEXEC) && fstat(fd, &st) == 0 &&
+            st.st_dev == err.st_dev && st.st_ino == err.st_ino)
+            return fd;
+    }
+    return -1;
+}
+
+static void test_stats_at_exit(void) {
+    int copy = stats_fd();
+    CHECK(copy >= 3);
+
+    /* A child closes the copy and opens a file of its own under the same number:
+     * the report must go to stderr, never into that file. */
+    char path[] = "/tmp/capi_test_reuse_XXXXXX";
+    int file = mkstemp(path);
+    CHECK(file >= 0);
+    unlink(path);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(copy);
+        if (dup2(file, copy) != copy)
+            _exit(4);
+        exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(lseek(file, 0, SEEK_END) == 0);
+    close(file);
+
+    /* A child whose stderr is a pipe nobody reads: writing the report must not kill it
+     * with SIGPIPE. */
+    int pipefd[2];
+    CHECK(pipe(pipefd) == 0);
+    fflush(NULL);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(pipefd[0]);
+        if (dup2(pipefd[1], 2) != 2 || dup2(pipefd[1], copy) != copy)
+            _exit(4);
+        exit(0);
+    }
+    close(pipefd[0]);
+    close(pipefd[1]);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2 || (strcmp(argv[1], "cpuslab") && strcmp(argv[1], "glibc"))) {
+        fprintf(stderr, "usage: capi_test cpuslab|glibc\n");
+        return 2;
+    }
+    cpuslab_mode = strcmp(argv[1], "cpuslab") == 0;
+    test_early();
+    test_malloc();
+    test_calloc();
+    test_realloc();
+    test_aligned();
+    test_foreign();
+    test_threads();
+    test_fork();
+    test_trim_and_stats();
+    if (cpuslab_mode && getenv("CPUSLAB_STATS"))
+        test_stats_at_exit();
+    printf("capi_test: ok (%d checks)\n", checks);
+    return 0;
+}
