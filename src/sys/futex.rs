@@ -4,16 +4,7 @@ use core::sync::atomic::AtomicU32;
 
 /// Sleeps while `*word == expected`. Spurious wake-ups are possible.
 pub fn wait(word: &AtomicU32, expected: u32) {
-    // SAFETY: the word lives as long as the reference; FUTEX_WAIT only reads it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-            expected,
-            core::ptr::null::<libc::timespec>(),
-        );
-    }
+    futex_wait(word, expected, core::ptr::null());
 }
 
 /// Sleeps while `*word == expected`, at most `timeout_ns`.
@@ -22,14 +13,19 @@ pub fn wait_timeout(word: &AtomicU32, expected: u32, timeout_ns: u64) {
         tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
         tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
     };
-    // SAFETY: the word lives as long as the reference; `ts` is a valid relative timeout.
+    futex_wait(word, expected, &ts);
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: *const libc::timespec) {
+    // SAFETY: the word lives as long as the reference; FUTEX_WAIT only reads it, and
+    // `timeout` is null or a valid relative timeout.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
             expected,
-            &ts as *const libc::timespec,
+            timeout,
         );
     }
 }
