@@ -1,5 +1,6 @@
 //! Boot, as `mm_init` does it, lazily on the first allocation: config → topology → page
-//! pool → per-CPU page lists → the cache of caches → kmalloc caches → ready.
+//! pool → percpu first chunk → per-CPU page lists → the cache of caches → kmalloc
+//! caches → ready.
 //!
 //! One thread boots; others wait for it. A recursive call from the booting thread
 //! itself (nothing in boot allocates, but a hook could) gets null instead of deadlock.
@@ -12,7 +13,7 @@ use crate::config::Config;
 use crate::page::{pcp, purge};
 use crate::slab::{self, RawCache};
 use crate::sys::{self, PAGE_SIZE};
-use crate::{kmalloc, page, topology};
+use crate::{kmalloc, page, percpu, topology};
 
 const UNINIT: u8 = 0;
 const BOOTING: u8 = 1;
@@ -74,6 +75,10 @@ fn boot() -> bool {
     topology::discover();
     page::arena::set_limit(config.heap_limit);
     purge::configure(config.decay_ms, config.retain_bytes);
+    // The percpu allocator hosts the per-CPU page lists and array caches.
+    if !percpu::setup_first_chunk() {
+        return false;
+    }
     if pcp::nr_lists() == 0 && !pcp::init(topology::nr_cpu_ids(), config.pcp_batch, config.pcp_high)
     {
         return false;

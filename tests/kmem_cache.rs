@@ -206,3 +206,46 @@ fn bad_parameters_are_errors() {
     let msg = c.tune(5000, 10, 8).unwrap_err().to_string();
     assert!(msg.contains("limit 5000"), "{msg}");
 }
+
+/// A cache's per-CPU array caches are two areas of the percpu allocator (headers and
+/// entry arrays), sized by the CPUs that exist; retuning swaps the entry area and frees
+/// the old one at once, and destroying the cache frees both. Run in a child so no other
+/// test's caches move the counts.
+#[test]
+fn array_caches_live_in_percpu_chunks() {
+    if !common::is_child() {
+        let (status, err) = common::run_child("array_caches_live_in_percpu_chunks", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    use cpuslab::percpu::stats::percpu_stats;
+    let before = percpu_stats();
+    assert_eq!(before.nr_units, cpuslab::topology::nr_cpu_ids());
+    let cache = KmemCache::<[u64; 3]>::new("test_percpu_host", SlabFlags::NONE).unwrap();
+    let made = percpu_stats();
+    assert_eq!(made.nr_cur_alloc, before.nr_cur_alloc + 2);
+    // The default limit for 24-byte objects is 120 entries: 960 bytes a CPU.
+    assert!(made.max_alloc_size >= 120 * 8);
+    let objs: Vec<_> = (0..500).map(|_| cache.alloc().unwrap()).collect();
+    for &o in &objs {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.free(o) };
+    }
+    cache.tune(1000, 500, 8).unwrap();
+    let tuned = percpu_stats();
+    assert_eq!(
+        tuned.nr_cur_alloc, made.nr_cur_alloc,
+        "old entries not freed"
+    );
+    assert_eq!(tuned.nr_dealloc, made.nr_dealloc + 1);
+    assert!(tuned.max_alloc_size >= 1000 * 8);
+    let objs: Vec<_> = (0..3000).map(|_| cache.alloc().unwrap()).collect();
+    let distinct: HashSet<_> = objs.iter().map(|p| p.as_ptr() as usize).collect();
+    assert_eq!(distinct.len(), objs.len());
+    for &o in &objs {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.free(o) };
+    }
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+    assert_eq!(percpu_stats().nr_cur_alloc, before.nr_cur_alloc);
+}

@@ -3,6 +3,9 @@
 //! likely in cache) are taken from the front; cold ones from the back. The list is
 //! refilled `batch` pages at a time under the zone lock and gives back `batch` pages
 //! with one bulk free when it holds more than `high`.
+//!
+//! The lists live in the reserved percpu chunk, one in each CPU's unit, so a CPU's
+//! list sits on that CPU's node beside its other per-CPU data.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -10,7 +13,8 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::desc::{Page, PG_ZERO};
 use super::list::PageList;
-use super::{zone, MAX_ORDER};
+use super::zone;
+use crate::percpu::{self, PCPU_UNIT_SIZE};
 use crate::sync::TryLock;
 use crate::sys;
 
@@ -30,34 +34,32 @@ pub struct PerCpuPages {
 // SAFETY: `list` is only touched with `lock` held.
 unsafe impl Sync for PerCpuPages {}
 
+/// CPU 0's list; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
 static PCP: AtomicPtr<PerCpuPages> = AtomicPtr::new(ptr::null_mut());
 static NR_PCP: AtomicUsize = AtomicUsize::new(0);
 
-/// Allocates and initialises one list per possible CPU. Called once at boot.
+/// Allocates and initialises one list per possible CPU in the reserved percpu chunk.
+/// Called once at boot, after the percpu allocator's first chunk is set up.
 pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
-    let bytes = nr_cpus * core::mem::size_of::<PerCpuPages>();
-    let order = super::order_for_bytes(bytes);
-    if order > MAX_ORDER {
+    let size = core::mem::size_of::<PerCpuPages>();
+    let Ok(area) = percpu::alloc_reserved_percpu(size, core::mem::align_of::<PerCpuPages>()) else {
         return false;
-    }
-    let page = zone(0).alloc(order);
-    if page.is_null() {
-        return false;
-    }
-    let base = super::page_address(page).cast::<PerCpuPages>();
+    };
     for cpu in 0..nr_cpus {
-        // SAFETY: the block holds `nr_cpus` lists and is ours alone.
+        // SAFETY: each CPU's copy of the area is ours alone and sized for one list.
         unsafe {
-            base.add(cpu).write(PerCpuPages {
-                lock: TryLock::new(),
-                high,
-                batch,
-                list: UnsafeCell::new(PageList::new()),
-            });
+            area.per_cpu_ptr(cpu)
+                .cast::<PerCpuPages>()
+                .write(PerCpuPages {
+                    lock: TryLock::new(),
+                    high,
+                    batch,
+                    list: UnsafeCell::new(PageList::new()),
+                });
         }
     }
     NR_PCP.store(nr_cpus, Ordering::Relaxed);
-    PCP.store(base, Ordering::Release);
+    PCP.store(area.as_ptr().cast(), Ordering::Release);
     true
 }
 
@@ -68,8 +70,8 @@ pub fn pcp(cpu: usize) -> Option<&'static PerCpuPages> {
     if base.is_null() || cpu >= NR_PCP.load(Ordering::Relaxed) {
         return None;
     }
-    // SAFETY: lists are never freed once published.
-    Some(unsafe { &*base.add(cpu) })
+    // SAFETY: lists are never freed once published; every possible CPU has one.
+    Some(unsafe { &*base.byte_add(cpu * PCPU_UNIT_SIZE) })
 }
 
 /// Number of per-CPU lists.

@@ -469,7 +469,6 @@ pub unsafe fn free_percpu(ptr: PcpuPtr) {
 }
 
 /// Takes `pcpu_lock` (fork: prepare).
-#[allow(dead_code)] // for init's fork handlers
 pub(crate) fn lock_all() {
     PCPU_LOCK.lock_raw();
 }
@@ -478,7 +477,6 @@ pub(crate) fn lock_all() {
 ///
 /// # Safety
 /// Only after [`lock_all`], by the thread that called it (in the parent or the child).
-#[allow(dead_code)] // for init's fork handlers
 pub(crate) unsafe fn unlock_all() {
     PCPU_LOCK.force_unlock();
 }

@@ -58,7 +58,6 @@ pub use error::PercpuError;
 pub use rwsem::{PercpuReadGuard, PercpuRwSem, PercpuWriteGuard};
 pub use typed::{LocalLock, LocalLockGuard, PerCpu};
 
-#[allow(unused_imports)] // for init: boot and fork handlers
 pub(crate) use alloc::{lock_all, setup_first_chunk, unlock_all};
 
 use crate::{sys, topology};

@@ -2,6 +2,12 @@
 //! (guarded by a tried lock), and each node one shared by its CPUs (guarded by the
 //! node's list lock).
 //!
+//! A per-CPU cache is two per-CPU areas: the header, which stays where it is for the
+//! cache's lifetime, and the entry array it points to, which retuning replaces under
+//! the header's lock. Nothing reaches the entries without that lock, so the old array
+//! can be freed as soon as every CPU has switched — no grace period needed. A shared
+//! cache keeps its entries right after its header.
+//!
 //! A pop or a push is: load `avail`, load or store `entry[avail]`, store `avail`. The
 //! last store commits, so the stack is consistent after every store.
 
@@ -27,7 +33,8 @@ pub struct ArrayCache {
     pub touched: u32,
     /// Capacity of `entry` (the limit may be lowered below it, never raised above).
     pub capacity: u32,
-    _pad: u64,
+    /// The entry array: `capacity` pointers.
+    pub entry: *mut *mut u8,
 }
 
 const _: () = assert!(core::mem::size_of::<ArrayCache>() == AC_HEADER);
@@ -38,11 +45,31 @@ pub const fn ac_bytes(capacity: usize) -> usize {
 }
 
 impl ArrayCache {
-    /// Initialises an array cache in place.
+    /// Initialises an array cache in place, its entries following the header.
     ///
     /// # Safety
     /// `ac` points to at least `ac_bytes(capacity)` writable bytes.
     pub unsafe fn init(ac: *mut ArrayCache, limit: u32, batchcount: u32, capacity: u32) {
+        Self::init_with(
+            ac,
+            limit,
+            batchcount,
+            capacity,
+            ac.cast::<u8>().add(AC_HEADER).cast(),
+        );
+    }
+
+    /// Initialises an array cache header whose entries live at `entry`.
+    ///
+    /// # Safety
+    /// `ac` points to a writable header and `entry` to `capacity` writable pointers.
+    pub unsafe fn init_with(
+        ac: *mut ArrayCache,
+        limit: u32,
+        batchcount: u32,
+        capacity: u32,
+        entry: *mut *mut u8,
+    ) {
         ac.write(ArrayCache {
             lock: TryLock::new(),
             avail: 0,
@@ -50,17 +77,18 @@ impl ArrayCache {
             batchcount,
             touched: 0,
             capacity,
-            _pad: 0,
+            entry,
         });
     }
 
     /// The entry array.
     ///
     /// # Safety
-    /// `ac` is an initialised array cache.
+    /// `ac` is an initialised array cache, and its lock (or, for a shared cache, its
+    /// node's list lock) is held: retuning swaps the array under it.
     #[inline(always)]
     pub unsafe fn entries(ac: *mut ArrayCache) -> *mut *mut u8 {
-        ac.cast::<u8>().add(AC_HEADER).cast()
+        (*ac).entry
     }
 
     /// `transfer_objects`: moves up to `max` objects from the top of `from` to the top

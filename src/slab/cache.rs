@@ -12,76 +12,35 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use super::array_cache::{ac_bytes, ArrayCache};
+use super::array_cache::{ArrayCache, AC_HEADER};
 use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
 use super::CacheError;
 use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
 use crate::page::list::PageList;
 use crate::page::{self, arena, page_address, virt_to_head_page, Page};
+use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
 use crate::sync::MutexGuard;
 use crate::sys::{self, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
 
-/// Bytes before the first array cache in a [`CpuCaches`] block.
-const CPU_CACHES_HEADER: usize = 64;
 /// Objects moved through a stack buffer at a time by drains and flushes.
 const CHUNK: usize = 64;
 
-/// The block holding one array cache per possible CPU, `stride` bytes apart.
-#[repr(C, align(64))]
-pub struct CpuCaches {
-    /// Bytes between consecutive CPUs' array caches.
-    pub stride: usize,
-    /// Number of CPUs (array caches) in the block.
-    pub nr_cpus: usize,
-    /// Next retired block of the same cache (see `do_tune_cpucache`).
-    pub next_retired: *mut CpuCaches,
+/// A per-CPU area from the reserved chunk while it has room (cpuslab's own static
+/// per-CPU data), else from a dynamic chunk.
+fn alloc_cpu_area(size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> {
+    if reserved {
+        if let Ok(p) = percpu::alloc_reserved_percpu(size, align) {
+            return Some(p);
+        }
+    }
+    percpu::alloc_percpu(size, align).ok()
 }
 
-impl CpuCaches {
-    /// Allocates a block of array caches with `limit` entries for every possible CPU.
-    pub fn create(limit: u32, batchcount: u32) -> *mut CpuCaches {
-        let nr_cpus = topology::nr_cpu_ids();
-        let stride = ac_bytes(limit as usize);
-        let bytes = CPU_CACHES_HEADER + nr_cpus * stride;
-        let page = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE), 0);
-        if page.is_null() {
-            return ptr::null_mut();
-        }
-        let cc = page_address(page).cast::<CpuCaches>();
-        // SAFETY: the block is fresh and sized for the header and every CPU's cache.
-        unsafe {
-            cc.write(CpuCaches {
-                stride,
-                nr_cpus,
-                next_retired: ptr::null_mut(),
-            });
-            for cpu in 0..nr_cpus {
-                ArrayCache::init(Self::ac(cc, cpu), limit, batchcount, limit);
-            }
-        }
-        cc
-    }
-
-    /// The array cache of `cpu`.
-    ///
-    /// # Safety
-    /// `cc` is live and `cpu < nr_cpus`.
-    #[inline(always)]
-    pub unsafe fn ac(cc: *mut CpuCaches, cpu: usize) -> *mut ArrayCache {
-        cc.cast::<u8>()
-            .add(CPU_CACHES_HEADER + cpu * (*cc).stride)
-            .cast()
-    }
-
-    /// Frees a block nobody can reach any more.
-    ///
-    /// # Safety
-    /// No thread holds a pointer into `cc`.
-    pub unsafe fn destroy(cc: *mut CpuCaches) {
-        page::free_pages_exact(page::virt_to_page(cc.cast()));
-    }
+/// Allocates the entry arrays of `capacity` pointers for every possible CPU.
+pub(crate) fn alloc_entries(capacity: u32) -> Option<PcpuPtr> {
+    alloc_cpu_area(capacity as usize * 8, 64, false)
 }
 
 /// Bytes of a cache's name, NUL padded.
@@ -90,8 +49,14 @@ pub const NAME_LEN: usize = 32;
 /// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
 /// mutable part is atomic or under a lock.
 pub struct RawCache {
-    /// The per-CPU array caches; null until the cache is set up.
-    pub(crate) cpu_cache: AtomicPtr<CpuCaches>,
+    /// CPU 0's array cache header; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
+    /// Null until the cache is set up; never moves afterwards.
+    pub(crate) cpu_cache: AtomicPtr<ArrayCache>,
+    /// The per-CPU area of the headers, for teardown.
+    headers: UnsafeCell<Option<PcpuPtr>>,
+    /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
+    /// cache chain lock.
+    entries: UnsafeCell<Option<PcpuPtr>>,
     geom: UnsafeCell<Geometry>,
     name: UnsafeCell<[u8; NAME_LEN]>,
     /// `SlabFlags` bits.
@@ -103,12 +68,11 @@ pub struct RawCache {
     nodes: [AtomicPtr<KmemCacheNode>; MAX_NUMNODES],
     /// Next cache on the cache chain.
     pub(crate) next: AtomicPtr<RawCache>,
-    /// Per-CPU blocks replaced by retuning, kept until no thread can hold them.
-    pub(crate) retired: AtomicPtr<CpuCaches>,
 }
 
-// SAFETY: `geom` and `name` are written only while the cache is being set up, before
-// it is published; everything else is atomic or behind the node and per-CPU locks.
+// SAFETY: `geom`, `name` and `headers` are written only while the cache is being set
+// up, before it is published; `entries` only under the cache chain lock; everything
+// else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
 // SAFETY: as above.
 unsafe impl Send for RawCache {}
@@ -120,6 +84,8 @@ impl RawCache {
     pub const fn new() -> Self {
         Self {
             cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            headers: UnsafeCell::new(None),
+            entries: UnsafeCell::new(None),
             geom: UnsafeCell::new(Geometry {
                 size: 0,
                 align: 0,
@@ -138,7 +104,6 @@ impl RawCache {
             shared: AtomicU32::new(0),
             nodes: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_NUMNODES],
             next: AtomicPtr::new(ptr::null_mut()),
-            retired: AtomicPtr::new(ptr::null_mut()),
         }
     }
 
@@ -176,16 +141,49 @@ impl RawCache {
             }
             self.nodes[node].store(n, Ordering::Relaxed);
         }
-        let cc = CpuCaches::create(limit, batchcount);
-        if cc.is_null() {
+        let (Some(headers), Some(entries)) = (
+            alloc_cpu_area(AC_HEADER, AC_HEADER, true),
+            alloc_entries(limit),
+        ) else {
             self.teardown();
             return Err(CacheError::NoMemory);
+        };
+        *self.headers.get() = Some(headers);
+        *self.entries.get() = Some(entries);
+        for cpu in 0..topology::nr_cpu_ids() {
+            ArrayCache::init_with(
+                headers.per_cpu_ptr(cpu).cast(),
+                limit,
+                batchcount,
+                limit,
+                entries.per_cpu_ptr(cpu).cast(),
+            );
         }
         self.limit.store(limit, Ordering::Relaxed);
         self.batchcount.store(batchcount, Ordering::Relaxed);
         self.shared.store(shared, Ordering::Relaxed);
-        self.cpu_cache.store(cc, Ordering::Release);
+        self.cpu_cache
+            .store(headers.as_ptr().cast(), Ordering::Release);
         Ok(())
+    }
+
+    /// The array cache of `cpu`, if the cache is set up and `cpu` is possible.
+    #[inline(always)]
+    pub(crate) fn cpu_ac(&self, cpu: usize) -> Option<*mut ArrayCache> {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() || cpu >= topology::nr_cpu_ids() {
+            return None;
+        }
+        Some(base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE))
+    }
+
+    /// Makes `new` the per-CPU area of the entry arrays; returns the old one.
+    ///
+    /// # Safety
+    /// The caller holds the cache chain lock and every CPU's array cache points into
+    /// `new` already.
+    pub(crate) unsafe fn replace_entries(&self, new: PcpuPtr) -> Option<PcpuPtr> {
+        (*self.entries.get()).replace(new)
     }
 
     /// Frees the node structures and array caches of a cache whose slabs are all gone.
@@ -193,15 +191,12 @@ impl RawCache {
     /// # Safety
     /// No thread uses the cache any more and it holds no slab.
     pub(crate) unsafe fn teardown(&self) {
-        let cc = self.cpu_cache.swap(ptr::null_mut(), Ordering::AcqRel);
-        if !cc.is_null() {
-            CpuCaches::destroy(cc);
+        self.cpu_cache.store(ptr::null_mut(), Ordering::Release);
+        if let Some(p) = (*self.headers.get()).take() {
+            percpu::free_percpu(p);
         }
-        let mut r = self.retired.swap(ptr::null_mut(), Ordering::AcqRel);
-        while !r.is_null() {
-            let next = (*r).next_retired;
-            CpuCaches::destroy(r);
-            r = next;
+        if let Some(p) = (*self.entries.get()).take() {
+            percpu::free_percpu(p);
         }
         for slot in &self.nodes {
             let n = slot.swap(ptr::null_mut(), Ordering::AcqRel);
@@ -248,14 +243,14 @@ impl RawCache {
     /// Allocates one object; null when memory ran out or the cache is not set up.
     #[inline(always)]
     pub fn alloc(&self) -> *mut u8 {
-        let cc = self.cpu_cache.load(Ordering::Acquire);
-        if !cc.is_null() {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if !base.is_null() {
             let cpu = sys::cpu::current();
-            // SAFETY: `cc` stays mapped while the cache lives (retired blocks are kept);
-            // the array cache is ours while its lock is held.
+            // SAFETY: the headers live as long as the cache; the array cache and its
+            // entries are ours while its lock is held.
             unsafe {
-                if cpu < (*cc).nr_cpus {
-                    let ac = CpuCaches::ac(cc, cpu);
+                if cpu < topology::nr_cpu_ids() {
+                    let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
                     if (*ac).lock.try_lock() {
                         let avail = (*ac).avail;
                         if avail > 0 {
@@ -283,11 +278,11 @@ impl RawCache {
     /// `obj` was allocated from this cache and is not used any more.
     #[inline(always)]
     pub unsafe fn free(&self, obj: *mut u8) {
-        let cc = self.cpu_cache.load(Ordering::Acquire);
-        if !cc.is_null() {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if !base.is_null() {
             let cpu = sys::cpu::current();
-            if cpu < (*cc).nr_cpus {
-                let ac = CpuCaches::ac(cc, cpu);
+            if cpu < topology::nr_cpu_ids() {
+                let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
                 if (*ac).lock.try_lock() {
                     let avail = (*ac).avail;
                     if avail < (*ac).limit {

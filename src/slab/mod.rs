@@ -223,13 +223,10 @@ pub(crate) fn fork_prepare() {
         }
     };
     each(&mut |c| {
-        let cc = c.cpu_cache.load(Ordering::Acquire);
-        if !cc.is_null() {
-            // SAFETY: `cc` is the cache's live block.
-            unsafe {
-                for cpu in 0..(*cc).nr_cpus {
-                    (*cache::CpuCaches::ac(cc, cpu)).lock.lock_wait();
-                }
+        for cpu in 0..crate::topology::nr_cpu_ids() {
+            if let Some(ac) = c.cpu_ac(cpu) {
+                // SAFETY: the headers live as long as the cache.
+                unsafe { (*ac).lock.lock_wait() };
             }
         }
     });
@@ -243,6 +240,8 @@ pub(crate) fn fork_prepare() {
             c.node(node).list_lock.lock_raw();
         }
     });
+    // pcpu_lock is taken before a zone lock when a chunk gets its header.
+    crate::percpu::lock_all();
     crate::page::lock_all();
 }
 
@@ -252,6 +251,7 @@ pub(crate) fn fork_prepare() {
 /// Only after [`fork_prepare`].
 pub(crate) unsafe fn fork_release() {
     crate::page::unlock_all();
+    crate::percpu::unlock_all();
     let first = (*CHAIN.data_ptr()).first;
     let mut c = first;
     while !c.is_null() {
@@ -259,10 +259,9 @@ pub(crate) unsafe fn fork_release() {
         for node in 0..crate::topology::nr_node_ids() {
             cache.node(node).list_lock.force_unlock();
         }
-        let cc = cache.cpu_cache.load(Ordering::Acquire);
-        if !cc.is_null() {
-            for cpu in 0..(*cc).nr_cpus {
-                (*cache::CpuCaches::ac(cc, cpu)).lock.unlock();
+        for cpu in 0..crate::topology::nr_cpu_ids() {
+            if let Some(ac) = cache.cpu_ac(cpu) {
+                (*ac).lock.unlock();
             }
         }
         c = cache.next.load(Ordering::Relaxed);

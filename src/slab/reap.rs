@@ -4,7 +4,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::array_cache::ArrayCache;
-use super::cache::{CpuCaches, RawCache};
+use super::cache::RawCache;
 use super::node::NodeLists;
 use super::CHAIN;
 use crate::page::list::PageList;
@@ -90,16 +90,17 @@ fn drain_freelist(cache: &RawCache, l: &mut NodeLists, tofree: usize, to_destroy
 /// `cache_reap` for one cache: drains a fifth of every array cache not used since the
 /// last reap, and some free slabs of nodes whose free list was not used.
 fn cache_reap(cache: &RawCache) {
-    let cc = cache.cpu_cache.load(Ordering::Acquire);
-    if cc.is_null() {
+    if cache.cpu_ac(0).is_none() {
         return;
     }
     let num = cache.geom().num;
     let mut to_destroy = PageList::new();
     // SAFETY: array caches are touched under their locks, tried only.
     unsafe {
-        for cpu in 0..(*cc).nr_cpus {
-            let ac = CpuCaches::ac(cc, cpu);
+        for cpu in 0..topology::nr_cpu_ids() {
+            let Some(ac) = cache.cpu_ac(cpu) else {
+                continue;
+            };
             if !(*ac).lock.try_lock() {
                 continue;
             }
@@ -139,15 +140,16 @@ fn cache_reap(cache: &RawCache) {
 /// per-CPU caches, so it is for explicit calls, not allocation paths. Returns the pages
 /// given back to the page pool.
 pub fn shrink(cache: &RawCache) -> usize {
-    let cc = cache.cpu_cache.load(Ordering::Acquire);
-    if cc.is_null() {
+    if cache.cpu_ac(0).is_none() {
         return 0;
     }
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting locks.
     unsafe {
-        for cpu in 0..(*cc).nr_cpus {
-            let ac = CpuCaches::ac(cc, cpu);
+        for cpu in 0..topology::nr_cpu_ids() {
+            let Some(ac) = cache.cpu_ac(cpu) else {
+                continue;
+            };
             if (*ac).lock.lock_wait() {
                 drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
                 (*ac).lock.unlock();

@@ -3,9 +3,10 @@
 
 use core::sync::atomic::Ordering;
 
-use super::cache::{CpuCaches, RawCache};
+use super::cache::RawCache;
 use super::{CacheError, CHAIN};
 use crate::page::list::PageList;
+use crate::percpu;
 use crate::sys::PAGE_SIZE;
 use crate::topology;
 
@@ -42,10 +43,11 @@ pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
 /// `batchcount` objects at a time, and a shared cache of `shared` batches per node
 /// (bounded by the room its node structure has).
 ///
-/// The new caches are published first; each old one is then locked (waiting for a
-/// holder to finish), drained back to the slabs and marked dead, so a thread that still
-/// holds the old pointer fails its try-lock and takes the node path. The old block
-/// stays mapped: a thread may still read it.
+/// The array cache headers stay where they are; new entry arrays are allocated for
+/// every CPU, and each CPU's cache in turn is locked (waiting for a holder to finish),
+/// drained back to the slabs and switched to its new array. The entries are only ever
+/// reached under that lock, so once every CPU has switched nobody can reach the old
+/// arrays and they are freed at once.
 pub fn do_tune_cpucache(
     cache: &RawCache,
     limit: u32,
@@ -56,26 +58,33 @@ pub fn do_tune_cpucache(
         return Err(CacheError::Tunables { limit, batchcount });
     }
     let _chain = CHAIN.lock();
-    let new = CpuCaches::create(limit, batchcount);
-    if new.is_null() {
+    if cache.cpu_ac(0).is_none() {
         return Err(CacheError::NoMemory);
     }
-    let old = cache.cpu_cache.swap(new, Ordering::AcqRel);
+    let Some(new) = super::cache::alloc_entries(limit) else {
+        return Err(CacheError::NoMemory);
+    };
     let mut to_destroy = PageList::new();
-    // SAFETY: `old` stays mapped (retired below); each array cache is drained under its
-    // own lock and killed while still held.
+    // SAFETY: the chain lock is held, so the entry area is ours to replace; each array
+    // cache is drained and switched under its own lock.
     unsafe {
-        if !old.is_null() {
-            for cpu in 0..(*old).nr_cpus {
-                let ac = CpuCaches::ac(old, cpu);
-                if (*ac).lock.lock_wait() {
-                    let held = cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy);
-                    drop(held);
-                    (*ac).lock.kill();
-                }
+        for cpu in 0..topology::nr_cpu_ids() {
+            let Some(ac) = cache.cpu_ac(cpu) else {
+                continue;
+            };
+            // A dead lock has no holder and gets none: switch it all the same.
+            let locked = (*ac).lock.lock_wait();
+            drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+            (*ac).entry = new.per_cpu_ptr(cpu).cast();
+            (*ac).capacity = limit;
+            (*ac).limit = limit;
+            (*ac).batchcount = batchcount;
+            if locked {
+                (*ac).lock.unlock();
             }
-            (*old).next_retired = cache.retired.load(Ordering::Relaxed);
-            cache.retired.store(old, Ordering::Release);
+        }
+        if let Some(old) = cache.replace_entries(new) {
+            percpu::free_percpu(old);
         }
         for node in 0..topology::nr_node_ids() {
             let n = cache.node(node);
