@@ -249,3 +249,68 @@ fn array_caches_live_in_percpu_chunks() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
     assert_eq!(percpu_stats().nr_cur_alloc, before.nr_cur_alloc);
 }
+
+/// `TYPESAFE_BY_RCU`: the pages of slabs emptied while a reader is inside an RCU read
+/// section stay allocated (holding the stale objects) until the reader leaves, and go
+/// back to the page pool after the grace period; a cache without the flag frees them
+/// at once.
+#[test]
+fn typesafe_by_rcu_defers_slab_freeing() {
+    use std::sync::mpsc;
+    const MARK: u64 = 0x5afe_b1c0_0000_0001;
+    let cache = KmemCache::<[u64; 8]>::new("test_typesafe", SlabFlags::TYPESAFE_BY_RCU).unwrap();
+    let objs: Vec<_> = (0..2000)
+        .map(|_| {
+            let o = cache.alloc().unwrap();
+            // SAFETY: a fresh object of the cache.
+            unsafe { o.as_ptr().write([MARK; 8]) };
+            o
+        })
+        .collect();
+    let watched = objs[1000].as_ptr() as usize;
+    let (locked_tx, locked_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let guard = cpuslab::rcu::read_lock();
+        locked_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // SAFETY: the object was freed, but the cache is type-safe by RCU and this
+        // thread has been inside one read section since before the free.
+        let seen = unsafe { std::ptr::read_volatile(watched as *const u64) };
+        drop(guard);
+        seen
+    });
+    locked_rx.recv().unwrap();
+    let pending_before = cpuslab::slab::rcu_pending_pages();
+    for &o in &objs {
+        // SAFETY: allocated above, freed once.
+        unsafe { cache.free(o) };
+    }
+    // Frees past the node's free limit and the shrink both give slabs back.
+    let freed = cache.shrink();
+    assert!(freed > 0, "shrink freed no slab");
+    let pending = cpuslab::slab::rcu_pending_pages();
+    assert!(pending >= pending_before + freed);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        cpuslab::slab::rcu_pending_pages(),
+        pending,
+        "slab pages went back while a reader was inside its read section"
+    );
+    go_tx.send(()).unwrap();
+    assert_eq!(reader.join().unwrap(), MARK);
+    cpuslab::rcu::barrier();
+    assert_eq!(cpuslab::slab::rcu_pending_pages(), pending_before);
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+
+    // Without the flag nothing waits.
+    let plain = KmemCache::<[u64; 8]>::new("test_not_typesafe", SlabFlags::NONE).unwrap();
+    let objs: Vec<_> = (0..2000).map(|_| plain.alloc().unwrap()).collect();
+    for &o in &objs {
+        // SAFETY: allocated above, freed once.
+        unsafe { plain.free(o) };
+    }
+    assert!(plain.shrink() > 0);
+    assert_eq!(cpuslab::slab::rcu_pending_pages(), pending_before);
+    plain.destroy().map_err(|(_, e)| e).unwrap();
+}

@@ -10,16 +10,17 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use super::array_cache::{ArrayCache, AC_HEADER};
 use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
-use super::CacheError;
+use super::{CacheError, SlabFlags};
 use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
 use crate::page::list::PageList;
 use crate::page::{self, arena, page_address, virt_to_head_page, Page};
 use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
+use crate::rcu::{self, RcuHead};
 use crate::sync::MutexGuard;
 use crate::sys::{self, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
@@ -41,6 +42,31 @@ fn alloc_cpu_area(size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> 
 /// Allocates the entry arrays of `capacity` pointers for every possible CPU.
 pub(crate) fn alloc_entries(capacity: u32) -> Option<PcpuPtr> {
     alloc_cpu_area(capacity as usize * 8, 64, false)
+}
+
+/// Pages of `TYPESAFE_BY_RCU` slabs waiting for a grace period before they go back to
+/// the page pool.
+pub(crate) static RCU_PENDING_PAGES: AtomicUsize = AtomicUsize::new(0);
+
+// A slab off every list has free link fields: the RCU head overlays `next` and `prev`.
+const _: () = assert!(
+    core::mem::offset_of!(Page, prev) == core::mem::offset_of!(Page, next) + 8
+        && core::mem::size_of::<RcuHead>() == 16
+);
+
+/// The RCU head of a slab being freed, over its descriptor's list links.
+unsafe fn slab_rcu_head(slab: *mut Page) -> *mut RcuHead {
+    ptr::addr_of_mut!((*slab).next).cast()
+}
+
+/// The callback `destroy_slabs` queues: frees the slab's pages after the grace period.
+unsafe fn slab_free_rcu(head: *mut RcuHead) {
+    let slab = head
+        .byte_sub(core::mem::offset_of!(Page, next))
+        .cast::<Page>();
+    let order = (*slab).order as usize;
+    page::free_pages(slab, order);
+    RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
 /// Bytes of a cache's name, NUL padded.
@@ -628,9 +654,11 @@ impl RawCache {
         l.free_objects += g.num;
     }
 
-    /// `slab_destroy` for every slab on `list`: their pages go back to the page pool.
+    /// `slab_destroy` for every slab on `list`: their pages go back to the page pool,
+    /// after a grace period for a `TYPESAFE_BY_RCU` cache.
     pub(crate) unsafe fn destroy_slabs(&self, list: &mut PageList) -> usize {
         let order = self.geom().order;
+        let by_rcu = self.flags.load(Ordering::Relaxed) & SlabFlags::TYPESAFE_BY_RCU.0 != 0;
         let mut pages = 0;
         loop {
             let slab = list.pop_front();
@@ -641,7 +669,15 @@ impl RawCache {
                 (*slab.add(i)).set_flags(0);
             }
             (*slab).cache = ptr::null_mut();
-            page::free_pages(slab, order);
+            if by_rcu {
+                // No longer a slab to anyone looking up a pointer, but its pages stay
+                // allocated, holding stale objects, until the grace period ends.
+                (*slab).set_flags(PG_ALLOCATED);
+                RCU_PENDING_PAGES.fetch_add(1 << order, Ordering::Relaxed);
+                rcu::call_rcu(slab_rcu_head(slab), slab_free_rcu);
+            } else {
+                page::free_pages(slab, order);
+            }
             pages += 1 << order;
         }
     }

@@ -13,6 +13,12 @@ mod typed;
 pub use cache::RawCache;
 pub use typed::{KmemCache, SlabFlags};
 
+/// Pages of `TYPESAFE_BY_RCU` slabs waiting for a grace period before they go back to
+/// the page pool.
+pub fn rcu_pending_pages() -> usize {
+    cache::RCU_PENDING_PAGES.load(Ordering::Relaxed)
+}
+
 use core::fmt;
 use core::ptr;
 use core::sync::atomic::Ordering;
@@ -123,6 +129,11 @@ pub unsafe fn destroy_cache(cache: &'static RawCache) -> Result<(), CacheError> 
     let live = cache_counts(cache).active_objs;
     if live > 0 {
         return Err(CacheError::Busy { live_objects: live });
+    }
+    if cache.flags.load(Ordering::Relaxed) & SlabFlags::TYPESAFE_BY_RCU.0 != 0 {
+        // As kmem_cache_destroy: the slabs queued for a grace period are gone before
+        // the cache is.
+        crate::rcu::barrier();
     }
     {
         let mut chain = CHAIN.lock();
