@@ -22,6 +22,9 @@ pub const BLIMIT: usize = 10;
 pub const QHIMARK: usize = 10_000;
 /// ...until fewer than this remain.
 pub const QLOWMARK: usize = 100;
+/// Callbacks pending above which `call_rcu` throttles its caller (forward progress
+/// under a flood: producers cannot outrun the grace-period thread without bound).
+pub const QOVLD: usize = 64 * QHIMARK;
 
 /// One CPU's callbacks (`rcu_data`'s `cblist`) and its partly filled free_rcu batch.
 #[repr(C, align(64))]
@@ -30,6 +33,9 @@ pub(crate) struct CbList {
     list: UnsafeCell<SegCbList>,
     pub(crate) kfree: UnsafeCell<*mut KfreeBatch>,
     barrier_head: UnsafeCell<RcuHead>,
+    /// Whether `barrier_head` sits on `list`. Changed only under `lock`, so a forked
+    /// child knows exactly which barrier heads it will still invoke.
+    barrier_queued: UnsafeCell<bool>,
 }
 
 // SAFETY: the cells are only touched with `lock` held.
@@ -42,6 +48,7 @@ impl CbList {
             list: UnsafeCell::new(SegCbList::new()),
             kfree: UnsafeCell::new(ptr::null_mut()),
             barrier_head: UnsafeCell::new(RcuHead::new()),
+            barrier_queued: UnsafeCell::new(false),
         }
     }
 }
@@ -120,13 +127,18 @@ pub(crate) fn for_each_list(mut f: impl FnMut(&CbList)) {
 }
 
 /// Queues `func(head)` to run after a grace period (`call_rcu`). Never allocates and
-/// never waits for a per-CPU lock.
+/// never waits for a per-CPU lock. When more than [`QOVLD`] callbacks are pending the
+/// caller is throttled: outside a read section it sleeps (up to a millisecond at a
+/// time) until the grace-period thread has brought the backlog under that mark; inside
+/// one, where waiting could hold up the very grace period it waits for, it yields.
 ///
 /// # Safety
 /// `head` stays valid and untouched until `func` runs; `func` may run on another thread.
 pub unsafe fn call_rcu(head: *mut RcuHead, func: RcuCallback) {
     (*head).func = Some(func);
-    PENDING.fetch_add(1, Ordering::Relaxed);
+    if PENDING.fetch_add(1, Ordering::Relaxed) >= QOVLD {
+        throttle();
+    }
     // The snapshot is taken under the list's lock, so a list's tags never go backward.
     let snap = with_local_list(|l| {
         let snap = seq::snap(gp::gp_seq_ordered());
@@ -136,6 +148,25 @@ pub unsafe fn call_rcu(head: *mut RcuHead, func: RcuCallback) {
         snap
     });
     gp::request(snap);
+}
+
+/// `call_rcu` over [`QOVLD`]: lets the grace-period thread catch up.
+#[cold]
+fn throttle() {
+    gp::wake_gp_driver();
+    if super::reader::in_read_section() {
+        futex::yield_now();
+        return;
+    }
+    // Bounded: a grace period stuck on a stalled reader must not stop producers dead.
+    for _ in 0..100 {
+        if PENDING.load(Ordering::Relaxed) < QOVLD {
+            return;
+        }
+        // Nobody wakes this word: a one-millisecond sleep.
+        static THROTTLE_WORD: AtomicU32 = AtomicU32::new(0);
+        futex::wait_timeout(&THROTTLE_WORD, 0, 1_000_000);
+    }
 }
 
 /// Invokes every callback whose grace period has ended, in batches. Returns how many
@@ -166,7 +197,11 @@ pub(crate) fn process() -> usize {
             if let Some(s) = list.needed() {
                 needed = Some(needed.map_or(s, |m: u64| if seq::done(s, m) { m } else { s }));
             }
-            list.extract_done(blimit)
+            let (chain, n) = list.extract_done(blimit);
+            if *l.barrier_queued.get() && chain_contains(chain, l.barrier_head.get()) {
+                *l.barrier_queued.get() = false;
+            }
+            (chain, n)
         }
     };
     // Each batch is detached under the list's lock and invoked after releasing it, so
@@ -194,6 +229,17 @@ pub(crate) fn process() -> usize {
     invoked
 }
 
+/// Whether the detached chain starting at `h` holds `target`.
+unsafe fn chain_contains(mut h: *mut RcuHead, target: *mut RcuHead) -> bool {
+    while !h.is_null() {
+        if h == target {
+            return true;
+        }
+        h = (*h).next;
+    }
+    false
+}
+
 fn invoke_chain(mut h: *mut RcuHead) {
     while !h.is_null() {
         // SAFETY: a detached chain of queued heads; each is handed to its callback,
@@ -211,8 +257,6 @@ fn invoke_chain(mut h: *mut RcuHead) {
 static BARRIER_MUTEX: Mutex<()> = Mutex::new(());
 static BARRIER_LEFT: AtomicUsize = AtomicUsize::new(0);
 static BARRIER_WORD: AtomicU32 = AtomicU32::new(0);
-/// Set while a barrier's caller holds its initial count (queueing the heads).
-static BARRIER_QUEUEING: AtomicBool = AtomicBool::new(false);
 
 unsafe fn barrier_callback(_: *mut RcuHead) {
     if BARRIER_LEFT.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -229,7 +273,6 @@ pub fn barrier() {
     // A forked child may inherit a barrier of the parent still in flight: its heads
     // are queued and must be invoked before they can be queued again.
     wait_barrier_done();
-    BARRIER_QUEUEING.store(true, Ordering::Relaxed);
     BARRIER_LEFT.store(1, Ordering::Relaxed);
     let mut snap = 0;
     for_each_list(|l| {
@@ -241,13 +284,13 @@ pub fn barrier() {
         unsafe {
             let head = l.barrier_head.get();
             (*head).func = Some(barrier_callback);
+            *l.barrier_queued.get() = true;
             let list = &mut *l.list.get();
             list.enqueue(head);
             list.accelerate(snap);
         }
     });
     gp::request(snap);
-    BARRIER_QUEUEING.store(false, Ordering::Relaxed);
     // SAFETY: drops the initial count held while queueing.
     unsafe { barrier_callback(ptr::null_mut()) };
     wait_barrier_done();
@@ -264,16 +307,20 @@ fn wait_barrier_done() {
     }
 }
 
-/// fork, child: a barrier that was queueing in the parent lost its caller; drop the
-/// count that caller held so the inherited heads can finish it.
+/// fork, child: a barrier in flight in the parent lost its caller, and any head the
+/// grace-period thread had detached but not yet invoked is lost with that thread. The
+/// count becomes the barrier heads still on the child's lists, which will run.
 ///
 /// # Safety
-/// Only in a forked child.
+/// Only in a forked child, with the list locks taken by `lock_all` still held.
 pub(crate) unsafe fn reset_barrier_after_fork() {
     BARRIER_MUTEX.force_unlock_if_locked();
-    if BARRIER_QUEUEING.swap(false, Ordering::Relaxed) {
-        barrier_callback(ptr::null_mut());
+    let mut left = usize::from(*SHARED.barrier_queued.get());
+    for l in lists() {
+        left += usize::from(*l.barrier_queued.get());
     }
+    BARRIER_LEFT.store(left, Ordering::Release);
+    BARRIER_WORD.fetch_add(1, Ordering::Release);
 }
 
 /// Callbacks queued and not yet invoked.

@@ -35,7 +35,7 @@ pub mod seq;
 pub mod trace;
 pub mod tree;
 
-pub use callbacks::{barrier, call_rcu, BLIMIT, QHIMARK, QLOWMARK};
+pub use callbacks::{barrier, call_rcu, BLIMIT, QHIMARK, QLOWMARK, QOVLD};
 pub use cell::RcuCell;
 pub use gp::{
     cond_synchronize, get_state, poll_state, start_poll, synchronize, synchronize_expedited,
@@ -125,8 +125,8 @@ extern "C" fn fork_child() {
     crate::sys::membarrier::reregister_after_fork();
     // SAFETY: the child's only thread; `fork_prepare` took the list locks on it.
     unsafe {
-        callbacks::unlock_all();
         callbacks::reset_barrier_after_fork();
+        callbacks::unlock_all();
         tree::reset_locks_after_fork();
         gp::reset_after_fork();
     }

@@ -66,18 +66,20 @@ thread_local! {
 }
 
 /// This thread's record, registering it on first use.
-#[inline]
+#[inline(always)]
 pub fn me() -> &'static RcuReader {
-    let slot = ME.with(|m| m.get());
-    if slot != 0 {
-        return &READERS[slot - 1];
+    // The record's address sits in a word of TLS read with one instruction.
+    let rec = sys::tls::rcu_reader() as *const RcuReader;
+    if !rec.is_null() {
+        // SAFETY: a record of the static table, this thread's until it exits.
+        return unsafe { &*rec };
     }
     &READERS[register()]
 }
 
 /// This thread's slot, if registered.
 pub fn my_slot() -> Option<usize> {
-    let slot = ME.with(|m| m.get());
+    let slot = ME.get();
     (slot != 0).then(|| slot - 1)
 }
 
@@ -102,7 +104,8 @@ fn register() -> usize {
     rec.need_qs.store(false, Ordering::Relaxed);
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
     tree::reader_online(slot);
-    ME.with(|m| m.set(slot + 1));
+    ME.set(slot + 1);
+    sys::tls::set_rcu_reader(rec as *const RcuReader as usize);
     if let Some(key) = exit_key() {
         key.set(slot + 1);
     }
@@ -131,7 +134,8 @@ fn key_from(k: usize) -> sys::thread::ExitKey {
 /// Thread exit: releases the record (the value is its slot + 1).
 unsafe extern "C" fn reader_exit(value: *mut core::ffi::c_void) {
     let slot = value as usize - 1;
-    ME.with(|m| m.set(0));
+    ME.set(0);
+    sys::tls::set_rcu_reader(0);
     release(slot);
 }
 
@@ -161,7 +165,7 @@ pub struct RcuReadGuard {
 }
 
 /// Enters a read-side critical section (`rcu_read_lock`).
-#[inline]
+#[inline(always)]
 pub fn read_lock() -> RcuReadGuard {
     let r = me();
     let n = r.nesting.load(Ordering::Relaxed);
@@ -190,7 +194,7 @@ fn order_reader() {
 }
 
 impl Drop for RcuReadGuard {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let r = me();
         let n = r.nesting.load(Ordering::Relaxed) - 1;

@@ -20,6 +20,7 @@ pub mod process;
 pub mod rseq;
 pub mod thread;
 pub mod time;
+pub mod tls;
 
 /// The size of a base page. cpuslab refuses to start on a kernel with another page size.
 pub const PAGE_SIZE: usize = 4096;
