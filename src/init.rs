@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::page::{pcp, purge};
 use crate::slab::{self, RawCache};
 use crate::sys::{self, PAGE_SIZE};
-use crate::{kmalloc, page, percpu, topology};
+use crate::{cpuset, kmalloc, page, percpu, topology};
 
 const UNINIT: u8 = 0;
 const BOOTING: u8 = 1;
@@ -102,11 +102,17 @@ fn boot() -> bool {
         return false;
     }
     slab::reap::arm();
+    // The CPU-dead path (cpuset rescan, cpuset::cpu_dead) empties these layers' caches.
+    cpuset::register_cpu_dead(pcp::drain_pages);
+    cpuset::register_cpu_dead(slab::reap::drain_cpu);
     true
 }
 
 extern "C" fn fork_prepare() {
     if ready() {
+        // The cpuset tree's lock first: attach and rescan take page and slab locks
+        // under it, never the other way round.
+        cpuset::fork_prepare();
         slab::fork_prepare();
         FORK_HELD.store(true, Ordering::Relaxed);
     }
@@ -116,10 +122,14 @@ extern "C" fn fork_parent() {
     if FORK_HELD.swap(false, Ordering::Relaxed) {
         // SAFETY: `fork_prepare` took the locks on this thread.
         unsafe { slab::fork_release() };
+        cpuset::fork_parent();
     }
 }
 
 extern "C" fn fork_child() {
-    // The child's only thread is the one that took the locks: release them the same way.
-    fork_parent();
+    if FORK_HELD.swap(false, Ordering::Relaxed) {
+        // SAFETY: the child's only thread is the one that took the locks.
+        unsafe { slab::fork_release() };
+        cpuset::fork_child();
+    }
 }

@@ -41,6 +41,7 @@
 #[cfg(feature = "capi")]
 pub mod capi;
 pub mod config;
+pub mod cpuset;
 mod global;
 mod init;
 pub mod kmalloc;

@@ -13,6 +13,7 @@ pub use desc::{page_address, virt_to_head_page, virt_to_page, Page};
 
 use desc::{PG_ALLOCATED, PG_LARGE, PG_ZERO};
 
+use crate::cpuset;
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
 use buddy::Zone;
@@ -50,19 +51,31 @@ pub fn order_for_bytes(bytes: usize) -> usize {
     pages.next_power_of_two().trailing_zeros() as usize
 }
 
-/// Allocates 2^order pages near the calling CPU. Order 0 goes through the CPU's page
-/// list. Returns the head descriptor (`PG_ZERO` set when the block reads as zero), or
-/// null when memory ran out.
+/// Allocates 2^order pages on the node the calling thread's cpuset picks (the CPU's
+/// own node when allowed, else the nearest allowed one, or the spread rotor). Order 0
+/// on the CPU's own node goes through the CPU's page list. Returns the head descriptor
+/// (`PG_ZERO` set when the block reads as zero), or null when memory ran out.
 pub fn alloc_pages(order: usize) -> *mut Page {
-    let cpu = sys::cpu::current();
-    let node = topology::cpu_to_node(cpu);
-    if order == 0 {
-        let page = pcp::rmqueue_pcplist(cpu, node, false);
-        if !page.is_null() {
-            return page;
+    let cpu_node = topology::cpu_to_node(sys::cpu::current());
+    alloc_pages_node(cpuset::mem_node_for(cpu_node), order)
+}
+
+/// 2^order pages from `node`'s zone, else from the other nodes the thread's cpuset
+/// allows (`get_page_from_freelist` walking the zonelist; never outside a hardwall).
+fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
+    let page = zone(node).alloc(order);
+    if !page.is_null() || topology::nr_node_ids() == 1 {
+        return page;
+    }
+    for other in (0..topology::nr_node_ids()).filter(|&n| n != node) {
+        if cpuset::node_allowed(other) {
+            let page = zone(other).alloc(order);
+            if !page.is_null() {
+                return page;
+            }
         }
     }
-    zone(node).alloc(order)
+    core::ptr::null_mut()
 }
 
 /// Frees 2^order pages headed by `page`.
@@ -184,5 +197,5 @@ pub fn alloc_pages_node(node: usize, order: usize) -> *mut Page {
             }
         }
     }
-    zone(node).alloc(order)
+    alloc_from_zones(node, order)
 }

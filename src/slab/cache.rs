@@ -16,6 +16,7 @@ use super::array_cache::{ArrayCache, AC_HEADER};
 use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
 use super::{CacheError, SlabFlags};
+use crate::cpuset::{self, MemKind};
 use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
 use crate::page::list::PageList;
 use crate::page::{self, arena, page_address, virt_to_head_page, Page};
@@ -334,7 +335,9 @@ impl RawCache {
     /// objects and pops one. The caller holds the array cache's lock.
     #[cold]
     unsafe fn cache_alloc_refill(&self, ac: *mut ArrayCache, cpu: usize) -> *mut u8 {
-        let node = topology::cpu_to_node(cpu);
+        // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
+        // with SPREAD_SLAB), normally the CPU's own.
+        let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
         let n = self.node(node);
         let batch = (*ac).batchcount.max(1);
         {
@@ -351,7 +354,8 @@ impl RawCache {
             if slab.is_null() {
                 return ptr::null_mut();
             }
-            let mut l = n.list_lock.lock();
+            // The page pool may have fallen back to another allowed node.
+            let mut l = self.node(page::page_node(slab)).list_lock.lock();
             self.cache_grow_end(&mut l, slab);
             self.refill_from_slabs(&mut l, ac, batch);
         }
@@ -398,7 +402,8 @@ impl RawCache {
     /// Allocation when the CPU's array cache is busy: one object straight from the node.
     #[cold]
     fn alloc_fallback(&self) -> *mut u8 {
-        let node = topology::cpu_to_node(sys::cpu::current());
+        let cpu_node = topology::cpu_to_node(sys::cpu::current());
+        let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
         let n = self.node(node);
         // SAFETY: lists and slabs are touched under the list lock.
         unsafe {
@@ -412,7 +417,7 @@ impl RawCache {
             if slab.is_null() {
                 return ptr::null_mut();
             }
-            let mut l = n.list_lock.lock();
+            let mut l = self.node(page::page_node(slab)).list_lock.lock();
             self.cache_grow_end(&mut l, slab);
             self.take_one(&mut l).unwrap_or(ptr::null_mut())
         }

@@ -168,3 +168,45 @@ pub fn shrink(cache: &RawCache) -> usize {
         cache.destroy_slabs(&mut to_destroy)
     }
 }
+
+/// The slab part of the CPU-dead path: every cache's array cache of `cpu` is emptied
+/// back to the node lists (the kernel's `slab_dead_cpu` / `cpuup_canceled`), waiting
+/// for a holder of its lock to finish.
+pub fn drain_cpu(cpu: usize) {
+    let chain = CHAIN.lock();
+    let mut c = chain.first;
+    while !c.is_null() {
+        // SAFETY: caches on the chain stay alive while the chain lock is held.
+        let cache = unsafe { &*c };
+        if let Some(ac) = cache.cpu_ac(cpu) {
+            let mut to_destroy = PageList::new();
+            // SAFETY: the array cache is drained under its own lock.
+            unsafe {
+                if (*ac).lock.lock_wait() {
+                    drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+                    (*ac).lock.unlock();
+                }
+                cache.destroy_slabs(&mut to_destroy);
+            }
+        }
+        c = cache.next.load(Ordering::Relaxed);
+    }
+}
+
+/// Objects held in `cpu`'s array caches over every cache (racy: for statistics).
+pub fn cpu_cached_objects(cpu: usize) -> usize {
+    let chain = CHAIN.lock();
+    let mut c = chain.first;
+    let mut total = 0;
+    while !c.is_null() {
+        // SAFETY: as in `drain_cpu`; `avail` is read without the per-CPU lock, which
+        // is fine for a statistic.
+        let cache = unsafe { &*c };
+        if let Some(ac) = cache.cpu_ac(cpu) {
+            // SAFETY: the header lives as long as the cache.
+            total += unsafe { (*ac).avail } as usize;
+        }
+        c = cache.next.load(Ordering::Relaxed);
+    }
+    total
+}

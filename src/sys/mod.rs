@@ -5,6 +5,7 @@
 //! clocks, fork hooks and NUMA policy. Nothing here allocates through the global
 //! allocator.
 
+pub mod affinity;
 pub mod cpu;
 pub mod env;
 pub mod errno;
@@ -14,6 +15,7 @@ pub mod futex;
 pub mod glibc;
 pub mod io;
 pub mod membarrier;
+pub mod mempolicy;
 pub mod mmap;
 pub mod numa;
 pub mod process;

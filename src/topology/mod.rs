@@ -1,9 +1,15 @@
 //! Machine topology: possible CPUs, NUMA nodes and the node of each CPU, read from
-//! sysfs at boot without allocating.
+//! sysfs at boot without allocating; [`CpuMask`] / [`NodeMask`] and a full
+//! [`Topology`] reading (online CPUs, memory nodes, distances, the process's allowed
+//! set) for cpusets.
 
 mod cpulist;
+mod discover;
+pub mod mask;
 
 pub use cpulist::parse_cpulist;
+pub use discover::{Topology, LOCAL_DISTANCE, REMOTE_DISTANCE};
+pub use mask::{Bitmap, CpuMask, MaskError, NodeMask};
 
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 

@@ -1,0 +1,132 @@
+//! Attaching threads to the process's cpusets, and which cpuset each thread is in.
+//!
+//! [`Cpuset::attach_current`] confines the calling thread: `sched_setaffinity` to the
+//! effective CPUs, `set_mempolicy(MPOL_BIND)` to the effective nodes, and cpuslab's own
+//! node choice through the placement hooks. [`Cpuset::attach`] confines another thread
+//! by id (its affinity only: a memory policy is set by the thread itself).
+//!
+//! A thread finds its cpuset in two loads: its thread-local slot, then the slot's
+//! published cpuset index, which hotplug rewrites when it moves the thread.
+
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+use super::error::CpusetError;
+use super::process::{apply_and_publish, tree};
+use super::tree::{Cpuset, CpusetTree, MAX_THREADS, TOP};
+use crate::sys::affinity::{get_affinity, set_affinity};
+use crate::sys::mempolicy::{set_mempolicy, MPOL_BIND};
+use crate::sys::thread::{gettid, ExitKey};
+
+/// The cpuset index of each thread slot, for lock-free readers.
+static THREAD_CPUSET: [AtomicU16; MAX_THREADS] = [const { AtomicU16::new(TOP) }; MAX_THREADS];
+/// pthread key + 1 whose destructor frees the thread's slot; 0 until created.
+static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's slot + 1 (0: never attached itself). Const-initialised without
+    /// drop, so reading it never allocates.
+    static ME: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The index of the calling thread's cpuset (the top when it never attached itself).
+#[inline]
+pub(super) fn current_index() -> usize {
+    match ME.with(Cell::get) {
+        0 => TOP as usize,
+        slot => THREAD_CPUSET[slot - 1].load(Ordering::Relaxed) as usize,
+    }
+}
+
+/// Mirrors the tree's thread table for [`current_index`] (under the tree's lock).
+pub(super) fn publish_threads(tree: &CpusetTree) {
+    for (slot, t) in tree.tasks.iter().enumerate() {
+        let cs = if t.is_free() { TOP } else { t.cs };
+        THREAD_CPUSET[slot].store(cs, Ordering::Relaxed);
+    }
+}
+
+impl Cpuset {
+    /// Moves the calling thread into this cpuset of the process's tree: its affinity
+    /// becomes the effective CPUs, its memory policy `MPOL_BIND` to the effective
+    /// nodes, and cpuslab's node choice follows the cpuset. On failure nothing changed.
+    pub fn attach_current(self) -> Result<(), CpusetError> {
+        let tid = gettid();
+        let mut t = tree();
+        let n = *t.node(self)?;
+        let slot = t.thread_slot(tid)?;
+        let old = get_affinity(0)?;
+        set_affinity(0, &n.effective_cpus)?;
+        if let Err(e) = set_mempolicy(MPOL_BIND, &n.effective_mems) {
+            // Put the affinity back: the attach changes nothing when it fails.
+            let _ = set_affinity(0, &old);
+            return Err(e.into());
+        }
+        t.add_thread(self, tid)?;
+        ME.with(|m| m.set(slot + 1));
+        if let Some(key) = exit_key() {
+            key.set(slot + 1);
+        }
+        apply_and_publish(&mut t);
+        Ok(())
+    }
+
+    /// Moves thread `tid` into this cpuset: its affinity becomes the effective CPUs.
+    /// For the calling thread's own id this is [`attach_current`](Self::attach_current).
+    pub fn attach(self, tid: u32) -> Result<(), CpusetError> {
+        if tid == gettid() {
+            return self.attach_current();
+        }
+        let mut t = tree();
+        let n = *t.node(self)?;
+        t.thread_slot(tid)?;
+        set_affinity(tid, &n.effective_cpus)?;
+        t.add_thread(self, tid)?;
+        apply_and_publish(&mut t);
+        Ok(())
+    }
+
+    /// The cpuset the calling thread is in (the top when it never attached itself).
+    pub fn current() -> Self {
+        let t = tree();
+        t.handle(current_index() as u16)
+    }
+}
+
+fn exit_key() -> Option<ExitKey> {
+    let k = EXIT_KEY.load(Ordering::Acquire);
+    if k != 0 {
+        return Some(ExitKey::from_raw((k - 1) as u32));
+    }
+    let key = ExitKey::create(thread_exit)?;
+    match EXIT_KEY.compare_exchange(
+        0,
+        key.raw() as usize + 1,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        Ok(_) => Some(key),
+        // Another thread created one first; ours stays unused (keys are plentiful).
+        Err(k) => Some(ExitKey::from_raw((k - 1) as u32)),
+    }
+}
+
+/// Frees the exiting thread's slot, so a later thread (perhaps with the same id)
+/// starts outside every cpuset.
+unsafe extern "C" fn thread_exit(value: *mut c_void) {
+    let slot = value as usize;
+    if slot == 0 {
+        return;
+    }
+    let tid = gettid();
+    let mut t = tree();
+    if t.tasks
+        .get(slot - 1)
+        .is_some_and(|e| !e.is_free() && e.tid == tid)
+    {
+        t.free_slot(slot - 1);
+        THREAD_CPUSET[slot - 1].store(TOP, Ordering::Relaxed);
+    }
+    ME.with(|m| m.set(0));
+}

@@ -1,0 +1,192 @@
+//! The process's own cpuset tree: a static behind cpuslab's futex mutex, built from
+//! this machine's [`Topology`] on first use, and [`Cpuset`]'s methods on it.
+//!
+//! Every change goes through [`CpusetTree`]'s validation, then the affinity of the
+//! threads whose cpuset changed is applied again (the kernel's
+//! `update_tasks_cpumask`) and the placement tables are republished.
+
+use core::fmt;
+
+use super::error::CpusetError;
+use super::flags::CpusetFlags;
+use super::tree::{Cpuset, CpusetTree};
+use super::{attach, placement};
+use crate::sync::{Mutex, MutexGuard};
+use crate::sys::affinity::set_affinity;
+use crate::topology::{CpuMask, NodeMask, Topology};
+
+static TREE: Mutex<CpusetTree> = Mutex::new(CpusetTree::new());
+
+/// The process's tree, locked, built from this machine on first use.
+pub(super) fn tree() -> MutexGuard<'static, CpusetTree> {
+    let mut t = TREE.lock();
+    if !t.is_initialized() {
+        let topo = Topology::discover();
+        t.update_topology(&topo);
+        apply_and_publish(&mut t);
+    }
+    t
+}
+
+/// The process's tree, locked, as it is (for rescan, which builds it itself).
+pub(super) fn tree_raw() -> MutexGuard<'static, CpusetTree> {
+    TREE.lock()
+}
+
+/// Applies the effective CPUs to every thread whose cpuset changed or that hotplug
+/// moved, forgets threads that exited, and republishes placement.
+pub(super) fn apply_and_publish(t: &mut CpusetTree) {
+    for slot in 0..t.tasks.len() {
+        let task = t.tasks[slot];
+        if task.is_free() {
+            continue;
+        }
+        let n = t.nodes[task.cs as usize];
+        if !(task.moved || n.changed) {
+            continue;
+        }
+        match set_affinity(task.tid, &n.effective_cpus) {
+            Err(e) if e.errno == libc::ESRCH => t.free_slot(slot),
+            _ => t.tasks[slot].moved = false,
+        }
+    }
+    for n in t.nodes.iter_mut() {
+        n.changed = false;
+    }
+    attach::publish_threads(t);
+    placement::publish(t);
+}
+
+/// Runs `f` on the process's tree and, when it succeeds, applies and publishes.
+fn change<R>(f: impl FnOnce(&mut CpusetTree) -> Result<R, CpusetError>) -> Result<R, CpusetError> {
+    let mut t = tree();
+    let r = f(&mut t)?;
+    apply_and_publish(&mut t);
+    Ok(r)
+}
+
+impl Cpuset {
+    /// The top cpuset of the process's tree: everything the process may use.
+    pub fn top() -> Self {
+        tree().top()
+    }
+
+    /// The cpuset of the process's tree at `path` (`"/"` is the top, `"/a/b"` the
+    /// child `b` of `a`).
+    pub fn find(path: &str) -> Option<Self> {
+        tree().find(path)
+    }
+
+    /// Runs `f` with the process's tree locked: for reading several things at once.
+    /// `f` must not call other `Cpuset` methods (they would wait on the same lock).
+    pub fn with_tree<R>(f: impl FnOnce(&CpusetTree) -> R) -> R {
+        f(&tree())
+    }
+
+    /// Creates the child `name` of this cpuset (see [`CpusetTree::create`]).
+    pub fn create_child(self, name: &str) -> Result<Self, CpusetError> {
+        change(|t| t.create(self, name))
+    }
+
+    /// Removes this cpuset once it has no children and no live threads (threads that
+    /// exited are forgotten first).
+    pub fn remove(self) -> Result<(), CpusetError> {
+        change(|t| {
+            let mut dead = [0u32; 64];
+            let mut n = 0;
+            for tid in t.threads(self) {
+                if n < dead.len() && !crate::sys::affinity::thread_alive(tid) {
+                    dead[n] = tid;
+                    n += 1;
+                }
+            }
+            dead[..n].iter().for_each(|&tid| t.remove_thread(tid));
+            t.remove(self)
+        })
+    }
+
+    /// The name of this cpuset, copied into `buf` (31 bytes at most).
+    pub fn name(self, buf: &mut [u8; 31]) -> Result<&str, CpusetError> {
+        let t = tree();
+        let name = t.name(self)?.as_bytes();
+        buf[..name.len()].copy_from_slice(name);
+        core::str::from_utf8(&buf[..name.len()]).map_err(|_| CpusetError::BadName)
+    }
+
+    /// The parent cpuset; `None` for the top.
+    pub fn parent(self) -> Result<Option<Self>, CpusetError> {
+        tree().parent(self)
+    }
+
+    /// `cpuset.cpus` (empty: the parent's).
+    pub fn cpus(self) -> Result<CpuMask, CpusetError> {
+        tree().cpus(self)
+    }
+
+    /// `cpuset.mems` (empty: the parent's).
+    pub fn mems(self) -> Result<NodeMask, CpusetError> {
+        tree().mems(self)
+    }
+
+    /// `cpuset.cpus.effective`.
+    pub fn effective_cpus(self) -> Result<CpuMask, CpusetError> {
+        tree().effective_cpus(self)
+    }
+
+    /// `cpuset.mems.effective`.
+    pub fn effective_mems(self) -> Result<NodeMask, CpusetError> {
+        tree().effective_mems(self)
+    }
+
+    /// The flags.
+    pub fn flags(self) -> Result<CpusetFlags, CpusetError> {
+        tree().flags(self)
+    }
+
+    /// Sets `cpuset.cpus`; threads in this cpuset and its descendants follow.
+    pub fn set_cpus(self, cpus: &CpuMask) -> Result<(), CpusetError> {
+        change(|t| t.set_cpus(self, cpus))
+    }
+
+    /// Sets `cpuset.mems`; cpuslab's placement for its threads follows at once (their
+    /// kernel memory policy at their next [`attach_current`](Self::attach_current)).
+    pub fn set_mems(self, mems: &NodeMask) -> Result<(), CpusetError> {
+        change(|t| t.set_mems(self, mems))
+    }
+
+    /// Sets (`on`) or clears `flags`.
+    pub fn set_flags(self, flags: CpusetFlags, on: bool) -> Result<(), CpusetError> {
+        change(|t| t.set_flags(self, flags, on))
+    }
+
+    /// Writes a cpuset file, as `echo value > file` (see [`CpusetTree::write_file`]).
+    pub fn write_file(self, file: &str, value: &str) -> Result<(), CpusetError> {
+        change(|t| t.write_file(self, file, value))
+    }
+
+    /// Reads a cpuset file into `w` (see [`CpusetTree::read_file`]).
+    pub fn read_file(self, file: &str, w: &mut impl fmt::Write) -> Result<(), CpusetError> {
+        tree().read_file(self, file, w)
+    }
+}
+
+/// **Fork hooks** for the allocator's `pthread_atfork` handlers: take the tree's lock
+/// before `fork`, so the child never inherits it held by a thread that is not there.
+#[allow(dead_code)] // wired by init.rs's atfork handlers
+pub(crate) fn fork_prepare() {
+    TREE.lock_raw();
+}
+
+/// Releases the lock [`fork_prepare`] took, in the parent.
+#[allow(dead_code)] // wired by init.rs's atfork handlers
+pub(crate) fn fork_parent() {
+    // SAFETY: fork_prepare took the lock in this thread.
+    unsafe { TREE.force_unlock() }
+}
+
+/// Opens the lock in the child, whose only thread is the one that forked.
+#[allow(dead_code)] // wired by init.rs's atfork handlers
+pub(crate) fn fork_child() {
+    // SAFETY: a forked child before any other thread exists.
+    unsafe { TREE.force_unlock_if_locked() }
+}

@@ -1,0 +1,108 @@
+//! `sched_setaffinity` / `sched_getaffinity` over [`CpuMask`], and [`SysError`], the
+//! errno-carrying error of the cpuset system calls.
+
+use core::fmt;
+
+use crate::topology::CpuMask;
+
+/// A system call that failed, with its `errno`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysError {
+    /// The call, as `"mbind"`.
+    pub call: &'static str,
+    /// The `errno` it set.
+    pub errno: i32,
+}
+
+impl SysError {
+    /// The error of `call` from the calling thread's `errno`.
+    pub fn last(call: &'static str) -> Self {
+        Self {
+            call,
+            errno: super::errno::get(),
+        }
+    }
+
+    /// The symbolic name of the errno, as `"EINVAL"` (`"E?"` for ones cpusets never see).
+    pub fn name(&self) -> &'static str {
+        match self.errno {
+            libc::EPERM => "EPERM",
+            libc::ESRCH => "ESRCH",
+            libc::EFAULT => "EFAULT",
+            libc::EINVAL => "EINVAL",
+            libc::ENOMEM => "ENOMEM",
+            libc::EIO => "EIO",
+            libc::ENOSYS => "ENOSYS",
+            libc::EXDEV => "EXDEV",
+            libc::EBUSY => "EBUSY",
+            libc::ENOSPC => "ENOSPC",
+            libc::EACCES => "EACCES",
+            _ => "E?",
+        }
+    }
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.errno {
+            libc::EINVAL => "invalid argument (a CPU or node the process may not use?)",
+            libc::EPERM => "operation not permitted",
+            libc::ESRCH => "no such thread",
+            libc::EFAULT => "bad address",
+            libc::ENOMEM => "out of memory",
+            libc::EIO => "pages could not be moved",
+            libc::ENOSYS => "not supported by this kernel",
+            _ => "failed",
+        };
+        write!(
+            f,
+            "{} failed: {} ({}, errno {})",
+            self.call,
+            why,
+            self.name(),
+            self.errno
+        )
+    }
+}
+
+/// Restricts thread `tid` (0: the calling thread) to `cpus`.
+pub fn set_affinity(tid: u32, cpus: &CpuMask) -> Result<(), SysError> {
+    // SAFETY: the kernel reads `size_of::<CpuMask>()` bytes from a live mask.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            tid as libc::pid_t,
+            core::mem::size_of::<CpuMask>(),
+            cpus.words().as_ptr(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(SysError::last("sched_setaffinity"))
+    }
+}
+
+/// The CPUs thread `tid` (0: the calling thread) may run on.
+pub fn get_affinity(tid: u32) -> Result<CpuMask, SysError> {
+    let mut cpus = CpuMask::new();
+    // SAFETY: the kernel writes at most `size_of::<CpuMask>()` bytes into the mask.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_sched_getaffinity,
+            tid as libc::pid_t,
+            core::mem::size_of::<CpuMask>(),
+            cpus.words_mut().as_mut_ptr(),
+        )
+    };
+    if rc >= 0 {
+        Ok(cpus)
+    } else {
+        Err(SysError::last("sched_getaffinity"))
+    }
+}
+
+/// Whether thread `tid` still exists (any process's: attach takes any thread id).
+pub fn thread_alive(tid: u32) -> bool {
+    !matches!(get_affinity(tid), Err(e) if e.errno == libc::ESRCH)
+}
