@@ -38,28 +38,68 @@
 #![allow(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
 
-#[cfg(feature = "capi")]
+// Under `cfg(loom)` (the models in `loom-tests/`) only the parts that loom checks are
+// built: their atomics are loom's, which no static can hold.
+#[cfg(all(feature = "capi", not(loom)))]
 pub mod capi;
+#[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
 pub mod cpuset;
+#[cfg(not(loom))]
 mod global;
+#[cfg(not(loom))]
 mod init;
+#[cfg(not(loom))]
 pub mod kmalloc;
+#[cfg(not(loom))]
 pub mod page;
+#[cfg(not(loom))]
 pub mod percpu;
+#[cfg(not(loom))]
 pub mod rcu;
+#[cfg(not(loom))]
 pub mod slab;
+#[cfg(not(loom))]
 pub mod stats;
 pub mod sync;
+#[cfg(not(loom))]
 pub mod sys;
+#[cfg(not(loom))]
 pub mod topology;
 
+/// The parts of RCU a loom model checks: the `rcu_node` tree, `gp_seq` and the
+/// callback segments.
+#[cfg(loom)]
+pub mod rcu {
+    mod head;
+    pub mod segcblist;
+    pub mod seq;
+    pub mod tree;
+
+    pub use head::{RcuCallback, RcuHead};
+}
+
+/// The parts of percpu a loom model checks: the counter's fold and the semaphore's
+/// protocol, over counts the model keeps.
+#[cfg(loom)]
+pub mod percpu {
+    mod counter;
+    mod rwsem;
+
+    pub use counter::CounterFold;
+    pub use rwsem::RwSemCore;
+}
+
+#[cfg(not(loom))]
 pub use global::CpuSlab;
+#[cfg(not(loom))]
 pub use slab::{CacheError, KmemCache, SlabFlags};
 
 /// Gives every cached object and free page that can go back to the OS: empties the
 /// per-CPU and shared array caches, frees empty slabs, drains the per-CPU page lists
 /// and purges all free pages (as `malloc_trim(0)`). Returns the bytes purged.
+#[cfg(not(loom))]
 pub fn trim() -> usize {
     if !init::ready() {
         return 0;
@@ -72,11 +112,12 @@ pub fn trim() -> usize {
 ///
 /// # Safety
 /// `ptr` was returned by `CpuSlab` and not freed.
+#[cfg(not(loom))]
 pub unsafe fn usable_size(ptr: *const u8) -> usize {
     // SAFETY: as the caller promised.
     unsafe { kmalloc::ksize(ptr.cast_mut()) }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 #[global_allocator]
 static TEST_GLOBAL: CpuSlab = CpuSlab;

@@ -3,9 +3,13 @@
 //! node's `qsmask` is set from the readers (or children) it has; a quiescent state
 //! clears the reader's bit in its leaf, and the last bit cleared at a node clears the
 //! node's bit in its parent. The grace period ends when the root's `qsmask` is empty.
+//!
+//! The algorithm is [`RcuTree`], of any number of leaves and inner nodes; cpuslab has
+//! one, sized for [`MAX_READERS`], behind the free functions below, and loom models
+//! build small ones.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::prim::const_fn;
 use crate::sync::Mutex;
 
 /// Readers per leaf.
@@ -33,142 +37,243 @@ pub struct RcuNode {
 }
 
 impl RcuNode {
-    const fn new() -> Self {
-        Self {
-            masks: Mutex::new(Masks {
-                qsmask: 0,
-                qsmaskinit: 0,
-            }),
+    const_fn! {
+        fn new() -> Self {
+            Self {
+                masks: Mutex::new(Masks {
+                    qsmask: 0,
+                    qsmaskinit: 0,
+                }),
+            }
         }
     }
 }
 
-static LEAVES: [RcuNode; NR_LEAVES] = [const { RcuNode::new() }; NR_LEAVES];
-static INNER: [RcuNode; INNER_FANOUT] = [const { RcuNode::new() }; INNER_FANOUT];
-static ROOT: RcuNode = RcuNode::new();
-/// One past the highest leaf that ever held a reader.
-static LEAF_HIGH: AtomicUsize = AtomicUsize::new(0);
+/// An `rcu_node` tree of `L` leaves (readers `16 * l ..`) under `I` inner nodes (leaves
+/// `64 * i ..`) under one root. `I` must be at least `L / 64` rounded up.
+pub struct RcuTree<const L: usize, const I: usize> {
+    leaves: [RcuNode; L],
+    inner: [RcuNode; I],
+    root: RcuNode,
+    /// One past the highest leaf that ever held a reader.
+    leaf_high: AtomicUsize,
+}
+
+impl<const L: usize, const I: usize> RcuTree<L, I> {
+    /// A tree without readers.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            leaves: [const { RcuNode::new() }; L],
+            inner: [const { RcuNode::new() }; I],
+            root: RcuNode::new(),
+            leaf_high: AtomicUsize::new(0),
+        }
+    }
+
+    /// A tree without readers.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            leaves: core::array::from_fn(|_| RcuNode::new()),
+            inner: core::array::from_fn(|_| RcuNode::new()),
+            root: RcuNode::new(),
+            leaf_high: AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks reader `slot` present (it is waited on from the next grace period).
+    pub fn reader_online(&self, slot: usize) {
+        let leaf = slot / LEAF_FANOUT;
+        self.leaf_high.fetch_max(leaf + 1, Ordering::Relaxed);
+        self.leaves[leaf].masks.lock().qsmaskinit |= 1 << (slot % LEAF_FANOUT);
+    }
+
+    /// Marks reader `slot` gone, reporting its quiescent state if the grace period in
+    /// progress still waits for it. Returns true if that ended the grace period's wait.
+    pub fn reader_offline(&self, slot: usize) -> bool {
+        let leaf = slot / LEAF_FANOUT;
+        self.leaves[leaf].masks.lock().qsmaskinit &= !(1 << (slot % LEAF_FANOUT));
+        self.report_qs(slot)
+    }
+
+    /// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, leaves
+    /// first. Returns whether any reader must be waited for.
+    pub fn init_qsmasks(&self) -> bool {
+        let high = self.leaf_high.load(Ordering::Relaxed);
+        let mut inner_masks = [0u64; I];
+        for (leaf, node) in self.leaves[..high].iter().enumerate() {
+            let mut m = node.masks.lock();
+            m.qsmask = m.qsmaskinit;
+            if m.qsmask != 0 {
+                inner_masks[leaf / INNER_FANOUT] |= 1 << (leaf % INNER_FANOUT);
+            }
+        }
+        let mut root_mask = 0;
+        for (i, node) in self.inner.iter().enumerate() {
+            let mut m = node.masks.lock();
+            m.qsmaskinit = inner_masks[i];
+            m.qsmask = inner_masks[i];
+            if m.qsmask != 0 {
+                root_mask |= 1 << i;
+            }
+        }
+        let mut r = self.root.masks.lock();
+        r.qsmaskinit = root_mask;
+        r.qsmask = root_mask;
+        root_mask != 0
+    }
+
+    /// Whether the grace period in progress waits for no reader any more.
+    pub fn root_done(&self) -> bool {
+        self.root.masks.lock().qsmask == 0
+    }
+
+    /// Whether the grace period waits for reader `slot`.
+    pub fn waits_for(&self, slot: usize) -> bool {
+        self.leaves[slot / LEAF_FANOUT].masks.lock().qsmask & (1 << (slot % LEAF_FANOUT)) != 0
+    }
+
+    /// The leaves whose `qsmask` is not empty, as (leaf, mask) pairs, for forcing
+    /// quiescent states. Calls `f` for each, with no lock held.
+    pub fn for_each_blocking_leaf(&self, mut f: impl FnMut(usize, u64)) {
+        let high = self.leaf_high.load(Ordering::Relaxed);
+        for (leaf, node) in self.leaves[..high].iter().enumerate() {
+            let mask = node.masks.lock().qsmask;
+            if mask != 0 {
+                f(leaf, mask);
+            }
+        }
+    }
+
+    /// `rcu_report_qs_rnp`: clears reader `slot`'s bit and, where a node's mask
+    /// empties, its bit in the parent. Returns true when this report emptied the root.
+    pub fn report_qs(&self, slot: usize) -> bool {
+        let leaf = slot / LEAF_FANOUT;
+        {
+            let mut m = self.leaves[leaf].masks.lock();
+            let bit = 1 << (slot % LEAF_FANOUT);
+            if m.qsmask & bit == 0 {
+                return false;
+            }
+            m.qsmask &= !bit;
+            if m.qsmask != 0 {
+                return false;
+            }
+        }
+        let inner = leaf / INNER_FANOUT;
+        {
+            let mut m = self.inner[inner].masks.lock();
+            let bit = 1 << (leaf % INNER_FANOUT);
+            if m.qsmask & bit == 0 {
+                return false;
+            }
+            m.qsmask &= !bit;
+            if m.qsmask != 0 {
+                return false;
+            }
+        }
+        let mut r = self.root.masks.lock();
+        let bit = 1 << inner;
+        if r.qsmask & bit == 0 {
+            return false;
+        }
+        r.qsmask &= !bit;
+        r.qsmask == 0
+    }
+
+    /// Readers present, for statistics.
+    pub fn nr_readers(&self) -> usize {
+        let high = self.leaf_high.load(Ordering::Relaxed);
+        self.leaves[..high]
+            .iter()
+            .map(|n| n.masks.lock().qsmaskinit.count_ones() as usize)
+            .sum()
+    }
+
+    /// fork, child: the tree's locks may have been held by threads that are gone.
+    ///
+    /// # Safety
+    /// Only in a forked child, whose only thread is the caller.
+    pub unsafe fn reset_locks_after_fork(&self) {
+        let high = self.leaf_high.load(Ordering::Relaxed);
+        for n in self.leaves[..high]
+            .iter()
+            .chain(self.inner.iter())
+            .chain(core::iter::once(&self.root))
+        {
+            n.masks.force_unlock_if_locked();
+        }
+    }
+}
+
+impl<const L: usize, const I: usize> Default for RcuTree<L, I> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The tree of every reader record.
+#[cfg(not(loom))]
+static TREE: RcuTree<NR_LEAVES, INNER_FANOUT> = RcuTree::new();
 
 /// Marks reader `slot` present (it is waited on from the next grace period).
+#[cfg(not(loom))]
 pub fn reader_online(slot: usize) {
-    let leaf = slot / LEAF_FANOUT;
-    LEAF_HIGH.fetch_max(leaf + 1, Ordering::Relaxed);
-    LEAVES[leaf].masks.lock().qsmaskinit |= 1 << (slot % LEAF_FANOUT);
+    TREE.reader_online(slot)
 }
 
 /// Marks reader `slot` gone, reporting its quiescent state if the grace period in
 /// progress still waits for it. Returns true if that ended the grace period's wait.
+#[cfg(not(loom))]
 pub fn reader_offline(slot: usize) -> bool {
-    let leaf = slot / LEAF_FANOUT;
-    LEAVES[leaf].masks.lock().qsmaskinit &= !(1 << (slot % LEAF_FANOUT));
-    report_qs(slot)
+    TREE.reader_offline(slot)
 }
 
 /// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, leaves first.
 /// Returns whether any reader must be waited for.
+#[cfg(not(loom))]
 pub fn init_qsmasks() -> bool {
-    let high = LEAF_HIGH.load(Ordering::Relaxed);
-    let mut inner_masks = [0u64; INNER_FANOUT];
-    for (leaf, node) in LEAVES[..high].iter().enumerate() {
-        let mut m = node.masks.lock();
-        m.qsmask = m.qsmaskinit;
-        if m.qsmask != 0 {
-            inner_masks[leaf / INNER_FANOUT] |= 1 << (leaf % INNER_FANOUT);
-        }
-    }
-    let mut root_mask = 0;
-    for (i, node) in INNER.iter().enumerate() {
-        let mut m = node.masks.lock();
-        m.qsmaskinit = inner_masks[i];
-        m.qsmask = inner_masks[i];
-        if m.qsmask != 0 {
-            root_mask |= 1 << i;
-        }
-    }
-    let mut r = ROOT.masks.lock();
-    r.qsmaskinit = root_mask;
-    r.qsmask = root_mask;
-    root_mask != 0
+    TREE.init_qsmasks()
 }
 
 /// Whether the grace period in progress waits for no reader any more.
+#[cfg(not(loom))]
 pub fn root_done() -> bool {
-    ROOT.masks.lock().qsmask == 0
+    TREE.root_done()
 }
 
 /// Whether the grace period waits for reader `slot`.
+#[cfg(not(loom))]
 pub fn waits_for(slot: usize) -> bool {
-    LEAVES[slot / LEAF_FANOUT].masks.lock().qsmask & (1 << (slot % LEAF_FANOUT)) != 0
+    TREE.waits_for(slot)
 }
 
 /// The leaves whose `qsmask` is not empty, as (leaf, mask) pairs, for forcing
 /// quiescent states. Calls `f` for each.
-pub fn for_each_blocking_leaf(mut f: impl FnMut(usize, u64)) {
-    let high = LEAF_HIGH.load(Ordering::Relaxed);
-    for (leaf, node) in LEAVES[..high].iter().enumerate() {
-        let mask = node.masks.lock().qsmask;
-        if mask != 0 {
-            f(leaf, mask);
-        }
-    }
+#[cfg(not(loom))]
+pub fn for_each_blocking_leaf(f: impl FnMut(usize, u64)) {
+    TREE.for_each_blocking_leaf(f)
 }
 
 /// `rcu_report_qs_rnp`: clears reader `slot`'s bit and, where a node's mask empties,
 /// its bit in the parent. Returns true when this report emptied the root.
+#[cfg(not(loom))]
 pub fn report_qs(slot: usize) -> bool {
-    let leaf = slot / LEAF_FANOUT;
-    {
-        let mut m = LEAVES[leaf].masks.lock();
-        let bit = 1 << (slot % LEAF_FANOUT);
-        if m.qsmask & bit == 0 {
-            return false;
-        }
-        m.qsmask &= !bit;
-        if m.qsmask != 0 {
-            return false;
-        }
-    }
-    let inner = leaf / INNER_FANOUT;
-    {
-        let mut m = INNER[inner].masks.lock();
-        let bit = 1 << (leaf % INNER_FANOUT);
-        if m.qsmask & bit == 0 {
-            return false;
-        }
-        m.qsmask &= !bit;
-        if m.qsmask != 0 {
-            return false;
-        }
-    }
-    let mut r = ROOT.masks.lock();
-    let bit = 1 << inner;
-    if r.qsmask & bit == 0 {
-        return false;
-    }
-    r.qsmask &= !bit;
-    r.qsmask == 0
+    TREE.report_qs(slot)
 }
 
 /// Readers present, for statistics.
+#[cfg(not(loom))]
 pub fn nr_readers() -> usize {
-    let high = LEAF_HIGH.load(Ordering::Relaxed);
-    LEAVES[..high]
-        .iter()
-        .map(|n| n.masks.lock().qsmaskinit.count_ones() as usize)
-        .sum()
+    TREE.nr_readers()
 }
 
 /// fork, child: the tree's locks may have been held by threads that are gone.
 ///
 /// # Safety
 /// Only in a forked child, whose only thread is the caller.
+#[cfg(not(loom))]
 pub unsafe fn reset_locks_after_fork() {
-    let high = LEAF_HIGH.load(Ordering::Relaxed);
-    for n in LEAVES[..high]
-        .iter()
-        .chain(INNER.iter())
-        .chain(core::iter::once(&ROOT))
-    {
-        n.masks.force_unlock_if_locked();
-    }
+    TREE.reset_locks_after_fork()
 }

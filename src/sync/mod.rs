@@ -4,11 +4,14 @@
 //! only ever tried (its holder may be preempted, so waiting on it could wait a whole
 //! time slice); [`Mutex`] guards shared node and zone state and sleeps on a futex when
 //! contended.
+//!
+//! Both, and the RCU and percpu structures built on them, take their atomics from
+//! [`prim`], which a loom model swaps for loom's (`cfg(loom)`).
 
 mod mutex;
+pub mod prim;
 mod trylock;
 
 pub use mutex::{Mutex, MutexGuard};
+pub use prim::atomic;
 pub use trylock::TryLock;
-
-pub use core::sync::atomic;

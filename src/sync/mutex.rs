@@ -1,10 +1,9 @@
 //! A futex mutex for node and zone state: spins briefly, then sleeps.
 
-use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::sys::futex;
+use super::prim::atomic::{AtomicU32, Ordering};
+use super::prim::{const_fn, futex, UnsafeCell};
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -27,11 +26,13 @@ pub struct MutexGuard<'a, T> {
 }
 
 impl<T> Mutex<T> {
-    /// An unlocked mutex.
-    pub const fn new(data: T) -> Self {
-        Self {
-            state: AtomicU32::new(UNLOCKED),
-            data: UnsafeCell::new(data),
+    const_fn! {
+        /// An unlocked mutex.
+        pub fn new(data: T) -> Self {
+            Self {
+                state: AtomicU32::new(UNLOCKED),
+                data: UnsafeCell::new(data),
+            }
         }
     }
 
@@ -59,7 +60,11 @@ impl<T> Mutex<T> {
 
     #[cold]
     fn lock_contended(&self) {
+        // A loom model goes straight to the futex: a spin without yielding would
+        // multiply the interleavings it explores.
+        #[cfg(not(loom))]
         let backoff = crossbeam_utils::Backoff::new();
+        #[cfg(not(loom))]
         while !backoff.is_completed() {
             if self.state.load(Ordering::Relaxed) == UNLOCKED
                 && self

@@ -1,6 +1,7 @@
 //! The per-CPU lock: tried once, never waited on.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use super::prim::atomic::{AtomicU32, Ordering};
+use super::prim::{const_fn, futex};
 
 const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
@@ -15,9 +16,11 @@ const DEAD: u32 = 2;
 pub struct TryLock(AtomicU32);
 
 impl TryLock {
-    /// An unlocked lock.
-    pub const fn new() -> Self {
-        Self(AtomicU32::new(UNLOCKED))
+    const_fn! {
+        /// An unlocked lock.
+        pub fn new() -> Self {
+            Self(AtomicU32::new(UNLOCKED))
+        }
     }
 
     /// Takes the lock if it is free.
@@ -45,7 +48,7 @@ impl TryLock {
             {
                 Ok(_) => return true,
                 Err(DEAD) => return false,
-                Err(_) => crate::sys::futex::yield_now(),
+                Err(_) => futex::yield_now(),
             }
         }
     }
