@@ -385,6 +385,11 @@ pub fn write_report(w: &mut dyn Write) -> fmt::Result {
         sys::process::pid(),
         core::str::from_utf8(name).unwrap_or("?")
     )?;
+    writeln!(
+        w,
+        "cpuslab: per-CPU fast path: {}",
+        crate::slab::fastpath::fast_path()
+    )?;
     crate::stats::write_slabinfo(w)?;
     crate::stats::write_buddyinfo(w)?;
     let m = crate::stats::memory();

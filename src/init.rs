@@ -84,6 +84,8 @@ fn boot() -> bool {
         return false;
     }
     if slab::KMEM_CACHE.cpu_cache.load(Ordering::Acquire).is_null() {
+        // Before the first cache is set up: no cache is ever used both ways.
+        slab::fastpath::init();
         // SAFETY: only the booting thread runs this.
         let r = unsafe {
             slab::KMEM_CACHE.setup(
@@ -131,5 +133,6 @@ extern "C" fn fork_child() {
         // SAFETY: the child's only thread is the one that took the locks.
         unsafe { slab::fork_release() };
         cpuset::fork_child();
+        slab::fastpath::after_fork();
     }
 }

@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 
 use crate::page::{self, arena, pcp};
 pub use crate::percpu::stats::{percpu_stats, write_percpu_stats, PercpuStats};
+pub use crate::slab::fastpath::{fast_path, FastPath};
 use crate::slab::{self, RawCache};
 use crate::topology;
 

@@ -30,9 +30,20 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
         let (c, stop) = (cache.clone(), stop.clone());
         std::thread::spawn(move || {
             let mut i = 0u32;
+            let nr_cpus = cpuslab::topology::nr_cpu_ids();
             while !stop.load(Ordering::Relaxed) {
-                let limit = [1, 8, 60, 120, 500][(i % 5) as usize];
-                c.tune(limit, limit.div_ceil(2), 8).unwrap();
+                // Cross-CPU work of every kind on caches others are using: retune,
+                // drain one CPU (the CPU-dead path), shrink everything.
+                match i % 3 {
+                    0 => {
+                        let limit = [1, 8, 60, 120, 500][(i / 3 % 5) as usize];
+                        c.tune(limit, limit.div_ceil(2), 8).unwrap();
+                    }
+                    1 => cpuslab::cpuset::cpu_dead(i as usize % nr_cpus),
+                    _ => {
+                        c.shrink();
+                    }
+                }
                 i += 1;
                 std::thread::yield_now();
             }
@@ -50,9 +61,13 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
                         let p = c.alloc().expect("out of memory");
                         // SAFETY: a fresh object, ours alone.
                         unsafe {
+                            // A held object carries its holder's id in both fields; a
+                            // slab grown on recycled pages may start with anything else.
                             let prev = (*p.as_ptr()).owner.swap(t, Ordering::Relaxed);
+                            let held_by =
+                                (1..=threads).contains(&prev) && (*p.as_ptr()).payload == [prev; 5];
                             assert!(
-                                prev == 0,
+                                !held_by,
                                 "object {p:p} handed out while held by thread {prev}"
                             );
                             (*p.as_ptr()).payload = [t; 5];
@@ -63,6 +78,7 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
                         unsafe {
                             assert_eq!((*p.as_ptr()).payload, [t; 5]);
                             assert_eq!((*p.as_ptr()).owner.swap(0, Ordering::Relaxed), t);
+                            (*p.as_ptr()).payload = [0; 5];
                         }
                         if rng.below(4) == 0 {
                             ex.lock().unwrap().push(p.as_ptr() as usize);
@@ -115,6 +131,45 @@ fn conservation_under_threads() {
     hammer(&cache, 8, 200_000, false);
     cache.shrink();
     assert_eq!(cache.active_objects(), 0, "objects lost");
+}
+
+/// Many more threads than CPUs (constant preemption and migration) while another
+/// thread retunes, drains and shrinks the caches they use: nothing lost, nothing
+/// handed out twice, on whichever fast path this process runs (the suite runs again
+/// with `CPUSLAB_RSEQ=0`).
+#[test]
+fn conservation_many_threads_with_cross_cpu_work() {
+    let cache = zeroed_cache("test_conserve_many");
+    prime(&cache);
+    hammer(&cache, 16, 40_000, true);
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "objects lost");
+}
+
+/// The fast path is chosen once at boot and reported: rseq where the thread has an
+/// rseq area and the kernel takes the membarrier RSEQ command, unless
+/// `CPUSLAB_RSEQ=0`; the tried lock otherwise.
+#[test]
+fn fast_path_is_chosen_and_reported() {
+    use cpuslab::slab::fastpath::{fast_path, FastPath};
+    drop(Box::new(1u8));
+    let forced_off = std::env::var("CPUSLAB_RSEQ").is_ok_and(|v| v == "0");
+    let p = fast_path();
+    if forced_off {
+        assert_eq!(p, FastPath::TryLockByRequest);
+    } else if cpuslab::sys::rseq::available()
+        && cpuslab::sys::cpu::rseq_cpu_valid()
+        && std::env::var_os("CPUSLAB_NO_MEMBARRIER").is_none()
+    {
+        assert_eq!(p, FastPath::Rseq, "{p}");
+    } else {
+        assert_ne!(p, FastPath::Rseq);
+    }
+    if !common::is_child() && !forced_off {
+        let (status, err) =
+            common::run_child("fast_path_is_chosen_and_reported", &[("CPUSLAB_RSEQ", "0")]);
+        assert!(status.success(), "child with CPUSLAB_RSEQ=0 failed: {err}");
+    }
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //!
 //! A per-CPU cache is two per-CPU areas: the header, which stays where it is for the
 //! cache's lifetime, and the entry array it points to, which retuning replaces under
-//! the header's lock. Nothing reaches the entries without that lock, so the old array
-//! can be freed as soon as every CPU has switched — no grace period needed. A shared
+//! the header's lock. Nothing reaches the entries without that lock, or inside a
+//! restartable sequence that checks it and is restarted before the swap (see
+//! `fastpath`), so the old array can be freed as soon as every CPU has switched — no
+//! grace period needed. A shared
 //! cache keeps its entries right after its header.
 //!
 //! A pop or a push is: load `avail`, load or store `entry[avail]`, store `avail`. The
@@ -38,6 +40,16 @@ pub struct ArrayCache {
 }
 
 const _: () = assert!(core::mem::size_of::<ArrayCache>() == AC_HEADER);
+// The rseq fast path addresses the header by these offsets.
+const _: () = {
+    use crate::sys::rseq::stack;
+    use core::mem::offset_of;
+    assert!(offset_of!(ArrayCache, lock) == stack::LOCK);
+    assert!(offset_of!(ArrayCache, avail) == stack::COUNT);
+    assert!(offset_of!(ArrayCache, limit) == stack::LIMIT);
+    assert!(offset_of!(ArrayCache, touched) == stack::TOUCHED);
+    assert!(offset_of!(ArrayCache, entry) == stack::ENTRY);
+};
 
 /// Bytes needed for an array cache of `capacity` entries, rounded to a cache line.
 pub const fn ac_bytes(capacity: usize) -> usize {

@@ -13,6 +13,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use super::array_cache::{ArrayCache, AC_HEADER};
+use super::fastpath;
 use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
 use super::{CacheError, SlabFlags};
@@ -23,6 +24,7 @@ use crate::page::{self, arena, page_address, virt_to_head_page, Page};
 use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
 use crate::rcu::{self, RcuHead};
 use crate::sync::MutexGuard;
+use crate::sys::rseq::StackOp;
 use crate::sys::{self, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
 
@@ -204,6 +206,51 @@ impl RawCache {
         Some(base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE))
     }
 
+    /// Cross-CPU work on the array caches of `cpus`: stops each (takes its lock,
+    /// waiting for a holder when `wait`, else skipping a busy one), then, on the rseq
+    /// path, restarts every sequence in flight so none still works on a stopped cache;
+    /// runs `f` on each stopped cache and releases it.
+    pub(crate) fn with_stopped_caches(
+        &self,
+        cpus: core::ops::Range<usize>,
+        wait: bool,
+        mut f: impl FnMut(usize, *mut ArrayCache),
+    ) {
+        let mut stopped = [0u64; topology::NR_CPUS / 64];
+        let mut any = false;
+        for cpu in cpus.clone() {
+            let Some(ac) = self.cpu_ac(cpu) else {
+                continue;
+            };
+            // SAFETY: the headers live as long as the cache.
+            let ok = unsafe {
+                if wait {
+                    (*ac).lock.lock_wait()
+                } else {
+                    (*ac).lock.try_lock()
+                }
+            };
+            if ok && cpu < topology::NR_CPUS {
+                stopped[cpu / 64] |= 1 << (cpu % 64);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        fastpath::fence((cpus.len() == 1).then_some(cpus.start));
+        for cpu in cpus {
+            if stopped[cpu / 64] & (1 << (cpu % 64)) == 0 {
+                continue;
+            }
+            if let Some(ac) = self.cpu_ac(cpu) {
+                f(cpu, ac);
+                // SAFETY: stopped above by this thread.
+                unsafe { (*ac).lock.unlock() };
+            }
+        }
+    }
+
     /// Makes `new` the per-CPU area of the entry arrays; returns the old one.
     ///
     /// # Safety
@@ -272,6 +319,18 @@ impl RawCache {
     pub fn alloc(&self) -> *mut u8 {
         let base = self.cpu_cache.load(Ordering::Acquire);
         if !base.is_null() {
+            if fastpath::rseq() {
+                // SAFETY: every possible CPU has a header at its unit's offset, changed
+                // only by sequences on its CPU or by stopped-and-fenced cross-CPU work.
+                let op = unsafe {
+                    sys::rseq::stack_pop(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids())
+                };
+                return match op {
+                    StackOp::Done(obj) => obj,
+                    StackOp::Exhausted => self.alloc_refill_rseq(base),
+                    StackOp::Stopped | StackOp::NoCpu => self.alloc_fallback(),
+                };
+            }
             let cpu = sys::cpu::current();
             // SAFETY: the headers live as long as the cache; the array cache and its
             // entries are ours while its lock is held.
@@ -307,6 +366,19 @@ impl RawCache {
     pub unsafe fn free(&self, obj: *mut u8) {
         let base = self.cpu_cache.load(Ordering::Acquire);
         if !base.is_null() {
+            if fastpath::rseq() {
+                match sys::rseq::stack_push(
+                    base.cast(),
+                    PCPU_UNIT_SIZE,
+                    topology::nr_cpu_ids(),
+                    obj,
+                ) {
+                    StackOp::Done(_) => {}
+                    StackOp::Exhausted => self.free_flush_rseq(base, obj),
+                    StackOp::Stopped | StackOp::NoCpu => self.free_fallback(obj),
+                }
+                return;
+            }
             let cpu = sys::cpu::current();
             if cpu < topology::nr_cpu_ids() {
                 let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
@@ -329,6 +401,148 @@ impl RawCache {
             }
         }
         self.free_fallback(obj);
+    }
+
+    /// The rseq path's `cache_alloc_refill`: takes up to `batchcount` objects from the
+    /// node (its shared cache, its slabs, a new slab), keeps one and pushes the rest
+    /// onto the CPU's array cache one sequence at a time; what does not fit (the thread
+    /// migrated, the cache was stopped) goes back to the node.
+    #[cold]
+    fn alloc_refill_rseq(&self, base: *mut ArrayCache) -> *mut u8 {
+        let cpu_node = topology::cpu_to_node(sys::cpu::current());
+        let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
+        let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        // SAFETY: objects move between the node's lists (under its lock) and `buf`.
+        let n = unsafe { self.fill_buf(node, &mut buf[..batch]) };
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        let obj = buf[n - 1];
+        let mut pushed = 0;
+        while pushed < n - 1 {
+            // SAFETY: as in `alloc`.
+            let op = unsafe {
+                sys::rseq::stack_push(
+                    base.cast(),
+                    PCPU_UNIT_SIZE,
+                    topology::nr_cpu_ids(),
+                    buf[pushed],
+                )
+            };
+            if !matches!(op, StackOp::Done(_)) {
+                break;
+            }
+            pushed += 1;
+        }
+        if pushed < n - 1 {
+            // SAFETY: objects of this cache nobody holds.
+            unsafe { self.give_back(&buf[pushed..n - 1]) };
+        }
+        super::reap::maybe_reap();
+        obj
+    }
+
+    /// The rseq path's `cache_flusharray`: pops up to `batchcount` objects off the
+    /// CPU's full array cache, gives them to the node, and pushes `obj`.
+    #[cold]
+    unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
+        let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        let mut n = 0;
+        while n < batch {
+            match sys::rseq::stack_pop(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids()) {
+                StackOp::Done(o) => {
+                    buf[n] = o;
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        self.give_back(&buf[..n]);
+        match sys::rseq::stack_push(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids(), obj) {
+            StackOp::Done(_) => {}
+            _ => self.free_fallback(obj),
+        }
+        super::reap::maybe_reap();
+    }
+
+    /// Fills `buf` from `node`: its shared cache first, then its slabs, growing a slab
+    /// when both are empty. Returns how many objects it got (0: out of memory).
+    unsafe fn fill_buf(&self, node: usize, buf: &mut [*mut u8]) -> usize {
+        let mut n = 0;
+        {
+            let mut l = self.node(node).list_lock.lock();
+            n += self.take_into(&mut l, &mut buf[n..]);
+        }
+        if n == 0 {
+            let slab = self.cache_grow_begin(node);
+            if slab.is_null() {
+                return 0;
+            }
+            // The page pool may have fallen back to another allowed node.
+            let mut l = self.node(page::page_node(slab)).list_lock.lock();
+            self.cache_grow_end(&mut l, slab);
+            n += self.take_into(&mut l, &mut buf[n..]);
+        }
+        n
+    }
+
+    /// Moves objects from the node's shared cache, then its slabs, into `out`.
+    unsafe fn take_into(&self, l: &mut NodeLists, out: &mut [*mut u8]) -> usize {
+        let mut n = 0;
+        let shared = l.shared;
+        if !shared.is_null() && (*shared).avail > 0 {
+            let nr = ((*shared).avail as usize).min(out.len());
+            (*shared).avail -= nr as u32;
+            ptr::copy_nonoverlapping(
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+                out.as_mut_ptr(),
+                nr,
+            );
+            (*shared).touched = 1;
+            n = nr;
+        }
+        let num = self.geom().num;
+        while n < out.len() {
+            let slab = l.get_first_slab();
+            if slab.is_null() {
+                break;
+            }
+            let was_free = (*slab).active == 0;
+            while ((*slab).active as usize) < num && n < out.len() {
+                out[n] = self.slab_get_obj(slab);
+                n += 1;
+                l.free_objects -= 1;
+            }
+            self.fix_slab_list(l, slab, was_free);
+        }
+        n
+    }
+
+    /// Gives objects back to the calling CPU's node: into its shared cache while it has
+    /// room, the rest to their slabs.
+    unsafe fn give_back(&self, objs: &[*mut u8]) {
+        if objs.is_empty() {
+            return;
+        }
+        let node = topology::cpu_to_node(sys::cpu::current());
+        let l = self.node(node).list_lock.lock();
+        let shared = l.shared;
+        let mut kept = 0;
+        if !shared.is_null() && (*shared).avail < (*shared).limit {
+            kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
+            ptr::copy_nonoverlapping(
+                objs.as_ptr(),
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+                kept,
+            );
+            (*shared).avail += kept as u32;
+        }
+        let mut to_destroy = PageList::new();
+        let held = self.free_block(&objs[kept..], Some((node, l)), &mut to_destroy);
+        drop(held);
+        self.destroy_slabs(&mut to_destroy);
     }
 
     /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`

@@ -4,6 +4,7 @@
 
 pub mod array_cache;
 pub mod cache;
+pub mod fastpath;
 pub mod layout;
 pub mod node;
 pub mod reap;

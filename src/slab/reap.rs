@@ -97,21 +97,14 @@ fn cache_reap(cache: &RawCache) {
     let mut to_destroy = PageList::new();
     // SAFETY: array caches are touched under their locks, tried only.
     unsafe {
-        for cpu in 0..topology::nr_cpu_ids() {
-            let Some(ac) = cache.cpu_ac(cpu) else {
-                continue;
-            };
-            if !(*ac).lock.try_lock() {
-                continue;
-            }
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |_, ac| {
             if (*ac).touched != 0 {
                 (*ac).touched = 0;
             } else if (*ac).avail > 0 {
                 let nr = (*ac).limit.div_ceil(5).min((*ac).avail);
                 drop(cache.drain_array(ac, nr, None, None, &mut to_destroy));
             }
-            (*ac).lock.unlock();
-        }
+        });
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
             let sh: *mut ArrayCache = l.shared;
@@ -146,15 +139,9 @@ pub fn shrink(cache: &RawCache) -> usize {
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting locks.
     unsafe {
-        for cpu in 0..topology::nr_cpu_ids() {
-            let Some(ac) = cache.cpu_ac(cpu) else {
-                continue;
-            };
-            if (*ac).lock.lock_wait() {
-                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-                (*ac).lock.unlock();
-            }
-        }
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), true, |_, ac| {
+            drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+        });
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
             let sh: *mut ArrayCache = l.shared;
@@ -178,16 +165,13 @@ pub fn drain_cpu(cpu: usize) {
     while !c.is_null() {
         // SAFETY: caches on the chain stay alive while the chain lock is held.
         let cache = unsafe { &*c };
-        if let Some(ac) = cache.cpu_ac(cpu) {
-            let mut to_destroy = PageList::new();
-            // SAFETY: the array cache is drained under its own lock.
-            unsafe {
-                if (*ac).lock.lock_wait() {
-                    drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-                    (*ac).lock.unlock();
-                }
-                cache.destroy_slabs(&mut to_destroy);
-            }
+        let mut to_destroy = PageList::new();
+        // SAFETY: the array cache is drained while stopped.
+        unsafe {
+            cache.with_stopped_caches(cpu..cpu + 1, true, |_, ac| {
+                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+            });
+            cache.destroy_slabs(&mut to_destroy);
         }
         c = cache.next.load(Ordering::Relaxed);
     }

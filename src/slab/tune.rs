@@ -44,9 +44,10 @@ pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
 /// (bounded by the room its node structure has).
 ///
 /// The array cache headers stay where they are; new entry arrays are allocated for
-/// every CPU, and each CPU's cache in turn is locked (waiting for a holder to finish),
-/// drained back to the slabs and switched to its new array. The entries are only ever
-/// reached under that lock, so once every CPU has switched nobody can reach the old
+/// every CPU, every CPU's cache is stopped (its lock taken, waiting for a holder, and
+/// on the rseq path every sequence in flight restarted), drained back to the slabs and
+/// switched to its new array. The entries are only reached under that lock or inside a
+/// sequence that checks it, so once every CPU has switched nobody can reach the old
 /// arrays and they are freed at once.
 pub fn do_tune_cpucache(
     cache: &RawCache,
@@ -68,21 +69,13 @@ pub fn do_tune_cpucache(
     // SAFETY: the chain lock is held, so the entry area is ours to replace; each array
     // cache is drained and switched under its own lock.
     unsafe {
-        for cpu in 0..topology::nr_cpu_ids() {
-            let Some(ac) = cache.cpu_ac(cpu) else {
-                continue;
-            };
-            // A dead lock has no holder and gets none: switch it all the same.
-            let locked = (*ac).lock.lock_wait();
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), true, |cpu, ac| {
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
             (*ac).entry = new.per_cpu_ptr(cpu).cast();
             (*ac).capacity = limit;
             (*ac).limit = limit;
             (*ac).batchcount = batchcount;
-            if locked {
-                (*ac).lock.unlock();
-            }
-        }
+        });
         if let Some(old) = cache.replace_entries(new) {
             percpu::free_percpu(old);
         }

@@ -57,6 +57,21 @@ pub fn rseq_offset() -> isize {
     unsafe { __rseq_offset }
 }
 
+/// Whether the kernel keeps the calling thread's rseq `cpu_id` (glibc registered an
+/// area and the registration took: under valgrind, for one, it does not).
+pub fn rseq_cpu_valid() -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    if rseq_registered() {
+        // SAFETY: as in `current`.
+        let cpu = unsafe {
+            let area = thread_pointer().offset(__rseq_offset);
+            core::ptr::read_volatile(area.add(4).cast::<i32>())
+        };
+        return cpu >= 0;
+    }
+    false
+}
+
 /// The CPU the calling thread runs on (a hint, see the module docs).
 #[inline(always)]
 pub fn current() -> usize {

@@ -166,6 +166,206 @@ pub unsafe fn percpu_xchg(
     }
 }
 
+/// Field offsets of a per-CPU stack as [`stack_pop`] and [`stack_push`] address it:
+/// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
+/// outside any sequence), the `u32` count of entries, the `u32` limit, a `u32` set on
+/// every pop ("touched"), and the pointer to the entry array.
+pub mod stack {
+    /// The stop word: sequences leave a stack alone while it is non-zero.
+    pub const LOCK: usize = 0;
+    /// Entries on the stack (`u32`).
+    pub const COUNT: usize = 4;
+    /// Most entries (`u32`).
+    pub const LIMIT: usize = 8;
+    /// Set to 1 by every pop (`u32`).
+    pub const TOUCHED: usize = 16;
+    /// The entry array (`*mut *mut u8`).
+    pub const ENTRY: usize = 24;
+}
+
+/// What a per-CPU stack sequence did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackOp {
+    /// Done: the pointer popped (for a push, null).
+    Done(*mut u8),
+    /// Nothing done: the stack is empty (pop) or full (push).
+    Exhausted,
+    /// Nothing done: the stack is stopped (its lock word is set).
+    Stopped,
+    /// Nothing done: no rseq here, or the thread's CPU is not below `nr_cpus`.
+    NoCpu,
+}
+
+const ST_DONE: u64 = 0;
+const ST_EXHAUSTED: u64 = 1;
+const ST_STOPPED: u64 = 2;
+const ST_NOCPU: u64 = 3;
+
+#[inline(always)]
+fn stack_result(status: u64, ptr: *mut u8) -> StackOp {
+    match status {
+        ST_DONE => StackOp::Done(ptr),
+        ST_EXHAUSTED => StackOp::Exhausted,
+        ST_STOPPED => StackOp::Stopped,
+        _ => StackOp::NoCpu,
+    }
+}
+
+/// Pops the top entry of the calling CPU's stack (`base + cpu * stride`, laid out as
+/// in [`stack`]) as one restartable sequence: check the stop word, read the count and
+/// the entry, mark the stack touched, and commit by storing the count less one.
+///
+/// # Safety
+/// For every `cpu < nr_cpus`, `base + cpu * stride` is such a stack, and other threads
+/// change it only through these sequences or after setting its stop word and fencing
+/// every CPU's sequences with `membarrier::rseq_fence`.
+#[inline(always)]
+pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let status: u64;
+        let obj: *mut u8;
+        // Labels as in `percpu_add`; 7 leaves with the status already set.
+        core::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "2:",
+            ".long 0, 0",
+            ".quad 3f, (4f - 3f), 5f",
+            ".popsection",
+            "6:",
+            "lea {tmp}, [rip + 2b]",
+            "mov qword ptr fs:[{area} + 8], {tmp}",
+            "3:",
+            "mov {st:e}, {nocpu}",
+            "mov {ac:e}, dword ptr fs:[{area} + 4]",
+            "cmp {ac}, {nr}",
+            "jae 7f",
+            "imul {ac}, {stride}",
+            "add {ac}, {base}",
+            "mov {st:e}, {stopped}",
+            "cmp dword ptr [{ac} + {lock}], 0",
+            "jne 7f",
+            "mov {st:e}, {exhausted}",
+            "mov {cnt:e}, dword ptr [{ac} + {count}]",
+            "test {cnt:e}, {cnt:e}",
+            "jz 7f",
+            "mov {tmp}, qword ptr [{ac} + {entry}]",
+            "mov {obj}, qword ptr [{tmp} + {cnt} * 8 - 8]",
+            "mov dword ptr [{ac} + {touched}], 1",
+            "dec {cnt:e}",
+            "mov dword ptr [{ac} + {count}], {cnt:e}",
+            "4:",
+            "xor {st:e}, {st:e}",
+            "7:",
+            ".pushsection __rseq_failure, \"ax\"",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "5:",
+            "jmp 6b",
+            ".popsection",
+            area = in(reg) super::cpu::rseq_offset(),
+            base = in(reg) base,
+            stride = in(reg) stride,
+            nr = in(reg) nr_cpus,
+            tmp = out(reg) _,
+            ac = out(reg) _,
+            cnt = out(reg) _,
+            obj = out(reg) obj,
+            st = out(reg) status,
+            lock = const stack::LOCK,
+            count = const stack::COUNT,
+            touched = const stack::TOUCHED,
+            entry = const stack::ENTRY,
+            nocpu = const ST_NOCPU,
+            stopped = const ST_STOPPED,
+            exhausted = const ST_EXHAUSTED,
+            options(nostack),
+        );
+        stack_result(status, obj)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (base, stride, nr_cpus);
+        StackOp::NoCpu
+    }
+}
+
+/// Pushes `obj` on the calling CPU's stack (see [`stack_pop`]) as one restartable
+/// sequence: check the stop word and the limit, store the entry, and commit by storing
+/// the count plus one. Returns `Done(null)` when pushed.
+///
+/// # Safety
+/// As for [`stack_pop`].
+#[inline(always)]
+pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut u8) -> StackOp {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let status: u64;
+        core::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "2:",
+            ".long 0, 0",
+            ".quad 3f, (4f - 3f), 5f",
+            ".popsection",
+            "6:",
+            "lea {tmp}, [rip + 2b]",
+            "mov qword ptr fs:[{area} + 8], {tmp}",
+            "3:",
+            "mov {st:e}, {nocpu}",
+            "mov {ac:e}, dword ptr fs:[{area} + 4]",
+            "cmp {ac}, {nr}",
+            "jae 7f",
+            "imul {ac}, {stride}",
+            "add {ac}, {base}",
+            "mov {st:e}, {stopped}",
+            "cmp dword ptr [{ac} + {lock}], 0",
+            "jne 7f",
+            "mov {st:e}, {exhausted}",
+            "mov {cnt:e}, dword ptr [{ac} + {count}]",
+            "cmp {cnt:e}, dword ptr [{ac} + {limit}]",
+            "jae 7f",
+            "mov {tmp}, qword ptr [{ac} + {entry}]",
+            "mov qword ptr [{tmp} + {cnt} * 8], {obj}",
+            "inc {cnt:e}",
+            "mov dword ptr [{ac} + {count}], {cnt:e}",
+            "4:",
+            "xor {st:e}, {st:e}",
+            "7:",
+            ".pushsection __rseq_failure, \"ax\"",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "5:",
+            "jmp 6b",
+            ".popsection",
+            area = in(reg) super::cpu::rseq_offset(),
+            base = in(reg) base,
+            stride = in(reg) stride,
+            nr = in(reg) nr_cpus,
+            obj = in(reg) obj,
+            tmp = out(reg) _,
+            ac = out(reg) _,
+            cnt = out(reg) _,
+            st = out(reg) status,
+            lock = const stack::LOCK,
+            count = const stack::COUNT,
+            limit = const stack::LIMIT,
+            entry = const stack::ENTRY,
+            nocpu = const ST_NOCPU,
+            stopped = const ST_STOPPED,
+            exhausted = const ST_EXHAUSTED,
+            options(nostack),
+        );
+        stack_result(status, core::ptr::null_mut())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (base, stride, nr_cpus, obj);
+        StackOp::NoCpu
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
