@@ -45,6 +45,12 @@ pub fn page_node(page: *const Page) -> usize {
     unsafe { (*arena).node }
 }
 
+/// The node of the arena holding `addr` (an address inside an arena).
+#[inline]
+pub fn addr_node(addr: *const u8) -> usize {
+    page_node(addr.cast())
+}
+
 /// Smallest order whose block holds `bytes`.
 pub fn order_for_bytes(bytes: usize) -> usize {
     let pages = bytes.div_ceil(PAGE_SIZE).max(1);
@@ -104,7 +110,25 @@ pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
     if order > MAX_ORDER {
         return core::ptr::null_mut();
     }
-    let node = topology::cpu_to_node(sys::cpu::current());
+    // The node the thread's cpuset picks, then the other nodes it allows.
+    let node = cpuset::mem_node_for(topology::cpu_to_node(sys::cpu::current()));
+    let page = exact_on(node, npages, order);
+    if !page.is_null() || topology::nr_node_ids() == 1 {
+        return page;
+    }
+    for other in (0..topology::nr_node_ids()).filter(|&n| n != node) {
+        if cpuset::node_allowed(other) {
+            let page = exact_on(other, npages, order);
+            if !page.is_null() {
+                return page;
+            }
+        }
+    }
+    core::ptr::null_mut()
+}
+
+/// [`alloc_pages_exact`] on one node's zone.
+fn exact_on(node: usize, npages: usize, order: usize) -> *mut Page {
     let zone = zone(node);
     let now = sys::time::now_ms();
     let mut z = zone.lock();

@@ -364,6 +364,9 @@ impl RawCache {
     /// `obj` was allocated from this cache and is not used any more.
     #[inline(always)]
     pub unsafe fn free(&self, obj: *mut u8) {
+        if topology::nr_node_ids() > 1 && self.free_alien(obj) {
+            return;
+        }
         let base = self.cpu_cache.load(Ordering::Acquire);
         if !base.is_null() {
             if fastpath::rseq() {
@@ -655,10 +658,38 @@ impl RawCache {
         Some(obj)
     }
 
-    /// Free when the CPU's array cache is busy: straight to the node.
+    /// `cache_free_alien`: an object of another node than the calling CPU's goes
+    /// straight back to its own node (its shared cache, else its slab), so a remote
+    /// free never hands the object to a local allocation. Returns false for a local
+    /// object. Unlike the kernel's alien caches there is no per-node batching yet: each
+    /// remote free takes the home node's list lock.
+    #[inline]
+    unsafe fn free_alien(&self, obj: *mut u8) -> bool {
+        if !arena::contains(obj) {
+            return false; // obj_to_slab reports it
+        }
+        let home = page::addr_node(obj);
+        if home == topology::cpu_to_node(sys::cpu::current()) {
+            return false;
+        }
+        self.free_to_node(obj, home);
+        true
+    }
+
+    /// Free when the CPU's array cache is busy: straight to the object's node.
     #[cold]
     unsafe fn free_fallback(&self, obj: *mut u8) {
-        let node = topology::cpu_to_node(sys::cpu::current());
+        let node = if arena::contains(obj) {
+            page::addr_node(obj)
+        } else {
+            0 // obj_to_slab (in free_block) reports it
+        };
+        self.free_to_node(obj, node);
+    }
+
+    /// Frees `obj` into `node`'s shared cache while it has room, else to its slab.
+    #[cold]
+    unsafe fn free_to_node(&self, obj: *mut u8, node: usize) {
         let n = self.node(node);
         let l = n.list_lock.lock();
         let shared = l.shared;

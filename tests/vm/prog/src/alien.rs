@@ -1,0 +1,140 @@
+//! Remote frees: objects allocated by a thread on the first node and freed by a thread
+//! on the last node must go back to the first node's slab lists (the kernel's alien
+//! caches), so that the last node's own allocations never get them back.
+//!
+//! Checked by what the freeing side allocates next from the same cache: every object
+//! must be on its own node. Figures: the objects the freeing node's CPU array caches and
+//! shared caches hold right after the frees.
+
+use cpuslab::cpuset::CpusetFlags;
+use cpuslab::page::{self, arena};
+use cpuslab::slab::{self, reap};
+use cpuslab::topology::CpuMask;
+use cpuslab::{KmemCache, SlabFlags};
+
+use crate::util::{confine, cpu_nodes, info, node_cpus, one_node, touch, verdict, NodeCounts};
+
+const N: usize = 3000;
+const CACHE: &str = "vm_alien";
+
+type Obj = [u64; 16];
+
+/// Objects held by the array caches of `cpus` (all caches) and by the shared caches of
+/// every node of the test's cache.
+fn cached(cpus: &CpuMask) -> (usize, usize) {
+    let per_cpu = cpus.iter().map(reap::cpu_cached_objects).sum();
+    let mut shared = 0;
+    slab::for_each_cache(|c| {
+        if c.name() == CACHE {
+            shared = slab::cache_counts(c).shared_avail;
+        }
+    });
+    (per_cpu, shared)
+}
+
+/// Zone node (cpuslab's page descriptor) and kernel node of an object.
+fn nodes_of(obj: *mut Obj, zone: &mut NodeCounts, kernel: &mut NodeCounts) {
+    let p = obj.cast::<u8>();
+    zone.add(arena::contains(p).then(|| page::page_node(page::virt_to_head_page(p))));
+    kernel.add_range(p, core::mem::size_of::<Obj>());
+}
+
+/// Node a allocates, node b frees, node b allocates again: none of node a's objects
+/// may come back to node b.
+pub fn run() {
+    let nodes = cpu_nodes();
+    let (Some(&a), Some(&b)) = (nodes.first(), nodes.last()) else {
+        verdict("alien", false, format_args!("no node with CPUs"));
+        return;
+    };
+    if a == b {
+        verdict("alien", false, format_args!("needs 2 nodes with CPUs"));
+        return;
+    }
+    let cache = KmemCache::<Obj>::new(CACHE, SlabFlags::NONE).expect("KmemCache::new");
+    let (cpus_a, cpus_b) = (node_cpus(a), node_cpus(b));
+
+    let r = std::thread::scope(|s| {
+        // Node a allocates.
+        let (ptrs, zone_a, kernel_a) = s
+            .spawn(|| {
+                confine("alien_a", &cpus_a, &one_node(a), CpusetFlags::NONE)?;
+                let (mut zone, mut kernel) = (NodeCounts::default(), NodeCounts::default());
+                let mut ptrs = Vec::with_capacity(N);
+                for i in 0..N {
+                    let o = cache.alloc_with([i as u64; 16]).ok_or("KmemCache::alloc")?;
+                    // SAFETY: a fresh object of this cache.
+                    unsafe { touch(o.as_ptr().cast(), core::mem::size_of::<Obj>()) };
+                    nodes_of(o.as_ptr(), &mut zone, &mut kernel);
+                    ptrs.push(o.as_ptr() as usize);
+                }
+                Ok::<_, String>((ptrs, zone, kernel))
+            })
+            .join()
+            .map_err(|_| "node-a thread panicked".to_string())??;
+
+        // Node b frees them, then allocates as many.
+        let (cache, cpus_b) = (&cache, &cpus_b);
+        s.spawn(move || {
+            confine("alien_b", cpus_b, &one_node(b), CpusetFlags::NONE)?;
+            let before = cached(cpus_b);
+            for &p in &ptrs {
+                // SAFETY: allocated by node a's thread from this cache, freed once.
+                unsafe { cache.free(core::ptr::NonNull::new_unchecked(p as *mut Obj)) };
+            }
+            let after = cached(cpus_b);
+            let (mut zone, mut kernel) = (NodeCounts::default(), NodeCounts::default());
+            let mut again = Vec::with_capacity(N);
+            for i in 0..N {
+                let o = cache.alloc_with([i as u64; 16]).ok_or("KmemCache::alloc")?;
+                nodes_of(o.as_ptr(), &mut zone, &mut kernel);
+                again.push(o);
+            }
+            for o in again {
+                // SAFETY: allocated just above, freed once.
+                unsafe { cache.free(o) };
+            }
+            Ok::<_, String>((zone_a, kernel_a, before, after, zone, kernel))
+        })
+        .join()
+        .map_err(|_| "node-b thread panicked".to_string())?
+    });
+
+    match r {
+        Ok((zone_a, kernel_a, before, after, zone_b, kernel_b)) => {
+            info(
+                "alien",
+                format_args!(
+                    "node {a} allocated {N}: pages {kernel_a} (zones {zone_a}); after node {b} \
+                     freed them, node {b}'s CPUs' array caches held {} more objects \
+                     ({} -> {}) and the cache's shared caches {}",
+                    after.0.saturating_sub(before.0),
+                    before.0,
+                    after.0,
+                    after.1
+                ),
+            );
+            let home = kernel_a.on.get(a).copied().unwrap_or(0) == N;
+            let foreign = zone_b.on.get(a).copied().unwrap_or(0);
+            verdict(
+                "alien",
+                home && foreign == 0 && zone_b.within(&one_node(b)) == N,
+                format_args!(
+                    "node {b} freed {N} objects of node {a}, then allocated {N}: {foreign} of \
+                     them came from node {a} (zones {zone_b}; pages {kernel_b}); expected 0 \
+                     - remote frees must go back to node {a}'s lists (alien caches){}",
+                    if foreign > 0 {
+                        "; cpuslab has no alien caches: a remote free stays in the freeing \
+                         CPU's array cache and its node's shared cache"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        Err(e) => verdict("alien", false, format_args!("{e}")),
+    }
+    if let Err((_, e)) = cache.destroy() {
+        verdict("alien.destroy", false, format_args!("{e}"));
+    }
+}
