@@ -39,5 +39,6 @@ pub use placement::{
     current_mems_allowed, mem_node_for, mem_node_for_kind, nearest_node, node_allowed, spread_node,
     MemKind, NodeOrder, Placement,
 };
+pub use process::migrations;
 pub(crate) use process::{fork_child, fork_parent, fork_prepare};
 pub use tree::{Cpuset, CpusetTree, MAX_CPUSETS, MAX_THREADS, NAME_MAX};

@@ -6,13 +6,15 @@
 //! `update_tasks_cpumask`) and the placement tables are republished.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::CpusetError;
 use super::flags::CpusetFlags;
-use super::tree::{Cpuset, CpusetTree};
+use super::tree::{Cpuset, CpusetTree, MAX_CPUSETS};
 use super::{attach, placement};
 use crate::sync::{Mutex, MutexGuard};
 use crate::sys::affinity::set_affinity;
+use crate::sys::mempolicy;
 use crate::topology::{CpuMask, NodeMask, Topology};
 
 static TREE: Mutex<CpusetTree> = Mutex::new(CpusetTree::new());
@@ -57,12 +59,56 @@ pub(super) fn apply_and_publish(t: &mut CpusetTree) {
     placement::publish(t);
 }
 
-/// Runs `f` on the process's tree and, when it succeeds, applies and publishes.
+/// Runs `f` on the process's tree and, when it succeeds, migrates memory where a
+/// `MEMORY_MIGRATE` cpuset's nodes changed, then applies and publishes.
 fn change<R>(f: impl FnOnce(&mut CpusetTree) -> Result<R, CpusetError>) -> Result<R, CpusetError> {
     let mut t = tree();
+    let old: [NodeMask; MAX_CPUSETS] = core::array::from_fn(|i| t.nodes[i].effective_mems);
     let r = f(&mut t)?;
+    migrate_changed(&t, &old);
     apply_and_publish(&mut t);
     Ok(r)
+}
+
+/// Pages moved by `MEMORY_MIGRATE` so far, and pages the kernel could not move.
+static MIGRATED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// `cpuset_migrate_mm` for every `MEMORY_MIGRATE` cpuset with threads whose effective
+/// nodes changed: the threads share the process's address space, so, as the kernel
+/// does for a task's mm, the process's pages on the old nodes move to the new ones
+/// (`migrate_pages(2)`). cpuslab's own bookkeeping keeps each arena under the node it
+/// was made for; new memory for the cpuset comes from arenas of its new nodes.
+fn migrate_changed(t: &CpusetTree, old: &[NodeMask; MAX_CPUSETS]) {
+    for (i, n) in t.nodes.iter().enumerate() {
+        if !n.used
+            || !n.flags.contains(CpusetFlags::MEMORY_MIGRATE)
+            || n.effective_mems == old[i]
+            || old[i].is_empty()
+            || !t
+                .tasks
+                .iter()
+                .any(|task| !task.is_free() && task.cs as usize == i)
+        {
+            continue;
+        }
+        let from = old[i].andnot(&n.effective_mems);
+        if from.is_empty() {
+            continue;
+        }
+        if let Ok(left) = mempolicy::migrate_pages(&from, &n.effective_mems) {
+            MIGRATED[1].fetch_add(left as u64, Ordering::Relaxed);
+        }
+        MIGRATED[0].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `MEMORY_MIGRATE` so far: how many migrations ran, and the pages the kernel reported
+/// it could not move.
+pub fn migrations() -> (u64, u64) {
+    (
+        MIGRATED[0].load(Ordering::Relaxed),
+        MIGRATED[1].load(Ordering::Relaxed),
+    )
 }
 
 impl Cpuset {

@@ -52,6 +52,24 @@ pub fn set_mempolicy(mode: i32, nodes: &NodeMask) -> Result<(), SysError> {
     check(rc, "set_mempolicy")
 }
 
+/// `migrate_pages(0, from, to)`: moves the calling process's pages that sit on the
+/// nodes of `from` to the nodes of `to` (each node keeps its position: the first node
+/// of `from` to the first of `to`, and so on, as the kernel's `do_migrate_pages`).
+/// Returns how many pages could not be moved.
+pub fn migrate_pages(from: &NodeMask, to: &NodeMask) -> Result<usize, SysError> {
+    // SAFETY: the kernel reads `NodeMask::BITS` bits from each live mask.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_migrate_pages,
+            0 as libc::pid_t,
+            MAXNODE as libc::c_ulong,
+            from.words().as_ptr(),
+            to.words().as_ptr(),
+        )
+    };
+    check(rc, "migrate_pages").map(|()| rc as usize)
+}
+
 /// The calling thread's policy: its mode and nodes.
 pub fn get_mempolicy() -> Result<(i32, NodeMask), SysError> {
     policy_at(core::ptr::null(), 0)

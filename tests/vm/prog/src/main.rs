@@ -13,6 +13,7 @@ static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
 mod alien;
 mod hotplug;
+mod migrate;
 mod mix;
 mod percpu;
 mod place;
@@ -28,16 +29,8 @@ const TESTS: &[(&str, fn())] = &[
     ("percpu", percpu::run),
     ("alien", alien::run),
     ("hotplug", hotplug::run),
-    ("memory_migrate", skip_memory_migrate),
+    ("memory_migrate", migrate::run),
 ];
-
-fn skip_memory_migrate() {
-    util::skip(
-        "memory_migrate",
-        "MEMORY_MIGRATE is not implemented in cpuslab: the flag is recorded and shown, \
-         but no code moves a cpuset's pages when its nodes change",
-    );
-}
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();

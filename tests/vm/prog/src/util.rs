@@ -23,11 +23,6 @@ pub fn verdict(name: &str, ok: bool, detail: fmt::Arguments<'_>) {
     }
 }
 
-/// Prints `SKIP name: reason`.
-pub fn skip(name: &str, reason: &str) {
-    println!("SKIP {name}: {reason}");
-}
-
 /// Prints `INFO name: detail`: a figure, not a verdict.
 pub fn info(name: &str, detail: fmt::Arguments<'_>) {
     println!("INFO {name}: {detail}");
