@@ -17,6 +17,21 @@ use cpuslab::CpuSlab;
 const THREADS: usize = 8;
 const OPS_PER_THREAD: u64 = 1_300_000;
 
+/// The longer run: `CPUSLAB_STRESS_SECS` (run this long instead of a fixed number of
+/// operations) and `CPUSLAB_STRESS_THREADS` (instead of 8).
+fn long_run() -> (usize, Option<std::time::Instant>) {
+    let threads = std::env::var("CPUSLAB_STRESS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(THREADS)
+        .max(2);
+    let deadline = std::env::var("CPUSLAB_STRESS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    (threads, deadline)
+}
+
 struct Block {
     ptr: usize,
     layout: Layout,
@@ -83,17 +98,26 @@ fn realloc_block(b: Block, rng: &mut Rng) -> Block {
 #[test]
 fn eight_threads_ten_million_operations() {
     static OPS: AtomicU64 = AtomicU64::new(0);
+    let (threads, deadline) = long_run();
     let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..THREADS).map(|_| mpsc::channel::<Vec<Block>>()).unzip();
+        (0..threads).map(|_| mpsc::channel::<Vec<Block>>()).unzip();
     let mut handles = Vec::new();
     for (t, rx) in receivers.into_iter().enumerate() {
-        let next = senders[(t + 1) % THREADS].clone();
+        let next = senders[(t + 1) % threads].clone();
         handles.push(std::thread::spawn(move || {
             let mut rng = Rng::new(t as u64 + 1);
             let mut live: Vec<Block> = Vec::new();
             let mut outgoing: Vec<Block> = Vec::new();
             let mut ops = 0u64;
-            while ops < OPS_PER_THREAD {
+            let mut rounds = 0u64;
+            let mut more = |ops: u64| {
+                rounds += 1;
+                match deadline {
+                    Some(d) => rounds % 4096 != 0 || std::time::Instant::now() < d,
+                    None => ops < OPS_PER_THREAD,
+                }
+            };
+            while more(ops) {
                 match rng.below(10) {
                     0..=4 => {
                         live.push(alloc_block(&mut rng));
@@ -153,5 +177,8 @@ fn eight_threads_ten_million_operations() {
         }
     }
     let ops = OPS.load(Ordering::Relaxed);
-    assert!(ops >= 10_000_000, "only {ops} operations");
+    eprintln!("stress: {threads} threads, {ops} operations, every block's contents checked");
+    if deadline.is_none() {
+        assert!(ops >= 10_000_000, "only {ops} operations");
+    }
 }
