@@ -209,3 +209,16 @@ fn invalid_free_aborts_with_a_message() {
     assert!(!status.success());
     assert!(err.contains("cpuslab: invalid free of"), "{err}");
 }
+
+/// `alloc_pages_exact` of no pages is null, not a page that also sits on a free list
+/// (found by the `buddy` fuzz target).
+#[test]
+fn alloc_pages_exact_of_zero_pages_is_null() {
+    drop(Box::new(0u8)); // boot
+    assert!(cpuslab::page::alloc_pages_exact(0, 0).is_null());
+    assert!(cpuslab::page::alloc_pages_exact(0, 3).is_null());
+    let p = cpuslab::page::alloc_pages_exact(1, 0);
+    assert!(!p.is_null());
+    // SAFETY: allocated above, freed once.
+    unsafe { cpuslab::page::free_pages_exact(p) };
+}

@@ -104,10 +104,11 @@ pub unsafe fn free_pages(page: *mut Page, order: usize) {
 
 /// `alloc_pages_exact`: allocates exactly `npages` pages aligned to 2^min_order pages
 /// (the rest of the power-of-two block goes straight back), flagged `PG_LARGE` with the
-/// count in `info`.
+/// count in `info`. Null for 0 pages, more than 2^MAX_ORDER, or when memory ran out.
 pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
     let order = order_for_bytes(npages << PAGE_SHIFT).max(min_order);
-    if order > MAX_ORDER {
+    // No pages is no block (the tail run would be the whole block, freed again).
+    if npages == 0 || order > MAX_ORDER {
         return core::ptr::null_mut();
     }
     // The node the thread's cpuset picks, then the other nodes it allows.
