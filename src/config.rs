@@ -7,11 +7,13 @@
 //! | `CPUSLAB_HEAP_LIMIT` | 0       | refuse to commit more than this (0: no limit)       |
 //! | `CPUSLAB_PCP_BATCH`  | 16      | pages moved per refill/drain of a CPU's page list   |
 //! | `CPUSLAB_PCP_HIGH`   | 96      | a CPU's page list gives pages back above this count |
+//! | `CPUSLAB_DEBUG`      | 0       | 1: slab debug checks, red zones and poison (`slab::debug`); the `debug` feature makes 1 the default |
 //!
 //! Sizes take an optional `K`, `M` or `G` suffix. A value that does not parse is
 //! ignored with a warning on stderr.
 
 use core::ffi::CStr;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sys;
 
@@ -28,6 +30,8 @@ pub struct Config {
     pub pcp_batch: u32,
     /// Per-CPU page list high watermark.
     pub pcp_high: u32,
+    /// Slab debugging (see `slab::debug`).
+    pub debug: bool,
 }
 
 impl Default for Config {
@@ -38,6 +42,7 @@ impl Default for Config {
             heap_limit: 0,
             pcp_batch: 16,
             pcp_high: 96,
+            debug: cfg!(feature = "debug"),
         }
     }
 }
@@ -62,8 +67,32 @@ impl Config {
             c.pcp_high = v.clamp(1, 65536) as u32;
         }
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
+        c.debug = slab_debug();
         c
     }
+}
+
+/// `CPUSLAB_DEBUG`, read once (so a bad value warns once): `1` turns slab debugging
+/// on, `0` off; unset, it is on exactly when the `debug` feature is enabled.
+pub fn slab_debug() -> bool {
+    static DEBUG: AtomicU8 = AtomicU8::new(0);
+    match DEBUG.load(Ordering::Relaxed) {
+        1 => return false,
+        2 => return true,
+        _ => {}
+    }
+    let on = match sys::env::get(c"CPUSLAB_DEBUG") {
+        None => cfg!(feature = "debug"),
+        Some(b"1") => true,
+        Some(b"0") => false,
+        Some(raw) => {
+            let shown = core::str::from_utf8(&raw[..raw.len().min(40)]).unwrap_or("?");
+            sys::io::warn(format_args!("ignoring CPUSLAB_DEBUG={shown}: not 0 or 1"));
+            cfg!(feature = "debug")
+        }
+    };
+    DEBUG.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    on
 }
 
 fn option(name: &CStr, parse: fn(&[u8]) -> Option<usize>) -> Option<usize> {

@@ -369,3 +369,13 @@ fn typesafe_by_rcu_defers_slab_freeing() {
     assert_eq!(cpuslab::slab::rcu_pending_pages(), pending_before);
     plain.destroy().map_err(|(_, e)| e).unwrap();
 }
+
+/// A name longer than slabinfo's 31 bytes is cut at a character boundary, so the
+/// shown name is a prefix of the given one (found by the `kmem_cache` fuzz target).
+#[test]
+fn long_names_are_cut_at_a_character_boundary() {
+    let name = "abcdefghijklmnopqrstuvwxyz1234é";
+    let c = KmemCache::<u64>::new(name, SlabFlags::NONE).unwrap();
+    assert_eq!(c.name(), "abcdefghijklmnopqrstuvwxyz1234");
+    c.destroy().map_err(|(_, e)| e).unwrap();
+}

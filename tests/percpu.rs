@@ -495,11 +495,15 @@ fn counter_sums_exactly_under_threads() {
         thread::spawn(move || {
             let mut prev = c.sum();
             let mut sums = 0u64;
-            while !done.load(Ordering::Relaxed) {
+            // At least one sum after the first, however late this thread runs.
+            loop {
                 let s = c.sum();
                 assert!(s >= prev, "exact sum fell from {prev} to {s}");
                 prev = s;
                 sums += 1;
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
             }
             sums
         })

@@ -217,6 +217,13 @@ static PUBLISHED: [Published; MAX_CPUSETS] = [const { Published::empty() }; MAX_
 /// Set once the process's tree has been built; until then placement is the CPU's node.
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
+/// Whether any placement restriction was ever published (the process built its cpuset
+/// tree); until then every thread takes memory from its CPU's node.
+#[inline]
+pub fn placement_active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
 thread_local! {
     /// Per-thread spread rotors for pages and slabs (the task's
     /// `cpuset_mem_spread_rotor` / `cpuset_slab_spread_rotor`). Const-initialised

@@ -7,14 +7,19 @@
 //! free pushes onto the CPU's array cache; a full one gives `batchcount` objects to the
 //! shared cache or back to their slabs (`cache_flusharray`, `free_block`). When the
 //! CPU's lock is busy (its holder was preempted) the operation goes to the node.
+//!
+//! A debug cache (`super::debug`) has per-CPU array caches of limit 0: every
+//! allocation finds its CPU's cache empty and every free finds it full, so both take
+//! the slow paths here, which check each object on its way in and out.
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::array_cache::{ArrayCache, AC_HEADER};
+use super::debug::{self, DebugLayout};
 use super::fastpath;
-use super::layout::{Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
+use super::layout::{self, FreelistRng, Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
 use super::{CacheError, SlabFlags};
 use crate::cpuset::{self, MemKind};
@@ -87,6 +92,10 @@ pub struct RawCache {
     /// cache chain lock.
     entries: UnsafeCell<Option<PcpuPtr>>,
     geom: UnsafeCell<Geometry>,
+    /// Where objects sit in their slots: debugging on or off, for the cache's life.
+    dbg: UnsafeCell<DebugLayout>,
+    /// The cache's stream of freelist-permutation seeds: each new slab takes a step.
+    random: AtomicU64,
     name: UnsafeCell<[u8; NAME_LEN]>,
     /// `SlabFlags` bits.
     pub(crate) flags: AtomicU32,
@@ -99,7 +108,7 @@ pub struct RawCache {
     pub(crate) next: AtomicPtr<RawCache>,
 }
 
-// SAFETY: `geom`, `name` and `headers` are written only while the cache is being set
+// SAFETY: `geom`, `dbg`, `name` and `headers` are written only while the cache is being set
 // up, before it is published; `entries` only under the cache chain lock; everything
 // else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
@@ -126,6 +135,8 @@ impl RawCache {
                 idx_u8: false,
                 reciprocal: 0,
             }),
+            dbg: UnsafeCell::new(DebugLayout::off(0)),
+            random: AtomicU64::new(0),
             name: UnsafeCell::new([0; NAME_LEN]),
             flags: AtomicU32::new(0),
             limit: AtomicU32::new(0),
@@ -149,15 +160,38 @@ impl RawCache {
         align: usize,
         flags: u32,
     ) -> Result<(), CacheError> {
-        if !align.is_power_of_two() || align > PAGE_SIZE {
+        // Above a page only for kmalloc's naturally aligned classes (KmemCache stops
+        // at a page): slabs are aligned to their size, so such objects still fit.
+        if !align.is_power_of_two() || align > PAGE_SIZE << layout::MAX_SLAB_ORDER {
             return Err(CacheError::Alignment(align));
         }
-        let geom = Geometry::calculate(size, align).ok_or(CacheError::TooLarge(size))?;
+        let plain = Geometry::calculate(size, align).ok_or(CacheError::TooLarge(size))?;
+        let (geom, dbg) = if debug::enabled() {
+            // Poison would destroy what a TYPESAFE_BY_RCU reader may still read.
+            let poison = flags & SlabFlags::TYPESAFE_BY_RCU.0 == 0;
+            let d = DebugLayout::new(plain.size, plain.align, poison);
+            let g =
+                Geometry::calculate(d.slot_size, plain.align).ok_or(CacheError::TooLarge(size))?;
+            (g, d)
+        } else {
+            (plain, DebugLayout::off(plain.size))
+        };
         *self.geom.get() = geom;
-        let n = name.len().min(NAME_LEN - 1);
+        *self.dbg.get() = dbg;
+        self.random.store(
+            layout::random_seed(self as *const Self as usize),
+            Ordering::Relaxed,
+        );
+        // Cut at a character boundary, so the name stays valid UTF-8.
+        let mut n = name.len().min(NAME_LEN - 1);
+        while !name.is_char_boundary(n) {
+            n -= 1;
+        }
         (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]);
         self.flags.store(flags, Ordering::Relaxed);
         let (limit, batchcount, shared) = super::tune::enable_cpucache_params(geom.size);
+        // A debug cache keeps no object per CPU: every operation takes a checked path.
+        let cpu_limit = if dbg.on { 0 } else { limit };
         for node in 0..topology::nr_node_ids() {
             let cpus_on_node = (0..topology::nr_cpu_ids())
                 .filter(|&c| topology::cpu_to_node(c) == node)
@@ -182,13 +216,13 @@ impl RawCache {
         for cpu in 0..topology::nr_cpu_ids() {
             ArrayCache::init_with(
                 headers.per_cpu_ptr(cpu).cast(),
-                limit,
+                cpu_limit,
                 batchcount,
                 limit,
                 entries.per_cpu_ptr(cpu).cast(),
             );
         }
-        self.limit.store(limit, Ordering::Relaxed);
+        self.limit.store(cpu_limit, Ordering::Relaxed);
         self.batchcount.store(batchcount, Ordering::Relaxed);
         self.shared.store(shared, Ordering::Relaxed);
         self.cpu_cache
@@ -287,10 +321,24 @@ impl RawCache {
         unsafe { &*self.geom.get() }
     }
 
-    /// The object size.
+    /// The object size users see (without a debug cache's red zones).
     #[inline]
     pub fn object_size(&self) -> usize {
-        self.geom().size
+        self.debug_layout().obj_size
+    }
+
+    /// Where objects sit in their slots.
+    #[inline]
+    pub fn debug_layout(&self) -> &DebugLayout {
+        // SAFETY: written only before the cache is published.
+        unsafe { &*self.dbg.get() }
+    }
+
+    /// Whether this is a debug cache: its objects are checked on every allocation and
+    /// free.
+    #[inline]
+    pub fn debug(&self) -> bool {
+        self.debug_layout().on
     }
 
     /// The cache's name.
@@ -317,6 +365,11 @@ impl RawCache {
     /// Allocates one object; null when memory ran out or the cache is not set up.
     #[inline(always)]
     pub fn alloc(&self) -> *mut u8 {
+        if cpuset::placement_active() {
+            if let Some(obj) = self.alloc_alternate() {
+                return obj;
+            }
+        }
         let base = self.cpu_cache.load(Ordering::Acquire);
         if !base.is_null() {
             if fastpath::rseq() {
@@ -393,17 +446,30 @@ impl RawCache {
                         (*ac).lock.unlock();
                         return;
                     }
-                    self.cache_flusharray(ac, cpu);
-                    let avail = (*ac).avail;
-                    *ArrayCache::entries(ac).add(avail as usize) = obj;
-                    (*ac).avail = avail + 1;
-                    (*ac).lock.unlock();
-                    super::reap::maybe_reap();
+                    self.free_full(ac, cpu, obj);
                     return;
                 }
             }
         }
         self.free_fallback(obj);
+    }
+
+    /// The tried-lock path's free into a full array cache (the caller holds its
+    /// lock, which this releases): `cache_flusharray`, then the push. A debug cache's
+    /// array caches are always full (limit 0): its objects go to the checked path.
+    #[cold]
+    unsafe fn free_full(&self, ac: *mut ArrayCache, cpu: usize, obj: *mut u8) {
+        if self.debug() {
+            (*ac).lock.unlock();
+            self.free_fallback(obj);
+            return;
+        }
+        self.cache_flusharray(ac, cpu);
+        let avail = (*ac).avail;
+        *ArrayCache::entries(ac).add(avail as usize) = obj;
+        (*ac).avail = avail + 1;
+        (*ac).lock.unlock();
+        super::reap::maybe_reap();
     }
 
     /// The rseq path's `cache_alloc_refill`: takes up to `batchcount` objects from the
@@ -412,6 +478,9 @@ impl RawCache {
     /// migrated, the cache was stopped) goes back to the node.
     #[cold]
     fn alloc_refill_rseq(&self, base: *mut ArrayCache) -> *mut u8 {
+        if self.debug() {
+            return self.alloc_fallback();
+        }
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
         let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
         let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
@@ -450,6 +519,9 @@ impl RawCache {
     /// CPU's full array cache, gives them to the node, and pushes `obj`.
     #[cold]
     unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
+        if self.debug() {
+            return self.free_fallback(obj);
+        }
         let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut n = 0;
@@ -552,6 +624,9 @@ impl RawCache {
     /// objects and pops one. The caller holds the array cache's lock.
     #[cold]
     unsafe fn cache_alloc_refill(&self, ac: *mut ArrayCache, cpu: usize) -> *mut u8 {
+        if self.debug() {
+            return self.alloc_fallback();
+        }
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
@@ -616,11 +691,37 @@ impl RawCache {
         }
     }
 
-    /// Allocation when the CPU's array cache is busy: one object straight from the node.
+    /// Allocation when the CPU's array cache is busy (for a debug cache, every
+    /// allocation): one object straight from the node, checked if debugging.
     #[cold]
     fn alloc_fallback(&self) -> *mut u8 {
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
+        self.alloc_on(cpuset::mem_node_for_kind(cpu_node, MemKind::Slab))
+    }
+
+    /// `alternate_node_alloc`: a thread whose cpuset places slab memory off its CPU's
+    /// node (no longer allowed there, or spreading) must not take the CPU's cached
+    /// objects, which are that node's; it allocates from its node's lists instead.
+    /// `None`: the CPU's node is the right one, take the fast path.
+    #[cold]
+    fn alloc_alternate(&self) -> Option<*mut u8> {
+        let cpu_node = topology::cpu_to_node(sys::cpu::current());
         let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
+        (node != cpu_node).then(|| self.alloc_on(node))
+    }
+
+    /// One object from `node`, checked on a debug cache.
+    fn alloc_on(&self, node: usize) -> *mut u8 {
+        let obj = self.alloc_from_node(node);
+        if self.debug() && !obj.is_null() {
+            // SAFETY: a free slot of this debug cache, now ours.
+            return unsafe { debug::check_alloc(self, obj) };
+        }
+        obj
+    }
+
+    /// One object from `node`'s shared cache or slabs, growing a slab there.
+    fn alloc_from_node(&self, node: usize) -> *mut u8 {
         let n = self.node(node);
         // SAFETY: lists and slabs are touched under the list lock.
         unsafe {
@@ -687,9 +788,17 @@ impl RawCache {
         self.free_to_node(obj, node);
     }
 
-    /// Frees `obj` into `node`'s shared cache while it has room, else to its slab.
+    /// Frees `obj` into `node`'s shared cache while it has room, else to its slab. A
+    /// debug cache checks it first and frees its slot.
     #[cold]
     unsafe fn free_to_node(&self, obj: *mut u8, node: usize) {
+        let obj = if self.debug() {
+            let slot = obj.wrapping_sub(self.debug_layout().offset);
+            self.check_obj(slot, obj);
+            debug::check_free(self, slot, obj)
+        } else {
+            obj
+        };
         let n = self.node(node);
         let l = n.list_lock.lock();
         let shared = l.shared;
@@ -787,27 +896,52 @@ impl RawCache {
     /// anything else is heap corruption and aborts with a message.
     #[inline]
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
-        if !arena::contains(obj) {
+        self.check_obj(obj, obj)
+    }
+
+    /// [`obj_to_slab`](Self::obj_to_slab) for the slot `slot`, naming `shown` (the
+    /// pointer the caller freed) if it is not one.
+    #[inline]
+    unsafe fn check_obj(&self, slot: *mut u8, shown: *mut u8) -> *mut Page {
+        if !arena::contains(slot) || !arena::contains(shown) {
             sys::io::fatal(format_args!(
-                "invalid free of {obj:p} to cache {}: not a cpuslab address",
+                "invalid free of {shown:p} to cache {}: not a cpuslab address",
                 self.name()
             ));
         }
-        let slab = virt_to_head_page(obj);
+        let slab = virt_to_head_page(slot);
         let g = self.geom();
-        let ok =
-            (*slab).flags() & PG_SLAB != 0 && ptr::eq((*slab).cache.cast::<RawCache>(), self) && {
-                let off = (obj as usize)
-                    .wrapping_sub(page_address(slab) as usize + (*slab).info as usize);
-                off < g.num * g.size && g.obj_to_index(off) * g.size == off
-            };
+        let is_slab = (*slab).flags() & PG_SLAB != 0;
+        let owner = (*slab).cache.cast::<RawCache>();
+        let ok = is_slab && ptr::eq(owner, self) && {
+            let off =
+                (slot as usize).wrapping_sub(page_address(slab) as usize + (*slab).info as usize);
+            off < g.num * g.size && g.obj_to_index(off) * g.size == off
+        };
         if !ok {
-            sys::io::fatal(format_args!(
-                "invalid free of {obj:p} to cache {}: not an object of this cache",
-                self.name()
-            ));
+            self.bad_free(shown);
         }
         slab
+    }
+
+    /// Aborts for a free of `obj`, an arena address that is not an object of this
+    /// cache, saying what it is instead.
+    #[cold]
+    unsafe fn bad_free(&self, obj: *mut u8) -> ! {
+        let head = virt_to_head_page(obj);
+        let owner = (*head).cache.cast::<RawCache>();
+        if (*head).flags() & PG_SLAB != 0 && !owner.is_null() && !ptr::eq(owner, self) {
+            sys::io::fatal(format_args!(
+                "invalid free of {obj:p} to cache {}: it is in a slab of cache {} \
+                 (freed with a layout of another size class?)",
+                self.name(),
+                (*owner).name()
+            ));
+        }
+        sys::io::fatal(format_args!(
+            "invalid free of {obj:p} to cache {}: not an object of this cache",
+            self.name()
+        ));
     }
 
     /// The freelist (index array) of `slab`.
@@ -885,9 +1019,15 @@ impl RawCache {
             (*tail).head = slab;
             (*tail).set_flags(PG_TAIL);
         }
-        for i in 0..g.num {
-            self.set_free_idx(slab, i, i);
-        }
+        // shuffle_freelist: a permutation of its own for every slab.
+        let seed = self.random.fetch_add(layout::SEED_STEP, Ordering::Relaxed);
+        let mut rng = FreelistRng::new(seed);
+        layout::shuffle_freelist(
+            g.num,
+            &mut rng,
+            |i| self.get_free_idx(slab, i),
+            |i, idx| self.set_free_idx(slab, i, idx),
+        );
         slab
     }
 
@@ -898,6 +1038,13 @@ impl RawCache {
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
+        }
+        if self.debug() {
+            // Now that the colour places the slots: mark them free and poisoned.
+            let first = page_address(slab).add((*slab).info as usize);
+            for i in 0..g.num {
+                debug::init_slot(self.debug_layout(), first.add(i * g.size));
+            }
         }
         l.slabs_free.push_back(slab);
         l.total_slabs += 1;

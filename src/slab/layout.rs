@@ -6,6 +6,12 @@
 //! at the end of the slab, or, when objects are large, off-slab in the spare bytes of
 //! the slab's last page descriptor: 48 bytes of a tail page (which uses only its flags
 //! and head pointer), or the 16 spare bytes of the head page of a one-page slab.
+//!
+//! A new slab's freelist starts in a random order (the kernel's
+//! `CONFIG_SLAB_FREELIST_RANDOM`, `shuffle_freelist`), so the order in which objects are
+//! handed out, and so which objects neighbour each other in time, is not predictable
+//! from their addresses. Each cache draws its slabs' permutations from its own
+//! [`FreelistRng`] stream, seeded at setup from the clock and addresses that ASLR moves.
 
 use crate::page::desc::Page;
 use crate::sys::PAGE_SIZE;
@@ -65,7 +71,8 @@ impl Geometry {
     }
 
     /// Computes the geometry for objects of `size` bytes aligned to `align` (a power of
-    /// two at most a page). Returns `None` when no slab order fits one object.
+    /// two; above a page, slabs, aligned to their size, keep it, and colours step by
+    /// it). Returns `None` when no slab order fits one object.
     pub fn calculate(size: usize, align: usize) -> Option<Self> {
         let align = align.max(8);
         let size = size.max(8).checked_next_multiple_of(align)?;
@@ -134,6 +141,65 @@ impl Geometry {
     }
 }
 
+/// `splitmix64`'s output function: a bijection that spreads every input bit.
+const fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The Weyl step between the seeds of a cache's successive slabs.
+pub const SEED_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A seed for a cache's freelist permutations, from the monotonic clock, `salt` (the
+/// cache's address) and addresses that ASLR moves (the stack, this code).
+pub fn random_seed(salt: usize) -> u64 {
+    let stack = 0u8;
+    let here = random_seed as fn(usize) -> u64 as usize;
+    mix(crate::sys::time::now_ns()
+        ^ mix(salt as u64)
+        ^ mix(core::ptr::addr_of!(stack) as u64).rotate_left(17)
+        ^ (here as u64).rotate_left(41))
+}
+
+/// The generator of one slab's freelist permutation (xorshift64* over a mixed seed).
+pub struct FreelistRng(u64);
+
+impl FreelistRng {
+    /// A generator for the slab whose seed is `seed` (one step of the cache's stream).
+    pub fn new(seed: u64) -> Self {
+        Self(mix(seed) | 1)
+    }
+
+    /// A number below `n` (`n <= 2^32`), by multiply-shift.
+    pub fn below(&mut self, n: usize) -> usize {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
+        ((r * n as u64) >> 32) as usize
+    }
+}
+
+/// Writes a random permutation of `0..num` through `set(i, idx)`, reading back earlier
+/// entries with `get(i)` (the "inside-out" Fisher-Yates shuffle).
+pub fn shuffle_freelist(
+    num: usize,
+    rng: &mut FreelistRng,
+    mut get: impl FnMut(usize) -> usize,
+    mut set: impl FnMut(usize, usize),
+) {
+    for i in 0..num {
+        let j = rng.below(i + 1);
+        if j != i {
+            set(i, get(j));
+        }
+        set(j, i);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +247,32 @@ mod tests {
         assert_eq!(g.size % 64, 0);
         assert_eq!(g.colour_off % 64, 0);
         assert!(Geometry::calculate(1 << 20, 8).is_none());
+        // kmalloc-24576 is 8 KiB aligned: every colour keeps that.
+        let g = Geometry::calculate(24576, 8192).unwrap();
+        assert_eq!(g.colour_off % 8192, 0);
+        assert_eq!(g.slab_bytes() % 8192, 0);
+    }
+
+    #[test]
+    fn shuffles_are_permutations_and_differ() {
+        let mut seen = [[0u16; 300]; 2];
+        for (k, out) in seen.iter_mut().enumerate() {
+            let mut rng = FreelistRng::new(random_seed(k) ^ ((k as u64) * SEED_STEP));
+            let cells: [core::cell::Cell<u16>; 300] =
+                core::array::from_fn(|_| core::cell::Cell::new(u16::MAX));
+            shuffle_freelist(
+                300,
+                &mut rng,
+                |i| cells[i].get() as usize,
+                |i, v| cells[i].set(v as u16),
+            );
+            let a = cells.map(|c| c.get());
+            let mut sorted = a;
+            sorted.sort_unstable();
+            assert!(sorted.iter().enumerate().all(|(i, &v)| v as usize == i));
+            assert!(a.windows(2).any(|w| w[0] > w[1]), "not shuffled");
+            *out = a;
+        }
+        assert_ne!(seen[0], seen[1]);
     }
 }

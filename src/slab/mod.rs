@@ -1,9 +1,11 @@
 //! SLAB caches in the kernel's shape: `kmem_cache` with per-CPU `array_cache`s, per-node
 //! `kmem_cache_node` lists and shared caches, slabs with out-of-line freelists and
-//! colouring, `enable_cpucache` tuning and periodic reaping.
+//! colouring and randomized freelists, `enable_cpucache` tuning, periodic reaping, and
+//! debug checks (red zones, poison, double and invalid frees) under `CPUSLAB_DEBUG=1`.
 
 pub mod array_cache;
 pub mod cache;
+pub mod debug;
 pub mod fastpath;
 pub mod layout;
 pub mod node;

@@ -128,7 +128,8 @@ impl<T> KmemCache<T> {
         self.raw.name()
     }
 
-    /// Bytes each object occupies (the size of `T` rounded up to its alignment).
+    /// Bytes each object offers (the size of `T` rounded up to its alignment; a debug
+    /// cache's slots are larger, holding red zones around it).
     pub fn object_size(&self) -> usize {
         self.raw.object_size()
     }
@@ -138,15 +139,35 @@ impl<T> KmemCache<T> {
         self.raw.geom().num
     }
 
+    /// Pages in each slab (2^order; a slab starts at a multiple of its size).
+    pub fn pages_per_slab(&self) -> usize {
+        1 << self.raw.geom().order
+    }
+
     /// Objects currently in use (allocated and not freed; objects cached per CPU count
     /// as in use until the cache is shrunk, as in slabinfo).
     pub fn active_objects(&self) -> usize {
         super::cache_counts(self.raw).active_objs
     }
 
-    /// Retunes the per-CPU caches (`do_tune_cpucache`).
+    /// Retunes the per-CPU caches (`do_tune_cpucache`). A debug cache checks the
+    /// values and keeps its array caches empty (limit 0), so that every operation
+    /// stays on its checked path.
     pub fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<(), CacheError> {
+        if self.raw.debug() {
+            if limit == 0 || limit > super::tune::MAX_LIMIT || batchcount == 0 || batchcount > limit
+            {
+                return Err(CacheError::Tunables { limit, batchcount });
+            }
+            return Ok(());
+        }
         super::tune::do_tune_cpucache(self.raw, limit, batchcount, shared)
+    }
+
+    /// Whether the cache checks every object on allocation and free (`CPUSLAB_DEBUG=1`
+    /// or the `debug` feature at boot): red zones, poison, double and invalid frees.
+    pub fn debug(&self) -> bool {
+        self.raw.debug()
     }
 }
 
