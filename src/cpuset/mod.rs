@@ -36,8 +36,8 @@ pub use flags::CpusetFlags;
 pub use hotplug::{clear_dead_cpus, cpu_dead, dead_cpus, rescan, rescan_at, HotplugReport};
 pub(crate) use hotplug::{cpu_dead_hook, register_cpu_dead};
 pub use placement::{
-    current_mems_allowed, mem_node_for, mem_node_for_kind, nearest_node, node_allowed,
-    placement_active, spread_node, MemKind, NodeOrder, Placement,
+    alternate_slab_node, current_mems_allowed, mem_node_for, mem_node_for_kind, nearest_node,
+    node_allowed, placement_active, spread_node, MemKind, NodeOrder, Placement,
 };
 pub use process::migrations;
 pub(crate) use process::{fork_child, fork_parent, fork_prepare};

@@ -301,6 +301,21 @@ pub fn mem_node_for_kind(cpu_node: usize, kind: MemKind) -> usize {
     }
 }
 
+/// `alternate_node_alloc` for slab objects: the node a thread must take an object
+/// from instead of its CPU's cached ones, or `None` when the CPU's node is the right
+/// one. A thread with `SPREAD_SLAB` always gets the rotor's next node (every object
+/// goes through the rotor, as the kernel's `PF_SPREAD_SLAB` tasks); another gets its
+/// placement node when that is not its CPU's.
+pub fn alternate_slab_node(cpu_node: usize) -> Option<usize> {
+    if !ACTIVE.load(Ordering::Acquire) {
+        return None;
+    }
+    let spread =
+        CpusetFlags(mine().flags.load(Ordering::Relaxed)).contains(MemKind::Slab.spread_flag());
+    let node = mem_node_for_kind(cpu_node, MemKind::Slab);
+    (spread || node != cpu_node).then_some(node)
+}
+
 /// **Fallback hook**: whether the calling thread may take memory from `node` when the
 /// node [`mem_node_for`] chose has none left (`cpuset_node_allowed`). Lock-free.
 pub fn node_allowed(node: usize) -> bool {

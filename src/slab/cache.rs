@@ -706,8 +706,7 @@ impl RawCache {
     #[cold]
     fn alloc_alternate(&self) -> Option<*mut u8> {
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
-        let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
-        (node != cpu_node).then(|| self.alloc_on(node))
+        cpuset::alternate_slab_node(cpu_node).map(|node| self.alloc_on(node))
     }
 
     /// One object from `node`, checked on a debug cache.
