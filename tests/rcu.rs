@@ -205,6 +205,78 @@ fn synchronize_waits_for_a_reader_that_started_before() {
     assert!(done.load(Ordering::Acquire));
 }
 
+/// Guards dropped in any order: the section lasts until the last guard is gone, even
+/// when the outermost one goes first, and a grace period waits for it.
+#[test]
+fn section_lasts_until_the_last_guard_whatever_the_drop_order() {
+    let stage = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let stage = stage.clone();
+        std::thread::spawn(move || {
+            let wait_for = |n: usize| {
+                while stage.load(Ordering::Acquire) != n {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            let outer = rcu::read_lock();
+            let inner = rcu::read_lock();
+            let innermost = rcu::read_lock();
+            drop(outer);
+            assert!(rcu::in_read_section(), "outer guard dropped first ended it");
+            drop(innermost);
+            assert!(rcu::in_read_section(), "one guard is still alive");
+            stage.store(1, Ordering::Release);
+            wait_for(2);
+            // A guard taken now nests in the section the dropped outer guard opened.
+            let late = rcu::read_lock();
+            drop(inner);
+            assert!(rcu::in_read_section());
+            stage.store(3, Ordering::Release);
+            wait_for(4);
+            drop(late);
+            assert!(!rcu::in_read_section(), "the last guard did not end it");
+            // In order, nested, the usual way.
+            {
+                let _a = rcu::read_lock();
+                let _b = rcu::read_lock();
+            }
+            assert!(!rcu::in_read_section());
+        })
+    };
+    // Waits for the reader to reach `n`; a reader that failed an assertion ends the
+    // test here instead of leaving it waiting.
+    let reached = |n: usize, reader: &std::thread::JoinHandle<()>| {
+        while stage.load(Ordering::Acquire) != n {
+            assert!(!reader.is_finished(), "the reader failed before stage {n}");
+            std::thread::yield_now();
+        }
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    reached(1, &reader);
+    let waiter = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            rcu::synchronize();
+            done.store(true, Ordering::Release);
+        })
+    };
+    for next in [2, 4] {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !done.load(Ordering::Acquire),
+            "grace period ended with a guard alive (stage {})",
+            next - 1
+        );
+        stage.store(next, Ordering::Release);
+        if next == 2 {
+            reached(3, &reader);
+        }
+    }
+    reader.join().unwrap();
+    waiter.join().unwrap();
+    assert!(done.load(Ordering::Acquire));
+}
+
 #[test]
 fn polling_cookies() {
     let c = rcu::get_state();

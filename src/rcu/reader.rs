@@ -21,7 +21,7 @@ use crate::sys;
 pub struct RcuReader {
     /// `gp_seq` when the outermost read section began; 0 outside read sections.
     pub ctr: AtomicU64,
-    /// Nesting depth (written by the owner only).
+    /// Guards alive beyond the first while a section is open (owner only).
     pub nesting: AtomicU32,
     /// Kernel thread id of the owner, for stall reports.
     pub tid: AtomicU32,
@@ -165,52 +165,76 @@ pub struct RcuReadGuard {
 }
 
 /// Enters a read-side critical section (`rcu_read_lock`).
+///
+/// The first guard stores `gp_seq` in the record; guards taken inside it only count in
+/// `nesting`. Guards are interchangeable: while a section is open `1 + nesting` of them
+/// are alive, and dropping any one ends the section when it is the last, whatever the
+/// order of the drops. A section outside any other costs two plain stores.
 #[inline(always)]
 pub fn read_lock() -> RcuReadGuard {
     let r = me();
-    let n = r.nesting.load(Ordering::Relaxed);
-    r.nesting.store(n + 1, Ordering::Relaxed);
-    if n == 0 {
+    if r.ctr.load(Ordering::Relaxed) == 0 {
         r.ctr.store(gp::gp_seq(), Ordering::Relaxed);
         order_reader();
+    } else {
+        lock_nested(r);
     }
     RcuReadGuard {
         _not_send: PhantomData,
     }
 }
 
-/// Whether the calling thread is inside a read-side critical section.
-pub fn in_read_section() -> bool {
-    my_slot().is_some_and(|s| READERS[s].nesting.load(Ordering::Relaxed) > 0)
+/// Counts a guard taken inside an open section (out of line: the outermost section is
+/// the one to keep short).
+#[cold]
+#[inline(never)]
+fn lock_nested(r: &RcuReader) {
+    r.nesting
+        .store(r.nesting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
+/// Whether the calling thread is inside a read-side critical section.
+pub fn in_read_section() -> bool {
+    my_slot().is_some_and(|s| READERS[s].ctr.load(Ordering::Relaxed) != 0)
+}
+
+/// Orders the record's store against the section's accesses: a compiler fence, which
+/// the grace period's membarrier(2) makes a full one; a full fence without membarrier.
 #[inline(always)]
 fn order_reader() {
-    if sys::membarrier::available() {
-        compiler_fence(Ordering::SeqCst);
-    } else {
-        fence(Ordering::SeqCst);
+    if !sys::membarrier::available() {
+        full_fence();
     }
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// Out of line so that the membarrier case falls through without a taken branch.
+#[cold]
+#[inline(never)]
+fn full_fence() {
+    fence(Ordering::SeqCst);
 }
 
 impl Drop for RcuReadGuard {
     #[inline(always)]
     fn drop(&mut self) {
         let r = me();
-        let n = r.nesting.load(Ordering::Relaxed) - 1;
-        r.nesting.store(n, Ordering::Relaxed);
+        let n = r.nesting.load(Ordering::Relaxed);
         if n == 0 {
             order_reader();
             r.ctr.store(0, Ordering::Release);
             if r.need_qs.load(Ordering::Relaxed) {
                 report_own_qs();
             }
+        } else {
+            r.nesting.store(n - 1, Ordering::Relaxed);
         }
     }
 }
 
 /// `rcu_read_unlock_special`: the grace period asked this reader to report.
 #[cold]
+#[inline(never)]
 fn report_own_qs() {
     let Some(slot) = my_slot() else {
         return;
