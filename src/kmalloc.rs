@@ -34,23 +34,45 @@ pub const KMALLOC_MAX_LARGE: usize = BLOCK_SIZE;
 /// Index of the first class above 1 KiB (1280).
 const FIRST_GEOMETRIC: usize = 22;
 
-/// `size_index` for sizes up to 1 KiB, by `(size + 7) / 8`.
-static SIZE_INDEX: [u8; 129] = {
-    let mut t = [0u8; 129];
-    let mut i = 1;
-    let mut class = 0;
-    while i < 129 {
-        while KMALLOC_SIZES[class] < i * 8 {
-            class += 1;
-        }
-        t[i] = class as u8;
-        i += 1;
-    }
-    t
-};
+/// The kmalloc caches and the table that picks one for small sizes, in one static: a
+/// program's code reaches each static of this crate through its own GOT entry (in a
+/// position-independent executable), so one static costs one such load where two
+/// would cost two on every allocation and free.
+#[repr(C)]
+pub struct Kmalloc {
+    /// `size_index` for sizes up to 1 KiB, by `(size + 7) / 8`.
+    size_index: [u8; 129],
+    /// The caches, by class.
+    pub caches: [RawCache; NR_KMALLOC],
+}
 
 /// The kmalloc caches.
-pub static KMALLOC_CACHES: [RawCache; NR_KMALLOC] = [const { RawCache::new() }; NR_KMALLOC];
+pub static KMALLOC: Kmalloc = Kmalloc {
+    size_index: {
+        let mut t = [0u8; 129];
+        let mut i = 1;
+        let mut class = 0;
+        while i < 129 {
+            while KMALLOC_SIZES[class] < i * 8 {
+                class += 1;
+            }
+            t[i] = class as u8;
+            i += 1;
+        }
+        t
+    },
+    caches: [const { RawCache::new() }; NR_KMALLOC],
+};
+
+/// The cache of class `i` (`i < NR_KMALLOC`, as every class `classify` returns).
+#[inline(always)]
+fn cache(i: usize) -> &'static RawCache {
+    debug_assert!(i < NR_KMALLOC);
+    // SAFETY: classes come from `size_index` (table entries and the geometric formula
+    // for sizes up to KMALLOC_MAX_CACHE_SIZE are below NR_KMALLOC) or from a bounded
+    // scan; the bound check would sit on every allocation's critical path.
+    unsafe { KMALLOC.caches.get_unchecked(i) }
+}
 
 /// Where a request is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,7 +89,7 @@ pub enum Kind {
 #[inline(always)]
 fn size_index(size: usize) -> usize {
     if size <= 1024 {
-        SIZE_INDEX[(size + 7) >> 3] as usize
+        KMALLOC.size_index[(size + 7) >> 3] as usize
     } else {
         // Four classes per doubling: (5..=8) * 2^(lg - 2) for sizes in (2^lg, 2^(lg+1)].
         let lg = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
@@ -85,7 +107,7 @@ pub fn classify(size: usize, align: usize) -> Kind {
     classify_aligned(size, align)
 }
 
-#[inline]
+#[inline(never)]
 fn classify_aligned(size: usize, align: usize) -> Kind {
     let s = size.max(align).max(1);
     if s <= KMALLOC_MAX_CACHE_SIZE {
@@ -106,7 +128,7 @@ fn classify_aligned(size: usize, align: usize) -> Kind {
 
 /// Sets up every kmalloc cache that is not set up yet. Called at boot.
 pub(crate) fn init() -> Result<(), CacheError> {
-    for (i, cache) in KMALLOC_CACHES.iter().enumerate() {
+    for (i, cache) in KMALLOC.caches.iter().enumerate() {
         if !cache
             .cpu_cache
             .load(core::sync::atomic::Ordering::Acquire)
@@ -129,11 +151,18 @@ pub(crate) fn init() -> Result<(), CacheError> {
     Ok(())
 }
 
+/// Largest size the fast paths serve: the sizes `size_index` maps by table.
+const FAST_MAX: usize = 1024;
+
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+///
+/// The fast path is a table lookup and one restartable sequence; everything else
+/// (booting, larger or more aligned sizes, an empty array cache, rseq off) is one call
+/// to [`kmalloc_slow`].
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
-    if let Kind::Slab(i) = classify(size, align) {
-        let obj = KMALLOC_CACHES[i].alloc();
+    if align <= 8 && size <= FAST_MAX {
+        let obj = cache(KMALLOC.size_index[(size + 7) >> 3] as usize).alloc_fast();
         if !obj.is_null() {
             return obj;
         }
@@ -141,15 +170,30 @@ pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
     kmalloc_slow(size, align)
 }
 
+/// Boots the allocator if needed, then serves what the fast path did not: slab
+/// requests through the whole per-CPU path, large and huge requests.
+#[cold]
+#[inline(never)]
+fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
+    if let Kind::Slab(i) = classify(size, align) {
+        let obj = cache(i).alloc();
+        if !obj.is_null() {
+            return obj;
+        }
+    }
+    kmalloc_boot(size, align)
+}
+
 /// Boots the allocator if needed, then serves large and huge requests (and retries a
 /// slab request that found the allocator not yet booted).
 #[cold]
-fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
+#[inline(never)]
+fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
     if !crate::init::ensure() {
         return ptr::null_mut();
     }
     match classify(size, align) {
-        Kind::Slab(i) => KMALLOC_CACHES[i].alloc(),
+        Kind::Slab(i) => cache(i).alloc(),
         Kind::Large => {
             let npages = size.div_ceil(PAGE_SIZE).max(1);
             let min_order = (align >> PAGE_SHIFT).max(1).trailing_zeros() as usize;
@@ -191,8 +235,21 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 /// `p` came from `kmalloc(size, align)` (or `krealloc` to `size`) and is not used again.
 #[inline(always)]
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
+    if align <= 8
+        && size <= FAST_MAX
+        && cache(KMALLOC.size_index[(size + 7) >> 3] as usize).free_fast(p)
+    {
+        return;
+    }
+    kfree_slow(p, size, align)
+}
+
+/// What the free fast path did not do, by the block's class.
+#[cold]
+#[inline(never)]
+unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
     match classify(size, align) {
-        Kind::Slab(i) => KMALLOC_CACHES[i].free(p),
+        Kind::Slab(i) => cache(i).free(p),
         Kind::Large => free_large(p),
         Kind::Huge => huge::free(p),
     }
@@ -326,7 +383,7 @@ pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mu
         let flags = (*head).flags();
         if flags & PG_SLAB != 0 {
             if let Kind::Slab(i) = new_kind {
-                if ptr::eq(&KMALLOC_CACHES[i], (*head).cache.cast::<RawCache>()) {
+                if ptr::eq(cache(i), (*head).cache.cast::<RawCache>()) {
                     return p;
                 }
             }

@@ -57,6 +57,8 @@ pub(crate) fn alloc_entries(capacity: u32) -> Option<PcpuPtr> {
 pub(crate) static RCU_PENDING_PAGES: AtomicUsize = AtomicUsize::new(0);
 
 // A slab off every list has free link fields: the RCU head overlays `next` and `prev`.
+// The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
+const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
 const _: () = assert!(
     core::mem::offset_of!(Page, prev) == core::mem::offset_of!(Page, next) + 8
         && core::mem::size_of::<RcuHead>() == 16
@@ -362,6 +364,40 @@ impl RawCache {
         unsafe { &*n }
     }
 
+    /// The allocation fast path: one object off this CPU's array cache by restartable
+    /// sequence, or null for anything else (rseq off, placement under a cpuset, an
+    /// empty or stopped cache, not set up), which [`alloc`](Self::alloc) then serves.
+    /// Small on purpose: callers inline it and keep to the caller-saved registers.
+    #[inline(always)]
+    pub fn alloc_fast(&self) -> *mut u8 {
+        if cpuset::placement_active() {
+            return ptr::null_mut();
+        }
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() {
+            return base.cast();
+        }
+        // SAFETY: as in `alloc`.
+        match unsafe { sys::rseq::stack_pop(base.cast()) } {
+            StackOp::Done(obj) => obj,
+            _ => ptr::null_mut(),
+        }
+    }
+
+    /// The free fast path: `obj` onto this CPU's array cache by restartable sequence.
+    /// False when that cannot be done; [`free`](Self::free) then frees it.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); on true `obj` is freed.
+    #[inline(always)]
+    pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
+        if topology::nr_node_ids() > 1 {
+            return false;
+        }
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        !base.is_null() && matches!(sys::rseq::stack_push(base.cast(), obj), StackOp::Done(_))
+    }
+
     /// Allocates one object; null when memory ran out or the cache is not set up.
     #[inline(always)]
     pub fn alloc(&self) -> *mut u8 {
@@ -371,44 +407,49 @@ impl RawCache {
             }
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
-        if !base.is_null() {
-            if fastpath::rseq() {
-                // SAFETY: every possible CPU has a header at its unit's offset, changed
-                // only by sequences on its CPU or by stopped-and-fenced cross-CPU work.
-                let op = unsafe {
-                    sys::rseq::stack_pop(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids())
-                };
-                return match op {
-                    StackOp::Done(obj) => obj,
-                    StackOp::Exhausted => self.alloc_refill_rseq(base),
-                    StackOp::Stopped | StackOp::NoCpu => self.alloc_fallback(),
-                };
-            }
-            let cpu = sys::cpu::current();
-            // SAFETY: the headers live as long as the cache; the array cache and its
-            // entries are ours while its lock is held.
-            unsafe {
-                if cpu < topology::nr_cpu_ids() {
-                    let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
-                    if (*ac).lock.try_lock() {
-                        let avail = (*ac).avail;
-                        if avail > 0 {
-                            (*ac).touched = 1;
-                            let obj = *ArrayCache::entries(ac).add(avail as usize - 1);
-                            (*ac).avail = avail - 1;
-                            (*ac).lock.unlock();
-                            return obj;
-                        }
-                        let obj = self.cache_alloc_refill(ac, cpu);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        // SAFETY: every possible CPU has a header at its unit's offset, changed only by
+        // sequences on its CPU or by stopped-and-fenced cross-CPU work.
+        match unsafe { sys::rseq::stack_pop(base.cast()) } {
+            StackOp::Done(obj) => obj,
+            StackOp::Exhausted => self.alloc_refill_rseq(base),
+            StackOp::Stopped => self.alloc_fallback(),
+            // The stack sequences are off (the tried lock serves), or the CPU is past
+            // their bound.
+            StackOp::NoCpu if fastpath::rseq() => self.alloc_fallback(),
+            StackOp::NoCpu => self.alloc_trylock(base),
+        }
+    }
+
+    /// The tried-lock path's allocation (out of line: where rseq runs, the fast path
+    /// keeps to the caller-saved registers).
+    #[inline(never)]
+    fn alloc_trylock(&self, base: *mut ArrayCache) -> *mut u8 {
+        let cpu = sys::cpu::current();
+        // SAFETY: the headers live as long as the cache; the array cache and its
+        // entries are ours while its lock is held.
+        unsafe {
+            if cpu < topology::nr_cpu_ids() {
+                let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
+                if (*ac).lock.try_lock() {
+                    let avail = (*ac).avail;
+                    if avail > 0 {
+                        (*ac).touched = 1;
+                        let obj = *ArrayCache::entries(ac).add(avail as usize - 1);
+                        (*ac).avail = avail - 1;
                         (*ac).lock.unlock();
-                        super::reap::maybe_reap();
                         return obj;
                     }
+                    let obj = self.cache_alloc_refill(ac, cpu);
+                    (*ac).lock.unlock();
+                    super::reap::maybe_reap();
+                    return obj;
                 }
             }
-            return self.alloc_fallback();
         }
-        ptr::null_mut()
+        self.alloc_fallback()
     }
 
     /// Frees one object of this cache.
@@ -421,34 +462,34 @@ impl RawCache {
             return;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
-        if !base.is_null() {
-            if fastpath::rseq() {
-                match sys::rseq::stack_push(
-                    base.cast(),
-                    PCPU_UNIT_SIZE,
-                    topology::nr_cpu_ids(),
-                    obj,
-                ) {
-                    StackOp::Done(_) => {}
-                    StackOp::Exhausted => self.free_flush_rseq(base, obj),
-                    StackOp::Stopped | StackOp::NoCpu => self.free_fallback(obj),
-                }
-                return;
-            }
-            let cpu = sys::cpu::current();
-            if cpu < topology::nr_cpu_ids() {
-                let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
-                if (*ac).lock.try_lock() {
-                    let avail = (*ac).avail;
-                    if avail < (*ac).limit {
-                        *ArrayCache::entries(ac).add(avail as usize) = obj;
-                        (*ac).avail = avail + 1;
-                        (*ac).lock.unlock();
-                        return;
-                    }
-                    self.free_full(ac, cpu, obj);
+        if base.is_null() {
+            return self.free_fallback(obj);
+        }
+        match sys::rseq::stack_push(base.cast(), obj) {
+            StackOp::Done(_) => {}
+            StackOp::Exhausted => self.free_flush_rseq(base, obj),
+            StackOp::Stopped => self.free_fallback(obj),
+            StackOp::NoCpu if fastpath::rseq() => self.free_fallback(obj),
+            StackOp::NoCpu => self.free_trylock(base, obj),
+        }
+    }
+
+    /// The tried-lock path's free.
+    #[inline(never)]
+    unsafe fn free_trylock(&self, base: *mut ArrayCache, obj: *mut u8) {
+        let cpu = sys::cpu::current();
+        if cpu < topology::nr_cpu_ids() {
+            let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
+            if (*ac).lock.try_lock() {
+                let avail = (*ac).avail;
+                if avail < (*ac).limit {
+                    *ArrayCache::entries(ac).add(avail as usize) = obj;
+                    (*ac).avail = avail + 1;
+                    (*ac).lock.unlock();
                     return;
                 }
+                self.free_full(ac, cpu, obj);
+                return;
             }
         }
         self.free_fallback(obj);
@@ -494,14 +535,7 @@ impl RawCache {
         let mut pushed = 0;
         while pushed < n - 1 {
             // SAFETY: as in `alloc`.
-            let op = unsafe {
-                sys::rseq::stack_push(
-                    base.cast(),
-                    PCPU_UNIT_SIZE,
-                    topology::nr_cpu_ids(),
-                    buf[pushed],
-                )
-            };
+            let op = unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) };
             if !matches!(op, StackOp::Done(_)) {
                 break;
             }
@@ -526,7 +560,7 @@ impl RawCache {
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut n = 0;
         while n < batch {
-            match sys::rseq::stack_pop(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids()) {
+            match sys::rseq::stack_pop(base.cast()) {
                 StackOp::Done(o) => {
                     buf[n] = o;
                     n += 1;
@@ -535,7 +569,7 @@ impl RawCache {
             }
         }
         self.give_back(&buf[..n]);
-        match sys::rseq::stack_push(base.cast(), PCPU_UNIT_SIZE, topology::nr_cpu_ids(), obj) {
+        match sys::rseq::stack_push(base.cast(), obj) {
             StackOp::Done(_) => {}
             _ => self.free_fallback(obj),
         }
@@ -694,6 +728,7 @@ impl RawCache {
     /// Allocation when the CPU's array cache is busy (for a debug cache, every
     /// allocation): one object straight from the node, checked if debugging.
     #[cold]
+    #[inline(never)]
     fn alloc_fallback(&self) -> *mut u8 {
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
         self.alloc_on(cpuset::mem_node_for_kind(cpu_node, MemKind::Slab))
@@ -704,6 +739,7 @@ impl RawCache {
     /// objects, which are that node's; it allocates from its node's lists instead.
     /// `None`: the CPU's node is the right one, take the fast path.
     #[cold]
+    #[inline(never)]
     fn alloc_alternate(&self) -> Option<*mut u8> {
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
         cpuset::alternate_slab_node(cpu_node).map(|node| self.alloc_on(node))
@@ -763,7 +799,7 @@ impl RawCache {
     /// free never hands the object to a local allocation. Returns false for a local
     /// object. Unlike the kernel's alien caches there is no per-node batching yet: each
     /// remote free takes the home node's list lock.
-    #[inline]
+    #[inline(never)]
     unsafe fn free_alien(&self, obj: *mut u8) -> bool {
         if !arena::contains(obj) {
             return false; // obj_to_slab reports it
@@ -778,6 +814,7 @@ impl RawCache {
 
     /// Free when the CPU's array cache is busy: straight to the object's node.
     #[cold]
+    #[inline(never)]
     unsafe fn free_fallback(&self, obj: *mut u8) {
         let node = if arena::contains(obj) {
             page::addr_node(obj)

@@ -66,6 +66,7 @@ pub(crate) fn init() {
     } else if !sys::membarrier::register_rseq() {
         FastPath::TryLockNoMembarrier
     } else {
+        sys::rseq::enable_stacks(crate::topology::nr_cpu_ids());
         FastPath::Rseq
     };
     MODE.store(encode(choice), Ordering::Relaxed);

@@ -183,6 +183,51 @@ pub mod stack {
     pub const ENTRY: usize = 24;
 }
 
+// The stack sequences' parameters, read inside the sequences with rip-relative loads
+// of a hidden symbol of our own: no GOT entry to chase (a static of this crate reached
+// from the program's code goes through the GOT in a position-independent executable),
+// and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
+// from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off.
+#[cfg(target_arch = "x86_64")]
+core::arch::global_asm!(
+    ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",
+    ".balign 64",
+    ".globl cpuslab_rseq_stack",
+    ".hidden cpuslab_rseq_stack",
+    ".type cpuslab_rseq_stack, @object",
+    ".size cpuslab_rseq_stack, 16",
+    "cpuslab_rseq_stack:",
+    ".quad 0, 0",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+extern "C" {
+    static mut cpuslab_rseq_stack: [usize; 2];
+}
+
+/// Turns the stack sequences ([`stack_pop`], [`stack_push`]) on for CPUs below
+/// `nr_cpus`. Until then (and where rseq is not [`available`]) they do nothing and
+/// answer [`StackOp::NoCpu`]. Called once, at boot, before any stack is used.
+pub fn enable_stacks(nr_cpus: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: boot runs on one thread, before any sequence reads the block; the
+        // offset is written before the bound that lets sequences run.
+        unsafe {
+            let w = core::ptr::addr_of_mut!(cpuslab_rseq_stack).cast::<usize>();
+            core::ptr::write_volatile(w, super::cpu::rseq_offset() as usize);
+            core::ptr::write_volatile(w.add(1), nr_cpus);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = nr_cpus;
+}
+
+/// Bytes between two CPUs' copies of a stack: the percpu unit size, an immediate in
+/// the sequences.
+pub const STACK_STRIDE: usize = 1 << 16;
+
 /// What a per-CPU stack sequence did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackOp {
@@ -192,40 +237,61 @@ pub enum StackOp {
     Exhausted,
     /// Nothing done: the stack is stopped (its lock word is set).
     Stopped,
-    /// Nothing done: no rseq here, or the thread's CPU is not below `nr_cpus`.
+    /// Nothing done: no rseq here, the stack sequences are off, or the thread's CPU is
+    /// past their bound.
     NoCpu,
 }
 
-const ST_DONE: u64 = 0;
-const ST_EXHAUSTED: u64 = 1;
-const ST_STOPPED: u64 = 2;
-const ST_NOCPU: u64 = 3;
+// A sequence answers in one register: a popped pointer (never below 4), or one of
+// these codes. One register fewer lets the callers' fast paths keep to the
+// caller-saved registers.
+const ST_DONE: usize = 0;
+const ST_EXHAUSTED: usize = 1;
+const ST_STOPPED: usize = 2;
+const ST_NOCPU: usize = 3;
 
-#[inline(always)]
-fn stack_result(status: u64, ptr: *mut u8) -> StackOp {
-    match status {
-        ST_DONE => StackOp::Done(ptr),
-        ST_EXHAUSTED => StackOp::Exhausted,
-        ST_STOPPED => StackOp::Stopped,
-        _ => StackOp::NoCpu,
+impl StackOp {
+    /// Decodes a pop's answer.
+    #[inline(always)]
+    fn from_pop(ret: usize) -> Self {
+        match ret {
+            ST_EXHAUSTED => StackOp::Exhausted,
+            ST_STOPPED => StackOp::Stopped,
+            ST_NOCPU => StackOp::NoCpu,
+            obj => StackOp::Done(obj as *mut u8),
+        }
+    }
+
+    /// Decodes a push's answer.
+    #[inline(always)]
+    fn from_push(ret: usize) -> Self {
+        match ret {
+            ST_DONE => StackOp::Done(core::ptr::null_mut()),
+            ST_EXHAUSTED => StackOp::Exhausted,
+            ST_STOPPED => StackOp::Stopped,
+            _ => StackOp::NoCpu,
+        }
     }
 }
 
-/// Pops the top entry of the calling CPU's stack (`base + cpu * stride`, laid out as
-/// in [`stack`]) as one restartable sequence: check the stop word, read the count and
-/// the entry, mark the stack touched, and commit by storing the count less one.
+/// Pops the top entry of the calling CPU's stack (`base + cpu * STACK_STRIDE`, laid
+/// out as in [`stack`]) as one restartable sequence: check the stop word, read the
+/// count and the entry, mark the stack touched, and commit by storing the count less
+/// one. `NoCpu` until [`enable_stacks`], and for a CPU at or past its bound.
 ///
 /// # Safety
-/// For every `cpu < nr_cpus`, `base + cpu * stride` is such a stack, and other threads
-/// change it only through these sequences or after setting its stop word and fencing
-/// every CPU's sequences with `membarrier::rseq_fence`.
+/// For every CPU below the bound given to [`enable_stacks`], `base + cpu *
+/// STACK_STRIDE` is such a stack whose entries are pointers at or above 4, and other
+/// threads change it only through these sequences or after setting its stop word and
+/// fencing every CPU's sequences with `membarrier::rseq_fence`.
 #[inline(always)]
-pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp {
+pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
     #[cfg(target_arch = "x86_64")]
     {
-        let status: u64;
-        let obj: *mut u8;
-        // Labels as in `percpu_add`; 7 leaves with the status already set.
+        let ret: usize;
+        // Labels as in `percpu_add`; 7 leaves with the answer already set. The entry
+        // is loaded into the answer's register before the commit: an abort restarts
+        // at 6, which sets the register again.
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -234,29 +300,29 @@ pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp
             ".quad 3f, (4f - 3f), 5f",
             ".popsection",
             "6:",
+            "mov {area}, qword ptr [rip + cpuslab_rseq_stack]",
             "lea {tmp}, [rip + 2b]",
             "mov qword ptr fs:[{area} + 8], {tmp}",
             "3:",
-            "mov {st:e}, {nocpu}",
+            "mov {ret:e}, {nocpu}",
             "mov {ac:e}, dword ptr fs:[{area} + 4]",
-            "cmp {ac}, {nr}",
+            "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
             "jae 7f",
-            "imul {ac}, {stride}",
+            "imul {ac}, {ac}, {stride}",
             "add {ac}, {base}",
-            "mov {st:e}, {stopped}",
+            "mov {ret:e}, {stopped}",
             "cmp dword ptr [{ac} + {lock}], 0",
             "jne 7f",
-            "mov {st:e}, {exhausted}",
+            "mov {ret:e}, {exhausted}",
             "mov {cnt:e}, dword ptr [{ac} + {count}]",
             "test {cnt:e}, {cnt:e}",
             "jz 7f",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
-            "mov {obj}, qword ptr [{tmp} + {cnt} * 8 - 8]",
+            "mov {ret}, qword ptr [{tmp} + {cnt} * 8 - 8]",
             "mov dword ptr [{ac} + {touched}], 1",
             "dec {cnt:e}",
             "mov dword ptr [{ac} + {count}], {cnt:e}",
             "4:",
-            "xor {st:e}, {st:e}",
             "7:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
@@ -264,15 +330,13 @@ pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp
             "5:",
             "jmp 6b",
             ".popsection",
-            area = in(reg) super::cpu::rseq_offset(),
             base = in(reg) base,
-            stride = in(reg) stride,
-            nr = in(reg) nr_cpus,
+            area = out(reg) _,
             tmp = out(reg) _,
             ac = out(reg) _,
             cnt = out(reg) _,
-            obj = out(reg) obj,
-            st = out(reg) status,
+            ret = out(reg) ret,
+            stride = const STACK_STRIDE,
             lock = const stack::LOCK,
             count = const stack::COUNT,
             touched = const stack::TOUCHED,
@@ -282,11 +346,11 @@ pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp
             exhausted = const ST_EXHAUSTED,
             options(nostack),
         );
-        stack_result(status, obj)
+        StackOp::from_pop(ret)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (base, stride, nr_cpus);
+        let _ = base;
         StackOp::NoCpu
     }
 }
@@ -296,12 +360,12 @@ pub unsafe fn stack_pop(base: *mut u8, stride: usize, nr_cpus: usize) -> StackOp
 /// the count plus one. Returns `Done(null)` when pushed.
 ///
 /// # Safety
-/// As for [`stack_pop`].
+/// As for [`stack_pop`], and `obj` is at or above 4.
 #[inline(always)]
-pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut u8) -> StackOp {
+pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> StackOp {
     #[cfg(target_arch = "x86_64")]
     {
-        let status: u64;
+        let ret: usize;
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -310,19 +374,20 @@ pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut
             ".quad 3f, (4f - 3f), 5f",
             ".popsection",
             "6:",
+            "mov {area}, qword ptr [rip + cpuslab_rseq_stack]",
             "lea {tmp}, [rip + 2b]",
             "mov qword ptr fs:[{area} + 8], {tmp}",
             "3:",
-            "mov {st:e}, {nocpu}",
+            "mov {ret:e}, {nocpu}",
             "mov {ac:e}, dword ptr fs:[{area} + 4]",
-            "cmp {ac}, {nr}",
+            "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
             "jae 7f",
-            "imul {ac}, {stride}",
+            "imul {ac}, {ac}, {stride}",
             "add {ac}, {base}",
-            "mov {st:e}, {stopped}",
+            "mov {ret:e}, {stopped}",
             "cmp dword ptr [{ac} + {lock}], 0",
             "jne 7f",
-            "mov {st:e}, {exhausted}",
+            "mov {ret:e}, {exhausted}",
             "mov {cnt:e}, dword ptr [{ac} + {count}]",
             "cmp {cnt:e}, dword ptr [{ac} + {limit}]",
             "jae 7f",
@@ -331,7 +396,7 @@ pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut
             "inc {cnt:e}",
             "mov dword ptr [{ac} + {count}], {cnt:e}",
             "4:",
-            "xor {st:e}, {st:e}",
+            "xor {ret:e}, {ret:e}",
             "7:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
@@ -339,15 +404,14 @@ pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut
             "5:",
             "jmp 6b",
             ".popsection",
-            area = in(reg) super::cpu::rseq_offset(),
             base = in(reg) base,
-            stride = in(reg) stride,
-            nr = in(reg) nr_cpus,
             obj = in(reg) obj,
+            area = out(reg) _,
             tmp = out(reg) _,
             ac = out(reg) _,
             cnt = out(reg) _,
-            st = out(reg) status,
+            ret = out(reg) ret,
+            stride = const STACK_STRIDE,
             lock = const stack::LOCK,
             count = const stack::COUNT,
             limit = const stack::LIMIT,
@@ -357,11 +421,11 @@ pub unsafe fn stack_push(base: *mut u8, stride: usize, nr_cpus: usize, obj: *mut
             exhausted = const ST_EXHAUSTED,
             options(nostack),
         );
-        stack_result(status, core::ptr::null_mut())
+        StackOp::from_push(ret)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (base, stride, nr_cpus, obj);
+        let _ = (base, obj);
         StackOp::NoCpu
     }
 }
