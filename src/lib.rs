@@ -91,6 +91,24 @@ pub mod percpu {
     pub use rwsem::RwSemCore;
 }
 
+/// The page descriptor and its lists, which the slab lists are made of.
+#[cfg(loom)]
+pub mod page {
+    pub mod desc;
+    pub mod list;
+
+    pub use desc::Page;
+}
+
+/// The parts of the SLAB layer a loom model checks: array caches, the node's lists and
+/// the batch moves between them, over slabs the model keeps.
+#[cfg(loom)]
+pub mod slab {
+    pub mod array_cache;
+    pub mod node;
+    pub mod transfer;
+}
+
 #[cfg(not(loom))]
 pub use global::CpuSlab;
 #[cfg(not(loom))]

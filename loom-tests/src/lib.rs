@@ -13,6 +13,10 @@
 //!   exact sums.
 //! - `tests/percpu_rwsem.rs`: the percpu rw-semaphore never lets a reader overlap the
 //!   writer.
+//! - `tests/array_cache.rs`: two CPUs' array caches refilled and flushed against a
+//!   node's shared cache and slab lists (`slab::transfer`), falling back to the node
+//!   while a third thread drains a stopped cache and the shared cache: no object is
+//!   lost or handed out twice, and the lists' counts agree with the slabs.
 //!
 //! ```text
 //! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \

@@ -4,7 +4,9 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(not(loom))]
 use super::arena::{ARENA_MASK, DESC_SHIFT};
+#[cfg(not(loom))]
 use crate::sys::PAGE_SHIFT;
 
 /// Head of a free block on a buddy free list; `order` is valid.
@@ -51,6 +53,7 @@ pub struct Page {
     pub spare: [u8; 16],
 }
 
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Page>() == 1 << DESC_SHIFT);
 
 impl Page {
@@ -81,6 +84,7 @@ impl Page {
 }
 
 /// The address of the page described by `page`.
+#[cfg(not(loom))]
 #[inline(always)]
 pub fn page_address(page: *const Page) -> *mut u8 {
     let d = page as usize;
@@ -89,6 +93,7 @@ pub fn page_address(page: *const Page) -> *mut u8 {
 }
 
 /// The descriptor of the page holding `addr`, which must lie inside an arena.
+#[cfg(not(loom))]
 #[inline(always)]
 pub fn virt_to_page(addr: *const u8) -> *mut Page {
     let a = addr as usize;
@@ -97,6 +102,7 @@ pub fn virt_to_page(addr: *const u8) -> *mut Page {
 }
 
 /// The head descriptor of the allocation holding `addr` (inside an arena).
+#[cfg(not(loom))]
 #[inline(always)]
 pub fn virt_to_head_page(addr: *const u8) -> *mut Page {
     let page = virt_to_page(addr);

@@ -21,6 +21,7 @@ use super::debug::{self, DebugLayout};
 use super::fastpath;
 use super::layout::{self, FreelistRng, Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
 use super::node::{KmemCacheNode, NodeLists};
+use super::transfer::{self, Held, SlabCache, CHUNK};
 use super::{CacheError, SlabFlags};
 use crate::cpuset::{self, MemKind};
 use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
@@ -28,13 +29,9 @@ use crate::page::list::PageList;
 use crate::page::{self, arena, page_address, virt_to_head_page, Page};
 use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
 use crate::rcu::{self, RcuHead};
-use crate::sync::MutexGuard;
 use crate::sys::rseq::StackOp;
 use crate::sys::{self, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
-
-/// Objects moved through a stack buffer at a time by drains and flushes.
-const CHUNK: usize = 64;
 
 /// A per-CPU area from the reserved chunk while it has room (cpuslab's own static
 /// per-CPU data), else from a dynamic chunk.
@@ -576,81 +573,17 @@ impl RawCache {
         super::reap::maybe_reap();
     }
 
-    /// Fills `buf` from `node`: its shared cache first, then its slabs, growing a slab
-    /// when both are empty. Returns how many objects it got (0: out of memory).
+    /// Fills `buf` from `node` ([`transfer::fill_buf`]).
     unsafe fn fill_buf(&self, node: usize, buf: &mut [*mut u8]) -> usize {
-        let mut n = 0;
-        {
-            let mut l = self.node(node).list_lock.lock();
-            n += self.take_into(&mut l, &mut buf[n..]);
-        }
-        if n == 0 {
-            let slab = self.cache_grow_begin(node);
-            if slab.is_null() {
-                return 0;
-            }
-            // The page pool may have fallen back to another allowed node.
-            let mut l = self.node(page::page_node(slab)).list_lock.lock();
-            self.cache_grow_end(&mut l, slab);
-            n += self.take_into(&mut l, &mut buf[n..]);
-        }
-        n
-    }
-
-    /// Moves objects from the node's shared cache, then its slabs, into `out`.
-    unsafe fn take_into(&self, l: &mut NodeLists, out: &mut [*mut u8]) -> usize {
-        let mut n = 0;
-        let shared = l.shared;
-        if !shared.is_null() && (*shared).avail > 0 {
-            let nr = ((*shared).avail as usize).min(out.len());
-            (*shared).avail -= nr as u32;
-            ptr::copy_nonoverlapping(
-                ArrayCache::entries(shared).add((*shared).avail as usize),
-                out.as_mut_ptr(),
-                nr,
-            );
-            (*shared).touched = 1;
-            n = nr;
-        }
-        let num = self.geom().num;
-        while n < out.len() {
-            let slab = l.get_first_slab();
-            if slab.is_null() {
-                break;
-            }
-            let was_free = (*slab).active == 0;
-            while ((*slab).active as usize) < num && n < out.len() {
-                out[n] = self.slab_get_obj(slab);
-                n += 1;
-                l.free_objects -= 1;
-            }
-            self.fix_slab_list(l, slab, was_free);
-        }
-        n
+        transfer::fill_buf(self, node, buf)
     }
 
     /// Gives objects back to the calling CPU's node: into its shared cache while it has
     /// room, the rest to their slabs.
     unsafe fn give_back(&self, objs: &[*mut u8]) {
-        if objs.is_empty() {
-            return;
-        }
         let node = topology::cpu_to_node(sys::cpu::current());
-        let l = self.node(node).list_lock.lock();
-        let shared = l.shared;
-        let mut kept = 0;
-        if !shared.is_null() && (*shared).avail < (*shared).limit {
-            kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
-            ptr::copy_nonoverlapping(
-                objs.as_ptr(),
-                ArrayCache::entries(shared).add((*shared).avail as usize),
-                kept,
-            );
-            (*shared).avail += kept as u32;
-        }
         let mut to_destroy = PageList::new();
-        let held = self.free_block(&objs[kept..], Some((node, l)), &mut to_destroy);
-        drop(held);
+        transfer::give_back(self, node, objs, &mut to_destroy);
         self.destroy_slabs(&mut to_destroy);
     }
 
@@ -664,65 +597,7 @@ impl RawCache {
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
-        let n = self.node(node);
-        let batch = (*ac).batchcount.max(1);
-        {
-            let mut l = n.list_lock.lock();
-            let shared = l.shared;
-            if !shared.is_null() && ArrayCache::transfer(ac, shared, batch) > 0 {
-                (*shared).touched = 1;
-            } else {
-                self.refill_from_slabs(&mut l, ac, batch);
-            }
-        }
-        if (*ac).avail == 0 {
-            let slab = self.cache_grow_begin(node);
-            if slab.is_null() {
-                return ptr::null_mut();
-            }
-            // The page pool may have fallen back to another allowed node.
-            let mut l = self.node(page::page_node(slab)).list_lock.lock();
-            self.cache_grow_end(&mut l, slab);
-            self.refill_from_slabs(&mut l, ac, batch);
-        }
-        if (*ac).avail == 0 {
-            return ptr::null_mut();
-        }
-        (*ac).touched = 1;
-        (*ac).avail -= 1;
-        *ArrayCache::entries(ac).add((*ac).avail as usize)
-    }
-
-    /// Moves objects from the node's slabs into `ac` until it holds `batch`.
-    unsafe fn refill_from_slabs(&self, l: &mut NodeLists, ac: *mut ArrayCache, batch: u32) {
-        let num = self.geom().num;
-        while (*ac).avail < batch {
-            let slab = l.get_first_slab();
-            if slab.is_null() {
-                return;
-            }
-            let was_free = (*slab).active == 0;
-            while ((*slab).active as usize) < num && (*ac).avail < batch {
-                *ArrayCache::entries(ac).add((*ac).avail as usize) = self.slab_get_obj(slab);
-                (*ac).avail += 1;
-                l.free_objects -= 1;
-            }
-            self.fix_slab_list(l, slab, was_free);
-        }
-    }
-
-    /// Moves `slab` to the list its new fill level belongs on after allocation from it.
-    unsafe fn fix_slab_list(&self, l: &mut NodeLists, slab: *mut Page, was_free: bool) {
-        if was_free {
-            l.slabs_free.remove(slab);
-        } else {
-            l.slabs_partial.remove(slab);
-        }
-        if (*slab).active as usize == self.geom().num {
-            l.slabs_full.push_back(slab);
-        } else {
-            l.slabs_partial.push_front(slab);
-        }
+        transfer::alloc_refill(self, node, ac)
     }
 
     /// Allocation when the CPU's array cache is busy (for a debug cache, every
@@ -762,7 +637,7 @@ impl RawCache {
         unsafe {
             {
                 let mut l = n.list_lock.lock();
-                if let Some(obj) = self.take_one(&mut l) {
+                if let Some(obj) = transfer::take_one(self, &mut l) {
                     return obj;
                 }
             }
@@ -772,26 +647,8 @@ impl RawCache {
             }
             let mut l = self.node(page::page_node(slab)).list_lock.lock();
             self.cache_grow_end(&mut l, slab);
-            self.take_one(&mut l).unwrap_or(ptr::null_mut())
+            transfer::take_one(self, &mut l).unwrap_or(ptr::null_mut())
         }
-    }
-
-    /// One object from the node's shared cache or slabs.
-    unsafe fn take_one(&self, l: &mut NodeLists) -> Option<*mut u8> {
-        let shared = l.shared;
-        if !shared.is_null() && (*shared).avail > 0 {
-            (*shared).avail -= 1;
-            return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
-        }
-        let slab = l.get_first_slab();
-        if slab.is_null() {
-            return None;
-        }
-        let was_free = (*slab).active == 0;
-        let obj = self.slab_get_obj(slab);
-        l.free_objects -= 1;
-        self.fix_slab_list(l, slab, was_free);
-        Some(obj)
     }
 
     /// `cache_free_alien`: an object of another node than the calling CPU's goes
@@ -835,17 +692,8 @@ impl RawCache {
         } else {
             obj
         };
-        let n = self.node(node);
-        let l = n.list_lock.lock();
-        let shared = l.shared;
-        if !shared.is_null() && (*shared).avail < (*shared).limit {
-            *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
-            (*shared).avail += 1;
-            return;
-        }
         let mut to_destroy = PageList::new();
-        let held = Some((node, l));
-        self.free_block(&[obj], held, &mut to_destroy);
+        transfer::free_to_node(self, node, obj, &mut to_destroy);
         self.destroy_slabs(&mut to_destroy);
     }
 
@@ -853,79 +701,9 @@ impl RawCache {
     /// `batchcount` oldest objects to the shared cache, or back to their slabs.
     #[cold]
     unsafe fn cache_flusharray(&self, ac: *mut ArrayCache, cpu: usize) {
-        let node = topology::cpu_to_node(cpu);
-        let n = self.node(node);
-        let batch = (*ac).batchcount.clamp(1, (*ac).avail.max(1));
-        let l = n.list_lock.lock();
-        let shared = l.shared;
-        if !shared.is_null() && (*shared).avail < (*shared).limit {
-            let max = batch.min((*shared).limit - (*shared).avail);
-            ArrayCache::take_bottom(
-                ac,
-                max,
-                ArrayCache::entries(shared).add((*shared).avail as usize),
-            );
-            (*shared).avail += max;
-            return;
-        }
-        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut to_destroy = PageList::new();
-        let mut held = Some((node, l));
-        let mut left = batch;
-        while left > 0 {
-            let nr = ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr());
-            if nr == 0 {
-                break;
-            }
-            held = self.free_block(&buf[..nr as usize], held, &mut to_destroy);
-            left -= nr;
-        }
-        drop(held);
+        transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy);
         self.destroy_slabs(&mut to_destroy);
-    }
-
-    /// `free_block`: returns objects to their slabs, taking each object's node lock in
-    /// turn (starting with `held`, if given). Slabs that become free beyond the node's
-    /// `free_limit` are moved to `to_destroy`, for the caller to free once unlocked.
-    /// Returns the lock still held.
-    pub(crate) unsafe fn free_block<'a>(
-        &'a self,
-        objs: &[*mut u8],
-        mut held: Option<(usize, MutexGuard<'a, NodeLists>)>,
-        to_destroy: &mut PageList,
-    ) -> Option<(usize, MutexGuard<'a, NodeLists>)> {
-        let num = self.geom().num;
-        for &obj in objs {
-            let slab = self.obj_to_slab(obj);
-            let node = page::page_node(slab);
-            if held.as_ref().map(|h| h.0) != Some(node) {
-                drop(held.take());
-                held = Some((node, self.node(node).list_lock.lock()));
-            }
-            let Some((_, l)) = held.as_mut() else {
-                continue;
-            };
-            let was_full = (*slab).active as usize == num;
-            self.slab_put_obj(slab, obj);
-            l.free_objects += 1;
-            if was_full {
-                l.slabs_full.remove(slab);
-            } else {
-                l.slabs_partial.remove(slab);
-            }
-            if (*slab).active == 0 {
-                if l.free_objects > l.free_limit {
-                    l.free_objects -= num;
-                    l.total_slabs -= 1;
-                    to_destroy.push_back(slab);
-                } else {
-                    l.slabs_free.push_back(slab);
-                }
-            } else {
-                l.slabs_partial.push_back(slab);
-            }
-        }
-        held
     }
 
     /// The slab holding `obj`, after checking that `obj` is an object of this cache;
@@ -1124,32 +902,59 @@ impl RawCache {
     pub(crate) unsafe fn drain_array<'a>(
         &'a self,
         ac: *mut ArrayCache,
-        mut nr: u32,
+        nr: u32,
         shared_of: Option<usize>,
-        mut held: Option<(usize, MutexGuard<'a, NodeLists>)>,
+        held: Held<'a>,
         to_destroy: &mut PageList,
-    ) -> Option<(usize, MutexGuard<'a, NodeLists>)> {
-        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
-        while nr > 0 {
-            if let Some(node) = shared_of {
-                if held.as_ref().map(|h| h.0) != Some(node) {
-                    drop(held.take());
-                    held = Some((node, self.node(node).list_lock.lock()));
-                }
-            }
-            let got = ArrayCache::take_bottom(ac, nr.min(CHUNK as u32), buf.as_mut_ptr());
-            if got == 0 {
-                break;
-            }
-            held = self.free_block(&buf[..got as usize], held, to_destroy);
-            nr -= got;
-        }
-        held
+    ) -> Held<'a> {
+        transfer::drain_array(self, ac, nr, shared_of, held, to_destroy)
     }
 }
 
 impl Default for RawCache {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The batch moves of [`transfer`] over this cache's real slabs: page descriptors,
+/// freelist index arrays, slabs grown from the page pool.
+impl SlabCache for RawCache {
+    #[inline(always)]
+    fn num(&self) -> usize {
+        self.geom().num
+    }
+
+    #[inline(always)]
+    fn list_lock(&self, node: usize) -> &crate::sync::Mutex<NodeLists> {
+        &self.node(node).list_lock
+    }
+
+    #[inline(always)]
+    unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
+        RawCache::obj_to_slab(self, obj)
+    }
+
+    #[inline(always)]
+    unsafe fn slab_node(&self, slab: *mut Page) -> usize {
+        page::page_node(slab)
+    }
+
+    #[inline(always)]
+    unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
+        RawCache::slab_get_obj(self, slab)
+    }
+
+    #[inline(always)]
+    unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
+        RawCache::slab_put_obj(self, slab, obj)
+    }
+
+    unsafe fn cache_grow_begin(&self, node: usize) -> *mut Page {
+        RawCache::cache_grow_begin(self, node)
+    }
+
+    unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
+        RawCache::cache_grow_end(self, l, slab)
     }
 }

@@ -10,6 +10,7 @@ pub mod fastpath;
 pub mod layout;
 pub mod node;
 pub mod reap;
+pub mod transfer;
 pub mod tune;
 mod typed;
 

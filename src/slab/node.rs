@@ -1,13 +1,17 @@
 //! `struct kmem_cache_node`: a cache's slabs on one NUMA node, sorted into full,
 //! partial and free lists, and the node's shared array cache, all under `list_lock`.
 
+#[cfg(not(loom))]
 use core::ptr;
 
-use super::array_cache::{ac_bytes, ArrayCache};
+#[cfg(not(loom))]
+use super::array_cache::ac_bytes;
+use super::array_cache::ArrayCache;
 use crate::page::list::PageList;
-use crate::page::{self, Page};
+use crate::page::Page;
 use crate::sync::Mutex;
-use crate::sys::PAGE_SIZE;
+#[cfg(not(loom))]
+use crate::{page, sys::PAGE_SIZE};
 
 /// The per-node lists, under the node's `list_lock`.
 pub struct NodeLists {
@@ -43,6 +47,7 @@ pub struct KmemCacheNode {
     pub npages: usize,
 }
 
+#[cfg(not(loom))]
 impl KmemCacheNode {
     /// Allocates a node structure with a shared cache of `shared_limit` entries (0: no
     /// shared cache). Returns null when memory ran out.

@@ -1,0 +1,403 @@
+//! Moving objects between a CPU's array cache, its node's shared array cache and the
+//! node's slab lists (full, partial, free), under the node's list lock: the core of
+//! `cache_alloc_refill`, `cache_flusharray`, `free_block`, the node fallbacks and the
+//! drains.
+//!
+//! Where a slab keeps its free objects, which slab an object is in and how a slab is
+//! grown belong to the cache ([`SlabCache`]); the lists, the counts, the shared cache
+//! and the locking are here, so that a loom model (`loom-tests/tests/array_cache.rs`)
+//! runs this code against slabs of its own.
+//!
+//! Slabs to free are collected on a list for the caller, which frees them once it holds
+//! no list lock.
+
+use core::ptr;
+
+use super::array_cache::ArrayCache;
+use super::node::NodeLists;
+use crate::page::list::PageList;
+use crate::page::Page;
+use crate::sync::{Mutex, MutexGuard};
+
+/// Objects moved through a stack buffer at a time by drains and flushes.
+pub const CHUNK: usize = 64;
+
+/// A node's list lock held across calls, with the node's number.
+pub type Held<'a> = Option<(usize, MutexGuard<'a, NodeLists>)>;
+
+/// What the batch moves need of a cache: its nodes, and the per-object bookkeeping of
+/// its slabs.
+pub trait SlabCache {
+    /// Objects a slab holds.
+    fn num(&self) -> usize;
+
+    /// The list lock of `node`.
+    fn list_lock(&self, node: usize) -> &Mutex<NodeLists>;
+
+    /// `obj_to_slab`: the slab holding `obj`; anything that is not an object of the
+    /// cache aborts.
+    ///
+    /// # Safety
+    /// `obj` was handed out by the cache.
+    unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page;
+
+    /// The node a slab's pages are on.
+    ///
+    /// # Safety
+    /// `slab` is a slab of the cache.
+    unsafe fn slab_node(&self, slab: *mut Page) -> usize;
+
+    /// `slab_get_obj`: takes the next free object of `slab`, counting it in `active`.
+    ///
+    /// # Safety
+    /// The caller holds the slab's list lock and `slab` has a free object.
+    unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8;
+
+    /// `slab_put_obj`: returns `obj` to `slab`, uncounting it from `active`.
+    ///
+    /// # Safety
+    /// The caller holds the slab's list lock and `obj` is an object of `slab`.
+    unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8);
+
+    /// `cache_grow_begin`: a new slab for `node`, off every list; null when memory ran
+    /// out.
+    ///
+    /// # Safety
+    /// The caller holds no list lock.
+    unsafe fn cache_grow_begin(&self, node: usize) -> *mut Page;
+
+    /// `cache_grow_end`: puts a slab from [`cache_grow_begin`](Self::cache_grow_begin)
+    /// on the free list of its node, whose lists `l` are.
+    ///
+    /// # Safety
+    /// `l` is the slab's node's lists, locked.
+    unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page);
+}
+
+/// Moves `slab` to the list its new fill level belongs on after objects were taken
+/// from it.
+///
+/// # Safety
+/// `l` is locked and `slab` was on its free list (`was_free`) or its partial list.
+pub unsafe fn fix_slab_list<C: SlabCache>(
+    c: &C,
+    l: &mut NodeLists,
+    slab: *mut Page,
+    was_free: bool,
+) {
+    if was_free {
+        l.slabs_free.remove(slab);
+    } else {
+        l.slabs_partial.remove(slab);
+    }
+    if (*slab).active as usize == c.num() {
+        l.slabs_full.push_back(slab);
+    } else {
+        l.slabs_partial.push_front(slab);
+    }
+}
+
+/// Moves objects from the node's slabs into `ac` until it holds `batch`.
+///
+/// # Safety
+/// `l` is locked, the caller holds `ac`'s lock and `ac` has room for `batch`.
+pub unsafe fn refill_from_slabs<C: SlabCache>(
+    c: &C,
+    l: &mut NodeLists,
+    ac: *mut ArrayCache,
+    batch: u32,
+) {
+    let num = c.num();
+    while (*ac).avail < batch {
+        let slab = l.get_first_slab();
+        if slab.is_null() {
+            return;
+        }
+        let was_free = (*slab).active == 0;
+        while ((*slab).active as usize) < num && (*ac).avail < batch {
+            *ArrayCache::entries(ac).add((*ac).avail as usize) = c.slab_get_obj(slab);
+            (*ac).avail += 1;
+            l.free_objects -= 1;
+        }
+        fix_slab_list(c, l, slab, was_free);
+    }
+}
+
+/// `cache_alloc_refill`: fills the empty array cache `ac` with up to `batchcount`
+/// objects of `node` (its shared cache, else its slabs, else a new slab) and pops one.
+/// Null when memory ran out.
+///
+/// # Safety
+/// The caller holds `ac`'s lock and no list lock.
+pub unsafe fn alloc_refill<C: SlabCache>(c: &C, node: usize, ac: *mut ArrayCache) -> *mut u8 {
+    let batch = (*ac).batchcount.max(1);
+    {
+        let mut l = c.list_lock(node).lock();
+        let shared = l.shared;
+        if !shared.is_null() && ArrayCache::transfer(ac, shared, batch) > 0 {
+            (*shared).touched = 1;
+        } else {
+            refill_from_slabs(c, &mut l, ac, batch);
+        }
+    }
+    if (*ac).avail == 0 {
+        let slab = c.cache_grow_begin(node);
+        if slab.is_null() {
+            return ptr::null_mut();
+        }
+        // The page pool may have fallen back to another allowed node.
+        let mut l = c.list_lock(c.slab_node(slab)).lock();
+        c.cache_grow_end(&mut l, slab);
+        refill_from_slabs(c, &mut l, ac, batch);
+    }
+    if (*ac).avail == 0 {
+        return ptr::null_mut();
+    }
+    (*ac).touched = 1;
+    (*ac).avail -= 1;
+    *ArrayCache::entries(ac).add((*ac).avail as usize)
+}
+
+/// `cache_flusharray`: makes room in the full array cache `ac` of a CPU of `node` by
+/// moving its `batchcount` oldest objects to the node's shared cache, or back to their
+/// slabs.
+///
+/// # Safety
+/// The caller holds `ac`'s lock and no list lock.
+pub unsafe fn flusharray<C: SlabCache>(
+    c: &C,
+    node: usize,
+    ac: *mut ArrayCache,
+    to_destroy: &mut PageList,
+) {
+    let batch = (*ac).batchcount.clamp(1, (*ac).avail.max(1));
+    let l = c.list_lock(node).lock();
+    let shared = l.shared;
+    if !shared.is_null() && (*shared).avail < (*shared).limit {
+        let max = batch.min((*shared).limit - (*shared).avail);
+        let nr = ArrayCache::take_bottom(
+            ac,
+            max,
+            ArrayCache::entries(shared).add((*shared).avail as usize),
+        );
+        (*shared).avail += nr;
+        return;
+    }
+    let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+    let mut held = Some((node, l));
+    let mut left = batch;
+    while left > 0 {
+        let nr = ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr());
+        if nr == 0 {
+            break;
+        }
+        held = free_block(c, &buf[..nr as usize], held, to_destroy);
+        left -= nr;
+    }
+}
+
+/// `free_block`: returns objects to their slabs, taking each object's node lock in
+/// turn (starting with `held`, if given). Slabs that become free beyond the node's
+/// `free_limit` are moved to `to_destroy`. Returns the lock still held.
+///
+/// # Safety
+/// The objects are the cache's and nobody else holds them.
+pub unsafe fn free_block<'a, C: SlabCache>(
+    c: &'a C,
+    objs: &[*mut u8],
+    mut held: Held<'a>,
+    to_destroy: &mut PageList,
+) -> Held<'a> {
+    let num = c.num();
+    for &obj in objs {
+        let slab = c.obj_to_slab(obj);
+        let node = c.slab_node(slab);
+        if held.as_ref().map(|h| h.0) != Some(node) {
+            drop(held.take());
+            held = Some((node, c.list_lock(node).lock()));
+        }
+        let Some((_, l)) = held.as_mut() else {
+            continue;
+        };
+        let was_full = (*slab).active as usize == num;
+        c.slab_put_obj(slab, obj);
+        l.free_objects += 1;
+        if was_full {
+            l.slabs_full.remove(slab);
+        } else {
+            l.slabs_partial.remove(slab);
+        }
+        if (*slab).active == 0 {
+            if l.free_objects > l.free_limit {
+                l.free_objects -= num;
+                l.total_slabs -= 1;
+                to_destroy.push_back(slab);
+            } else {
+                l.slabs_free.push_back(slab);
+            }
+        } else {
+            l.slabs_partial.push_back(slab);
+        }
+    }
+    held
+}
+
+/// Returns `nr` objects from the bottom of `ac` to their slabs.
+///
+/// # Safety
+/// The caller holds `ac`'s lock; for the shared cache of node `shared_of`, the caller
+/// passes that node's lock in `held`, and it is retaken before every chunk
+/// (`free_block` may switch to another node's lock for remote objects).
+pub unsafe fn drain_array<'a, C: SlabCache>(
+    c: &'a C,
+    ac: *mut ArrayCache,
+    mut nr: u32,
+    shared_of: Option<usize>,
+    mut held: Held<'a>,
+    to_destroy: &mut PageList,
+) -> Held<'a> {
+    let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+    while nr > 0 {
+        if let Some(node) = shared_of {
+            if held.as_ref().map(|h| h.0) != Some(node) {
+                drop(held.take());
+                held = Some((node, c.list_lock(node).lock()));
+            }
+        }
+        let got = ArrayCache::take_bottom(ac, nr.min(CHUNK as u32), buf.as_mut_ptr());
+        if got == 0 {
+            break;
+        }
+        held = free_block(c, &buf[..got as usize], held, to_destroy);
+        nr -= got;
+    }
+    held
+}
+
+/// One object from the node's shared cache or slabs.
+///
+/// # Safety
+/// `l` is the node's lists, locked.
+pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8> {
+    let shared = l.shared;
+    if !shared.is_null() && (*shared).avail > 0 {
+        (*shared).avail -= 1;
+        return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
+    }
+    let slab = l.get_first_slab();
+    if slab.is_null() {
+        return None;
+    }
+    let was_free = (*slab).active == 0;
+    let obj = c.slab_get_obj(slab);
+    l.free_objects -= 1;
+    fix_slab_list(c, l, slab, was_free);
+    Some(obj)
+}
+
+/// Moves objects from the node's shared cache, then its slabs, into `out`. Returns how
+/// many.
+///
+/// # Safety
+/// `l` is the node's lists, locked.
+pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut u8]) -> usize {
+    let mut n = 0;
+    let shared = l.shared;
+    if !shared.is_null() && (*shared).avail > 0 {
+        let nr = ((*shared).avail as usize).min(out.len());
+        (*shared).avail -= nr as u32;
+        ptr::copy_nonoverlapping(
+            ArrayCache::entries(shared).add((*shared).avail as usize),
+            out.as_mut_ptr(),
+            nr,
+        );
+        (*shared).touched = 1;
+        n = nr;
+    }
+    let num = c.num();
+    while n < out.len() {
+        let slab = l.get_first_slab();
+        if slab.is_null() {
+            break;
+        }
+        let was_free = (*slab).active == 0;
+        while ((*slab).active as usize) < num && n < out.len() {
+            out[n] = c.slab_get_obj(slab);
+            n += 1;
+            l.free_objects -= 1;
+        }
+        fix_slab_list(c, l, slab, was_free);
+    }
+    n
+}
+
+/// Fills `buf` from `node`: its shared cache first, then its slabs, growing a slab
+/// when both are empty. Returns how many objects it got (0: out of memory).
+///
+/// # Safety
+/// The caller holds no list lock.
+pub unsafe fn fill_buf<C: SlabCache>(c: &C, node: usize, buf: &mut [*mut u8]) -> usize {
+    let n = take_into(c, &mut c.list_lock(node).lock(), buf);
+    if n > 0 {
+        return n;
+    }
+    let slab = c.cache_grow_begin(node);
+    if slab.is_null() {
+        return 0;
+    }
+    // The page pool may have fallen back to another allowed node.
+    let mut l = c.list_lock(c.slab_node(slab)).lock();
+    c.cache_grow_end(&mut l, slab);
+    take_into(c, &mut l, buf)
+}
+
+/// Gives objects to `node`: into its shared cache while it has room, the rest to their
+/// slabs.
+///
+/// # Safety
+/// The objects are the cache's and nobody else holds them; the caller holds no list
+/// lock.
+pub unsafe fn give_back<C: SlabCache>(
+    c: &C,
+    node: usize,
+    objs: &[*mut u8],
+    to_destroy: &mut PageList,
+) {
+    if objs.is_empty() {
+        return;
+    }
+    let l = c.list_lock(node).lock();
+    let shared = l.shared;
+    let mut kept = 0;
+    if !shared.is_null() && (*shared).avail < (*shared).limit {
+        kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
+        ptr::copy_nonoverlapping(
+            objs.as_ptr(),
+            ArrayCache::entries(shared).add((*shared).avail as usize),
+            kept,
+        );
+        (*shared).avail += kept as u32;
+    }
+    drop(free_block(c, &objs[kept..], Some((node, l)), to_destroy));
+}
+
+/// Frees `obj` into `node`'s shared cache while it has room, else to its slab: a free
+/// that does not go through a CPU's array cache.
+///
+/// # Safety
+/// `obj` is the cache's and nobody else holds it; the caller holds no list lock.
+pub unsafe fn free_to_node<C: SlabCache>(
+    c: &C,
+    node: usize,
+    obj: *mut u8,
+    to_destroy: &mut PageList,
+) {
+    let l = c.list_lock(node).lock();
+    let shared = l.shared;
+    if !shared.is_null() && (*shared).avail < (*shared).limit {
+        *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
+        (*shared).avail += 1;
+        return;
+    }
+    drop(free_block(c, &[obj], Some((node, l)), to_destroy));
+}
