@@ -253,6 +253,9 @@ pub(super) fn publish(tree: &CpusetTree) {
         p.seq.fetch_add(1, Ordering::Release);
     }
     ACTIVE.store(true, Ordering::Release);
+    // The slab layer's inline allocation fast path ignores placement; from now on
+    // every allocation takes the path that honours it.
+    crate::sys::rseq::hold(crate::sys::rseq::HOLD_POP);
 }
 
 fn mine() -> &'static Published {

@@ -362,12 +362,13 @@ impl RawCache {
     }
 
     /// The allocation fast path: one object off this CPU's array cache by restartable
-    /// sequence, or null for anything else (rseq off, placement under a cpuset, an
-    /// empty or stopped cache, not set up), which [`alloc`](Self::alloc) then serves.
+    /// sequence, or null for anything else (rseq off, placement under a cpuset — the
+    /// `HOLD_POP` bit —, an empty or stopped cache, not set up), which
+    /// [`alloc`](Self::alloc) then serves.
     /// Small on purpose: callers inline it and keep to the caller-saved registers.
     #[inline(always)]
     pub fn alloc_fast(&self) -> *mut u8 {
-        if cpuset::placement_active() {
+        if sys::rseq::held() & sys::rseq::HOLD_POP != 0 {
             return ptr::null_mut();
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
@@ -388,7 +389,7 @@ impl RawCache {
     /// As for [`free`](Self::free); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
-        if topology::nr_node_ids() > 1 {
+        if sys::rseq::held() & sys::rseq::HOLD_PUSH != 0 {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);

@@ -59,6 +59,11 @@ fn encode(p: FastPath) -> u8 {
 /// Chooses the fast path. Called by boot before any cache is set up, so no cache is
 /// ever used both ways.
 pub(crate) fn init() {
+    if crate::topology::nr_node_ids() > 1 {
+        // A free may be of another node's object (an alien free), which only the
+        // full free path looks at.
+        sys::rseq::hold(sys::rseq::HOLD_PUSH);
+    }
     let choice = if sys::env::get(c"CPUSLAB_RSEQ") == Some(b"0") {
         FastPath::TryLockByRequest
     } else if !sys::rseq::available() || !sys::cpu::rseq_cpu_valid() {

@@ -187,7 +187,8 @@ pub mod stack {
 // of a hidden symbol of our own: no GOT entry to chase (a static of this crate reached
 // from the program's code goes through the GOT in a position-independent executable),
 // and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
-// from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off.
+// from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off;
+// word 2: the hold bits ([`HOLD_POP`], [`HOLD_PUSH`]).
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",
@@ -195,15 +196,60 @@ core::arch::global_asm!(
     ".globl cpuslab_rseq_stack",
     ".hidden cpuslab_rseq_stack",
     ".type cpuslab_rseq_stack, @object",
-    ".size cpuslab_rseq_stack, 16",
+    ".size cpuslab_rseq_stack, 24",
     "cpuslab_rseq_stack:",
-    ".quad 0, 0",
+    ".quad 0, 0, 0",
     ".popsection",
 );
 
 #[cfg(target_arch = "x86_64")]
 extern "C" {
-    static mut cpuslab_rseq_stack: [usize; 2];
+    static mut cpuslab_rseq_stack: [usize; 3];
+}
+
+/// Hold bit: the callers' inline pop fast paths step aside for their full paths (a
+/// placement policy wants to see every allocation).
+pub const HOLD_POP: usize = 1;
+/// Hold bit: the callers' inline push fast paths step aside (frees may belong to
+/// another node).
+pub const HOLD_PUSH: usize = 2;
+
+/// Sets hold bits (never cleared: the conditions they stand for last).
+pub fn hold(bits: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: word 2 of the block, an aligned usize only ever accessed atomically
+    // (plain loads of an aligned word are atomic on x86_64).
+    unsafe {
+        let w = core::ptr::addr_of_mut!(cpuslab_rseq_stack)
+            .cast::<usize>()
+            .add(2);
+        core::sync::atomic::AtomicUsize::from_ptr(w)
+            .fetch_or(bits, core::sync::atomic::Ordering::Release);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bits;
+}
+
+/// The hold bits in force (a rip-relative load).
+#[inline(always)]
+pub fn held() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let v: usize;
+        // SAFETY: reads word 2 of the block defined above.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr [rip + cpuslab_rseq_stack + 16]",
+                v = out(reg) v,
+                options(nostack, readonly, preserves_flags)
+            );
+        }
+        v
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        HOLD_POP | HOLD_PUSH
+    }
 }
 
 /// Turns the stack sequences ([`stack_pop`], [`stack_push`]) on for CPUs below
