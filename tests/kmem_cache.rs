@@ -31,7 +31,8 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
         std::thread::spawn(move || {
             let mut i = 0u32;
             let nr_cpus = cpuslab::topology::nr_cpu_ids();
-            while !stop.load(Ordering::Relaxed) {
+            // At least one round, however late this thread is scheduled.
+            while i == 0 || !stop.load(Ordering::Relaxed) {
                 // Cross-CPU work of every kind on caches others are using: retune,
                 // drain one CPU (the CPU-dead path), shrink everything.
                 match i % 3 {

@@ -368,14 +368,14 @@ impl RawCache {
     /// Small on purpose: callers inline it and keep to the caller-saved registers.
     #[inline(always)]
     pub fn alloc_fast(&self) -> *mut u8 {
-        if sys::rseq::held() & sys::rseq::HOLD_POP != 0 {
+        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_OFF) != 0 {
             return ptr::null_mut();
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
         if base.is_null() {
             return base.cast();
         }
-        // SAFETY: as in `alloc`.
+        // SAFETY: the sequences are on (no HOLD_OFF); as in `alloc`.
         match unsafe { sys::rseq::stack_pop(base.cast()) } {
             StackOp::Done(obj) => obj,
             _ => ptr::null_mut(),
@@ -389,7 +389,7 @@ impl RawCache {
     /// As for [`free`](Self::free); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
-        if sys::rseq::held() & sys::rseq::HOLD_PUSH != 0 {
+        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_OFF) != 0 {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
@@ -408,16 +408,16 @@ impl RawCache {
         if base.is_null() {
             return ptr::null_mut();
         }
-        // SAFETY: every possible CPU has a header at its unit's offset, changed only by
-        // sequences on its CPU or by stopped-and-fenced cross-CPU work.
+        if !fastpath::rseq() {
+            return self.alloc_trylock(base);
+        }
+        // SAFETY: the sequences are on; every possible CPU has a header at its unit's
+        // offset, changed only by sequences on its CPU or by stopped-and-fenced
+        // cross-CPU work.
         match unsafe { sys::rseq::stack_pop(base.cast()) } {
             StackOp::Done(obj) => obj,
             StackOp::Exhausted => self.alloc_refill_rseq(base),
-            StackOp::Stopped => self.alloc_fallback(),
-            // The stack sequences are off (the tried lock serves), or the CPU is past
-            // their bound.
-            StackOp::NoCpu if fastpath::rseq() => self.alloc_fallback(),
-            StackOp::NoCpu => self.alloc_trylock(base),
+            StackOp::Stopped | StackOp::NoCpu => self.alloc_fallback(),
         }
     }
 
@@ -463,12 +463,13 @@ impl RawCache {
         if base.is_null() {
             return self.free_fallback(obj);
         }
+        if !fastpath::rseq() {
+            return self.free_trylock(base, obj);
+        }
         match sys::rseq::stack_push(base.cast(), obj) {
             StackOp::Done(_) => {}
             StackOp::Exhausted => self.free_flush_rseq(base, obj),
-            StackOp::Stopped => self.free_fallback(obj),
-            StackOp::NoCpu if fastpath::rseq() => self.free_fallback(obj),
-            StackOp::NoCpu => self.free_trylock(base, obj),
+            StackOp::Stopped | StackOp::NoCpu => self.free_fallback(obj),
         }
     }
 

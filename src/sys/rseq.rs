@@ -188,7 +188,8 @@ pub mod stack {
 // from the program's code goes through the GOT in a position-independent executable),
 // and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
 // from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off;
-// word 2: the hold bits ([`HOLD_POP`], [`HOLD_PUSH`]).
+// word 2: the hold bits ([`HOLD_POP`], [`HOLD_PUSH`], [`HOLD_OFF`]), which start with
+// `HOLD_OFF` set.
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",
@@ -198,7 +199,7 @@ core::arch::global_asm!(
     ".type cpuslab_rseq_stack, @object",
     ".size cpuslab_rseq_stack, 24",
     "cpuslab_rseq_stack:",
-    ".quad 0, 0, 0",
+    ".quad 0, 0, 4",
     ".popsection",
 );
 
@@ -214,7 +215,13 @@ pub const HOLD_POP: usize = 1;
 /// another node).
 pub const HOLD_PUSH: usize = 2;
 
-/// Sets hold bits (never cleared: the conditions they stand for last).
+/// Hold bit: the stack sequences are off (set until [`enable_stacks`]). Their area
+/// offset is meaningless then: a sequence would write its descriptor into the thread
+/// control block, so nothing may run one while this bit is set.
+pub const HOLD_OFF: usize = 4;
+
+/// Sets hold bits (never cleared, but for [`HOLD_OFF`] by [`enable_stacks`]: the
+/// conditions they stand for last).
 pub fn hold(bits: usize) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: word 2 of the block, an aligned usize only ever accessed atomically
@@ -248,7 +255,7 @@ pub fn held() -> usize {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        HOLD_POP | HOLD_PUSH
+        HOLD_POP | HOLD_PUSH | HOLD_OFF
     }
 }
 
@@ -264,6 +271,8 @@ pub fn enable_stacks(nr_cpus: usize) {
             let w = core::ptr::addr_of_mut!(cpuslab_rseq_stack).cast::<usize>();
             core::ptr::write_volatile(w, super::cpu::rseq_offset() as usize);
             core::ptr::write_volatile(w.add(1), nr_cpus);
+            core::sync::atomic::AtomicUsize::from_ptr(w.add(2))
+                .fetch_and(!HOLD_OFF, core::sync::atomic::Ordering::Release);
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -323,15 +332,17 @@ impl StackOp {
 /// Pops the top entry of the calling CPU's stack (`base + cpu * STACK_STRIDE`, laid
 /// out as in [`stack`]) as one restartable sequence: check the stop word, read the
 /// count and the entry, mark the stack touched, and commit by storing the count less
-/// one. `NoCpu` until [`enable_stacks`], and for a CPU at or past its bound.
+/// one. `NoCpu` for a CPU at or past the bound.
 ///
 /// # Safety
-/// For every CPU below the bound given to [`enable_stacks`], `base + cpu *
-/// STACK_STRIDE` is such a stack whose entries are pointers at or above 4, and other
+/// [`enable_stacks`] ran ([`held`] has no [`HOLD_OFF`]). For every CPU below the bound
+/// it was given, `base + cpu * STACK_STRIDE` is such a stack whose entries are
+/// pointers at or above 4, and other
 /// threads change it only through these sequences or after setting its stop word and
 /// fencing every CPU's sequences with `membarrier::rseq_fence`.
 #[inline(always)]
 pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
     #[cfg(target_arch = "x86_64")]
     {
         let ret: usize;
@@ -409,6 +420,7 @@ pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
 /// As for [`stack_pop`], and `obj` is at or above 4.
 #[inline(always)]
 pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> StackOp {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
     #[cfg(target_arch = "x86_64")]
     {
         let ret: usize;
