@@ -162,12 +162,26 @@ const FAST_MAX: usize = 1024;
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
     if align <= 8 && size <= FAST_MAX {
-        let obj = cache(KMALLOC.size_index[(size + 7) >> 3] as usize).alloc_fast();
+        let i = KMALLOC.size_index[(size + 7) >> 3] as usize;
+        let obj = cache(i).alloc_fast();
         if !obj.is_null() {
             return obj;
         }
+        return kmalloc_class(i, size, align);
     }
     kmalloc_slow(size, align)
+}
+
+/// The class-`i` request the fast path did not serve: the cache's whole per-CPU path
+/// (a refill, or the tried lock where rseq is off), without classifying again.
+#[cold]
+#[inline(never)]
+fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
+    let obj = cache(i).alloc();
+    if !obj.is_null() {
+        return obj;
+    }
+    kmalloc_boot(size, align)
 }
 
 /// Boots the allocator if needed, then serves what the fast path did not: slab
@@ -235,13 +249,21 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 /// `p` came from `kmalloc(size, align)` (or `krealloc` to `size`) and is not used again.
 #[inline(always)]
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
-    if align <= 8
-        && size <= FAST_MAX
-        && cache(KMALLOC.size_index[(size + 7) >> 3] as usize).free_fast(p)
-    {
+    if align <= 8 && size <= FAST_MAX {
+        let c = cache(KMALLOC.size_index[(size + 7) >> 3] as usize);
+        if !c.free_fast(p) {
+            kfree_class(c, p);
+        }
         return;
     }
     kfree_slow(p, size, align)
+}
+
+/// A free of a small class the fast path did not take: the cache's whole free path.
+#[cold]
+#[inline(never)]
+unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
+    c.free(p)
 }
 
 /// What the free fast path did not do, by the block's class.

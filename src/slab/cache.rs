@@ -421,9 +421,9 @@ impl RawCache {
         }
     }
 
-    /// The tried-lock path's allocation (out of line: where rseq runs, the fast path
-    /// keeps to the caller-saved registers).
-    #[inline(never)]
+    /// The tried-lock path's allocation (inline: the inline rseq fast paths are
+    /// `alloc_fast`/`free_fast`, so this one no longer costs them registers).
+    #[inline(always)]
     fn alloc_trylock(&self, base: *mut ArrayCache) -> *mut u8 {
         let cpu = sys::cpu::current();
         // SAFETY: the headers live as long as the cache; the array cache and its
@@ -474,7 +474,7 @@ impl RawCache {
     }
 
     /// The tried-lock path's free.
-    #[inline(never)]
+    #[inline(always)]
     unsafe fn free_trylock(&self, base: *mut ArrayCache, obj: *mut u8) {
         let cpu = sys::cpu::current();
         if cpu < topology::nr_cpu_ids() {
