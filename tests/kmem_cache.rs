@@ -20,6 +20,13 @@ struct Obj {
     payload: [u64; 5],
 }
 
+/// The tag thread `t` leaves in an object it holds: the thread's id mixed with the
+/// object's own address, so that stale data on a recycled page (another cache's
+/// objects, copies of tags taken at other addresses) cannot pass for a holder's tag.
+fn holder_tag(p: NonNull<Obj>, t: u64) -> u64 {
+    (p.as_ptr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ t
+}
+
 /// Each thread tags the objects it holds with its id and checks the tag before freeing:
 /// an object handed out twice would carry another thread's tag. Threads also pass
 /// objects to each other so frees land on other CPUs' caches.
@@ -60,25 +67,30 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
                 for _ in 0..ops {
                     if held.len() < 200 && rng.below(2) == 0 {
                         let p = c.alloc().expect("out of memory");
+                        let tag = holder_tag(p, t);
                         // SAFETY: a fresh object, ours alone.
                         unsafe {
-                            // A held object carries its holder's id in both fields; a
-                            // slab grown on recycled pages may start with anything else.
-                            let prev = (*p.as_ptr()).owner.swap(t, Ordering::Relaxed);
+                            // A held object carries its holder's tag in both fields; a
+                            // slab grown on recycled pages may start with anything else,
+                            // even small numbers or copies of other objects' tags, which
+                            // the address in the tag tells apart.
+                            let prev = (*p.as_ptr()).owner.swap(tag, Ordering::Relaxed);
+                            let by = prev ^ holder_tag(p, 0);
                             let held_by =
-                                (1..=threads).contains(&prev) && (*p.as_ptr()).payload == [prev; 5];
+                                (1..=threads).contains(&by) && (*p.as_ptr()).payload == [prev; 5];
                             assert!(
                                 !held_by,
-                                "object {p:p} handed out while held by thread {prev}"
+                                "object {p:p} handed out while held by thread {by}"
                             );
-                            (*p.as_ptr()).payload = [t; 5];
+                            (*p.as_ptr()).payload = [tag; 5];
                         }
                         held.push(p);
                     } else if let Some(p) = held.pop() {
+                        let tag = holder_tag(p, t);
                         // SAFETY: we hold `p`.
                         unsafe {
-                            assert_eq!((*p.as_ptr()).payload, [t; 5]);
-                            assert_eq!((*p.as_ptr()).owner.swap(0, Ordering::Relaxed), t);
+                            assert_eq!((*p.as_ptr()).payload, [tag; 5]);
+                            assert_eq!((*p.as_ptr()).owner.swap(0, Ordering::Relaxed), tag);
                             (*p.as_ptr()).payload = [0; 5];
                         }
                         if rng.below(4) == 0 {
