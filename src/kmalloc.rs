@@ -184,18 +184,15 @@ fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
     kmalloc_boot(size, align)
 }
 
-/// Boots the allocator if needed, then serves what the fast path did not: slab
-/// requests through the whole per-CPU path, large and huge requests.
+/// What the fast path did not look at: sizes above 1 KiB or alignments above 8 (slab
+/// classes through their cache's whole path), large and huge requests.
 #[cold]
 #[inline(never)]
 fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
-    if let Kind::Slab(i) = classify(size, align) {
-        let obj = cache(i).alloc();
-        if !obj.is_null() {
-            return obj;
-        }
+    match classify(size, align) {
+        Kind::Slab(i) => kmalloc_class(i, size, align),
+        _ => kmalloc_boot(size, align),
     }
-    kmalloc_boot(size, align)
 }
 
 /// Boots the allocator if needed, then serves large and huge requests (and retries a
