@@ -64,7 +64,7 @@ impl Config {
             c.pcp_batch = v.clamp(1, 1024) as u32;
         }
         if let Some(v) = option(c"CPUSLAB_PCP_HIGH", parse_size) {
-            c.pcp_high = v.clamp(1, 65536) as u32;
+            c.pcp_high = v.clamp(1, crate::page::pcp::PCP_MAX_HIGH as usize) as u32;
         }
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
         c.debug = slab_debug();

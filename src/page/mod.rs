@@ -91,11 +91,8 @@ fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
 pub unsafe fn free_pages(page: *mut Page, order: usize) {
     (*page).set_flags(PG_ALLOCATED);
     let node = page_node(page);
-    if order == 0 {
-        let cpu = sys::cpu::current();
-        if topology::cpu_to_node(cpu) == node && pcp::free_pcppage(cpu, page) {
-            return;
-        }
+    if order == 0 && topology::cpu_to_node(sys::cpu::current()) == node && pcp::free_pcppage(page) {
+        return;
     }
     let z = zone(node);
     z.free(page, order);
@@ -213,13 +210,10 @@ pub(crate) unsafe fn unlock_all() {
 /// Allocates 2^order pages on `node`: through the calling CPU's page list when the CPU
 /// is on that node and the order is 0, else from the node's zone.
 pub fn alloc_pages_node(node: usize, order: usize) -> *mut Page {
-    if order == 0 {
-        let cpu = sys::cpu::current();
-        if topology::cpu_to_node(cpu) == node {
-            let page = pcp::rmqueue_pcplist(cpu, node, false);
-            if !page.is_null() {
-                return page;
-            }
+    if order == 0 && topology::cpu_to_node(sys::cpu::current()) == node {
+        let page = pcp::rmqueue_pcplist(node);
+        if !page.is_null() {
+            return page;
         }
     }
     alloc_from_zones(node, order)

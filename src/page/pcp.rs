@@ -1,61 +1,112 @@
 //! Per-CPU page lists, the kernel's `per_cpu_pages`: order-0 pages cached per CPU so
-//! that slab growth and shrinkage rarely take the zone lock. Hot pages (freed last,
-//! likely in cache) are taken from the front; cold ones from the back. The list is
-//! refilled `batch` pages at a time under the zone lock and gives back `batch` pages
-//! with one bulk free when it holds more than `high`.
+//! that slab growth and shrinkage rarely take the zone lock.
 //!
-//! The lists live in the reserved percpu chunk, one in each CPU's unit, so a CPU's
-//! list sits on that CPU's node beside its other per-CPU data.
+//! A list is an array stack of page descriptors laid out as `sys::rseq::stack` wants
+//! it: hot pages (freed last, likely still in cache) on top, cold ones at the bottom.
+//! Taking a page pops the top; freeing one pushes it. An empty list is refilled with
+//! `batch` pages under the zone lock; a list at `high` gives its `batch` coldest pages
+//! back with one bulk free and shifts the rest down.
+//!
+//! Two ways to change a list, chosen by the slab layer's fast path at boot:
+//! - **rseq**: pops and pushes are restartable sequences on the calling CPU's list, with
+//!   no atomic operation. Work on a whole list (the bulk free, a drain) first stops it
+//!   (takes its lock word, which sequences check and back off from) and then makes sure
+//!   no sequence that missed the stop is still in flight on its CPU: either the
+//!   stopping thread itself runs on that CPU afterwards, which such a sequence could
+//!   only allow by finishing or being preempted (and so restarted), or a
+//!   `membarrier(PRIVATE_EXPEDITED_RSEQ)` restarts it.
+//! - **tried lock**: every operation takes the list's lock once, and goes to the zone
+//!   when it is busy.
+//!
+//! The lists live in the reserved percpu chunk, one in each CPU's unit, so a CPU's list
+//! sits on that CPU's node beside its other per-CPU data.
 
 use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use super::desc::{Page, PG_ZERO};
-use super::list::PageList;
-use super::zone;
+use super::{page_node, zone};
 use crate::percpu::{self, PCPU_UNIT_SIZE};
 use crate::sync::TryLock;
-use crate::sys;
+use crate::sys::{self, rseq::StackOp};
+use crate::topology;
 
-/// One CPU's page list.
+/// Most pages a list holds (`CPUSLAB_PCP_HIGH` is clamped to it).
+pub const PCP_MAX_HIGH: u32 = 1024;
+
+/// Pages taken from the zone under one lock on a refill; a refill of a larger batch
+/// takes the zone lock again.
+const REFILL_CHUNK: usize = 64;
+
+/// Bytes before the entry array.
+const PCP_HEADER: usize = 32;
+
+/// One CPU's page list; its entry array follows the header.
 #[repr(C, align(64))]
 pub struct PerCpuPages {
-    /// Tried, never waited on.
+    /// The stop word: tried by the tried-lock path, taken for work on the whole list.
     pub lock: TryLock,
-    /// Give back `batch` pages when the list holds more than this.
+    /// Pages on the list: `entry[..count]`. Changed by sequences or under `lock`.
+    count: UnsafeCell<u32>,
+    /// Most pages on the list; a free beyond it gives `batch` back first.
     pub high: u32,
     /// Pages moved per refill or bulk free.
     pub batch: u32,
-    /// Cached pages: hot at the front, cold at the back. Under `lock`.
-    pub list: UnsafeCell<PageList>,
+    /// Written 1 by every popping sequence (read by nobody; part of the stack layout).
+    _touched: UnsafeCell<u32>,
+    _pad: u32,
+    /// `high` page descriptors, right after the header.
+    entry: *mut *mut Page,
 }
 
-// SAFETY: `list` is only touched with `lock` held.
+// The sequences address the list by these offsets.
+const _: () = {
+    use crate::sys::rseq::stack;
+    use core::mem::offset_of;
+    assert!(offset_of!(PerCpuPages, lock) == stack::LOCK);
+    assert!(offset_of!(PerCpuPages, count) == stack::COUNT);
+    assert!(offset_of!(PerCpuPages, high) == stack::LIMIT);
+    assert!(offset_of!(PerCpuPages, _touched) == stack::TOUCHED);
+    assert!(offset_of!(PerCpuPages, entry) == stack::ENTRY);
+    assert!(core::mem::size_of::<PerCpuPages>() <= 64);
+};
+
+// SAFETY: `count`, `touched` and the entries are changed only by restartable sequences
+// on the list's own CPU or by the holder of `lock` (see the module comment).
 unsafe impl Sync for PerCpuPages {}
 
 /// CPU 0's list; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
 static PCP: AtomicPtr<PerCpuPages> = AtomicPtr::new(ptr::null_mut());
 static NR_PCP: AtomicUsize = AtomicUsize::new(0);
 
-/// Allocates and initialises one list per possible CPU in the reserved percpu chunk.
-/// Called once at boot, after the percpu allocator's first chunk is set up.
+/// Allocates and initialises one list per possible CPU (in the reserved percpu chunk
+/// when it has room, else a dynamic one). Called once at boot, after the percpu
+/// allocator's first chunk is set up.
 pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
-    let size = core::mem::size_of::<PerCpuPages>();
-    let Ok(area) = percpu::alloc_reserved_percpu(size, core::mem::align_of::<PerCpuPages>()) else {
-        return false;
+    let high = high.clamp(1, PCP_MAX_HIGH);
+    let batch = batch.clamp(1, high);
+    let size = (PCP_HEADER + high as usize * 8 + 63) & !63;
+    let area = match percpu::alloc_reserved_percpu(size, 64) {
+        Ok(a) => a,
+        Err(_) => match percpu::alloc_percpu(size, 64) {
+            Ok(a) => a,
+            Err(_) => return false,
+        },
     };
     for cpu in 0..nr_cpus {
+        let at = area.per_cpu_ptr(cpu);
         // SAFETY: each CPU's copy of the area is ours alone and sized for one list.
         unsafe {
-            area.per_cpu_ptr(cpu)
-                .cast::<PerCpuPages>()
-                .write(PerCpuPages {
-                    lock: TryLock::new(),
-                    high,
-                    batch,
-                    list: UnsafeCell::new(PageList::new()),
-                });
+            at.cast::<PerCpuPages>().write(PerCpuPages {
+                lock: TryLock::new(),
+                count: UnsafeCell::new(0),
+                high,
+                batch,
+                _touched: UnsafeCell::new(0),
+                _pad: 0,
+                entry: at.add(PCP_HEADER).cast(),
+            });
         }
     }
     NR_PCP.store(nr_cpus, Ordering::Relaxed);
@@ -79,78 +130,220 @@ pub fn nr_lists() -> usize {
     NR_PCP.load(Ordering::Relaxed)
 }
 
-/// Takes one page from `cpu`'s list (refilling it from `node`'s zone), cold or hot.
-/// Returns null when the list is busy (the caller goes to the zone) or memory ran out.
-pub fn rmqueue_pcplist(cpu: usize, node: usize, cold: bool) -> *mut Page {
-    let Some(pcp) = pcp(cpu) else {
+/// Whether the lists run on restartable sequences (the slab layer turned them on).
+#[inline(always)]
+fn rseq_on() -> bool {
+    sys::rseq::held() & sys::rseq::HOLD_OFF == 0
+}
+
+/// Takes a hot page of `node` from the calling CPU's list, refilling the list from the
+/// zone when it is empty. The caller runs on a CPU of `node`. Null when the list is
+/// busy or stopped (the caller goes to the zone) or memory ran out.
+pub fn rmqueue_pcplist(node: usize) -> *mut Page {
+    let base = PCP.load(Ordering::Acquire);
+    if base.is_null() {
+        return base.cast();
+    }
+    if rseq_on() {
+        // SAFETY: the sequences are on; every CPU below their bound has a list at its
+        // unit's offset, changed only by sequences on its CPU or while stopped.
+        return match unsafe { sys::rseq::stack_pop(base.cast()) } {
+            StackOp::Done(page) => own_node(page.cast(), node),
+            StackOp::Exhausted => refill_rseq(base, node),
+            StackOp::Stopped | StackOp::NoCpu => ptr::null_mut(),
+        };
+    }
+    let Some(pcp) = pcp(sys::cpu::current()) else {
         return ptr::null_mut();
     };
     if !pcp.lock.try_lock() {
         return ptr::null_mut();
     }
-    // SAFETY: the per-CPU lock is held, so the list is ours.
-    let list = unsafe { &mut *pcp.list.get() };
-    if list.is_empty() {
-        let zone = zone(node);
-        let mut z = zone.lock();
-        for _ in 0..pcp.batch {
-            // SAFETY: under the zone lock.
-            let page = unsafe { z.rmqueue(0, node) };
-            if page.is_null() {
-                break;
-            }
-            // SAFETY: a fresh page on no list.
-            unsafe { list.push_back(page) };
+    // SAFETY: the list's lock is held.
+    let page = unsafe {
+        if *pcp.count.get() == 0 {
+            refill_locked(pcp, node);
         }
-    }
-    let page = if cold {
-        list.pop_back()
-    } else {
-        list.pop_front()
+        pop_locked(pcp)
     };
     pcp.lock.unlock();
+    own_node(page, node)
+}
+
+/// `page`, unless the thread moved to another node's CPU on the way and took one of
+/// that node's pages, which then goes back to its zone (the caller takes `node`'s).
+#[inline(always)]
+fn own_node(page: *mut Page, node: usize) -> *mut Page {
+    if topology::nr_node_ids() > 1 && !page.is_null() && page_node(page) != node {
+        // SAFETY: a page just taken off a list, used by nobody.
+        unsafe { free_to_zone(page) };
+        return ptr::null_mut();
+    }
     page
 }
 
-/// Caches the order-0 `page` (of `node`) on `cpu`'s list. Returns false when the list
-/// is busy, in which case the caller frees it to the zone.
+/// The rseq path's refill: takes `batch` pages from the zone, keeps one and pushes the
+/// rest one sequence at a time; what does not fit (the thread migrated, the list was
+/// stopped or filled meanwhile) goes back to the zone.
+#[cold]
+fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
+    // SAFETY: every list has the same batch; CPU 0's is read.
+    let batch = unsafe { (*base).batch } as usize;
+    let mut buf = [ptr::null_mut::<Page>(); REFILL_CHUNK];
+    let n = take_from_zone(node, &mut buf[..batch.min(REFILL_CHUNK)]);
+    if n == 0 {
+        return ptr::null_mut();
+    }
+    let mut pushed = 0;
+    while pushed < n - 1 {
+        // SAFETY: as in `rmqueue_pcplist`; the pages are free and ours.
+        match unsafe { sys::rseq::stack_push(base.cast(), buf[pushed].cast()) } {
+            StackOp::Done(_) => pushed += 1,
+            _ => break,
+        }
+    }
+    for &page in &buf[pushed..n - 1] {
+        // SAFETY: taken from the zone above and never published.
+        unsafe { free_to_zone(page) };
+    }
+    buf[n - 1]
+}
+
+/// Takes up to `buf.len()` order-0 pages from `node`'s zone under one lock.
+fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
+    let mut z = zone(node).lock();
+    let mut n = 0;
+    while n < buf.len() {
+        // SAFETY: under the zone lock.
+        let page = unsafe { z.rmqueue(0, node) };
+        if page.is_null() {
+            break;
+        }
+        buf[n] = page;
+        n += 1;
+    }
+    n
+}
+
+/// Refills an empty list with `batch` pages. The caller holds its lock.
+unsafe fn refill_locked(pcp: &PerCpuPages, node: usize) {
+    let want = pcp.batch.min(pcp.high) as usize;
+    let mut count = *pcp.count.get() as usize;
+    while count < want {
+        let got = take_from_zone(
+            node,
+            core::slice::from_raw_parts_mut(pcp.entry.add(count), (want - count).min(REFILL_CHUNK)),
+        );
+        count += got;
+        *pcp.count.get() = count as u32;
+        if got == 0 {
+            break;
+        }
+    }
+}
+
+/// Pops the top page, or null. The caller holds the list's lock.
+unsafe fn pop_locked(pcp: &PerCpuPages) -> *mut Page {
+    let count = *pcp.count.get();
+    if count == 0 {
+        return ptr::null_mut();
+    }
+    *pcp.count.get() = count - 1;
+    *pcp.entry.add(count as usize - 1)
+}
+
+/// Caches the order-0 `page` on the calling CPU's list, whose node is the page's.
+/// Returns false when the list is busy or stopped; the caller then frees it to the
+/// zone.
 ///
 /// # Safety
-/// `page` is an allocated order-0 page of `node`'s zone that nobody uses any more.
-pub unsafe fn free_pcppage(cpu: usize, page: *mut Page) -> bool {
+/// `page` is an allocated order-0 page that nobody uses any more.
+pub unsafe fn free_pcppage(page: *mut Page) -> bool {
+    let base = PCP.load(Ordering::Acquire);
+    if base.is_null() {
+        return false;
+    }
+    if rseq_on() {
+        return match sys::rseq::stack_push(base.cast(), page.cast()) {
+            StackOp::Done(_) => true,
+            StackOp::Exhausted => free_full(page, true),
+            StackOp::Stopped | StackOp::NoCpu => false,
+        };
+    }
+    free_full(page, false)
+}
+
+/// A free into the calling CPU's list with its lock taken: the tried-lock path's every
+/// free, and the rseq path's free into a full list. Gives `batch` cold pages back
+/// first when the list is at `high`.
+#[cold]
+unsafe fn free_full(page: *mut Page, rseq: bool) -> bool {
+    let cpu = sys::cpu::current();
     let Some(pcp) = pcp(cpu) else {
         return false;
     };
     if !pcp.lock.try_lock() {
         return false;
     }
-    let list = &mut *pcp.list.get();
-    list.push_front(page);
-    if list.len() > pcp.high as usize {
-        free_pcppages_bulk(list, pcp.batch as usize, cpu);
+    if rseq && !settle_sequences(cpu) {
+        pcp.lock.unlock();
+        return false;
+    }
+    if *pcp.count.get() >= pcp.high {
+        free_pcppages_bulk(pcp, pcp.batch as usize);
+    }
+    let count = *pcp.count.get();
+    let done = count < pcp.high;
+    if done {
+        *pcp.entry.add(count as usize) = page;
+        *pcp.count.get() = count + 1;
     }
     pcp.lock.unlock();
-    true
+    done
 }
 
-/// `free_pcppages_bulk`: gives `count` cold pages of `list` back to their zones under
-/// one lock.
-unsafe fn free_pcppages_bulk(list: &mut PageList, count: usize, cpu: usize) {
-    let node = crate::topology::cpu_to_node(cpu);
-    let zone = zone(node);
-    let now = sys::time::now_ms();
-    {
-        let mut z = zone.lock();
-        for _ in 0..count {
-            let page = list.pop_back();
-            if page.is_null() {
-                break;
-            }
-            let zero = (*page).flags() & PG_ZERO;
-            z.free_one(page, 0, zero, now);
-        }
+/// After stopping `cpu`'s list: makes sure no sequence that read the stop word before
+/// it was set still runs on that CPU. Running there now means any such sequence has
+/// finished or been preempted (and will restart and see the stop); otherwise they are
+/// restarted with a membarrier. False if the membarrier failed.
+fn settle_sequences(cpu: usize) -> bool {
+    sys::cpu::current() == cpu || sys::membarrier::rseq_fence(Some(cpu))
+}
+
+/// `free_pcppages_bulk`: gives the `count` coldest pages (the bottom of the stack)
+/// back to their zones, one lock a run of pages of the same node, and shifts the rest
+/// down. The caller holds the list's lock, settled.
+unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
+    let have = *pcp.count.get() as usize;
+    let n = count.min(have);
+    if n == 0 {
+        return;
     }
-    super::purge::maybe_purge(zone, now);
+    let now = sys::time::now_ms();
+    let pages = core::slice::from_raw_parts(pcp.entry, n);
+    let mut i = 0;
+    while i < n {
+        let node = page_node(pages[i]);
+        let zone = zone(node);
+        {
+            let mut z = zone.lock();
+            while i < n && page_node(pages[i]) == node {
+                let zero = (*pages[i]).flags() & PG_ZERO;
+                z.free_one(pages[i], 0, zero, now);
+                i += 1;
+            }
+        }
+        super::purge::maybe_purge(zone, now);
+    }
+    ptr::copy(pcp.entry.add(n), pcp.entry, have - n);
+    *pcp.count.get() = (have - n) as u32;
+}
+
+/// Frees one order-0 page to its node's zone, keeping what it knows of its contents.
+unsafe fn free_to_zone(page: *mut Page) {
+    let zero = (*page).flags() & PG_ZERO;
+    let mut z = zone(page_node(page)).lock();
+    z.free_one(page, 0, zero, sys::time::now_ms());
 }
 
 /// `drain_pages`: gives every page cached on `cpu`'s list back to its zone. Waits for
@@ -162,17 +355,17 @@ pub fn drain_pages(cpu: usize) {
     if !pcp.lock.lock_wait() {
         return;
     }
-    // SAFETY: the per-CPU lock is held.
-    unsafe {
-        let list = &mut *pcp.list.get();
-        let n = list.len();
-        free_pcppages_bulk(list, n, cpu);
+    // A sequence still in flight on `cpu` could commit into the list being emptied;
+    // if it cannot be restarted the list is left as it is.
+    if !rseq_on() || settle_sequences(cpu) {
+        // SAFETY: the list's lock is held and no sequence runs on it.
+        unsafe { free_pcppages_bulk(pcp, *pcp.count.get() as usize) };
     }
     pcp.lock.unlock();
 }
 
 /// Pages cached on `cpu`'s list (racy: for statistics).
 pub fn count(cpu: usize) -> usize {
-    // SAFETY: a racy read of a length, for statistics only.
-    pcp(cpu).map_or(0, |p| unsafe { (*p.list.get()).len() })
+    // SAFETY: a racy read of an aligned u32, for statistics only.
+    pcp(cpu).map_or(0, |p| unsafe { ptr::read_volatile(p.count.get()) as usize })
 }

@@ -1,0 +1,189 @@
+//! The per-CPU page lists (`page::pcp`) on whichever fast path boot chose (CI runs this
+//! binary again with `CPUSLAB_RSEQ=0`): nothing lost or handed out twice under more
+//! threads than CPUs while other threads drain the lists, the `high` watermark, and
+//! hot pages reused first.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+
+use common::Rng;
+use cpuslab::page::{self, pcp, Page};
+
+const FREED: u64 = 0xf4ee_f4ee_f4ee_f4ee;
+
+/// The tag thread `t` writes in the first word of a page it holds: the page's address
+/// mixed with `t`, so no stale data (another user's words at another address) passes
+/// for a holder's tag.
+fn holder_tag(addr: *mut u8, t: u64) -> u64 {
+    (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (t + 1)
+}
+
+fn is_held_by_anyone(addr: *mut u8, word: u64, threads: u64) -> bool {
+    (0..threads).any(|t| word == holder_tag(addr, t))
+}
+
+/// Free pages in every zone plus pages on every CPU's list.
+fn pages_free_or_cached() -> usize {
+    let zones: usize = (0..cpuslab::topology::nr_node_ids())
+        .map(|n| page::zone(n).lock().free_pages)
+        .sum();
+    zones + (0..pcp::nr_lists()).map(pcp::count).sum::<usize>()
+}
+
+/// One test, so that nothing else in the process takes or gives pages while the
+/// first part counts them.
+#[test]
+fn page_lists() {
+    pages_are_conserved_under_threads_and_drains();
+    page_list_keeps_to_high_and_reuses_hot_pages();
+}
+
+/// Threads (four times the CPUs) take and give back order-0 pages at random, tagging
+/// each page they hold and checking the tag before the free, while another thread
+/// drains every CPU's list over and over. No page is ever found tagged by another
+/// holder, and once everything is freed and drained the zones hold exactly the pages
+/// they held before.
+fn pages_are_conserved_under_threads_and_drains() {
+    let threads = (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).max(8);
+    let nthreads = threads as u64;
+    let start = Barrier::new(threads + 2);
+    let end = Barrier::new(threads + 2);
+    let done = AtomicU64::new(0);
+    let handed = AtomicU64::new(0);
+    let mut before = 0;
+    let mut after = 0;
+    std::thread::scope(|s| {
+        for t in 0..nthreads {
+            let (start, end, handed, done) = (&start, &end, &handed, &done);
+            s.spawn(move || {
+                // A failed check still reaches the end barrier, so the others finish.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut rng = Rng::new(0x9a9e_5eed ^ t);
+                    let mut held: [*mut Page; 64] = [std::ptr::null_mut(); 64];
+                    let mut n = 0;
+                    start.wait();
+                    for _ in 0..40_000 {
+                        if n < held.len() && (n == 0 || rng.next() % 2 == 0) {
+                            let p = page::alloc_pages(0);
+                            assert!(!p.is_null(), "out of pages");
+                            let addr = page::page_address(p);
+                            // SAFETY: a page just allocated, ours alone.
+                            let word = unsafe { addr.cast::<u64>().read() };
+                            assert!(
+                                !is_held_by_anyone(addr, word, nthreads),
+                                "page {addr:p} handed out while held"
+                            );
+                            // SAFETY: as above.
+                            unsafe { addr.cast::<u64>().write(holder_tag(addr, t)) };
+                            held[n] = p;
+                            n += 1;
+                            handed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            let i = rng.next() as usize % n;
+                            let p = held[i];
+                            held[i] = held[n - 1];
+                            n -= 1;
+                            let addr = page::page_address(p);
+                            // SAFETY: a page this thread holds.
+                            unsafe {
+                                assert_eq!(
+                                    addr.cast::<u64>().read(),
+                                    holder_tag(addr, t),
+                                    "page {addr:p} changed hands while held"
+                                );
+                                addr.cast::<u64>().write(FREED);
+                                page::free_pages(p, 0);
+                            }
+                        }
+                    }
+                    for &p in &held[..n] {
+                        // SAFETY: pages this thread holds.
+                        unsafe {
+                            page::page_address(p).cast::<u64>().write(FREED);
+                            page::free_pages(p, 0);
+                        }
+                    }
+                }));
+                done.fetch_add(1, Ordering::Release);
+                end.wait();
+                if let Err(e) = r {
+                    std::panic::resume_unwind(e);
+                }
+            });
+        }
+        let (start, end, done) = (&start, &end, &done);
+        s.spawn(move || {
+            start.wait();
+            while done.load(Ordering::Acquire) < nthreads {
+                for cpu in 0..pcp::nr_lists() {
+                    pcp::drain_pages(cpu);
+                }
+                std::thread::yield_now();
+            }
+            end.wait();
+        });
+        // Everyone is spawned and parked: what is free now is the baseline.
+        for cpu in 0..pcp::nr_lists() {
+            pcp::drain_pages(cpu);
+        }
+        before = pages_free_or_cached();
+        start.wait();
+        end.wait();
+        after = pages_free_or_cached();
+        for cpu in 0..pcp::nr_lists() {
+            pcp::drain_pages(cpu);
+        }
+        assert_eq!(
+            (0..pcp::nr_lists()).map(pcp::count).sum::<usize>(),
+            0,
+            "a drained list still holds pages"
+        );
+    });
+    assert!(handed.load(Ordering::Relaxed) >= nthreads * 20_000);
+    assert_eq!(after, before, "pages lost or made up");
+}
+
+/// On one CPU, freeing more pages than `high` keeps the list at or below `high` (the
+/// coldest `batch` go back to the zone), and a page freed is the next one taken (hot
+/// first; retried, since another thread may share the CPU).
+fn page_list_keeps_to_high_and_reuses_hot_pages() {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let Some(&cpu) = cpus.first() else {
+        eprintln!("no CPU to pin to; skipped");
+        return;
+    };
+    assert!(core_affinity::set_for_current(cpu));
+    let list = pcp::pcp(cpu.id).expect("a list for every CPU");
+    let (high, batch) = (list.high as usize, list.batch as usize);
+    assert!(batch >= 1 && batch <= high);
+    let pages: Vec<*mut Page> = (0..high * 3).map(|_| page::alloc_pages(0)).collect();
+    assert!(pages.iter().all(|p| !p.is_null()));
+    let mut most = 0;
+    for &p in &pages {
+        // SAFETY: allocated above, freed once.
+        unsafe { page::free_pages(p, 0) };
+        most = most.max(pcp::count(cpu.id));
+    }
+    assert!(most <= high, "list grew to {most} pages, past high {high}");
+    assert!(
+        pcp::count(cpu.id) + batch >= high,
+        "list at {} after {} frees (high {high}, batch {batch})",
+        pcp::count(cpu.id),
+        pages.len()
+    );
+    let hot = (0..10).any(|_| {
+        let p = page::alloc_pages(0);
+        // SAFETY: allocated just now, freed once.
+        unsafe { page::free_pages(p, 0) };
+        let q = page::alloc_pages(0);
+        // SAFETY: allocated just now, freed once.
+        unsafe { page::free_pages(q, 0) };
+        q == p
+    });
+    assert!(hot, "a page just freed is not the next one taken");
+}
