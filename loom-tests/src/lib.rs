@@ -6,6 +6,7 @@
 //! - `tests/rcu_gp.rs`: a grace period (the `gp_seq` state machine, the `rcu_node`
 //!   tree's `qsmask` report-up, forcing quiescent states) against two readers, one of
 //!   them nesting; no reader that started before the grace period sees its object freed.
+//!   And a reader leaving while the masks initialise: the grace period still ends.
 //! - `tests/rcu_segcblist.rs`: `call_rcu`'s segmented callback lists against grace
 //!   periods and the callback invoker: every callback runs once, after a full grace
 //!   period.

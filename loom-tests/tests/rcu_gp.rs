@@ -8,7 +8,8 @@
 //! state is reported up through the inner node to the root. The updater publishes a
 //! new version, drives a grace period on its own thread as `synchronize_expedited`
 //! does, and poisons the old version; loom checks that every read of the old version
-//! is ordered before the poisoning write.
+//! is ordered before the poisoning write. A second model has a reader thread leave
+//! while the masks initialise: the grace period must not wait for it forever.
 #![cfg(loom)]
 
 use cpuslab::rcu::seq;
@@ -202,5 +203,46 @@ fn grace_period_waits_for_readers_that_began_before_it() {
         plain.join().unwrap();
         assert_eq!(seq::state(w.rcu.gp_seq.load(Ordering::Relaxed)), 0);
         assert!(w.rcu.tree.root_done());
+    });
+}
+
+/// A reader thread leaves (`reader_offline`, its quiescent state reported at once)
+/// while the grace period initialises the masks, and another comes online in the
+/// other leaf: once both are done, one scan that reports every reader still marked
+/// must empty the root. Setting the masks leaves first lost the leaving reader's report
+/// when its leaf (or the inner node above) emptied before the parent's mask was set,
+/// and the grace period then waited forever for a node that owed nothing.
+#[test]
+fn a_reader_that_leaves_during_init_is_not_waited_for_forever() {
+    model(|| {
+        let tree = Arc::new(RcuTree::<2, 1>::new());
+        tree.reader_online(0);
+        let leaving = {
+            let tree = tree.clone();
+            thread::spawn(move || {
+                tree.reader_offline(0);
+            })
+        };
+        let joining = {
+            let tree = tree.clone();
+            thread::spawn(move || tree.reader_online(LEAF_FANOUT))
+        };
+        let waits = tree.init_qsmasks();
+        leaving.join().unwrap();
+        joining.join().unwrap();
+        if waits {
+            // Neither reader is in a read section: every bit still set is reported.
+            tree.for_each_blocking_leaf(|leaf, mask| {
+                let mut bits = mask;
+                while bits != 0 {
+                    tree.report_qs(leaf * LEAF_FANOUT + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            });
+        }
+        assert!(
+            tree.root_done(),
+            "the grace period waits for a node that owes nothing"
+        );
     });
 }

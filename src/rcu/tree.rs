@@ -97,31 +97,54 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
         self.report_qs(slot)
     }
 
-    /// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, leaves
-    /// first. Returns whether any reader must be waited for.
+    /// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, from the
+    /// root down. Returns whether any reader must be waited for.
+    ///
+    /// Readers report concurrently (a thread that exits, a section that ends with
+    /// `need_qs` left from the last grace period). Set bottom-up, a report that empties
+    /// a leaf or an inner node before its parent's mask is set finds the parent's bit
+    /// clear, stops there, and the parent's bit set afterwards is never cleared: the
+    /// grace period waits forever for a node that owes nothing. Set top-down, a node's
+    /// bit is in its parent before the node can empty; a leaf whose readers all left
+    /// between the census and its own mask is reported up here.
     pub fn init_qsmasks(&self) -> bool {
         let high = self.leaf_high.load(Ordering::Relaxed);
+        // The census: which leaves have readers.
         let mut inner_masks = [0u64; I];
         for (leaf, node) in self.leaves[..high].iter().enumerate() {
-            let mut m = node.masks.lock();
-            m.qsmask = m.qsmaskinit;
-            if m.qsmask != 0 {
+            if node.masks.lock().qsmaskinit != 0 {
                 inner_masks[leaf / INNER_FANOUT] |= 1 << (leaf % INNER_FANOUT);
             }
         }
-        let mut root_mask = 0;
-        for (i, node) in self.inner.iter().enumerate() {
+        let root_mask = inner_masks
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m != 0)
+            .fold(0u64, |r, (i, _)| r | 1 << i);
+        {
+            let mut r = self.root.masks.lock();
+            r.qsmaskinit = root_mask;
+            r.qsmask = root_mask;
+        }
+        for (node, &mask) in self.inner.iter().zip(&inner_masks) {
             let mut m = node.masks.lock();
-            m.qsmaskinit = inner_masks[i];
-            m.qsmask = inner_masks[i];
-            if m.qsmask != 0 {
-                root_mask |= 1 << i;
+            m.qsmaskinit = mask;
+            m.qsmask = mask;
+        }
+        for (leaf, node) in self.leaves[..high].iter().enumerate() {
+            let counted = inner_masks[leaf / INNER_FANOUT] & 1 << (leaf % INNER_FANOUT) != 0;
+            let emptied = {
+                let mut m = node.masks.lock();
+                // A leaf left out of the census waits for nobody: its readers came
+                // online after the grace period started.
+                m.qsmask = if counted { m.qsmaskinit } else { 0 };
+                counted && m.qsmask == 0
+            };
+            if emptied {
+                self.report_leaf_qs(leaf);
             }
         }
-        let mut r = self.root.masks.lock();
-        r.qsmaskinit = root_mask;
-        r.qsmask = root_mask;
-        root_mask != 0
+        !self.root_done()
     }
 
     /// Whether the grace period in progress waits for no reader any more.
@@ -161,6 +184,13 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
                 return false;
             }
         }
+        self.report_leaf_qs(leaf)
+    }
+
+    /// Leaf `leaf` owes nothing any more: clears its bit in its inner node and, where
+    /// that empties, the inner node's bit in the root. Returns true when this emptied
+    /// the root.
+    fn report_leaf_qs(&self, leaf: usize) -> bool {
         let inner = leaf / INNER_FANOUT;
         {
             let mut m = self.inner[inner].masks.lock();
@@ -230,8 +260,8 @@ pub fn reader_offline(slot: usize) -> bool {
     TREE.reader_offline(slot)
 }
 
-/// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, leaves first.
-/// Returns whether any reader must be waited for.
+/// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, from the root
+/// down. Returns whether any reader must be waited for.
 #[cfg(not(loom))]
 pub fn init_qsmasks() -> bool {
     TREE.init_qsmasks()
