@@ -7,7 +7,10 @@
 //!   newest-first or oldest-first;
 //! * `cross_thread_free/64`: batches of 1000 allocated here and freed on a
 //!   second thread (pinned to another core where there is one);
-//! * `realloc_growth/8..64K`: one block grown 8 B → 64 KiB by doubling.
+//! * `realloc_growth/8..64K`: one block grown 8 B → 64 KiB by doubling;
+//! * `page_pair`: cpuslab's page pool alone, one order-0 page taken and given
+//!   back (the per-CPU page list); run again with `CPUSLAB_RSEQ=0` for the
+//!   tried-lock path.
 //!
 //! ```text
 //! cargo bench -p cpuslab-bench --bench micro [-- FILTER]
@@ -206,6 +209,28 @@ fn benches(c: &mut Criterion) {
     // 13 reallocs (8 → 16 → ... → 65536) per iteration.
     g.throughput(Throughput::Elements(13));
     each_alloc(&mut ReallocGrowth { g: &mut g });
+    g.finish();
+    page_pair(c);
+}
+
+/// One order-0 page off the calling CPU's page list and back.
+fn page_pair(c: &mut Criterion) {
+    // The page pool boots with the allocator.
+    // SAFETY: a valid layout; the block is freed at once.
+    unsafe {
+        let l = layout(64);
+        cpuslab::CpuSlab.dealloc(alloc_ok(&cpuslab::CpuSlab, l), l);
+    }
+    let mut g = c.benchmark_group("page_pair");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("cpuslab", |b| {
+        b.iter(|| {
+            let p = cpuslab::page::alloc_pages(0);
+            assert!(!p.is_null());
+            // SAFETY: a page just taken, given back once.
+            unsafe { cpuslab::page::free_pages(black_box(p), 0) };
+        })
+    });
     g.finish();
 }
 
