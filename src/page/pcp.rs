@@ -29,7 +29,7 @@ use super::desc::{Page, PG_ZERO};
 use super::{page_node, zone};
 use crate::percpu::{self, PCPU_UNIT_SIZE};
 use crate::sync::TryLock;
-use crate::sys::{self, rseq::StackOp};
+use crate::sys;
 use crate::topology;
 
 /// Most pages a list holds (`CPUSLAB_PCP_HIGH` is clamped to it).
@@ -145,12 +145,14 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
         return base.cast();
     }
     if rseq_on() {
+        // An empty list is refilled (a stopped one turns the refill's pushes away).
         // SAFETY: the sequences are on; every CPU below their bound has a list at its
         // unit's offset, changed only by sequences on its CPU or while stopped.
-        return match unsafe { sys::rseq::stack_pop(base.cast()) } {
-            StackOp::Done(page) => own_node(page.cast(), node),
-            StackOp::Exhausted => refill_rseq(base, node),
-            StackOp::Stopped | StackOp::NoCpu => ptr::null_mut(),
+        let page = unsafe { sys::rseq::stack_pop(base.cast()) };
+        return if page.is_null() {
+            refill_rseq(base, node)
+        } else {
+            own_node(page.cast(), node)
         };
     }
     let Some(pcp) = pcp(sys::cpu::current()) else {
@@ -197,10 +199,10 @@ fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
     let mut pushed = 0;
     while pushed < n - 1 {
         // SAFETY: as in `rmqueue_pcplist`; the pages are free and ours.
-        match unsafe { sys::rseq::stack_push(base.cast(), buf[pushed].cast()) } {
-            StackOp::Done(_) => pushed += 1,
-            _ => break,
+        if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed].cast()) } {
+            break;
         }
+        pushed += 1;
     }
     for &page in &buf[pushed..n - 1] {
         // SAFETY: taken from the zone above and never published.
@@ -264,11 +266,9 @@ pub unsafe fn free_pcppage(page: *mut Page) -> bool {
         return false;
     }
     if rseq_on() {
-        return match sys::rseq::stack_push(base.cast(), page.cast()) {
-            StackOp::Done(_) => true,
-            StackOp::Exhausted => free_full(page, true),
-            StackOp::Stopped | StackOp::NoCpu => false,
-        };
+        // A full list gives pages back first; a stopped one is busy (`free_full` finds
+        // its lock taken).
+        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(page, true);
     }
     free_full(page, false)
 }

@@ -29,7 +29,6 @@ use crate::page::list::PageList;
 use crate::page::{self, arena, page_address, virt_to_head_page, Page};
 use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
 use crate::rcu::{self, RcuHead};
-use crate::sys::rseq::StackOp;
 use crate::sys::{self, PAGE_SIZE};
 use crate::topology::{self, MAX_NUMNODES};
 
@@ -376,10 +375,7 @@ impl RawCache {
             return base.cast();
         }
         // SAFETY: the sequences are on (no HOLD_OFF); as in `alloc`.
-        match unsafe { sys::rseq::stack_pop(base.cast()) } {
-            StackOp::Done(obj) => obj,
-            _ => ptr::null_mut(),
-        }
+        unsafe { sys::rseq::stack_pop(base.cast()) }
     }
 
     /// The free fast path: `obj` onto this CPU's array cache by restartable sequence.
@@ -393,7 +389,7 @@ impl RawCache {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
-        !base.is_null() && matches!(sys::rseq::stack_push(base.cast(), obj), StackOp::Done(_))
+        !base.is_null() && sys::rseq::stack_push(base.cast(), obj)
     }
 
     /// Allocates one object; null when memory ran out or the cache is not set up.
@@ -411,14 +407,16 @@ impl RawCache {
         if !fastpath::rseq() {
             return self.alloc_trylock(base);
         }
+        // An empty cache is refilled; a stopped one (or a CPU past the bound) turns the
+        // refill's pushes away, and its objects go back to the node.
         // SAFETY: the sequences are on; every possible CPU has a header at its unit's
         // offset, changed only by sequences on its CPU or by stopped-and-fenced
         // cross-CPU work.
-        match unsafe { sys::rseq::stack_pop(base.cast()) } {
-            StackOp::Done(obj) => obj,
-            StackOp::Exhausted => self.alloc_refill_rseq(base),
-            StackOp::Stopped | StackOp::NoCpu => self.alloc_fallback(),
+        let obj = unsafe { sys::rseq::stack_pop(base.cast()) };
+        if !obj.is_null() {
+            return obj;
         }
+        self.alloc_refill_rseq(base)
     }
 
     /// The tried-lock path's allocation (inline: the inline rseq fast paths are
@@ -466,10 +464,10 @@ impl RawCache {
         if !fastpath::rseq() {
             return self.free_trylock(base, obj);
         }
-        match sys::rseq::stack_push(base.cast(), obj) {
-            StackOp::Done(_) => {}
-            StackOp::Exhausted => self.free_flush_rseq(base, obj),
-            StackOp::Stopped | StackOp::NoCpu => self.free_fallback(obj),
+        // A full cache is flushed; a stopped one gives the flush nothing and turns the
+        // push after it away, so `obj` goes to the node.
+        if !sys::rseq::stack_push(base.cast(), obj) {
+            self.free_flush_rseq(base, obj);
         }
     }
 
@@ -534,8 +532,7 @@ impl RawCache {
         let mut pushed = 0;
         while pushed < n - 1 {
             // SAFETY: as in `alloc`.
-            let op = unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) };
-            if !matches!(op, StackOp::Done(_)) {
+            if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) } {
                 break;
             }
             pushed += 1;
@@ -559,18 +556,16 @@ impl RawCache {
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut n = 0;
         while n < batch {
-            match sys::rseq::stack_pop(base.cast()) {
-                StackOp::Done(o) => {
-                    buf[n] = o;
-                    n += 1;
-                }
-                _ => break,
+            let o = sys::rseq::stack_pop(base.cast());
+            if o.is_null() {
+                break;
             }
+            buf[n] = o;
+            n += 1;
         }
         self.give_back(&buf[..n]);
-        match sys::rseq::stack_push(base.cast(), obj) {
-            StackOp::Done(_) => {}
-            _ => self.free_fallback(obj),
+        if !sys::rseq::stack_push(base.cast(), obj) {
+            self.free_fallback(obj);
         }
         super::reap::maybe_reap();
     }

@@ -261,7 +261,7 @@ pub fn held() -> usize {
 
 /// Turns the stack sequences ([`stack_pop`], [`stack_push`]) on for CPUs below
 /// `nr_cpus`. Until then (and where rseq is not [`available`]) they do nothing and
-/// answer [`StackOp::NoCpu`]. Called once, at boot, before any stack is used.
+/// fail. Called once, at boot, before any stack is used.
 pub fn enable_stacks(nr_cpus: usize) {
     #[cfg(target_arch = "x86_64")]
     if available() {
@@ -279,76 +279,32 @@ pub fn enable_stacks(nr_cpus: usize) {
     let _ = nr_cpus;
 }
 
-/// Bytes between two CPUs' copies of a stack: the percpu unit size, an immediate in
-/// the sequences.
-pub const STACK_STRIDE: usize = 1 << 16;
-
-/// What a per-CPU stack sequence did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StackOp {
-    /// Done: the pointer popped (for a push, null).
-    Done(*mut u8),
-    /// Nothing done: the stack is empty (pop) or full (push).
-    Exhausted,
-    /// Nothing done: the stack is stopped (its lock word is set).
-    Stopped,
-    /// Nothing done: no rseq here, the stack sequences are off, or the thread's CPU is
-    /// past their bound.
-    NoCpu,
-}
-
-// A sequence answers in one register: a popped pointer (never below 4), or one of
-// these codes. One register fewer lets the callers' fast paths keep to the
-// caller-saved registers.
-const ST_DONE: usize = 0;
-const ST_EXHAUSTED: usize = 1;
-const ST_STOPPED: usize = 2;
-const ST_NOCPU: usize = 3;
-
-impl StackOp {
-    /// Decodes a pop's answer.
-    #[inline(always)]
-    fn from_pop(ret: usize) -> Self {
-        match ret {
-            ST_EXHAUSTED => StackOp::Exhausted,
-            ST_STOPPED => StackOp::Stopped,
-            ST_NOCPU => StackOp::NoCpu,
-            obj => StackOp::Done(obj as *mut u8),
-        }
-    }
-
-    /// Decodes a push's answer.
-    #[inline(always)]
-    fn from_push(ret: usize) -> Self {
-        match ret {
-            ST_DONE => StackOp::Done(core::ptr::null_mut()),
-            ST_EXHAUSTED => StackOp::Exhausted,
-            ST_STOPPED => StackOp::Stopped,
-            _ => StackOp::NoCpu,
-        }
-    }
-}
+/// Bytes between two CPUs' copies of a stack: the percpu unit size, a shift in the
+/// sequences.
+pub const STACK_STRIDE: usize = 1 << STACK_SHIFT;
+const STACK_SHIFT: usize = 16;
 
 /// Pops the top entry of the calling CPU's stack (`base + cpu * STACK_STRIDE`, laid
 /// out as in [`stack`]) as one restartable sequence: check the stop word, read the
 /// count and the entry, mark the stack touched, and commit by storing the count less
-/// one. `NoCpu` for a CPU at or past the bound.
+/// one. Null when nothing was popped: the stack is empty or stopped, or the CPU is at
+/// or past the bound (the callers' slow paths sort these out).
 ///
 /// # Safety
 /// [`enable_stacks`] ran ([`held`] has no [`HOLD_OFF`]). For every CPU below the bound
-/// it was given, `base + cpu * STACK_STRIDE` is such a stack whose entries are
-/// pointers at or above 4, and other
-/// threads change it only through these sequences or after setting its stop word and
-/// fencing every CPU's sequences with `membarrier::rseq_fence`.
+/// it was given, `base + cpu * STACK_STRIDE` is such a stack whose entries are not
+/// null, and other threads change it only through these sequences or after setting
+/// its stop word and making sure no sequence that missed it is still in flight on its
+/// CPU (`membarrier::rseq_fence`).
 #[inline(always)]
-pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
+pub unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
     #[cfg(target_arch = "x86_64")]
     {
         let ret: usize;
-        // Labels as in `percpu_add`; 7 leaves with the answer already set. The entry
-        // is loaded into the answer's register before the commit: an abort restarts
-        // at 6, which sets the register again.
+        // Labels as in `percpu_add`. The answer's register is cleared first and holds
+        // the entry only from the load just before the commit: every way out but the
+        // commit leaves it null, and an abort restarts at 6, which clears it again.
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -360,27 +316,24 @@ pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
             "mov {area}, qword ptr [rip + cpuslab_rseq_stack]",
             "lea {tmp}, [rip + 2b]",
             "mov qword ptr fs:[{area} + 8], {tmp}",
+            "xor {ret:e}, {ret:e}",
             "3:",
-            "mov {ret:e}, {nocpu}",
             "mov {ac:e}, dword ptr fs:[{area} + 4]",
             "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
-            "jae 7f",
-            "imul {ac}, {ac}, {stride}",
+            "jae 4f",
+            "shl {ac}, {shift}",
             "add {ac}, {base}",
-            "mov {ret:e}, {stopped}",
             "cmp dword ptr [{ac} + {lock}], 0",
-            "jne 7f",
-            "mov {ret:e}, {exhausted}",
+            "jne 4f",
             "mov {cnt:e}, dword ptr [{ac} + {count}]",
             "test {cnt:e}, {cnt:e}",
-            "jz 7f",
+            "jz 4f",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "mov {ret}, qword ptr [{tmp} + {cnt} * 8 - 8]",
             "mov dword ptr [{ac} + {touched}], 1",
             "dec {cnt:e}",
             "mov dword ptr [{ac} + {count}], {cnt:e}",
             "4:",
-            "7:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
             ".long 0x53053053",
@@ -393,37 +346,36 @@ pub unsafe fn stack_pop(base: *mut u8) -> StackOp {
             ac = out(reg) _,
             cnt = out(reg) _,
             ret = out(reg) ret,
-            stride = const STACK_STRIDE,
+            shift = const STACK_SHIFT,
             lock = const stack::LOCK,
             count = const stack::COUNT,
             touched = const stack::TOUCHED,
             entry = const stack::ENTRY,
-            nocpu = const ST_NOCPU,
-            stopped = const ST_STOPPED,
-            exhausted = const ST_EXHAUSTED,
             options(nostack),
         );
-        StackOp::from_pop(ret)
+        ret as *mut u8
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = base;
-        StackOp::NoCpu
+        core::ptr::null_mut()
     }
 }
 
 /// Pushes `obj` on the calling CPU's stack (see [`stack_pop`]) as one restartable
 /// sequence: check the stop word and the limit, store the entry, and commit by storing
-/// the count plus one. Returns `Done(null)` when pushed.
+/// the count plus one. False when nothing was pushed: the stack is full or stopped, or
+/// the CPU is at or past the bound.
 ///
 /// # Safety
-/// As for [`stack_pop`], and `obj` is at or above 4.
+/// As for [`stack_pop`], and `obj` is not null.
 #[inline(always)]
-pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> StackOp {
+pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
     debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
     #[cfg(target_arch = "x86_64")]
     {
-        let ret: usize;
+        // Every way out but the commit jumps straight to the caller's failure path
+        // (asm goto: no answer to set and test).
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -436,26 +388,21 @@ pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> StackOp {
             "lea {tmp}, [rip + 2b]",
             "mov qword ptr fs:[{area} + 8], {tmp}",
             "3:",
-            "mov {ret:e}, {nocpu}",
             "mov {ac:e}, dword ptr fs:[{area} + 4]",
             "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
-            "jae 7f",
-            "imul {ac}, {ac}, {stride}",
+            "jae {fail}",
+            "shl {ac}, {shift}",
             "add {ac}, {base}",
-            "mov {ret:e}, {stopped}",
             "cmp dword ptr [{ac} + {lock}], 0",
-            "jne 7f",
-            "mov {ret:e}, {exhausted}",
+            "jne {fail}",
             "mov {cnt:e}, dword ptr [{ac} + {count}]",
             "cmp {cnt:e}, dword ptr [{ac} + {limit}]",
-            "jae 7f",
+            "jae {fail}",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "mov qword ptr [{tmp} + {cnt} * 8], {obj}",
             "inc {cnt:e}",
             "mov dword ptr [{ac} + {count}], {cnt:e}",
             "4:",
-            "xor {ret:e}, {ret:e}",
-            "7:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
             ".long 0x53053053",
@@ -468,23 +415,22 @@ pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> StackOp {
             tmp = out(reg) _,
             ac = out(reg) _,
             cnt = out(reg) _,
-            ret = out(reg) ret,
-            stride = const STACK_STRIDE,
+            shift = const STACK_SHIFT,
             lock = const stack::LOCK,
             count = const stack::COUNT,
             limit = const stack::LIMIT,
             entry = const stack::ENTRY,
-            nocpu = const ST_NOCPU,
-            stopped = const ST_STOPPED,
-            exhausted = const ST_EXHAUSTED,
+            fail = label {
+                return false;
+            },
             options(nostack),
         );
-        StackOp::from_push(ret)
+        true
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (base, obj);
-        StackOp::NoCpu
+        false
     }
 }
 
