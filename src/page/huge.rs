@@ -98,6 +98,8 @@ struct HugeHeader {
     map_len: usize,
     /// Usable bytes from the block's start to the end of the mapping.
     usable: usize,
+    /// Whether the block read as zero when it was handed out (a fresh mapping).
+    zero: bool,
 }
 
 fn header(block: *mut u8) -> *mut HugeHeader {
@@ -148,6 +150,7 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             map_base,
             map_len,
             usable: map_len - PAGE_SIZE,
+            zero: true,
         });
     }
     block
@@ -164,6 +167,14 @@ pub fn is_huge(block: *const u8) -> bool {
 /// `block` was returned by [`alloc`] or [`realloc`] and not freed.
 pub unsafe fn usable_size(block: *mut u8) -> usize {
     (*header(block)).usable
+}
+
+/// Whether a block just returned by [`alloc`] reads as zero (a fresh mapping).
+///
+/// # Safety
+/// `block` was returned by [`alloc`] and not freed.
+pub unsafe fn is_zero(block: *mut u8) -> bool {
+    (*header(block)).zero
 }
 
 /// Unmaps a huge block.
