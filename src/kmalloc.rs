@@ -231,7 +231,8 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
         Kind::Slab(_) => false,
         // SAFETY: `p` heads a large block just allocated.
         Kind::Large => unsafe { (*virt_to_page(p)).flags() & PG_ZERO != 0 },
-        Kind::Huge => true,
+        // SAFETY: `p` heads a huge block just allocated.
+        Kind::Huge => unsafe { huge::is_zero(p) },
     };
     if !zero {
         // SAFETY: `p` has at least `size` writable bytes.

@@ -115,15 +115,16 @@ pub use global::CpuSlab;
 pub use slab::{CacheError, KmemCache, SlabFlags};
 
 /// Gives every cached object and free page that can go back to the OS: empties the
-/// per-CPU and shared array caches, frees empty slabs, drains the per-CPU page lists
-/// and purges all free pages (as `malloc_trim(0)`). Returns the bytes purged.
+/// per-CPU and shared array caches, frees empty slabs, drains the per-CPU page lists,
+/// purges all free pages and unmaps the freed huge mappings kept for reuse (as
+/// `malloc_trim(0)`). Returns the bytes purged or unmapped.
 #[cfg(not(loom))]
 pub fn trim() -> usize {
     if !init::ready() {
         return 0;
     }
     slab::shrink_all();
-    page::purge_all()
+    page::purge_all() + page::huge::drain_cache()
 }
 
 /// Usable bytes of a live block returned by cpuslab (`malloc_usable_size`).

@@ -80,7 +80,7 @@ pub fn buddyinfo() -> String {
 pub struct MemoryStats {
     /// Address space reserved for arenas.
     pub reserved_bytes: usize,
-    /// Bytes handed to the buddy zones plus huge mappings.
+    /// Bytes handed to the buddy zones plus huge mappings (live and cached).
     pub committed_bytes: usize,
     /// Bytes on the buddy free lists.
     pub free_bytes: usize,
@@ -90,6 +90,9 @@ pub struct MemoryStats {
     pub pcp_bytes: usize,
     /// Bytes given back to the OS by purging so far.
     pub purged_bytes: u64,
+    /// Bytes of freed huge mappings kept, faulted in, for reuse (part of
+    /// `committed_bytes`; unmapped after the decay time or by `trim()`).
+    pub huge_cached_bytes: usize,
 }
 
 /// A snapshot of [`MemoryStats`].
@@ -97,6 +100,7 @@ pub fn memory() -> MemoryStats {
     let mut m = MemoryStats {
         reserved_bytes: arena::reserved(),
         committed_bytes: arena::committed(),
+        huge_cached_bytes: page::huge::cached_bytes(),
         ..Default::default()
     };
     for node in 0..topology::nr_node_ids() {

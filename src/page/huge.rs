@@ -2,31 +2,65 @@
 //! page that records the mapping, so the block can be resized with mremap and
 //! unmapped. Live blocks are also listed in a registry, so any pointer can be asked
 //! whether it is one of ours without touching memory that may not be mapped.
+//!
+//! A freed mapping is not unmapped at once: it goes to a small cache, as jemalloc
+//! retains extents, so that the next huge request of about its size reuses pages
+//! already faulted in instead of faulting every page of a fresh mapping again. The
+//! cache holds at most the larger of 16 × `CPUSLAB_RETAIN` (64 MiB by default: a
+//! few blocks of a working set that cycles through them) and a quarter of the bytes
+//! of live huge blocks (so a program with many of them keeps up to 25 % more); a
+//! mapping left there for `CPUSLAB_DECAY_MS` is unmapped from the next slow path
+//! that looks (a huge alloc or free, a page purge check), and [`drain_cache`] (from
+//! `trim`) unmaps them all. `CPUSLAB_RETAIN=0` or `CPUSLAB_DECAY_MS=0` turn it off.
+//! Cached mappings stay charged to the heap limit (they are resident); a request the
+//! limit refuses drains the cache and tries again.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::arena;
+use super::{arena, purge};
 use crate::sync::Mutex;
 use crate::sys::{self, PAGE_SIZE};
+use crate::{cpuset, topology};
 
 /// Slots of the registry: at most 3/4 of them hold live blocks (each is more than
 /// 4 MiB, so 48K blocks span more than 192 GiB).
 const REGISTRY_SLOTS: usize = 1 << 16;
 const EMPTY: usize = 0;
 
+/// Freed mappings the cache holds at most (its budget usually binds first).
+const CACHE_SLOTS: usize = 32;
+/// A cached mapping serves a request it exceeds by at most a quarter of the request
+/// or this much, whichever is more; the surplus is unmapped.
+const SLACK_MIN: usize = 4 << 20;
+
 /// A set of live huge block addresses: open addressing with linear probing and
-/// backward-shift deletion (no tombstones).
+/// backward-shift deletion (no tombstones). The lock that guards it also guards the
+/// cache of freed mappings.
 pub(crate) struct Registry {
     slots: [usize; REGISTRY_SLOTS],
     live: usize,
+    /// Bytes of the mappings of live blocks.
+    live_bytes: usize,
+    cache: Cache,
 }
 
-pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    slots: [EMPTY; REGISTRY_SLOTS],
-    live: 0,
-});
+pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
 
 impl Registry {
+    const fn new() -> Self {
+        Self {
+            slots: [EMPTY; REGISTRY_SLOTS],
+            live: 0,
+            live_bytes: 0,
+            cache: Cache {
+                entries: [Cached::NONE; CACHE_SLOTS],
+                n: 0,
+                bytes: 0,
+            },
+        }
+    }
+
     fn home(block: usize) -> usize {
         ((block >> 12) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize >> (usize::BITS - 16)
     }
@@ -82,9 +116,207 @@ impl Registry {
     }
 }
 
+/// A freed mapping kept for reuse.
+#[derive(Clone, Copy)]
+struct Cached {
+    /// Start of the mapping (where its header page was).
+    base: usize,
+    /// Length of the mapping.
+    len: usize,
+    /// Node of the thread that mapped it, whose policy placed its pages.
+    node: usize,
+    /// When it was freed (ms).
+    freed_ms: u64,
+}
+
+impl Cached {
+    const NONE: Self = Self {
+        base: 0,
+        len: 0,
+        node: 0,
+        freed_ms: 0,
+    };
+}
+
+/// Freed mappings, oldest first, so decay and eviction take from the front.
+struct Cache {
+    entries: [Cached; CACHE_SLOTS],
+    n: usize,
+    bytes: usize,
+}
+
+/// When the oldest cached mapping was freed (`u64::MAX`: none), so that decay checks
+/// from the page allocator's slow paths cost one load while nothing is due.
+static OLDEST_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// How a cached mapping serves a request.
+enum Fit {
+    /// It is big enough: unmap `lead` bytes before the aligned block and the tail
+    /// beyond the request.
+    Trim { lead: usize },
+    /// It is smaller: grow it with mremap (page alignment only, as it may move).
+    Grow,
+}
+
+impl Cache {
+    fn remove(&mut self, i: usize) -> Cached {
+        let c = self.entries[i];
+        self.entries.copy_within(i + 1..self.n, i);
+        self.n -= 1;
+        self.bytes -= c.len;
+        c
+    }
+
+    fn publish_oldest(&self) {
+        let oldest = if self.n == 0 {
+            u64::MAX
+        } else {
+            self.entries[0].freed_ms
+        };
+        OLDEST_MS.store(oldest, Ordering::Relaxed);
+    }
+
+    /// Moves mappings freed `decay_ms` or more before `now_ms` to `out`.
+    fn expire(&mut self, now_ms: u64, decay_ms: u64, out: &mut Victims) {
+        while self.n > 0 && self.entries[0].freed_ms.saturating_add(decay_ms) <= now_ms {
+            let c = self.remove(0);
+            out.push(c.base, c.len);
+        }
+        self.publish_oldest();
+    }
+
+    /// Adds a freed mapping, evicting the oldest to `out` until it fits `budget`.
+    fn insert(&mut self, c: Cached, budget: usize, out: &mut Victims) {
+        while self.n > 0 && (self.n == CACHE_SLOTS || self.bytes + c.len > budget) {
+            let old = self.remove(0);
+            out.push(old.base, old.len);
+        }
+        self.entries[self.n] = c;
+        self.n += 1;
+        self.bytes += c.len;
+        self.publish_oldest();
+    }
+
+    /// Takes the cached mapping that best serves a mapping of `len` bytes whose block
+    /// (a page past its start) is aligned to `align`, for a thread on `node`: the
+    /// tightest one big enough and within the slack, else the largest one at least
+    /// half the size to grow.
+    fn take_fit(&mut self, len: usize, align: usize, node: usize) -> Option<(Cached, Fit)> {
+        let slack = (len / 4).max(SLACK_MIN);
+        let mut trim: Option<(usize, usize, usize)> = None;
+        let mut grow: Option<usize> = None;
+        for (i, c) in self.entries[..self.n].iter().enumerate() {
+            if c.node != node {
+                continue;
+            }
+            let block = (c.base + PAGE_SIZE + align - 1) & !(align - 1);
+            let lead = block - PAGE_SIZE - c.base;
+            if lead + len <= c.len {
+                let surplus = c.len - lead - len;
+                if surplus <= slack && trim.is_none_or(|(_, s, _)| surplus <= s) {
+                    trim = Some((i, surplus, lead));
+                }
+            } else if align == PAGE_SIZE
+                && c.len >= len / 2
+                && grow.is_none_or(|g| c.len >= self.entries[g].len)
+            {
+                grow = Some(i);
+            }
+        }
+        let taken = if let Some((i, _, lead)) = trim {
+            (self.remove(i), Fit::Trim { lead })
+        } else {
+            (self.remove(grow?), Fit::Grow)
+        };
+        self.publish_oldest();
+        Some(taken)
+    }
+}
+
+/// Mappings to unmap once the lock is dropped.
+struct Victims {
+    list: [(usize, usize); CACHE_SLOTS + 1],
+    n: usize,
+}
+
+impl Victims {
+    const fn new() -> Self {
+        Self {
+            list: [(0, 0); CACHE_SLOTS + 1],
+            n: 0,
+        }
+    }
+
+    fn push(&mut self, base: usize, len: usize) {
+        self.list[self.n] = (base, len);
+        self.n += 1;
+    }
+
+    /// Unmaps them all and uncharges them. Returns the bytes unmapped.
+    fn unmap(&self) -> usize {
+        let mut bytes = 0;
+        for &(base, len) in &self.list[..self.n] {
+            sys::mmap::unmap(base as *mut u8, len);
+            bytes += len;
+        }
+        arena::uncharge(bytes);
+        bytes
+    }
+}
+
+/// The most bytes the cache may hold while `live_bytes` of huge blocks are live (0:
+/// the cache is off).
+fn budget(live_bytes: usize) -> usize {
+    let retain = purge::retain_bytes();
+    if retain == 0 || purge::decay_ms() == 0 {
+        return 0;
+    }
+    retain.saturating_mul(16).max(live_bytes / 4)
+}
+
+/// The node whose memory the calling thread's new pages come from.
+fn current_node() -> usize {
+    if topology::nr_node_ids() == 1 {
+        return 0;
+    }
+    cpuset::mem_node_for(topology::cpu_to_node(sys::cpu::current()))
+}
+
 /// Number of live huge blocks.
 pub fn live_blocks() -> usize {
     REGISTRY.lock().live
+}
+
+/// Bytes of freed huge mappings kept for reuse (resident, and part of the committed
+/// bytes).
+pub fn cached_bytes() -> usize {
+    REGISTRY.lock().cache.bytes
+}
+
+/// Unmaps every cached mapping whose decay time has passed. Called from the page
+/// allocator's slow paths with the time already read; one load while nothing is due.
+pub fn decay(now_ms: u64) {
+    let decay_ms = purge::decay_ms();
+    if now_ms < OLDEST_MS.load(Ordering::Relaxed).saturating_add(decay_ms) {
+        return;
+    }
+    let mut victims = Victims::new();
+    REGISTRY.lock().cache.expire(now_ms, decay_ms, &mut victims);
+    victims.unmap();
+}
+
+/// Unmaps every cached mapping. Returns the bytes unmapped.
+pub fn drain_cache() -> usize {
+    let mut victims = Victims::new();
+    {
+        let mut r = REGISTRY.lock();
+        while r.cache.n > 0 {
+            let c = r.cache.remove(0);
+            victims.push(c.base, c.len);
+        }
+        r.cache.publish_oldest();
+    }
+    victims.unmap()
 }
 
 const HUGE_MAGIC: u64 = 0x6370_7573_6c61_6268; // "cpuslabh"
@@ -98,6 +330,10 @@ struct HugeHeader {
     map_len: usize,
     /// Usable bytes from the block's start to the end of the mapping.
     usable: usize,
+    /// Node of the thread that mapped it (see [`Cached::node`]).
+    node: usize,
+    /// Whether the block read as zero when it was handed out (a fresh mapping).
+    zero: bool,
 }
 
 fn header(block: *mut u8) -> *mut HugeHeader {
@@ -105,7 +341,8 @@ fn header(block: *mut u8) -> *mut HugeHeader {
     unsafe { block.sub(PAGE_SIZE).cast() }
 }
 
-/// Maps a huge block of at least `size` bytes aligned to `align`. Null on failure.
+/// A huge block of at least `size` bytes aligned to `align`: a cached mapping that
+/// fits, else a fresh one. Null on failure.
 pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let align = align.max(PAGE_SIZE);
     let Some(len) = size
@@ -120,7 +357,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     let Some(span) = len.checked_add(align - PAGE_SIZE) else {
         return ptr::null_mut();
     };
-    if span > isize::MAX as usize || !arena::charge(span) {
+    if span > isize::MAX as usize {
+        return ptr::null_mut();
+    }
+    let node = current_node();
+    if let Some((base, len)) = reuse(len, align, node) {
+        return register(base, len, node, false);
+    }
+    if !arena::charge(span) && (drain_cache() == 0 || !arena::charge(span)) {
         return ptr::null_mut();
     }
     let raw = sys::mmap::map_aligned(span, PAGE_SIZE, false);
@@ -134,12 +378,70 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if lead > 0 {
         sys::mmap::unmap(raw, lead);
     }
-    let map_len = span - lead;
     arena::uncharge(lead);
-    if !REGISTRY.lock().insert(block as usize) {
-        sys::mmap::unmap(map_base, map_len);
-        arena::uncharge(map_len);
-        return ptr::null_mut();
+    register(map_base, span - lead, node, true)
+}
+
+/// Takes a cached mapping for a block of `len` bytes with its header, aligned to
+/// `align`, and cuts or grows it to exactly `len` bytes; first unmaps the mappings
+/// whose decay time passed. Returns the mapping's start, and its length.
+fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize)> {
+    let now = sys::time::now_ms();
+    let mut victims = Victims::new();
+    let taken = {
+        let mut r = REGISTRY.lock();
+        r.cache.expire(now, purge::decay_ms(), &mut victims);
+        r.cache.take_fit(len, align, node)
+    };
+    victims.unmap();
+    let (c, fit) = taken?;
+    match fit {
+        Fit::Trim { lead } => {
+            if lead > 0 {
+                sys::mmap::unmap(c.base as *mut u8, lead);
+            }
+            let base = c.base + lead;
+            let tail = c.len - lead - len;
+            if tail > 0 {
+                sys::mmap::unmap((base + len) as *mut u8, tail);
+            }
+            arena::uncharge(lead + tail);
+            Some((base as *mut u8, len))
+        }
+        Fit::Grow => {
+            let moved = if arena::charge(len - c.len) {
+                let moved = sys::mmap::remap(c.base as *mut u8, c.len, len);
+                if moved.is_null() {
+                    arena::uncharge(len - c.len);
+                }
+                moved
+            } else {
+                ptr::null_mut()
+            };
+            if moved.is_null() {
+                sys::mmap::unmap(c.base as *mut u8, c.len);
+                arena::uncharge(c.len);
+                return None;
+            }
+            Some((moved, len))
+        }
+    }
+}
+
+/// Lists the mapping `[map_base, map_base + map_len)` as a live block and writes its
+/// header; unmaps it and returns null when the registry is full.
+fn register(map_base: *mut u8, map_len: usize, node: usize, zero: bool) -> *mut u8 {
+    // SAFETY: the header page lies inside the mapping.
+    let block = unsafe { map_base.add(PAGE_SIZE) };
+    {
+        let mut r = REGISTRY.lock();
+        if !r.insert(block as usize) {
+            drop(r);
+            sys::mmap::unmap(map_base, map_len);
+            arena::uncharge(map_len);
+            return ptr::null_mut();
+        }
+        r.live_bytes += map_len;
     }
     // SAFETY: the header page is mapped and ours.
     unsafe {
@@ -148,6 +450,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
             map_base,
             map_len,
             usable: map_len - PAGE_SIZE,
+            node,
+            zero,
         });
     }
     block
@@ -166,21 +470,50 @@ pub unsafe fn usable_size(block: *mut u8) -> usize {
     (*header(block)).usable
 }
 
-/// Unmaps a huge block.
+/// Whether a block just returned by [`alloc`] reads as zero (a fresh mapping; a
+/// reused one holds what its last user left).
+///
+/// # Safety
+/// `block` was returned by [`alloc`] and not freed.
+pub unsafe fn is_zero(block: *mut u8) -> bool {
+    (*header(block)).zero
+}
+
+/// Frees a huge block: its mapping goes to the cache, or is unmapped when the cache
+/// is off or its budget is smaller than the mapping.
 ///
 /// # Safety
 /// `block` was returned by [`alloc`] or [`realloc`] and is not used any more.
 pub unsafe fn free(block: *mut u8) {
-    if !REGISTRY.lock().remove(block as usize) {
-        sys::io::fatal(format_args!(
-            "invalid free of {block:p}: not a live block of cpuslab"
-        ));
+    let now = sys::time::now_ms();
+    let mut victims = Victims::new();
+    {
+        let mut r = REGISTRY.lock();
+        if !r.remove(block as usize) {
+            drop(r);
+            sys::io::fatal(format_args!(
+                "invalid free of {block:p}: not a live block of cpuslab"
+            ));
+        }
+        let h = header(block);
+        let (base, len, node) = ((*h).map_base as usize, (*h).map_len, (*h).node);
+        (*h).magic = 0;
+        r.live_bytes -= len;
+        r.cache.expire(now, purge::decay_ms(), &mut victims);
+        let budget = budget(r.live_bytes);
+        if len <= budget {
+            let c = Cached {
+                base,
+                len,
+                node,
+                freed_ms: now,
+            };
+            r.cache.insert(c, budget, &mut victims);
+        } else {
+            victims.push(base, len);
+        }
     }
-    let h = header(block);
-    let (base, len) = ((*h).map_base, (*h).map_len);
-    (*h).magic = 0;
-    sys::mmap::unmap(base, len);
-    arena::uncharge(len);
+    victims.unmap();
 }
 
 /// Resizes a page-aligned huge block with mremap. Returns null, leaving the block
@@ -200,7 +533,10 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     else {
         return ptr::null_mut();
     };
-    if new_len > old_len && !arena::charge(new_len - old_len) {
+    if new_len > old_len
+        && !arena::charge(new_len - old_len)
+        && (drain_cache() == 0 || !arena::charge(new_len - old_len))
+    {
         return ptr::null_mut();
     }
     let mut registry = REGISTRY.lock();
@@ -217,6 +553,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     registry.remove(block as usize);
     // Cannot fail: the entry just removed frees a slot.
     registry.insert(moved as usize + PAGE_SIZE);
+    registry.live_bytes = registry.live_bytes - old_len + new_len;
     drop(registry);
     let h = moved.cast::<HugeHeader>();
     (*h).map_base = moved;
@@ -231,10 +568,7 @@ mod tests {
 
     #[test]
     fn registry_against_a_model() {
-        let mut r = Registry {
-            slots: [EMPTY; REGISTRY_SLOTS],
-            live: 0,
-        };
+        let mut r = Registry::new();
         let mut model = std::collections::HashSet::new();
         let mut x = 0x9E37_79B9u64;
         for _ in 0..200_000 {
@@ -255,5 +589,92 @@ mod tests {
         for b in 1..5001usize {
             assert_eq!(r.find(b << 12).is_some(), model.contains(&(b << 12)));
         }
+    }
+
+    fn cache_of(entries: &[(usize, usize, usize)]) -> Cache {
+        let mut c = Registry::new().cache;
+        let mut out = Victims::new();
+        for (t, &(base, len, node)) in entries.iter().enumerate() {
+            let e = Cached {
+                base,
+                len,
+                node,
+                freed_ms: t as u64,
+            };
+            c.insert(e, usize::MAX, &mut out);
+        }
+        assert_eq!(out.n, 0);
+        c
+    }
+
+    const M: usize = 1 << 20;
+
+    #[test]
+    fn fit_takes_the_tightest_mapping_of_the_node() {
+        let base = 1 << 40;
+        let mut c = cache_of(&[
+            (base, 30 * M, 0),
+            (base + 100 * M, 21 * M, 1),
+            (base + 200 * M, 22 * M, 0),
+            (base + 300 * M, 40 * M, 0),
+        ]);
+        // Node 0: 22 MiB beats 30 MiB; the 21 MiB mapping is another node's.
+        let (got, fit) = c.take_fit(20 * M, PAGE_SIZE, 0).unwrap();
+        assert_eq!((got.base, got.len), (base + 200 * M, 22 * M));
+        assert!(matches!(fit, Fit::Trim { lead: 0 }));
+        assert_eq!(c.n, 3);
+        assert_eq!(c.bytes, 91 * M);
+        // Nothing on node 2.
+        assert!(c.take_fit(20 * M, PAGE_SIZE, 2).is_none());
+        // 40 MiB is too big for 20 MiB (slack 5 MiB); 30 MiB too (10 MiB over).
+        let (got, _) = c.take_fit(20 * M, PAGE_SIZE, 1).unwrap();
+        assert_eq!(got.len, 21 * M);
+        assert!(c.take_fit(20 * M, PAGE_SIZE, 0).is_none());
+        // Larger requests grow the largest mapping of at least half their size.
+        let (got, fit) = c.take_fit(50 * M, PAGE_SIZE, 0).unwrap();
+        assert_eq!(got.len, 40 * M);
+        assert!(matches!(fit, Fit::Grow));
+        // ...but not for an alignment above a page (mremap may move it).
+        assert!(c.take_fit(50 * M, 2 * M, 0).is_none());
+        assert!(c.take_fit(70 * M, PAGE_SIZE, 0).is_none());
+    }
+
+    #[test]
+    fn fit_respects_alignment() {
+        let base = (1 << 40) + 3 * PAGE_SIZE;
+        let mut c = cache_of(&[(base, 12 * M, 0)]);
+        let (got, fit) = c.take_fit(8 * M + PAGE_SIZE, 2 * M, 0).unwrap();
+        let Fit::Trim { lead } = fit else {
+            panic!("expected a trim")
+        };
+        assert_eq!((got.base + lead + PAGE_SIZE) % (2 * M), 0);
+        assert!(lead < 2 * M);
+        // Not enough room after the lead.
+        let mut c = cache_of(&[(base, 9 * M, 0)]);
+        assert!(c.take_fit(9 * M - PAGE_SIZE, 2 * M, 0).is_none());
+    }
+
+    #[test]
+    fn insert_evicts_the_oldest_past_the_budget_and_expire_by_age() {
+        let mut c = Registry::new().cache;
+        let mut out = Victims::new();
+        for t in 0..5u64 {
+            let e = Cached {
+                base: (t as usize + 1) << 30,
+                len: 10 * M,
+                node: 0,
+                freed_ms: t * 100,
+            };
+            c.insert(e, 30 * M, &mut out);
+        }
+        assert_eq!((c.n, c.bytes, out.n), (3, 30 * M, 2));
+        assert_eq!(out.list[0].0, 1 << 30);
+        assert_eq!(c.entries[0].freed_ms, 200);
+        let mut out = Victims::new();
+        // Decay 150 ms at 400 ms: freed at 200 expires, 300 and 400 stay.
+        c.expire(400, 150, &mut out);
+        assert_eq!((c.n, out.n), (2, 1));
+        c.expire(u64::MAX, 150, &mut out);
+        assert_eq!((c.n, c.bytes, out.n), (0, 0, 3));
     }
 }

@@ -2,6 +2,8 @@
 //! decay time, beyond the amount each zone retains, are given back with
 //! `madvise(MADV_DONTNEED)` and marked zero. Purging runs from the page allocator's
 //! slow paths at most every quarter of the decay time, and fully from [`purge_all`].
+//! The same checks unmap freed huge mappings cached past the decay time
+//! (`huge::decay`).
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -20,9 +22,21 @@ pub(crate) fn configure(decay_ms: u64, retain_bytes: usize) {
     RETAIN_PAGES.store(retain_bytes / PAGE_SIZE, Ordering::Relaxed);
 }
 
+/// The decay time in ms.
+pub(crate) fn decay_ms() -> u64 {
+    DECAY_MS.load(Ordering::Relaxed)
+}
+
+/// Dirty free bytes each zone retains.
+pub(crate) fn retain_bytes() -> usize {
+    RETAIN_PAGES.load(Ordering::Relaxed) * PAGE_SIZE
+}
+
 /// Purges `zone` if its last purge is old enough and it holds more dirty free pages
-/// than it retains. Called after frees to the zone, with the time already read.
+/// than it retains, and unmaps cached huge mappings whose decay time passed. Called
+/// after frees to the zone, with the time already read.
 pub fn maybe_purge(zone: &Zone, now_ms: u64) {
+    super::huge::decay(now_ms);
     let decay = DECAY_MS.load(Ordering::Relaxed);
     let retain = RETAIN_PAGES.load(Ordering::Relaxed);
     {

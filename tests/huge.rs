@@ -1,0 +1,408 @@
+//! The cache of freed huge mappings: reuse at the same address with the pages still
+//! faulted in, zeroed allocations of reused blocks, the budget, `trim()`, decay, the
+//! heap limit, and realloc of reused blocks.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::{Mutex, MutexGuard};
+
+use cpuslab::CpuSlab;
+
+const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+/// The cache is one per process: tests that look at it run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the test lock and starts from an empty cache.
+fn serial() -> MutexGuard<'static, ()> {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    cpuslab::trim();
+    assert_eq!(cached(), 0, "trim left cached huge mappings");
+    g
+}
+
+fn cached() -> usize {
+    cpuslab::stats::memory().huge_cached_bytes
+}
+
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, 8).unwrap()
+}
+
+/// Whether `addr` lies in any mapping of this process.
+fn mapped(addr: usize) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|line| {
+        let range = line.split_whitespace().next().unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let lo = usize::from_str_radix(lo, 16).unwrap();
+        let hi = usize::from_str_radix(hi, 16).unwrap();
+        (lo..hi).contains(&addr)
+    })
+}
+
+/// Pages of `[p, p + len)` resident now (mincore).
+fn resident_pages(p: *mut u8, len: usize) -> usize {
+    let pages = len.div_ceil(PAGE);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `p` is page-aligned and the range is mapped; mincore writes one byte a
+    // page into `vec`.
+    let rc = unsafe { libc::mincore(p.cast(), len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore failed");
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+unsafe fn touch(p: *mut u8, len: usize, byte: u8) {
+    for off in (0..len).step_by(PAGE) {
+        *p.add(off) = byte;
+    }
+}
+
+#[test]
+fn freed_block_is_reused_with_its_pages_resident() {
+    let _g = serial();
+    let size = 16 * MIB;
+    let l = layout(size);
+    // SAFETY: blocks are written within their size and freed with their layout.
+    unsafe {
+        let p = CpuSlab.alloc(l);
+        assert!(!p.is_null());
+        touch(p, size, 0x11);
+        CpuSlab.dealloc(p, l);
+        assert!(cached() >= size, "freed block not cached: {}", cached());
+        assert!(mapped(p as usize), "cached mapping was unmapped");
+        let q = CpuSlab.alloc(l);
+        assert_eq!(q, p, "same-size request did not reuse the freed block");
+        assert_eq!(cached(), 0);
+        // Reuse keeps what was faulted in: no page of the block faults again.
+        assert_eq!(resident_pages(q, size), size / PAGE);
+        assert_eq!(*q.add(size - PAGE), 0x11);
+        CpuSlab.dealloc(q, l);
+    }
+}
+
+#[test]
+fn a_somewhat_smaller_request_reuses_and_cuts_the_tail() {
+    let _g = serial();
+    let (big, small) = (20 * MIB, 17 * MIB);
+    // SAFETY: as above.
+    unsafe {
+        let p = CpuSlab.alloc(layout(big));
+        touch(p, big, 1);
+        CpuSlab.dealloc(p, layout(big));
+        let q = CpuSlab.alloc(layout(small));
+        assert_eq!(q, p, "a request 15% smaller did not reuse the block");
+        assert!(cpuslab::usable_size(q) >= small && cpuslab::usable_size(q) < small + PAGE);
+        // The surplus went back to the OS.
+        assert!(!mapped(q as usize + small));
+        CpuSlab.dealloc(q, layout(small));
+        // Far smaller requests leave a cached block alone.
+        let r = CpuSlab.alloc(layout(5 * MIB));
+        assert_ne!(r, q, "a 5 MiB request took a 17 MiB mapping");
+        assert!(cached() >= small);
+        CpuSlab.dealloc(r, layout(5 * MIB));
+    }
+}
+
+#[test]
+fn alloc_zeroed_of_a_reused_block_is_zero() {
+    let _g = serial();
+    let size = 12 * MIB;
+    let l = layout(size);
+    // SAFETY: as above.
+    unsafe {
+        let p = CpuSlab.alloc(l);
+        p.write_bytes(0xAB, size);
+        CpuSlab.dealloc(p, l);
+        let z = CpuSlab.alloc_zeroed(l);
+        assert_eq!(z, p, "the zeroed request did not reuse the block");
+        assert!(
+            std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+            "reused huge block handed out dirty by alloc_zeroed"
+        );
+        CpuSlab.dealloc(z, l);
+        // A fresh mapping still skips the memset and reads as zero.
+        let f = CpuSlab.alloc_zeroed(layout(40 * MIB));
+        assert!(std::slice::from_raw_parts(f, 40 * MIB)
+            .iter()
+            .all(|&b| b == 0));
+        CpuSlab.dealloc(f, layout(40 * MIB));
+    }
+}
+
+#[test]
+fn aligned_requests_reuse_and_align_blocks() {
+    let _g = serial();
+    let l = Layout::from_size_align(8 * MIB, 2 * MIB).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        // A page-aligned block serves an aligned request: what precedes the aligned
+        // start is cut off.
+        let p = CpuSlab.alloc(layout(12 * MIB));
+        touch(p, 12 * MIB, 3);
+        CpuSlab.dealloc(p, layout(12 * MIB));
+        let q = CpuSlab.alloc(l);
+        assert_eq!(
+            cached(),
+            0,
+            "aligned request did not reuse the cached mapping"
+        );
+        assert_eq!(q as usize % (2 * MIB), 0, "reused block misaligned");
+        assert!(q >= p && (q as usize) < p as usize + 4 * MIB);
+        q.write_bytes(1, 8 * MIB);
+        CpuSlab.dealloc(q, l);
+        let r = CpuSlab.alloc(l);
+        assert_eq!(r, q);
+        CpuSlab.dealloc(r, l);
+    }
+}
+
+#[test]
+fn cache_is_bounded_by_its_budget() {
+    let _g = serial();
+    // SAFETY: as above.
+    unsafe {
+        let blocks: Vec<*mut u8> = (0..10)
+            .map(|_| {
+                let p = CpuSlab.alloc(layout(10 * MIB));
+                touch(p, 10 * MIB, 5);
+                p
+            })
+            .collect();
+        for &p in &blocks {
+            CpuSlab.dealloc(p, layout(10 * MIB));
+        }
+        let c = cached();
+        // Default budget: 16 × CPUSLAB_RETAIN (4M) = 64 MiB; six mappings fit.
+        assert!(c <= 64 * MIB, "cache over budget: {c}");
+        assert_eq!(c, 6 * (10 * MIB + PAGE), "cache kept {c} bytes");
+        // The oldest went back to the OS, the newest stay.
+        assert!(!mapped(blocks[0] as usize));
+        assert!(mapped(blocks[9] as usize));
+    }
+}
+
+#[test]
+fn retain_sets_the_budget_and_zero_turns_the_cache_off() {
+    if common::is_child() {
+        let retain = std::env::var("CPUSLAB_RETAIN").unwrap();
+        // SAFETY: as above.
+        unsafe {
+            let blocks: Vec<*mut u8> = (0..4).map(|_| CpuSlab.alloc(layout(6 * MIB))).collect();
+            for &p in &blocks {
+                CpuSlab.dealloc(p, layout(6 * MIB));
+            }
+            let c = cached();
+            if retain == "0" {
+                assert_eq!(c, 0, "CPUSLAB_RETAIN=0 still cached {c}");
+                assert!(!mapped(blocks[3] as usize));
+            } else {
+                // 16 × 1M = 16 MiB: two of the 6 MiB mappings.
+                assert_eq!(c, 2 * (6 * MIB + PAGE), "CPUSLAB_RETAIN=1M cached {c}");
+            }
+        }
+        eprintln!("child done");
+        return;
+    }
+    for retain in ["1M", "0"] {
+        let (status, err) = common::run_child(
+            "retain_sets_the_budget_and_zero_turns_the_cache_off",
+            &[("CPUSLAB_RETAIN", retain)],
+        );
+        assert!(status.success(), "CPUSLAB_RETAIN={retain}: {err}");
+        assert!(err.contains("child done"), "{err}");
+    }
+}
+
+#[test]
+fn trim_unmaps_the_cache() {
+    let _g = serial();
+    let size = 9 * MIB;
+    // SAFETY: as above.
+    unsafe {
+        let p = CpuSlab.alloc(layout(size));
+        touch(p, size, 7);
+        CpuSlab.dealloc(p, layout(size));
+        assert!(cached() >= size);
+        assert!(mapped(p as usize - PAGE));
+        let committed = cpuslab::stats::memory().committed_bytes;
+        let given = cpuslab::trim();
+        assert!(given >= size, "trim returned {given}");
+        let m = cpuslab::stats::memory();
+        assert_eq!(m.huge_cached_bytes, 0);
+        // The header page and the block are both gone.
+        assert!(!mapped(p as usize - PAGE), "trim left the mapping in place");
+        assert!(!mapped(p as usize + size - 1));
+        assert!(
+            m.committed_bytes + size <= committed,
+            "committed bytes still count the unmapped block: {} then {}",
+            committed,
+            m.committed_bytes
+        );
+    }
+}
+
+#[test]
+fn decay_unmaps_cached_mappings() {
+    if common::is_child() {
+        // SAFETY: as above.
+        unsafe {
+            // A page allocator slow path (a large block's free) finds it expired.
+            let p = CpuSlab.alloc(layout(8 * MIB));
+            touch(p, 8 * MIB, 9);
+            CpuSlab.dealloc(p, layout(8 * MIB));
+            assert!(cached() > 0 && mapped(p as usize));
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            assert!(cached() > 0, "nothing ran yet, the cache is still there");
+            let large = CpuSlab.alloc(layout(MIB));
+            CpuSlab.dealloc(large, layout(MIB));
+            assert_eq!(cached(), 0, "decay left the mapping cached");
+            assert!(!mapped(p as usize), "decayed mapping still mapped");
+
+            // The next huge request unmaps expired mappings before looking.
+            let p = CpuSlab.alloc(layout(8 * MIB));
+            CpuSlab.dealloc(p, layout(8 * MIB));
+            std::thread::sleep(std::time::Duration::from_millis(400));
+            let q = CpuSlab.alloc(layout(8 * MIB));
+            assert_eq!(cached(), 0);
+            // Within the decay time it is reused.
+            CpuSlab.dealloc(q, layout(8 * MIB));
+            let r = CpuSlab.alloc(layout(8 * MIB));
+            assert_eq!(r, q, "a mapping freed just now was not reused");
+            CpuSlab.dealloc(r, layout(8 * MIB));
+        }
+        eprintln!("child done");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "decay_unmaps_cached_mappings",
+        &[("CPUSLAB_DECAY_MS", "200")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
+}
+
+#[test]
+fn the_heap_limit_drains_the_cache_before_refusing() {
+    if common::is_child() {
+        // SAFETY: as above.
+        unsafe {
+            let p = CpuSlab.alloc(layout(48 * MIB));
+            assert!(!p.is_null());
+            CpuSlab.dealloc(p, layout(48 * MIB));
+            assert!(cached() >= 48 * MIB);
+            // Too big to reuse the cached mapping, and over the limit while it is
+            // charged: served only once the cache is unmapped.
+            let l = Layout::from_size_align(56 * MIB, 8 * MIB).unwrap();
+            let q = CpuSlab.alloc(l);
+            if q.is_null() {
+                // Give the panic below memory to report with.
+                cpuslab::trim();
+                panic!("limit refused while the cache held memory");
+            }
+            assert_eq!(cached(), 0);
+            CpuSlab.dealloc(q, l);
+        }
+        eprintln!("child done");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "the_heap_limit_drains_the_cache_before_refusing",
+        &[("CPUSLAB_HEAP_LIMIT", "80M"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
+}
+
+#[test]
+fn realloc_of_reused_blocks_keeps_contents() {
+    let _g = serial();
+    // SAFETY: as above; contents are checked with the common pattern helpers.
+    unsafe {
+        let p = CpuSlab.alloc(layout(10 * MIB));
+        CpuSlab.dealloc(p, layout(10 * MIB));
+        let q = CpuSlab.alloc(layout(10 * MIB));
+        assert_eq!(q, p);
+        common::fill(q, 10 * MIB, 21);
+        let g = CpuSlab.realloc(q, layout(10 * MIB), 30 * MIB);
+        assert!(!g.is_null());
+        common::check_moved(g, q as usize, 10 * MIB, 21);
+        let s = CpuSlab.realloc(g, layout(30 * MIB), 6 * MIB);
+        assert!(!s.is_null());
+        common::check_moved(s, q as usize, 6 * MIB, 21);
+        CpuSlab.dealloc(s, layout(6 * MIB));
+
+        // A request larger than a cached block grows it with mremap.
+        cpuslab::trim();
+        let p = CpuSlab.alloc(layout(10 * MIB));
+        touch(p, 10 * MIB, 4);
+        CpuSlab.dealloc(p, layout(10 * MIB));
+        let q = CpuSlab.alloc(layout(14 * MIB));
+        assert_eq!(
+            cached(),
+            0,
+            "a 14 MiB request did not grow the 10 MiB mapping"
+        );
+        assert!(cpuslab::usable_size(q) >= 14 * MIB);
+        // The old part is resident, the grown tail is not yet.
+        let resident = resident_pages(q, 14 * MIB);
+        assert!(
+            (10 * MIB / PAGE - 1..=10 * MIB / PAGE).contains(&resident),
+            "{resident} pages resident"
+        );
+        common::fill(q, 14 * MIB, 22);
+        let r = CpuSlab.realloc(q, layout(14 * MIB), 20 * MIB);
+        common::check_moved(r, q as usize, 14 * MIB, 22);
+        CpuSlab.dealloc(r, layout(20 * MIB));
+    }
+}
+
+#[test]
+fn threads_reuse_and_free_concurrently() {
+    let _g = serial();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut rng = common::Rng::new(t + 1);
+                let mut live: Vec<(*mut u8, usize, u64)> = Vec::new();
+                for i in 0..60u64 {
+                    if live.len() == 3 || (!live.is_empty() && rng.below(2) == 0) {
+                        let (p, size, salt) =
+                            live.swap_remove(rng.below(live.len() as u64) as usize);
+                        // SAFETY: a live block of this size, filled with this salt.
+                        unsafe {
+                            common::check(p, size, salt);
+                            CpuSlab.dealloc(p, layout(size));
+                        }
+                    }
+                    let size = (5 + rng.below(12) as usize) * MIB + rng.below(4096) as usize;
+                    let salt = t * 1000 + i;
+                    // SAFETY: a fresh block of `size` bytes.
+                    unsafe {
+                        let p = CpuSlab.alloc(layout(size));
+                        assert!(!p.is_null());
+                        common::fill(p, size, salt);
+                        live.push((p, size, salt));
+                    }
+                }
+                for (p, size, salt) in live {
+                    // SAFETY: as above.
+                    unsafe {
+                        common::check(p, size, salt);
+                        CpuSlab.dealloc(p, layout(size));
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(cached() <= 64 * MIB);
+    assert!(cached() > 0, "nothing was cached");
+}
