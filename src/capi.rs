@@ -396,7 +396,7 @@ pub fn write_report(w: &mut dyn Write) -> fmt::Result {
     writeln!(
         w,
         "cpuslab: reserved {} KiB, committed {} KiB, free {} KiB (dirty {} KiB), \
-         per-cpu lists {} KiB, purged {} KiB, huge blocks {}",
+         per-cpu lists {} KiB, purged {} KiB, huge blocks {} (cached for reuse {} KiB)",
         m.reserved_bytes >> 10,
         m.committed_bytes >> 10,
         m.free_bytes >> 10,
@@ -404,6 +404,7 @@ pub fn write_report(w: &mut dyn Write) -> fmt::Result {
         m.pcp_bytes >> 10,
         m.purged_bytes >> 10,
         huge::live_blocks(),
+        m.huge_cached_bytes >> 10,
     )
 }
 
