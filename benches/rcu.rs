@@ -4,6 +4,10 @@
 //!   read-side critical section (`rcu::read_lock()` + drop) against pinning an epoch
 //!   of crossbeam-epoch (`pin()` + drop), the read side most Rust code uses today.
 //! * `read_side/cpuslab_read_lock_nested`: a section opened inside another.
+//! * `floor/{empty,two_stores,static_section}`: what this harness's loop costs alone,
+//!   with the stores of a read section (`ctr = gp_seq`, `ctr = 0`), and with the whole
+//!   outermost section (test `ctr`, store `gp_seq`, test `rcu_special`, store 0) on
+//!   statics instead of thread-local words: the floor under `read_side`.
 //! * `grace_period/{synchronize_expedited,synchronize}`: latency of one grace period
 //!   with no reader inside a section.
 //! * `call_rcu/10000`: queueing 10,000 intrusive callbacks and `rcu::barrier()` until
@@ -15,7 +19,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cpuslab::rcu::{self, RcuHead};
@@ -39,6 +43,45 @@ fn read_side(c: &mut Criterion) {
     });
     drop(outer);
     g.finish();
+}
+
+fn floor(c: &mut Criterion) {
+    // `ctr`, `rcu_special` and `gp_seq`, in statics; written here so that the compiler
+    // cannot fold them into constants.
+    static CTR: AtomicU64 = AtomicU64::new(0);
+    static SPECIAL: AtomicU64 = AtomicU64::new(0);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    SEQ.store(black_box(4), Ordering::Relaxed);
+    SPECIAL.store(black_box(0), Ordering::Relaxed);
+    let mut g = c.benchmark_group("floor");
+    g.measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1));
+    g.bench_function("empty", |b| b.iter(|| black_box(())));
+    g.bench_function("two_stores", |b| {
+        b.iter(|| {
+            CTR.store(SEQ.load(Ordering::Relaxed), Ordering::Relaxed);
+            compiler_fence(Ordering::SeqCst);
+            CTR.store(0, Ordering::Release);
+        })
+    });
+    g.bench_function("static_section", |b| {
+        b.iter(|| {
+            if CTR.load(Ordering::Relaxed) == 0 {
+                CTR.store(SEQ.load(Ordering::Relaxed), Ordering::Relaxed);
+            } else {
+                unreachable!();
+            }
+            compiler_fence(Ordering::SeqCst);
+            if SPECIAL.load(Ordering::Relaxed) == 0 {
+                CTR.store(0, Ordering::Release);
+            } else {
+                unreachable!();
+            }
+        })
+    });
+    g.finish();
+    // Read, so that the stores are not dead.
+    black_box(CTR.load(Ordering::Relaxed));
 }
 
 fn grace_period(c: &mut Criterion) {
@@ -82,5 +125,5 @@ fn call_rcu_throughput(c: &mut Criterion) {
     assert_eq!(INVOKED.load(Ordering::Relaxed), queued);
 }
 
-criterion_group!(benches, read_side, grace_period, call_rcu_throughput);
+criterion_group!(benches, read_side, floor, grace_period, call_rcu_throughput);
 criterion_main!(benches);

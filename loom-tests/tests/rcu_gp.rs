@@ -14,7 +14,7 @@
 
 use cpuslab::rcu::seq;
 use cpuslab::rcu::tree::{RcuTree, LEAF_FANOUT};
-use cpuslab::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use cpuslab::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use cpuslab_loom_tests::{model, seq_cst_u64};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -22,15 +22,33 @@ use loom::thread;
 
 const POISON: u64 = 0xdead;
 
-/// One reader's record (`RcuReader`).
+/// Bits of `rcu_special` counting the guards alive beyond the first (owner only).
+const NESTING: u64 = u32::MAX as u64;
+/// The bit of `rcu_special` the grace period sets.
+const NEED_QS: u64 = 1 << 32;
+
+/// `rcu_special` as the grace period reaches it (`reader::NeedQs`): `store(true)` sets
+/// the need_qs bit and leaves the nesting count in the same word alone.
+struct Special(AtomicU64);
+
+impl Special {
+    fn store(&self, need_qs: bool, order: Ordering) {
+        if need_qs {
+            self.0.fetch_or(NEED_QS, order);
+        } else {
+            self.0.fetch_and(!NEED_QS, order);
+        }
+    }
+}
+
+/// One reader's hot words (`ctr` and `rcu_special`, thread-local in the library).
 struct Reader {
     slot: usize,
     /// `gp_seq` when the outermost read section began; 0 outside read sections.
     ctr: AtomicU64,
-    /// Nesting depth, written by the owner only.
-    nesting: AtomicU32,
-    /// Set by the grace-period side: report a quiescent state when leaving.
-    need_qs: AtomicBool,
+    /// The guards alive beyond the first (changed by the owner only, with atomic
+    /// read-modify-writes) and the need_qs bit (set by the grace-period side).
+    need_qs: Special,
 }
 
 struct Rcu {
@@ -44,8 +62,7 @@ impl Rcu {
         let reader = |slot| Reader {
             slot,
             ctr: seq_cst_u64(0),
-            nesting: AtomicU32::new(0),
-            need_qs: AtomicBool::new(false),
+            need_qs: Special(AtomicU64::new(0)),
         };
         let rcu = Self {
             // Non-zero while idle, as `GP_SEQ`: a reader's 0 means "not reading".
@@ -59,28 +76,30 @@ impl Rcu {
         rcu
     }
 
-    /// `read_lock`.
+    /// `read_lock` (its out-of-line path, which every section takes without
+    /// membarrier): the outermost guard stores `gp_seq`, the others count.
     fn read_lock(&self, r: &Reader) {
-        let n = r.nesting.load(Ordering::Relaxed);
-        r.nesting.store(n + 1, Ordering::Relaxed);
-        if n == 0 {
+        if r.ctr.load(Ordering::Relaxed) == 0 {
             r.ctr
                 .store(self.gp_seq.load(Ordering::Relaxed), Ordering::Relaxed);
             fence(Ordering::SeqCst);
+        } else {
+            r.need_qs.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// The guard's drop, and `report_own_qs` when the grace period asked for it.
+    /// The guard's drop (its out-of-line path), and `report_own_qs` when the grace
+    /// period asked for it.
     fn read_unlock(&self, r: &Reader) {
-        let n = r.nesting.load(Ordering::Relaxed) - 1;
-        r.nesting.store(n, Ordering::Relaxed);
-        if n == 0 {
-            fence(Ordering::SeqCst);
-            r.ctr.store(0, Ordering::Release);
-            if r.need_qs.load(Ordering::Relaxed) {
-                r.need_qs.store(false, Ordering::Relaxed);
-                self.tree.report_qs(r.slot);
-            }
+        if r.need_qs.0.load(Ordering::Relaxed) & NESTING != 0 {
+            r.need_qs.0.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        fence(Ordering::SeqCst);
+        r.ctr.store(0, Ordering::Release);
+        if r.need_qs.0.load(Ordering::Relaxed) & NEED_QS != 0 {
+            r.need_qs.0.fetch_and(!NEED_QS, Ordering::Relaxed);
+            self.tree.report_qs(r.slot);
         }
     }
 

@@ -1,14 +1,24 @@
 //! Readers: one record per thread, registered on its first read lock and released at
 //! thread exit, in a static table that cpuslab manages itself.
 //!
-//! `read_lock` stores the current `gp_seq` in the record (0 means "not reading") and
-//! issues a compiler fence; the grace-period side pairs it with membarrier(2). Without
-//! membarrier both sides use full fences.
+//! A reader's two hot words live in its thread's TLS ([`sys::tls`]): `ctr`, the
+//! current `gp_seq` stored by the outermost `read_lock` (0: not reading), and
+//! `rcu_special`, the guards alive beyond the first plus the need_qs bit. Each fast
+//! path tests one of them in place: `read_lock` `ctr` (0: open a section, a store and
+//! a compiler fence, which the grace period's membarrier(2) makes a full one), the
+//! guard's drop `rcu_special` (0: end it). Everything rarer goes out of line: a guard
+//! inside an open section, a report the grace period asked for, a thread without a
+//! record, and a process without membarrier, where the words say [`STAND_IN`] and
+//! the sections use the record's own words, with full fences on both sides.
+//!
+//! The grace-period side reaches the words through the record ([`Ctr`],
+//! [`NeedQs`]), which the thread takes back before it exits.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use core::ptr;
 use core::sync::atomic::{
-    compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    compiler_fence, fence, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 use super::tree::{self, MAX_READERS};
@@ -16,29 +26,107 @@ use super::{gp, trace};
 use crate::sync::Mutex;
 use crate::sys;
 
+/// Bits of `rcu_special` that count the guards alive beyond the first (changed by the
+/// owner only, with atomic read-modify-writes: need_qs shares the word).
+const NESTING: u64 = u32::MAX as u64;
+/// The bit of `rcu_special` the grace period sets: report a quiescent state on leaving.
+const NEED_QS: u64 = 1 << 32;
+/// Both thread-local words of a thread whose sections do not use them (no record yet,
+/// or no membarrier): non-zero, so both fast paths go out of line. Never a `ctr` else.
+const STAND_IN: u64 = sys::tls::RCU_WORDS_INIT;
+
+/// A reader's hot words: `ctr` and `rcu_special`.
+type Words = [AtomicU64; 2];
+
+/// One of a reader's hot words as other threads reach it: a pointer to it (null: the
+/// reader is offline, the word reads as 0) and the count of threads dereferencing it,
+/// so that [`retarget`](Remote::retarget) can wait until the old word is unused.
+struct Remote {
+    word: AtomicPtr<AtomicU64>,
+    users: AtomicU32,
+}
+
+impl Remote {
+    const fn new() -> Self {
+        Self {
+            word: AtomicPtr::new(ptr::null_mut()),
+            users: AtomicU32::new(0),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(Option<&AtomicU64>) -> R) -> R {
+        // SeqCst pairs with `retarget`: it sees this count, or this sees its pointer.
+        self.users.fetch_add(1, Ordering::SeqCst);
+        let p = self.word.load(Ordering::SeqCst);
+        // SAFETY: a word is valid until `retarget` moves the pointer off it and sees no
+        // users; this one is counted.
+        let r = f(unsafe { p.as_ref() });
+        self.users.fetch_sub(1, Ordering::Release);
+        r
+    }
+
+    /// Points at `word` (or at nothing) and waits until nobody uses the old one.
+    fn retarget(&self, word: *const AtomicU64) {
+        self.word.store(word as *mut AtomicU64, Ordering::SeqCst);
+        while self.users.load(Ordering::SeqCst) != 0 {
+            sys::futex::yield_now();
+        }
+    }
+}
+
+/// A reader's `ctr`, for the grace-period side.
+pub struct Ctr(Remote);
+
+impl Ctr {
+    /// `gp_seq` when the reader's outermost section began; 0 outside read sections.
+    pub fn load(&self, order: Ordering) -> u64 {
+        self.0.with(|w| w.map_or(0, |w| w.load(order)))
+    }
+}
+
+/// A reader's need_qs bit (in its `rcu_special`), for the grace-period side.
+pub struct NeedQs(Remote);
+
+impl NeedQs {
+    /// Sets (`true`) or clears the bit: the reader reports a quiescent state when its
+    /// section ends. A hint only: the grace period keeps polling `ctr`.
+    pub fn store(&self, need_qs: bool, order: Ordering) {
+        self.0.with(|w| {
+            if let Some(w) = w {
+                if need_qs {
+                    w.fetch_or(NEED_QS, order);
+                } else {
+                    w.fetch_and(!NEED_QS, order);
+                }
+            }
+        })
+    }
+}
+
 /// One reader's record (`rcu_data`, per thread instead of per CPU).
 #[repr(C, align(64))]
 pub struct RcuReader {
-    /// `gp_seq` when the outermost read section began; 0 outside read sections.
-    pub ctr: AtomicU64,
-    /// Guards alive beyond the first while a section is open (owner only).
-    pub nesting: AtomicU32,
+    /// The reader's `ctr`.
+    pub ctr: Ctr,
+    /// The reader's need_qs bit.
+    pub need_qs: NeedQs,
     /// Kernel thread id of the owner, for stall reports.
     pub tid: AtomicU32,
-    /// Set by the grace-period side: report a quiescent state when leaving.
-    pub need_qs: AtomicBool,
     /// The grace period for which a stall of this reader was already reported.
     pub stall_gp: AtomicU64,
+    /// The hot words where membarrier is missing (the thread-local ones say
+    /// [`STAND_IN`] then).
+    own: Words,
 }
 
 impl RcuReader {
     const fn new() -> Self {
         Self {
-            ctr: AtomicU64::new(0),
-            nesting: AtomicU32::new(0),
+            ctr: Ctr(Remote::new()),
+            need_qs: NeedQs(Remote::new()),
             tid: AtomicU32::new(0),
-            need_qs: AtomicBool::new(false),
             stall_gp: AtomicU64::new(0),
+            own: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 }
@@ -49,11 +137,14 @@ pub static READERS: [RcuReader; MAX_READERS] = [const { RcuReader::new() }; MAX_
 struct Registry {
     used: [u64; MAX_READERS / 64],
     nr: usize,
+    /// 1 + the highest slot ever used.
+    high: usize,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     used: [0; MAX_READERS / 64],
     nr: 0,
+    high: 0,
 });
 
 /// pthread key + 1 whose destructor releases the record; 0 until created.
@@ -65,27 +156,23 @@ thread_local! {
     static ME: Cell<usize> = const { Cell::new(0) };
 }
 
-/// This thread's record, registering it on first use.
-#[inline(always)]
-pub fn me() -> &'static RcuReader {
-    // The record's address sits in a word of TLS read with one instruction.
-    let rec = sys::tls::rcu_reader() as *const RcuReader;
-    if !rec.is_null() {
-        // SAFETY: a record of the static table, this thread's until it exits.
-        return unsafe { &*rec };
-    }
-    &READERS[register()]
-}
-
 /// This thread's slot, if registered.
 pub fn my_slot() -> Option<usize> {
     let slot = ME.get();
     (slot != 0).then(|| slot - 1)
 }
 
+/// The words this thread's sections use; `None` without a record.
+fn my_words() -> Option<&'static Words> {
+    if sys::tls::rcu_ctr() != STAND_IN {
+        return Some(sys::tls::rcu_words());
+    }
+    my_slot().map(|slot| &READERS[slot].own)
+}
+
 #[cold]
 fn register() -> usize {
-    sys::membarrier::register();
+    let membarrier = sys::membarrier::register();
     super::register_atfork();
     let slot = {
         let mut r = REGISTRY.lock();
@@ -96,20 +183,37 @@ fn register() -> usize {
         let bit = (!r.used[word]).trailing_zeros() as usize;
         r.used[word] |= 1 << bit;
         r.nr += 1;
+        r.high = r.high.max(word * 64 + bit + 1);
         word * 64 + bit
     };
     let rec = &READERS[slot];
-    rec.ctr.store(0, Ordering::Relaxed);
-    rec.nesting.store(0, Ordering::Relaxed);
-    rec.need_qs.store(false, Ordering::Relaxed);
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
-    tree::reader_online(slot);
     ME.set(slot + 1);
-    sys::tls::set_rcu_reader(rec as *const RcuReader as usize);
+    use_words(slot, membarrier, 0, 0);
+    tree::reader_online(slot);
     if let Some(key) = exit_key() {
         key.set(slot + 1);
     }
     slot
+}
+
+/// Gives the calling thread's record `slot` the words its sections will use, holding
+/// `ctr` and `special`: the thread-local ones with membarrier; without, the record's
+/// own, the thread-local ones saying [`STAND_IN`] to send every section out of line.
+fn use_words(slot: usize, membarrier: bool, ctr: u64, special: u64) {
+    let rec = &READERS[slot];
+    let tls = sys::tls::rcu_words();
+    let (words, tls_value) = if membarrier {
+        (tls, [ctr, special])
+    } else {
+        (&rec.own, [STAND_IN; 2])
+    };
+    words[0].store(ctr, Ordering::Relaxed);
+    words[1].store(special, Ordering::Relaxed);
+    tls[0].store(tls_value[0], Ordering::Relaxed);
+    tls[1].store(tls_value[1], Ordering::Relaxed);
+    rec.ctr.0.retarget(&words[0]);
+    rec.need_qs.0.retarget(&words[1]);
 }
 
 fn exit_key() -> Option<sys::thread::ExitKey> {
@@ -135,15 +239,19 @@ fn key_from(k: usize) -> sys::thread::ExitKey {
 unsafe extern "C" fn reader_exit(value: *mut core::ffi::c_void) {
     let slot = value as usize - 1;
     ME.set(0);
-    sys::tls::set_rcu_reader(0);
     release(slot);
+    // A read section after this (a later destructor) registers again.
+    let tls = sys::tls::rcu_words();
+    tls[0].store(STAND_IN, Ordering::Relaxed);
+    tls[1].store(STAND_IN, Ordering::Relaxed);
 }
 
-/// Takes reader `slot` out of every grace period and frees its slot.
+/// Takes reader `slot` out of every grace period and frees its slot. Its words read
+/// as 0 (not reading) from here on, and nobody reaches its thread's TLS any more.
 fn release(slot: usize) {
     let rec = &READERS[slot];
-    rec.ctr.store(0, Ordering::Release);
-    rec.nesting.store(0, Ordering::Relaxed);
+    rec.ctr.0.retarget(ptr::null());
+    rec.need_qs.0.retarget(ptr::null());
     if tree::reader_offline(slot) {
         gp::wake_gp_driver();
     }
@@ -166,80 +274,104 @@ pub struct RcuReadGuard {
 
 /// Enters a read-side critical section (`rcu_read_lock`).
 ///
-/// The first guard stores `gp_seq` in the record; guards taken inside it only count in
-/// `nesting`. Guards are interchangeable: while a section is open `1 + nesting` of them
-/// are alive, and dropping any one ends the section when it is the last, whatever the
-/// order of the drops. A section outside any other costs two plain stores.
+/// The first guard stores `gp_seq` in the thread's `ctr`; guards taken inside it only
+/// count in `rcu_special`. Guards are interchangeable: while a section is open
+/// `1 + nesting` of them are alive, and dropping any one ends the section when it is
+/// the last, whatever the order of the drops. A section outside any other costs a
+/// load and a store here and a load and a store in the drop, all thread-local.
 #[inline(always)]
 pub fn read_lock() -> RcuReadGuard {
-    let r = me();
-    if r.ctr.load(Ordering::Relaxed) == 0 {
-        r.ctr.store(gp::gp_seq(), Ordering::Relaxed);
-        order_reader();
+    if sys::tls::rcu_ctr() == 0 {
+        // Also a compiler barrier: the section stays after it. The grace period's
+        // membarrier(2) does the rest.
+        sys::tls::set_rcu_ctr(gp::gp_seq());
     } else {
-        lock_nested(r);
+        lock_slow();
     }
     RcuReadGuard {
         _not_send: PhantomData,
     }
 }
 
-/// Counts a guard taken inside an open section (out of line: the outermost section is
-/// the one to keep short).
+/// `read_lock` for a guard inside an open section, a thread without a record, or a
+/// process without membarrier.
 #[cold]
 #[inline(never)]
-fn lock_nested(r: &RcuReader) {
-    r.nesting
-        .store(r.nesting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+fn lock_slow() {
+    let w = match my_words() {
+        Some(w) => w,
+        None => {
+            let slot = register();
+            my_words().unwrap_or(&READERS[slot].own)
+        }
+    };
+    if w[0].load(Ordering::Relaxed) == 0 {
+        w[0].store(gp::gp_seq(), Ordering::Relaxed);
+        order_reader();
+    } else {
+        // Atomic: the grace period may set need_qs in the same word meanwhile.
+        w[1].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Whether the calling thread is inside a read-side critical section.
 pub fn in_read_section() -> bool {
-    my_slot().is_some_and(|s| READERS[s].ctr.load(Ordering::Relaxed) != 0)
+    my_words().is_some_and(|w| w[0].load(Ordering::Relaxed) != 0)
 }
 
-/// Orders the record's store against the section's accesses: a compiler fence, which
-/// the grace period's membarrier(2) makes a full one; a full fence without membarrier.
+/// Orders the `ctr` store against the section's accesses: a compiler fence, which the
+/// grace period's membarrier(2) makes a full one; a full fence without membarrier.
 #[inline(always)]
 fn order_reader() {
     if !sys::membarrier::available() {
-        full_fence();
+        fence(Ordering::SeqCst);
     }
     compiler_fence(Ordering::SeqCst);
-}
-
-/// Out of line so that the membarrier case falls through without a taken branch.
-#[cold]
-#[inline(never)]
-fn full_fence() {
-    fence(Ordering::SeqCst);
 }
 
 impl Drop for RcuReadGuard {
     #[inline(always)]
     fn drop(&mut self) {
-        let r = me();
-        let n = r.nesting.load(Ordering::Relaxed);
-        if n == 0 {
-            order_reader();
-            r.ctr.store(0, Ordering::Release);
-            if r.need_qs.load(Ordering::Relaxed) {
-                report_own_qs();
-            }
+        // One load for all: no other guard alive, no report asked for, the thread's
+        // words in use. need_qs is a hint (the grace period polls `ctr` until it
+        // reads 0): a request that lands after this load waits for the next poll.
+        if sys::tls::rcu_special() == 0 {
+            sys::tls::clear_rcu_ctr();
         } else {
-            r.nesting.store(n - 1, Ordering::Relaxed);
+            unlock_slow();
         }
+    }
+}
+
+/// The guard's drop when the thread's `rcu_special` is not 0: another guard is alive,
+/// the grace period asked for a report, or the words say [`STAND_IN`].
+#[cold]
+#[inline(never)]
+fn unlock_slow() {
+    // No record: released at thread exit with this guard alive, nothing left to end.
+    let Some(w) = my_words() else {
+        return;
+    };
+    if w[1].load(Ordering::Relaxed) & NESTING != 0 {
+        // Atomic, as in `lock_slow`.
+        w[1].fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    order_reader();
+    w[0].store(0, Ordering::Release);
+    if w[1].load(Ordering::Relaxed) & NEED_QS != 0 {
+        report_own_qs(w);
     }
 }
 
 /// `rcu_read_unlock_special`: the grace period asked this reader to report.
 #[cold]
 #[inline(never)]
-fn report_own_qs() {
+fn report_own_qs(w: &Words) {
     let Some(slot) = my_slot() else {
         return;
     };
-    READERS[slot].need_qs.store(false, Ordering::Relaxed);
+    w[1].fetch_and(!NEED_QS, Ordering::Relaxed);
     trace::record(trace::Event::CpuQs, slot as u32);
     if tree::report_qs(slot) {
         gp::wake_gp_driver();
@@ -249,20 +381,135 @@ fn report_own_qs() {
 /// fork, child: the forking thread is the only reader left.
 pub(crate) fn forget_other_readers_after_fork() {
     let mine = my_slot();
-    let used = {
+    let (used, high) = {
         // SAFETY: the child has one thread; the lock may be held by a thread that is
         // gone, so it is opened first.
         unsafe { REGISTRY.force_unlock_if_locked() };
-        REGISTRY.lock().used
+        let r = REGISTRY.lock();
+        (r.used, r.high)
     };
-    for (w, &word) in used.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            let slot = w * 64 + bits.trailing_zeros() as usize;
-            bits &= bits - 1;
-            if Some(slot) != mine {
-                release(slot);
+    // Users caught at the fork are threads of the parent: none will leave. Any record
+    // ever used may have some (a grace period may look at a slot being released).
+    for rec in &READERS[..high] {
+        rec.ctr.0.users.store(0, Ordering::Relaxed);
+        rec.need_qs.0.users.store(0, Ordering::Relaxed);
+    }
+    let slots = used.iter().enumerate().flat_map(|(w, &word)| {
+        (0..64)
+            .filter(move |b| word & (1 << b) != 0)
+            .map(move |b| w * 64 + b)
+    });
+    for slot in slots {
+        if Some(slot) != mine {
+            release(slot);
+        }
+    }
+    // membarrier was registered again for the child, maybe with another outcome.
+    if let (Some(slot), Some(w)) = (mine, my_words()) {
+        let (ctr, special) = (w[0].load(Ordering::Relaxed), w[1].load(Ordering::Relaxed));
+        use_words(slot, sys::membarrier::available(), ctr, special);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// The grace period's need_qs request reaches a reader through its thread-local
+    /// words, and the drop that ends the section reports (and clears it).
+    #[test]
+    fn a_reader_asked_to_report_reports_when_it_leaves() {
+        let g = read_lock();
+        // Thread-local, or the record's own without membarrier.
+        let special = &my_words().expect("registered")[1];
+        let waiter = std::thread::spawn(super::super::synchronize);
+        // The grace period scans this reader and asks it to report.
+        let mut waited = 0;
+        while special.load(Ordering::Relaxed) & NEED_QS == 0 {
+            assert!(waited < 10_000, "no need_qs request within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+            waited += 1;
+        }
+        assert!(
+            !waiter.is_finished(),
+            "grace period ended inside the section"
+        );
+        drop(g);
+        assert_eq!(
+            special.load(Ordering::Relaxed),
+            0,
+            "the drop did not report"
+        );
+        waiter.join().unwrap();
+    }
+
+    /// Threads that read once and exit, while grace periods scan their thread-local
+    /// words: each exit takes its words back from the record before the thread's TLS
+    /// goes away, and every record is released.
+    #[test]
+    fn reader_threads_exit_during_grace_periods() {
+        drop(read_lock());
+        let stop = Arc::new(AtomicBool::new(false));
+        let gp = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    super::super::synchronize_expedited();
+                    n += 1;
+                }
+                n
+            })
+        };
+        for _ in 0..100 {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        let _a = read_lock();
+                        let _b = read_lock();
+                        std::hint::black_box(in_read_section())
+                    })
+                })
+                .collect();
+            for h in hs {
+                assert!(h.join().unwrap());
             }
         }
+        stop.store(true, Ordering::Relaxed);
+        assert!(gp.join().unwrap() > 0);
+        assert!(!in_read_section());
+    }
+
+    /// A read section in a thread-exit destructor that runs after the record was
+    /// released registers the thread again; that record is released in turn.
+    #[test]
+    fn a_section_after_the_record_was_released_at_exit() {
+        /// Bit 0: `late` ran without a record; bit 1: its section was open; bit 2:
+        /// it then had a record.
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        unsafe extern "C" fn late(_: *mut core::ffi::c_void) {
+            let mut seen = my_slot().is_none() as usize;
+            let g = read_lock();
+            seen |= (in_read_section() as usize) << 1 | (my_slot().is_some() as usize) << 2;
+            drop(g);
+            SEEN.store(seen, Ordering::Relaxed);
+        }
+        let floor = nr_registered();
+        std::thread::spawn(|| {
+            // The record's key was created first, so its destructor runs before
+            // `late`'s in each round.
+            drop(read_lock());
+            let key = sys::thread::ExitKey::create(late).expect("pthread key");
+            assert!(key.set(1));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(SEEN.load(Ordering::Relaxed), 0b111);
+        assert!(!in_read_section());
+        // Other tests' threads come and go meanwhile: allow for them.
+        assert!(nr_registered() <= floor + 16);
     }
 }

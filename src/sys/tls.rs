@@ -1,84 +1,194 @@
-//! A thread-local word read with one instruction.
+//! RCU's thread-local reader words, each read or written with one instruction.
 //!
 //! `thread_local!` on stable Rust reaches its variable through an accessor call that
 //! is not inlined across crates, which costs more than the whole RCU read side. On
-//! x86_64 Linux the word is a symbol of our own in `.tbss`, read with the
-//! initial-exec model (`@GOTTPOFF`: the thread-pointer offset from the GOT, then an
-//! `%fs`-relative load), which works in executables and in libraries loaded at start
-//! (LD_PRELOAD), as jemalloc and tcmalloc place their thread caches. Elsewhere it is a
-//! `thread_local!` cell.
+//! x86_64 Linux the words are a symbol of our own in `.tdata`, reached with the
+//! initial-exec model (`@GOTTPOFF`: the block's offset from the thread pointer, from
+//! the GOT, then `%fs`-relative accesses), which works in executables and in libraries
+//! loaded at start (LD_PRELOAD), as jemalloc and tcmalloc place their thread caches.
+//! The read side touches the words in place: no pointer to load first. Elsewhere they
+//! are a `thread_local!` array.
+//!
+//! Word 0 is the reader's `ctr`, word 1 its `rcu_special`; both start as `u64::MAX`
+//! (no record yet). Other threads reach them through [`rcu_words`].
+
+use core::sync::atomic::AtomicU64;
+
+/// The value both words start with.
+pub const RCU_WORDS_INIT: u64 = u64::MAX;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
 mod imp {
+    use core::sync::atomic::AtomicU64;
+
     core::arch::global_asm!(
-        ".pushsection .tbss,\"awT\",@nobits",
-        ".balign 8",
+        ".pushsection .tdata.cpuslab_rcu_reader_tls,\"awT\",@progbits",
+        ".balign 16",
         ".globl cpuslab_rcu_reader_tls",
         ".hidden cpuslab_rcu_reader_tls",
         ".type cpuslab_rcu_reader_tls, @object",
-        ".size cpuslab_rcu_reader_tls, 8",
+        ".size cpuslab_rcu_reader_tls, 16",
         "cpuslab_rcu_reader_tls:",
-        ".zero 8",
+        ".quad -1, -1",
         ".popsection",
     );
 
+    /// The block's offset from the thread pointer. The GOT slot it comes from never
+    /// changes after relocation, so the load is declared `nomem`: the compiler may
+    /// hoist it out of loops and share it between accesses.
     #[inline(always)]
-    pub fn get() -> usize {
-        let v: usize;
-        // SAFETY: reads this thread's copy of an 8-byte TLS object we defined above.
+    fn offset() -> usize {
+        let off: usize;
+        // SAFETY: reads the GOT slot the linker made for our own TLS symbol.
         unsafe {
             core::arch::asm!(
-                "mov {v}, qword ptr [rip + cpuslab_rcu_reader_tls@GOTTPOFF]",
-                "mov {v}, qword ptr fs:[{v}]",
-                v = out(reg) v,
-                options(nostack, readonly, preserves_flags, pure)
+                "mov {off}, qword ptr [rip + cpuslab_rcu_reader_tls@GOTTPOFF]",
+                off = out(reg) off,
+                options(nostack, nomem, pure, preserves_flags)
+            );
+        }
+        off
+    }
+
+    #[inline(always)]
+    pub fn ctr() -> u64 {
+        let v: u64;
+        // SAFETY: reads word 0 of this thread's copy of the block defined above.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr fs:[{off}]",
+                off = in(reg) offset(),
+                v = lateout(reg) v,
+                options(nostack, readonly, pure, preserves_flags)
+            );
+        }
+        v
+    }
+
+    #[inline(always)]
+    pub fn set_ctr(value: u64) {
+        // SAFETY: writes word 0 of this thread's copy of the block defined above. No
+        // `nomem`: the compiler keeps every memory access on its side of the store.
+        unsafe {
+            core::arch::asm!(
+                "mov qword ptr fs:[{off}], {v}",
+                off = in(reg) offset(),
+                v = in(reg) value,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    #[inline(always)]
+    pub fn clear_ctr() {
+        // SAFETY: as `set_ctr`, with an immediate 0.
+        unsafe {
+            core::arch::asm!(
+                "mov qword ptr fs:[{off}], 0",
+                off = in(reg) offset(),
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
+    #[inline(always)]
+    pub fn special() -> u64 {
+        let v: u64;
+        // SAFETY: reads word 1 of this thread's copy of the block defined above.
+        unsafe {
+            core::arch::asm!(
+                "mov {v}, qword ptr fs:[{off} + 8]",
+                off = in(reg) offset(),
+                v = lateout(reg) v,
+                options(nostack, readonly, pure, preserves_flags)
             );
         }
         v
     }
 
     #[inline]
-    pub fn set(value: usize) {
-        // SAFETY: writes this thread's copy of an 8-byte TLS object we defined above.
+    pub fn words() -> &'static [AtomicU64; 2] {
+        let tp: usize;
+        // SAFETY: `%fs:0` holds the thread pointer itself (the x86_64 TLS ABI).
         unsafe {
             core::arch::asm!(
-                "mov {t}, qword ptr [rip + cpuslab_rcu_reader_tls@GOTTPOFF]",
-                "mov qword ptr fs:[{t}], {v}",
-                t = out(reg) _,
-                v = in(reg) value,
-                options(nostack, preserves_flags)
+                "mov {tp}, qword ptr fs:[0]",
+                tp = out(reg) tp,
+                options(nostack, readonly, pure, preserves_flags)
             );
         }
+        // SAFETY: thread pointer + offset is the block's address in this thread; the
+        // block lives as long as the thread (callers stop using it before it exits).
+        unsafe { &*(tp.wrapping_add(offset()) as *const [AtomicU64; 2]) }
     }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
 mod imp {
-    use core::cell::Cell;
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     std::thread_local! {
-        static WORD: Cell<usize> = const { Cell::new(0) };
+        static WORDS: [AtomicU64; 2] =
+            const { [AtomicU64::new(super::RCU_WORDS_INIT), AtomicU64::new(super::RCU_WORDS_INIT)] };
     }
 
     #[inline(always)]
-    pub fn get() -> usize {
-        WORD.get()
+    pub fn ctr() -> u64 {
+        words()[0].load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn set_ctr(value: u64) {
+        words()[0].store(value, Ordering::Relaxed);
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+    }
+
+    #[inline(always)]
+    pub fn clear_ctr() {
+        words()[0].store(0, Ordering::Release);
+    }
+
+    #[inline(always)]
+    pub fn special() -> u64 {
+        words()[1].load(Ordering::Relaxed)
     }
 
     #[inline]
-    pub fn set(value: usize) {
-        WORD.set(value)
+    pub fn words() -> &'static [AtomicU64; 2] {
+        // SAFETY: const-initialised without drop: valid for the thread's whole life
+        // (callers stop using it before the thread exits).
+        WORDS.with(|w| unsafe { &*(w as *const [AtomicU64; 2]) })
     }
 }
 
-/// The calling thread's RCU reader word (its record's address; 0 until registered).
+/// The calling thread's RCU `ctr` word (a plain load).
 #[inline(always)]
-pub fn rcu_reader() -> usize {
-    imp::get()
+pub fn rcu_ctr() -> u64 {
+    imp::ctr()
 }
 
-/// Sets the calling thread's RCU reader word.
+/// Stores `value` in the calling thread's `ctr` word; also a compiler barrier.
+#[inline(always)]
+pub fn set_rcu_ctr(value: u64) {
+    imp::set_ctr(value)
+}
+
+/// Stores 0 in the calling thread's `ctr` word, after every access before it (a
+/// release store: the compiler keeps them before it, and x86 stores are ordered).
+#[inline(always)]
+pub fn clear_rcu_ctr() {
+    imp::clear_ctr()
+}
+
+/// The calling thread's RCU `rcu_special` word (a plain load).
+#[inline(always)]
+pub fn rcu_special() -> u64 {
+    imp::special()
+}
+
+/// The calling thread's two RCU words, for other threads and the slow paths. Valid
+/// until the thread exits: whoever hands the reference on must take it back first.
 #[inline]
-pub fn set_rcu_reader(value: usize) {
-    imp::set(value)
+pub fn rcu_words() -> &'static [AtomicU64; 2] {
+    imp::words()
 }
