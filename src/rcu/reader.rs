@@ -154,6 +154,11 @@ thread_local! {
     /// This thread's slot + 1 (0: not registered). Const-initialised without drop, so
     /// it never allocates and stays readable during thread exit.
     static ME: Cell<usize> = const { Cell::new(0) };
+    /// Set once the thread's record was released at exit: a record it takes after
+    /// that (a section in a later destructor) keeps its words in the record, since
+    /// the last destructor round may leave it registered after the thread's TLS is
+    /// gone.
+    static EXITING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// This thread's slot, if registered.
@@ -189,7 +194,7 @@ fn register() -> usize {
     let rec = &READERS[slot];
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
     ME.set(slot + 1);
-    use_words(slot, membarrier, 0, 0);
+    use_words(slot, membarrier && !EXITING.get(), 0, 0);
     tree::reader_online(slot);
     if let Some(key) = exit_key() {
         key.set(slot + 1);
@@ -239,6 +244,7 @@ fn key_from(k: usize) -> sys::thread::ExitKey {
 unsafe extern "C" fn reader_exit(value: *mut core::ffi::c_void) {
     let slot = value as usize - 1;
     ME.set(0);
+    EXITING.set(true);
     release(slot);
     // A read section after this (a later destructor) registers again.
     let tls = sys::tls::rcu_words();
@@ -511,5 +517,48 @@ mod tests {
         assert!(!in_read_section());
         // Other tests' threads come and go meanwhile: allow for them.
         assert!(nr_registered() <= floor + 16);
+    }
+
+    /// A destructor that re-arms itself and reads in every round: glibc gives up after
+    /// its last round with the thread registered again. That record must not point
+    /// the grace period at the dead thread's TLS.
+    #[test]
+    fn a_record_left_by_the_last_destructor_round_keeps_its_words() {
+        static KEY: AtomicUsize = AtomicUsize::new(0);
+        /// Slot + 1 and thread id of the record the last round left.
+        static LEFT: AtomicUsize = AtomicUsize::new(0);
+        static TID: AtomicU32 = AtomicU32::new(0);
+        unsafe extern "C" fn relentless(_: *mut core::ffi::c_void) {
+            drop(read_lock());
+            LEFT.store(my_slot().map_or(0, |s| s + 1), Ordering::Relaxed);
+            let key = sys::thread::ExitKey::from_raw(KEY.load(Ordering::Relaxed) as _);
+            key.set(1);
+        }
+        std::thread::spawn(|| {
+            drop(read_lock());
+            let key = sys::thread::ExitKey::create(relentless).expect("pthread key");
+            KEY.store(key.raw() as usize, Ordering::Relaxed);
+            TID.store(sys::thread::gettid(), Ordering::Relaxed);
+            assert!(key.set(1));
+        })
+        .join()
+        .unwrap();
+        let slot = LEFT.load(Ordering::Relaxed);
+        assert!(slot != 0, "the destructor never read");
+        let rec = &READERS[slot - 1];
+        // The slot may have gone to another test's thread meanwhile; then there is
+        // nothing left to check.
+        if rec.tid.load(Ordering::Relaxed) == TID.load(Ordering::Relaxed) {
+            let table = READERS.as_ptr_range();
+            for word in [&rec.ctr.0.word, &rec.need_qs.0.word] {
+                let p = word.load(Ordering::Relaxed) as *const RcuReader;
+                assert!(
+                    p.is_null() || table.contains(&p),
+                    "a record points at the TLS of a thread that exited"
+                );
+            }
+        }
+        // Sections still end grace periods.
+        super::super::synchronize();
     }
 }
