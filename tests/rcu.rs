@@ -397,11 +397,18 @@ fn rcu_cell_replaces_after_readers() {
 #[test]
 fn stall_warning_names_the_reader() {
     if common::is_child() {
-        let t = std::thread::spawn(|| {
+        // The reader is inside its section before the grace period starts, and stays
+        // until the stall was reported (or 20 s passed), however loaded the machine.
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
             let _g = rcu::read_lock();
-            std::thread::sleep(Duration::from_millis(800));
+            inside_tx.send(()).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while rcu::rcu_stats().stalls == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         });
-        std::thread::sleep(Duration::from_millis(50));
+        inside_rx.recv().unwrap();
         rcu::synchronize();
         t.join().unwrap();
         assert!(rcu::rcu_stats().stalls >= 1);
