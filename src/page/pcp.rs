@@ -62,13 +62,14 @@ pub struct PerCpuPages {
 
 // The sequences address the list by these offsets.
 const _: () = {
-    use crate::sys::rseq::stack;
     use core::mem::offset_of;
-    assert!(offset_of!(PerCpuPages, lock) == stack::LOCK);
-    assert!(offset_of!(PerCpuPages, count) == stack::COUNT);
-    assert!(offset_of!(PerCpuPages, high) == stack::LIMIT);
-    assert!(offset_of!(PerCpuPages, _touched) == stack::TOUCHED);
-    assert!(offset_of!(PerCpuPages, entry) == stack::ENTRY);
+    assert!(crate::sys::rseq::stack::laid_out([
+        offset_of!(PerCpuPages, lock),
+        offset_of!(PerCpuPages, count),
+        offset_of!(PerCpuPages, high),
+        offset_of!(PerCpuPages, _touched),
+        offset_of!(PerCpuPages, entry),
+    ]));
     assert!(core::mem::size_of::<PerCpuPages>() <= 64);
 };
 

@@ -45,13 +45,14 @@ pub struct ArrayCache {
 const _: () = assert!(core::mem::size_of::<ArrayCache>() == AC_HEADER);
 #[cfg(not(loom))]
 const _: () = {
-    use crate::sys::rseq::stack;
     use core::mem::offset_of;
-    assert!(offset_of!(ArrayCache, lock) == stack::LOCK);
-    assert!(offset_of!(ArrayCache, avail) == stack::COUNT);
-    assert!(offset_of!(ArrayCache, limit) == stack::LIMIT);
-    assert!(offset_of!(ArrayCache, touched) == stack::TOUCHED);
-    assert!(offset_of!(ArrayCache, entry) == stack::ENTRY);
+    assert!(crate::sys::rseq::stack::laid_out([
+        offset_of!(ArrayCache, lock),
+        offset_of!(ArrayCache, avail),
+        offset_of!(ArrayCache, limit),
+        offset_of!(ArrayCache, touched),
+        offset_of!(ArrayCache, entry),
+    ]));
 };
 
 /// Bytes needed for an array cache of `capacity` entries, rounded to a cache line.

@@ -181,6 +181,16 @@ pub mod stack {
     pub const TOUCHED: usize = 16;
     /// The entry array (`*mut *mut u8`).
     pub const ENTRY: usize = 24;
+
+    /// Whether a structure's fields sit at these offsets, for a compile-time check:
+    /// the stop word, count, limit, touched word and entry pointer, in that order.
+    pub const fn laid_out(offsets: [usize; 5]) -> bool {
+        offsets[0] == LOCK
+            && offsets[1] == COUNT
+            && offsets[2] == LIMIT
+            && offsets[3] == TOUCHED
+            && offsets[4] == ENTRY
+    }
 }
 
 // The stack sequences' parameters, read inside the sequences with rip-relative loads
