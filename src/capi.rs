@@ -62,10 +62,11 @@ fn is_ours(p: *mut u8) -> bool {
 }
 
 /// Whether a null from kmalloc means cpuslab cannot serve at all (not booted: a call
-/// from inside boot, or a boot that failed), rather than out of memory.
+/// from inside boot, or a boot that failed), rather than out of memory, and glibc
+/// may serve instead (not under a heap limit, which glibc would not respect).
 #[inline]
 fn unavailable() -> bool {
-    !crate::init::ready()
+    crate::init::may_forward()
 }
 
 /// `malloc(size)` without touching `errno`.

@@ -4,10 +4,14 @@
 //!
 //! One thread boots; others wait for it. A recursive call from the booting thread
 //! itself (nothing in boot allocates, but a hook could) gets null instead of deadlock.
-//! A boot that fails (no memory) leaves every finished step in place and is retried by
-//! the next allocation.
+//!
+//! A boot that fails says why in one line on stderr and leaves every finished step in
+//! place. It is retried with backoff (the first retry after 10 ms, doubling to at
+//! most 10 s), so that a process that cannot have memory now (an address-space limit,
+//! a heap limit below what boot needs) pays one clock read per call meanwhile, not a
+//! failed mapping; a kernel page size cpuslab cannot use is never retried.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::Config;
 use crate::page::{pcp, purge};
@@ -18,8 +22,25 @@ use crate::{cpuset, kmalloc, page, percpu, topology};
 const UNINIT: u8 = 0;
 const BOOTING: u8 = 1;
 const READY: u8 = 2;
+/// The last boot failed; the next try waits until [`RETRY_AT`].
+const FAILED: u8 = 3;
+/// Boot cannot succeed in this process (the kernel's page size).
+const UNSUPPORTED: u8 = 4;
+
+/// First and largest wait before a failed boot is tried again, in milliseconds.
+const BACKOFF_MIN_MS: u64 = 10;
+const BACKOFF_MAX_MS: u64 = 10_000;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// When a failed boot may be tried again (`sys::time::now_ms`).
+static RETRY_AT: AtomicU64 = AtomicU64::new(0);
+/// The wait after the last failure.
+static BACKOFF_MS: AtomicU64 = AtomicU64::new(0);
+/// The last failure's reason, so that a failure is reported once, not on every retry.
+static LAST_FAILURE: AtomicU8 = AtomicU8::new(0);
+/// A heap limit is set (`CPUSLAB_HEAP_LIMIT`): requests are never handed to another
+/// allocator, which would not respect it.
+static LIMITED: AtomicBool = AtomicBool::new(false);
 static BOOT_THREAD: AtomicUsize = AtomicUsize::new(0);
 static FORK_HELD: AtomicBool = AtomicBool::new(false);
 static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
@@ -36,52 +57,136 @@ pub fn ensure() -> bool {
     ready() || boot_slow()
 }
 
+/// Whether a request cpuslab cannot serve because it has not booted may go to the
+/// system allocator instead (the C interface does that): true while the booting
+/// thread allocates or when boot failed, unless a heap limit is set, which only
+/// cpuslab would enforce.
+#[cfg(feature = "capi")]
+pub fn may_forward() -> bool {
+    match STATE.load(Ordering::Acquire) {
+        READY => false,
+        BOOTING => true,
+        _ => !LIMITED.load(Ordering::Relaxed),
+    }
+}
+
+/// Why a boot failed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BootError {
+    /// The kernel's page size is not `PAGE_SIZE`.
+    PageSize,
+    /// The heap limit refused the memory boot needs.
+    HeapLimit,
+    /// The kernel refused a mapping (address space or memory exhausted).
+    NoMemory,
+}
+
 #[cold]
 fn boot_slow() -> bool {
     let me = sys::cpu::thread_id();
     loop {
-        match STATE.compare_exchange(UNINIT, BOOTING, Ordering::Acquire, Ordering::Acquire) {
-            Ok(_) => {
-                BOOT_THREAD.store(me, Ordering::Relaxed);
-                let ok = boot();
-                BOOT_THREAD.store(0, Ordering::Relaxed);
-                STATE.store(if ok { READY } else { UNINIT }, Ordering::Release);
-                if ok && !ATFORK_REGISTERED.swap(true, Ordering::Relaxed) {
-                    // After READY: glibc may allocate while registering.
-                    sys::fork::register(fork_prepare, fork_parent, fork_child);
-                }
-                return ok;
-            }
-            Err(READY) => return true,
-            Err(_) => {
-                if BOOT_THREAD.load(Ordering::Relaxed) == me {
-                    return false;
-                }
-                sys::futex::yield_now();
-            }
+        match STATE.load(Ordering::Acquire) {
+            READY => return true,
+            UNSUPPORTED => return false,
+            FAILED if sys::time::now_ms() < RETRY_AT.load(Ordering::Relaxed) => return false,
+            _ => {}
         }
+        let state = STATE.load(Ordering::Acquire);
+        if state == UNINIT || state == FAILED {
+            if STATE
+                .compare_exchange(state, BOOTING, Ordering::Acquire, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            BOOT_THREAD.store(me, Ordering::Relaxed);
+            let result = boot();
+            BOOT_THREAD.store(0, Ordering::Relaxed);
+            let next = match result {
+                Ok(()) => READY,
+                Err(e) => failed(e),
+            };
+            STATE.store(next, Ordering::Release);
+            if next == READY && !ATFORK_REGISTERED.swap(true, Ordering::Relaxed) {
+                // After READY: glibc may allocate while registering.
+                sys::fork::register(fork_prepare, fork_parent, fork_child);
+                // A library that may be unloaded stays mapped from now on (also after
+                // READY: the loader may allocate). The preload library never is.
+                #[cfg(not(feature = "capi"))]
+                sys::dl::pin_own_object();
+            }
+            return next == READY;
+        }
+        if state == BOOTING && BOOT_THREAD.load(Ordering::Relaxed) == me {
+            return false;
+        }
+        sys::futex::yield_now();
     }
 }
 
-fn boot() -> bool {
+/// Records a failed boot: reports it (once a reason) and sets when to try again.
+/// Returns the state to enter.
+#[cold]
+fn failed(e: BootError) -> u8 {
+    let first = LAST_FAILURE.swap(e as u8 + 1, Ordering::Relaxed) != e as u8 + 1;
+    if e == BootError::PageSize {
+        if first {
+            sys::io::warn(format_args!(
+                "page size {} is not supported (4096 only); cpuslab will not serve",
+                sys::kernel_page_size()
+            ));
+        }
+        return UNSUPPORTED;
+    }
+    let wait = (BACKOFF_MS.load(Ordering::Relaxed) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+    BACKOFF_MS.store(wait, Ordering::Relaxed);
+    RETRY_AT.store(sys::time::now_ms() + wait, Ordering::Relaxed);
+    if first {
+        let then = if LIMITED.load(Ordering::Relaxed) {
+            "allocations fail until it can"
+        } else {
+            "the C interface hands allocations to the system allocator until it can"
+        };
+        match e {
+            BootError::HeapLimit => sys::io::warn(format_args!(
+                "cannot boot: CPUSLAB_HEAP_LIMIT={} is below what boot needs; {then}",
+                page::arena::limit()
+            )),
+            _ => sys::io::warn(format_args!(
+                "cannot boot: the kernel refused memory (address space or memory limit); {then}"
+            )),
+        }
+    }
+    FAILED
+}
+
+/// Why the step that just failed failed: the heap limit when it is set and the next
+/// block would pass it, else the kernel.
+fn memory_error() -> BootError {
+    let limit = page::arena::limit();
+    if limit != 0 && page::arena::committed() + page::arena::BLOCK_SIZE > limit {
+        BootError::HeapLimit
+    } else {
+        BootError::NoMemory
+    }
+}
+
+fn boot() -> Result<(), BootError> {
     if sys::kernel_page_size() != PAGE_SIZE {
-        sys::io::warn(format_args!(
-            "page size {} is not supported (4096 only); every allocation fails",
-            sys::kernel_page_size()
-        ));
-        return false;
+        return Err(BootError::PageSize);
     }
     let config = Config::from_env();
+    LIMITED.store(config.heap_limit != 0, Ordering::Relaxed);
     topology::discover();
     page::arena::set_limit(config.heap_limit);
     purge::configure(config.decay_ms, config.retain_bytes);
     // The percpu allocator hosts the per-CPU page lists and array caches.
     if !percpu::setup_first_chunk() {
-        return false;
+        return Err(memory_error());
     }
     if pcp::nr_lists() == 0 && !pcp::init(topology::nr_cpu_ids(), config.pcp_batch, config.pcp_high)
     {
-        return false;
+        return Err(memory_error());
     }
     if slab::KMEM_CACHE.cpu_cache.load(Ordering::Acquire).is_null() {
         // Before the first cache is set up: no cache is ever used both ways.
@@ -96,18 +201,18 @@ fn boot() -> bool {
             )
         };
         if r.is_err() {
-            return false;
+            return Err(memory_error());
         }
         slab::link(&slab::KMEM_CACHE);
     }
     if kmalloc::init().is_err() {
-        return false;
+        return Err(memory_error());
     }
     slab::reap::arm();
     // The CPU-dead path (cpuset rescan, cpuset::cpu_dead) empties these layers' caches.
     cpuset::register_cpu_dead(pcp::drain_pages);
     cpuset::register_cpu_dead(slab::reap::drain_cpu);
-    true
+    Ok(())
 }
 
 extern "C" fn fork_prepare() {

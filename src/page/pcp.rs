@@ -134,7 +134,7 @@ pub fn nr_lists() -> usize {
 /// Whether the lists run on restartable sequences (the slab layer turned them on).
 #[inline(always)]
 fn rseq_on() -> bool {
-    sys::rseq::held() & sys::rseq::HOLD_OFF == 0
+    sys::rseq::held() & sys::rseq::HOLD_STOPPED == 0
 }
 
 /// Takes a hot page of `node` from the calling CPU's list, refilling the list from the
@@ -306,9 +306,14 @@ unsafe fn free_full(page: *mut Page, rseq: bool) -> bool {
 /// After stopping `cpu`'s list: makes sure no sequence that read the stop word before
 /// it was set still runs on that CPU. Running there now means any such sequence has
 /// finished or been preempted (and will restart and see the stop); otherwise they are
-/// restarted with a membarrier. False if the membarrier failed.
+/// restarted with a membarrier. If the kernel refuses that (a sandbox installed after
+/// boot), the sequences are retired for good, which leaves none in flight either, and
+/// the lists use their tried locks from then on.
 fn settle_sequences(cpu: usize) -> bool {
-    sys::cpu::current() == cpu || sys::membarrier::rseq_fence(Some(cpu))
+    if sys::cpu::current() != cpu && !sys::membarrier::rseq_fence(Some(cpu)) {
+        sys::rseq::retire_stacks(false);
+    }
+    true
 }
 
 /// `free_pcppages_bulk`: gives the `count` coldest pages (the bottom of the stack)

@@ -367,14 +367,14 @@ impl RawCache {
     /// Small on purpose: callers inline it and keep to the caller-saved registers.
     #[inline(always)]
     pub fn alloc_fast(&self) -> *mut u8 {
-        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_OFF) != 0 {
+        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED) != 0 {
             return ptr::null_mut();
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
         if base.is_null() {
             return base.cast();
         }
-        // SAFETY: the sequences are on (no HOLD_OFF); as in `alloc`.
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`.
         unsafe { sys::rseq::stack_pop(base.cast()) }
     }
 
@@ -385,7 +385,7 @@ impl RawCache {
     /// As for [`free`](Self::free); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
-        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_OFF) != 0 {
+        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);

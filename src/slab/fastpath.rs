@@ -9,7 +9,9 @@
 //! - **trylock**: each operation takes the cache's tried lock (one compare-exchange),
 //!   where rseq cannot run: no rseq area (`GLIBC_TUNABLES=glibc.pthread.rseq=0`,
 //!   valgrind), a kernel without the membarrier command, other architectures, or
-//!   `CPUSLAB_RSEQ=0`.
+//!   `CPUSLAB_RSEQ=0`. A process whose membarrier is denied after boot (a seccomp
+//!   filter installed later, a forked child that cannot register) moves from rseq to
+//!   the tried lock while it runs (`sys::rseq::retire_stacks`).
 
 use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -29,6 +31,9 @@ pub enum FastPath {
     TryLockNoRseq,
     /// The tried lock: the kernel refused `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ`.
     TryLockNoMembarrier,
+    /// The tried lock: rseq ran until the kernel refused membarrier (a sandbox
+    /// installed after boot, a forked child).
+    TryLockMembarrierLost,
 }
 
 impl fmt::Display for FastPath {
@@ -39,6 +44,9 @@ impl fmt::Display for FastPath {
             FastPath::TryLockByRequest => "trylock (CPUSLAB_RSEQ=0)",
             FastPath::TryLockNoRseq => "trylock (no rseq area: glibc < 2.35, tunable or valgrind)",
             FastPath::TryLockNoMembarrier => "trylock (membarrier RSEQ command refused)",
+            FastPath::TryLockMembarrierLost => {
+                "trylock (rseq until membarrier was refused while running)"
+            }
         })
     }
 }
@@ -53,6 +61,7 @@ fn encode(p: FastPath) -> u8 {
         FastPath::TryLockByRequest => 2,
         FastPath::TryLockNoRseq => 3,
         FastPath::TryLockNoMembarrier => 4,
+        FastPath::TryLockMembarrierLost => 5,
     }
 }
 
@@ -77,16 +86,18 @@ pub(crate) fn init() {
     MODE.store(encode(choice), Ordering::Relaxed);
 }
 
-/// Whether the caches run on restartable sequences.
+/// Whether the caches run on restartable sequences: they were enabled and have not
+/// been retired (one load of the hold word the inline paths read anyway).
 #[inline(always)]
 pub(crate) fn rseq() -> bool {
-    MODE.load(Ordering::Relaxed) == RSEQ
+    sys::rseq::held() & sys::rseq::HOLD_STOPPED == 0
 }
 
 /// The fast path in use.
 pub fn fast_path() -> FastPath {
     match MODE.load(Ordering::Relaxed) {
         0 => FastPath::Undecided,
+        RSEQ if !rseq() => FastPath::TryLockMembarrierLost,
         RSEQ => FastPath::Rseq,
         2 => FastPath::TryLockByRequest,
         3 => FastPath::TryLockNoRseq,
@@ -96,21 +107,20 @@ pub fn fast_path() -> FastPath {
 
 /// After array caches were stopped (their locks taken): on the rseq path, restarts
 /// every sequence in flight on `cpu` (all CPUs for `None`) so that none still works on
-/// a stopped cache. Nothing to do on the tried-lock path.
+/// a stopped cache. Nothing to do on the tried-lock path. If the kernel refuses, the
+/// sequences are retired for good (which also leaves none in flight) and the caches
+/// go on with the tried lock (`retire_stacks` says so on stderr).
 pub(crate) fn fence(cpu: Option<usize>) {
     if rseq() && !sys::membarrier::rseq_fence(cpu) {
-        // Going on could hand one object out twice.
-        sys::io::fatal(format_args!(
-            "membarrier(PRIVATE_EXPEDITED_RSEQ) failed after registration"
-        ));
+        sys::rseq::retire_stacks(false);
     }
 }
 
 /// fork, child: the membarrier registration belongs to the parent's address space.
+/// A child that cannot register again (a sandbox) goes on with the tried lock; it has
+/// one thread, so no sequence is in flight elsewhere.
 pub(crate) fn after_fork() {
     if rseq() && !sys::membarrier::register_rseq() {
-        sys::io::fatal(format_args!(
-            "membarrier RSEQ registration failed in a forked child"
-        ));
+        sys::rseq::retire_stacks(true);
     }
 }

@@ -106,3 +106,27 @@ pub fn get_affinity(tid: u32) -> Result<CpuMask, SysError> {
 pub fn thread_alive(tid: u32) -> bool {
     !matches!(get_affinity(tid), Err(e) if e.errno == libc::ESRCH)
 }
+
+/// Runs the calling thread once on each CPU below `nr_cpus` that it may be moved to,
+/// then restores its mask: when `sched_setaffinity` to one CPU returns, the thread
+/// runs there, so whatever ran there before was switched out at least once since the
+/// call began (the old `synchronize_sched` by migration). CPUs it may not use (offline,
+/// outside its cpuset) are skipped. False when the kernel refuses affinity changes
+/// altogether (a sandbox), so nothing was learned.
+pub fn visit_each_cpu(nr_cpus: usize) -> bool {
+    let Ok(saved) = get_affinity(0) else {
+        return false;
+    };
+    let mut visited = false;
+    for cpu in 0..nr_cpus.min(crate::topology::NR_CPUS) {
+        let mut one = CpuMask::new();
+        one.set(cpu);
+        match set_affinity(0, &one) {
+            Ok(()) => visited = true,
+            Err(e) if e.errno == libc::EINVAL => {}
+            Err(_) => break,
+        }
+    }
+    let _ = set_affinity(0, &saved);
+    visited
+}

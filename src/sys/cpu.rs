@@ -4,12 +4,67 @@
 //! The value is a hint: the thread may migrate right after reading it. Every per-CPU
 //! structure is therefore guarded by a lock that is tried, never waited on.
 
+/// The addresses of glibc's `__rseq_offset` (the rseq area's offset from the thread
+/// pointer) and `__rseq_size` (0 when glibc did not register an area), or null where
+/// the C library has neither (glibc before 2.35, musl).
+///
+/// Both are weak references read from the GOT: a strong one would make the crate fail
+/// to link, and the preload library fail to load, on any C library without them, where
+/// the `sched_getcpu` fallback is meant to serve. An undefined weak symbol resolves to
+/// address 0.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn rseq_symbols() -> (*const isize, *const u32) {
+    let (off, size): (*const isize, *const u32);
+    // SAFETY: two loads of GOT entries the linker made for these symbols (the
+    // `.weak` directives make the references weak).
+    unsafe {
+        core::arch::asm!(
+            ".weak __rseq_offset",
+            ".weak __rseq_size",
+            "mov {off}, qword ptr [rip + __rseq_offset@GOTPCREL]",
+            "mov {size}, qword ptr [rip + __rseq_size@GOTPCREL]",
+            off = out(reg) off,
+            size = out(reg) size,
+            // The GOT is written once, by the dynamic linker, before any of our code.
+            options(nostack, nomem, preserves_flags, pure),
+        );
+    }
+    (off, size)
+}
+
+/// As on x86_64: weak references read from the GOT.
+#[cfg(target_arch = "aarch64")]
+#[inline(always)]
+fn rseq_symbols() -> (*const isize, *const u32) {
+    let (off, size): (*const isize, *const u32);
+    // SAFETY: two loads of GOT entries the linker made for these symbols (the
+    // `.weak` directives make the references weak).
+    unsafe {
+        core::arch::asm!(
+            ".weak __rseq_offset",
+            ".weak __rseq_size",
+            "adrp {off}, :got:__rseq_offset",
+            "ldr {off}, [{off}, :got_lo12:__rseq_offset]",
+            "adrp {size}, :got:__rseq_size",
+            "ldr {size}, [{size}, :got_lo12:__rseq_size]",
+            off = out(reg) off,
+            size = out(reg) size,
+            // The GOT is written once, by the dynamic linker, before any of our code.
+            options(nostack, nomem, preserves_flags, pure),
+        );
+    }
+    (off, size)
+}
+
+/// The rseq area's offset from the thread pointer, when the C library has one.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-extern "C" {
-    /// Offset of the rseq area from the thread pointer (glibc 2.35+).
-    static __rseq_offset: isize;
-    /// Size of the registered rseq area; 0 when glibc did not register one.
-    static __rseq_size: u32;
+#[inline(always)]
+fn area_offset() -> Option<isize> {
+    let (off, _) = rseq_symbols();
+    // SAFETY: a non-null GOT entry is the address of glibc's `__rseq_offset`, set
+    // before any user code runs and never changed.
+    (!off.is_null()).then(|| unsafe { *off })
 }
 
 /// The thread pointer (TCB address) of the calling thread.
@@ -39,9 +94,11 @@ fn thread_pointer() -> *const u8 {
 /// Whether glibc registered an rseq area for this process.
 pub fn rseq_registered() -> bool {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    // SAFETY: a plain read of a glibc variable that is set before main.
-    unsafe {
-        __rseq_size > 0
+    {
+        let (off, size) = rseq_symbols();
+        // SAFETY: non-null GOT entries are the addresses of glibc's variables, set
+        // before any user code runs.
+        !off.is_null() && !size.is_null() && unsafe { *size } > 0
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     false
@@ -53,18 +110,17 @@ pub fn rseq_registered() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn rseq_offset() -> isize {
-    // SAFETY: a plain read of a glibc variable that is set before main.
-    unsafe { __rseq_offset }
+    area_offset().unwrap_or(0)
 }
 
 /// Whether the kernel keeps the calling thread's rseq `cpu_id` (glibc registered an
 /// area and the registration took: under valgrind, for one, it does not).
 pub fn rseq_cpu_valid() -> bool {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    if rseq_registered() {
+    if let (true, Some(off)) = (rseq_registered(), area_offset()) {
         // SAFETY: as in `current`.
         let cpu = unsafe {
-            let area = thread_pointer().offset(__rseq_offset);
+            let area = thread_pointer().offset(off);
             core::ptr::read_volatile(area.add(4).cast::<i32>())
         };
         return cpu >= 0;
@@ -76,12 +132,12 @@ pub fn rseq_cpu_valid() -> bool {
 #[inline(always)]
 pub fn current() -> usize {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    {
+    if let Some(off) = area_offset() {
         // SAFETY: glibc keeps a `struct rseq` at `tp + __rseq_offset` for every thread
         // (initialised with a negative cpu_id when unregistered); `cpu_id` is the u32 at
         // offset 4, written by the kernel on every return to user space.
         let cpu = unsafe {
-            let area = thread_pointer().offset(__rseq_offset);
+            let area = thread_pointer().offset(off);
             core::ptr::read_volatile(area.add(4).cast::<i32>())
         };
         if cpu >= 0 {

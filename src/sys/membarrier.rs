@@ -1,7 +1,7 @@
 //! membarrier(2): a memory barrier on every running thread of the process, so that
 //! readers can use compiler fences only (the userspace RCU "memb" flavour).
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
@@ -14,6 +14,10 @@ const AVAILABLE: u8 = 1;
 const UNAVAILABLE: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Set once the kernel refused `MEMBARRIER_CMD_PRIVATE_EXPEDITED` after registration
+/// (a seccomp filter installed later, a forked child that could not register again):
+/// [`barrier`] then goes straight to [`ipi_barrier`].
+static DENIED: AtomicBool = AtomicBool::new(false);
 
 /// Registers the process for private expedited membarrier (once). Returns whether
 /// [`barrier`] can be used; when false, callers fall back to full fences on both sides.
@@ -45,10 +49,41 @@ pub fn available() -> bool {
 }
 
 /// Issues a full memory barrier on every thread of the process that is running.
-/// Returns false if the kernel refused (the caller must not rely on it then).
+/// Once [`register`] succeeded, readers rely on it for good; if the kernel refuses the
+/// command later, the barrier is made with TLB-shootdown interrupts instead
+/// ([`ipi_barrier`]). Returns false when neither works (the caller must not rely on
+/// it then).
 pub fn barrier() -> bool {
-    // SAFETY: membarrier takes no pointers.
-    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 }
+    if !DENIED.load(Ordering::Relaxed) {
+        // SAFETY: membarrier takes no pointers.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if rc == 0 {
+            return true;
+        }
+        DENIED.store(true, Ordering::Relaxed);
+    }
+    ipi_barrier()
+}
+
+/// A full barrier on every CPU running a thread of this process without membarrier:
+/// unmapping a page this thread has touched makes the kernel flush it from the TLB of
+/// every CPU that runs the process's address space, with an inter-processor interrupt
+/// to each, and an interrupt orders the interrupted thread's memory accesses on
+/// x86_64 (.NET's `FlushProcessWriteBuffers` relies on the same). Elsewhere TLB
+/// flushes may be broadcast without interrupts, so this is x86_64 only.
+fn ipi_barrier() -> bool {
+    if !cfg!(target_arch = "x86_64") {
+        return false;
+    }
+    let page = super::mmap::map_aligned(super::PAGE_SIZE, super::PAGE_SIZE, false);
+    if page.is_null() {
+        return false;
+    }
+    // SAFETY: the page is ours, mapped and writable; touching it puts it in the TLB.
+    unsafe { core::ptr::write_volatile(page, 1) };
+    super::mmap::unmap(page, super::PAGE_SIZE);
+    true
 }
 
 /// Registers the process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ`, which restarts
@@ -90,8 +125,20 @@ pub fn rseq_fence(cpu: Option<usize>) -> bool {
 }
 
 /// fork, child: registration belongs to the parent's address space; register again.
+/// The forking thread's RCU words were chosen for the parent's state and stay; if the
+/// child cannot register, [`barrier`] keeps its promise with [`ipi_barrier`].
 pub fn reregister_after_fork() {
-    if STATE.swap(UNKNOWN, Ordering::AcqRel) != UNKNOWN {
-        register();
+    if STATE.load(Ordering::Acquire) != AVAILABLE {
+        return;
     }
+    // SAFETY: membarrier takes no pointers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        )
+    };
+    DENIED.store(rc != 0, Ordering::Relaxed);
 }

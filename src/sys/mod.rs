@@ -7,6 +7,7 @@
 
 pub mod affinity;
 pub mod cpu;
+pub mod dl;
 pub mod env;
 pub mod errno;
 pub mod file;

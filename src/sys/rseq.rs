@@ -7,7 +7,7 @@
 //! sequence stores its descriptor (`struct rseq_cs`) in the area's `rseq_cs` field,
 //! reads `cpu_id`, addresses that CPU's word and commits; the abort handler, preceded
 //! by glibc's signature as the kernel demands, starts over. The area is found through
-//! `sys::cpu`, which holds the crate's one declaration of glibc's `__rseq_offset`.
+//! `sys::cpu`, which holds the crate's one (weak) reference to glibc's `__rseq_offset`.
 //! Only x86_64 has them here; elsewhere [`available`] is false and callers use
 //! atomics.
 
@@ -230,6 +230,15 @@ pub const HOLD_PUSH: usize = 2;
 /// control block, so nothing may run one while this bit is set.
 pub const HOLD_OFF: usize = 4;
 
+/// Hold bit: the stack sequences were retired ([`retire_stacks`]): the kernel stopped
+/// letting other threads restart them. The area offset stays valid and the CPU bound
+/// is 0, so a sequence that still runs fails before its commit.
+pub const HOLD_GONE: usize = 8;
+
+/// The hold bits under which callers must use their locked paths instead of the
+/// stack sequences: not enabled yet, or retired.
+pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;
+
 /// Sets hold bits (never cleared, but for [`HOLD_OFF`] by [`enable_stacks`]: the
 /// conditions they stand for last).
 pub fn hold(bits: usize) {
@@ -287,6 +296,64 @@ pub fn enable_stacks(nr_cpus: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = nr_cpus;
+}
+
+/// [`retire_stacks`]: not started, running, done.
+#[cfg(target_arch = "x86_64")]
+static RETIRING: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Turns the stack sequences off for good while they run, for when the kernel stops
+/// restarting them on request (`membarrier` denied by a seccomp filter installed after
+/// boot, or in a forked child). When it returns, no sequence that could commit is in
+/// flight on any CPU and [`held`] shows [`HOLD_GONE`]: callers use their locked paths,
+/// whose locks the sequences' stop words already are.
+///
+/// First the CPU bound drops to 0, so a sequence that starts (or restarts) from now on
+/// fails before its commit. One that already passed the bound check commits within a
+/// few instructions unless it is preempted, which restarts it; the calling thread
+/// therefore runs once on every CPU it may use (`sched_setaffinity` to that CPU alone
+/// returns there, after whatever ran there was switched out), then gets its mask back.
+/// A CPU the thread may not use runs none of the process's threads in a cpuset, and is
+/// skipped. If the kernel refuses affinity changes altogether, it sleeps 20 ms
+/// instead: a sequence runs for nanoseconds. `single_thread` (a forked child) needs
+/// neither. Concurrent callers wait for the first, which says so in one line on
+/// stderr.
+pub fn retire_stacks(single_thread: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::sync::atomic::Ordering;
+        if held() & HOLD_STOPPED != 0 {
+            return;
+        }
+        if RETIRING
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            while RETIRING.load(Ordering::Acquire) != 2 {
+                super::futex::yield_now();
+            }
+            return;
+        }
+        // SAFETY: word 1 of the block, an aligned usize (see `hold`).
+        let bound = unsafe {
+            core::sync::atomic::AtomicUsize::from_ptr(
+                core::ptr::addr_of_mut!(cpuslab_rseq_stack)
+                    .cast::<usize>()
+                    .add(1),
+            )
+        };
+        let nr_cpus = bound.swap(0, Ordering::SeqCst);
+        if !single_thread && !super::affinity::visit_each_cpu(nr_cpus) {
+            super::time::sleep_ms(20);
+        }
+        hold(HOLD_GONE);
+        RETIRING.store(2, Ordering::Release);
+        super::io::warn(format_args!(
+            "membarrier(2) was refused after start; per-CPU caches use the tried lock"
+        ));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = single_thread;
 }
 
 /// Bytes between two CPUs' copies of a stack: the percpu unit size, a shift in the

@@ -17,3 +17,14 @@ pub fn now_ns() -> u64 {
 pub fn now_ms() -> u64 {
     now_ns() / 1_000_000
 }
+
+/// Sleeps the calling thread for `ms` milliseconds (retried when a signal cuts it short).
+pub fn sleep_ms(ms: u64) {
+    let mut ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: both pointers are live timespecs; the kernel writes the remainder into
+    // the second on EINTR.
+    while unsafe { libc::nanosleep(&ts, &mut ts) } != 0 && super::errno::get() == libc::EINTR {}
+}

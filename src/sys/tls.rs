@@ -33,18 +33,28 @@ mod imp {
         ".popsection",
     );
 
-    /// The block's offset from the thread pointer. The GOT slot it comes from never
-    /// changes after relocation, so the load is declared `nomem`: the compiler may
-    /// hoist it out of loops and share it between accesses.
+    /// The block's offset from the thread pointer, by TLS descriptor (`@TLSDESC`, the
+    /// "gnu2" dialect): the linker turns it into a constant or a GOT load in an
+    /// executable and in the preload library (static TLS, as initial-exec); in a
+    /// library loaded later with `dlopen` the loader's resolver returns the static
+    /// offset while glibc's surplus of static TLS lasts, and a dynamically allocated
+    /// block's offset after that, where initial-exec would make `dlopen` fail
+    /// ("cannot allocate memory in static TLS block"). The resolver keeps every
+    /// register but `rax`. The answer never changes within a thread, so the asm is
+    /// `pure` and `nomem`: the compiler may share it between accesses.
     #[inline(always)]
     fn offset() -> usize {
         let off: usize;
-        // SAFETY: reads the GOT slot the linker made for our own TLS symbol.
+        // SAFETY: calls the descriptor's resolver the loader (or linker) set up for our
+        // own TLS symbol, with the calling convention TLS descriptors define (argument
+        // and answer in rax, nothing else clobbered but flags); not `nostack`, so the
+        // stack is aligned for a call and holds no red zone.
         unsafe {
             core::arch::asm!(
-                "mov {off}, qword ptr [rip + cpuslab_rcu_reader_tls@GOTTPOFF]",
-                off = out(reg) off,
-                options(nostack, nomem, pure, preserves_flags)
+                "lea rax, [rip + cpuslab_rcu_reader_tls@TLSDESC]",
+                "call qword ptr [rax + cpuslab_rcu_reader_tls@TLSCALL]",
+                out("rax") off,
+                options(nomem, pure)
             );
         }
         off

@@ -99,3 +99,64 @@ pub fn rss_bytes() -> usize {
     let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
 }
+
+/// Builds workspace package `package` in release mode into a target directory of the
+/// tests' own (once per test binary and package) and returns its `lib{name}.so`.
+pub fn build_cdylib(package: &str, name: &str) -> std::path::PathBuf {
+    use std::sync::Mutex;
+    static BUILT: Mutex<Vec<(String, std::path::PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, so)) = built.iter().find(|(p, _)| p == package) {
+        return so.clone();
+    }
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("preload");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "-p", package])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "building {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = target.join(format!("release/lib{name}.so"));
+    assert!(so.is_file(), "{so:?} was not built");
+    built.push((package.to_string(), so.clone()));
+    so
+}
+
+/// Compiles `tests/capi/{source}` with the C compiler (`$CC`, else `cc`) into the
+/// tests' scratch directory, with `extra` flags; returns the executable.
+pub fn compile_c(source: &str, extra: &[&str]) -> std::path::PathBuf {
+    use std::sync::Mutex;
+    // Tests of one binary compile the same program at once: one of them does it.
+    static COMPILED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("c-programs");
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let exe = dir.join(source.trim_end_matches(".c"));
+    if compiled.iter().any(|s| s == source) {
+        return exe;
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/capi")
+        .join(source);
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = Command::new(cc)
+        .args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .args(extra)
+        .output()
+        .expect("the C compiler runs");
+    assert!(
+        out.status.success(),
+        "compiling {source} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    compiled.push(source.to_string());
+    exe
+}

@@ -1,0 +1,194 @@
+//! Hardening: cpuslab keeps serving where the environment turns against it, as glibc
+//! does — a sandbox that forbids membarrier(2) after start, a library on cpuslab that
+//! is unloaded, a boot that cannot get memory, a C library without the rseq symbols.
+//! Each runs a C program (under `LD_PRELOAD=libcpuslab_preload.so`, or loading a Rust
+//! library whose global allocator is cpuslab) in a child process.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn preload_so() -> PathBuf {
+    common::build_cdylib("cpuslab-preload", "cpuslab_preload")
+}
+
+fn plugin_so() -> PathBuf {
+    common::build_cdylib("cpuslab-test-plugin", "cpuslab_test_plugin")
+}
+
+fn run(mut cmd: Command) -> (Output, String, String) {
+    let out = cmd.output().expect("the program runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
+
+/// Lines of `stderr` that start with `prefix`.
+fn lines_with<'a>(stderr: &'a str, prefix: &str) -> Vec<&'a str> {
+    stderr.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+/// glibc's `__rseq_offset` and `__rseq_size` (2.35 and later) are weak references, so
+/// the crate links, and the library loads, with C libraries that lack them (the
+/// `sched_getcpu` fallback serves there).
+#[test]
+fn rseq_symbols_are_weak_references() {
+    for so in [preload_so(), plugin_so()] {
+        let out = Command::new("objdump")
+            .arg("-T")
+            .arg(&so)
+            .output()
+            .expect("objdump runs (binutils)");
+        assert!(out.status.success());
+        let table = String::from_utf8_lossy(&out.stdout);
+        for sym in ["__rseq_offset", "__rseq_size"] {
+            for line in table.lines().filter(|l| l.ends_with(sym)) {
+                // objdump -T: address, then the flag columns; " w " marks weak.
+                assert!(
+                    line.contains(" w "),
+                    "{sym} is a strong reference in {so:?}: {line}"
+                );
+            }
+        }
+    }
+}
+
+/// Without glibc's rseq area (the tunable turns its registration off) cpuslab serves
+/// on the tried lock and says so.
+#[test]
+fn no_rseq_area_serves_on_the_tried_lock() {
+    let exe = common::compile_c("sandbox.c", &[]);
+    let mut cmd = Command::new(&exe);
+    cmd.arg("no-seccomp")
+        .env("LD_PRELOAD", preload_so())
+        .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
+        .env("CPUSLAB_STATS", "1");
+    let (out, stdout, stderr) = run(cmd);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("sandbox: ok"), "{stdout}");
+    assert!(
+        stderr.contains("per-CPU fast path: trylock (no rseq area"),
+        "{stderr}"
+    );
+}
+
+/// A seccomp filter installed after start makes membarrier(2) fail with EPERM: the
+/// caches leave restartable sequences for the tried lock and go on serving, through
+/// `malloc_trim` (which stops every CPU's caches) and in a forked child, with one line
+/// on stderr. Also when the filter forbids `sched_setaffinity`, which the move uses.
+#[test]
+fn membarrier_denied_after_start() {
+    let exe = common::compile_c("sandbox.c", &[]);
+    for mode in ["deny-membarrier", "deny-affinity"] {
+        let mut cmd = Command::new(&exe);
+        cmd.arg(mode)
+            .env("LD_PRELOAD", preload_so())
+            .env("CPUSLAB_STATS", "1");
+        let (out, stdout, stderr) = run(cmd);
+        assert!(
+            out.status.success() && stdout.contains("sandbox: ok"),
+            "{mode}: {}\n{stdout}\n{stderr}",
+            out.status
+        );
+        let path = lines_with(&stderr, "cpuslab: per-CPU fast path:");
+        assert_eq!(path.len(), 1, "{mode}: one report\n{stderr}");
+        if path[0].contains("fast path: rseq") || path[0].contains("rseq until") {
+            // The process ran on rseq: it must have moved, and said so once.
+            assert!(
+                path[0].contains("rseq until membarrier was refused"),
+                "{mode}: {stderr}"
+            );
+            assert_eq!(
+                lines_with(&stderr, "cpuslab: membarrier(2) was refused").len(),
+                1,
+                "{mode}: {stderr}"
+            );
+        }
+        assert!(
+            !stderr.contains("failed after registration"),
+            "{mode}: {stderr}"
+        );
+    }
+}
+
+/// A Rust library on cpuslab, loaded with `dlopen` while threads run and called from
+/// all of them, then unloaded with `dlclose`: the host keeps running (each thread's
+/// rseq area still names the library's sequences, and the kernel reads them at the
+/// next preemption) and can load the library again. Also with no optional static TLS
+/// left for libraries loaded late.
+#[test]
+fn dlclose_of_a_library_on_cpuslab() {
+    let exe = common::compile_c("dlclose_host.c", &["-ldl"]);
+    let so = plugin_so();
+    for tunables in ["", "glibc.rtld.optional_static_tls=0"] {
+        for round in 0..3 {
+            let mut cmd = Command::new(&exe);
+            cmd.arg(&so).env("GLIBC_TUNABLES", tunables);
+            let (out, stdout, stderr) = run(cmd);
+            assert!(
+                out.status.success() && stdout.contains("dlclose_host: ok"),
+                "round {round} [{tunables}]: {}\n{stdout}\n{stderr}",
+                out.status
+            );
+        }
+    }
+}
+
+/// A library on cpuslab needs no static TLS: it loads with `dlopen` however little
+/// of glibc's surplus is left (initial-exec TLS would fail there with "cannot
+/// allocate memory in static TLS block").
+#[test]
+fn libraries_need_no_static_tls() {
+    for so in [plugin_so(), preload_so()] {
+        let out = Command::new("readelf")
+            .args(["-d", "-W"])
+            .arg(&so)
+            .output()
+            .expect("readelf runs (binutils)");
+        let dynamic = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success());
+        assert!(!dynamic.contains("STATIC_TLS"), "{so:?}:\n{dynamic}");
+    }
+}
+
+/// A boot that cannot get memory says why once and is retried with backoff, not on
+/// every call: under an address-space limit too small for the first arena, glibc
+/// serves the C program's 100,000 pairs and cpuslab asks for a handful of mappings.
+/// Under a heap limit below what boot needs, nothing is handed to glibc (which would
+/// not respect the limit): every request fails.
+#[test]
+fn failed_boot_backs_off_and_keeps_the_limit() {
+    let exe = common::compile_c("boot_fail.c", &["-rdynamic"]);
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v 200000 && exec {}", exe.display()))
+        .env("LD_PRELOAD", preload_so());
+    let (out, stdout, stderr) = run(cmd);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    let counts: Vec<u64> = stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 2, "{stdout}");
+    assert_eq!(counts[0], 0, "glibc serves while cpuslab cannot: {stdout}");
+    assert!(counts[1] < 100, "boot retried on every call: {stdout}");
+    assert_eq!(
+        lines_with(&stderr, "cpuslab: cannot boot").len(),
+        1,
+        "{stderr}"
+    );
+
+    let mut cmd = Command::new(&exe);
+    cmd.env("LD_PRELOAD", preload_so())
+        .env("CPUSLAB_HEAP_LIMIT", "3M");
+    let (out, stdout, stderr) = run(cmd);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stdout.starts_with("nulls 100000 "),
+        "the limit held: {stdout}"
+    );
+    let why = lines_with(&stderr, "cpuslab: cannot boot");
+    assert_eq!(why.len(), 1, "{stderr}");
+    assert!(why[0].contains("CPUSLAB_HEAP_LIMIT"), "{stderr}");
+}
