@@ -61,6 +61,7 @@ fn no_rseq_area_serves_on_the_tried_lock() {
     let exe = common::compile_c("sandbox.c", &[]);
     let mut cmd = Command::new(&exe);
     cmd.arg("no-seccomp")
+        .env_remove("CPUSLAB_RSEQ")
         .env("LD_PRELOAD", preload_so())
         .env("GLIBC_TUNABLES", "glibc.pthread.rseq=0")
         .env("CPUSLAB_STATS", "1");
