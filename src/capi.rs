@@ -116,6 +116,21 @@ unsafe fn release(p: *mut u8) {
 /// `errno = ENOMEM` on failure.
 #[inline]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    // The fast path makes no system call, so it leaves errno alone without saving it.
+    if size <= kmalloc::FAST_MAX {
+        // SAFETY: rounding a size of at most 1024 up to 16 keeps it at most 1024.
+        let p = unsafe { kmalloc::kmalloc_fast((size.max(1) + MIN_ALIGN - 1) & !(MIN_ALIGN - 1)) };
+        if !p.is_null() {
+            return p.cast();
+        }
+    }
+    malloc_slow(size)
+}
+
+/// `malloc` past its fast path: whatever may make a system call, with errno saved.
+#[cold]
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut c_void {
     let saved = errno::Saved::new();
     let p = alloc(size);
     if p.is_null() {
@@ -134,6 +149,22 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 /// again.
 #[inline]
 pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: as the caller promised. The fast path makes no system call, so it leaves
+    // errno alone without saving it.
+    if unsafe { kmalloc::kfree_unsized_fast(p.cast()) } {
+        return;
+    }
+    // SAFETY: as the caller promised.
+    unsafe { free_slow(p) }
+}
+
+/// `free` past its fast path, with errno saved.
+///
+/// # Safety
+/// As [`free`].
+#[cold]
+#[inline(never)]
+unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }

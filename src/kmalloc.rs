@@ -152,7 +152,43 @@ pub(crate) fn init() -> Result<(), CacheError> {
 }
 
 /// Largest size the fast paths serve: the sizes `size_index` maps by table.
-const FAST_MAX: usize = 1024;
+pub const FAST_MAX: usize = 1024;
+
+/// The inline fast path of [`kmalloc`] alone, for `size <= FAST_MAX` (which the caller
+/// must have checked: it is not checked again) and alignment 8:
+/// a table lookup and one restartable sequence. Null when it cannot serve (rseq off,
+/// an empty cache, not booted); the caller then takes [`kmalloc`]'s whole path, out of
+/// line. The C interface uses it to keep its own slow path (errno) out of line too.
+///
+/// # Safety
+/// `size <= FAST_MAX`.
+#[inline(always)]
+pub unsafe fn kmalloc_fast(size: usize) -> *mut u8 {
+    // SAFETY: every caller checks the bound, which keeps the table index in range (the
+    // compiler cannot see it through the caller's rounding).
+    unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
+    cache(KMALLOC.size_index[(size + 7) >> 3] as usize).alloc_fast()
+}
+
+/// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
+/// CPU's array cache by one restartable sequence. Its cache comes from the page
+/// descriptor, which is arithmetic on the address (the arena's first block holds one
+/// per page), after the arena map says the address is cpuslab's. False, with nothing
+/// done, for anything else (null, a foreign, large or huge block, rseq off, a full
+/// cache); the caller then takes the whole path.
+///
+/// # Safety
+/// `p` is null, a foreign block, or a live block of cpuslab not used again.
+#[inline(always)]
+pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
+    if !arena::contains(p) {
+        return false;
+    }
+    let head = virt_to_head_page(p);
+    // SAFETY: descriptors of arena pages are always mapped; a slab page's descriptor
+    // names its cache for as long as the slab holds a live object such as `p`.
+    unsafe { (*head).flags() & PG_SLAB != 0 && (*(*head).cache.cast::<RawCache>()).free_fast(p) }
+}
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
 ///
