@@ -364,12 +364,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if let Some((base, len)) = reuse(len, align, node) {
         return register(base, len, node, false);
     }
-    if !arena::charge(span) && (drain_cache() == 0 || !arena::charge(span)) {
+    // Only the header page and the block are charged: the slack mapped to find an
+    // aligned address is unmapped below before anything touches it.
+    if !arena::charge(len) && (drain_cache() == 0 || !arena::charge(len)) {
         return ptr::null_mut();
     }
     let raw = sys::mmap::map_aligned(span, PAGE_SIZE, false);
     if raw.is_null() {
-        arena::uncharge(span);
+        arena::uncharge(len);
         return ptr::null_mut();
     }
     let block = ((raw as usize + PAGE_SIZE + align - 1) & !(align - 1)) as *mut u8;
@@ -378,8 +380,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if lead > 0 {
         sys::mmap::unmap(raw, lead);
     }
-    arena::uncharge(lead);
-    register(map_base, span - lead, node, true)
+    // The tail beyond the block: up to a whole alignment, which a 64 MiB alignment
+    // would otherwise keep mapped (and count) for a block of a few bytes.
+    let tail = span - lead - len;
+    if tail > 0 {
+        // SAFETY: `map_base + len` lies inside the mapping (`lead + len <= span`).
+        sys::mmap::unmap(unsafe { map_base.add(len) }, tail);
+    }
+    register(map_base, len, node, true)
 }
 
 /// Takes a cached mapping for a block of `len` bytes with its header, aligned to
