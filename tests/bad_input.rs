@@ -251,6 +251,46 @@ fn address_space_limit_gives_null_then_recovers() {
     assert!(err.contains("blocks before mmap failed"), "{err}");
 }
 
+/// A new arena needs its own 256 MiB of address space, not twice that: under an
+/// address-space limit with room for one more arena and a little, allocating until
+/// null fills the current arena and a new one (it stopped at the first while each
+/// arena mapped 512 MiB to align itself).
+#[test]
+fn a_new_arena_fits_an_address_space_limit_of_its_size() {
+    if common::is_child() {
+        if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
+            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 4096;
+            let lim = libc::rlimit {
+                rlim_cur: (vsz + (400 << 20)) as u64,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit with a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            let n = exhaust_and_recover();
+            eprintln!("blocks before mmap failed: {n}");
+            // One arena holds at most 252 blocks of 1 MiB.
+            assert!(
+                n > 300,
+                "only {n} blocks of 1 MiB: no second arena was mapped"
+            );
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "a_new_arena_fits_an_address_space_limit_of_its_size",
+        &[("CPUSLAB_RLIMIT_CHILD", "1"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("blocks before mmap failed"), "{err}");
+}
+
 #[test]
 fn invalid_config_is_reported_not_fatal() {
     if common::is_child() {
