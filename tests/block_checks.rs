@@ -261,3 +261,37 @@ fn valid_large_and_huge_blocks_pass_the_checks() {
         }
     }
 }
+
+/// A huge block that realloc moved is gone from its old address: freeing that address
+/// is a double free (it was reported as an unknown pointer; through the C ABI, not
+/// recognised as cpuslab's, it went to glibc's free).
+#[test]
+fn huge_free_of_the_address_realloc_moved_from_aborts() {
+    if common::is_child() {
+        let (p, l) = block(HUGE, 0);
+        // Growing 16 times moves the mapping in practice (the space above it is
+        // taken); when it does not, the parent has nothing to check.
+        // SAFETY: a live block grown with its layout; the old address is then freed,
+        // deliberately wrong when the block moved.
+        unsafe {
+            let q = CpuSlab.realloc(p, l, 16 * HUGE);
+            assert!(!q.is_null());
+            if q == p {
+                eprintln!("stayed in place");
+                return;
+            }
+            CpuSlab.dealloc(p, l);
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "huge_free_of_the_address_realloc_moved_from_aborts",
+        &[("RUST_BACKTRACE", "0")],
+    );
+    if err.contains("stayed in place") {
+        eprintln!("the block grew in place: nothing to check");
+        return;
+    }
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{err}");
+    assert!(err.contains("cpuslab: free(): double free"), "{err}");
+}

@@ -646,6 +646,10 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
         arena::uncharge(old_len - new_len);
     }
     registry.remove(block as usize);
+    if moved != base {
+        // The old address is gone as if freed: a later use of it is a double free.
+        registry.note_freed(block as usize);
+    }
     // Cannot fail: the entry just removed frees a slot.
     registry.insert(moved as usize + PAGE_SIZE);
     registry.live_bytes = registry.live_bytes - old_len + new_len;
