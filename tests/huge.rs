@@ -415,8 +415,8 @@ fn threads_reuse_and_free_concurrently() {
 fn big_alignments_charge_the_block_not_the_alignment() {
     if common::is_child() {
         let l = Layout::from_size_align(100, 64 * MIB).unwrap();
-        let before = cpuslab::stats::memory().committed_bytes;
         let mut blocks = Vec::with_capacity(100);
+        let before = cpuslab::stats::memory().committed_bytes;
         for i in 0..100 {
             // SAFETY: a valid layout; the block is written within its size.
             let p = unsafe { CpuSlab.alloc(l) };
@@ -428,8 +428,10 @@ fn big_alignments_charge_the_block_not_the_alignment() {
         }
         let per_block = (cpuslab::stats::memory().committed_bytes - before) / 100;
         eprintln!("committed per block: {per_block}");
+        // Two pages (header and block), plus a share of whatever else the process
+        // took meanwhile (a per-CPU page list refill is 64 KiB): far from 64 MiB.
         assert!(
-            per_block <= 2 * PAGE,
+            per_block <= 4 * PAGE,
             "a 100-byte block charges {per_block} bytes"
         );
         for p in blocks {
