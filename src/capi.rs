@@ -107,9 +107,18 @@ unsafe fn release(p: *mut u8) {
         // SAFETY: a live block of cpuslab, as the caller promised.
         unsafe { kmalloc::kfree_unsized(p) }
     } else {
+        foreign(p, "free()");
         // SAFETY: not cpuslab's, so glibc's malloc served it.
         unsafe { sys::glibc::free(p) }
     }
+}
+
+/// Before `op` hands `p`, not cpuslab's, to glibc: aborts with one `cpuslab:` line
+/// when it is a huge block freed lately (a double free) or a stray pointer into the
+/// first page of a live one. Off the paths of cpuslab's own blocks.
+#[cold]
+fn foreign(p: *mut u8, op: &str) {
+    huge::check_foreign(p, op);
 }
 
 /// C `malloc`: at least `size` bytes aligned to 16, a unique block for 0; null with
@@ -236,6 +245,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         // class of a rounded request has.
         unsafe { kmalloc::krealloc_unsized(p, request, 8) }
     } else {
+        foreign(p, "realloc()");
         // SAFETY: not cpuslab's, so glibc's malloc served it.
         unsafe { realloc_foreign(p, size, request) }
     };
@@ -375,6 +385,7 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         // SAFETY: a live block of cpuslab, as the caller promised.
         unsafe { kmalloc::ksize(p) }
     } else {
+        foreign(p, "malloc_usable_size()");
         // SAFETY: not cpuslab's, so glibc's malloc served it.
         unsafe { sys::glibc::usable_size(p) }
     }

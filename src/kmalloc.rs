@@ -313,12 +313,24 @@ unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
 
 #[cold]
 unsafe fn free_large(p: *mut u8) {
-    if !arena::contains(p) || (*virt_to_page(p)).flags() & PG_LARGE == 0 {
+    if !arena::contains(p) {
         sys::io::fatal(format_args!(
-            "invalid free of {p:p}: not a large block of cpuslab"
+            "free(): invalid pointer {p:p}: not a large block of cpuslab"
         ));
     }
-    page::free_pages_exact(virt_to_page(p));
+    // Checks that `p` starts a live large block (aborting otherwise) and frees it.
+    page::free_large(p);
+}
+
+/// The head of the live large block at `p` for `op`; aborts with one line otherwise.
+#[cold]
+unsafe fn large_head(p: *mut u8, op: &str) -> *mut page::Page {
+    if !arena::contains(p) {
+        sys::io::fatal(format_args!(
+            "{op}: invalid pointer {p:p}: not a large block of cpuslab"
+        ));
+    }
+    page::large_block(p, op)
 }
 
 /// Resizes a block from [`kmalloc`], in place when its class or pages allow.
@@ -329,7 +341,7 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
     match (classify(old_size, align), classify(new_size, align)) {
         (Kind::Slab(a), Kind::Slab(b)) if a == b => return p,
         (Kind::Large, Kind::Large) => {
-            let page = virt_to_page(p);
+            let page = large_head(p, "realloc()");
             let old_pages = (*page).info as usize;
             let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
             if new_pages == old_pages {
@@ -346,6 +358,11 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
                 return moved;
             }
         }
+        // Checked before the copy below reads the block.
+        (Kind::Large, _) => {
+            large_head(p, "realloc()");
+        }
+        (Kind::Huge, _) => huge::check_live(p, "realloc()"),
         _ => {}
     }
     let q = kmalloc(new_size, align);
@@ -363,12 +380,13 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
 pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize {
     match classify(size, align) {
         Kind::Slab(i) => KMALLOC_SIZES[i],
-        Kind::Large => ((*virt_to_page(p)).info as usize) << PAGE_SHIFT,
+        Kind::Large => ((*large_head(p, "malloc_usable_size()")).info as usize) << PAGE_SHIFT,
         Kind::Huge => huge::usable_size(p),
     }
 }
 
 /// Bytes usable in the live block at `p` (`ksize`), found from the page descriptor.
+/// Aborts with one line when `p` is in no slab and starts no live large or huge block.
 ///
 /// # Safety
 /// `p` is a live block returned by cpuslab.
@@ -379,15 +397,12 @@ pub unsafe fn ksize(p: *mut u8) -> usize {
         if flags & PG_SLAB != 0 {
             return (*(*head).cache.cast::<RawCache>()).object_size();
         }
-        if flags & PG_LARGE != 0 {
-            return ((*head).info as usize) << PAGE_SHIFT;
-        }
-        return 0;
+        // Aborts unless `p` starts a live large block.
+        let page = page::large_block(p, "malloc_usable_size()");
+        return ((*page).info as usize) << PAGE_SHIFT;
     }
-    if huge::is_huge(p) {
-        return huge::usable_size(p);
-    }
-    0
+    // Aborts unless `p` is a live huge block.
+    huge::usable_size(p)
 }
 
 /// Whether `p` is a live block of cpuslab (an object or block start in an arena, or a
@@ -397,7 +412,8 @@ pub fn owns(p: *const u8) -> bool {
         let head = virt_to_head_page(p);
         // SAFETY: descriptors of arena pages are always mapped.
         let flags = unsafe { (*head).flags() };
-        return flags & (PG_SLAB | PG_LARGE) != 0;
+        let large_start = flags & PG_LARGE != 0 && p as usize & (PAGE_SIZE - 1) == 0;
+        return flags & PG_SLAB != 0 || large_start;
     }
     huge::is_huge(p)
 }
@@ -415,13 +431,10 @@ pub unsafe fn kfree_unsized(p: *mut u8) {
             (*(*head).cache.cast::<RawCache>()).free(p);
             return;
         }
-        if flags & PG_LARGE != 0 && head == virt_to_page(p) {
-            page::free_pages_exact(head);
-            return;
-        }
-        sys::io::fatal(format_args!(
-            "invalid free of {p:p}: not a live block of cpuslab"
-        ));
+        // Aborts unless `p` starts a live large block (an interior pointer, a double
+        // free, a free page).
+        page::free_large(p);
+        return;
     }
     huge::free(p);
 }
@@ -443,22 +456,29 @@ pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mu
                     return p;
                 }
             }
-        } else if flags & PG_LARGE != 0 && new_kind == Kind::Large {
-            let old_pages = (*head).info as usize;
-            let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
-            if new_pages == old_pages {
-                return p;
-            }
-            if new_pages < old_pages {
-                page::shrink_pages_exact(head, new_pages);
-                return p;
+        } else {
+            // Aborts unless `p` starts a live large block.
+            let head = page::large_block(p, "realloc()");
+            if new_kind == Kind::Large {
+                let old_pages = (*head).info as usize;
+                let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
+                if new_pages == old_pages {
+                    return p;
+                }
+                if new_pages < old_pages {
+                    page::shrink_pages_exact(head, new_pages);
+                    return p;
+                }
             }
         }
     } else if new_kind == Kind::Huge && align <= PAGE_SIZE {
+        // Checks that `p` is a live huge block.
         let moved = huge::realloc(p, new_size);
         if !moved.is_null() {
             return moved;
         }
+    } else {
+        huge::check_live(p, "realloc()");
     }
     let old = ksize(p);
     let q = kmalloc(new_size, align);

@@ -80,7 +80,9 @@ pub fn buddyinfo() -> String {
 pub struct MemoryStats {
     /// Address space reserved for arenas.
     pub reserved_bytes: usize,
-    /// Bytes handed to the buddy zones plus huge mappings (live and cached).
+    /// Bytes that may be resident, what `CPUSLAB_HEAP_LIMIT` bounds: arena pages
+    /// handed out (per-CPU page lists included) or free but dirty, plus huge mappings
+    /// (live and cached). Purged and never-touched free pages are not counted.
     pub committed_bytes: usize,
     /// Bytes on the buddy free lists.
     pub free_bytes: usize,

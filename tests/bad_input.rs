@@ -143,6 +143,82 @@ fn heap_limit_gives_null_then_recovers() {
     assert!(err.contains("blocks before the limit"), "{err}");
 }
 
+/// The heap limit bounds what is committed now, not the high-water mark: memory
+/// purged by `trim()` is uncharged, and charged again when its pages are handed out.
+/// (With a 64M limit, 503 blocks of 100 KB freed and trimmed left a 32 MiB request
+/// refused with nothing live.)
+#[test]
+fn heap_limit_counts_what_is_committed_now() {
+    if common::is_child() {
+        let small = Layout::from_size_align(100 * 1024, 8).unwrap();
+        let big = Layout::from_size_align(32 << 20, 8).unwrap();
+        let fill = |n: usize| -> Vec<*mut u8> {
+            let mut blocks = Vec::with_capacity(n);
+            for _ in 0..n {
+                // SAFETY: a valid layout; a fresh block is written within its size.
+                let p = unsafe { CpuSlab.alloc(small) };
+                if p.is_null() {
+                    break;
+                }
+                // SAFETY: as above.
+                unsafe { p.write_bytes(1, small.size()) };
+                blocks.push(p);
+            }
+            blocks
+        };
+        let free = |blocks: Vec<*mut u8>| {
+            for p in blocks {
+                // SAFETY: live blocks of this layout.
+                unsafe { CpuSlab.dealloc(p, small) };
+            }
+        };
+        let blocks = fill(503);
+        assert_eq!(blocks.len(), 503, "the first round fits the limit");
+        free(blocks);
+        let purged = cpuslab::trim();
+        assert!(purged >= 40 << 20, "trim purged only {purged} bytes");
+        let m = cpuslab::stats::memory();
+        assert!(
+            m.committed_bytes < 16 << 20,
+            "purged memory still counts: {m:?}"
+        );
+        // SAFETY: a valid layout; the block is written within its size and freed.
+        let q = unsafe { CpuSlab.alloc(big) };
+        assert!(!q.is_null(), "32 MiB refused with nothing live: {m:?}");
+        // SAFETY: as above.
+        unsafe { q.write_bytes(2, big.size()) };
+        // The purged blocks are charged again when reused: with 32 MiB live, the
+        // 100 KB blocks stop short of the first round's count.
+        let blocks = fill(503);
+        let n = blocks.len();
+        let committed = cpuslab::stats::memory().committed_bytes;
+        free(blocks);
+        // SAFETY: as above.
+        unsafe { CpuSlab.dealloc(q, big) };
+        assert!(
+            (200..400).contains(&n),
+            "{n} blocks of 100 KB beside 32 MiB under a 64M limit"
+        );
+        assert!(
+            committed <= 64 << 20,
+            "committed {committed} past the limit"
+        );
+        // And with the 32 MiB gone, a whole round fits again.
+        cpuslab::trim();
+        let blocks = fill(503);
+        assert_eq!(blocks.len(), 503, "memory lost to the limit");
+        free(blocks);
+        eprintln!("child done: {n} blocks beside 32 MiB");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "heap_limit_counts_what_is_committed_now",
+        &[("CPUSLAB_HEAP_LIMIT", "64M"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
+}
+
 #[test]
 fn address_space_limit_gives_null_then_recovers() {
     if common::is_child() {
@@ -170,6 +246,46 @@ fn address_space_limit_gives_null_then_recovers() {
     let (status, err) = common::run_child(
         "address_space_limit_gives_null_then_recovers",
         &[("CPUSLAB_RLIMIT_CHILD", "1")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("blocks before mmap failed"), "{err}");
+}
+
+/// A new arena needs its own 256 MiB of address space, not twice that: under an
+/// address-space limit with room for one more arena and a little, allocating until
+/// null fills the current arena and a new one (it stopped at the first while each
+/// arena mapped 512 MiB to align itself).
+#[test]
+fn a_new_arena_fits_an_address_space_limit_of_its_size() {
+    if common::is_child() {
+        if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
+            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 4096;
+            let lim = libc::rlimit {
+                rlim_cur: (vsz + (400 << 20)) as u64,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit with a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            let n = exhaust_and_recover();
+            eprintln!("blocks before mmap failed: {n}");
+            // One arena holds at most 252 blocks of 1 MiB.
+            assert!(
+                n > 300,
+                "only {n} blocks of 1 MiB: no second arena was mapped"
+            );
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "a_new_arena_fits_an_address_space_limit_of_its_size",
+        &[("CPUSLAB_RLIMIT_CHILD", "1"), ("RUST_BACKTRACE", "0")],
     );
     assert!(status.success(), "child failed: {err}");
     assert!(err.contains("blocks before mmap failed"), "{err}");

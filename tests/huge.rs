@@ -406,3 +406,45 @@ fn threads_reuse_and_free_concurrently() {
     assert!(cached() <= 64 * MIB);
     assert!(cached() > 0, "nothing was cached");
 }
+
+/// A small block with an alignment above 4 MiB keeps only its header page and its
+/// own pages mapped and charged, not the rest of the alignment: under a 256 MiB heap
+/// limit a hundred 100-byte blocks aligned to 64 MiB all succeed (3 did when the tail
+/// of each over-sized mapping stayed mapped).
+#[test]
+fn big_alignments_charge_the_block_not_the_alignment() {
+    if common::is_child() {
+        let l = Layout::from_size_align(100, 64 * MIB).unwrap();
+        let mut blocks = Vec::with_capacity(100);
+        let before = cpuslab::stats::memory().committed_bytes;
+        for i in 0..100 {
+            // SAFETY: a valid layout; the block is written within its size.
+            let p = unsafe { CpuSlab.alloc(l) };
+            assert!(!p.is_null(), "block {i} of 100 refused under the limit");
+            assert_eq!(p as usize % (64 * MIB), 0);
+            // SAFETY: as above.
+            unsafe { p.write_bytes(0x5A, 100) };
+            blocks.push(p);
+        }
+        let per_block = (cpuslab::stats::memory().committed_bytes - before) / 100;
+        eprintln!("committed per block: {per_block}");
+        // Two pages (header and block), plus a share of whatever else the process
+        // took meanwhile (a per-CPU page list refill is 64 KiB): far from 64 MiB.
+        assert!(
+            per_block <= 4 * PAGE,
+            "a 100-byte block charges {per_block} bytes"
+        );
+        for p in blocks {
+            // SAFETY: live blocks of this layout.
+            unsafe { CpuSlab.dealloc(p, l) };
+        }
+        eprintln!("child done");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "big_alignments_charge_the_block_not_the_alignment",
+        &[("CPUSLAB_HEAP_LIMIT", "256M"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
+}

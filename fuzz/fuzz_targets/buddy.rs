@@ -4,7 +4,7 @@
 //! Checked: orders past `MAX_ORDER` get null; every block is aligned to its order (an
 //! exact block to `min_order`), distinct from every other live block, reads as zero
 //! when its head says `PG_ZERO`, and keeps its contents; the pages the pool holds out
-//! (`committed - free - per-CPU cached`) move exactly with the model; after freeing
+//! (`committed - dirty free - per-CPU cached`) move exactly with the model; after freeing
 //! everything and draining the per-CPU page lists the buddy free lists are what they
 //! were before (plus whole max-order blocks the zone grew by).
 
@@ -59,11 +59,12 @@ fn seed(id: u64) -> u64 {
     id.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ 0x3C3C
 }
 
-/// Pages the pool has handed out: committed to the zones, not free, not cached on a
-/// per-CPU list.
+/// Pages the pool has handed out: committed (handed out or dirty free), not dirty
+/// free, not cached on a per-CPU list.
 fn held_pages() -> isize {
     let m = cpuslab::stats::memory();
-    (m.committed_bytes as isize - m.free_bytes as isize - m.pcp_bytes as isize) / PAGE as isize
+    (m.committed_bytes as isize - m.dirty_free_bytes as isize - m.pcp_bytes as isize)
+        / PAGE as isize
 }
 
 /// Empties every per-CPU page list and returns each node's free block counts by order

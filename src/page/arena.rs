@@ -30,7 +30,8 @@ const _: () = assert!((ARENA_SIZE >> PAGE_SHIFT) << DESC_SHIFT == BLOCK_SIZE);
 static ARENA_MAP: [AtomicU8; 1 << (48 - ARENA_SHIFT)] =
     [const { AtomicU8::new(0) }; 1 << (48 - ARENA_SHIFT)];
 
-/// Bytes of arena blocks handed to zones plus bytes of huge mappings.
+/// Bytes that may be resident: arena pages handed out by the zones or free but dirty
+/// (not purged), plus huge mappings (live and cached). See `buddy`'s module comment.
 static COMMITTED: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of address space reserved by arenas.
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
@@ -85,13 +86,14 @@ pub fn create(node: usize) -> *mut Arena {
     arena
 }
 
-/// Takes the next unused max-order block of `arena`, charging it to the heap limit.
-/// Returns null when the arena is exhausted or the limit would be passed.
+/// Takes the next unused max-order block of `arena`. Returns null when the arena is
+/// exhausted. The block is not charged: its pages are untouched (clean) until the
+/// zone hands them out, which charges them.
 ///
 /// # Safety
 /// `arena` is live and the caller holds its zone's lock.
 pub unsafe fn take_block(arena: *mut Arena) -> *mut u8 {
-    if (*arena).next_block >= BLOCKS_PER_ARENA || !charge(BLOCK_SIZE) {
+    if (*arena).next_block >= BLOCKS_PER_ARENA {
         return ptr::null_mut();
     }
     let block = (*arena).next_block;
@@ -110,12 +112,18 @@ pub fn charge(bytes: usize) -> bool {
     true
 }
 
-/// Returns `bytes` charged by [`charge`].
+/// Counts `bytes` as committed even past the heap limit: for pages that become
+/// resident where nothing may fail (clean pages merged into a dirty free block).
+pub fn charge_always(bytes: usize) {
+    COMMITTED.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Returns `bytes` charged by [`charge`] or [`charge_always`].
 pub fn uncharge(bytes: usize) {
     COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
 }
 
-/// Bytes committed (arena blocks in use by zones plus huge mappings).
+/// Bytes committed: arena pages handed out or free but dirty, plus huge mappings.
 pub fn committed() -> usize {
     COMMITTED.load(Ordering::Relaxed)
 }

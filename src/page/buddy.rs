@@ -6,6 +6,14 @@
 //! purged) and their free time, for purging after a delay. Dirty blocks go to the front
 //! of their list and are reused first, so memory that is already resident is preferred
 //! and clean memory stays untouched.
+//!
+//! The heap limit (`arena::charge`) counts what may be resident: pages handed out plus
+//! dirty free pages. A clean free block is not charged (the kernel backs it with no
+//! memory until it is touched); taking one out charges the pages handed out, and may
+//! be refused; a block that turns clean (freed zero, or merged into a clean block)
+//! is uncharged, and clean pages merged into a dirty block are charged again, since
+//! they are then reused as dirty. So the zone's charge is always
+//! `managed_pages - (free_pages - dirty_pages)` pages.
 
 use core::ptr;
 
@@ -113,12 +121,25 @@ impl ZoneInner {
         }
         let mut current = (order..=MAX_ORDER).find(|&o| !self.free_area[o].list.is_empty());
         if current.is_none() {
-            if !self.grow(node) {
+            if !self.grow(node, order) {
                 return ptr::null_mut();
             }
             current = Some(MAX_ORDER);
         }
         let mut cur = current.unwrap_or(MAX_ORDER);
+        let front = self.free_area[cur].list.first();
+        if (*front).flags() & PG_ZERO != 0 && !arena::charge(PAGE_SIZE << order) {
+            // Past the limit: only a dirty block, already charged, may still be handed
+            // out. Dirty blocks lead their lists.
+            let dirty = (order..=MAX_ORDER).find(|&o| {
+                let f = self.free_area[o].list.first();
+                !f.is_null() && (*f).flags() & PG_ZERO == 0
+            });
+            match dirty {
+                Some(o) => cur = o,
+                None => return ptr::null_mut(),
+            }
+        }
         let page = self.free_area[cur].list.pop_front();
         let flags = (*page).flags();
         let zero = flags & PG_ZERO;
@@ -138,17 +159,18 @@ impl ZoneInner {
     }
 
     /// Takes one more max-order block from this node's arenas, mapping a new arena when
-    /// the current one is used up.
-    unsafe fn grow(&mut self, node: usize) -> bool {
+    /// the current one is used up. Not when the heap limit would refuse the 2^order
+    /// pages wanted from it anyway.
+    unsafe fn grow(&mut self, node: usize, order: usize) -> bool {
+        if arena::limit() != 0 && arena::committed() + (PAGE_SIZE << order) > arena::limit() {
+            return false;
+        }
         let mut block = if self.arenas.is_null() {
             ptr::null_mut()
         } else {
             arena::take_block(self.arenas)
         };
         if block.is_null() {
-            if arena::limit() != 0 && arena::committed() + BLOCK_SIZE > arena::limit() {
-                return false;
-            }
             let fresh = arena::create(node);
             if fresh.is_null() {
                 return false;
@@ -188,6 +210,9 @@ impl ZoneInner {
     }
 
     /// `__free_one_page`: merge with free buddies while possible, then list the block.
+    /// The block was handed out (so charged); `zero` says it reads as zero now. A block
+    /// that ends up clean is uncharged; clean buddies merged into a dirty one are
+    /// charged (see the module's comment).
     ///
     /// # Safety
     /// Called under the zone lock with a block of this zone.
@@ -199,6 +224,8 @@ impl ZoneInner {
         now_ms: u64,
     ) {
         let mut zero = zero & PG_ZERO;
+        let freed_pages = 1usize << order;
+        let mut clean_merged = 0usize;
         let mut addr = page_address(page) as usize;
         while order < MAX_ORDER {
             let buddy_addr = addr ^ (PAGE_SIZE << order);
@@ -209,6 +236,8 @@ impl ZoneInner {
             }
             if bflags & PG_ZERO == 0 {
                 self.dirty_pages -= 1 << order;
+            } else {
+                clean_merged += 1 << order;
             }
             zero &= bflags;
             self.del_free(buddy, order);
@@ -216,6 +245,12 @@ impl ZoneInner {
             order += 1;
         }
         page = virt_to_page(addr as *const u8);
+        if zero != 0 {
+            arena::uncharge(freed_pages << PAGE_SHIFT);
+        } else if clean_merged != 0 {
+            // Never refused: a free cannot fail, and these pages may now be touched.
+            arena::charge_always(clean_merged << PAGE_SHIFT);
+        }
         self.add_free(page, order, zero, now_ms);
     }
 

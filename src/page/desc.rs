@@ -21,6 +21,10 @@ pub const PG_LARGE: u32 = 1 << 3;
 pub const PG_ZERO: u32 = 1 << 4;
 /// Head page of a block handed out by the page allocator (slab, large or internal).
 pub const PG_ALLOCATED: u32 = 1 << 5;
+/// Was the head page of a large block, since freed: set by the free, and kept while the
+/// page lies inside a merged free block (merging leaves such pages' flags alone), so a
+/// second free of the block is reported as a double free.
+pub const PG_FREED: u32 = 1 << 6;
 
 /// The descriptor of one page, `struct page` in the kernel.
 ///

@@ -28,6 +28,10 @@ use crate::{cpuset, topology};
 const REGISTRY_SLOTS: usize = 1 << 16;
 const EMPTY: usize = 0;
 
+/// Addresses of the last huge blocks freed that are remembered, to tell a double free
+/// (whose mapping may be gone) from a pointer glibc's malloc served.
+const FREED_RING: usize = 64;
+
 /// Freed mappings the cache holds at most (its budget usually binds first).
 const CACHE_SLOTS: usize = 32;
 /// A cached mapping serves a request it exceeds by at most a quarter of the request
@@ -43,6 +47,10 @@ pub(crate) struct Registry {
     /// Bytes of the mappings of live blocks.
     live_bytes: usize,
     cache: Cache,
+    /// The last [`FREED_RING`] blocks freed (0: none), the oldest overwritten.
+    freed: [usize; FREED_RING],
+    /// Where the next freed block goes in `freed`.
+    freed_next: usize,
 }
 
 pub(crate) static REGISTRY: Mutex<Registry> = Mutex::new(Registry::new());
@@ -58,7 +66,53 @@ impl Registry {
                 n: 0,
                 bytes: 0,
             },
+            freed: [0; FREED_RING],
+            freed_next: 0,
         }
+    }
+
+    /// Remembers that `block` was freed.
+    fn note_freed(&mut self, block: usize) {
+        self.freed[self.freed_next] = block;
+        self.freed_next = (self.freed_next + 1) % FREED_RING;
+    }
+
+    /// Whether `block`, not live, is among the blocks freed last.
+    fn was_freed(&self, block: usize) -> bool {
+        block != 0 && self.freed.contains(&block)
+    }
+
+    /// The header of the live block `block`, checked; aborts with one line naming
+    /// `op` when `block` is not live (a double free when it was freed lately) or its
+    /// header was overwritten.
+    fn live_header(&self, block: *mut u8, op: &str) -> *mut HugeHeader {
+        if self.find(block as usize).is_none() {
+            if self.was_freed(block as usize) {
+                sys::io::fatal(format_args!(
+                    "{op}: {} {block:p}: huge block already freed",
+                    if op == "free()" {
+                        "double free"
+                    } else {
+                        "invalid pointer"
+                    }
+                ));
+            }
+            sys::io::fatal(format_args!(
+                "{op}: invalid pointer {block:p}: not a live block of cpuslab"
+            ));
+        }
+        let h = header(block);
+        // SAFETY: a live block's header page is mapped and only its owner writes it.
+        let (magic, base, len) = unsafe { ((*h).magic, (*h).map_base, (*h).map_len) };
+        let (b, start) = (block as usize, base as usize);
+        // The mapping must hold its header page and at least one page of the block:
+        // anything else would unmap or remap a range that is not the block's.
+        if magic != HUGE_MAGIC || start > b - PAGE_SIZE || start.saturating_add(len) <= b {
+            sys::io::fatal(format_args!(
+                "{op}: corrupted header of huge block {block:p}"
+            ));
+        }
+        h
     }
 
     fn home(block: usize) -> usize {
@@ -364,12 +418,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if let Some((base, len)) = reuse(len, align, node) {
         return register(base, len, node, false);
     }
-    if !arena::charge(span) && (drain_cache() == 0 || !arena::charge(span)) {
+    // Only the header page and the block are charged: the slack mapped to find an
+    // aligned address is unmapped below before anything touches it.
+    if !arena::charge(len) && (drain_cache() == 0 || !arena::charge(len)) {
         return ptr::null_mut();
     }
     let raw = sys::mmap::map_aligned(span, PAGE_SIZE, false);
     if raw.is_null() {
-        arena::uncharge(span);
+        arena::uncharge(len);
         return ptr::null_mut();
     }
     let block = ((raw as usize + PAGE_SIZE + align - 1) & !(align - 1)) as *mut u8;
@@ -378,8 +434,14 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
     if lead > 0 {
         sys::mmap::unmap(raw, lead);
     }
-    arena::uncharge(lead);
-    register(map_base, span - lead, node, true)
+    // The tail beyond the block: up to a whole alignment, which a 64 MiB alignment
+    // would otherwise keep mapped (and count) for a block of a few bytes.
+    let tail = span - lead - len;
+    if tail > 0 {
+        // SAFETY: `map_base + len` lies inside the mapping (`lead + len <= span`).
+        sys::mmap::unmap(unsafe { map_base.add(len) }, tail);
+    }
+    register(map_base, len, node, true)
 }
 
 /// Takes a cached mapping for a block of `len` bytes with its header, aligned to
@@ -462,12 +524,49 @@ pub fn is_huge(block: *const u8) -> bool {
     REGISTRY.lock().find(block as usize).is_some()
 }
 
-/// Usable bytes of a huge block.
+/// Usable bytes of a huge block; aborts with one line when `block` is not a live huge
+/// block with an intact header.
 ///
 /// # Safety
-/// `block` was returned by [`alloc`] or [`realloc`] and not freed.
+/// None beyond the block being live, which is checked; unsafe as the caller's
+/// promise that it is.
 pub unsafe fn usable_size(block: *mut u8) -> usize {
-    (*header(block)).usable
+    let r = REGISTRY.lock();
+    let h = r.live_header(block, "malloc_usable_size()");
+    (*h).usable
+}
+
+/// Aborts with one line naming `op` unless `block` is a live huge block with an
+/// intact header.
+pub fn check_live(block: *mut u8, op: &str) {
+    REGISTRY.lock().live_header(block, op);
+}
+
+/// For `p`, which is neither an arena address nor a live huge block and is about to
+/// go to glibc (`op` on a block glibc's malloc served): aborts with one line when it
+/// is a huge block freed lately (a double free, whose mapping may be cached or gone)
+/// or points into the header page or the first page of a live huge block (a stray
+/// pointer that glibc would take for its own).
+pub fn check_foreign(p: *const u8, op: &str) {
+    let a = p as usize;
+    let r = REGISTRY.lock();
+    if r.was_freed(a) {
+        drop(r);
+        let what = if op == "free()" {
+            "double free"
+        } else {
+            "invalid pointer"
+        };
+        sys::io::fatal(format_args!("{op}: {what} {p:p}: huge block already freed"));
+    }
+    let down = a & !(PAGE_SIZE - 1);
+    let up = down.wrapping_add(PAGE_SIZE);
+    if r.find(down).is_some() || r.find(up).is_some() {
+        drop(r);
+        sys::io::fatal(format_args!(
+            "{op}: invalid pointer {p:p}: inside a huge block of cpuslab"
+        ));
+    }
 }
 
 /// Whether a block just returned by [`alloc`] reads as zero (a fresh mapping; a
@@ -489,13 +588,9 @@ pub unsafe fn free(block: *mut u8) {
     let mut victims = Victims::new();
     {
         let mut r = REGISTRY.lock();
-        if !r.remove(block as usize) {
-            drop(r);
-            sys::io::fatal(format_args!(
-                "invalid free of {block:p}: not a live block of cpuslab"
-            ));
-        }
-        let h = header(block);
+        let h = r.live_header(block, "free()");
+        r.remove(block as usize);
+        r.note_freed(block as usize);
         let (base, len, node) = ((*h).map_base as usize, (*h).map_len, (*h).node);
         (*h).magic = 0;
         r.live_bytes -= len;
@@ -522,7 +617,7 @@ pub unsafe fn free(block: *mut u8) {
 /// # Safety
 /// `block` was returned by [`alloc`] with an alignment of at most a page.
 pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
-    let h = header(block);
+    let h = REGISTRY.lock().live_header(block, "realloc()");
     let (base, old_len) = ((*h).map_base, (*h).map_len);
     if base != block.sub(PAGE_SIZE) {
         return ptr::null_mut();
@@ -551,6 +646,10 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
         arena::uncharge(old_len - new_len);
     }
     registry.remove(block as usize);
+    if moved != base {
+        // The old address is gone as if freed: a later use of it is a double free.
+        registry.note_freed(block as usize);
+    }
     // Cannot fail: the entry just removed frees a slot.
     registry.insert(moved as usize + PAGE_SIZE);
     registry.live_bytes = registry.live_bytes - old_len + new_len;

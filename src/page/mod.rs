@@ -11,7 +11,9 @@ pub mod purge;
 
 pub use desc::{page_address, virt_to_head_page, virt_to_page, Page};
 
-use desc::{PG_ALLOCATED, PG_LARGE, PG_ZERO};
+use core::sync::atomic::Ordering;
+
+use desc::{PG_ALLOCATED, PG_BUDDY, PG_FREED, PG_LARGE, PG_TAIL, PG_ZERO};
 
 use crate::cpuset;
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
@@ -160,6 +162,63 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
         z.free_run(page, npages, 0, now);
     }
     purge::maybe_purge(zone, now);
+}
+
+/// The head descriptor of the live large block (from [`alloc_pages_exact`]) that
+/// starts at `p`, an address inside an arena; `op` (`"free()"`, `"realloc()"`, ...)
+/// names the call for the message. Aborts with one `cpuslab:` line when `p` is not
+/// such a block's start (an interior or stray pointer) or the block is not live.
+///
+/// # Safety
+/// `p` lies inside an arena (its descriptor is mapped).
+pub unsafe fn large_block(p: *mut u8, op: &str) -> *mut Page {
+    let page = virt_to_page(p);
+    let flags = (*page).flags();
+    if p as usize & (PAGE_SIZE - 1) != 0 || flags & (PG_LARGE | PG_TAIL) != PG_LARGE {
+        bad_large(p, op, flags);
+    }
+    page
+}
+
+/// Frees the large block that starts at `p` after [`large_block`]'s checks. The head's
+/// flags become `PG_FREED` with one compare-and-swap before its pages go back, so of
+/// two frees of one block (in turn or racing) the second finds no large block and
+/// aborts as a double free, even when the head was merged into a lower free buddy
+/// (which leaves a merged page's flags as they were).
+///
+/// # Safety
+/// `p` lies inside an arena; if it is a live large block, nothing uses it any more.
+pub unsafe fn free_large(p: *mut u8) {
+    let page = large_block(p, "free()");
+    let flags = (*page).flags();
+    if (*page)
+        .flags
+        .compare_exchange(flags, PG_FREED, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        bad_large(p, "free()", PG_FREED);
+    }
+    free_pages_exact(page);
+}
+
+/// Aborts for a call `op` on `p`, an arena address that is no live large block's start
+/// (its page's flags were `flags`).
+#[cold]
+fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
+    let aligned = p as usize & (PAGE_SIZE - 1) == 0;
+    if aligned && flags & (PG_BUDDY | PG_FREED) != 0 {
+        // The page heads a free block, or headed a large block since freed (a racing
+        // free that just claimed it reads as the flags it set).
+        let what = if op == "free()" {
+            "double free"
+        } else {
+            "invalid pointer"
+        };
+        sys::io::fatal(format_args!("{op}: {what} {p:p}: block already freed"));
+    }
+    sys::io::fatal(format_args!(
+        "{op}: invalid pointer {p:p}: not the start of a live block"
+    ))
 }
 
 /// Shrinks a block from [`alloc_pages_exact`] in place to `npages` pages.

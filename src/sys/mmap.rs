@@ -7,28 +7,44 @@ use core::ptr;
 /// address space for arenas, committed page by page as it is touched. Without it the
 /// kernel's overcommit check applies, so an absurd request fails as it does for glibc.
 ///
+/// An alignment above a page is first sought with mappings of exactly `len` bytes: one
+/// where the kernel likes, kept if it happens to be aligned, else one asked for at the
+/// aligned address just below it (the kernel places mappings top-down, so the space
+/// below the one it chose is usually free). Only when that fails is `len + align`
+/// mapped and trimmed, so that under an address-space limit (`RLIMIT_AS`) the peak is
+/// the mapping itself, not twice it (an arena would need 512 MiB to map 256).
+///
 /// Returns null when the kernel refuses (address space exhausted, `RLIMIT_AS`).
 pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
     let noreserve = if reservation { libc::MAP_NORESERVE } else { 0 };
     debug_assert!(align.is_power_of_two() && align >= super::PAGE_SIZE);
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve;
+    if align > super::PAGE_SIZE {
+        let Some(exact) = map_at(ptr::null_mut(), len, flags) else {
+            // The exact size is refused: more would be too.
+            return ptr::null_mut();
+        };
+        if exact as usize & (align - 1) == 0 {
+            return exact;
+        }
+        let hint = (exact as usize & !(align - 1)) as *mut u8;
+        unmap(exact, len);
+        // MAP_FIXED_NOREPLACE fails rather than replace a mapping that another thread
+        // put there meanwhile; a kernel older than 4.17 ignores it and takes the
+        // address as a hint, checked below.
+        if let Some(p) = map_at(hint, len, flags | libc::MAP_FIXED_NOREPLACE) {
+            if p == hint {
+                return p;
+            }
+            unmap(p, len);
+        }
+    }
     let Some(span) = len.checked_add(align - super::PAGE_SIZE) else {
         return ptr::null_mut();
     };
-    // SAFETY: an anonymous private mapping at an address of the kernel's choosing
-    // touches no existing memory.
-    let raw = unsafe {
-        libc::mmap(
-            ptr::null_mut(),
-            span,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve,
-            -1,
-            0,
-        )
-    };
-    if raw == libc::MAP_FAILED {
+    let Some(raw) = map_at(ptr::null_mut(), span, flags) else {
         return ptr::null_mut();
-    }
+    };
     let raw = raw as usize;
     let start = (raw + align - 1) & !(align - 1);
     let end = start + len;
@@ -40,6 +56,25 @@ pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
         unmap(end as *mut u8, raw + span - end);
     }
     start as *mut u8
+}
+
+/// One anonymous read-write mapping of `len` bytes with `flags`, at `hint` if the
+/// kernel takes it (null: where the kernel likes). None when the kernel refuses.
+fn map_at(hint: *mut u8, len: usize, flags: libc::c_int) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping touches no existing memory: without
+    // MAP_FIXED the hint only suggests a place, and MAP_FIXED_NOREPLACE fails rather
+    // than replace a mapping.
+    let p = unsafe {
+        libc::mmap(
+            hint.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
 }
 
 /// Unmaps `[addr, addr + len)`.

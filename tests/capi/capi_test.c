@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -616,6 +617,91 @@ static void test_trim_and_stats(void) {
     }
 }
 
+/* ---- bad pointers to large and huge blocks abort with one cpuslab line (cpuslab
+ * mode): an interior pointer once freed a whole large block, and a double free of a
+ * huge block went to glibc's free. */
+
+enum bad_op { INTERIOR_FREE, DOUBLE_FREE, INTERIOR_REALLOC, INTERIOR_USABLE, FREED_USABLE };
+
+/* A pointer the compiler cannot follow, so that it neither warns about nor removes
+ * the deliberate misuse below. */
+static void *launder(void *p) {
+    void *volatile v = p;
+    return v;
+}
+
+/* In a forked child whose stderr goes to a file, does `op` on a block of `size`
+ * bytes; checks that the child died of SIGABRT after writing exactly one line, a
+ * `cpuslab:` line that contains `want` and the address it was given. */
+static void expect_abort(size_t size, enum bad_op op, const char *want) {
+    char path[] = "/tmp/capi_test_abort_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    char *p = malloc(size);
+    CHECK(p != NULL);
+    memset(p, 1, size);
+    char *bad = op == DOUBLE_FREE || op == FREED_USABLE ? p : p + opaque(16);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        if (dup2(fd, 2) != 2)
+            _exit(4);
+        switch (op) {
+        case INTERIOR_FREE:
+            free(launder(bad));
+            break;
+        case DOUBLE_FREE:
+            free(launder(p));
+            free(launder(p));
+            break;
+        case INTERIOR_REALLOC:
+            free(realloc(launder(bad), size * 2));
+            break;
+        case INTERIOR_USABLE:
+            printf("%zu\n", malloc_usable_size(launder(bad)));
+            break;
+        case FREED_USABLE:
+            free(launder(p));
+            printf("%zu\n", malloc_usable_size(launder(p)));
+            break;
+        }
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    CHECK(n >= 0);
+    buf[n] = 0;
+    char addr[32];
+    snprintf(addr, sizeof addr, "%p", (void *)bad);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) ||
+        strncmp(buf, "cpuslab: ", 9) != 0 || strchr(buf, '\n') != buf + n - 1 ||
+        !strstr(buf, want) || !strstr(buf, addr))
+        fprintf(stderr, "capi_test: size %zu op %d: status %#x, want \"%s\" at %s:\n%s",
+                size, (int)op, status, want, addr, buf);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    CHECK(strncmp(buf, "cpuslab: ", 9) == 0 && strchr(buf, '\n') == buf + n - 1);
+    CHECK(strstr(buf, want) != NULL && strstr(buf, addr) != NULL);
+    free(p);
+}
+
+static void test_bad_pointers(void) {
+    size_t large = 100000, huge = (size_t)8 << 20;
+    expect_abort(large, INTERIOR_FREE, "free(): invalid pointer");
+    expect_abort(large, DOUBLE_FREE, "free(): double free");
+    expect_abort(large, INTERIOR_REALLOC, "realloc(): invalid pointer");
+    expect_abort(large, INTERIOR_USABLE, "malloc_usable_size(): invalid pointer");
+    expect_abort(huge, INTERIOR_FREE, "free(): invalid pointer");
+    expect_abort(huge, DOUBLE_FREE, "free(): double free");
+    expect_abort(huge, INTERIOR_REALLOC, "realloc(): invalid pointer");
+    expect_abort(huge, INTERIOR_USABLE, "malloc_usable_size(): invalid pointer");
+    expect_abort(huge, FREED_USABLE, "malloc_usable_size(): invalid pointer");
+}
+
 /* ---- the CPUSLAB_STATS report at exit (cpuslab mode with CPUSLAB_STATS=1) */
 
 /* The library's private copy of stderr: a close-on-exec descriptor above 2 open on
@@ -691,6 +777,8 @@ int main(int argc, char **argv) {
     test_threads();
     test_fork();
     test_trim_and_stats();
+    if (cpuslab_mode)
+        test_bad_pointers();
     if (cpuslab_mode && getenv("CPUSLAB_STATS"))
         test_stats_at_exit();
     printf("capi_test: ok (%d checks)\n", checks);
