@@ -182,7 +182,7 @@ fn failed_boot_backs_off_and_keeps_the_limit() {
 
     let mut cmd = Command::new(&exe);
     cmd.env("LD_PRELOAD", preload_so())
-        .env("CPUSLAB_HEAP_LIMIT", "3M");
+        .env("CPUSLAB_HEAP_LIMIT", "64K");
     let (out, stdout, stderr) = run(cmd);
     assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
     assert!(
