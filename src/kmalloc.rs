@@ -64,6 +64,12 @@ pub static KMALLOC: Kmalloc = Kmalloc {
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
 
+/// [`KMALLOC`], reached without a GOT load.
+#[inline(always)]
+fn kmalloc_static() -> &'static Kmalloc {
+    crate::sys::local_static!(KMALLOC)
+}
+
 /// The cache of class `i` (`i < NR_KMALLOC`, as every class `classify` returns).
 #[inline(always)]
 fn cache(i: usize) -> &'static RawCache {
@@ -71,7 +77,7 @@ fn cache(i: usize) -> &'static RawCache {
     // SAFETY: classes come from `size_index` (table entries and the geometric formula
     // for sizes up to KMALLOC_MAX_CACHE_SIZE are below NR_KMALLOC) or from a bounded
     // scan; the bound check would sit on every allocation's critical path.
-    unsafe { KMALLOC.caches.get_unchecked(i) }
+    unsafe { kmalloc_static().caches.get_unchecked(i) }
 }
 
 /// Where a request is served.
@@ -89,7 +95,7 @@ pub enum Kind {
 #[inline(always)]
 fn size_index(size: usize) -> usize {
     if size <= 1024 {
-        KMALLOC.size_index[(size + 7) >> 3] as usize
+        kmalloc_static().size_index[(size + 7) >> 3] as usize
     } else {
         // Four classes per doubling: (5..=8) * 2^(lg - 2) for sizes in (2^lg, 2^(lg+1)].
         let lg = (usize::BITS - 1 - (size - 1).leading_zeros()) as usize;
@@ -167,7 +173,7 @@ pub unsafe fn kmalloc_fast(size: usize) -> *mut u8 {
     // SAFETY: every caller checks the bound, which keeps the table index in range (the
     // compiler cannot see it through the caller's rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
-    cache(KMALLOC.size_index[(size + 7) >> 3] as usize).alloc_fast()
+    cache(kmalloc_static().size_index[(size + 7) >> 3] as usize).alloc_fast()
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
@@ -198,7 +204,7 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
     if align <= 8 && size <= FAST_MAX {
-        let i = KMALLOC.size_index[(size + 7) >> 3] as usize;
+        let i = kmalloc_static().size_index[(size + 7) >> 3] as usize;
         let obj = cache(i).alloc_fast();
         if !obj.is_null() {
             return obj;
@@ -284,7 +290,7 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     if align <= 8 && size <= FAST_MAX {
-        let c = cache(KMALLOC.size_index[(size + 7) >> 3] as usize);
+        let c = cache(kmalloc_static().size_index[(size + 7) >> 3] as usize);
         if !c.free_fast(p) {
             kfree_class(c, p);
         }

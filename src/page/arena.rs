@@ -54,7 +54,8 @@ pub struct Arena {
 #[inline]
 pub fn contains(addr: *const u8) -> bool {
     let slot = addr as usize >> ARENA_SHIFT;
-    slot < ARENA_MAP.len() && ARENA_MAP[slot].load(Ordering::Acquire) != 0
+    let map: &[AtomicU8; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
+    slot < map.len() && map[slot].load(Ordering::Acquire) != 0
 }
 
 /// Maps a new arena for `node`. Returns null when the kernel refuses.

@@ -5,6 +5,37 @@
 //! clocks, fork hooks and NUMA policy. Nothing here allocates through the global
 //! allocator.
 
+/// A reference to a static of this crate, reached PC-relative (`lea` on x86_64) rather
+/// than through a GOT entry: position-independent code reaches a public static through
+/// the GOT, an extra load on the fast paths of the preload library, where the linker
+/// cannot relax it (rustc emits `R_X86_64_GOTPCREL`, not the relaxable `...X`). The
+/// static's symbol is never exported from a shared object (a cdylib exports only its
+/// C interface), so the PC-relative reference links. Elsewhere, a plain reference.
+macro_rules! local_static {
+    ($s:path) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p: *const u8;
+            // SAFETY: computes the static's address; reads no memory.
+            unsafe {
+                core::arch::asm!(
+                    "lea {p}, [rip + {s}]",
+                    p = out(reg) p,
+                    s = sym $s,
+                    options(pure, nomem, nostack, preserves_flags)
+                );
+            }
+            // SAFETY: `p` is the address of `$s`, a static that lives forever.
+            unsafe { &*p.cast() }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            &$s
+        }
+    }};
+}
+pub(crate) use local_static;
+
 pub mod affinity;
 pub mod cpu;
 pub mod dl;
