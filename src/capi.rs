@@ -1,7 +1,8 @@
 //! The C allocation interface (feature `capi`): `malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`,
 //! `malloc_usable_size`, `cfree`, `malloc_trim` and `malloc_stats` with glibc's
-//! semantics, over kmalloc.
+//! semantics, over kmalloc; `mallinfo`, `mallinfo2`, `mallopt` and `malloc_info` with
+//! cpuslab's figures in glibc's forms ([`info`]).
 //!
 //! These are Rust functions with the C ABI and C semantics; the `cpuslab-preload`
 //! crate (`capi/`) exports them under their C names from `libcpuslab_preload.so`, to
@@ -29,6 +30,13 @@
 //! constructor having run: the allocator boots on the first call, from whichever
 //! thread makes it, and keeps no thread-local state, so threads that are starting or
 //! exiting may call in at any point.
+
+mod info;
+
+pub use info::{
+    mallinfo, mallinfo2, malloc_info, mallopt, Mallinfo, Mallinfo2, M_ARENA_MAX, M_MMAP_MAX,
+    M_MMAP_THRESHOLD, M_MXFAST, M_TOP_PAD, M_TRIM_THRESHOLD,
+};
 
 use core::ffi::{c_int, c_void};
 use core::fmt::{self, Write};

@@ -110,6 +110,31 @@ pub extern "C" fn malloc_trim(pad: usize) -> c_int {
     capi::malloc_trim(pad)
 }
 
+/// C `mallinfo`; see [`capi::mallinfo`].
+#[no_mangle]
+pub extern "C" fn mallinfo() -> capi::Mallinfo {
+    capi::mallinfo()
+}
+
+/// C `mallinfo2`; see [`capi::mallinfo2`].
+#[no_mangle]
+pub extern "C" fn mallinfo2() -> capi::Mallinfo2 {
+    capi::mallinfo2()
+}
+
+/// C `mallopt`; see [`capi::mallopt`].
+#[no_mangle]
+pub extern "C" fn mallopt(param: c_int, value: c_int) -> c_int {
+    capi::mallopt(param, value)
+}
+
+/// C `malloc_info`; see [`capi::malloc_info`].
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut c_void) -> c_int {
+    // SAFETY: the C caller's contract is `capi::malloc_info`'s.
+    unsafe { capi::malloc_info(options, fp) }
+}
+
 /// C `malloc_stats`; see [`capi::malloc_stats`].
 #[no_mangle]
 pub extern "C" fn malloc_stats() {

@@ -110,13 +110,30 @@ pub fn charge(bytes: usize) -> bool {
         COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
         return false;
     }
+    note_peak(prev + bytes);
     true
+}
+
+/// The most bytes ever committed at once (`malloc_info`'s "max" system memory).
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Raises the peak to `now` (a read-modify-write only when it rises).
+#[inline]
+fn note_peak(now: usize) {
+    if now > PEAK.load(Ordering::Relaxed) {
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// The most bytes committed at once so far.
+pub fn peak_committed() -> usize {
+    PEAK.load(Ordering::Relaxed)
 }
 
 /// Counts `bytes` as committed even past the heap limit: for pages that become
 /// resident where nothing may fail (clean pages merged into a dirty free block).
 pub fn charge_always(bytes: usize) {
-    COMMITTED.fetch_add(bytes, Ordering::Relaxed);
+    note_peak(COMMITTED.fetch_add(bytes, Ordering::Relaxed) + bytes);
 }
 
 /// Returns `bytes` charged by [`charge`] or [`charge_always`].

@@ -341,6 +341,11 @@ pub fn live_blocks() -> usize {
     REGISTRY.lock().live
 }
 
+/// Bytes of the mappings of live huge blocks (headers included).
+pub fn live_bytes() -> usize {
+    REGISTRY.lock().live_bytes
+}
+
 /// Bytes of freed huge mappings kept for reuse (resident, and part of the committed
 /// bytes).
 pub fn cached_bytes() -> usize {
