@@ -244,7 +244,7 @@ cpuslab suite: each workload x allocator in its own child process; a Rust part
 (the workloads in a child whose global allocator is the one under test) and a C
 part (benches/c/workloads.c, compiled with cc, run under LD_PRELOAD).
 options:
-  --quick              scale 0.08 (~12x smaller), 3 rounds: about a minute on 2 cores
+  --quick              scale 0.08 (~12x smaller), 3 rounds: about 45 s on 2 cores
   --part rust|c|rust,c which parts to run (default both)
   --threads N|N,M,...  worker threads; a list runs the suite once per count (default: available CPUs)
   --only w1,w2         workloads to run, in either part (default: all)
