@@ -19,7 +19,7 @@
 //! allocator's static (used by `callgrind.sh`).
 
 use cpuslab_bench::dispatch::{self, AllocKind, Dispatch, ENV_VAR};
-use cpuslab_bench::{Params, WorkloadInfo, WORKLOADS};
+use cpuslab_bench::{c, Params, WorkloadInfo, WORKLOADS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
@@ -59,6 +59,10 @@ fn child(args: &[String]) -> ExitCode {
         );
         return ExitCode::from(3);
     }
+    if let Err(e) = check_preload() {
+        eprintln!("{e}");
+        return ExitCode::from(5);
+    }
     let (Ok(threads), Ok(scale)) = (threads.parse::<usize>(), scale.parse::<f64>()) else {
         eprintln!("bad threads/scale");
         return ExitCode::from(2);
@@ -83,6 +87,37 @@ fn child(args: &[String]) -> ExitCode {
         outcome.allocs
     );
     ExitCode::SUCCESS
+}
+
+/// With `CPUSLAB_SUITE_EXPECT_LIB` set (a preloaded allocator under the
+/// `system` global allocator), malloc must resolve into a library whose path
+/// contains it: a preload that did not take effect must not pass for one.
+fn check_preload() -> Result<(), String> {
+    let Ok(want) = std::env::var(EXPECT_LIB_VAR) else {
+        return Ok(());
+    };
+    let malloc: unsafe extern "C" fn(libc::size_t) -> *mut libc::c_void = libc::malloc;
+    // SAFETY: Dl_info is plain old data; dladdr fills it or returns 0.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: any address may be asked about; dli_fname, when set, is a
+    // NUL-terminated string owned by the dynamic linker.
+    let from = unsafe {
+        if libc::dladdr(malloc as *const libc::c_void, &mut info) == 0 || info.dli_fname.is_null() {
+            String::from("?")
+        } else {
+            std::ffi::CStr::from_ptr(info.dli_fname)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    if from.contains(&want) {
+        Ok(())
+    } else {
+        Err(format!(
+            "malloc comes from {from}, not from a library matching {want} (LD_PRELOAD={})",
+            std::env::var("LD_PRELOAD").unwrap_or_default()
+        ))
+    }
 }
 
 /// VmHWM (peak resident set) of this process, in KiB.
@@ -110,11 +145,94 @@ fn pairs(args: &[String]) -> ExitCode {
 
 // --------------------------------------------------------------- parent side
 
+/// The two halves of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    /// `cpuslab_bench`'s workloads, in a child whose global allocator is the
+    /// one under test.
+    Rust,
+    /// `benches/c/workloads.c`, under `LD_PRELOAD` of the one under test.
+    C,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Rust => "rust",
+            Part::C => "c",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Part::Rust => "Rust part",
+            Part::C => "C part",
+        }
+    }
+
+    fn workloads(self) -> &'static [WorkloadInfo] {
+        match self {
+            Part::Rust => WORKLOADS,
+            Part::C => c::C_WORKLOADS,
+        }
+    }
+}
+
+/// An allocator as one part of the suite runs it.
+#[derive(Clone, Debug)]
+struct Alloc {
+    /// Column name: `system` in the Rust part, `glibc` in the C part.
+    name: &'static str,
+    /// Rust part: the child's global allocator (`system` under a preload,
+    /// so that the preloaded malloc serves it).
+    kind: AllocKind,
+    /// Shared library preloaded into the child.
+    preload: Option<PathBuf>,
+}
+
+impl Alloc {
+    /// What the path of the library malloc resolves into must contain (the
+    /// children check it, so a preload that did not take effect fails).
+    fn expect_lib(&self) -> String {
+        match &self.preload {
+            Some(p) => {
+                let file = p
+                    .file_name()
+                    .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+                file.split('.').next().unwrap_or_default().to_string()
+            }
+            None => "libc.so".into(),
+        }
+    }
+}
+
+/// Names `--alloc` and `--baseline` accept; `system` and `glibc` are the same
+/// allocator (glibc's malloc). The order fixes each allocator's chart colour.
+const ALLOC_NAMES: &[&str] = &["cpuslab", "system", "mimalloc", "jemalloc", "tcmalloc"];
+
+fn canonical(name: &str) -> &str {
+    if name == "glibc" {
+        "system"
+    } else {
+        name
+    }
+}
+
+/// Environment variable naming the library a Rust child's malloc must come
+/// from (set with `LD_PRELOAD`).
+const EXPECT_LIB_VAR: &str = "CPUSLAB_SUITE_EXPECT_LIB";
+
 struct Opts {
     quick: bool,
     threads: Vec<usize>,
-    workloads: Vec<&'static WorkloadInfo>,
-    allocs: Vec<AllocKind>,
+    parts: Vec<Part>,
+    /// `--only` names, exact; None: all.
+    only: Option<Vec<String>>,
+    /// Bare words: workloads whose name contains one of them.
+    filters: Vec<String>,
+    /// `--alloc` names, canonical; None: all available.
+    allocs: Option<Vec<String>>,
+    baseline: String,
     rounds: usize,
     scale: f64,
     timeout: Duration,
@@ -122,17 +240,21 @@ struct Opts {
 }
 
 const USAGE: &str = "\
-cpuslab suite: each workload x allocator in its own child process.
+cpuslab suite: each workload x allocator in its own child process; a Rust part
+(the workloads in a child whose global allocator is the one under test) and a C
+part (benches/c/workloads.c, compiled with cc, run under LD_PRELOAD).
 options:
-  --quick              scale 0.08 (~12x smaller), 3 rounds: about 25 s on 2 idle cores
+  --quick              scale 0.08 (~12x smaller), 3 rounds: about 45 s on 2 cores
+  --part rust|c|rust,c which parts to run (default both)
   --threads N|N,M,...  worker threads; a list runs the suite once per count (default: available CPUs)
-  --only w1,w2         workloads to run (default: all)
-  --alloc a,b          allocators (default: all compiled in; ratios are against cpuslab,
-                       or the first one listed if cpuslab is not)
+  --only w1,w2         workloads to run, in either part (default: all)
+  --alloc a,b          allocators: cpuslab, system (= glibc), mimalloc, jemalloc, tcmalloc
+                       (default: all available; a missing library is reported and skipped)
+  --baseline NAME      the allocator ratios are against (default cpuslab)
   --rounds N           rounds; allocators alternate within each (default 5, quick 3)
   --scale F            work multiplier (default 1, quick 0.08)
   --timeout S          seconds before a child is killed and reported FAILED (default 300, quick 60)
-  --pin                pin worker i to core i % cores
+  --pin                pin worker i to core i % cores (Rust part only)
   --list               list the workloads and exit
   WORDS                other words select workloads whose name contains them
 ";
@@ -144,19 +266,33 @@ fn list<T>(v: &str, f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, Str
         .collect()
 }
 
+fn known_alloc(s: &str) -> Result<String, String> {
+    let c = canonical(s);
+    if ALLOC_NAMES.contains(&c) {
+        Ok(c.to_string())
+    } else {
+        Err(format!(
+            "unknown allocator {s}; known: {}, glibc",
+            ALLOC_NAMES.join(", ")
+        ))
+    }
+}
+
 fn parse_opts(args: &[String]) -> Result<Opts, String> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut o = Opts {
         quick: false,
         threads: vec![cpus],
-        workloads: WORKLOADS.iter().collect(),
-        allocs: AllocKind::ALL.to_vec(),
+        parts: vec![Part::Rust, Part::C],
+        only: None,
+        filters: Vec::new(),
+        allocs: None,
+        baseline: "cpuslab".into(),
         rounds: 0,
         scale: 0.0,
         timeout: Duration::ZERO,
         pin: false,
     };
-    let mut filters: Vec<String> = Vec::new();
     let mut it = args.iter().flat_map(|a| match a.split_once('=') {
         Some((k, v)) if k.starts_with("--") => vec![k.to_string(), v.to_string()],
         _ => vec![a.clone()],
@@ -175,49 +311,48 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                         .ok_or(format!("bad thread count {s}"))
                 })?
             }
+            "--part" => {
+                o.parts = list(&value()?, |s| match s {
+                    "rust" => Ok(Part::Rust),
+                    "c" | "C" => Ok(Part::C),
+                    _ => Err(format!("unknown part {s}; known: rust, c")),
+                })?
+            }
             "--only" => {
-                o.workloads = list(&value()?, |s| {
-                    cpuslab_bench::find(s).ok_or(format!(
-                        "unknown workload {s}; known: {}",
-                        WORKLOADS
+                o.only = Some(list(&value()?, |s| {
+                    if cpuslab_bench::find(s).is_some()
+                        || c::C_WORKLOADS.iter().any(|w| w.name == s)
+                    {
+                        Ok(s.to_string())
+                    } else {
+                        let names: Vec<&str> = WORKLOADS
                             .iter()
+                            .chain(c::C_WORKLOADS)
                             .map(|w| w.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?
+                            .collect();
+                        Err(format!("unknown workload {s}; known: {}", names.join(", ")))
+                    }
+                })?)
             }
-            "--alloc" => {
-                o.allocs = list(&value()?, |s| {
-                    AllocKind::from_name(s.as_bytes()).ok_or(format!(
-                        "unknown allocator {s}; compiled in: {}",
-                        AllocKind::ALL
-                            .iter()
-                            .map(|k| k.name())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?
-            }
+            "--alloc" => o.allocs = Some(list(&value()?, known_alloc)?),
+            "--baseline" => o.baseline = known_alloc(&value()?)?,
             "--rounds" => o.rounds = value()?.parse().map_err(|_| "bad --rounds")?,
             "--scale" => o.scale = value()?.parse().map_err(|_| "bad --scale")?,
             "--timeout" => {
                 o.timeout = Duration::from_secs(value()?.parse().map_err(|_| "bad --timeout")?)
             }
             "--list" => {
-                for w in WORKLOADS {
-                    println!("{:<14} {}", w.name, w.about);
+                for part in [Part::Rust, Part::C] {
+                    for w in part.workloads() {
+                        println!("{:<4} {:<14} {}", part.name(), w.name, w.about);
+                    }
                 }
                 std::process::exit(0);
             }
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
-            s => filters.push(s.to_string()),
+            s => o.filters.push(s.to_string()),
         }
-    }
-    if !filters.is_empty() {
-        o.workloads
-            .retain(|w| filters.iter().any(|f| w.name.contains(f.as_str())));
     }
     if o.rounds == 0 {
         o.rounds = if o.quick { 3 } else { 5 };
@@ -229,21 +364,102 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
         o.timeout = Duration::from_secs(if o.quick { 60 } else { 300 });
     }
     let mut seen = Vec::new();
-    o.allocs.retain(|a| {
-        let new = !seen.contains(a);
-        seen.push(*a);
+    o.parts.retain(|p| {
+        let new = !seen.contains(p);
+        seen.push(*p);
         new
     });
-    let mut seen = Vec::new();
-    o.workloads.retain(|w| {
-        let new = !seen.contains(&w.name);
-        seen.push(w.name);
-        new
-    });
-    if o.workloads.is_empty() || o.allocs.is_empty() {
+    if let Some(a) = &mut o.allocs {
+        let mut seen = Vec::new();
+        a.retain(|n| {
+            let new = !seen.contains(n);
+            seen.push(n.clone());
+            new
+        });
+    }
+    if o.parts.iter().all(|&p| selected(&o, p).is_empty()) || o.allocs.as_deref() == Some(&[]) {
         return Err("nothing to run".into());
     }
     Ok(o)
+}
+
+/// The workloads of `part` that the options select.
+fn selected(o: &Opts, part: Part) -> Vec<&'static WorkloadInfo> {
+    part.workloads()
+        .iter()
+        .filter(|w| {
+            o.only
+                .as_ref()
+                .is_none_or(|v| v.iter().any(|n| n == w.name))
+        })
+        .filter(|w| o.filters.is_empty() || o.filters.iter().any(|f| w.name.contains(f.as_str())))
+        .collect()
+}
+
+fn wanted(o: &Opts, name: &str) -> bool {
+    o.allocs
+        .as_ref()
+        .is_none_or(|v| v.iter().any(|n| n == canonical(name)))
+}
+
+/// The allocators of `part` that the options select and this machine has;
+/// notes say which are missing and why. Builds the cpuslab preload library
+/// for the C part.
+fn allocators(o: &Opts, part: Part, notes: &mut Vec<String>) -> Vec<Alloc> {
+    let mut v = Vec::new();
+    let library = |name: &'static str, v: &mut Vec<Alloc>, notes: &mut Vec<String>| {
+        let lib = c::library(name).expect("listed");
+        match c::find_library(lib) {
+            Ok(p) => v.push(Alloc {
+                name,
+                kind: AllocKind::System,
+                preload: Some(p),
+            }),
+            Err(e) => notes.push(format!("{} part: {name} not run: {e}", part.name())),
+        }
+    };
+    match part {
+        Part::Rust => {
+            for &k in AllocKind::ALL {
+                if wanted(o, k.name()) {
+                    v.push(Alloc {
+                        name: k.name(),
+                        kind: k,
+                        preload: None,
+                    });
+                }
+            }
+            if wanted(o, "tcmalloc") {
+                library("tcmalloc", &mut v, notes);
+            }
+        }
+        Part::C => {
+            if wanted(o, "cpuslab") {
+                eprintln!("building libcpuslab_preload.so ...");
+                match c::build_preload() {
+                    Ok(p) => v.push(Alloc {
+                        name: "cpuslab",
+                        kind: AllocKind::Cpuslab,
+                        preload: Some(p),
+                    }),
+                    Err(e) => notes.push(format!("c part: cpuslab not run: {e}")),
+                }
+            }
+            if wanted(o, "glibc") {
+                v.push(Alloc {
+                    name: "glibc",
+                    kind: AllocKind::System,
+                    preload: None,
+                });
+            }
+            for name in ["jemalloc", "mimalloc", "tcmalloc"] {
+                if wanted(o, name) {
+                    library(name, &mut v, notes);
+                }
+            }
+        }
+    }
+    v
 }
 
 /// One successful child run.
@@ -261,28 +477,52 @@ struct Cell {
     failures: Vec<String>,
 }
 
-/// All cells for one thread count.
+/// All cells for one part and thread count.
 struct Section {
+    part: Part,
     threads: usize,
     workloads: Vec<&'static WorkloadInfo>,
+    allocs: Vec<Alloc>,
     cells: BTreeMap<(usize, usize), Cell>, // (workload index, alloc index)
 }
 
-fn run_child(
-    exe: &Path,
-    w: &WorkloadInfo,
-    a: AllocKind,
+/// What a child is.
+struct Child<'a> {
+    part: Part,
+    /// The suite's own executable (Rust part) or the compiled C program.
+    exe: &'a Path,
+    w: &'a WorkloadInfo,
+    a: &'a Alloc,
     threads: usize,
-    o: &Opts,
-) -> Result<Sample, String> {
-    let mut child = Command::new(exe)
-        .arg("--child")
-        .arg(w.name)
-        .arg(a.name())
-        .arg(threads.to_string())
-        .arg(o.scale.to_string())
-        .arg(if o.pin { "pin" } else { "nopin" })
-        .env(ENV_VAR, a.name())
+}
+
+fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
+    let mut cmd = Command::new(ch.exe);
+    match ch.part {
+        Part::Rust => {
+            cmd.arg("--child")
+                .arg(ch.w.name)
+                .arg(ch.a.kind.name())
+                .arg(ch.threads.to_string())
+                .arg(o.scale.to_string())
+                .arg(if o.pin { "pin" } else { "nopin" })
+                .env(ENV_VAR, ch.a.kind.name());
+            if ch.a.preload.is_some() {
+                cmd.env(EXPECT_LIB_VAR, ch.a.expect_lib());
+            }
+        }
+        Part::C => {
+            cmd.arg(ch.w.name)
+                .arg(ch.threads.to_string())
+                .arg(o.scale.to_string())
+                .env(c::EXPECT_LIB_VAR, ch.a.expect_lib());
+        }
+    }
+    match &ch.a.preload {
+        Some(p) => cmd.env("LD_PRELOAD", p),
+        None => cmd.env_remove("LD_PRELOAD"),
+    };
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -298,17 +538,31 @@ fn run_child(
     };
     let out = drain(Box::new(child.stdout.take().expect("piped")));
     let err = drain(Box::new(child.stderr.take().expect("piped")));
+    // Reaped with wait4 rather than Child::wait for the child's own rusage:
+    // its ru_maxrss is the C part's peak RSS.
+    let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + o.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let timed_out = loop {
+        // SAFETY: waits for our own child; status and ru are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break false;
         }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: the child is not reaped yet, so the pid is still ours.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::wait4(pid, &mut status, 0, &mut ru);
+            }
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
@@ -317,15 +571,16 @@ fn run_child(
         let from = lines.len().saturating_sub(4);
         lines[from..].join(" | ")
     };
-    let Some(status) = status else {
+    if timed_out {
         return Err(format!("timed out after {} s", o.timeout.as_secs()));
-    };
-    if !status.success() {
-        use std::os::unix::process::ExitStatusExt;
-        let how = match (status.code(), status.signal()) {
-            (Some(c), _) => format!("exit code {c}"),
-            (None, Some(s)) => format!("killed by signal {s}"),
-            _ => "abnormal exit".to_string(),
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        let how = if libc::WIFEXITED(status) {
+            format!("exit code {}", libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            format!("killed by signal {}", libc::WTERMSIG(status))
+        } else {
+            "abnormal exit".to_string()
         };
         let t = tail();
         return Err(if t.is_empty() {
@@ -334,9 +589,13 @@ fn run_child(
             format!("{how}: {t}")
         });
     }
+    let tag = match ch.part {
+        Part::Rust => RESULT_TAG,
+        Part::C => c::RESULT_TAG,
+    };
     let line = stdout
         .lines()
-        .find(|l| l.starts_with(RESULT_TAG))
+        .find(|l| l.starts_with(tag))
         .ok_or_else(|| format!("no result line: {}", tail()))?;
     let field = |k: &str| {
         line.split_whitespace()
@@ -346,7 +605,11 @@ fn run_child(
     let num = |k: &str| field(k)?.parse::<u64>().map_err(|e| format!("{k}: {e}"));
     Ok(Sample {
         time: Duration::from_nanos(num("time_ns")?),
-        rss_kib: num("peak_rss_kib")?,
+        rss_kib: match ch.part {
+            Part::Rust => num("peak_rss_kib")?,
+            // ru_maxrss is in KiB on Linux.
+            Part::C => ru.ru_maxrss.max(0) as u64,
+        },
         checksum: u64::from_str_radix(field("checksum")?, 16).map_err(|e| e.to_string())?,
     })
 }
@@ -369,67 +632,112 @@ fn parent(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut sections: Vec<Section> = o
-        .threads
-        .iter()
-        .enumerate()
-        .map(|(i, &threads)| Section {
-            threads,
-            // Single-threaded workloads do not depend on the thread count:
-            // run them in the first section only.
-            workloads: o
-                .workloads
+    let mut notes: Vec<String> = Vec::new();
+    let mut sections: Vec<Section> = Vec::new();
+    let mut c_exe = PathBuf::new();
+    for &part in &o.parts {
+        let workloads = selected(&o, part);
+        if workloads.is_empty() {
+            continue;
+        }
+        if part == Part::C {
+            match c::compile(&c::target_dir().join("cpuslab-suite/c")) {
+                Ok(p) => c_exe = p,
+                Err(e) => {
+                    notes.push(format!("c part not run: {e}"));
+                    continue;
+                }
+            }
+        }
+        let allocs = allocators(&o, part, &mut notes);
+        if allocs.is_empty() {
+            notes.push(format!("{} part not run: no allocator left", part.name()));
+            continue;
+        }
+        for (i, &threads) in o.threads.iter().enumerate() {
+            // Workloads with a fixed thread count do not depend on
+            // --threads: run them in the first section only.
+            let w: Vec<_> = workloads
                 .iter()
                 .copied()
                 .filter(|w| i == 0 || w.multi_threaded)
-                .collect(),
-            cells: BTreeMap::new(),
-        })
-        .collect();
-    let total: usize =
-        sections.iter().map(|s| s.workloads.len()).sum::<usize>() * o.allocs.len() * o.rounds;
+                .collect();
+            if !w.is_empty() {
+                sections.push(Section {
+                    part,
+                    threads,
+                    workloads: w,
+                    allocs: allocs.clone(),
+                    cells: BTreeMap::new(),
+                });
+            }
+        }
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    if sections.is_empty() {
+        eprintln!("nothing to run");
+        return ExitCode::FAILURE;
+    }
+    let total: usize = sections
+        .iter()
+        .map(|s| s.workloads.len() * s.allocs.len())
+        .sum::<usize>()
+        * o.rounds;
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(2) } == 1;
-    eprintln!(
-        "cpuslab suite: {} workloads x {} allocators x {} rounds, threads {:?}, scale {}",
-        o.workloads.len(),
-        o.allocs.len(),
-        o.rounds,
-        o.threads,
-        o.scale
-    );
+    for sec in sections.iter().filter(|s| s.threads == o.threads[0]) {
+        eprintln!(
+            "cpuslab suite, {}: {} workloads x {} allocators ({}) x {} rounds, threads {:?}, scale {}",
+            sec.part.title(),
+            sec.workloads.len(),
+            sec.allocs.len(),
+            sec.allocs.iter().map(|a| a.name).collect::<Vec<_>>().join(", "),
+            o.rounds,
+            o.threads,
+            o.scale
+        );
+    }
     let started = Instant::now();
     let mut done = 0usize;
     for round in 0..o.rounds {
         for sec in sections.iter_mut() {
             for (wi, w) in sec.workloads.clone().into_iter().enumerate() {
                 let mut line = format!(
-                    "round {}/{} threads {} {:<14}",
+                    "round {}/{} {:<4} threads {} {:<14}",
                     round + 1,
                     o.rounds,
+                    sec.part.name(),
                     sec.threads,
                     w.name
                 );
                 // Rotate the allocator order each round so none always runs
                 // first (cold caches, CPU frequency ramps, noisy neighbours).
-                for k in 0..o.allocs.len() {
-                    let ai = (k + round) % o.allocs.len();
-                    let a = o.allocs[ai];
+                for k in 0..sec.allocs.len() {
+                    let ai = (k + round) % sec.allocs.len();
+                    let a = sec.allocs[ai].clone();
                     done += 1;
                     if tty {
-                        eprint!("\r\x1b[2K[{done}/{total}] {line} {} ...", a.name());
+                        eprint!("\r\x1b[2K[{done}/{total}] {line} {} ...", a.name);
                         let _ = std::io::stderr().flush();
                     }
-                    let threads = if w.multi_threaded { sec.threads } else { 1 };
-                    let r = run_child(&exe, w, a, threads, &o);
+                    let ch = Child {
+                        part: sec.part,
+                        exe: if sec.part == Part::Rust { &exe } else { &c_exe },
+                        w,
+                        a: &a,
+                        threads: if w.multi_threaded { sec.threads } else { 1 },
+                    };
+                    let r = run_child(&ch, &o);
                     let cell = sec.cells.entry((wi, ai)).or_default();
                     match r {
                         Ok(s) => {
-                            let _ = write!(line, " {} {:.3}s", a.name(), s.time.as_secs_f64());
+                            let _ = write!(line, " {} {:.3}s", a.name, s.time.as_secs_f64());
                             cell.samples.push(s);
                         }
                         Err(e) => {
-                            let _ = write!(line, " {} FAILED", a.name());
+                            let _ = write!(line, " {} FAILED", a.name);
                             cell.failures.push(format!("round {}: {e}", round + 1));
                         }
                     }
@@ -445,21 +753,27 @@ fn parent(args: &[String]) -> ExitCode {
     }
     let wall = started.elapsed();
     for sec in sections.iter_mut() {
-        cross_check_checksums(sec, &o);
+        cross_check_checksums(sec);
     }
 
     let mut md = String::new();
     let mut failed = Vec::new();
     for sec in &sections {
         let table = render_table(sec, &o);
-        println!("\nthreads = {}\n{table}", sec.threads);
-        let _ = writeln!(md, "\n### threads = {}\n\n{table}", sec.threads);
+        println!("\n{}, threads = {}\n{table}", sec.part.title(), sec.threads);
+        let _ = writeln!(
+            md,
+            "\n### {}, threads = {}\n\n{table}",
+            sec.part.title(),
+            sec.threads
+        );
         for ((wi, ai), cell) in &sec.cells {
             for f in &cell.failures {
                 failed.push(format!(
-                    "{} / {} / threads {}: {f}",
+                    "{} part / {} / {} / threads {}: {f}",
+                    sec.part.name(),
                     sec.workloads[*wi].name,
-                    o.allocs[*ai].name(),
+                    sec.allocs[*ai].name,
                     sec.threads
                 ));
             }
@@ -468,16 +782,22 @@ fn parent(args: &[String]) -> ExitCode {
     println!(
         "\ntime and RSS are medians over {} rounds; x = ratio to {} (lower is better); wall {:.1} s",
         o.rounds,
-        o.allocs[baseline(&o)].name(),
+        sections[0].allocs[baseline(&sections[0], &o)].name,
         wall.as_secs_f64()
     );
+    if !notes.is_empty() {
+        println!("\nnot run:");
+        for n in &notes {
+            println!("  {n}");
+        }
+    }
     if !failed.is_empty() {
         println!("\nFAILED runs:");
         for f in &failed {
             println!("  {f}");
         }
     }
-    match write_report(&sections, &o, &md, &failed, wall) {
+    match write_report(&sections, &o, &md, &failed, &notes, wall) {
         Ok(dir) => println!(
             "\nreport: {}\nchart:  {}",
             dir.join("report.md").display(),
@@ -494,10 +814,10 @@ fn parent(args: &[String]) -> ExitCode {
 
 /// Every run of a workload must produce the same checksum whatever the
 /// allocator. The majority value is taken as right; runs that differ fail.
-fn cross_check_checksums(sec: &mut Section, o: &Opts) {
+fn cross_check_checksums(sec: &mut Section) {
     for wi in 0..sec.workloads.len() {
         let mut votes: BTreeMap<u64, usize> = BTreeMap::new();
-        for ai in 0..o.allocs.len() {
+        for ai in 0..sec.allocs.len() {
             if let Some(c) = sec.cells.get(&(wi, ai)) {
                 for s in &c.samples {
                     *votes.entry(s.checksum).or_default() += 1;
@@ -514,7 +834,7 @@ fn cross_check_checksums(sec: &mut Section, o: &Opts) {
             .map(|(&c, _)| c)
             .collect();
         let right = (winners.len() == 1).then(|| winners[0]);
-        for ai in 0..o.allocs.len() {
+        for ai in 0..sec.allocs.len() {
             if let Some(c) = sec.cells.get_mut(&(wi, ai)) {
                 let bad: Vec<u64> = c
                     .samples
@@ -536,11 +856,11 @@ fn cross_check_checksums(sec: &mut Section, o: &Opts) {
 
 // ------------------------------------------------------------------ results
 
-fn baseline(o: &Opts) -> usize {
-    o.allocs
-        .iter()
-        .position(|&a| a == AllocKind::Cpuslab)
-        .unwrap_or(0)
+/// Index of the allocator ratios are against: `--baseline`, else cpuslab,
+/// else the first.
+fn baseline(sec: &Section, o: &Opts) -> usize {
+    let pos = |n: &str| sec.allocs.iter().position(|a| canonical(a.name) == n);
+    pos(&o.baseline).or_else(|| pos("cpuslab")).unwrap_or(0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -568,11 +888,11 @@ fn cell_medians(sec: &Section, wi: usize, ai: usize) -> Option<(f64, f64)> {
 
 /// Ratios to the baseline per workload: (time, rss) for each allocator.
 fn ratios(sec: &Section, o: &Opts) -> Vec<Vec<Option<(f64, f64)>>> {
-    let b = baseline(o);
+    let b = baseline(sec, o);
     (0..sec.workloads.len())
         .map(|wi| {
             let base = cell_medians(sec, wi, b);
-            (0..o.allocs.len())
+            (0..sec.allocs.len())
                 .map(|ai| {
                     let (bt, br) = base?;
                     let (t, r) = cell_medians(sec, wi, ai)?;
@@ -602,12 +922,12 @@ fn fmt_rss(kib: f64) -> String {
 
 /// A markdown table, padded so it also reads well as plain text.
 fn render_table(sec: &Section, o: &Opts) -> String {
-    let b = baseline(o);
+    let b = baseline(sec, o);
     let r = ratios(sec, o);
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut head = vec!["workload".to_string()];
-    head.extend(o.allocs.iter().map(|a| format!("{} time", a.name())));
-    head.extend(o.allocs.iter().map(|a| format!("{} RSS", a.name())));
+    head.extend(sec.allocs.iter().map(|a| format!("{} time", a.name)));
+    head.extend(sec.allocs.iter().map(|a| format!("{} RSS", a.name)));
     rows.push(head);
     for (wi, w) in sec.workloads.iter().enumerate() {
         let mut row = vec![w.name.to_string()];
@@ -635,7 +955,7 @@ fn render_table(sec: &Section, o: &Opts) -> String {
     }
     let mut gm = vec!["geomean ratio".to_string()];
     for metric in 0..2 {
-        for ai in 0..o.allocs.len() {
+        for ai in 0..sec.allocs.len() {
             let g = geomean(r.iter().filter_map(|row| row[ai]).map(|x| {
                 if metric == 0 {
                     x.0
@@ -753,6 +1073,7 @@ fn write_report(
     o: &Opts,
     tables: &str,
     failed: &[String],
+    notes: &[String],
     wall: Duration,
 ) -> std::io::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cpuslab-suite");
@@ -782,13 +1103,22 @@ fn write_report(
     let _ = writeln!(md, "\n## Machine\n\n{}", machine_summary());
     let _ = writeln!(
         md,
-        "## Results\n\nMedian wall time of the workload alone and median peak RSS (VmHWM of the \
-         child process) over {} rounds; ×N is the ratio to {} (below 1: faster or smaller). \
+        "## Results\n\nMedian wall time of the workload alone (the C programs time themselves) \
+         and median peak RSS (the child's VmHWM in the Rust part, its ru_maxrss from wait4 in \
+         the C part) over {} rounds; ×N is the ratio to {} (below 1: faster or smaller). \
          FAILED: a run crashed, timed out, failed verification, or its checksum disagreed.",
         o.rounds,
-        o.allocs[baseline(o)].name()
+        sections
+            .first()
+            .map_or("-", |s| canonical(s.allocs[baseline(s, o)].name))
     );
     md.push_str(tables);
+    if !notes.is_empty() {
+        let _ = writeln!(md, "\n## Not run\n");
+        for n in notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
     if !failed.is_empty() {
         let _ = writeln!(md, "\n## Failures\n");
         for f in failed {
@@ -796,21 +1126,28 @@ fn write_report(
         }
     }
     let _ = writeln!(md, "\n## Workloads\n");
-    for w in &o.workloads {
-        let _ = writeln!(md, "- `{}`: {}", w.name, w.about);
+    for &part in &o.parts {
+        for w in selected(o, part) {
+            let _ = writeln!(md, "- {} `{}`: {}", part.name(), w.name, w.about);
+        }
     }
     let _ = writeln!(md, "\n## Raw times (seconds, in run order)\n");
     for sec in sections {
         for (wi, w) in sec.workloads.iter().enumerate() {
-            let mut line = format!("- threads {} `{}`:", sec.threads, w.name);
-            for (ai, a) in o.allocs.iter().enumerate() {
+            let mut line = format!(
+                "- {} threads {} `{}`:",
+                sec.part.name(),
+                sec.threads,
+                w.name
+            );
+            for (ai, a) in sec.allocs.iter().enumerate() {
                 if let Some(c) = sec.cells.get(&(wi, ai)) {
                     let ts: Vec<String> = c
                         .samples
                         .iter()
                         .map(|s| format!("{:.4}", s.time.as_secs_f64()))
                         .collect();
-                    let _ = write!(line, " {} [{}]", a.name(), ts.join(", "));
+                    let _ = write!(line, " {} [{}]", a.name, ts.join(", "));
                 }
             }
             let _ = writeln!(md, "{line}");
@@ -828,6 +1165,15 @@ const COLORS: &[&str] = &[
     "#1f77b4", "#8c8c8c", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e",
 ];
 
+/// An allocator's colour, the same in both parts.
+fn color(name: &str) -> &'static str {
+    let i = ALLOC_NAMES
+        .iter()
+        .position(|&n| n == canonical(name))
+        .unwrap_or(ALLOC_NAMES.len());
+    COLORS[i % COLORS.len()]
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -842,7 +1188,7 @@ fn svg_chart(
     y0: f64,
     title: &str,
     names: &[&str],
-    allocs: &[AllocKind],
+    allocs: &[Alloc],
     values: &[Vec<Option<f64>>],
 ) -> f64 {
     const LEFT: f64 = 70.0;
@@ -867,10 +1213,10 @@ fn svg_chart(
             svg,
             r#"<rect x="{x:.1}" y="{:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="12">{}</text>"#,
             y0 + 8.0,
-            COLORS[i % COLORS.len()],
+            color(a.name),
             x + 14.0,
             y0 + 17.0,
-            a.name()
+            a.name
         );
     }
     for k in -3i32..=3 {
@@ -911,9 +1257,9 @@ fn svg_chart(
                         r#"<rect x="{x:.1}" y="{ya:.1}" width="{:.1}" height="{:.1}" fill="{}"><title>{} {}: ×{r:.3}</title></rect>"#,
                         BAR - 1.0,
                         h.max(1.0),
-                        COLORS[ai % COLORS.len()],
+                        color(allocs[ai].name),
                         esc(name),
-                        allocs[ai].name()
+                        allocs[ai].name
                     );
                 }
                 None => {
@@ -923,7 +1269,7 @@ fn svg_chart(
                         x + BAR / 2.0,
                         mid + 4.0,
                         esc(name),
-                        allocs[ai].name()
+                        allocs[ai].name
                     );
                 }
             }
@@ -940,14 +1286,15 @@ fn svg_chart(
 }
 
 fn render_svg(sections: &[Section], o: &Opts) -> String {
-    let base = o.allocs[baseline(o)].name();
     let mut body = String::new();
     let mut y = 10.0;
     let mut width: f64 = 400.0;
     for sec in sections {
         let r = ratios(sec, o);
         let names: Vec<&str> = sec.workloads.iter().map(|w| w.name).collect();
-        width = width.max(70.0 + names.len() as f64 * (o.allocs.len() as f64 * 9.0 + 14.0) + 20.0);
+        width =
+            width.max(70.0 + names.len() as f64 * (sec.allocs.len() as f64 * 9.0 + 14.0) + 20.0);
+        let base = sec.allocs[baseline(sec, o)].name;
         for (metric, label) in [(0, "time"), (1, "peak RSS")] {
             let vals: Vec<Vec<Option<f64>>> = r
                 .iter()
@@ -958,10 +1305,11 @@ fn render_svg(sections: &[Section], o: &Opts) -> String {
                 })
                 .collect();
             let title = format!(
-                "{label} ratio vs {base}, threads = {} (lower is better)",
+                "{}: {label} ratio vs {base}, threads = {} (lower is better)",
+                sec.part.title(),
                 sec.threads
             );
-            y += svg_chart(&mut body, y, &title, &names, &o.allocs, &vals);
+            y += svg_chart(&mut body, y, &title, &names, &sec.allocs, &vals);
         }
     }
     format!(

@@ -15,6 +15,7 @@
 //!   allocator under test.
 
 pub mod block;
+pub mod c;
 pub mod dispatch;
 pub mod rng;
 pub mod workloads;
