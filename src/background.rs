@@ -25,6 +25,9 @@
 //!   sleeps until they are unmapped), and the next slow path starts a new one. So it
 //!   never keeps the process alive (a `main` that calls `pthread_exit` ends once the
 //!   other threads are done and the drain ran), and an idle process has no thread.
+//! - *Sandboxes*: it is never started in a process under a seccomp filter (read from
+//!   `/proc/self/status` before each start), where creating a thread may kill the
+//!   process.
 //! - It never blocks an allocation: per-CPU caches and page lists are only tried; node
 //!   list and zone locks are taken briefly, as the slow paths take them.
 //! - *fork*: the child has no thread; `after_fork` lets its first slow path start
@@ -141,23 +144,37 @@ fn start() {
     if now < RETRY_AT.load(Ordering::Relaxed) {
         return;
     }
-    // RUNNING before the thread exists: `pthread_create` allocates, and those slow
-    // paths must not start another.
+    // The checks and the thread's creation make system calls that may set errno; the
+    // caller's call succeeds.
+    let saved = errno::Saved::new();
+    start_thread(now);
+    saved.restore();
+}
+
+/// [`start`] past its cheap checks.
+fn start_thread(now: u64) {
+    // RUNNING before the thread exists: one caller goes on, and the allocations of
+    // `pthread_create` (its slow paths) start no other.
     if STATE
         .compare_exchange(STOPPED, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
         .is_err()
     {
         return;
     }
-    // Thread creation makes system calls that may set errno; the caller's call succeeds.
-    let saved = errno::Saved::new();
-    if sys::thread::spawn_helper(reclaim_thread, 0) {
-        STARTS.fetch_add(1, Ordering::Relaxed);
-    } else {
-        RETRY_AT.store(now + RETRY_MS, Ordering::Relaxed);
-        STATE.store(STOPPED, Ordering::Release);
-    }
-    saved.restore();
+    // Under a seccomp filter (installed, or inherited, since boot) creating a thread
+    // may kill the process: OpenSSH's pre-authentication sandbox, for one, kills on
+    // clone(2). A filter is never removed, so then the thread is never started; when
+    // the mode cannot be read (no /proc, or the open refused), not now.
+    let next = match sys::process::seccomp_mode() {
+        Some(0) if sys::thread::spawn_helper(reclaim_thread, 0) => {
+            STARTS.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Some(0) | None => STOPPED,
+        Some(_) => DISABLED,
+    };
+    RETRY_AT.store(now + RETRY_MS, Ordering::Relaxed);
+    STATE.store(next, Ordering::Release);
 }
 
 /// The thread: looks every [`TICK_MS`]; after [`IDLE_MS`] without activity drains and

@@ -149,11 +149,12 @@ fn preload_so() -> PathBuf {
     common::build_cdylib("cpuslab-preload", "cpuslab_preload")
 }
 
-/// Runs `tests/capi/idle_rss.c` under the preload library; returns (peak, end) in KiB.
-fn run_idle_rss(mb: &str, env: &[(&str, &str)]) -> (u64, u64) {
+/// Runs `tests/capi/idle_rss.c` with `args` under the preload library, requiring it
+/// to succeed; returns (peak, end) in KiB.
+fn run_idle_rss(args: &[&str], env: &[(&str, &str)]) -> (u64, u64) {
     let exe = common::compile_c("idle_rss.c", &[]);
     let mut cmd = Command::new(exe);
-    cmd.args([mb, "3"]).env("LD_PRELOAD", preload_so());
+    cmd.args(args).env("LD_PRELOAD", preload_so());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -182,7 +183,7 @@ fn run_idle_rss(mb: &str, env: &[(&str, &str)]) -> (u64, u64) {
 /// down to at most 5 % of its peak resident set after 3 s.
 #[test]
 fn idle_c_program_is_down_to_five_percent_of_its_peak() {
-    let (peak, rss) = run_idle_rss("200", &[]);
+    let (peak, rss) = run_idle_rss(&["200", "3"], &[]);
     assert!(peak > 200 << 10, "peak {peak} KiB");
     assert!(
         rss * 20 <= peak,
@@ -193,6 +194,14 @@ fn idle_c_program_is_down_to_five_percent_of_its_peak() {
 /// The same program with `CPUSLAB_BACKGROUND=0` keeps its memory.
 #[test]
 fn idle_c_program_keeps_its_memory_without_the_thread() {
-    let (peak, rss) = run_idle_rss("200", &[("CPUSLAB_BACKGROUND", "0")]);
+    let (peak, rss) = run_idle_rss(&["200", "3"], &[("CPUSLAB_BACKGROUND", "0")]);
+    assert!(rss * 2 > peak, "peak {peak} KiB -> {rss} KiB");
+}
+
+/// Under a seccomp filter that kills the process on clone(2) (OpenSSH's sandbox does)
+/// the thread is never started: the program lives, and keeps its memory.
+#[test]
+fn no_thread_under_a_seccomp_filter() {
+    let (peak, rss) = run_idle_rss(&["100", "2", "no-clone"], &[]);
     assert!(rss * 2 > peak, "peak {peak} KiB -> {rss} KiB");
 }

@@ -66,3 +66,23 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
         bytes = &bytes[n as usize..];
     }
 }
+
+/// The calling process's seccomp mode from `/proc/self/status` (0: none, 1: strict,
+/// 2: filter), or `None` when it cannot be read (no /proc, or a filter refused the
+/// open). Reads into a stack buffer; allocates nothing.
+pub fn seccomp_mode() -> Option<u32> {
+    let mut buf = [0u8; 4096];
+    let len = super::file::read(c"/proc/self/status", &mut buf)?;
+    let text = &buf[..len];
+    let key = b"\nSeccomp:";
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit());
+    let mut mode = None;
+    for &d in digits {
+        mode = Some(mode.unwrap_or(0) * 10 + u32::from(d - b'0'));
+    }
+    mode
+}

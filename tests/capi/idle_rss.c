@@ -4,8 +4,17 @@
  * (default 3), sampling its resident set from /proc/self/statm every half second.
  * Prints "peak_kb=N rss_kb=N" (the peak from VmHWM, the resident set at the end)
  * and the samples. The pointer arrays are mmap'd, so that only the blocks go
- * through the allocator. */
+ * through the allocator.
+ * With a third argument `no-clone`, a seccomp filter that kills the process on
+ * clone(2) and clone3(2) (as OpenSSH's sandbox does) is installed first, and the
+ * main thread does both threads' work in turn. */
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,8 +68,7 @@ static void say(const char *fmt, long a, long b) {
         exit(3);
 }
 
-static void *worker(void *arg) {
-    int me = (int)(intptr_t)arg;
+static void build(int me) {
     uint64_t x = 0x9E3779B97F4A7C15ull * (me + 1);
     for (size_t i = 0; i < per_thread; i++) {
         x ^= x << 13;
@@ -75,12 +83,37 @@ static void *worker(void *arg) {
         memset(p, me + 1, size);
         blocks[me][i] = p;
     }
-    pthread_barrier_wait(&barrier);
-    /* Each thread frees the blocks the other one allocated. */
+}
+
+/* Each thread frees the blocks the other one allocated. */
+static void free_theirs(int me) {
     void **theirs = blocks[1 - me];
     for (size_t i = 0; i < per_thread; i++)
         free(theirs[i]);
+}
+
+static void *worker(void *arg) {
+    int me = (int)(intptr_t)arg;
+    build(me);
+    pthread_barrier_wait(&barrier);
+    free_theirs(me);
     return NULL;
+}
+
+static void deny_clone(void) {
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+    };
+    struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
+        perror("seccomp");
+        exit(2);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -93,12 +126,20 @@ int main(int argc, char **argv) {
         if (blocks[t] == MAP_FAILED)
             return 2;
     }
-    pthread_barrier_init(&barrier, NULL, 2);
-    pthread_t th[2];
-    for (int t = 0; t < 2; t++)
-        pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
-    for (int t = 0; t < 2; t++)
-        pthread_join(th[t], NULL);
+    if (argc > 3 && strcmp(argv[3], "no-clone") == 0) {
+        deny_clone();
+        build(0);
+        build(1);
+        free_theirs(0);
+        free_theirs(1);
+    } else {
+        pthread_barrier_init(&barrier, NULL, 2);
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++)
+            pthread_create(&th[t], NULL, worker, (void *)(intptr_t)t);
+        for (int t = 0; t < 2; t++)
+            pthread_join(th[t], NULL);
+    }
     for (int t = 0; t < 2; t++)
         munmap(blocks[t], per_thread * sizeof(void *));
     long peak = peak_kb();
