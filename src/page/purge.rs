@@ -1,7 +1,10 @@
 //! Returning memory to the OS: free buddy blocks that stayed dirty for longer than the
 //! decay time, beyond the amount each zone retains, are given back with
 //! `madvise(MADV_DONTNEED)` and marked zero. Purging runs from the page allocator's
-//! slow paths at most every quarter of the decay time, and fully from [`purge_all`].
+//! slow paths and the background reclaim thread at most every quarter of the decay
+//! time, fully from [`purge_all`], and beyond the retained amount whatever the age
+//! from the reclaim thread once the program is idle. The slow paths also mark the
+//! activity by which the reclaim thread tells the program is idle.
 //! The same checks unmap freed huge mappings cached past the decay time
 //! (`huge::decay`).
 

@@ -1,5 +1,7 @@
-//! Giving cached memory back: `cache_reap` every two seconds from the slow paths (part
-//! of every untouched array cache, then surplus free slabs), and `shrink` on demand.
+//! Giving cached memory back: `cache_reap` every two seconds from the slow paths or the
+//! background reclaim thread (part of every untouched array cache, then surplus free
+//! slabs), `shrink` on demand, and the reclaim thread's idle drain, `shrink` with
+//! tried per-CPU locks.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -155,13 +157,19 @@ fn cache_reap(cache: &RawCache) {
 /// per-CPU caches, so it is for explicit calls, not allocation paths. Returns the pages
 /// given back to the page pool.
 pub fn shrink(cache: &RawCache) -> usize {
+    shrink_with(cache, true)
+}
+
+/// [`shrink`], waiting for busy per-CPU caches or (`wait` false) leaving them alone as
+/// `cache_reap` does; the node locks are taken as the slow paths take them, briefly.
+fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     if cache.cpu_ac(0).is_none() {
         return 0;
     }
     let mut to_destroy = PageList::new();
-    // SAFETY: as in `cache_reap`, with waiting locks.
+    // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), true, |_, ac| {
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |_, ac| {
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
         });
         for node in 0..topology::nr_node_ids() {
@@ -191,37 +199,10 @@ pub(crate) fn shrink_all_tried() -> usize {
     while !c.is_null() {
         // SAFETY: caches on the chain stay alive while the chain is held.
         let cache = unsafe { &*c };
-        pages += shrink_tried(cache);
+        pages += shrink_with(cache, false);
         c = cache.next.load(Ordering::Relaxed);
     }
     pages
-}
-
-/// [`shrink`] with tried per-CPU locks (the node locks are taken as the slow paths
-/// take them, briefly).
-fn shrink_tried(cache: &RawCache) -> usize {
-    if cache.cpu_ac(0).is_none() {
-        return 0;
-    }
-    let mut to_destroy = PageList::new();
-    // SAFETY: as in `cache_reap`: array caches are touched under their locks, tried
-    // only.
-    unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |_, ac| {
-            drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-        });
-        for node in 0..topology::nr_node_ids() {
-            let l = cache.node(node).list_lock.lock();
-            let sh: *mut ArrayCache = l.shared;
-            let mut held = Some((node, l));
-            if !sh.is_null() {
-                held = cache.drain_array(sh, (*sh).avail, Some(node), held, &mut to_destroy);
-            }
-            let mut l = relock(cache, node, held);
-            drain_freelist(cache, &mut l, usize::MAX, &mut to_destroy);
-        }
-        cache.destroy_slabs(&mut to_destroy)
-    }
 }
 
 /// The slab part of the CPU-dead path: every cache's array cache of `cpu` is emptied
