@@ -25,9 +25,10 @@
 //!   sleeps until they are unmapped), and the next slow path starts a new one. So it
 //!   never keeps the process alive (a `main` that calls `pthread_exit` ends once the
 //!   other threads are done and the drain ran), and an idle process has no thread.
-//! - *Sandboxes*: it is never started in a process under a seccomp filter (read from
-//!   `/proc/self/status` before each start), where creating a thread may kill the
-//!   process.
+//! - *Sandboxes*: it is never started once the process installed a seccomp filter
+//!   after boot (`/proc/thread-self/status`, read at boot and before each start), as
+//!   sandboxes do and where creating a thread may kill the process; a filter the
+//!   process started under (a container's) does not stop it.
 //! - It never blocks an allocation: per-CPU caches and page lists are only tried; node
 //!   list and zone locks are taken briefly, as the slow paths take them.
 //! - *fork*: the child has no thread; `after_fork` lets its first slow path start
@@ -95,9 +96,34 @@ pub fn stats() -> BackgroundStats {
     }
 }
 
-/// Turns background reclaim on (boot, unless `CPUSLAB_BACKGROUND=0`). Starts nothing.
+/// The seccomp state at boot ([`sys::process::seccomp_state`] as `mode << 32 |
+/// filters`), or `u64::MAX` when it could not be read.
+static BOOT_SECCOMP: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Turns background reclaim on (boot, unless `CPUSLAB_BACKGROUND=0`), noting the
+/// seccomp state the process started with. Starts nothing.
 pub(crate) fn enable() {
+    if let Some((mode, filters)) = sys::process::seccomp_state() {
+        BOOT_SECCOMP.store(
+            u64::from(mode) << 32 | u64::from(filters),
+            Ordering::Relaxed,
+        );
+    }
     let _ = STATE.compare_exchange(DISABLED, STOPPED, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Whether the process put itself under a seccomp filter after boot (`now`, from
+/// [`sys::process::seccomp_state`]): then creating a thread may kill it, as
+/// OpenSSH's pre-authentication sandbox kills on clone(2). A filter it started under
+/// (a container's, a service manager's) was there before the program ran and allows
+/// what threaded programs need, or the program could not have started its own
+/// threads; one installed since comes from the program, and may not. Filters are
+/// never removed, so the answer stays true. (Before Linux 5.9 the kernel does not
+/// count filters: one added on top of a filter the process started under goes
+/// unnoticed there.)
+fn sandboxed_since_boot((mode, filters): (u32, u32)) -> bool {
+    let boot = BOOT_SECCOMP.load(Ordering::Relaxed);
+    mode != 0 && (boot == u64::MAX || boot != u64::from(mode) << 32 | u64::from(filters))
 }
 
 /// Set once the C interface serves this process (`libcpuslab_preload.so`): then glibc's
@@ -161,17 +187,15 @@ fn start_thread(now: u64) {
     {
         return;
     }
-    // Under a seccomp filter (installed, or inherited, since boot) creating a thread
-    // may kill the process: OpenSSH's pre-authentication sandbox, for one, kills on
-    // clone(2). A filter is never removed, so then the thread is never started; when
-    // the mode cannot be read (no /proc, or the open refused), not now.
-    let next = match sys::process::seccomp_mode() {
-        Some(0) if sys::thread::spawn_helper(reclaim_thread, 0) => {
+    let next = match sys::process::seccomp_state() {
+        Some(now) if sandboxed_since_boot(now) => DISABLED,
+        Some(_) if sys::thread::spawn_helper(reclaim_thread, 0) => {
             STARTS.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        Some(0) | None => STOPPED,
-        Some(_) => DISABLED,
+        // The kernel refused the thread, or the state cannot be read (no /proc, or
+        // the open refused): not now.
+        _ => STOPPED,
     };
     RETRY_AT.store(now + RETRY_MS, Ordering::Relaxed);
     STATE.store(next, Ordering::Release);

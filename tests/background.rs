@@ -198,10 +198,18 @@ fn idle_c_program_keeps_its_memory_without_the_thread() {
     assert!(rss * 2 > peak, "peak {peak} KiB -> {rss} KiB");
 }
 
-/// Under a seccomp filter that kills the process on clone(2) (OpenSSH's sandbox does)
-/// the thread is never started: the program lives, and keeps its memory.
+/// Under a seccomp filter installed after start that kills the process on clone(2)
+/// (OpenSSH's sandbox does) the thread is never started: the program lives, and keeps
+/// its memory.
 #[test]
 fn no_thread_under_a_seccomp_filter() {
     let (peak, rss) = run_idle_rss(&["100", "2", "no-clone"], &[]);
     assert!(rss * 2 > peak, "peak {peak} KiB -> {rss} KiB");
+}
+
+/// A filter the process started under (a container's) does not stop the thread.
+#[test]
+fn a_filter_from_before_exec_keeps_the_thread() {
+    let (peak, rss) = run_idle_rss(&["100", "3", "exec-filtered"], &[]);
+    assert!(rss * 10 < peak, "peak {peak} KiB -> {rss} KiB");
 }

@@ -7,7 +7,9 @@
  * through the allocator.
  * With a third argument `no-clone`, a seccomp filter that kills the process on
  * clone(2) and clone3(2) (as OpenSSH's sandbox does) is installed first, and the
- * main thread does both threads' work in turn. */
+ * main thread does both threads' work in turn. With `exec-filtered`, a filter that
+ * only denies acct(2) is installed and the program runs itself again under it (as
+ * in a container, whose filter the process starts under). */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
@@ -100,13 +102,16 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void deny_clone(void) {
+/* Installs a filter that kills the process on clone and clone3 (`kill_clone`), or one
+ * that only makes acct(2) fail. */
+static void install_filter(int kill_clone) {
     struct sock_filter filter[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kill_clone ? __NR_clone : __NR_acct, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kill_clone ? __NR_clone3 : __NR_acct, 1, 0),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K,
+                 kill_clone ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ERRNO | EPERM),
     };
     struct sock_fprog prog = {.len = sizeof filter / sizeof filter[0], .filter = filter};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
@@ -126,8 +131,15 @@ int main(int argc, char **argv) {
         if (blocks[t] == MAP_FAILED)
             return 2;
     }
+    if (argc > 3 && strcmp(argv[3], "exec-filtered") == 0) {
+        install_filter(0);
+        char *again[] = {argv[0], argv[1], argv[2], NULL};
+        execv("/proc/self/exe", again);
+        perror("execv");
+        return 2;
+    }
     if (argc > 3 && strcmp(argv[3], "no-clone") == 0) {
-        deny_clone();
+        install_filter(1);
         build(0);
         build(1);
         free_theirs(0);
