@@ -115,9 +115,9 @@ pub(crate) fn enable() {
 /// Whether the process put itself under a seccomp filter after boot (`now`, from
 /// [`sys::process::seccomp_state`]): then creating a thread may kill it, as
 /// OpenSSH's pre-authentication sandbox kills on clone(2). A filter it started under
-/// (a container's, a service manager's) was there before the program ran and allows
-/// what threaded programs need, or the program could not have started its own
-/// threads; one installed since comes from the program, and may not. Filters are
+/// (a container's, a service manager's) was written for whole programs, and the
+/// common profiles allow threads; one installed since is the program's own sandbox,
+/// written for what that program does, which may not include threads. Filters are
 /// never removed, so the answer stays true. (Before Linux 5.9 the kernel does not
 /// count filters: one added on top of a filter the process started under goes
 /// unnoticed there.)
