@@ -148,8 +148,14 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn malloc_slow(size: usize) -> *mut c_void {
+    crate::background::c_interface();
     let saved = errno::Saved::new();
     let p = alloc(size);
+    // The background reclaim thread starts from here, a slow path of an allocation
+    // that holds no lock, and not from the free paths' `maybe_reap` as in a Rust
+    // program: glibc frees thread-stack memory through `free` holding its stack-cache
+    // lock, which `pthread_create` takes.
+    crate::background::kick();
     if p.is_null() {
         saved.fail(ENOMEM);
     } else {
@@ -185,6 +191,8 @@ unsafe fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
+    // Before the free's slow path: from now on a free never starts the reclaim thread.
+    crate::background::c_interface();
     let saved = errno::Saved::new();
     // SAFETY: as the caller promised.
     unsafe { release(p.cast()) };
@@ -513,6 +521,7 @@ static STATS_FILE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// programs close standard error before they exit. The interface works without the
 /// constructor; it only makes the report possible.
 pub fn on_load() {
+    crate::background::c_interface();
     let saved = errno::Saved::new();
     crate::init::ensure();
     if let Some(v) = sys::env::get(c"CPUSLAB_STATS") {

@@ -7,6 +7,7 @@
 //! | `CPUSLAB_HEAP_LIMIT` | 0       | refuse to commit more than this (0: no limit)       |
 //! | `CPUSLAB_PCP_BATCH`  | 16      | pages moved per refill/drain of a CPU's page list   |
 //! | `CPUSLAB_PCP_HIGH`   | 96      | a CPU's page list gives pages back above this count |
+//! | `CPUSLAB_BACKGROUND` | 1       | 0: no background reclaim thread (`background`)      |
 //! | `CPUSLAB_DEBUG`      | 0       | 1: slab debug checks, red zones and poison (`slab::debug`); the `debug` feature makes 1 the default |
 //!
 //! Sizes take an optional `K`, `M` or `G` suffix. A value that does not parse is
@@ -32,6 +33,8 @@ pub struct Config {
     pub pcp_high: u32,
     /// Slab debugging (see `slab::debug`).
     pub debug: bool,
+    /// The background reclaim thread (see `background`).
+    pub background: bool,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             pcp_batch: 16,
             pcp_high: 96,
             debug: cfg!(feature = "debug"),
+            background: true,
         }
     }
 }
@@ -68,6 +72,7 @@ impl Config {
         }
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
         c.debug = slab_debug();
+        c.background = flag(c"CPUSLAB_BACKGROUND", c.background);
         c
     }
 }
@@ -93,6 +98,23 @@ pub fn slab_debug() -> bool {
     };
     DEBUG.store(if on { 2 } else { 1 }, Ordering::Relaxed);
     on
+}
+
+/// A `0`/`1` option: `default` when unset, or (with a warning) when it is neither.
+fn flag(name: &CStr, default: bool) -> bool {
+    match sys::env::get(name) {
+        None => default,
+        Some(b"1") => true,
+        Some(b"0") => false,
+        Some(raw) => {
+            let shown = core::str::from_utf8(&raw[..raw.len().min(40)]).unwrap_or("?");
+            sys::io::warn(format_args!(
+                "ignoring {}={shown}: not 0 or 1",
+                name.to_str().unwrap_or("?")
+            ));
+            default
+        }
+    }
 }
 
 fn option(name: &CStr, parse: fn(&[u8]) -> Option<usize>) -> Option<usize> {

@@ -209,6 +209,11 @@ fn boot() -> Result<(), BootError> {
         return Err(memory_error());
     }
     slab::reap::arm();
+    if config.background {
+        // Enabled now, started later by the first slow path that needs it.
+        crate::background::enable();
+        slab::reap::set_slow_path_hook(crate::background::kick_from_slab);
+    }
     // The CPU-dead path (cpuset rescan, cpuset::cpu_dead) empties these layers' caches.
     cpuset::register_cpu_dead(pcp::drain_pages);
     cpuset::register_cpu_dead(slab::reap::drain_cpu);
@@ -239,5 +244,7 @@ extern "C" fn fork_child() {
         unsafe { slab::fork_release() };
         cpuset::fork_child();
         slab::fastpath::after_fork();
+        // The reclaim thread did not come along: the child's first slow path starts one.
+        crate::background::after_fork();
     }
 }

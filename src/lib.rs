@@ -40,6 +40,8 @@
 
 // Under `cfg(loom)` (the models in `loom-tests/`) only the parts that loom checks are
 // built: their atomics are loom's, which no static can hold.
+#[cfg(not(loom))]
+pub mod background;
 #[cfg(all(feature = "capi", not(loom)))]
 pub mod capi;
 #[cfg(not(loom))]

@@ -370,6 +370,23 @@ pub fn drain_pages(cpu: usize) {
     pcp.lock.unlock();
 }
 
+/// [`drain_pages`] with a tried lock, for the background reclaim thread, which must
+/// never wait for a CPU's list: false when the list was busy (nothing drained).
+pub(crate) fn try_drain_pages(cpu: usize) -> bool {
+    let Some(pcp) = pcp(cpu) else {
+        return true;
+    };
+    if !pcp.lock.try_lock() {
+        return false;
+    }
+    if !rseq_on() || settle_sequences(cpu) {
+        // SAFETY: the list's lock is held and no sequence runs on it.
+        unsafe { free_pcppages_bulk(pcp, *pcp.count.get() as usize) };
+    }
+    pcp.lock.unlock();
+    true
+}
+
 /// Pages cached on `cpu`'s list (racy: for statistics).
 pub fn count(cpu: usize) -> usize {
     // SAFETY: a racy read of an aligned u32, for statistics only.

@@ -1,11 +1,14 @@
 //! Returning memory to the OS: free buddy blocks that stayed dirty for longer than the
 //! decay time, beyond the amount each zone retains, are given back with
 //! `madvise(MADV_DONTNEED)` and marked zero. Purging runs from the page allocator's
-//! slow paths at most every quarter of the decay time, and fully from [`purge_all`].
+//! slow paths and the background reclaim thread at most every quarter of the decay
+//! time, fully from [`purge_all`], and beyond the retained amount whatever the age
+//! from the reclaim thread once the program is idle. The slow paths also mark the
+//! activity by which the reclaim thread tells the program is idle.
 //! The same checks unmap freed huge mappings cached past the decay time
 //! (`huge::decay`).
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::buddy::Zone;
 use super::desc::{page_address, Page, PG_ZERO};
@@ -32,10 +35,70 @@ pub(crate) fn retain_bytes() -> usize {
     RETAIN_PAGES.load(Ordering::Relaxed) * PAGE_SIZE
 }
 
+/// Set by the allocator's slow paths (slab refills and flushes, page frees to a zone),
+/// cleared by the background reclaim thread each time it looks: a slow path that finds
+/// it set costs one load of a line that stays shared, so idleness is measured without
+/// any work on the inline fast paths and without a counter bounced between CPUs.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The reclaim thread's `thread_id` (0: none): its own frees are no activity.
+static RECLAIMER: AtomicUsize = AtomicUsize::new(0);
+
+/// Records allocator activity from a slow path (see [`take_activity`]).
+#[inline]
+pub(crate) fn note_activity() {
+    if !ACTIVE.load(Ordering::Relaxed) {
+        note_activity_slow();
+    }
+}
+
+#[cold]
+fn note_activity_slow() {
+    if sys::cpu::thread_id() != RECLAIMER.load(Ordering::Relaxed) {
+        // SeqCst: the reclaim thread, stopping, stores its state and then reads this
+        // flag; a slow path stores the flag and then reads that state (see
+        // `background`), so one of the two sees the other.
+        ACTIVE.swap(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether a slow path ran since the last call, clearing the flag.
+pub(crate) fn take_activity() -> bool {
+    ACTIVE.swap(false, Ordering::SeqCst)
+}
+
+/// Whether a slow path ran since the last [`take_activity`], leaving the flag.
+pub(crate) fn activity_pending() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
+/// Names the calling thread as the reclaim thread (`thread_id`, 0 for none), whose
+/// slow paths do not count as activity.
+pub(crate) fn set_reclaimer(thread: usize) {
+    RECLAIMER.store(thread, Ordering::Relaxed);
+}
+
+/// Purges dirty free pages of `zone` beyond what it retains, whatever their age (the
+/// program is idle: nothing will reuse them soon). Returns the pages purged.
+pub(crate) fn purge_zone_idle(zone: &Zone) -> usize {
+    let retain = RETAIN_PAGES.load(Ordering::Relaxed);
+    let mut total = 0;
+    // `purge_zone` stops after a bounded amount: go on until the zone is down to what
+    // it retains or has nothing left to purge (bounded too, should frees keep coming).
+    for _ in 0..64 {
+        let n = purge_zone(zone, u64::MAX, retain, sys::time::now_ms());
+        total += n;
+        if n == 0 || zone.lock().dirty_pages <= retain {
+            break;
+        }
+    }
+    total
+}
+
 /// Purges `zone` if its last purge is old enough and it holds more dirty free pages
 /// than it retains, and unmaps cached huge mappings whose decay time passed. Called
 /// after frees to the zone, with the time already read.
 pub fn maybe_purge(zone: &Zone, now_ms: u64) {
+    note_activity();
     super::huge::decay(now_ms);
     let decay = DECAY_MS.load(Ordering::Relaxed);
     let retain = RETAIN_PAGES.load(Ordering::Relaxed);

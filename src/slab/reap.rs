@@ -1,7 +1,9 @@
-//! Giving cached memory back: `cache_reap` every two seconds from the slow paths (part
-//! of every untouched array cache, then surplus free slabs), and `shrink` on demand.
+//! Giving cached memory back: `cache_reap` every two seconds from the slow paths or the
+//! background reclaim thread (part of every untouched array cache, then surplus free
+//! slabs), `shrink` on demand, and the reclaim thread's idle drain, `shrink` with
+//! tried per-CPU locks.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::array_cache::ArrayCache;
 use super::cache::RawCache;
@@ -21,11 +23,33 @@ pub(crate) fn arm() {
     NEXT_REAP_MS.store(sys::time::now_ms() + REAPTIMEOUT_MS, Ordering::Relaxed);
 }
 
+/// Called by every [`maybe_reap`] once boot registered it (the background reclaim
+/// thread's starter, which sits above this layer); 0: none.
+static SLOW_PATH_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers `hook` to run on every slab slow path, holding no lock (boot registers
+/// the background reclaim thread's starter).
+pub(crate) fn set_slow_path_hook(hook: fn()) {
+    SLOW_PATH_HOOK.store(hook as usize, Ordering::Release);
+}
+
 /// Reaps every cache if the interval has passed and no other thread is reaping. Called
 /// from slow paths holding no lock.
 pub fn maybe_reap() {
+    page::purge::note_activity();
+    let hook = SLOW_PATH_HOOK.load(Ordering::Acquire);
+    if hook != 0 {
+        // SAFETY: only `set_slow_path_hook` stores here, and it stores a `fn()`.
+        let hook: fn() = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        hook();
+    }
+    reap_if_due(sys::time::now_ms());
+}
+
+/// [`maybe_reap`] at time `now` without counting as activity or calling the hook: the
+/// background reclaim thread's periodic reap.
+pub(crate) fn reap_if_due(now: u64) {
     let next = NEXT_REAP_MS.load(Ordering::Relaxed);
-    let now = sys::time::now_ms();
     if now < next
         || NEXT_REAP_MS
             .compare_exchange(
@@ -133,13 +157,19 @@ fn cache_reap(cache: &RawCache) {
 /// per-CPU caches, so it is for explicit calls, not allocation paths. Returns the pages
 /// given back to the page pool.
 pub fn shrink(cache: &RawCache) -> usize {
+    shrink_with(cache, true)
+}
+
+/// [`shrink`], waiting for busy per-CPU caches or (`wait` false) leaving them alone as
+/// `cache_reap` does; the node locks are taken as the slow paths take them, briefly.
+fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     if cache.cpu_ac(0).is_none() {
         return 0;
     }
     let mut to_destroy = PageList::new();
-    // SAFETY: as in `cache_reap`, with waiting locks.
+    // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), true, |_, ac| {
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |_, ac| {
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
         });
         for node in 0..topology::nr_node_ids() {
@@ -154,6 +184,25 @@ pub fn shrink(cache: &RawCache) -> usize {
         }
         cache.destroy_slabs(&mut to_destroy)
     }
+}
+
+/// Empties every cache's array caches and free slabs as [`shrink`] does, but never
+/// waits: a per-CPU cache whose lock is held is left alone (as `cache_reap` leaves
+/// it), and nothing is done if the chain is busy. For the background reclaim thread
+/// once the program is idle. Returns the pages given back to the page pool.
+pub(crate) fn shrink_all_tried() -> usize {
+    let Some(chain) = CHAIN.try_lock() else {
+        return 0;
+    };
+    let mut pages = 0;
+    let mut c = chain.first;
+    while !c.is_null() {
+        // SAFETY: caches on the chain stay alive while the chain is held.
+        let cache = unsafe { &*c };
+        pages += shrink_with(cache, false);
+        c = cache.next.load(Ordering::Relaxed);
+    }
+    pages
 }
 
 /// The slab part of the CPU-dead path: every cache's array cache of `cpu` is emptied

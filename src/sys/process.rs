@@ -66,3 +66,39 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
         bytes = &bytes[n as usize..];
     }
 }
+
+/// The calling thread's seccomp state from `/proc/thread-self/status`: the mode (0:
+/// none, 1: strict, 2: filter) and, on Linux 5.9 and later, the number of filters
+/// installed (`u32::MAX` where the kernel does not say). `None` when it cannot be read
+/// (no /proc, or a filter refused the open). Reads into a stack buffer; allocates
+/// nothing.
+pub fn seccomp_state() -> Option<(u32, u32)> {
+    let mut buf = [0u8; 4096];
+    // The calling thread's filters are what a thread it creates inherits; before Linux
+    // 3.17 only the process's (its main thread's) can be read.
+    let len = super::file::read(c"/proc/thread-self/status", &mut buf)
+        .or_else(|| super::file::read(c"/proc/self/status", &mut buf))?;
+    let text = &buf[..len];
+    let mode = status_field(text, b"\nSeccomp:")?;
+    let filters = status_field(text, b"\nSeccomp_filters:").unwrap_or(u32::MAX);
+    Some((mode, filters))
+}
+
+/// The number after `key` in a `/proc/.../status` text.
+fn status_field(text: &[u8], key: &[u8]) -> Option<u32> {
+    let at = text.windows(key.len()).position(|w| w == key)? + key.len();
+    let digits = text[at..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit());
+    let mut value = None;
+    for &d in digits {
+        value = Some(
+            value
+                .unwrap_or(0u32)
+                .checked_mul(10)?
+                .checked_add(u32::from(d - b'0'))?,
+        );
+    }
+    value
+}

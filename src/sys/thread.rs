@@ -1,6 +1,6 @@
 //! Raw threads and thread-exit hooks, without the global allocator.
 
-use core::ffi::c_void;
+use core::ffi::{c_void, CStr};
 
 /// Starts a detached thread running `f(arg)`. Returns false when the kernel refused.
 pub fn spawn_raw(f: extern "C" fn(*mut c_void) -> *mut c_void, arg: usize) -> bool {
@@ -17,6 +17,43 @@ pub fn spawn_raw(f: extern "C" fn(*mut c_void) -> *mut c_void, arg: usize) -> bo
         let rc = libc::pthread_create(&mut tid, &attr, f, arg as *mut c_void);
         libc::pthread_attr_destroy(&mut attr);
         rc == 0
+    }
+}
+
+/// Starts a detached helper thread running `f(arg)` with every signal blocked (a
+/// process-directed signal must go to one of the program's threads, whose handlers and
+/// `sigwait` loops expect it, never to the helper). Returns false when the kernel
+/// refused.
+pub fn spawn_helper(f: extern "C" fn(*mut c_void) -> *mut c_void, arg: usize) -> bool {
+    // SAFETY: the sets are initialised before use; the caller's mask is put back
+    // before returning, and the new thread inherits the full one it was created under.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) == 0;
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        let mut ok = libc::pthread_attr_init(&mut attr) == 0;
+        if ok {
+            libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+            libc::pthread_attr_setstacksize(&mut attr, 256 * 1024);
+            let mut tid: libc::pthread_t = 0;
+            ok = libc::pthread_create(&mut tid, &attr, f, arg as *mut c_void) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+        }
+        if masked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        }
+        ok
+    }
+}
+
+/// Names the calling thread `name` (at most 15 bytes are kept), as
+/// `/proc/PID/task/TID/comm` shows it.
+pub fn set_name(name: &CStr) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string; a failure changes nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr());
     }
 }
 
