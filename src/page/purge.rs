@@ -141,6 +141,7 @@ fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize 
             zeroed[i] = sys::mmap::purge(page_address(page), PAGE_SIZE << order);
         }
         let mut z = zone.lock();
+        let mut this_batch = 0;
         for (i, &(page, order)) in batch[..n].iter().enumerate() {
             // SAFETY: the block was taken off this zone's lists above; it keeps its
             // free time so it ages as before.
@@ -150,10 +151,12 @@ fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize 
                 z.free_one(page, order, zero, freed_at);
             }
             if zeroed[i] {
-                purged += 1 << order;
+                this_batch += 1 << order;
             }
         }
-        z.purged_pages += purged as u64;
+        // The batch's pages only: `purged` is the running total of this call.
+        z.purged_pages += this_batch as u64;
+        purged += this_batch;
     }
     purged
 }
