@@ -22,7 +22,7 @@ target_dir=${CARGO_TARGET_DIR:-$here/prog/target}
 boot_timeout=${CPUSLAB_VM_BOOT_TIMEOUT:-120} # seconds, per small machine
 # TCG runs each of manycpu's 72 vCPUs as a host thread: booting them and taking CPUs
 # offline take far longer than a 4-CPU machine's whole run.
-manycpu_timeout=${CPUSLAB_VM_MANYCPU_TIMEOUT:-300}
+manycpu_timeout=${CPUSLAB_VM_MANYCPU_TIMEOUT:-240}
 machines=("$@")
 [ ${#machines[@]} -gt 0 ] || machines=(2node 4node manycpu)
 start=$SECONDS
@@ -157,7 +157,7 @@ for m in "${machines[@]}"; do
       # udelay's accuracy depends on it. Expedited RCU grace periods shorten the several
       # that each CPU offline waits for.
       boot manycpu "$manycpu_timeout" \
-        "lpj=10400028 rcupdate.rcu_expedited=1 vmtest.timeout=240 vmtest.offline=5-71:1/9 vmtest.tests=percpu,hotplug vmtest.hotplug=61-71" \
+        "lpj=10400028 rcupdate.rcu_expedited=1 vmtest.timeout=180 vmtest.offline=5-71:1/9 vmtest.tests=percpu,hotplug vmtest.hotplug=61-71" \
         -smp cpus=72,maxcpus=128,sockets=8,cores=16,threads=1 \
         -object memory-backend-ram,id=m0,size=256M -object memory-backend-ram,id=m1,size=256M \
         -object memory-backend-ram,id=m2,size=256M -object memory-backend-ram,id=m3,size=256M \

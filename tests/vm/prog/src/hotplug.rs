@@ -360,7 +360,19 @@ pub fn run() {
             .map(|(&c, _)| c)
             .collect();
         let before: Vec<(usize, usize)> = off.iter().map(held_by).collect();
-        if offline_phase(&off, warmed, &cold, &before) {
+        let fewest = cpus
+            .iter()
+            .zip(&on_cpu)
+            .map(|(&c, r)| (r.load(Relaxed), c))
+            .min()
+            .unwrap_or_default();
+        let warm = Warm {
+            load,
+            ok: warmed,
+            cold,
+            fewest,
+        };
+        if offline_phase(&off, &warm, &before) {
             online_phase(&sh, &off);
         }
 
@@ -431,9 +443,23 @@ fn holding(cpus: &CpuMask, held: &[(usize, usize)]) -> String {
     }
 }
 
+/// How the pinned workers' warm-up went.
+struct Warm {
+    /// The CPUs with a pinned worker.
+    load: CpuMask,
+    /// Every pinned worker ran [`WARM_ROUNDS`] rounds on its CPU in time.
+    ok: bool,
+    /// The CPUs whose pinned worker did not.
+    cold: Vec<usize>,
+    /// The fewest rounds a pinned worker ran on its CPU (as cpuslab's rseq CPU id saw
+    /// it), and that CPU.
+    fewest: (u64, usize),
+}
+
 /// Takes the CPUs of `off` offline under load and checks that rescan drained them.
-fn offline_phase(off: &CpuMask, warmed: bool, cold: &[usize], before: &[(usize, usize)]) -> bool {
-    if !warmed {
+fn offline_phase(off: &CpuMask, warm: &Warm, before: &[(usize, usize)]) -> bool {
+    let cold = &warm.cold;
+    if !warm.ok {
         verdict(
             "hotplug.offline",
             false,
@@ -475,10 +501,15 @@ fn offline_phase(off: &CpuMask, warmed: bool, cold: &[usize], before: &[(usize, 
         "hotplug.offline",
         ok,
         format_args!(
-            "CPUs {off} ({} of them) offline under load in {took:.1} s; rescan: offline_cpus \
-             {}, moved_threads {}, emptied cpusets {}, dead_cpus {dead}; before, they held \
+            "pinned workers on CPUs {} each ran at least {} rounds on their CPU by rseq's \
+             CPU id (fewest: cpu{}); CPUs {off} ({} of them) offline under load in \
+             {took:.1} s; rescan: offline_cpus {}, moved_threads {}, emptied cpusets {}, \
+             dead_cpus {dead}; before, they held \
              {pages} pcp pages and {objects} array-cache objects (CPUs holding nothing: \
              {empty_before:?}); still holding after rescan: {}; 0.5 s later: {}",
+            warm.load,
+            warm.fewest.0,
+            warm.fewest.1,
             off.weight(),
             report.offline_cpus,
             report.moved_threads,
