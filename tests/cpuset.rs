@@ -274,6 +274,9 @@ fn discovers_a_four_node_machine() {
     let off = machine("four_node_offline");
     assert_eq!(*off.online_cpus(), cpus("0-15,32-39,42-63"));
     assert_eq!(off.usable_cpus(), cpus("0-15,32-39,42-59"));
+    // As the kernel's, node 2's cpulist leaves out its offline CPUs 40 and 41; the
+    // `cpuN/nodeM` link of 40 places it, 41 has none and stays on node 0.
+    assert_eq!((off.cpu_to_node(40), off.cpu_to_node(41)), (2, 0));
 }
 
 #[test]

@@ -98,6 +98,7 @@ impl Topology {
             .unwrap_or(t.online_nodes);
 
         let online_nodes = t.online_nodes;
+        let mut placed = CpuMask::new();
         for node in t.possible_nodes.iter() {
             let mut path = StackBuf::<64>::new();
             let _ = fmt::write(
@@ -108,6 +109,7 @@ impl Topology {
                 for cpu in cpus.iter().take_while(|&c| c < NR_CPUS) {
                     t.cpu_node[cpu] = node as u16;
                 }
+                placed = placed.or(&cpus);
             }
             if node >= MAX_NUMNODES {
                 continue;
@@ -126,6 +128,28 @@ impl Topology {
                     if let (true, Some(d)) = (to < MAX_NUMNODES, small_number(d)) {
                         t.distance[node][to] = d;
                     }
+                }
+            }
+        }
+
+        // A node's cpulist holds only its online CPUs: the kernel takes a CPU out of its
+        // node's mask when it goes offline. A present CPU that is offline now keeps its
+        // `cpuN/nodeM` link, and its percpu units and page list belong on that node for
+        // when it comes back. (A possible CPU that is not present has no link: it stays
+        // on node 0, as userspace cannot read the firmware's table the kernel used.)
+        let present = read_mask::<64>(sys_root, "/devices/system/cpu/present", &mut buf)
+            .unwrap_or(t.possible_cpus);
+        let unplaced = present.and(&t.possible_cpus).andnot(&placed);
+        for cpu in unplaced.iter().take_while(|&c| c < NR_CPUS) {
+            for node in t.possible_nodes.iter() {
+                let mut path = StackBuf::<64>::new();
+                let _ = fmt::write(
+                    &mut path,
+                    format_args!("/devices/system/cpu/cpu{cpu}/node{node}/cpulist"),
+                );
+                if read_file(sys_root, text(&path), &mut buf).is_some() {
+                    t.cpu_node[cpu] = node as u16;
+                    break;
                 }
             }
         }

@@ -72,6 +72,7 @@ pub(crate) fn discover() {
     let nr_nodes = (max_node + 1).min(MAX_NUMNODES);
     NR_NODE_IDS.store(nr_nodes, Ordering::Relaxed);
     if nr_nodes > 1 {
+        let mut placed = CpuMask::new();
         for node in 0..nr_nodes {
             let mut path = sys::io::StackBuf::<64>::new();
             let _ = core::fmt::write(
@@ -85,8 +86,37 @@ pub(crate) fn discover() {
                 parse_cpulist(&buf[..n], |cpu| {
                     if cpu < NR_CPUS {
                         CPU_TO_NODE[cpu].store(node as u16, Ordering::Relaxed);
+                        placed.set(cpu);
                     }
                 });
+            }
+        }
+        // As in `Topology::discover_at`: a node's cpulist holds only its online CPUs, and
+        // a present CPU offline now is placed by its `cpuN/nodeM` link, so its percpu
+        // units and page list are on its node when it comes back. A possible CPU that is
+        // not present has no link and stays on node 0.
+        if let Some(n) = sys::file::read(c"/sys/devices/system/cpu/present", &mut buf) {
+            let mut unplaced = CpuMask::new();
+            parse_cpulist(&buf[..n], |cpu| {
+                if cpu < nr_cpus.min(NR_CPUS) && !placed.test(cpu) {
+                    unplaced.set(cpu);
+                }
+            });
+            for cpu in unplaced.iter() {
+                for node in 0..nr_nodes {
+                    let mut path = sys::io::StackBuf::<64>::new();
+                    let _ = core::fmt::write(
+                        &mut path,
+                        format_args!("/sys/devices/system/cpu/cpu{cpu}/node{node}/cpulist\0"),
+                    );
+                    let Ok(path) = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()) else {
+                        continue;
+                    };
+                    if sys::file::read(path, &mut buf).is_some() {
+                        CPU_TO_NODE[cpu].store(node as u16, Ordering::Relaxed);
+                        break;
+                    }
+                }
             }
         }
     }

@@ -4,6 +4,17 @@
 //! lines (`PASS` / `FAIL` / `SKIP`), prints `VMTEST END pass=.. fail=.. skip=..` and
 //! powers the machine off.
 //!
+//! Two kernel command-line parameters (read from /proc/cmdline; the kernel ignores
+//! dotted names it has no module for) shape a machine's run:
+//! - `vmtest.offline=LIST` takes those CPUs offline before the first test, so the tests
+//!   (and cpuslab's topology discovery in each test process) start on a machine whose
+//!   online CPU ids are sparse, which qemu cannot boot directly: its present CPUs are
+//!   always ids 0 to N-1.
+//! - `vmtest.tests=NAME,...` runs only those tests; the others get a `SKIP` line, so a
+//!   big, slow machine runs the checks it exists for and the log still says what was
+//!   left out.
+//! - `vmtest.timeout=SECONDS` replaces [`TEST_TIMEOUT`].
+//!
 //! A separate program from the tests so that cpuslab, which reads the topology from
 //! /sys on its first allocation, never starts before /sys is mounted, and so that a
 //! test that crashes or hangs becomes a `FAIL` line instead of a kernel panic.
@@ -16,7 +27,11 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// One test process may run this long before it is killed and counted as failed.
+use cpuslab::topology::CpuMask;
+
+/// One test process may run this long before it is killed and counted as failed, unless
+/// `vmtest.timeout=SECONDS` on the kernel command line says otherwise (a machine of many
+/// emulated CPUs, where each CPU hotplug step takes seconds).
 const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Default)]
@@ -70,6 +85,37 @@ fn read_trimmed(path: &str) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The value of `key=` on the kernel command line.
+fn cmdline_param(cmdline: &str, key: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+/// Takes every CPU of `list` offline, one at a time as the kernel does it, and returns
+/// the first failure.
+fn offline_cpus(list: &str) -> Result<(), String> {
+    let cpus: CpuMask = list
+        .parse()
+        .map_err(|e| format!("vmtest.offline={list}: {e}"))?;
+    let start = Instant::now();
+    for cpu in cpus.iter() {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/online");
+        std::fs::write(&path, "0").map_err(|e| format!("write 0 to {path}: {e}"))?;
+    }
+    println!(
+        "VMTEST OFFLINE cpus={} ({} CPUs in {:.1} s) online={} possible={} present={}",
+        cpus,
+        cpus.weight(),
+        start.elapsed().as_secs_f64(),
+        read_trimmed("/sys/devices/system/cpu/online"),
+        read_trimmed("/sys/devices/system/cpu/possible"),
+        read_trimmed("/sys/devices/system/cpu/present"),
+    );
+    Ok(())
+}
+
 /// A pipe whose write end becomes the child's stdout and stderr.
 fn pipe() -> (File, OwnedFd) {
     let mut fds = [0; 2];
@@ -82,8 +128,8 @@ fn pipe() -> (File, OwnedFd) {
 
 /// Runs one test process, echoing its output, and returns its verdict counts. A test
 /// that exits unsuccessfully without a `FAIL` line, prints no verdict, crashes or runs
-/// past [`TEST_TIMEOUT`] gets a `FAIL` line from here.
-fn run_test(name: &str) -> Tally {
+/// past `limit` gets a `FAIL` line from here.
+fn run_test(name: &str, limit: Duration) -> Tally {
     let (read, write) = pipe();
     let child = {
         let mut cmd = Command::new("/vmtest");
@@ -131,7 +177,7 @@ fn run_test(name: &str) -> Tally {
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None) if start.elapsed() > TEST_TIMEOUT => {
+            Ok(None) if start.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -170,9 +216,10 @@ fn main() {
     open_console();
 
     println!(
-        "VMTEST BEGIN kernel={} cpus={} nodes={} mem_nodes={}",
+        "VMTEST BEGIN kernel={} cpus={} possible={} nodes={} mem_nodes={}",
         read_trimmed("/proc/sys/kernel/osrelease"),
         read_trimmed("/sys/devices/system/cpu/online"),
+        read_trimmed("/sys/devices/system/cpu/possible"),
         read_trimmed("/sys/devices/system/node/online"),
         read_trimmed("/sys/devices/system/node/has_memory"),
     );
@@ -191,8 +238,26 @@ fn main() {
     if names.trim().is_empty() {
         total.fail += 1;
     }
+    let cmdline = read_trimmed("/proc/cmdline");
+    if let Some(list) = cmdline_param(&cmdline, "vmtest.offline") {
+        if let Err(e) = offline_cpus(&list) {
+            println!("FAIL vminit.offline: {e}");
+            total.fail += 1;
+        }
+    }
+    let only = cmdline_param(&cmdline, "vmtest.tests");
+    let limit = cmdline_param(&cmdline, "vmtest.timeout")
+        .and_then(|s| s.parse().ok())
+        .map_or(TEST_TIMEOUT, Duration::from_secs);
     for name in names.split_whitespace() {
-        let t = run_test(name);
+        if let Some(only) = &only {
+            if !only.split(',').any(|n| n == name) {
+                println!("SKIP {name}: not run on this machine (vmtest.tests={only})");
+                total.skip += 1;
+                continue;
+            }
+        }
+        let t = run_test(name, limit);
         total.pass += t.pass;
         total.fail += t.fail;
         total.skip += t.skip;

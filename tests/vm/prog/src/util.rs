@@ -51,6 +51,12 @@ pub fn online_cpus() -> CpuMask {
     parse_list("/sys/devices/system/cpu/online")
 }
 
+/// The present CPUs (`/sys/devices/system/cpu/present`): those with a sysfs directory,
+/// online or not.
+pub fn present_cpus() -> CpuMask {
+    parse_list("/sys/devices/system/cpu/present")
+}
+
 /// The nodes with memory (`/sys/devices/system/node/has_memory`).
 pub fn memory_nodes() -> NodeMask {
     parse_list("/sys/devices/system/node/has_memory")
@@ -194,4 +200,13 @@ pub fn confine(
     cs.attach_current()
         .map_err(|e| format!("attach_current({name}): {e}"))?;
     Ok(cs)
+}
+
+/// The value of `key=` on the kernel command line (run.sh passes a machine's test
+/// settings there; the kernel ignores dotted names it has no module for).
+pub fn cmdline_param(key: &str) -> Option<String> {
+    read("/proc/cmdline")?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
 }
