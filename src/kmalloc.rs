@@ -376,7 +376,9 @@ pub unsafe fn kfree_unsized(p: *mut u8) {
         let head = virt_to_head_page(p);
         let flags = (*head).flags();
         if flags & PG_SLAB != 0 {
-            (*(*head).cache.cast::<RawCache>()).free(p);
+            // The descriptor is loaded already: check exactly that `p` starts an object
+            // (C's free(p + 16) aborts here, as glibc's "free(): invalid pointer").
+            (*(*head).cache.cast::<RawCache>()).free_in_slab(head, p);
             return;
         }
         if flags & PG_LARGE != 0 && head == virt_to_page(p) {

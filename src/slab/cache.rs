@@ -75,15 +75,62 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
+/// The colour offset of `slab`'s first object: the low half of its `info` (the high
+/// half of a one-page off-slab slab's holds its free map).
+///
+/// # Safety
+/// `slab` is the head page of a slab.
+#[inline(always)]
+unsafe fn slab_colour(slab: *mut Page) -> usize {
+    (*slab).info as u32 as usize
+}
+
+// The off-slab free map of a one-page slab is the high half of `info`, addressed as
+// bytes at `info + 4`.
+const _: () = assert!(cfg!(target_endian = "little"));
+
 /// Bytes of a cache's name, NUL padded.
 pub const NAME_LEN: usize = 32;
 
+/// What every free checks of its pointer, always (not only in debug mode): that it can
+/// be the start of an object. Kept beside `cpu_cache`, in the cache line the fast
+/// paths load anyway, so the checks cost no extra line.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct FreeCheck {
+    /// Address bits that are clear in every object (its alignment less one; for a
+    /// power-of-two kmalloc class, the size less one, so the test is exact).
+    mask: usize,
+    /// The slot size's [`Geometry::div_magic`].
+    div_magic: u64,
+    /// Bytes from a slab's first slot to the end of its last.
+    span: u32,
+    /// Offset of an object in its slot (a debug cache's left red zone; else 0).
+    lead: u32,
+}
+
+impl FreeCheck {
+    /// A cache not set up: no pointer passes.
+    const NONE: Self = Self {
+        mask: usize::MAX,
+        div_magic: 0,
+        span: 0,
+        lead: 0,
+    };
+}
+
 /// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
 /// mutable part is atomic or under a lock.
+///
+/// `repr(C)` and cache-line aligned so that `cpu_cache` and `check`, which every free
+/// reads, share one line.
+#[repr(C, align(64))]
 pub struct RawCache {
     /// CPU 0's array cache header; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
     /// Null until the cache is set up; never moves afterwards.
     pub(crate) cpu_cache: AtomicPtr<ArrayCache>,
+    /// The pointer checks of every free, derived from `geom` and `dbg`.
+    check: UnsafeCell<FreeCheck>,
     /// The per-CPU area of the headers, for teardown.
     headers: UnsafeCell<Option<PcpuPtr>>,
     /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
@@ -106,7 +153,7 @@ pub struct RawCache {
     pub(crate) next: AtomicPtr<RawCache>,
 }
 
-// SAFETY: `geom`, `dbg`, `name` and `headers` are written only while the cache is being set
+// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the cache is being set
 // up, before it is published; `entries` only under the cache chain lock; everything
 // else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
@@ -120,6 +167,7 @@ impl RawCache {
     pub const fn new() -> Self {
         Self {
             cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            check: UnsafeCell::new(FreeCheck::NONE),
             headers: UnsafeCell::new(None),
             entries: UnsafeCell::new(None),
             geom: UnsafeCell::new(Geometry {
@@ -132,6 +180,7 @@ impl RawCache {
                 off_slab: false,
                 idx_u8: false,
                 reciprocal: 0,
+                div_magic: 0,
             }),
             dbg: UnsafeCell::new(DebugLayout::off(0)),
             random: AtomicU64::new(0),
@@ -176,6 +225,13 @@ impl RawCache {
         };
         *self.geom.get() = geom;
         *self.dbg.get() = dbg;
+        *self.check.get() = FreeCheck {
+            mask: geom.align - 1,
+            div_magic: geom.div_magic,
+            // Below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+            span: (geom.num * geom.size) as u32,
+            lead: dbg.offset as u32,
+        };
         self.random.store(
             layout::random_seed(self as *const Self as usize),
             Ordering::Relaxed,
@@ -385,6 +441,9 @@ impl RawCache {
     /// As for [`free`](Self::free); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
+        if self.misaligned(obj) {
+            self.misaligned_free(obj);
+        }
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_OFF) != 0 {
             return false;
         }
@@ -448,12 +507,72 @@ impl RawCache {
         self.alloc_fallback()
     }
 
-    /// Frees one object of this cache.
+    /// Frees one object of this cache. A pointer that cannot be an object of the cache
+    /// (not aligned as its objects are) aborts here; one that is aligned but is not an
+    /// object start, or an object already free, aborts when it reaches its slab.
     ///
     /// # Safety
     /// `obj` was allocated from this cache and is not used any more.
     #[inline(always)]
     pub unsafe fn free(&self, obj: *mut u8) {
+        if self.misaligned(obj) {
+            self.misaligned_free(obj);
+        }
+        self.free_unchecked(obj)
+    }
+
+    /// [`free`](Self::free) of a pointer whose head page descriptor `slab` (a slab of
+    /// this cache) the caller has loaded already: checks exactly that `obj` starts an
+    /// object of the slab (C `free`, which finds the cache through that descriptor).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `slab` is `virt_to_head_page(obj)`, a slab of this
+    /// cache.
+    #[inline(always)]
+    pub unsafe fn free_in_slab(&self, slab: *mut Page, obj: *mut u8) {
+        // SAFETY: written before the cache was published (it owns slabs, so it was).
+        let c = &*self.check.get();
+        let first = page_address(slab) as usize + slab_colour(slab) + c.lead as usize;
+        let off = (obj as usize).wrapping_sub(first);
+        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
+        if off >= c.span as usize || (off as u64).wrapping_mul(c.div_magic) >= c.div_magic {
+            self.bad_free(obj);
+        }
+        self.free_unchecked(obj)
+    }
+
+    /// Whether `obj` lacks the alignment every object of this cache has.
+    #[inline(always)]
+    fn misaligned(&self, obj: *mut u8) -> bool {
+        // SAFETY: written before the cache was published; a cache not set up has a
+        // full mask, and owns no object to free.
+        obj as usize & unsafe { (*self.check.get()).mask } != 0
+    }
+
+    /// Aborts for a free of `obj`, which [`misaligned`](Self::misaligned) found is
+    /// not an object of this cache, saying what it is instead.
+    #[cold]
+    #[inline(never)]
+    unsafe fn misaligned_free(&self, obj: *mut u8) -> ! {
+        // Reports a foreign address, or an object of another cache, by name.
+        self.check_obj(obj, obj);
+        self.bad_free(obj)
+    }
+
+    /// Aborts for a second free of `obj` that a cheap check caught before it reached
+    /// its slab: it is still among the last objects freed to this CPU's array cache.
+    #[cold]
+    #[inline(never)]
+    fn double_free_cached(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is still in this CPU's array cache",
+            self.name()
+        ))
+    }
+
+    /// [`free`](Self::free) after its pointer check.
+    #[inline(always)]
+    unsafe fn free_unchecked(&self, obj: *mut u8) {
         if topology::nr_node_ids() > 1 && self.free_alien(obj) {
             return;
         }
@@ -479,6 +598,12 @@ impl RawCache {
             let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
             if (*ac).lock.try_lock() {
                 let avail = (*ac).avail;
+                // glibc's tcache check: the object on top is the one freed last, so
+                // freeing it again is a double free (one load, in the line the push
+                // writes).
+                if avail > 0 && *ArrayCache::entries(ac).add(avail as usize - 1) == obj {
+                    self.double_free_cached(obj);
+                }
                 if avail < (*ac).limit {
                     *ArrayCache::entries(ac).add(avail as usize) = obj;
                     (*ac).avail = avail + 1;
@@ -562,6 +687,11 @@ impl RawCache {
             }
             buf[n] = o;
             n += 1;
+        }
+        // The objects popped were the last ones freed here: `obj` among them is freed
+        // twice (the rseq push cannot look, so the flush does; a cold path).
+        if buf[..n].contains(&obj) {
+            self.double_free_cached(obj);
         }
         self.give_back(&buf[..n]);
         if !sys::rseq::stack_push(base.cast(), obj) {
@@ -725,9 +855,8 @@ impl RawCache {
         let is_slab = (*slab).flags() & PG_SLAB != 0;
         let owner = (*slab).cache.cast::<RawCache>();
         let ok = is_slab && ptr::eq(owner, self) && {
-            let off =
-                (slot as usize).wrapping_sub(page_address(slab) as usize + (*slab).info as usize);
-            off < g.num * g.size && g.obj_to_index(off) * g.size == off
+            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + slab_colour(slab));
+            g.is_obj_offset(off)
         };
         if !ok {
             self.bad_free(shown);
@@ -790,26 +919,78 @@ impl RawCache {
         }
     }
 
+    /// The free map of `slab`: bit `i` is set while object `i` is on its freelist
+    /// (see `layout`).
+    #[inline]
+    unsafe fn free_map(&self, slab: *mut Page) -> *mut u8 {
+        let g = self.geom();
+        if !g.off_slab {
+            page_address(slab).add(g.slab_bytes() - g.freelist_bytes() - g.map_bytes())
+        } else if g.order == 0 {
+            slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET)
+        } else {
+            slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET)
+        }
+    }
+
+    /// Marks all `num` objects of a new slab free in its map (and no bit beyond).
+    unsafe fn init_free_map(&self, slab: *mut Page) {
+        let g = self.geom();
+        let map = self.free_map(slab);
+        let bytes = if !g.off_slab {
+            g.map_bytes()
+        } else if g.order == 0 {
+            layout::off_slab_map_bits(0) / 8
+        } else {
+            layout::off_slab_map_bits(g.order) / 8
+        };
+        ptr::write_bytes(map, 0, bytes);
+        ptr::write_bytes(map, 0xff, g.num / 8);
+        if g.num % 8 != 0 {
+            *map.add(g.num / 8) = (1u8 << (g.num % 8)) - 1;
+        }
+    }
+
     /// `slab_get_obj`: the next free object of `slab`.
     #[inline]
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
         let idx = self.get_free_idx(slab, (*slab).active as usize);
         (*slab).active += 1;
-        page_address(slab).add((*slab).info as usize + idx * self.geom().size)
+        *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
+        page_address(slab).add(slab_colour(slab) + idx * self.geom().size)
     }
 
-    /// `slab_put_obj`: returns `obj` to `slab`'s freelist.
+    /// `slab_put_obj`: returns `obj` (checked to be an object of `slab`) to `slab`'s
+    /// freelist. An object that is on the freelist already is freed twice: that aborts,
+    /// in every build, before the freelist would hold it twice.
     #[inline]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
+        let off = obj as usize - (page_address(slab) as usize + slab_colour(slab));
+        let idx = self.geom().obj_to_index(off);
+        let byte = self.free_map(slab).add(idx / 8);
+        if *byte & (1 << (idx % 8)) != 0 {
+            self.double_free_in_slab(obj);
+        }
         if (*slab).active == 0 {
+            // Unreachable while the map is intact: every object's bit is set then.
             sys::io::fatal(format_args!(
                 "double free of {obj:p} in cache {}: its slab has no object in use",
                 self.name()
             ));
         }
-        let off = obj as usize - (page_address(slab) as usize + (*slab).info as usize);
+        *byte |= 1 << (idx % 8);
         (*slab).active -= 1;
-        self.set_free_idx(slab, (*slab).active as usize, self.geom().obj_to_index(off));
+        self.set_free_idx(slab, (*slab).active as usize, idx);
+    }
+
+    /// Aborts for a free of `obj` that its slab's free map says is free already.
+    #[cold]
+    #[inline(never)]
+    fn double_free_in_slab(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is already free in its slab",
+            self.name()
+        ))
     }
 
     /// `cache_grow_begin`: pages for a new slab on `node`, with its descriptors and
@@ -825,6 +1006,8 @@ impl RawCache {
         (*slab).active = 0;
         (*slab).cache = (self as *const RawCache).cast_mut().cast();
         (*slab).head = slab;
+        // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
+        (*slab).info = 0;
         for i in 1..(1usize << g.order) {
             let tail = slab.add(i);
             (*tail).head = slab;
@@ -839,20 +1022,22 @@ impl RawCache {
             |i| self.get_free_idx(slab, i),
             |i, idx| self.set_free_idx(slab, i, idx),
         );
+        self.init_free_map(slab);
         slab
     }
 
     /// `cache_grow_end`: colours the new slab and puts it on the node's free list.
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
         let g = self.geom();
-        (*slab).info = (l.colour_next * g.colour_off) as u64;
+        // The low half of `info`: a one-page off-slab slab keeps its map in the high.
+        (*slab).info = (*slab).info & !u64::from(u32::MAX) | (l.colour_next * g.colour_off) as u64;
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
         }
         if self.debug() {
             // Now that the colour places the slots: mark them free and poisoned.
-            let first = page_address(slab).add((*slab).info as usize);
+            let first = page_address(slab).add(slab_colour(slab));
             for i in 0..g.num {
                 debug::init_slot(self.debug_layout(), first.add(i * g.size));
             }

@@ -7,6 +7,13 @@
 //! the slab's last page descriptor: 48 bytes of a tail page (which uses only its flags
 //! and head pointer), or the 16 spare bytes of the head page of a one-page slab.
 //!
+//! Beside the freelist every slab keeps a free map, one bit per object, set while the
+//! object is on the freelist: a free of an object whose bit is already set is a double
+//! free, caught when the object reaches its slab, in release builds too. On-slab it
+//! sits just before the freelist; off-slab in the head page's descriptor (the high half
+//! of `info` for a one-page slab, whose low half keeps the colour; `spare` for a larger
+//! one, whose freelist is in its last page's descriptor).
+//!
 //! A new slab's freelist starts in a random order (the kernel's
 //! `CONFIG_SLAB_FREELIST_RANDOM`, `shuffle_freelist`), so the order in which objects are
 //! handed out, and so which objects neighbour each other in time, is not predictable
@@ -25,6 +32,19 @@ pub const OFF_SLAB_HEAD_OFFSET: usize = 48;
 
 const _: () = assert!(core::mem::offset_of!(Page, next) == OFF_SLAB_TAIL_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Page, spare) == OFF_SLAB_HEAD_OFFSET);
+
+/// Offset of the off-slab free map of a one-page slab: the high half of `Page::info`.
+pub const MAP_HEAD_INFO_OFFSET: usize = core::mem::offset_of!(Page, info) + 4;
+/// Offset of the off-slab free map of a larger slab: the head page's `Page::spare`.
+pub const MAP_HEAD_SPARE_OFFSET: usize = OFF_SLAB_HEAD_OFFSET;
+/// Objects an off-slab free map can track, for a slab of `order`.
+pub const fn off_slab_map_bits(order: usize) -> usize {
+    if order == 0 {
+        32
+    } else {
+        16 * 8
+    }
+}
 
 /// Indices an off-slab freelist can hold for a slab of `order`.
 pub const fn off_slab_capacity(order: usize) -> usize {
@@ -57,6 +77,10 @@ pub struct Geometry {
     pub idx_u8: bool,
     /// `ceil(2^32 / size)`, for dividing offsets by `size` (`reciprocal_divide`).
     pub reciprocal: u64,
+    /// `floor((2^64 - 1) / size) + 1`, for telling whether an offset below 2^32 is a
+    /// multiple of `size` with one multiplication (Lemire, Kaser and Kurz, "Faster
+    /// remainder by direct computation", 2019).
+    pub div_magic: u64,
 }
 
 impl Geometry {
@@ -70,6 +94,25 @@ impl Geometry {
         self.num * if self.idx_u8 { 1 } else { 2 }
     }
 
+    /// Bytes of an on-slab free map (one bit per object; none off-slab, where it lives
+    /// in a page descriptor).
+    pub fn map_bytes(&self) -> usize {
+        if self.off_slab {
+            0
+        } else {
+            self.num.div_ceil(8)
+        }
+    }
+
+    /// Whether `off`, a byte offset from the first object of a slab, is the start of
+    /// one of its objects: below the objects' end and a multiple of the size. One
+    /// compare and one multiplication, cheap enough for every free.
+    #[inline(always)]
+    pub fn is_obj_offset(&self, off: usize) -> bool {
+        // Exact for every offset below 2^32, which the span check guarantees.
+        off < self.num * self.size && (off as u64).wrapping_mul(self.div_magic) < self.div_magic
+    }
+
     /// Computes the geometry for objects of `size` bytes aligned to `align` (a power of
     /// two; above a page, slabs, aligned to their size, keep it, and colours step by
     /// it). Returns `None` when no slab order fits one object.
@@ -80,14 +123,13 @@ impl Geometry {
         let mut best: Option<Geometry> = None;
         for order in 0..=MAX_SLAB_ORDER {
             let slab = PAGE_SIZE << order;
-            // On-slab: each object costs its size plus one index.
+            // On-slab: each object costs its size, one index and one bit of the map.
             let mut idx_u8 = true;
-            let mut num = slab / (size + 1);
+            let mut num = on_slab_num(slab, size, 1);
             if num > 256 {
                 idx_u8 = false;
-                num = (slab / (size + 2)).min(u16::MAX as usize);
+                num = on_slab_num(slab, size, 2).min(u16::MAX as usize);
             }
-            let idx = if idx_u8 { 1 } else { 2 };
             let mut g = Geometry {
                 size,
                 align,
@@ -98,10 +140,14 @@ impl Geometry {
                 off_slab: false,
                 idx_u8,
                 reciprocal: (1u64 << 32).div_ceil(size as u64),
+                div_magic: u64::MAX / size as u64 + 1,
             };
-            let mut left = slab - num * (size + idx);
-            // Off-slab: the index array moves into the last page's descriptor.
-            let off_num = (slab / size).min(off_slab_capacity(order));
+            let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
+            // Off-slab: the index array moves into the last page's descriptor, the map
+            // into the head page's.
+            let off_num = (slab / size)
+                .min(off_slab_capacity(order))
+                .min(off_slab_map_bits(order));
             if off_num > num {
                 g.num = off_num;
                 g.off_slab = true;
@@ -124,12 +170,12 @@ impl Geometry {
         best
     }
 
-    /// Bytes of a slab not used by objects or an on-slab freelist.
+    /// Bytes of a slab not used by objects or an on-slab freelist and free map.
     pub fn leftover(&self) -> usize {
         let fl = if self.off_slab {
             0
         } else {
-            self.freelist_bytes()
+            self.freelist_bytes() + self.map_bytes()
         };
         self.slab_bytes() - self.num * self.size - fl
     }
@@ -139,6 +185,17 @@ impl Geometry {
     pub fn obj_to_index(&self, offset: usize) -> usize {
         ((offset as u64 * self.reciprocal) >> 32) as usize
     }
+}
+
+/// Most objects of `size` bytes that fit a slab of `slab` bytes with an on-slab
+/// freelist of `idx` bytes an index and a free map of one bit an object.
+const fn on_slab_num(slab: usize, size: usize, idx: usize) -> usize {
+    let mut num = slab * 8 / ((size + idx) * 8 + 1);
+    // The map rounds up to whole bytes: at most one object fewer.
+    while num > 0 && num * (size + idx) + num.div_ceil(8) > slab {
+        num -= 1;
+    }
+    num
 }
 
 /// `splitmix64`'s output function: a bijection that spreads every input bit.
@@ -209,8 +266,19 @@ mod tests {
         for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
             let g = Geometry::calculate(size, 8).unwrap();
             assert!(g.num >= 1, "size {size}");
-            let used = g.num * g.size + if g.off_slab { 0 } else { g.freelist_bytes() };
+            let used = g.num * g.size
+                + if g.off_slab {
+                    0
+                } else {
+                    g.freelist_bytes() + g.map_bytes()
+                };
             assert!(used <= g.slab_bytes(), "size {size}: {g:?}");
+            // The free map has a bit for every object.
+            if g.off_slab {
+                assert!(g.num <= off_slab_map_bits(g.order), "size {size}: {g:?}");
+            } else {
+                assert!(g.map_bytes() * 8 >= g.num, "size {size}: {g:?}");
+            }
             assert!(
                 g.leftover() * 4 <= g.slab_bytes(),
                 "size {size} wastes: {g:?}"
@@ -238,6 +306,28 @@ mod tests {
             for i in 0..g.num {
                 assert_eq!(g.obj_to_index(i * g.size), i, "size {size}");
             }
+        }
+    }
+
+    #[test]
+    fn object_offsets_are_told_exactly() {
+        for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
+            let g = Geometry::calculate(size, 8).unwrap();
+            let span = g.num * g.size;
+            // Every offset near an object start, and the whole first objects.
+            let near = (0..g.num).flat_map(|i| {
+                let o = i * g.size;
+                [o, o + 1, o + 8, o + 16, o + g.size - 8].into_iter()
+            });
+            for off in near
+                .chain(0..g.size.min(4096) * 2)
+                .chain([span, span + g.size])
+            {
+                let want = off < span && off % g.size == 0;
+                assert_eq!(g.is_obj_offset(off), want, "size {size} offset {off}");
+            }
+            // Below the first object: a wrapped offset.
+            assert!(!g.is_obj_offset(0usize.wrapping_sub(g.size)));
         }
     }
 
