@@ -19,10 +19,13 @@ use std::os::unix::process::ExitStatusExt;
 
 use cpuslab::{CpuSlab, KmemCache, SlabFlags};
 
-/// Sizes covering every slab shape: on-slab with u16 indices (8, 16), with u8 indices
-/// (48, 200), one-page off-slab (256, 1024) and multi-page off-slab (5000, 20000)
-/// freelists, and non-power-of-two classes (48, 200, 5000, 20000).
-const SIZES: [usize; 8] = [8, 16, 48, 200, 256, 1024, 5000, 20000];
+/// Sizes covering every slab shape and free map place: on-slab freelists of u16
+/// indices with the map in the slab (8, 16), of u8 indices with the map in the head
+/// page's spare bytes (48, 200, and multi-page 5000, 20000), one-page off-slab
+/// freelists with the map in the head page's `info` (256, 1024), a multi-page
+/// off-slab freelist (8192); non-power-of-two classes among them (48, 200, 5000,
+/// 20000).
+const SIZES: [usize; 9] = [8, 16, 48, 200, 256, 1024, 5000, 8192, 20000];
 
 /// The fast paths every case runs on.
 const PATHS: [&[(&str, &str)]; 2] = [&[], &[("CPUSLAB_RSEQ", "0")]];
@@ -133,9 +136,12 @@ fn double_free_is_caught_after_the_object_reached_its_slab() {
         survived(p, l);
         return;
     }
+    // Not 8192: its slabs hold one object, so the trim gives the slab back and the
+    // second free is of no object at all ("invalid free", tested below).
+    let sizes: Vec<usize> = SIZES.into_iter().filter(|&s| s != 8192).collect();
     expect_abort(
         "double_free_is_caught_after_the_object_reached_its_slab",
-        &SIZES,
+        &sizes,
         &["double free of", "already free in its slab"],
     );
 }

@@ -19,7 +19,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use super::array_cache::{ArrayCache, AC_HEADER};
 use super::debug::{self, DebugLayout};
 use super::fastpath;
-use super::layout::{self, FreelistRng, Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
+use super::layout::{
+    self, FreelistRng, Geometry, MapPlace, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET,
+};
 use super::node::{KmemCacheNode, NodeLists};
 use super::transfer::{self, Held, SlabCache, CHUNK};
 use super::{CacheError, SlabFlags};
@@ -924,12 +926,12 @@ impl RawCache {
     #[inline]
     unsafe fn free_map(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
-        if !g.off_slab {
-            page_address(slab).add(g.slab_bytes() - g.freelist_bytes() - g.map_bytes())
-        } else if g.order == 0 {
-            slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET)
-        } else {
-            slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET)
+        match g.map_place() {
+            MapPlace::HeadSpare => slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET),
+            MapPlace::HeadInfo => slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET),
+            MapPlace::InSlab => {
+                page_address(slab).add(g.slab_bytes() - g.freelist_bytes() - g.map_bytes())
+            }
         }
     }
 
@@ -937,12 +939,10 @@ impl RawCache {
     unsafe fn init_free_map(&self, slab: *mut Page) {
         let g = self.geom();
         let map = self.free_map(slab);
-        let bytes = if !g.off_slab {
-            g.map_bytes()
-        } else if g.order == 0 {
-            layout::off_slab_map_bits(0) / 8
-        } else {
-            layout::off_slab_map_bits(g.order) / 8
+        let bytes = match g.map_place() {
+            MapPlace::HeadSpare => layout::MAP_HEAD_SPARE_BITS / 8,
+            MapPlace::HeadInfo => layout::MAP_HEAD_INFO_BITS / 8,
+            MapPlace::InSlab => g.map_bytes(),
         };
         ptr::write_bytes(map, 0, bytes);
         ptr::write_bytes(map, 0xff, g.num / 8);

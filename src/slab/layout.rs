@@ -9,10 +9,12 @@
 //!
 //! Beside the freelist every slab keeps a free map, one bit per object, set while the
 //! object is on the freelist: a free of an object whose bit is already set is a double
-//! free, caught when the object reaches its slab, in release builds too. On-slab it
-//! sits just before the freelist; off-slab in the head page's descriptor (the high half
-//! of `info` for a one-page slab, whose low half keeps the colour; `spare` for a larger
-//! one, whose freelist is in its last page's descriptor).
+//! free, caught when the object reaches its slab, in release builds too. It lives in
+//! the head page's descriptor, in the line `free_block` touches anyway ([`MapPlace`]):
+//! in its 16 `spare` bytes for up to 128 objects, or, for a one-page off-slab slab
+//! whose `spare` holds the freelist, in the high half of `info` (the low half keeps
+//! the colour). Only slabs of more objects (the 8- and 16-byte classes) keep it in the
+//! slab, just before the freelist, at one bit an object.
 //!
 //! A new slab's freelist starts in a random order (the kernel's
 //! `CONFIG_SLAB_FREELIST_RANDOM`, `shuffle_freelist`), so the order in which objects are
@@ -33,17 +35,31 @@ pub const OFF_SLAB_HEAD_OFFSET: usize = 48;
 const _: () = assert!(core::mem::offset_of!(Page, next) == OFF_SLAB_TAIL_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Page, spare) == OFF_SLAB_HEAD_OFFSET);
 
-/// Offset of the off-slab free map of a one-page slab: the high half of `Page::info`.
+/// Offset of [`MapPlace::HeadInfo`] in the head page's descriptor: the high half of
+/// `Page::info` (little-endian).
 pub const MAP_HEAD_INFO_OFFSET: usize = core::mem::offset_of!(Page, info) + 4;
-/// Offset of the off-slab free map of a larger slab: the head page's `Page::spare`.
+/// Objects [`MapPlace::HeadInfo`] tracks.
+pub const MAP_HEAD_INFO_BITS: usize = 32;
+/// Offset of [`MapPlace::HeadSpare`] in the head page's descriptor: `Page::spare`.
 pub const MAP_HEAD_SPARE_OFFSET: usize = OFF_SLAB_HEAD_OFFSET;
-/// Objects an off-slab free map can track, for a slab of `order`.
-pub const fn off_slab_map_bits(order: usize) -> usize {
-    if order == 0 {
-        32
-    } else {
-        16 * 8
-    }
+/// Objects [`MapPlace::HeadSpare`] tracks.
+pub const MAP_HEAD_SPARE_BITS: usize = 16 * 8;
+
+// Every off-slab slab's map fits its descriptor.
+const _: () = assert!(
+    off_slab_capacity(0) <= MAP_HEAD_INFO_BITS && off_slab_capacity(1) <= MAP_HEAD_SPARE_BITS
+);
+
+/// Where a slab keeps its free map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapPlace {
+    /// The high half of the head page's `info`: a one-page off-slab slab, whose
+    /// `spare` holds the freelist.
+    HeadInfo,
+    /// The head page's `spare` bytes: every other slab of up to 128 objects.
+    HeadSpare,
+    /// In the slab, just before the freelist ([`Geometry::map_bytes`] bytes).
+    InSlab,
 }
 
 /// Indices an off-slab freelist can hold for a slab of `order`.
@@ -94,13 +110,24 @@ impl Geometry {
         self.num * if self.idx_u8 { 1 } else { 2 }
     }
 
-    /// Bytes of an on-slab free map (one bit per object; none off-slab, where it lives
-    /// in a page descriptor).
-    pub fn map_bytes(&self) -> usize {
-        if self.off_slab {
-            0
+    /// Where the slabs keep their free maps.
+    pub fn map_place(&self) -> MapPlace {
+        if self.off_slab && self.order == 0 {
+            MapPlace::HeadInfo
+        } else if self.num <= MAP_HEAD_SPARE_BITS {
+            MapPlace::HeadSpare
         } else {
+            MapPlace::InSlab
+        }
+    }
+
+    /// Bytes the free map takes in the slab (none when it is in the head page's
+    /// descriptor).
+    pub fn map_bytes(&self) -> usize {
+        if self.map_place() == MapPlace::InSlab {
             self.num.div_ceil(8)
+        } else {
+            0
         }
     }
 
@@ -123,12 +150,17 @@ impl Geometry {
         let mut best: Option<Geometry> = None;
         for order in 0..=MAX_SLAB_ORDER {
             let slab = PAGE_SIZE << order;
-            // On-slab: each object costs its size, one index and one bit of the map.
+            // On-slab: each object costs its size and one index...
             let mut idx_u8 = true;
-            let mut num = on_slab_num(slab, size, 1);
+            let mut num = slab / (size + 1);
             if num > 256 {
                 idx_u8 = false;
-                num = on_slab_num(slab, size, 2).min(u16::MAX as usize);
+                num = (slab / (size + 2)).min(u16::MAX as usize);
+            }
+            // ...and one bit of the free map where the head page's spare bytes cannot
+            // hold it.
+            if num > MAP_HEAD_SPARE_BITS {
+                num = on_slab_num(slab, size, if idx_u8 { 1 } else { 2 });
             }
             let mut g = Geometry {
                 size,
@@ -143,11 +175,8 @@ impl Geometry {
                 div_magic: u64::MAX / size as u64 + 1,
             };
             let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
-            // Off-slab: the index array moves into the last page's descriptor, the map
-            // into the head page's.
-            let off_num = (slab / size)
-                .min(off_slab_capacity(order))
-                .min(off_slab_map_bits(order));
+            // Off-slab: the index array moves into the last page's descriptor.
+            let off_num = (slab / size).min(off_slab_capacity(order));
             if off_num > num {
                 g.num = off_num;
                 g.off_slab = true;
@@ -274,11 +303,12 @@ mod tests {
                 };
             assert!(used <= g.slab_bytes(), "size {size}: {g:?}");
             // The free map has a bit for every object.
-            if g.off_slab {
-                assert!(g.num <= off_slab_map_bits(g.order), "size {size}: {g:?}");
-            } else {
-                assert!(g.map_bytes() * 8 >= g.num, "size {size}: {g:?}");
-            }
+            let bits = match g.map_place() {
+                MapPlace::HeadInfo => MAP_HEAD_INFO_BITS,
+                MapPlace::HeadSpare => MAP_HEAD_SPARE_BITS,
+                MapPlace::InSlab => g.map_bytes() * 8,
+            };
+            assert!(g.num <= bits, "size {size}: {g:?}");
             assert!(
                 g.leftover() * 4 <= g.slab_bytes(),
                 "size {size} wastes: {g:?}"
