@@ -257,11 +257,12 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     kfree_slow(p, size, align)
 }
 
-/// A free of a small class the fast path did not take: the cache's whole free path.
+/// A free of a small class the fast path did not take: the cache's whole free path
+/// (`free_fast` checked the pointer already).
 #[cold]
 #[inline(never)]
 unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
-    c.free(p)
+    c.free_unchecked(p)
 }
 
 /// What the free fast path did not do, by the block's class.

@@ -77,18 +77,29 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
-/// The colour offset of `slab`'s first object: the low half of its `info` (the high
-/// half of a one-page off-slab slab's holds its free map).
+/// The low half of `slab`'s `info`, where a slab keeps its colour offset: the high
+/// half of a one-page off-slab slab's holds its free map, written under the list lock
+/// while frees read the colour without it, so the two are separate bytes, never one
+/// `u64` access.
+///
+/// # Safety
+/// `slab` is the head page of a slab.
+#[inline(always)]
+unsafe fn colour_word(slab: *mut Page) -> *mut u32 {
+    ptr::addr_of_mut!((*slab).info).cast::<u32>()
+}
+
+/// The colour offset of `slab`'s first object.
 ///
 /// # Safety
 /// `slab` is the head page of a slab.
 #[inline(always)]
 unsafe fn slab_colour(slab: *mut Page) -> usize {
-    (*slab).info as u32 as usize
+    *colour_word(slab) as usize
 }
 
-// The off-slab free map of a one-page slab is the high half of `info`, addressed as
-// bytes at `info + 4`.
+// The colour is the low half of `info` and the map the high half (bytes 4..8) only on
+// a little-endian machine.
 const _: () = assert!(cfg!(target_endian = "little"));
 
 /// Bytes of a cache's name, NUL padded.
@@ -155,9 +166,9 @@ pub struct RawCache {
     pub(crate) next: AtomicPtr<RawCache>,
 }
 
-// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the cache is being set
-// up, before it is published; `entries` only under the cache chain lock; everything
-// else is atomic or behind the node and per-CPU locks.
+// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the
+// cache is being set up, before it is published; `entries` only under the cache chain
+// lock; everything else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
 // SAFETY: as above.
 unsafe impl Send for RawCache {}
@@ -572,9 +583,13 @@ impl RawCache {
         ))
     }
 
-    /// [`free`](Self::free) after its pointer check.
+    /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
+    /// whose caller falls back to this).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free), and `obj` passed the pointer check.
     #[inline(always)]
-    unsafe fn free_unchecked(&self, obj: *mut u8) {
+    pub(crate) unsafe fn free_unchecked(&self, obj: *mut u8) {
         if topology::nr_node_ids() > 1 && self.free_alien(obj) {
             return;
         }
@@ -1029,8 +1044,9 @@ impl RawCache {
     /// `cache_grow_end`: colours the new slab and puts it on the node's free list.
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
         let g = self.geom();
-        // The low half of `info`: a one-page off-slab slab keeps its map in the high.
-        (*slab).info = (*slab).info & !u64::from(u32::MAX) | (l.colour_next * g.colour_off) as u64;
+        // The low half of `info` (a one-page off-slab slab keeps its map in the high),
+        // below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+        *colour_word(slab) = (l.colour_next * g.colour_off) as u32;
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
