@@ -91,11 +91,11 @@ pub struct Geometry {
     pub off_slab: bool,
     /// Freelist indices are bytes (`num <= 256`) rather than u16.
     pub idx_u8: bool,
-    /// `ceil(2^32 / size)`, for dividing offsets by `size` (`reciprocal_divide`).
-    pub reciprocal: u64,
-    /// `floor((2^64 - 1) / size) + 1`, for telling whether an offset below 2^32 is a
-    /// multiple of `size` with one multiplication (Lemire, Kaser and Kurz, "Faster
-    /// remainder by direct computation", 2019).
+    /// `floor((2^64 - 1) / size) + 1`, for dividing an offset below 2^32 by `size`
+    /// (the high half of their product) and telling whether it is a multiple of `size`
+    /// (the low half is below the magic) with one multiplication each (Lemire, Kaser
+    /// and Kurz, "Faster remainder by direct computation", 2019; the kernel's
+    /// `reciprocal_divide` does the first with 32-bit halves).
     pub div_magic: u64,
 }
 
@@ -171,7 +171,6 @@ impl Geometry {
                 colour_off,
                 off_slab: false,
                 idx_u8,
-                reciprocal: (1u64 << 32).div_ceil(size as u64),
                 div_magic: u64::MAX / size as u64 + 1,
             };
             let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
@@ -209,10 +208,11 @@ impl Geometry {
         self.slab_bytes() - self.num * self.size - fl
     }
 
-    /// `obj_to_index` by multiplication with the reciprocal.
+    /// `obj_to_index`: `offset / size` for an offset below 2^32, by multiplication
+    /// with [`div_magic`](Self::div_magic).
     #[inline]
     pub fn obj_to_index(&self, offset: usize) -> usize {
-        ((offset as u64 * self.reciprocal) >> 32) as usize
+        ((offset as u128 * self.div_magic as u128) >> 64) as usize
     }
 }
 
@@ -328,13 +328,15 @@ mod tests {
     }
 
     #[test]
-    fn reciprocal_divides_exactly() {
+    fn magic_divides_exactly() {
         for size in [
             8, 24, 48, 80, 96, 112, 160, 320, 640, 896, 1280, 3584, 10240, 28672,
         ] {
             let g = Geometry::calculate(size, 8).unwrap();
             for i in 0..g.num {
                 assert_eq!(g.obj_to_index(i * g.size), i, "size {size}");
+                // Offsets inside an object divide down to it too.
+                assert_eq!(g.obj_to_index(i * g.size + g.size - 1), i, "size {size}");
             }
         }
     }
