@@ -103,7 +103,6 @@ unsafe fn slab_colour(slab: *mut Page) -> usize {
 const _: () = assert!(cfg!(target_endian = "little"));
 
 // `cpu_cache` and `check` fill the first 32 bytes: one line at any 32-byte boundary.
-#[cfg(not(loom))]
 const _: () = assert!(
     core::mem::offset_of!(RawCache, check) + core::mem::size_of::<FreeCheck>() <= 32
         && core::mem::align_of::<RawCache>() == 32
