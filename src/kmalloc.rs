@@ -299,11 +299,12 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     kfree_slow(p, size, align)
 }
 
-/// A free of a small class the fast path did not take: the cache's whole free path.
+/// A free of a small class the fast path did not take: the cache's whole free path
+/// (`free_fast` checked the pointer already).
 #[cold]
 #[inline(never)]
 unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
-    c.free(p)
+    c.free_unchecked(p)
 }
 
 /// What the free fast path did not do, by the block's class.
@@ -434,7 +435,9 @@ pub unsafe fn kfree_unsized(p: *mut u8) {
         let head = virt_to_head_page(p);
         let flags = (*head).flags();
         if flags & PG_SLAB != 0 {
-            (*(*head).cache.cast::<RawCache>()).free(p);
+            // The descriptor is loaded already: check exactly that `p` starts an object
+            // (C's free(p + 16) aborts here, as glibc's "free(): invalid pointer").
+            (*(*head).cache.cast::<RawCache>()).free_in_slab(head, p);
             return;
         }
         // Aborts unless `p` starts a live large block (an interior pointer, a double

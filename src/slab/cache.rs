@@ -19,7 +19,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use super::array_cache::{ArrayCache, AC_HEADER};
 use super::debug::{self, DebugLayout};
 use super::fastpath;
-use super::layout::{self, FreelistRng, Geometry, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET};
+use super::layout::{
+    self, FreelistRng, Geometry, MapPlace, OFF_SLAB_HEAD_OFFSET, OFF_SLAB_TAIL_OFFSET,
+};
 use super::node::{KmemCacheNode, NodeLists};
 use super::transfer::{self, Held, SlabCache, CHUNK};
 use super::{CacheError, SlabFlags};
@@ -75,15 +77,80 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
+/// The low half of `slab`'s `info`, where a slab keeps its colour offset: the high
+/// half of a one-page off-slab slab's holds its free map, written under the list lock
+/// while frees read the colour without it, so the two are separate bytes, never one
+/// `u64` access.
+///
+/// # Safety
+/// `slab` is the head page of a slab.
+#[inline(always)]
+unsafe fn colour_word(slab: *mut Page) -> *mut u32 {
+    ptr::addr_of_mut!((*slab).info).cast::<u32>()
+}
+
+/// The colour offset of `slab`'s first object.
+///
+/// # Safety
+/// `slab` is the head page of a slab.
+#[inline(always)]
+unsafe fn slab_colour(slab: *mut Page) -> usize {
+    *colour_word(slab) as usize
+}
+
+// The colour is the low half of `info` and the map the high half (bytes 4..8) only on
+// a little-endian machine.
+const _: () = assert!(cfg!(target_endian = "little"));
+
+// `cpu_cache` and `check` fill the first 32 bytes: one line at any 32-byte boundary.
+const _: () = assert!(
+    core::mem::offset_of!(RawCache, check) + core::mem::size_of::<FreeCheck>() <= 32
+        && core::mem::align_of::<RawCache>() == 32
+);
+
 /// Bytes of a cache's name, NUL padded.
 pub const NAME_LEN: usize = 32;
 
+/// What every free checks of its pointer, always (not only in debug mode): that it can
+/// be the start of an object. Kept beside `cpu_cache`, in the cache line the fast
+/// paths load anyway, so the checks cost no extra line.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct FreeCheck {
+    /// Address bits that are clear in every object (its alignment less one; for a
+    /// power-of-two kmalloc class, the size less one, so the test is exact).
+    mask: usize,
+    /// The slot size's [`Geometry::div_magic`].
+    div_magic: u64,
+    /// Bytes from a slab's first slot to the end of its last.
+    span: u32,
+    /// Offset of an object in its slot (a debug cache's left red zone; else 0).
+    lead: u32,
+}
+
+impl FreeCheck {
+    /// A cache not set up: no pointer passes.
+    const NONE: Self = Self {
+        mask: usize::MAX,
+        div_magic: 0,
+        span: 0,
+        lead: 0,
+    };
+}
+
 /// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
 /// mutable part is atomic or under a lock.
+///
+/// `repr(C)` and 32-byte aligned so that `cpu_cache` and `check`, the 32 bytes every
+/// free reads, share one cache line (in the kmalloc table and in the cache of caches
+/// alike), while the size (736 bytes) keeps the table's stride one multiplication.
+#[repr(C, align(32))]
 pub struct RawCache {
     /// CPU 0's array cache header; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
     /// Null until the cache is set up; never moves afterwards.
     pub(crate) cpu_cache: AtomicPtr<ArrayCache>,
+    /// The pointer checks of every free, derived from `geom` and `dbg`.
+    check: UnsafeCell<FreeCheck>,
     /// The per-CPU area of the headers, for teardown.
     headers: UnsafeCell<Option<PcpuPtr>>,
     /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
@@ -106,9 +173,9 @@ pub struct RawCache {
     pub(crate) next: AtomicPtr<RawCache>,
 }
 
-// SAFETY: `geom`, `dbg`, `name` and `headers` are written only while the cache is being set
-// up, before it is published; `entries` only under the cache chain lock; everything
-// else is atomic or behind the node and per-CPU locks.
+// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the
+// cache is being set up, before it is published; `entries` only under the cache chain
+// lock; everything else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
 // SAFETY: as above.
 unsafe impl Send for RawCache {}
@@ -120,6 +187,7 @@ impl RawCache {
     pub const fn new() -> Self {
         Self {
             cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            check: UnsafeCell::new(FreeCheck::NONE),
             headers: UnsafeCell::new(None),
             entries: UnsafeCell::new(None),
             geom: UnsafeCell::new(Geometry {
@@ -131,7 +199,7 @@ impl RawCache {
                 colour_off: 0,
                 off_slab: false,
                 idx_u8: false,
-                reciprocal: 0,
+                div_magic: 0,
             }),
             dbg: UnsafeCell::new(DebugLayout::off(0)),
             random: AtomicU64::new(0),
@@ -176,6 +244,13 @@ impl RawCache {
         };
         *self.geom.get() = geom;
         *self.dbg.get() = dbg;
+        *self.check.get() = FreeCheck {
+            mask: geom.align - 1,
+            div_magic: geom.div_magic,
+            // Below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+            span: (geom.num * geom.size) as u32,
+            lead: dbg.offset as u32,
+        };
         self.random.store(
             layout::random_seed(self as *const Self as usize),
             Ordering::Relaxed,
@@ -385,6 +460,9 @@ impl RawCache {
     /// As for [`free`](Self::free); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
+        if self.misaligned(obj) {
+            self.misaligned_free(obj);
+        }
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
         }
@@ -448,12 +526,76 @@ impl RawCache {
         self.alloc_fallback()
     }
 
-    /// Frees one object of this cache.
+    /// Frees one object of this cache. A pointer that cannot be an object of the cache
+    /// (not aligned as its objects are) aborts here; one that is aligned but is not an
+    /// object start, or an object already free, aborts when it reaches its slab.
     ///
     /// # Safety
     /// `obj` was allocated from this cache and is not used any more.
     #[inline(always)]
     pub unsafe fn free(&self, obj: *mut u8) {
+        if self.misaligned(obj) {
+            self.misaligned_free(obj);
+        }
+        self.free_unchecked(obj)
+    }
+
+    /// [`free`](Self::free) of a pointer whose head page descriptor `slab` (a slab of
+    /// this cache) the caller has loaded already: checks exactly that `obj` starts an
+    /// object of the slab (C `free`, which finds the cache through that descriptor).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `slab` is `virt_to_head_page(obj)`, a slab of this
+    /// cache.
+    #[inline(always)]
+    pub unsafe fn free_in_slab(&self, slab: *mut Page, obj: *mut u8) {
+        // SAFETY: written before the cache was published (it owns slabs, so it was).
+        let c = &*self.check.get();
+        let first = page_address(slab) as usize + slab_colour(slab) + c.lead as usize;
+        let off = (obj as usize).wrapping_sub(first);
+        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
+        if off >= c.span as usize || (off as u64).wrapping_mul(c.div_magic) >= c.div_magic {
+            self.bad_free(obj);
+        }
+        self.free_unchecked(obj)
+    }
+
+    /// Whether `obj` lacks the alignment every object of this cache has.
+    #[inline(always)]
+    fn misaligned(&self, obj: *mut u8) -> bool {
+        // SAFETY: written before the cache was published; a cache not set up has a
+        // full mask, and owns no object to free.
+        obj as usize & unsafe { (*self.check.get()).mask } != 0
+    }
+
+    /// Aborts for a free of `obj`, which [`misaligned`](Self::misaligned) found is
+    /// not an object of this cache, saying what it is instead.
+    #[cold]
+    #[inline(never)]
+    unsafe fn misaligned_free(&self, obj: *mut u8) -> ! {
+        // Reports a foreign address, or an object of another cache, by name.
+        self.check_obj(obj, obj);
+        self.bad_free(obj)
+    }
+
+    /// Aborts for a second free of `obj` that a cheap check caught before it reached
+    /// its slab: it is still among the last objects freed to this CPU's array cache.
+    #[cold]
+    #[inline(never)]
+    fn double_free_cached(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is still in this CPU's array cache",
+            self.name()
+        ))
+    }
+
+    /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
+    /// whose caller falls back to this).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free), and `obj` passed the pointer check.
+    #[inline(always)]
+    pub(crate) unsafe fn free_unchecked(&self, obj: *mut u8) {
         if topology::nr_node_ids() > 1 && self.free_alien(obj) {
             return;
         }
@@ -479,6 +621,12 @@ impl RawCache {
             let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
             if (*ac).lock.try_lock() {
                 let avail = (*ac).avail;
+                // glibc's tcache check: the object on top is the one freed last, so
+                // freeing it again is a double free (one load, in the line the push
+                // writes).
+                if avail > 0 && *ArrayCache::entries(ac).add(avail as usize - 1) == obj {
+                    self.double_free_cached(obj);
+                }
                 if avail < (*ac).limit {
                     *ArrayCache::entries(ac).add(avail as usize) = obj;
                     (*ac).avail = avail + 1;
@@ -562,6 +710,11 @@ impl RawCache {
             }
             buf[n] = o;
             n += 1;
+        }
+        // The objects popped were the last ones freed here: `obj` among them is freed
+        // twice (the rseq push cannot look, so the flush does; a cold path).
+        if buf[..n].contains(&obj) {
+            self.double_free_cached(obj);
         }
         self.give_back(&buf[..n]);
         if !sys::rseq::stack_push(base.cast(), obj) {
@@ -725,9 +878,8 @@ impl RawCache {
         let is_slab = (*slab).flags() & PG_SLAB != 0;
         let owner = (*slab).cache.cast::<RawCache>();
         let ok = is_slab && ptr::eq(owner, self) && {
-            let off =
-                (slot as usize).wrapping_sub(page_address(slab) as usize + (*slab).info as usize);
-            off < g.num * g.size && g.obj_to_index(off) * g.size == off
+            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + slab_colour(slab));
+            g.is_obj_offset(off)
         };
         if !ok {
             self.bad_free(shown);
@@ -790,26 +942,76 @@ impl RawCache {
         }
     }
 
+    /// The free map of `slab`: bit `i` is set while object `i` is on its freelist
+    /// (see `layout`).
+    #[inline]
+    unsafe fn free_map(&self, slab: *mut Page) -> *mut u8 {
+        let g = self.geom();
+        match g.map_place() {
+            MapPlace::HeadSpare => slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET),
+            MapPlace::HeadInfo => slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET),
+            MapPlace::InSlab => {
+                page_address(slab).add(g.slab_bytes() - g.freelist_bytes() - g.map_bytes())
+            }
+        }
+    }
+
+    /// Marks all `num` objects of a new slab free in its map (and no bit beyond).
+    unsafe fn init_free_map(&self, slab: *mut Page) {
+        let g = self.geom();
+        let map = self.free_map(slab);
+        let bytes = match g.map_place() {
+            MapPlace::HeadSpare => layout::MAP_HEAD_SPARE_BITS / 8,
+            MapPlace::HeadInfo => layout::MAP_HEAD_INFO_BITS / 8,
+            MapPlace::InSlab => g.map_bytes(),
+        };
+        ptr::write_bytes(map, 0, bytes);
+        ptr::write_bytes(map, 0xff, g.num / 8);
+        if g.num % 8 != 0 {
+            *map.add(g.num / 8) = (1u8 << (g.num % 8)) - 1;
+        }
+    }
+
     /// `slab_get_obj`: the next free object of `slab`.
     #[inline]
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
         let idx = self.get_free_idx(slab, (*slab).active as usize);
         (*slab).active += 1;
-        page_address(slab).add((*slab).info as usize + idx * self.geom().size)
+        *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
+        page_address(slab).add(slab_colour(slab) + idx * self.geom().size)
     }
 
-    /// `slab_put_obj`: returns `obj` to `slab`'s freelist.
+    /// `slab_put_obj`: returns `obj` (checked to be an object of `slab`) to `slab`'s
+    /// freelist. An object that is on the freelist already is freed twice: that aborts,
+    /// in every build, before the freelist would hold it twice.
     #[inline]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
+        let off = obj as usize - (page_address(slab) as usize + slab_colour(slab));
+        let idx = self.geom().obj_to_index(off);
+        let byte = self.free_map(slab).add(idx / 8);
+        if *byte & (1 << (idx % 8)) != 0 {
+            self.double_free_in_slab(obj);
+        }
         if (*slab).active == 0 {
+            // Unreachable while the map is intact: every object's bit is set then.
             sys::io::fatal(format_args!(
                 "double free of {obj:p} in cache {}: its slab has no object in use",
                 self.name()
             ));
         }
-        let off = obj as usize - (page_address(slab) as usize + (*slab).info as usize);
+        *byte |= 1 << (idx % 8);
         (*slab).active -= 1;
-        self.set_free_idx(slab, (*slab).active as usize, self.geom().obj_to_index(off));
+        self.set_free_idx(slab, (*slab).active as usize, idx);
+    }
+
+    /// Aborts for a free of `obj` that its slab's free map says is free already.
+    #[cold]
+    #[inline(never)]
+    fn double_free_in_slab(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is already free in its slab",
+            self.name()
+        ))
     }
 
     /// `cache_grow_begin`: pages for a new slab on `node`, with its descriptors and
@@ -825,6 +1027,8 @@ impl RawCache {
         (*slab).active = 0;
         (*slab).cache = (self as *const RawCache).cast_mut().cast();
         (*slab).head = slab;
+        // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
+        (*slab).info = 0;
         for i in 1..(1usize << g.order) {
             let tail = slab.add(i);
             (*tail).head = slab;
@@ -839,20 +1043,23 @@ impl RawCache {
             |i| self.get_free_idx(slab, i),
             |i, idx| self.set_free_idx(slab, i, idx),
         );
+        self.init_free_map(slab);
         slab
     }
 
     /// `cache_grow_end`: colours the new slab and puts it on the node's free list.
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
         let g = self.geom();
-        (*slab).info = (l.colour_next * g.colour_off) as u64;
+        // The low half of `info` (a one-page off-slab slab keeps its map in the high),
+        // below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+        *colour_word(slab) = (l.colour_next * g.colour_off) as u32;
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
         }
         if self.debug() {
             // Now that the colour places the slots: mark them free and poisoned.
-            let first = page_address(slab).add((*slab).info as usize);
+            let first = page_address(slab).add(slab_colour(slab));
             for i in 0..g.num {
                 debug::init_slot(self.debug_layout(), first.add(i * g.size));
             }

@@ -7,6 +7,15 @@
 //! the slab's last page descriptor: 48 bytes of a tail page (which uses only its flags
 //! and head pointer), or the 16 spare bytes of the head page of a one-page slab.
 //!
+//! Beside the freelist every slab keeps a free map, one bit per object, set while the
+//! object is on the freelist: a free of an object whose bit is already set is a double
+//! free, caught when the object reaches its slab, in release builds too. It lives in
+//! the head page's descriptor, in the line `free_block` touches anyway ([`MapPlace`]):
+//! in its 16 `spare` bytes for up to 128 objects, or, for a one-page off-slab slab
+//! whose `spare` holds the freelist, in the high half of `info` (the low half keeps
+//! the colour). Only slabs of more objects (the 8- and 16-byte classes) keep it in the
+//! slab, just before the freelist, at one bit an object.
+//!
 //! A new slab's freelist starts in a random order (the kernel's
 //! `CONFIG_SLAB_FREELIST_RANDOM`, `shuffle_freelist`), so the order in which objects are
 //! handed out, and so which objects neighbour each other in time, is not predictable
@@ -25,6 +34,33 @@ pub const OFF_SLAB_HEAD_OFFSET: usize = 48;
 
 const _: () = assert!(core::mem::offset_of!(Page, next) == OFF_SLAB_TAIL_OFFSET);
 const _: () = assert!(core::mem::offset_of!(Page, spare) == OFF_SLAB_HEAD_OFFSET);
+
+/// Offset of [`MapPlace::HeadInfo`] in the head page's descriptor: the high half of
+/// `Page::info` (little-endian).
+pub const MAP_HEAD_INFO_OFFSET: usize = core::mem::offset_of!(Page, info) + 4;
+/// Objects [`MapPlace::HeadInfo`] tracks.
+pub const MAP_HEAD_INFO_BITS: usize = 32;
+/// Offset of [`MapPlace::HeadSpare`] in the head page's descriptor: `Page::spare`.
+pub const MAP_HEAD_SPARE_OFFSET: usize = OFF_SLAB_HEAD_OFFSET;
+/// Objects [`MapPlace::HeadSpare`] tracks.
+pub const MAP_HEAD_SPARE_BITS: usize = 16 * 8;
+
+// Every off-slab slab's map fits its descriptor.
+const _: () = assert!(
+    off_slab_capacity(0) <= MAP_HEAD_INFO_BITS && off_slab_capacity(1) <= MAP_HEAD_SPARE_BITS
+);
+
+/// Where a slab keeps its free map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapPlace {
+    /// The high half of the head page's `info`: a one-page off-slab slab, whose
+    /// `spare` holds the freelist.
+    HeadInfo,
+    /// The head page's `spare` bytes: every other slab of up to 128 objects.
+    HeadSpare,
+    /// In the slab, just before the freelist ([`Geometry::map_bytes`] bytes).
+    InSlab,
+}
 
 /// Indices an off-slab freelist can hold for a slab of `order`.
 pub const fn off_slab_capacity(order: usize) -> usize {
@@ -55,8 +91,12 @@ pub struct Geometry {
     pub off_slab: bool,
     /// Freelist indices are bytes (`num <= 256`) rather than u16.
     pub idx_u8: bool,
-    /// `ceil(2^32 / size)`, for dividing offsets by `size` (`reciprocal_divide`).
-    pub reciprocal: u64,
+    /// `floor((2^64 - 1) / size) + 1`, for dividing an offset below 2^32 by `size`
+    /// (the high half of their product) and telling whether it is a multiple of `size`
+    /// (the low half is below the magic) with one multiplication each (Lemire, Kaser
+    /// and Kurz, "Faster remainder by direct computation", 2019; the kernel's
+    /// `reciprocal_divide` does the first with 32-bit halves).
+    pub div_magic: u64,
 }
 
 impl Geometry {
@@ -70,6 +110,36 @@ impl Geometry {
         self.num * if self.idx_u8 { 1 } else { 2 }
     }
 
+    /// Where the slabs keep their free maps.
+    pub fn map_place(&self) -> MapPlace {
+        if self.off_slab && self.order == 0 {
+            MapPlace::HeadInfo
+        } else if self.num <= MAP_HEAD_SPARE_BITS {
+            MapPlace::HeadSpare
+        } else {
+            MapPlace::InSlab
+        }
+    }
+
+    /// Bytes the free map takes in the slab (none when it is in the head page's
+    /// descriptor).
+    pub fn map_bytes(&self) -> usize {
+        if self.map_place() == MapPlace::InSlab {
+            self.num.div_ceil(8)
+        } else {
+            0
+        }
+    }
+
+    /// Whether `off`, a byte offset from the first object of a slab, is the start of
+    /// one of its objects: below the objects' end and a multiple of the size. One
+    /// compare and one multiplication, cheap enough for every free.
+    #[inline(always)]
+    pub fn is_obj_offset(&self, off: usize) -> bool {
+        // Exact for every offset below 2^32, which the span check guarantees.
+        off < self.num * self.size && (off as u64).wrapping_mul(self.div_magic) < self.div_magic
+    }
+
     /// Computes the geometry for objects of `size` bytes aligned to `align` (a power of
     /// two; above a page, slabs, aligned to their size, keep it, and colours step by
     /// it). Returns `None` when no slab order fits one object.
@@ -80,14 +150,18 @@ impl Geometry {
         let mut best: Option<Geometry> = None;
         for order in 0..=MAX_SLAB_ORDER {
             let slab = PAGE_SIZE << order;
-            // On-slab: each object costs its size plus one index.
+            // On-slab: each object costs its size and one index...
             let mut idx_u8 = true;
             let mut num = slab / (size + 1);
             if num > 256 {
                 idx_u8 = false;
                 num = (slab / (size + 2)).min(u16::MAX as usize);
             }
-            let idx = if idx_u8 { 1 } else { 2 };
+            // ...and one bit of the free map where the head page's spare bytes cannot
+            // hold it.
+            if num > MAP_HEAD_SPARE_BITS {
+                num = on_slab_num(slab, size, if idx_u8 { 1 } else { 2 });
+            }
             let mut g = Geometry {
                 size,
                 align,
@@ -97,9 +171,9 @@ impl Geometry {
                 colour_off,
                 off_slab: false,
                 idx_u8,
-                reciprocal: (1u64 << 32).div_ceil(size as u64),
+                div_magic: u64::MAX / size as u64 + 1,
             };
-            let mut left = slab - num * (size + idx);
+            let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
             // Off-slab: the index array moves into the last page's descriptor.
             let off_num = (slab / size).min(off_slab_capacity(order));
             if off_num > num {
@@ -124,21 +198,33 @@ impl Geometry {
         best
     }
 
-    /// Bytes of a slab not used by objects or an on-slab freelist.
+    /// Bytes of a slab not used by objects or an on-slab freelist and free map.
     pub fn leftover(&self) -> usize {
         let fl = if self.off_slab {
             0
         } else {
-            self.freelist_bytes()
+            self.freelist_bytes() + self.map_bytes()
         };
         self.slab_bytes() - self.num * self.size - fl
     }
 
-    /// `obj_to_index` by multiplication with the reciprocal.
+    /// `obj_to_index`: `offset / size` for an offset below 2^32, by multiplication
+    /// with [`div_magic`](Self::div_magic).
     #[inline]
     pub fn obj_to_index(&self, offset: usize) -> usize {
-        ((offset as u64 * self.reciprocal) >> 32) as usize
+        ((offset as u128 * self.div_magic as u128) >> 64) as usize
     }
+}
+
+/// Most objects of `size` bytes that fit a slab of `slab` bytes with an on-slab
+/// freelist of `idx` bytes an index and a free map of one bit an object.
+const fn on_slab_num(slab: usize, size: usize, idx: usize) -> usize {
+    let mut num = slab * 8 / ((size + idx) * 8 + 1);
+    // The map rounds up to whole bytes: at most one object fewer.
+    while num > 0 && num * (size + idx) + num.div_ceil(8) > slab {
+        num -= 1;
+    }
+    num
 }
 
 /// `splitmix64`'s output function: a bijection that spreads every input bit.
@@ -209,8 +295,20 @@ mod tests {
         for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
             let g = Geometry::calculate(size, 8).unwrap();
             assert!(g.num >= 1, "size {size}");
-            let used = g.num * g.size + if g.off_slab { 0 } else { g.freelist_bytes() };
+            let used = g.num * g.size
+                + if g.off_slab {
+                    0
+                } else {
+                    g.freelist_bytes() + g.map_bytes()
+                };
             assert!(used <= g.slab_bytes(), "size {size}: {g:?}");
+            // The free map has a bit for every object.
+            let bits = match g.map_place() {
+                MapPlace::HeadInfo => MAP_HEAD_INFO_BITS,
+                MapPlace::HeadSpare => MAP_HEAD_SPARE_BITS,
+                MapPlace::InSlab => g.map_bytes() * 8,
+            };
+            assert!(g.num <= bits, "size {size}: {g:?}");
             assert!(
                 g.leftover() * 4 <= g.slab_bytes(),
                 "size {size} wastes: {g:?}"
@@ -230,14 +328,38 @@ mod tests {
     }
 
     #[test]
-    fn reciprocal_divides_exactly() {
+    fn magic_divides_exactly() {
         for size in [
             8, 24, 48, 80, 96, 112, 160, 320, 640, 896, 1280, 3584, 10240, 28672,
         ] {
             let g = Geometry::calculate(size, 8).unwrap();
             for i in 0..g.num {
                 assert_eq!(g.obj_to_index(i * g.size), i, "size {size}");
+                // Offsets inside an object divide down to it too.
+                assert_eq!(g.obj_to_index(i * g.size + g.size - 1), i, "size {size}");
             }
+        }
+    }
+
+    #[test]
+    fn object_offsets_are_told_exactly() {
+        for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
+            let g = Geometry::calculate(size, 8).unwrap();
+            let span = g.num * g.size;
+            // Every offset near an object start, and the whole first objects.
+            let near = (0..g.num).flat_map(|i| {
+                let o = i * g.size;
+                [o, o + 1, o + 8, o + 16, o + g.size - 8].into_iter()
+            });
+            for off in near
+                .chain(0..g.size.min(4096) * 2)
+                .chain([span, span + g.size])
+            {
+                let want = off < span && off % g.size == 0;
+                assert_eq!(g.is_obj_offset(off), want, "size {size} offset {off}");
+            }
+            // Below the first object: a wrapped offset.
+            assert!(!g.is_obj_offset(0usize.wrapping_sub(g.size)));
         }
     }
 

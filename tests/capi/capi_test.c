@@ -1,8 +1,9 @@
 /* Exercises every function libcpuslab_preload.so exports, error cases included, and
  * the situations a C allocator must survive: calls before any constructor, threads
  * that are exiting after their thread-local destructors ran, fork handlers and forked
- * children, and blocks glibc's malloc served (freed, resized and measured through
- * cpuslab's functions).
+ * children, blocks glibc's malloc served (freed, resized and measured through
+ * cpuslab's functions), and heap corruption: double and interior frees abort, as
+ * glibc's do.
  *
  * Usage: capi_test cpuslab   (run with LD_PRELOAD=libcpuslab_preload.so)
  *        capi_test glibc     (no preload: checks that the expectations are glibc's)
@@ -575,6 +576,104 @@ static void test_fork(void) {
     CHECK(atfork_calls[0] == 20 && atfork_calls[1] == 20);
 }
 
+/* ---- bad frees: a double free and interior frees abort (SIGABRT), as glibc's do
+ * ("free(): double free detected in tcache 2", "free(): invalid size"); cpuslab's
+ * stderr is then one line "cpuslab: ...". Each runs in a forked child. */
+
+/* What a child of run_bad did: its wait status and stderr. */
+struct bad_result {
+    int status;
+    char err[4096];
+};
+
+/* Runs `bad(arg)` in a child whose stderr goes to a pipe; a child that survives exits
+ * 0 after printing "survived". */
+static void run_bad(void (*bad)(size_t), size_t arg, struct bad_result *r) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (dup2(fds[1], 2) != 2)
+            _exit(4);
+        bad(arg);
+        fprintf(stderr, "survived\n");
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t got;
+    while ((got = read(fds[0], r->err + n, sizeof r->err - 1 - n)) > 0)
+        n += (size_t)got;
+    r->err[n] = 0;
+    close(fds[0]);
+    CHECK(waitpid(pid, &r->status, 0) == pid);
+}
+
+/* Whether `err` holds exactly one line starting "cpuslab:", and it contains `want`. */
+static int one_cpuslab_line(const char *err, const char *want) {
+    int lines = 0, found = 0;
+    for (const char *l = err; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        if (strncmp(l, "cpuslab:", 8) == 0) {
+            lines++;
+            const char *e = strchr(l, '\n');
+            size_t len = e ? (size_t)(e - l) : strlen(l);
+            char line[512];
+            snprintf(line, sizeof line, "%.*s", (int)len, l);
+            found |= strstr(line, want) != NULL;
+        }
+    }
+    return lines == 1 && found;
+}
+
+/* Pointers hidden from the compiler, which would refuse the bad frees below. */
+static volatile uintptr_t hidden;
+
+/* free(p) twice with another block of its slab live, then malloc_trim: the second
+ * copy reaches the slab, whose free map has the first (glibc: at the second free). */
+static void double_free_then_trim(size_t size) {
+    char *p = malloc(size), *keep = malloc(size);
+    fill(p, size, 1);
+    hidden = (uintptr_t)p;
+    free(p);
+    free((void *)hidden);
+    malloc_trim(0);
+    char *a = malloc(size), *b = malloc(size);
+    fprintf(stderr, "got %p %p %p\n", (void *)a, (void *)b, (void *)keep);
+}
+
+/* free(p + 16) of a zeroed block: glibc reads a size of 0 there ("free(): invalid
+ * size"); cpuslab finds it is no object start. */
+static void interior_free(size_t size) {
+    char *p = calloc(1, size), *keep = malloc(size);
+    hidden = (uintptr_t)p + 16;
+    free((void *)hidden);
+    char *a = malloc(size);
+    fprintf(stderr, "got %p %p %p\n", (void *)a, (void *)p, (void *)keep);
+}
+
+static void test_bad_frees(void) {
+    static const size_t sizes[] = {24, 48, 64, 100, 200, 256, 1000, 3000, 5000};
+    struct bad_result r;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        run_bad(double_free_then_trim, sizes[i], &r);
+        if (!(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT))
+            fprintf(stderr, "double free of %zu: status %#x\n%s", sizes[i], r.status, r.err);
+        CHECK(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT);
+        if (cpuslab_mode)
+            CHECK(one_cpuslab_line(r.err, "double free of"));
+
+        run_bad(interior_free, sizes[i], &r);
+        if (!(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT))
+            fprintf(stderr, "free(p + 16) of %zu: status %#x\n%s", sizes[i], r.status, r.err);
+        CHECK(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT);
+        if (cpuslab_mode)
+            CHECK(one_cpuslab_line(r.err, "invalid free of"));
+    }
+}
+
 /* ---- malloc_trim, malloc_stats */
 
 static void test_trim_and_stats(void) {
@@ -779,6 +878,7 @@ int main(int argc, char **argv) {
     test_trim_and_stats();
     if (cpuslab_mode)
         test_bad_pointers();
+    test_bad_frees();
     if (cpuslab_mode && getenv("CPUSLAB_STATS"))
         test_stats_at_exit();
     printf("capi_test: ok (%d checks)\n", checks);
