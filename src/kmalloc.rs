@@ -192,8 +192,13 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
     }
     let head = virt_to_head_page(p);
     // SAFETY: descriptors of arena pages are always mapped; a slab page's descriptor
-    // names its cache for as long as the slab holds a live object such as `p`.
-    unsafe { (*head).flags() & PG_SLAB != 0 && (*(*head).cache.cast::<RawCache>()).free_fast(p) }
+    // names its cache for as long as the slab holds a live object such as `p`. The
+    // cache checks exactly that `p` starts one of the slab's objects (C's `free(p + 16)`
+    // aborts, as glibc's "free(): invalid pointer").
+    unsafe {
+        (*head).flags() & PG_SLAB != 0
+            && (*(*head).cache.cast::<RawCache>()).free_fast_in_slab(head, p)
+    }
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
