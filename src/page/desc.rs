@@ -41,7 +41,12 @@ pub struct Page {
     _pad: u8,
     /// Objects in use in a slab; also the index of the next free slot in its freelist.
     pub active: u16,
-    /// The head page of the allocation this tail page belongs to.
+    /// Tail page: the head page of the allocation it belongs to. A slab's head page
+    /// (where it is never needed to find the head): the per-CPU array caches of the
+    /// slab's cache (its `cpu_cache`, opaque at this layer, as the kernel's `struct
+    /// page` overlays slab fields on `compound_head`), so a free that finds its slab by
+    /// address reaches this CPU's cache with one load from the descriptor instead of
+    /// two (descriptor, then cache).
     pub head: *mut Page,
     /// List links: buddy free lists, per-CPU page lists, slab lists.
     pub next: *mut Page,

@@ -566,8 +566,10 @@ impl RawCache {
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
         }
-        let base = self.cpu_cache.load(Ordering::Acquire);
-        !base.is_null() && sys::rseq::stack_push(base.cast(), obj)
+        // The slab's head descriptor holds `cpu_cache` (set when the slab grew, never
+        // null: a cache with slabs is set up), in the line whose flags the caller read:
+        // the push's address does not wait for a load from the cache itself.
+        sys::rseq::stack_push((*slab).head.cast(), obj)
     }
 
     /// Aborts unless `obj` is exactly the start of an object of `slab`, a slab of this
@@ -1053,7 +1055,8 @@ impl RawCache {
         (*slab).order = g.order as u8;
         (*slab).active = 0;
         (*slab).cache = (self as *const RawCache).cast_mut().cast();
-        (*slab).head = slab;
+        // The head page's `head` holds the array caches for `free_fast_in_slab`.
+        (*slab).head = self.cpu_cache.load(Ordering::Acquire).cast();
         // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
         (*slab).info = 0;
         for i in 1..(1usize << g.order) {
