@@ -327,7 +327,7 @@ pub unsafe extern "C" fn posix_memalign(
     align: usize,
     size: usize,
 ) -> c_int {
-    if !align.is_power_of_two() || align % core::mem::size_of::<*mut c_void>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
         return EINVAL;
     }
     let saved = errno::Saved::new();
@@ -619,7 +619,7 @@ mod tests {
         for align in [8usize << 20, 16 << 20, 64 << 20] {
             let blocks: [*mut c_void; 24] = core::array::from_fn(|_| memalign(align, 0));
             for p in blocks {
-                assert!(!p.is_null() && p as usize % align == 0);
+                assert!(!p.is_null() && (p as usize).is_multiple_of(align));
                 assert!(huge::is_huge(p.cast()) && !arena::contains(p.cast()));
                 // SAFETY: a live block from `memalign`.
                 assert!(unsafe { malloc_usable_size(p) } > 0);

@@ -119,7 +119,7 @@ fn classify_aligned(size: usize, align: usize) -> Kind {
     if s <= KMALLOC_MAX_CACHE_SIZE {
         let mut i = size_index(s);
         while i < NR_KMALLOC {
-            if KMALLOC_SIZES[i] % align == 0 {
+            if KMALLOC_SIZES[i].is_multiple_of(align) {
                 return Kind::Slab(i);
             }
             i += 1;

@@ -68,7 +68,7 @@ fn pages_are_conserved_under_threads_and_drains() {
                     let mut n = 0;
                     start.wait();
                     for _ in 0..40_000 {
-                        if n < held.len() && (n == 0 || rng.next() % 2 == 0) {
+                        if n < held.len() && (n == 0 || rng.next().is_multiple_of(2)) {
                             let p = page::alloc_pages(0);
                             assert!(!p.is_null(), "out of pages");
                             let addr = page::page_address(p);

@@ -113,7 +113,7 @@ fn eight_threads_ten_million_operations() {
             let mut more = |ops: u64| {
                 rounds += 1;
                 match deadline {
-                    Some(d) => rounds % 4096 != 0 || std::time::Instant::now() < d,
+                    Some(d) => !rounds.is_multiple_of(4096) || std::time::Instant::now() < d,
                     None => ops < OPS_PER_THREAD,
                 }
             };

@@ -335,7 +335,7 @@ mod tests {
         let mut live: Vec<(*mut Page, usize)> = Vec::new();
         let mut used = std::collections::BTreeMap::<usize, usize>::new();
         for step in 0..20_000 {
-            if live.is_empty() || rng.next() % 3 != 0 {
+            if live.is_empty() || !rng.next().is_multiple_of(3) {
                 let order = (rng.next() % 6) as usize;
                 let page = zone.alloc(order);
                 assert!(!page.is_null());

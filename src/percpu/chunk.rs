@@ -32,10 +32,10 @@ pub const PCPU_RESERVED_SIZE: usize = 16 << 10;
 const MAP_BITS: usize = PCPU_UNIT_PAGES * BLOCK_BITS;
 const MAP_WORDS: usize = MAP_BITS / 64;
 
-const _: () = assert!(PCPU_UNIT_SIZE >= 32 << 10 && PCPU_UNIT_SIZE % PAGE_SIZE == 0);
+const _: () = assert!(PCPU_UNIT_SIZE >= 32 << 10 && PCPU_UNIT_SIZE.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(PCPU_UNIT_PAGES <= 64, "the populated bitmap is one word");
 const _: () = assert!(PCPU_MAX_ALLOC_SIZE <= PCPU_UNIT_SIZE - PCPU_RESERVED_SIZE);
-const _: () = assert!(PCPU_RESERVED_SIZE % PAGE_SIZE == 0 && PCPU_RESERVED_SIZE > 0);
+const _: () = assert!(PCPU_RESERVED_SIZE.is_multiple_of(PAGE_SIZE) && PCPU_RESERVED_SIZE > 0);
 
 /// What a chunk serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -996,7 +996,7 @@ impl RawCache {
         };
         ptr::write_bytes(map, 0, bytes);
         ptr::write_bytes(map, 0xff, g.num / 8);
-        if g.num % 8 != 0 {
+        if !g.num.is_multiple_of(8) {
             *map.add(g.num / 8) = (1u8 << (g.num % 8)) - 1;
         }
     }
