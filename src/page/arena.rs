@@ -1,8 +1,17 @@
-//! Arenas: 256 MiB reservations of address space, aligned to their size, one list per
-//! NUMA node. The first 4 MiB of an arena hold the page descriptors of all its pages
-//! (64 B per 4 KiB page), so `virt_to_page` is arithmetic; the rest is handed to the
-//! node's buddy zone one max-order block at a time, as it is needed. Pages are
-//! committed by the kernel when first touched (`MAP_NORESERVE`).
+//! Arenas: reservations of address space in 256 MiB slots aligned to their size, one
+//! list per NUMA node. The first 4 MiB block of a slot holds the page descriptors of
+//! its pages (64 B per 4 KiB page), so `virt_to_page` is arithmetic; the other blocks
+//! are handed to the node's buddy zone one max-order block at a time, as needed. Pages
+//! are committed by the kernel when first touched (`MAP_NORESERVE`).
+//!
+//! An arena maps only part of its slot at first and the next one more: 4 blocks (16
+//! MiB), then 8, 16, 32 and the whole 64 from the fifth on, so a small program holds
+//! little address space, and under an address-space limit (`RLIMIT_AS`, which counts
+//! every mapping, touched or not) an arena that does not fit is made smaller, down to
+//! one usable block, instead of refused. Of the descriptor block only the
+//! descriptors of the mapped blocks are mapped (64 KiB a block); the rest of that block
+//! is left to the kernel for other mappings, which the arena map never takes for
+//! cpuslab's: it records, per slot, the blocks an arena uses.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -25,8 +34,9 @@ pub const BLOCKS_PER_ARENA: usize = ARENA_SIZE / BLOCK_SIZE;
 
 const _: () = assert!((ARENA_SIZE >> PAGE_SHIFT) << DESC_SHIFT == BLOCK_SIZE);
 
-/// One byte per possible arena slot of a 48-bit address space: non-zero where an arena
-/// of cpuslab lies, so any address can be recognised as ours without a lock.
+/// One byte per possible arena slot of a 48-bit address space: the number of blocks
+/// after the descriptor block that the slot's arena maps (0: no arena), so any address
+/// can be recognised as ours without a lock.
 static ARENA_MAP: [AtomicU8; 1 << (48 - ARENA_SHIFT)] =
     [const { AtomicU8::new(0) }; 1 << (48 - ARENA_SHIFT)];
 
@@ -46,44 +56,92 @@ pub struct Arena {
     pub node: usize,
     /// Next max-order block not yet handed to the zone.
     pub next_block: usize,
+    /// Blocks mapped, the descriptor block included (2 to `BLOCKS_PER_ARENA`).
+    pub nr_blocks: usize,
     /// Next arena of the same zone (older).
     pub next: *mut Arena,
 }
 
-/// Whether `addr` lies inside one of cpuslab's arenas.
+/// Whether `addr` lies in a block of one of cpuslab's arenas that the zones may hand
+/// out (never the descriptor block, parts of which other mappings may occupy).
 #[inline]
 pub fn contains(addr: *const u8) -> bool {
     let slot = addr as usize >> ARENA_SHIFT;
     let map: &[AtomicU8; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
-    slot < map.len() && map[slot].load(Ordering::Acquire) != 0
+    // Block 0 wraps to usize::MAX and fails the test, as does any block of a slot with
+    // no arena (0).
+    let block = (addr as usize >> BLOCK_SHIFT) & (BLOCKS_PER_ARENA - 1);
+    slot < map.len() && block.wrapping_sub(1) < map[slot].load(Ordering::Acquire) as usize
 }
 
-/// Maps a new arena for `node`. Returns null when the kernel refuses.
+/// log2 of [`BLOCK_SIZE`].
+const BLOCK_SHIFT: u32 = MAX_ORDER as u32 + PAGE_SHIFT;
+const _: () = assert!(1 << BLOCK_SHIFT == BLOCK_SIZE);
+
+/// Arenas created so far: the next one maps `4 << CREATED` blocks, up to a whole slot.
+static CREATED: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of descriptors that `nr_blocks` blocks need, rounded to whole pages.
+const fn desc_bytes(nr_blocks: usize) -> usize {
+    nr_blocks * (BLOCK_SIZE >> PAGE_SHIFT << DESC_SHIFT)
+}
+
+/// Maps a new arena for `node`: the size its turn calls for, or the largest smaller
+/// one the kernel grants (down to one usable block). Null when not even that maps.
 pub fn create(node: usize) -> *mut Arena {
-    let base = sys::mmap::map_aligned(ARENA_SIZE, ARENA_SIZE, true);
+    let turn = CREATED.load(Ordering::Relaxed).min(4);
+    let mut nr_blocks = (4usize << turn).min(BLOCKS_PER_ARENA);
+    loop {
+        let arena = create_blocks(node, nr_blocks);
+        if !arena.is_null() || nr_blocks == 2 {
+            if !arena.is_null() {
+                CREATED.fetch_add(1, Ordering::Relaxed);
+            }
+            return arena;
+        }
+        nr_blocks /= 2;
+    }
+}
+
+/// Maps an arena of `nr_blocks` blocks (the descriptor block's used part included) at
+/// the start of a free slot.
+fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
+    let len = nr_blocks * BLOCK_SIZE;
+    let base = sys::mmap::map_aligned(len, ARENA_SIZE, true);
     if base.is_null() {
         return ptr::null_mut();
     }
     let slot = base as usize >> ARENA_SHIFT;
     if slot >= ARENA_MAP.len() {
         // An address beyond 48 bits (LA57 with a hint): not representable in the map.
-        sys::mmap::unmap(base, ARENA_SIZE);
+        sys::mmap::unmap(base, len);
         return ptr::null_mut();
     }
-    if crate::topology::nr_node_ids() > 1 {
-        sys::numa::bind_preferred(base, ARENA_SIZE, node);
+    // Only the descriptors of mapped blocks are ever touched: give the rest of the
+    // descriptor block's address space back.
+    let desc = desc_bytes(nr_blocks);
+    if desc < BLOCK_SIZE {
+        // SAFETY: inside the mapping just made; nothing refers to it.
+        sys::mmap::unmap(unsafe { base.add(desc) }, BLOCK_SIZE - desc);
     }
-    RESERVED.fetch_add(ARENA_SIZE, Ordering::Relaxed);
+    let mapped = len - (BLOCK_SIZE - desc);
+    if crate::topology::nr_node_ids() > 1 {
+        sys::numa::bind_preferred(base, desc, node);
+        // SAFETY: the blocks after the descriptor block are part of the mapping.
+        sys::numa::bind_preferred(unsafe { base.add(BLOCK_SIZE) }, len - BLOCK_SIZE, node);
+    }
+    RESERVED.fetch_add(mapped, Ordering::Relaxed);
     let arena = base.cast::<Arena>();
     // SAFETY: the mapping is fresh, writable and large enough for the header.
     unsafe {
         arena.write(Arena {
             node,
             next_block: 1,
+            nr_blocks,
             next: ptr::null_mut(),
         });
     }
-    ARENA_MAP[slot].store(1, Ordering::Release);
+    ARENA_MAP[slot].store((nr_blocks - 1) as u8, Ordering::Release);
     arena
 }
 
@@ -94,7 +152,7 @@ pub fn create(node: usize) -> *mut Arena {
 /// # Safety
 /// `arena` is live and the caller holds its zone's lock.
 pub unsafe fn take_block(arena: *mut Arena) -> *mut u8 {
-    if (*arena).next_block >= BLOCKS_PER_ARENA {
+    if (*arena).next_block >= (*arena).nr_blocks {
         return ptr::null_mut();
     }
     let block = (*arena).next_block;

@@ -10,7 +10,7 @@ use core::ptr;
 /// An alignment above a page is first sought with mappings of exactly `len` bytes: one
 /// where the kernel likes, kept if it happens to be aligned, else one asked for at the
 /// aligned address just below it (the kernel places mappings top-down, so the space
-/// below the one it chose is usually free). Only when that fails is `len + align`
+/// below the one it chose is usually free), or up to 31 aligned steps further down. Only when that fails is `len + align`
 /// mapped and trimmed, so that under an address-space limit (`RLIMIT_AS`) the peak is
 /// the mapping itself, not twice it (an arena would need 512 MiB to map 256).
 ///
@@ -27,16 +27,26 @@ pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
         if exact as usize & (align - 1) == 0 {
             return exact;
         }
-        let hint = (exact as usize & !(align - 1)) as *mut u8;
         unmap(exact, len);
-        // MAP_FIXED_NOREPLACE fails rather than replace a mapping that another thread
-        // put there meanwhile; a kernel older than 4.17 ignores it and takes the
-        // address as a hint, checked below.
-        if let Some(p) = map_at(hint, len, flags | libc::MAP_FIXED_NOREPLACE) {
-            if p == hint {
-                return p;
+        // The aligned address just below, then further down: those may be taken by
+        // mappings that start their aligned slots (arenas, each at the start of a
+        // slot, stack up top-down, and one that maps part of its slot leaves the rest
+        // to mappings such as this one). A refused try is one cheap system call.
+        let mut hint = exact as usize & !(align - 1);
+        for _ in 0..32 {
+            // MAP_FIXED_NOREPLACE fails rather than replace a mapping that another
+            // thread put there meanwhile; a kernel older than 4.17 ignores it and takes
+            // the address as a hint, checked below.
+            if let Some(p) = map_at(hint as *mut u8, len, flags | libc::MAP_FIXED_NOREPLACE) {
+                if p as usize == hint {
+                    return p;
+                }
+                unmap(p, len);
             }
-            unmap(p, len);
+            match hint.checked_sub(align) {
+                Some(h) if h > 0 => hint = h,
+                _ => break,
+            }
         }
     }
     let Some(span) = len.checked_add(align - super::PAGE_SIZE) else {
