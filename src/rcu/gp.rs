@@ -37,10 +37,13 @@ pub(crate) static STALLS: AtomicU64 = AtomicU64::new(0);
 /// Stall threshold in ms (`CPUSLAB_RCU_STALL_MS`, default 21000); 0 until read.
 static STALL_MS: AtomicU64 = AtomicU64::new(0);
 
-/// The current `gp_seq`.
+/// The current `gp_seq`. Every outermost `read_lock` loads it: reached PC-relative,
+/// not through a GOT entry, so a section costs the same in a dependent crate (a PIE
+/// reaches another crate's static through the GOT) as in this one.
 #[inline]
 pub fn gp_seq() -> u64 {
-    GP_SEQ.load(Ordering::Relaxed)
+    let seq: &AtomicU64 = crate::sys::local_static!(GP_SEQ);
+    seq.load(Ordering::Relaxed)
 }
 
 /// The current `gp_seq`, ordered after everything the caller did before (for
