@@ -918,3 +918,63 @@ fn cpu_dead_drains_the_cpus_caches() {
     }
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
+
+/// A forked child starts with only its own thread, in the cpuset the forking thread
+/// was in (the kernel's `cpuset_fork`): the parent's other threads are not in its
+/// table, so changing their cpuset does not touch thread ids of the parent's.
+#[test]
+fn forked_child_keeps_only_its_own_thread() {
+    let _g = PROCESS_TREE.lock().unwrap_or_else(|e| e.into_inner());
+    rescan();
+    let a = Cpuset::top().create_child("fork-a").unwrap();
+    let b = Cpuset::top().create_child("fork-b").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        b.attach_current().unwrap();
+        tx.send(cpuslab::sys::thread::gettid()).unwrap();
+        done_rx.recv().unwrap();
+    });
+    let other_tid = rx.recv().unwrap();
+    // The forking thread is attached too (in a thread of its own, so the test thread
+    // stays in the top cpuset for the other tests).
+    let forker = std::thread::spawn(move || {
+        a.attach_current().unwrap();
+        let me = cpuslab::sys::thread::gettid();
+        // SAFETY: the child only reads the tree, writes to a pipe-free exit code and
+        // calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let child = cpuslab::sys::thread::gettid();
+            let ok = Cpuset::current() == a
+                && Cpuset::with_tree(|t| {
+                    t.threads(a).collect::<Vec<_>>() == [child]
+                        && t.threads(b).next().is_none()
+                        && t.thread_cpuset(other_tid).is_none()
+                        && t.thread_cpuset(me).is_none()
+                });
+            // SAFETY: _exit ends the child without running the parent's handlers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        Cpuset::top().attach_current().unwrap();
+        status
+    });
+    let status = forker.join().unwrap();
+    done_tx.send(()).unwrap();
+    other.join().unwrap();
+    for cs in [a, b] {
+        for _ in 0..1000 {
+            if cs.remove().is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child saw the parent's threads (status {status:#x})"
+    );
+}

@@ -13,7 +13,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use super::error::CpusetError;
-use super::process::{apply_and_publish, tree};
+use super::process::{apply_and_publish, tree, tree_raw};
 use super::tree::{Cpuset, CpusetTree, MAX_THREADS, TOP};
 use crate::sys::affinity::{get_affinity, set_affinity};
 use crate::sys::mempolicy::{set_mempolicy, MPOL_BIND};
@@ -129,4 +129,31 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
         THREAD_CPUSET[slot - 1].store(TOP, Ordering::Relaxed);
     }
     ME.with(|m| m.set(0));
+}
+
+/// fork, child (the kernel's `cpuset_fork` for a process): the thread table is the
+/// parent's, whose threads are not here. The child keeps only its one thread, under
+/// its own id, in the cpuset the forking thread was in; its affinity and memory policy
+/// are that thread's already. Runs in the child's atfork handler, after the tree's lock
+/// was opened.
+pub(super) fn after_fork() {
+    let mut t = tree_raw();
+    if !t.is_initialized() {
+        return;
+    }
+    let cs = current_index() as u16;
+    for slot in 0..t.tasks.len() {
+        t.free_slot(slot);
+    }
+    ME.with(|m| m.set(0));
+    if cs != TOP {
+        let handle = t.handle(cs);
+        if let Ok(slot) = t.add_thread(handle, gettid()) {
+            ME.with(|m| m.set(slot + 1));
+            if let Some(key) = exit_key() {
+                key.set(slot + 1);
+            }
+        }
+    }
+    publish_threads(&t);
 }

@@ -230,9 +230,11 @@ pub(crate) fn fork_parent() {
     unsafe { TREE.force_unlock() }
 }
 
-/// Opens the lock in the child, whose only thread is the one that forked.
+/// Opens the lock in the child, whose only thread is the one that forked, and leaves
+/// only that thread in the thread table.
 #[allow(dead_code)] // wired by init.rs's atfork handlers
 pub(crate) fn fork_child() {
     // SAFETY: a forked child before any other thread exists.
     unsafe { TREE.force_unlock_if_locked() }
+    attach::after_fork();
 }
