@@ -978,3 +978,81 @@ fn forked_child_keeps_only_its_own_thread() {
         "the child saw the parent's threads (status {status:#x})"
     );
 }
+
+/// A thread attached by id from another thread (no exit hook can be set for it) is
+/// forgotten once it exits, even when the kernel hands its id to a new thread: the
+/// new thread is not re-pinned when the cpuset changes. The id is reused on purpose
+/// through `/proc/sys/kernel/ns_last_pid` (root; skipped, saying so, where that
+/// cannot be written or another process takes the id first every time), a few clock
+/// ticks after the old thread started: threads are told apart by start time, in
+/// ticks, and a real reuse waits for the kernel to cycle through every other id.
+#[test]
+fn a_reused_thread_id_is_not_the_attached_thread() {
+    let _g = PROCESS_TREE.lock().unwrap_or_else(|e| e.into_inner());
+    rescan();
+    let all = Cpuset::top().effective_cpus().unwrap();
+    let (first, last) = (all.first().unwrap(), all.last().unwrap());
+    if first == last {
+        eprintln!("skipped: one CPU");
+        return;
+    }
+    let cs = Cpuset::top().create_child("reused-tid").unwrap();
+    cs.set_cpus(&CpuMask::range(first, first + 1)).unwrap();
+    let old = std::thread::spawn(cpuslab::sys::thread::gettid);
+    let tid = {
+        // Attach while it lives: it waits on the channel.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(cpuslab::sys::thread::gettid()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        cs.attach(tid).unwrap();
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+        tid
+    };
+    old.join().unwrap();
+    // Start times count clock ticks (10 ms): a real reuse comes only after the kernel
+    // went through every other id (pid_max), far later than a tick.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    // A new thread with the same id, parked until told.
+    let mut reused = None;
+    for _ in 0..50 {
+        if std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", tid - 1)).is_err() {
+            break;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(cpuslab::sys::thread::gettid()).unwrap();
+            go_rx.recv().unwrap();
+            get_affinity(0).unwrap()
+        });
+        if rx.recv().unwrap() == tid {
+            reused = Some((t, go_tx));
+            break;
+        }
+        go_tx.send(()).unwrap();
+        t.join().unwrap();
+    }
+    let Some((t, go_tx)) = reused else {
+        eprintln!("skipped: could not get thread id {tid} handed out again");
+        cs.remove().ok();
+        return;
+    };
+    let before = get_affinity(tid).unwrap();
+    // The change re-applies the affinity of the cpuset's threads.
+    cs.set_cpus(&CpuMask::range(last, last + 1)).unwrap();
+    let after = get_affinity(tid).unwrap();
+    let listed = Cpuset::with_tree(|tree| tree.thread_cpuset(tid));
+    go_tx.send(()).unwrap();
+    t.join().unwrap();
+    cs.remove().unwrap();
+    assert_eq!(
+        after, before,
+        "the new thread {tid} was pinned as the old one"
+    );
+    assert!(listed.is_none(), "the exited thread is still listed");
+}

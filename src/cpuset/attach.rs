@@ -17,7 +17,7 @@ use super::process::{apply_and_publish, tree, tree_raw};
 use super::tree::{Cpuset, CpusetTree, MAX_THREADS, TOP};
 use crate::sys::affinity::{get_affinity, set_affinity};
 use crate::sys::mempolicy::{set_mempolicy, MPOL_BIND};
-use crate::sys::thread::{gettid, ExitKey};
+use crate::sys::thread::{gettid, start_time, ExitKey};
 
 /// The cpuset index of each thread slot, for lock-free readers.
 static THREAD_CPUSET: [AtomicU16; MAX_THREADS] = [const { AtomicU16::new(TOP) }; MAX_THREADS];
@@ -74,6 +74,11 @@ impl Cpuset {
 
     /// Moves thread `tid` into this cpuset: its affinity becomes the effective CPUs.
     /// For the calling thread's own id this is [`attach_current`](Self::attach_current).
+    ///
+    /// No exit hook can be installed in another thread, so the thread is recorded with
+    /// its start time, and every later change of the tree first forgets an attached
+    /// thread whose id is gone or names a thread that started later (the id was
+    /// reused): a new thread is never re-pinned as the old one.
     pub fn attach(self, tid: u32) -> Result<(), CpusetError> {
         if tid == gettid() {
             return self.attach_current();
@@ -81,8 +86,15 @@ impl Cpuset {
         let mut t = tree();
         let n = *t.node(self)?;
         t.thread_slot(tid)?;
+        // Read before the affinity changes: a thread that exits meanwhile is not
+        // recorded with the start of whichever thread gets its id next.
+        let start = start_time(tid).ok_or(CpusetError::Sys(crate::sys::affinity::SysError {
+            call: "sched_setaffinity",
+            errno: libc::ESRCH,
+        }))?;
         set_affinity(tid, &n.effective_cpus)?;
-        t.add_thread(self, tid)?;
+        let slot = t.add_thread(self, tid)?;
+        t.tasks[slot].start = start;
         apply_and_publish(&mut t);
         Ok(())
     }

@@ -38,6 +38,7 @@ pub(super) fn tree_raw() -> MutexGuard<'static, CpusetTree> {
 /// Applies the effective CPUs to every thread whose cpuset changed or that hotplug
 /// moved, forgets threads that exited, and republishes placement.
 pub(super) fn apply_and_publish(t: &mut CpusetTree) {
+    forget_exited(t);
     for slot in 0..t.tasks.len() {
         let task = t.tasks[slot];
         if task.is_free() {
@@ -63,11 +64,26 @@ pub(super) fn apply_and_publish(t: &mut CpusetTree) {
 /// `MEMORY_MIGRATE` cpuset's nodes changed, then applies and publishes.
 fn change<R>(f: impl FnOnce(&mut CpusetTree) -> Result<R, CpusetError>) -> Result<R, CpusetError> {
     let mut t = tree();
+    forget_exited(&mut t);
     let old: [NodeMask; MAX_CPUSETS] = core::array::from_fn(|i| t.nodes[i].effective_mems);
     let r = f(&mut t)?;
     migrate_changed(&t, &old);
     apply_and_publish(&mut t);
     Ok(r)
+}
+
+/// Forgets threads attached by id that exited, or whose id now names a newer thread,
+/// before a change could count or re-pin them.
+fn forget_exited(t: &mut CpusetTree) {
+    for slot in 0..t.tasks.len() {
+        let task = t.tasks[slot];
+        if !task.is_free()
+            && task.start != 0
+            && crate::sys::thread::start_time(task.tid) != Some(task.start)
+        {
+            t.free_slot(slot);
+        }
+    }
 }
 
 /// Pages moved by `MEMORY_MIGRATE` so far, and pages the kernel could not move.

@@ -79,6 +79,10 @@ pub(super) struct Task {
     pub cs: u16,
     /// Moved by hotplug; its affinity is to be applied again.
     pub moved: bool,
+    /// The thread's start time (`sys::thread::start_time`) when it was attached by id
+    /// from another thread, which can install no exit hook for it; 0 when unknown (its
+    /// own exit hook forgets it).
+    pub start: u64,
 }
 
 impl Task {
@@ -86,6 +90,7 @@ impl Task {
         tid: 0,
         cs: NONE,
         moved: false,
+        start: 0,
     };
 
     pub fn is_free(&self) -> bool {
@@ -418,6 +423,7 @@ impl CpusetTree {
             tid,
             cs: cs.idx,
             moved: false,
+            start: 0,
         };
         Ok(slot)
     }

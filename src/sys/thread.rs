@@ -63,6 +63,26 @@ pub fn gettid() -> u32 {
     unsafe { libc::syscall(libc::SYS_gettid) as u32 }
 }
 
+/// When thread `tid` of this process started (`starttime` of
+/// `/proc/self/task/<tid>/stat`, in clock ticks since boot); `None` when there is no
+/// such thread. With the id it names one thread for good: an id the kernel hands to a
+/// later thread comes with a later start.
+pub fn start_time(tid: u32) -> Option<u64> {
+    let mut path = super::io::StackBuf::<48>::new();
+    let _ = core::fmt::write(&mut path, format_args!("/proc/self/task/{tid}/stat\0"));
+    let path = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).ok()?;
+    let mut buf = [0u8; 512];
+    let n = super::file::read(path, &mut buf)?;
+    // Fields after the command name, which may hold spaces and parentheses: state is
+    // field 3, starttime field 22.
+    let rest = &buf[buf[..n].iter().rposition(|&b| b == b')')? + 1..n];
+    let field = rest
+        .split(|&b| b == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    core::str::from_utf8(field).ok()?.parse().ok()
+}
+
 /// A pthread key whose destructor runs at thread exit for threads that set a value.
 #[derive(Clone, Copy)]
 pub struct ExitKey(libc::pthread_key_t);
