@@ -75,7 +75,8 @@ fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
     }
-    for other in (0..topology::nr_node_ids()).filter(|&n| n != node) {
+    // The zonelist: the other nodes nearest first, those the thread's cpuset allows.
+    for other in topology::zonelist(node).filter(|&n| n != node) {
         if cpuset::node_allowed(other) {
             let page = zone(other).alloc(order);
             if !page.is_null() {
@@ -116,7 +117,8 @@ pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
     }
-    for other in (0..topology::nr_node_ids()).filter(|&n| n != node) {
+    // The zonelist: the other nodes nearest first, those the thread's cpuset allows.
+    for other in topology::zonelist(node).filter(|&n| n != node) {
         if cpuset::node_allowed(other) {
             let page = exact_on(other, npages, order);
             if !page.is_null() {

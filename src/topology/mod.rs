@@ -11,7 +11,7 @@ pub use cpulist::parse_cpulist;
 pub use discover::{Topology, LOCAL_DISTANCE, REMOTE_DISTANCE};
 pub use mask::{Bitmap, CpuMask, MaskError, NodeMask};
 
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering};
 
 use crate::sys;
 
@@ -24,6 +24,66 @@ pub const MAX_NUMNODES: usize = 64;
 static NR_CPU_IDS: AtomicUsize = AtomicUsize::new(1);
 static NR_NODE_IDS: AtomicUsize = AtomicUsize::new(1);
 static CPU_TO_NODE: [AtomicU16; NR_CPUS] = [const { AtomicU16::new(0) }; NR_CPUS];
+/// Each node's zonelist, as the kernel's `build_zonelists`: every node id, nearest
+/// first by SLIT distance (`nodeN/distance`), ties by id; nodes without a distance
+/// (offline) last. Row `n` starts with `n`. Filled at boot; identity until then.
+static ZONELIST: [[AtomicU8; MAX_NUMNODES]; MAX_NUMNODES] = {
+    let mut rows = [const { [const { AtomicU8::new(0) }; MAX_NUMNODES] }; MAX_NUMNODES];
+    let mut from = 0;
+    while from < MAX_NUMNODES {
+        let mut i = 0;
+        while i < MAX_NUMNODES {
+            rows[from][i] = AtomicU8::new(((from + i) % MAX_NUMNODES) as u8);
+            i += 1;
+        }
+        from += 1;
+    }
+    rows
+};
+
+/// The nodes memory for `from` may fall back to, nearest first (its zonelist, `from`
+/// itself first), over the possible nodes.
+pub fn zonelist(from: usize) -> impl Iterator<Item = usize> {
+    let row = &ZONELIST[from.min(MAX_NUMNODES - 1)];
+    let nr = nr_node_ids();
+    row.iter()
+        .map(|n| n.load(Ordering::Relaxed) as usize)
+        .filter(move |&n| n < nr)
+}
+
+/// Orders `out` (every node id below `nr_nodes`) for a walk from `from`: `from`
+/// first, then the nodes listed in `online` by their distance in `dist` (the same
+/// order as `online`, as `nodeN/distance` lists them) and then by id, then the rest
+/// by id.
+pub fn order_by_distance(
+    from: usize,
+    online: &[usize],
+    dist: &[u8],
+    nr_nodes: usize,
+    out: &mut [u8; MAX_NUMNODES],
+) {
+    let key = |n: usize| -> (u16, usize) {
+        if n == from {
+            return (0, n);
+        }
+        match online.iter().position(|&o| o == n) {
+            Some(i) if i < dist.len() => (dist[i] as u16 + 1, n),
+            _ => (u16::MAX, n),
+        }
+    };
+    let nr = nr_nodes.min(MAX_NUMNODES);
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = i as u8;
+    }
+    // Insertion sort: at most 64 nodes, at boot, without a buffer.
+    for i in 1..nr {
+        let mut j = i;
+        while j > 0 && key(out[j] as usize) < key(out[j - 1] as usize) {
+            out.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+}
 
 /// Number of possible CPU ids (highest possible CPU + 1).
 #[inline]
@@ -91,6 +151,7 @@ pub(crate) fn discover() {
                 });
             }
         }
+        build_zonelists(nr_nodes, &mut buf);
         // As in `Topology::discover_at`: a node's cpulist holds only its online CPUs, and
         // a present CPU offline now is placed by its `cpuN/nodeM` link, so its percpu
         // units and page list are on its node when it comes back. A possible CPU that is
@@ -119,5 +180,84 @@ pub(crate) fn discover() {
                 }
             }
         }
+    }
+}
+
+/// Fills [`ZONELIST`] from `node/online` and each online node's `distance` file.
+fn build_zonelists(nr_nodes: usize, buf: &mut [u8; 512]) {
+    let mut online = [0usize; MAX_NUMNODES];
+    let mut nr_online = 0;
+    if let Some(n) = sys::file::read(c"/sys/devices/system/node/online", buf) {
+        parse_cpulist(&buf[..n], |node| {
+            if nr_online < MAX_NUMNODES && node < nr_nodes {
+                online[nr_online] = node;
+                nr_online += 1;
+            }
+        });
+    }
+    for &from in &online[..nr_online] {
+        let mut path = sys::io::StackBuf::<64>::new();
+        let _ = core::fmt::write(
+            &mut path,
+            format_args!("/sys/devices/system/node/node{from}/distance\0"),
+        );
+        let Ok(path) = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()) else {
+            continue;
+        };
+        let Some(n) = sys::file::read(path, buf) else {
+            continue;
+        };
+        let mut dist = [0u8; MAX_NUMNODES];
+        let mut nr_dist = 0;
+        for word in buf[..n].split(|b| b.is_ascii_whitespace()) {
+            let parsed = core::str::from_utf8(word).ok().and_then(|w| w.parse().ok());
+            if let (Some(d), true) = (parsed, nr_dist < MAX_NUMNODES) {
+                dist[nr_dist] = d;
+                nr_dist += 1;
+            }
+        }
+        let mut row = [0u8; MAX_NUMNODES];
+        order_by_distance(
+            from,
+            &online[..nr_online],
+            &dist[..nr_dist],
+            nr_nodes,
+            &mut row,
+        );
+        for (slot, &node) in ZONELIST[from].iter().zip(row.iter().take(nr_nodes)) {
+            slot.store(node, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The four-node fixture's SLIT (`tests/fixtures/four_node`): nodes 0 and 1, and 2
+    /// and 3, are pairs at 16; the pairs are 22 apart. Each zonelist is the node, its
+    /// pair, then the far pair by id; an offline node goes last.
+    #[test]
+    fn zonelists_are_nearest_first() {
+        let dist = [
+            [10, 16, 22, 22],
+            [16, 10, 22, 22],
+            [22, 22, 10, 16],
+            [22, 22, 16, 10],
+        ];
+        let online = [0, 1, 2, 3];
+        let want = [[0, 1, 2, 3], [1, 0, 2, 3], [2, 3, 0, 1], [3, 2, 0, 1]];
+        for from in 0..4 {
+            let mut row = [0u8; MAX_NUMNODES];
+            order_by_distance(from, &online, &dist[from], 4, &mut row);
+            assert_eq!(row[..4], want[from], "from node {from}");
+        }
+        // Node 1 offline: listed after the nodes with a distance.
+        let mut row = [0u8; MAX_NUMNODES];
+        order_by_distance(2, &[0, 2, 3], &[22, 10, 16], 4, &mut row);
+        assert_eq!(row[..4], [2, 3, 0, 1]);
+        let mut row = [0u8; MAX_NUMNODES];
+        order_by_distance(0, &[0, 2, 3], &[10, 30, 20], 4, &mut row);
+        assert_eq!(row[..4], [0, 3, 2, 1]);
     }
 }
