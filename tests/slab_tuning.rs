@@ -1,0 +1,126 @@
+//! SLAB's tuning as the kernel's mm/slab.c does it: `enable_cpucache`'s table for
+//! every size row, slab colouring, and `cache_reap` shrinking a cache left alone.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use cpuslab::{KmemCache, SlabFlags};
+
+/// The slabinfo row of cache `name`: (active_objs, objsize, limit, batchcount, shared).
+fn row(name: &str) -> (usize, usize, u32, u32, u32) {
+    let info = cpuslab::stats::slabinfo();
+    let line = info
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no slabinfo row for {name}:\n{info}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // name active num objsize objperslab pagesperslab : tunables limit batch shared : ...
+    (
+        f[1].parse().unwrap(),
+        f[3].parse().unwrap(),
+        f[8].parse().unwrap(),
+        f[9].parse().unwrap(),
+        f[10].parse().unwrap(),
+    )
+}
+
+/// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
+/// a page, 1 KiB and 256 B and below, batchcount half of it, and a shared cache of 8
+/// batches for objects up to a page when there is more than one CPU.
+#[test]
+fn every_enable_cpucache_row() {
+    let multi = cpuslab::topology::nr_cpu_ids() > 1;
+    fn check<const N: usize>(name: &str, limit: u32, small: bool, multi: bool) {
+        let cache = KmemCache::<[u8; N]>::new(name, SlabFlags::NONE).unwrap();
+        let obj = cache.alloc().unwrap();
+        let (_, size, l, b, s) = row(name);
+        assert!(size >= N, "{name}: object size {size}");
+        assert_eq!(l, limit, "{name} ({size} B): limit");
+        assert_eq!(b, limit.div_ceil(2), "{name}: batchcount");
+        assert_eq!(s, if small && multi { 8 } else { 0 }, "{name}: shared");
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(obj) };
+        cache.destroy().map_err(|(_, e)| e).unwrap();
+    }
+    check::<64>("tune-64", 120, true, multi);
+    check::<256>("tune-256", 120, true, multi);
+    check::<257>("tune-257", 54, true, multi);
+    check::<1024>("tune-1024", 54, true, multi);
+    check::<1025>("tune-1025", 24, true, multi);
+    check::<4096>("tune-4096", 24, true, multi);
+    check::<4097>("tune-4097", 8, false, multi);
+    check::<131072>("tune-128k", 8, false, multi);
+    // Objects above 128 KiB need slabs past the largest order: no cache takes them
+    // (`TooLarge`), so their row is the table's alone.
+    assert!(matches!(
+        KmemCache::<[u8; 131073]>::new("tune-128k+1", SlabFlags::NONE),
+        Err(cpuslab::CacheError::TooLarge(_))
+    ));
+    assert_eq!(
+        cpuslab::slab::tune::enable_cpucache_params(131073),
+        (1, 1, 0)
+    );
+}
+
+/// Consecutive slabs start their objects at different offsets (colours step by a
+/// cache line through the slab's spare bytes), so the first objects of different
+/// slabs do not compete for the same cache sets.
+#[test]
+fn consecutive_slabs_are_coloured() {
+    // 900-byte objects: four to a page, about 490 spare bytes, seven colours.
+    let cache = KmemCache::<[u8; 900]>::new("colour-900", SlabFlags::NONE).unwrap();
+    let objs: Vec<NonNull<[u8; 900]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
+    let mut first_offset = std::collections::BTreeMap::new();
+    for o in &objs {
+        let a = o.as_ptr() as usize;
+        let e = first_offset.entry(a & !4095).or_insert(usize::MAX);
+        *e = (*e).min(a & 4095);
+    }
+    let colours: std::collections::BTreeSet<usize> = first_offset.values().copied().collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    assert!(first_offset.len() >= 10, "{} slabs", first_offset.len());
+    assert!(
+        colours.len() >= 3,
+        "first-object offsets of {} slabs: {colours:?}",
+        first_offset.len()
+    );
+    assert!(colours.iter().all(|c| c % 64 == 0), "{colours:?}");
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// `cache_reap` (every 2 s, from other caches' slow paths or the background thread)
+/// drains a cache nobody touches: the objects its array caches hold go back.
+#[test]
+fn an_idle_cache_shrinks() {
+    let cache = KmemCache::<[u8; 64]>::new("reap-64", SlabFlags::NONE).unwrap();
+    let objs: Vec<NonNull<[u8; 64]>> = (0..4000).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    let (held, ..) = row("reap-64");
+    assert!(held > 0, "the freed objects stay cached at first");
+    let start = Instant::now();
+    let mut now_held = held;
+    while start.elapsed() < Duration::from_secs(15) && now_held >= held {
+        // Slow paths of another size keep the periodic reap running.
+        for _ in 0..50 {
+            let v: Vec<Box<[u8; 3000]>> = (0..200).map(|_| Box::new([1u8; 3000])).collect();
+            drop(std::hint::black_box(v));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        now_held = row("reap-64").0;
+    }
+    assert!(
+        now_held < held,
+        "still {now_held} of {held} objects cached after {:?}",
+        start.elapsed()
+    );
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
