@@ -309,9 +309,13 @@ fn workload_runs_clean_under_debug() {
         let rcu_cache =
             Arc::new(KmemCache::<[u64; 3]>::new("dbg-rcu", SlabFlags::TYPESAFE_BY_RCU).unwrap());
         assert!(cache.debug() && rcu_cache.debug());
-        // Tuning a debug cache checks the values but keeps it on its checked path.
-        assert!(cache.tune(0, 1, 8).is_err());
-        cache.tune(64, 32, 8).unwrap();
+        // A debug cache keeps no per-CPU objects: tuning it is refused, not a silent
+        // no-op (bad values are refused as such first).
+        assert!(matches!(
+            cache.tune(0, 1, 8),
+            Err(cpuslab::CacheError::Tunables { .. })
+        ));
+        assert_eq!(cache.tune(64, 32, 8), Err(cpuslab::CacheError::DebugCache));
         let handles: Vec<_> = (0..4u64)
             .map(|t| {
                 let (c, rc) = (cache.clone(), rcu_cache.clone());

@@ -27,6 +27,16 @@ fn row(name: &str) -> (usize, usize, u32, u32, u32) {
     )
 }
 
+/// Objects in the nodes' shared caches of cache `name` (slabinfo's `sharedavail`).
+fn shared_avail(name: &str) -> usize {
+    let info = cpuslab::stats::slabinfo();
+    let line = info
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no slabinfo row for {name}"));
+    line.split_whitespace().last().unwrap().parse().unwrap()
+}
+
 /// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
 /// a page, 1 KiB and 256 B and below, batchcount half of it, and a shared cache of 8
 /// batches for objects up to a page when there is more than one CPU.
@@ -122,5 +132,47 @@ fn an_idle_cache_shrinks() {
         "still {now_held} of {held} objects cached after {:?}",
         start.elapsed()
     );
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// `tune` applies what slabinfo then reports: a shared cache larger than the room a
+/// node keeps for one is grown into a block of its own (and holds that many objects),
+/// one is added to a cache that had none, and what no node could hold is refused.
+#[test]
+fn tune_applies_what_it_reports() {
+    // Objects above a page get no shared cache by default.
+    let cache = KmemCache::<[u8; 5000]>::new("tune-big", SlabFlags::NONE).unwrap();
+    assert_eq!(row("tune-big").4, 0);
+    cache.tune(16, 8, 4).unwrap();
+    let (_, _, l, b, s) = row("tune-big");
+    assert_eq!((l, b, s), (16, 8, 4));
+    let objs: Vec<NonNull<[u8; 5000]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    assert!(shared_avail("tune-big") > 0, "no shared cache was added");
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+
+    // 120 x 8 = 960 shared entries: more than a node block's room (about 490).
+    let cache = KmemCache::<[u8; 64]>::new("tune-grow", SlabFlags::NONE).unwrap();
+    cache.tune(240, 120, 8).unwrap();
+    let (_, _, l, b, s) = row("tune-grow");
+    assert_eq!((l, b, s), (240, 120, 8));
+    // Fill it: every object freed beyond the CPUs' caches can sit in the shared cache.
+    let objs: Vec<NonNull<[u8; 64]>> = (0..3000).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    let held = shared_avail("tune-grow");
+    assert!(held > 490, "the grown shared cache holds only {held}");
+    assert!(matches!(
+        cache.tune(4096, 4096, 64),
+        Err(cpuslab::CacheError::Shared { .. })
+    ));
+    assert_eq!(row("tune-grow").4, 8, "a refused tune changes nothing");
+    cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }

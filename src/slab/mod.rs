@@ -52,6 +52,17 @@ pub enum CacheError {
     },
     /// Unknown flag bits.
     Flags(u32),
+    /// A shared cache of `shared` batches does not fit the room each node keeps for
+    /// one (`max` batches of this batchcount).
+    Shared {
+        /// Requested batches.
+        shared: u32,
+        /// The most that fit.
+        max: u32,
+    },
+    /// A debug cache keeps no object per CPU (every operation takes its checked
+    /// path), so it has nothing to tune.
+    DebugCache,
 }
 
 impl fmt::Display for CacheError {
@@ -68,6 +79,11 @@ impl fmt::Display for CacheError {
                 write!(f, "cache still has {live_objects} objects in use")
             }
             Self::Flags(bits) => write!(f, "unknown slab flags {bits:#x}"),
+            Self::Shared { shared, max } => write!(
+                f,
+                "a shared cache of {shared} batches does not fit (at most {max} of this batchcount)"
+            ),
+            Self::DebugCache => f.write_str("a debug cache keeps no per-CPU objects to tune"),
         }
     }
 }

@@ -52,8 +52,7 @@ impl KmemCacheNode {
     /// Allocates a node structure with a shared cache of `shared_limit` entries (0: no
     /// shared cache). Returns null when memory ran out.
     pub fn create(free_limit: usize, shared_limit: u32, batchcount: u32) -> *mut KmemCacheNode {
-        let header = core::mem::size_of::<KmemCacheNode>().next_multiple_of(64);
-        let bytes = header + ac_bytes(shared_limit as usize);
+        let bytes = Self::HEADER + ac_bytes(shared_limit as usize);
         let npages = bytes.div_ceil(PAGE_SIZE);
         let page = page::alloc_pages_exact(npages, 0);
         if page.is_null() {
@@ -62,7 +61,8 @@ impl KmemCacheNode {
         let base = page::page_address(page);
         // Whatever the page block has room for becomes the shared cache's capacity,
         // so retuning can raise the shared limit without reallocating.
-        let capacity = ((npages * PAGE_SIZE - header - super::array_cache::AC_HEADER) / 8) as u32;
+        let capacity = Self::shared_room(npages);
+        let header = Self::HEADER;
         // SAFETY: the block is fresh and large enough for both structures.
         unsafe {
             let shared = if shared_limit > 0 {
@@ -91,11 +91,105 @@ impl KmemCacheNode {
         }
     }
 
+    /// Bytes before the shared cache in the node's page block.
+    const HEADER: usize = core::mem::size_of::<KmemCacheNode>().next_multiple_of(64);
+
+    /// Entries a shared cache in a node block of `npages` pages can hold.
+    fn shared_room(npages: usize) -> u32 {
+        ((npages * PAGE_SIZE - Self::HEADER - super::array_cache::AC_HEADER) / 8) as u32
+    }
+
+    /// Entries the room in this node's own block holds (a shared cache needs no block
+    /// of its own up to this).
+    fn shared_capacity(&self) -> u32 {
+        Self::shared_room(self.npages)
+    }
+
+    /// Most entries a shared cache may be given by retuning (a 512 KiB block).
+    pub const MAX_SHARED: u32 = 65536;
+
+    /// Gives this node a shared cache of `limit` entries moved `batchcount` at a time
+    /// (`do_tune_cpucache`): in the room the node's own block keeps for one when it
+    /// fits there, else in a page block of its own, into which the objects the old
+    /// one holds move. A `limit` of 0 with no shared cache leaves none. False, with
+    /// nothing changed, when memory for a larger block ran out.
+    ///
+    /// # Safety
+    /// The caller holds this node's list lock (`lists`); `limit <= MAX_SHARED`, and the
+    /// old shared cache holds at most `limit` objects (the caller drained the excess).
+    pub unsafe fn set_shared(&self, lists: &mut NodeLists, limit: u32, batchcount: u32) -> bool {
+        let old = lists.shared;
+        if old.is_null() && limit == 0 {
+            return true;
+        }
+        // SAFETY (all derefs of `old`): a live shared cache, guarded by the lock held.
+        if !old.is_null() && limit <= unsafe { (*old).capacity } {
+            unsafe {
+                (*old).limit = limit;
+                (*old).batchcount = batchcount;
+            }
+            return true;
+        }
+        let ac = if old.is_null() && limit <= self.shared_capacity() {
+            // SAFETY: the block holds the node structure and then room for a shared
+            // cache (`create` sized it so), unused while the node has none.
+            let ac = unsafe { (self as *const Self as *mut u8).add(Self::HEADER) };
+            // SAFETY: as above: the room holds `shared_capacity` entries.
+            unsafe { ArrayCache::init(ac.cast(), limit, batchcount, self.shared_capacity()) };
+            ac.cast::<ArrayCache>()
+        } else {
+            let npages = ac_bytes(limit as usize).div_ceil(PAGE_SIZE);
+            let page = page::alloc_pages_exact(npages, 0);
+            if page.is_null() {
+                return false;
+            }
+            let ac = page::page_address(page).cast::<ArrayCache>();
+            let capacity = ((npages * PAGE_SIZE - super::array_cache::AC_HEADER) / 8) as u32;
+            // SAFETY: a fresh block of `npages` pages, room for `capacity` entries.
+            unsafe { ArrayCache::init(ac, limit, batchcount, capacity) };
+            ac
+        };
+        if !old.is_null() {
+            // SAFETY: both are array caches guarded by the lock held; the new one has
+            // room for everything the old one holds.
+            unsafe {
+                let n = (*old).avail;
+                ptr::copy_nonoverlapping(
+                    ArrayCache::entries(old),
+                    ArrayCache::entries(ac),
+                    n as usize,
+                );
+                (*ac).avail = n;
+                (*old).avail = 0;
+                self.free_shared_block(old);
+            }
+        }
+        lists.shared = ac;
+        true
+    }
+
+    /// Frees `ac`'s page block when it is a shared cache outside the node's own block.
+    ///
+    /// # Safety
+    /// `ac` is this node's shared cache, no longer referenced.
+    unsafe fn free_shared_block(&self, ac: *mut ArrayCache) {
+        if ac as usize != self as *const Self as usize + Self::HEADER {
+            // SAFETY: `set_shared` allocated it with `alloc_pages_exact`.
+            unsafe { page::free_pages_exact(page::virt_to_page(ac.cast())) };
+        }
+    }
+
     /// Frees a node structure created by [`create`](Self::create).
     ///
     /// # Safety
     /// Nobody references `n` any more and its lists are empty.
     pub unsafe fn destroy(n: *mut KmemCacheNode) {
+        // SAFETY: nobody references `n`: its lists may be read without the lock.
+        let shared = unsafe { (*(*n).list_lock.data_ptr()).shared };
+        if !shared.is_null() {
+            // SAFETY: the node's shared cache, referenced by nobody now.
+            unsafe { (*n).free_shared_block(shared) };
+        }
         page::free_pages_exact(page::virt_to_page(n.cast()));
     }
 }

@@ -1,6 +1,7 @@
 //! Sizing the array caches: `enable_cpucache` picks the kernel's limits by object size,
 //! `do_tune_cpucache` changes them on a live cache.
 
+use super::node::KmemCacheNode;
 use core::sync::atomic::Ordering;
 
 use super::cache::RawCache;
@@ -60,16 +61,25 @@ pub fn do_tune_cpucache(
     }
     if cache.debug() {
         // A debug cache keeps no object per CPU, so every operation is checked.
-        return Ok(());
+        return Err(CacheError::DebugCache);
     }
     let _chain = CHAIN.lock();
     if cache.cpu_ac(0).is_none() {
         return Err(CacheError::NoMemory);
     }
+    // Refuse before changing anything what no node could hold, so the settings
+    // slabinfo reports are the ones in effect.
+    if shared.saturating_mul(batchcount) > KmemCacheNode::MAX_SHARED {
+        return Err(CacheError::Shared {
+            shared,
+            max: KmemCacheNode::MAX_SHARED / batchcount,
+        });
+    }
     let Some(new) = super::cache::alloc_entries(limit) else {
         return Err(CacheError::NoMemory);
     };
     let mut to_destroy = PageList::new();
+    let mut failed = false;
     // SAFETY: the chain lock is held, so the entry area is ours to replace; each array
     // cache is drained and switched under its own lock.
     unsafe {
@@ -83,24 +93,45 @@ pub fn do_tune_cpucache(
         if let Some(old) = cache.replace_entries(new) {
             percpu::free_percpu(old);
         }
+        let num = cache.geom().num;
         for node in 0..topology::nr_node_ids() {
             let n = cache.node(node);
-            let l = n.list_lock.lock();
+            let mut l = n.list_lock.lock();
+            // `free_limit` follows the batchcount, as at setup.
+            let cpus_on_node = (0..topology::nr_cpu_ids())
+                .filter(|&c| topology::cpu_to_node(c) == node)
+                .count();
+            l.free_limit = (1 + cpus_on_node) * batchcount as usize + num;
+            // Past the new limit the shared cache's objects go back to their slabs;
+            // then it is set to the new size (added, or grown, where needed).
             let sh = l.shared;
-            if sh.is_null() {
-                continue;
+            let new_limit = shared * batchcount;
+            let held = if sh.is_null() {
+                Some((node, l))
+            } else {
+                // Lowered first, so no flush fills it past the new limit meanwhile.
+                (*sh).limit = new_limit.min((*sh).capacity);
+                let excess = (*sh).avail.saturating_sub(new_limit);
+                cache.drain_array(sh, excess, Some(node), Some((node, l)), &mut to_destroy)
+            };
+            let mut l = match held {
+                Some((_, l)) => l,
+                None => n.list_lock.lock(),
+            };
+            // SAFETY: the list lock is held; the excess was drained just above, and
+            // with the limit lowered first nothing refilled past it meanwhile.
+            if !n.set_shared(&mut l, new_limit, batchcount) {
+                failed = true;
             }
-            let new_limit = (shared * batchcount).min((*sh).capacity);
-            (*sh).limit = new_limit;
-            (*sh).batchcount = batchcount;
-            let excess = (*sh).avail.saturating_sub(new_limit);
-            let held = cache.drain_array(sh, excess, Some(node), Some((node, l)), &mut to_destroy);
-            drop(held);
         }
         cache.destroy_slabs(&mut to_destroy);
     }
     cache.limit.store(limit, Ordering::Relaxed);
     cache.batchcount.store(batchcount, Ordering::Relaxed);
+    if failed {
+        // Some node kept its old shared cache: no memory for the larger one.
+        return Err(CacheError::NoMemory);
+    }
     cache.shared.store(shared, Ordering::Relaxed);
     Ok(())
 }

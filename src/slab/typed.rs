@@ -150,17 +150,13 @@ impl<T> KmemCache<T> {
         super::cache_counts(self.raw).active_objs
     }
 
-    /// Retunes the per-CPU caches (`do_tune_cpucache`). A debug cache checks the
-    /// values and keeps its array caches empty (limit 0), so that every operation
-    /// stays on its checked path.
+    /// Retunes the per-CPU caches (`do_tune_cpucache`): per-CPU `limit` and
+    /// `batchcount`, and a shared cache of `shared` batches per node (added where the
+    /// node had none). What it reports (slabinfo) is what is in effect: values out of
+    /// range, a shared cache larger than a node keeps room for
+    /// ([`CacheError::Shared`]) and a debug cache, which keeps its array caches empty
+    /// so every operation stays checked ([`CacheError::DebugCache`]), are refused.
     pub fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<(), CacheError> {
-        if self.raw.debug() {
-            if limit == 0 || limit > super::tune::MAX_LIMIT || batchcount == 0 || batchcount > limit
-            {
-                return Err(CacheError::Tunables { limit, batchcount });
-            }
-            return Ok(());
-        }
         super::tune::do_tune_cpucache(self.raw, limit, batchcount, shared)
     }
 
