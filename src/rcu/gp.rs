@@ -88,6 +88,8 @@ pub fn request(snap: u64) {
         super::register_atfork();
         trace::record(Event::NewReq, 0);
         wake_gp_driver();
+    } else {
+        trace::record(Event::Prestarted, 0);
     }
 }
 
@@ -227,6 +229,9 @@ fn force_quiescent_states(gp: u64, start_ms: u64) {
 
 /// Waits until `gp_seq` reaches `snap`.
 fn wait_for(snap: u64) {
+    if !seq::done(GP_SEQ.load(Ordering::Acquire), snap) {
+        trace::record(Event::ReqWait, 0);
+    }
     loop {
         let w = DONE_WORD.load(Ordering::Acquire);
         if seq::done(GP_SEQ.load(Ordering::Acquire), snap) {

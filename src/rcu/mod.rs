@@ -69,7 +69,7 @@ pub struct RcuStats {
     /// Whether the grace-period thread runs.
     pub kthread: bool,
     /// Trace events recorded, by kind (see [`trace::EVENT_NAMES`]).
-    pub events: [u64; 9],
+    pub events: [u64; trace::NR_EVENTS],
 }
 
 /// A snapshot of [`RcuStats`].

@@ -28,12 +28,50 @@ pub enum Event {
     End,
     /// Cleanup of the grace period finished.
     CpuEnd,
+    /// A caller waits for a grace period to end (`synchronize`).
+    ReqWait,
+    /// A leaf's readers were included in a starting grace period (`arg`: the leaf).
+    StartedLeaf,
+    /// A request found its grace period already requested or started.
+    Prestarted,
 }
 
+/// Number of event kinds.
+pub const NR_EVENTS: usize = 12;
+
 /// Names of the events, in the kernel's spelling.
-pub const EVENT_NAMES: [&str; 9] = [
-    "newreq", "start", "cpustart", "cpuqs", "fqswait", "fqsstart", "fqsend", "end", "cpuend",
+pub const EVENT_NAMES: [&str; NR_EVENTS] = [
+    "newreq",
+    "start",
+    "cpustart",
+    "cpuqs",
+    "fqswait",
+    "fqsstart",
+    "fqsend",
+    "end",
+    "cpuend",
+    "reqwait",
+    "startedleaf",
+    "prestarted",
 ];
+
+/// The event of kind `k` (`k < NR_EVENTS`).
+const fn event_of(k: usize) -> Event {
+    match k {
+        0 => Event::NewReq,
+        1 => Event::Start,
+        2 => Event::CpuStart,
+        3 => Event::CpuQs,
+        4 => Event::FqsWait,
+        5 => Event::FqsStart,
+        6 => Event::FqsEnd,
+        7 => Event::End,
+        8 => Event::CpuEnd,
+        9 => Event::ReqWait,
+        10 => Event::StartedLeaf,
+        _ => Event::Prestarted,
+    }
+}
 
 const RING: usize = 1024;
 
@@ -55,7 +93,7 @@ static TIME: [AtomicU64; RING] = [const { AtomicU64::new(0) }; RING];
 static SEQ: [AtomicU64; RING] = [const { AtomicU64::new(0) }; RING];
 static WHAT: [AtomicU64; RING] = [const { AtomicU64::new(0) }; RING];
 /// Events recorded, per kind.
-pub static COUNTS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+pub static COUNTS: [AtomicU64; NR_EVENTS] = [const { AtomicU64::new(0) }; NR_EVENTS];
 
 /// Records one event.
 pub fn record(event: Event, arg: u32) {
@@ -74,25 +112,13 @@ pub fn snapshot(out: &mut [TraceEntry]) -> usize {
     for (k, slot) in out[..n].iter_mut().enumerate() {
         let i = (end - n + k) % RING;
         let what = WHAT[i].load(Ordering::Acquire);
-        let kind = ((what >> 32) as usize).min(8);
+        let kind = ((what >> 32) as usize).min(NR_EVENTS - 1);
         *slot = TraceEntry {
             time_ns: TIME[i].load(Ordering::Relaxed),
             gp_seq: SEQ[i].load(Ordering::Relaxed),
-            event: EVENTS[kind],
+            event: event_of(kind),
             arg: what as u32,
         };
     }
     n
 }
-
-const EVENTS: [Event; 9] = [
-    Event::NewReq,
-    Event::Start,
-    Event::CpuStart,
-    Event::CpuQs,
-    Event::FqsWait,
-    Event::FqsStart,
-    Event::FqsEnd,
-    Event::End,
-    Event::CpuEnd,
-];

@@ -133,13 +133,16 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
         }
         for (leaf, node) in self.leaves[..high].iter().enumerate() {
             let counted = inner_masks[leaf / INNER_FANOUT] & 1 << (leaf % INNER_FANOUT) != 0;
-            let emptied = {
+            let (emptied, waited) = {
                 let mut m = node.masks.lock();
                 // A leaf left out of the census waits for nobody: its readers came
                 // online after the grace period started.
                 m.qsmask = if counted { m.qsmaskinit } else { 0 };
-                counted && m.qsmask == 0
+                (counted && m.qsmask == 0, m.qsmask)
             };
+            if waited != 0 {
+                trace_started_leaf(leaf, waited);
+            }
             if emptied {
                 self.report_leaf_qs(leaf);
             }
@@ -307,3 +310,20 @@ pub fn nr_readers() -> usize {
 pub unsafe fn reset_locks_after_fork() {
     TREE.reset_locks_after_fork()
 }
+
+/// Traces a leaf included in a starting grace period (`startedleaf`) and each reader
+/// it waits for (`cpustart`, with the reader's slot).
+#[cfg(not(loom))]
+fn trace_started_leaf(leaf: usize, mut waited: u64) {
+    use super::trace::{record, Event};
+    record(Event::StartedLeaf, leaf as u32);
+    while waited != 0 {
+        let bit = waited.trailing_zeros();
+        record(Event::CpuStart, (leaf * LEAF_FANOUT) as u32 + bit);
+        waited &= waited - 1;
+    }
+}
+
+/// Loom models the tree alone: no trace ring.
+#[cfg(loom)]
+fn trace_started_leaf(_leaf: usize, _waited: u64) {}
