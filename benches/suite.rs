@@ -13,7 +13,9 @@
 //! `CPUSLAB_SUITE_ALLOC=<allocator>` in the environment; the child's global
 //! allocator is a [`Dispatch`] pointed at that allocator before anything is
 //! allocated. The child times the workload alone, reads VmHWM, and prints one
-//! `CPUSLAB_SUITE_RESULT key=value...` line.
+//! `CPUSLAB_SUITE_RESULT key=value...` line; under cpuslab also a
+//! `CPUSLAB_SUITE_BREAKDOWN` line, where its memory sat at the most bytes in use,
+//! which the parent gathers in `target/cpuslab-suite/breakdown.txt` and the report.
 //!
 //! `--pairs <allocator> <N>` runs N bare 64 B alloc+free pairs on the
 //! allocator's static (used by `callgrind.sh`).
@@ -72,9 +74,14 @@ fn child(args: &[String]) -> ExitCode {
         scale,
         pin: pin == "pin",
     };
+    // Under cpuslab a sampler thread keeps the breakdown of where its memory sits at
+    // the most bytes in use seen (every 10 ms; each sample takes the caches' and
+    // zones' locks briefly, which the timing includes).
+    let peak = (kind.name() == "cpuslab").then(PeakSampler::start);
     let start = Instant::now();
     let outcome = cpuslab_bench::run(workload, &GLOBAL, &params);
     let elapsed = start.elapsed();
+    let breakdown = peak.map(PeakSampler::finish);
     let Some(outcome) = outcome else {
         eprintln!("unknown workload {workload}");
         return ExitCode::from(2);
@@ -86,7 +93,51 @@ fn child(args: &[String]) -> ExitCode {
         outcome.checksum,
         outcome.allocs
     );
+    if let Some(b) = breakdown {
+        println!("{BREAKDOWN_TAG} workload={workload} threads={threads} {b}");
+    }
     ExitCode::SUCCESS
+}
+
+/// Prefix of the child's line with cpuslab's memory breakdown at its peak.
+const BREAKDOWN_TAG: &str = "CPUSLAB_SUITE_BREAKDOWN";
+
+/// Samples `cpuslab::stats::memory()` on a thread of its own, keeping the breakdown
+/// with the most bytes in use (live objects, large and huge blocks): the peak of the
+/// workload, while the resident figure stays at its peak after the frees, until free
+/// pages are purged.
+struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<cpuslab::stats::MemoryBreakdown>,
+}
+
+impl PeakSampler {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = cpuslab::stats::MemoryBreakdown::default();
+            loop {
+                let b = cpuslab::stats::memory().breakdown;
+                let in_use = |b: &cpuslab::stats::MemoryBreakdown| {
+                    b.live_bytes + b.large_bytes + b.huge_live_bytes
+                };
+                if in_use(&b) >= in_use(&peak) {
+                    peak = b;
+                }
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> cpuslab::stats::MemoryBreakdown {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// With `CPUSLAB_SUITE_EXPECT_LIB` set (a preloaded allocator under the
@@ -593,6 +644,9 @@ fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
         Part::Rust => RESULT_TAG,
         Part::C => c::RESULT_TAG,
     };
+    if let Some(b) = stdout.lines().find(|l| l.starts_with(BREAKDOWN_TAG)) {
+        record_breakdown(b);
+    }
     let line = stdout
         .lines()
         .find(|l| l.starts_with(tag))
@@ -614,7 +668,29 @@ fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
     })
 }
 
+/// The side file that gathers the cpuslab children's breakdown lines of one suite run.
+fn breakdown_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cpuslab-suite/breakdown.txt")
+}
+
+/// Appends a child's breakdown line (minus its tag) to the side file.
+fn record_breakdown(line: &str) {
+    let path = breakdown_path();
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = writeln!(f, "{}", line.trim_start_matches(BREAKDOWN_TAG).trim());
+    }
+}
+
 fn parent(args: &[String]) -> ExitCode {
+    // The breakdown lines are this run's alone.
+    let _ = std::fs::remove_file(breakdown_path());
     let o = match parse_opts(args) {
         Ok(o) => o,
         Err(e) => {
@@ -1123,6 +1199,17 @@ fn write_report(
         let _ = writeln!(md, "\n## Failures\n");
         for f in failed {
             let _ = writeln!(md, "- {f}");
+        }
+    }
+    if let Ok(b) = std::fs::read_to_string(breakdown_path()) {
+        let _ = writeln!(
+            md,
+            "\n## Where cpuslab's memory sits\n\nThe breakdown (`stats::memory().breakdown`, \
+             KiB) at the most bytes in use (live, large, huge) of each cpuslab run, sampled every 10 ms \
+             (also in `breakdown.txt`):\n"
+        );
+        for l in b.lines() {
+            let _ = writeln!(md, "- {l}");
         }
     }
     let _ = writeln!(md, "\n## Workloads\n");

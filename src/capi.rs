@@ -452,6 +452,10 @@ pub fn write_report(w: &mut dyn Write) -> fmt::Result {
     crate::stats::write_slabinfo(w)?;
     crate::stats::write_buddyinfo(w)?;
     let m = crate::stats::memory();
+    // Where the resident bytes sit, before the summary line that ends the report.
+    w.write_str("cpuslab: where: ")?;
+    m.breakdown.write(w)?;
+    w.write_char('\n')?;
     writeln!(
         w,
         "cpuslab: reserved {} KiB, committed {} KiB, free {} KiB (dirty {} KiB), \

@@ -255,7 +255,7 @@ fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
         Kind::Large => {
             let npages = size.div_ceil(PAGE_SIZE).max(1);
             let min_order = (align >> PAGE_SHIFT).max(1).trailing_zeros() as usize;
-            let page = page::alloc_pages_exact(npages, min_order);
+            let page = page::alloc_large(npages, min_order);
             if page.is_null() {
                 ptr::null_mut()
             } else {

@@ -5,6 +5,7 @@
 //! numbers out, so they can write into a `String` (which allocates through cpuslab).
 
 use core::fmt::{self, Write};
+use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::page::{self, arena, pcp};
@@ -95,6 +96,205 @@ pub struct MemoryStats {
     /// Bytes of freed huge mappings kept, faulted in, for reuse (part of
     /// `committed_bytes`; unmapped after the decay time or by `trim()`).
     pub huge_cached_bytes: usize,
+    /// Where the resident bytes sit, structure by structure.
+    pub breakdown: MemoryBreakdown,
+}
+
+/// Where cpuslab's resident memory sits. Every field is bytes; the fields other than
+/// `clean_free_bytes` and `live_objects` add up to [`resident`](Self::resident).
+///
+/// Figures are read structure by structure, each under its own lock (the per-CPU
+/// array caches' counts without one), so while other threads allocate they are a
+/// snapshot of each structure, not of the whole at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryBreakdown {
+    /// Objects in use, at their slot (class) size. Requested sizes are not recorded
+    /// anywhere (a free is told its size by its caller), so they cannot be had for
+    /// free; the difference is internal fragmentation hidden in this figure.
+    pub live_bytes: usize,
+    /// Objects in use.
+    pub live_objects: usize,
+    /// Free objects cached in the per-CPU array caches.
+    pub cpu_cache_bytes: usize,
+    /// Free objects in the nodes' shared caches.
+    pub shared_cache_bytes: usize,
+    /// Remote frees in flight in alien caches. Always 0: cpuslab has no alien caches;
+    /// a remote free goes straight to its home node under that node's lock.
+    pub alien_bytes: usize,
+    /// Free objects in partial slabs (slots, at their slot size).
+    pub partial_free_bytes: usize,
+    /// Whole free slabs kept by the caches.
+    pub free_slab_bytes: usize,
+    /// The part of partial and full slabs that holds no object slot (colour, on-slab
+    /// freelists, the tail that fits no further object).
+    pub slab_overhead_bytes: usize,
+    /// Pages on the per-CPU page lists.
+    pub pcp_bytes: usize,
+    /// Free buddy pages not yet purged (resident).
+    pub dirty_free_bytes: usize,
+    /// Free buddy pages purged or never touched: not resident, not in `resident`.
+    pub clean_free_bytes: usize,
+    /// Freed huge mappings kept for reuse.
+    pub huge_cached_bytes: usize,
+    /// Mappings of live huge blocks (headers included).
+    pub huge_live_bytes: usize,
+    /// Large kmalloc blocks in use (whole pages from the buddy zones).
+    pub large_bytes: usize,
+    /// Page descriptors resident (64 bytes per page the zones have touched, in whole
+    /// pages of descriptors, arena headers included).
+    pub desc_bytes: usize,
+    /// Populated pages of the percpu chunks, every CPU's unit (the per-CPU array
+    /// caches' entry arrays and headers, the per-CPU page lists, percpu counters).
+    pub percpu_bytes: usize,
+    /// Resident pages of the arena map.
+    pub arena_map_bytes: usize,
+    /// cpuslab's own blocks from the zones: cache node structures with their shared
+    /// caches' arrays, percpu chunk headers, RCU callback lists.
+    pub internal_bytes: usize,
+    /// Frees deferred by RCU: slab objects (class size) waiting in `free_rcu` batches
+    /// with the batch pages, and slabs of `TYPESAFE_BY_RCU` caches waiting for their
+    /// grace period. Large and huge blocks waiting stay in their own figures.
+    pub rcu_bytes: usize,
+    /// The sum of the resident fields above.
+    pub resident: usize,
+}
+
+impl MemoryBreakdown {
+    /// Sums the resident fields into `resident`.
+    fn total(&mut self) {
+        self.resident = self.live_bytes
+            + self.cpu_cache_bytes
+            + self.shared_cache_bytes
+            + self.alien_bytes
+            + self.partial_free_bytes
+            + self.free_slab_bytes
+            + self.slab_overhead_bytes
+            + self.pcp_bytes
+            + self.dirty_free_bytes
+            + self.huge_cached_bytes
+            + self.huge_live_bytes
+            + self.large_bytes
+            + self.desc_bytes
+            + self.percpu_bytes
+            + self.arena_map_bytes
+            + self.internal_bytes
+            + self.rcu_bytes;
+    }
+
+    /// Writes the breakdown on one line, in KiB.
+    pub fn write(&self, w: &mut dyn Write) -> fmt::Result {
+        write!(
+            w,
+            "resident {} KiB: live {} ({} objs), cpu caches {}, shared {}, alien {}, \
+             partial free {}, free slabs {}, slab overhead {}, pcp {}, free dirty {} \
+             (clean {} not resident), huge live {} cached {}, large {}, descriptors {}, \
+             percpu {}, arena map {}, internal {}, rcu {}",
+            self.resident >> 10,
+            self.live_bytes >> 10,
+            self.live_objects,
+            self.cpu_cache_bytes >> 10,
+            self.shared_cache_bytes >> 10,
+            self.alien_bytes >> 10,
+            self.partial_free_bytes >> 10,
+            self.free_slab_bytes >> 10,
+            self.slab_overhead_bytes >> 10,
+            self.pcp_bytes >> 10,
+            self.dirty_free_bytes >> 10,
+            self.clean_free_bytes >> 10,
+            self.huge_live_bytes >> 10,
+            self.huge_cached_bytes >> 10,
+            self.large_bytes >> 10,
+            self.desc_bytes >> 10,
+            self.percpu_bytes >> 10,
+            self.arena_map_bytes >> 10,
+            self.internal_bytes >> 10,
+            self.rcu_bytes >> 10,
+        )
+    }
+}
+
+impl fmt::Display for MemoryBreakdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f)
+    }
+}
+
+/// Walks the caches, zones, arenas and the rest for [`MemoryBreakdown`].
+fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
+    let page_size = crate::sys::PAGE_SIZE;
+    let mut b = MemoryBreakdown {
+        pcp_bytes: m.pcp_bytes,
+        dirty_free_bytes: m.dirty_free_bytes,
+        clean_free_bytes: m.free_bytes - m.dirty_free_bytes,
+        huge_cached_bytes: m.huge_cached_bytes,
+        huge_live_bytes: page::huge::live_bytes(),
+        arena_map_bytes: arena::map_resident_bytes(),
+        ..Default::default()
+    };
+    let mut live_slab_objs_bytes = 0;
+    slab::for_each_cache(|cache: &RawCache| {
+        if cache.cpu_cache.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let g = cache.geom();
+        let slab_bytes = page_size << g.order;
+        let mut cpu_objs = 0usize;
+        for cpu in 0..topology::nr_cpu_ids() {
+            if let Some(ac) = cache.cpu_ac(cpu) {
+                // SAFETY: the header lives as long as the cache; a racy read of its
+                // count is good enough for statistics (and never dereferences).
+                cpu_objs += unsafe { ptr::read_volatile(ptr::addr_of!((*ac).avail)) } as usize;
+            }
+        }
+        let mut shared_objs = 0usize;
+        let mut in_slabs = 0usize;
+        for node in 0..topology::nr_node_ids() {
+            let l = cache.node(node).list_lock.lock();
+            let free_slabs = l.slabs_free.len();
+            let used_slabs = l.total_slabs - free_slabs;
+            b.free_slab_bytes += free_slabs * slab_bytes;
+            b.partial_free_bytes += (l.free_objects - free_slabs * g.num) * g.size;
+            b.slab_overhead_bytes += used_slabs * (slab_bytes - g.num * g.size);
+            in_slabs += used_slabs * g.num - (l.free_objects - free_slabs * g.num);
+            if !l.shared.is_null() {
+                // SAFETY: the shared cache is guarded by the list lock held here.
+                shared_objs += unsafe { (*l.shared).avail } as usize;
+            }
+        }
+        // A per-CPU count read without its lock may be ahead of the slabs' counts.
+        let shared_objs = shared_objs.min(in_slabs);
+        let cpu_objs = cpu_objs.min(in_slabs - shared_objs);
+        let live = in_slabs - shared_objs - cpu_objs;
+        b.cpu_cache_bytes += cpu_objs * g.size;
+        b.shared_cache_bytes += shared_objs * g.size;
+        b.live_objects += live;
+        live_slab_objs_bytes += live * g.size;
+    });
+    let (rcu_slab, rcu_batches) = crate::rcu::deferred();
+    let rcu_slab = rcu_slab.min(live_slab_objs_bytes);
+    b.live_bytes = live_slab_objs_bytes - rcu_slab;
+    b.rcu_bytes = rcu_slab + slab::rcu_pending_pages() * page_size;
+    for node in 0..topology::nr_node_ids() {
+        let z = page::zone(node).lock();
+        b.large_bytes += z.large_pages * page_size;
+        b.internal_bytes += z.meta_pages * page_size;
+        let mut a = z.arenas();
+        while !a.is_null() {
+            // SAFETY: arenas live for the process; the zone lock is held.
+            unsafe {
+                b.desc_bytes += arena::desc_resident_bytes(a);
+                a = (*a).next;
+            }
+        }
+    }
+    // The batch pages are metadata blocks; they are shown with the deferred frees.
+    let batch_bytes = (rcu_batches * page_size).min(b.internal_bytes);
+    b.internal_bytes -= batch_bytes;
+    b.rcu_bytes += batch_bytes;
+    let p = crate::percpu::stats::percpu_stats();
+    b.percpu_bytes = p.populated_pages * p.nr_units * page_size;
+    b.total();
+    b
 }
 
 /// A snapshot of [`MemoryStats`].
@@ -114,5 +314,6 @@ pub fn memory() -> MemoryStats {
     for cpu in 0..pcp::nr_lists() {
         m.pcp_bytes += pcp::count(cpu) * crate::sys::PAGE_SIZE;
     }
+    m.breakdown = breakdown(&m);
     m
 }

@@ -78,6 +78,8 @@ struct Report {
     comm: String,
     committed_kib: u64,
     slab_objects: u64,
+    /// Whether the report had its `cpuslab: where:` breakdown line.
+    breakdown: bool,
 }
 
 /// Splits the reports out of `stderr`: returns them and what remains, which is the
@@ -98,6 +100,7 @@ fn split_reports(stderr: &[u8]) -> (Vec<Report>, Vec<u8>) {
                 comm: comm.to_string(),
                 committed_kib: 0,
                 slab_objects: 0,
+                breakdown: false,
             });
             continue;
         }
@@ -105,7 +108,13 @@ fn split_reports(stderr: &[u8]) -> (Vec<Report>, Vec<u8>) {
             rest.push_str(line);
             continue;
         };
-        if let Some(summary) = line.strip_prefix("cpuslab: reserved ") {
+        if line.starts_with("cpuslab: where: resident ") {
+            report.breakdown = true;
+        } else if let Some(summary) = line.strip_prefix("cpuslab: reserved ") {
+            assert!(
+                report.breakdown,
+                "no breakdown line before the summary:\n{text}"
+            );
             report.committed_kib = summary
                 .split_once("committed ")
                 .and_then(|(_, c)| c.split(' ').next())

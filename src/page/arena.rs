@@ -218,3 +218,23 @@ pub fn set_limit(bytes: usize) {
 pub fn limit() -> usize {
     LIMIT.load(Ordering::Relaxed)
 }
+
+/// Resident bytes of the page descriptors of `arena` (its mapped part of the
+/// descriptor block, the arena header included): descriptors are written only for
+/// pages the zone has handed out or split, so most of a new arena's stay untouched.
+///
+/// # Safety
+/// `arena` is live (its zone's lock is held, or arenas are never unmapped).
+pub unsafe fn desc_resident_bytes(arena: *const Arena) -> usize {
+    let len = desc_bytes((*arena).nr_blocks);
+    sys::mmap::resident_pages(arena.cast(), len) << PAGE_SHIFT
+}
+
+/// Resident bytes of the arena map (one byte per slot, 1 MiB of which only the pages
+/// holding used slots are ever written).
+pub fn map_resident_bytes() -> usize {
+    let start = ARENA_MAP.as_ptr() as usize;
+    let end = start + ARENA_MAP.len();
+    let first = start & !(sys::PAGE_SIZE - 1);
+    sys::mmap::resident_pages(first as *const u8, end - first) << PAGE_SHIFT
+}

@@ -40,6 +40,11 @@ pub struct ZoneInner {
     pub managed_pages: usize,
     /// Pages on the free lists.
     pub free_pages: usize,
+    /// Pages of live large kmalloc blocks (`page::alloc_large`), for the statistics.
+    pub large_pages: usize,
+    /// Pages of cpuslab's own blocks from `alloc_pages_exact` (cache nodes, percpu
+    /// chunk headers, RCU lists and batches), for the statistics.
+    pub meta_pages: usize,
     /// Free pages whose block is not known to be zero (resident, purge candidates).
     pub dirty_pages: usize,
     /// Pages given back to the kernel by purging, over the zone's life.
@@ -72,6 +77,8 @@ impl Zone {
                 arenas: ptr::null_mut(),
                 managed_pages: 0,
                 free_pages: 0,
+                large_pages: 0,
+                meta_pages: 0,
                 dirty_pages: 0,
                 purged_pages: 0,
                 last_purge_ms: 0,

@@ -106,6 +106,17 @@ pub unsafe fn free_pages(page: *mut Page, order: usize) {
 /// (the rest of the power-of-two block goes straight back), flagged `PG_LARGE` with the
 /// count in `info`. Null for 0 pages, more than 2^MAX_ORDER, or when memory ran out.
 pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
+    exact(npages, min_order, false)
+}
+
+/// [`alloc_pages_exact`] for a large kmalloc block: the same, but its pages are counted
+/// as large blocks (`ZoneInner::large_pages`) rather than as cpuslab's own metadata.
+pub fn alloc_large(npages: usize, min_order: usize) -> *mut Page {
+    exact(npages, min_order, true)
+}
+
+/// [`alloc_pages_exact`], counting the pages as large blocks or as metadata.
+fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
     let order = order_for_bytes(npages << PAGE_SHIFT).max(min_order);
     // No pages is no block (the tail run would be the whole block, freed again).
     if npages == 0 || order > MAX_ORDER {
@@ -113,14 +124,14 @@ pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
     }
     // The node the thread's cpuset picks, then the other nodes it allows.
     let node = cpuset::mem_node_for(topology::cpu_to_node(sys::cpu::current()));
-    let page = exact_on(node, npages, order);
+    let page = exact_on(node, npages, order, large);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
     }
     // The zonelist: the other nodes nearest first, those the thread's cpuset allows.
     for other in topology::zonelist(node).filter(|&n| n != node) {
         if cpuset::node_allowed(other) {
-            let page = exact_on(other, npages, order);
+            let page = exact_on(other, npages, order, large);
             if !page.is_null() {
                 return page;
             }
@@ -130,7 +141,7 @@ pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
 }
 
 /// [`alloc_pages_exact`] on one node's zone.
-fn exact_on(node: usize, npages: usize, order: usize) -> *mut Page {
+fn exact_on(node: usize, npages: usize, order: usize, large: bool) -> *mut Page {
     let zone = zone(node);
     let now = sys::time::now_ms();
     let mut z = zone.lock();
@@ -147,6 +158,12 @@ fn exact_on(node: usize, npages: usize, order: usize) -> *mut Page {
         }
         (*page).set_flags(PG_ALLOCATED | PG_LARGE | zero);
         (*page).info = npages as u64;
+        // Counted under the zone lock already held, so the statistics cost nothing.
+        if large {
+            z.large_pages += npages;
+        } else {
+            z.meta_pages += npages;
+        }
         page
     }
 }
@@ -157,10 +174,18 @@ fn exact_on(node: usize, npages: usize, order: usize) -> *mut Page {
 /// `page` heads such a block, no longer used.
 pub unsafe fn free_pages_exact(page: *mut Page) {
     let npages = (*page).info as usize;
+    // A large kmalloc block reaches here through `free_large`, which has just set its
+    // head's flags to `PG_FREED`; cpuslab's own blocks still carry `PG_LARGE`.
+    let large = (*page).flags() & PG_FREED != 0;
     let zone = zone(page_node(page));
     let now = sys::time::now_ms();
     {
         let mut z = zone.lock();
+        if large {
+            z.large_pages -= npages;
+        } else {
+            z.meta_pages -= npages;
+        }
         z.free_run(page, npages, 0, now);
     }
     purge::maybe_purge(zone, now);
@@ -223,7 +248,7 @@ fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
     ))
 }
 
-/// Shrinks a block from [`alloc_pages_exact`] in place to `npages` pages.
+/// Shrinks a block from [`alloc_large`] in place to `npages` pages.
 ///
 /// # Safety
 /// `page` heads such a block of more than `npages` pages; the tail is no longer used.
@@ -233,6 +258,7 @@ pub unsafe fn shrink_pages_exact(page: *mut Page, npages: usize) {
     let now = sys::time::now_ms();
     let mut z = zone.lock();
     z.free_run(page.add(npages), old - npages, 0, now);
+    z.large_pages -= old - npages;
     (*page).info = npages as u64;
 }
 

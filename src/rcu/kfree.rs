@@ -19,7 +19,9 @@ const BATCH: usize = (PAGE_SIZE - 32) / 24;
 pub(crate) struct KfreeBatch {
     head: RcuHead,
     n: usize,
-    _pad: usize,
+    /// Bytes of slab objects (class sizes) among the entries, set when the batch is
+    /// queued and subtracted from [`QUEUED_SLAB_BYTES`] when it is freed.
+    slab_bytes: usize,
     entries: [(usize, usize, usize); BATCH],
 }
 
@@ -27,6 +29,62 @@ const _: () = assert!(core::mem::size_of::<KfreeBatch>() <= PAGE_SIZE);
 
 /// Batches not yet queued, across CPUs.
 static PARTIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// Class bytes of the slab objects in queued batches, waiting for their grace period.
+/// Counted once per batch (not per `free_rcu`), when it is queued.
+static QUEUED_SLAB_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Batch pages queued for a grace period.
+static QUEUED_BATCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Class bytes of the slab objects among a batch's entries.
+///
+/// # Safety
+/// `b` is a batch no other thread changes.
+unsafe fn slab_bytes_of(b: *const KfreeBatch) -> usize {
+    (&(*b).entries)[..(*b).n]
+        .iter()
+        .map(
+            |&(_, size, align)| match crate::kmalloc::classify(size, align) {
+                crate::kmalloc::Kind::Slab(i) => crate::kmalloc::KMALLOC_SIZES[i],
+                _ => 0,
+            },
+        )
+        .sum()
+}
+
+/// Queues a detached batch for a grace period, counting it as deferred.
+///
+/// # Safety
+/// `b` is a detached batch page.
+unsafe fn queue(b: *mut KfreeBatch) {
+    let bytes = slab_bytes_of(b);
+    (*b).slab_bytes = bytes;
+    QUEUED_SLAB_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    QUEUED_BATCHES.fetch_add(1, Ordering::Relaxed);
+    callbacks::call_rcu(&mut (*b).head, free_batch);
+}
+
+/// What `free_rcu` holds back: the class bytes of the slab objects waiting (in batches
+/// being filled or queued for a grace period) and the batch pages themselves. Large
+/// and huge blocks waiting are not counted here: they stay in their own figures.
+pub fn deferred() -> (usize, usize) {
+    let mut bytes = QUEUED_SLAB_BYTES.load(Ordering::Relaxed);
+    let mut pages = QUEUED_BATCHES.load(Ordering::Relaxed);
+    if PARTIAL.load(Ordering::Relaxed) > 0 {
+        callbacks::for_each_list(|l| {
+            // SAFETY: the list's lock is held, and with it its batch.
+            unsafe {
+                let b = *l.kfree.get();
+                if !b.is_null() {
+                    bytes += slab_bytes_of(b);
+                    pages += 1;
+                }
+            }
+        });
+    }
+    (bytes, pages)
+}
 
 /// Frees `ptr` (allocated by cpuslab with `layout`) after a grace period. Never waits
 /// for a grace period and never allocates through the global allocator.
@@ -45,6 +103,7 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
             let b = page::page_address(pg).cast::<KfreeBatch>();
             (*b).head = RcuHead::new();
             (*b).n = 0;
+            (*b).slab_bytes = 0;
             *slot = b;
             PARTIAL.fetch_add(1, Ordering::Relaxed);
         }
@@ -59,7 +118,7 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
         Ok(ptr::null_mut())
     });
     match full {
-        Ok(b) if !b.is_null() => callbacks::call_rcu(&mut (*b).head, free_batch),
+        Ok(b) if !b.is_null() => queue(b),
         Ok(_) => {}
         Err(()) => {
             // No page for a batch: wait for the grace period here, unless this thread
@@ -82,6 +141,8 @@ unsafe fn free_batch(head: *mut RcuHead) {
     for &(p, size, align) in (&(*b).entries)[..(*b).n].iter() {
         crate::kmalloc::kfree(p as *mut u8, size, align);
     }
+    QUEUED_SLAB_BYTES.fetch_sub((*b).slab_bytes, Ordering::Relaxed);
+    QUEUED_BATCHES.fetch_sub(1, Ordering::Relaxed);
     page::free_pages_exact(page::virt_to_page(b.cast()));
 }
 
@@ -115,7 +176,7 @@ fn flush_some() -> usize {
     });
     for &b in &batches[..n] {
         // SAFETY: a detached batch page.
-        unsafe { callbacks::call_rcu(&mut (*b).head, free_batch) };
+        unsafe { queue(b) };
     }
     n
 }

@@ -41,6 +41,7 @@ pub use gp::{
     cond_synchronize, get_state, poll_state, start_poll, synchronize, synchronize_expedited,
 };
 pub use head::{RcuCallback, RcuHead};
+pub(crate) use kfree::deferred;
 pub use kfree::free_rcu;
 pub use reader::{in_read_section, read_lock, RcuReadGuard};
 

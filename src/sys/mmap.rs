@@ -95,6 +95,32 @@ pub fn unmap(addr: *mut u8, len: usize) {
     }
 }
 
+/// Pages of `[addr, addr + len)` (page-aligned `addr`, inside mappings) that are
+/// resident now, by `mincore(2)`; 0 where the kernel refuses. For statistics.
+pub fn resident_pages(addr: *const u8, len: usize) -> usize {
+    let mut vec = [0u8; 512];
+    let mut pages = 0;
+    let mut off = 0;
+    while off < len {
+        let chunk = (len - off).min(vec.len() * super::PAGE_SIZE);
+        let n = chunk.div_ceil(super::PAGE_SIZE);
+        // SAFETY: `vec` has room for one byte per page of the chunk; mincore only
+        // reads the page tables of the range.
+        let r = unsafe {
+            libc::mincore(
+                addr.wrapping_add(off).cast_mut().cast(),
+                chunk,
+                vec.as_mut_ptr(),
+            )
+        };
+        if r == 0 {
+            pages += vec[..n].iter().filter(|&&b| b & 1 != 0).count();
+        }
+        off += chunk;
+    }
+    pages
+}
+
 /// Gives the pages of `[addr, addr + len)` back to the kernel; they read as zero when
 /// touched again.
 pub fn purge(addr: *mut u8, len: usize) -> bool {
