@@ -2,7 +2,8 @@
 //! `GlobalAlloc` static (the process's own global allocator stays `System`).
 //!
 //! Groups (allocator = the benchmark parameter):
-//! * `pair/<size>`: one alloc + one byte written + free, 8 B to 32 KiB;
+//! * `pair/<size>`: one alloc + one byte written + free, 8 B to 256 KiB (64 KiB and
+//!   256 KiB are large blocks, whole buddy pages);
 //! * `batch_lifo/64` and `batch_fifo/64`: 1000 blocks allocated, then freed
 //!   newest-first or oldest-first;
 //! * `cross_thread_free/64`: batches of 1000 allocated here and freed on a
@@ -25,7 +26,9 @@ use std::hint::black_box;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-const SIZES: &[usize] = &[8, 16, 32, 64, 128, 256, 512, 1024, 4096, 32768];
+const SIZES: &[usize] = &[
+    8, 16, 32, 64, 128, 256, 512, 1024, 4096, 32768, 65536, 262144,
+];
 const BATCH: usize = 1000;
 
 type Group<'a> = BenchmarkGroup<'a, WallTime>;

@@ -4,7 +4,7 @@
 //! | size                    | served by                                   |
 //! |-------------------------|---------------------------------------------|
 //! | up to 32 KiB            | `kmalloc-<size>` caches, four classes per doubling |
-//! | up to 4 MiB             | `alloc_pages_exact` from the buddy zones    |
+//! | up to 4 MiB             | `alloc_pages_exact` from the buddy zones (64 KiB, 128 KiB, 256 KiB and other power-of-two page counts from the CPU's page list of their order) |
 //! | larger, or align > 4 MiB| a mapping of its own, resized with mremap   |
 //!
 //! The class is a function of `(size, align)` only, so freeing with the allocation's

@@ -287,6 +287,15 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
             }
         }
     }
+    // Large blocks cached on the per-CPU lists above order 0 stay in the zones' large
+    // count until a list gives them back; they are shown with the lists.
+    let mut pcp_large = 0;
+    for cpu in 0..pcp::nr_lists() {
+        for l in pcp::lists(cpu).filter(|l| l.order > 0) {
+            pcp_large += pcp::count_of(l) << l.order;
+        }
+    }
+    b.large_bytes = b.large_bytes.saturating_sub(pcp_large * page_size);
     // The batch pages are metadata blocks; they are shown with the deferred frees.
     let batch_bytes = (rcu_batches * page_size).min(b.internal_bytes);
     b.internal_bytes -= batch_bytes;

@@ -116,6 +116,49 @@ fn large_double_free_aborts() {
     }
 }
 
+/// 64 KiB is a power of two of pages: the first free puts the block on the CPU's
+/// order-4 page list (`page::pcp`), and the second must still find it freed.
+#[test]
+fn large_double_free_of_a_cached_size_aborts() {
+    if common::is_child() {
+        let (p, l) = block(64 << 10, 0);
+        // SAFETY: deliberately wrong: the block is freed twice.
+        unsafe {
+            CpuSlab.dealloc(p, l);
+            CpuSlab.dealloc(p, l);
+        }
+        return;
+    }
+    for env in [
+        &[][..],
+        &[("CPUSLAB_DEBUG", "1")][..],
+        &[("CPUSLAB_RSEQ", "0")][..],
+    ] {
+        expect_abort(
+            "large_double_free_of_a_cached_size_aborts",
+            env,
+            &["cpuslab: free(): double free"],
+        );
+    }
+}
+
+/// An interior pointer into a 64 KiB block (a size the per-CPU lists cache) aborts
+/// before the block could reach a list.
+#[test]
+fn large_free_of_an_interior_pointer_of_a_cached_size_aborts() {
+    if common::is_child() {
+        let (p, l) = block(64 << 10, 4096);
+        // SAFETY: deliberately wrong: the start of the block's second page.
+        unsafe { CpuSlab.dealloc(p.add(4096), l) };
+        return;
+    }
+    expect_abort(
+        "large_free_of_an_interior_pointer_of_a_cached_size_aborts",
+        &[],
+        &["cpuslab: free(): invalid pointer"],
+    );
+}
+
 #[test]
 fn large_realloc_of_an_interior_pointer_aborts() {
     if common::is_child() {

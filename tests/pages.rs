@@ -167,13 +167,13 @@ fn page_list_keeps_to_high_and_reuses_hot_pages() {
     for &p in &pages {
         // SAFETY: allocated above, freed once.
         unsafe { page::free_pages(p, 0) };
-        most = most.max(pcp::count(cpu.id));
+        most = most.max(pcp::count_of(list));
     }
     assert!(most <= high, "list grew to {most} pages, past high {high}");
     assert!(
-        pcp::count(cpu.id) + batch >= high,
+        pcp::count_of(list) + batch >= high,
         "list at {} after {} frees (high {high}, batch {batch})",
-        pcp::count(cpu.id),
+        pcp::count_of(list),
         pages.len()
     );
     let hot = (0..10).any(|_| {

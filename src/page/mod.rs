@@ -105,6 +105,11 @@ pub unsafe fn free_pages(page: *mut Page, order: usize) {
 /// `alloc_pages_exact`: allocates exactly `npages` pages aligned to 2^min_order pages
 /// (the rest of the power-of-two block goes straight back), flagged `PG_LARGE` with the
 /// count in `info`. Null for 0 pages, more than 2^MAX_ORDER, or when memory ran out.
+///
+/// A count that is a power of two with a per-CPU list ([`pcp::rmqueue_large`]) comes
+/// off the calling CPU's list when it has a block: no zone lock, split or merge. Other
+/// counts are not cached, so that their tails go back to the zone at once and a
+/// 36 KiB buffer never holds 64 KiB.
 pub fn alloc_pages_exact(npages: usize, min_order: usize) -> *mut Page {
     exact(npages, min_order, false)
 }
@@ -123,7 +128,25 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
         return core::ptr::null_mut();
     }
     // The node the thread's cpuset picks, then the other nodes it allows.
-    let node = cpuset::mem_node_for(topology::cpu_to_node(sys::cpu::current()));
+    let cpu_node = topology::cpu_to_node(sys::cpu::current());
+    let node = cpuset::mem_node_for(cpu_node);
+    // Only large kmalloc blocks are cached on the lists, so every block there is one:
+    // the pages stay counted in the zone's `large_pages` while they sit there (the
+    // statistics subtract the lists), and leave that count when a list gives them
+    // back to the zone.
+    if large && npages == 1 << order && node == cpu_node {
+        let page = pcp::rmqueue_large(order, node);
+        if !page.is_null() {
+            // SAFETY: a whole block of 2^order pages just taken off the list, ours; its
+            // contents are unknown (no `PG_ZERO`), and its tail pages kept their
+            // descriptors from when it was last handed out.
+            unsafe {
+                (*page).set_flags(PG_ALLOCATED | PG_LARGE);
+                (*page).info = npages as u64;
+            }
+            return page;
+        }
+    }
     let page = exact_on(node, npages, order, large);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
@@ -168,7 +191,9 @@ fn exact_on(node: usize, npages: usize, order: usize, large: bool) -> *mut Page 
     }
 }
 
-/// Frees a block from [`alloc_pages_exact`].
+/// Frees a block from [`alloc_pages_exact`]: onto the calling CPU's list of its order
+/// when its page count is a power of two with a list and the CPU is on its node, else
+/// to the zone.
 ///
 /// # Safety
 /// `page` heads such a block, no longer used.
@@ -177,7 +202,18 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
     // A large kmalloc block reaches here through `free_large`, which has just set its
     // head's flags to `PG_FREED`; cpuslab's own blocks still carry `PG_LARGE`.
     let large = (*page).flags() & PG_FREED != 0;
-    let zone = zone(page_node(page));
+    let node = page_node(page);
+    if large && npages.is_power_of_two() && topology::cpu_to_node(sys::cpu::current()) == node {
+        let order = npages.trailing_zeros() as usize;
+        // The head reads as freed while cached (`PG_FREED`, set above), so
+        // `large_block` turns away a second free or a realloc of it. Blocks of exact
+        // allocations start at a multiple of 2^min_order pages no smaller than their
+        // count (shrunk ones too), so the block is an aligned buddy block of its order.
+        if pcp::free_large_pcppage(page, order) {
+            return;
+        }
+    }
+    let zone = zone(node);
     let now = sys::time::now_ms();
     {
         let mut z = zone.lock();

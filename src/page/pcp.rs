@@ -20,6 +20,15 @@
 //!
 //! The lists live in the reserved percpu chunk, one in each CPU's unit, so a CPU's list
 //! sits on that CPU's node beside its other per-CPU data.
+//!
+//! Since Linux 5.14 the kernel also keeps pcp lists for higher orders, so that a
+//! multi-page allocation and free need not take the zone lock, split and merge. Here
+//! orders [`LARGE_PCP_MIN_ORDER`]`..=`[`LARGE_PCP_MAX_ORDER`] (8 KiB to 256 KiB) have
+//! lists too, for `alloc_pages_exact` blocks whose page count is that power of two (a
+//! 64 KiB I/O buffer, a doubling `Vec<u8>`). They work as the order-0 list does (same
+//! layout, same sequences, same stop word) with two differences: an empty list is not
+//! refilled (frees fill it: a program that allocates one buffer never holds a batch it
+//! did not ask for), and each list holds at most [`LARGE_PCP_BYTES`] per CPU.
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -42,6 +51,46 @@ const REFILL_CHUNK: usize = 64;
 /// Bytes before the entry array.
 const PCP_HEADER: usize = 32;
 
+/// Lowest order with a per-CPU list of its own besides order 0.
+pub const LARGE_PCP_MIN_ORDER: usize = 1;
+/// Highest order with a per-CPU list: 256 KiB blocks. Larger blocks are rare enough,
+/// and costly enough to hold idle on every CPU, to take the zone lock.
+pub const LARGE_PCP_MAX_ORDER: usize = 6;
+const NR_LARGE: usize = LARGE_PCP_MAX_ORDER - LARGE_PCP_MIN_ORDER + 1;
+/// Most bytes one CPU caches on each higher order's list: 16 blocks of 64 KiB, 4 of
+/// 256 KiB. A program cycling a few buffers of one size reuses them all from its
+/// CPU's list; the worst case stays at 6 MiB per CPU, about what glibc's per-thread
+/// arenas and mimalloc's per-thread pages keep for the same pattern.
+pub const LARGE_PCP_BYTES: usize = 1 << 20;
+
+/// `high` of an order's list: [`LARGE_PCP_BYTES`] worth of blocks, at least 2 (so a
+/// list at `high` still keeps a block after giving its `batch` back).
+pub const fn large_high(order: usize) -> u32 {
+    let n = LARGE_PCP_BYTES >> (sys::PAGE_SHIFT as usize + order);
+    if n < 2 {
+        2
+    } else {
+        n as u32
+    }
+}
+
+/// `batch` of an order's list: a quarter of `high` goes back to the zone at once when
+/// a free finds the list full, so a list at its bound takes the lock once per
+/// `batch` frees rather than on each.
+const fn large_batch(order: usize) -> u32 {
+    let b = large_high(order) / 4;
+    if b < 1 {
+        1
+    } else {
+        b
+    }
+}
+
+/// Bytes of one CPU's copy of a list of `high` entries.
+const fn list_size(high: u32) -> usize {
+    (PCP_HEADER + high as usize * 8 + 63) & !63
+}
+
 /// One CPU's page list; its entry array follows the header.
 #[repr(C, align(64))]
 pub struct PerCpuPages {
@@ -55,7 +104,8 @@ pub struct PerCpuPages {
     pub batch: u32,
     /// Written 1 by every popping sequence (read by nobody; part of the stack layout).
     _touched: UnsafeCell<u32>,
-    _pad: u32,
+    /// Order of the blocks on the list.
+    pub order: u32,
     /// `high` page descriptors, right after the header.
     entry: *mut *mut Page,
 }
@@ -80,6 +130,9 @@ unsafe impl Sync for PerCpuPages {}
 /// CPU 0's list; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
 static PCP: AtomicPtr<PerCpuPages> = AtomicPtr::new(ptr::null_mut());
 static NR_PCP: AtomicUsize = AtomicUsize::new(0);
+/// CPU 0's list of each higher order (index `order - LARGE_PCP_MIN_ORDER`), as `PCP`.
+static LARGE: [AtomicPtr<PerCpuPages>; NR_LARGE] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; NR_LARGE];
 
 /// Allocates and initialises one list per possible CPU (in the reserved percpu chunk
 /// when it has room, else a dynamic one). Called once at boot, after the percpu
@@ -87,7 +140,14 @@ static NR_PCP: AtomicUsize = AtomicUsize::new(0);
 pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
     let high = high.clamp(1, PCP_MAX_HIGH);
     let batch = batch.clamp(1, high);
-    let size = (PCP_HEADER + high as usize * 8 + 63) & !63;
+    // Order 0's list first, then the higher orders' in one area after it.
+    let mut lists = [(0usize, high, batch, 0usize); NR_LARGE + 1];
+    let mut size = list_size(high);
+    for (i, l) in lists.iter_mut().enumerate().skip(1) {
+        let order = LARGE_PCP_MIN_ORDER + i - 1;
+        *l = (order, large_high(order), large_batch(order), size);
+        size += list_size(l.1);
+    }
     let area = match percpu::alloc_reserved_percpu(size, 64) {
         Ok(a) => a,
         Err(_) => match percpu::alloc_percpu(size, 64) {
@@ -96,21 +156,30 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
         },
     };
     for cpu in 0..nr_cpus {
-        let at = area.per_cpu_ptr(cpu);
-        // SAFETY: each CPU's copy of the area is ours alone and sized for one list.
-        unsafe {
-            at.cast::<PerCpuPages>().write(PerCpuPages {
-                lock: TryLock::new(),
-                count: UnsafeCell::new(0),
-                high,
-                batch,
-                _touched: UnsafeCell::new(0),
-                _pad: 0,
-                entry: at.add(PCP_HEADER).cast(),
-            });
+        for &(order, high, batch, offset) in &lists {
+            // SAFETY: each CPU's copy of the area is ours alone, sized for every list.
+            unsafe {
+                let at = area.per_cpu_ptr(cpu).add(offset);
+                at.cast::<PerCpuPages>().write(PerCpuPages {
+                    lock: TryLock::new(),
+                    count: UnsafeCell::new(0),
+                    high,
+                    batch,
+                    _touched: UnsafeCell::new(0),
+                    order: order as u32,
+                    entry: at.add(PCP_HEADER).cast(),
+                });
+            }
         }
     }
     NR_PCP.store(nr_cpus, Ordering::Relaxed);
+    for (i, &(_, _, _, offset)) in lists.iter().enumerate().skip(1) {
+        // SAFETY: inside the area just set up.
+        LARGE[i - 1].store(
+            unsafe { area.as_ptr().add(offset).cast() },
+            Ordering::Release,
+        );
+    }
     PCP.store(area.as_ptr().cast(), Ordering::Release);
     true
 }
@@ -118,12 +187,42 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
 /// The list of `cpu`, if it exists.
 #[inline]
 pub fn pcp(cpu: usize) -> Option<&'static PerCpuPages> {
-    let base = PCP.load(Ordering::Acquire);
+    list_at(PCP.load(Ordering::Acquire), cpu)
+}
+
+/// `cpu`'s list of blocks of `order` (0 or a higher order with a list), if it exists.
+#[inline]
+pub fn pcp_order(cpu: usize, order: usize) -> Option<&'static PerCpuPages> {
+    list_at(base_of(order), cpu)
+}
+
+/// CPU 0's list of `order`, or null (no such order, or not set up yet).
+#[inline]
+fn base_of(order: usize) -> *mut PerCpuPages {
+    match order {
+        0 => PCP.load(Ordering::Acquire),
+        LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER => {
+            LARGE[order - LARGE_PCP_MIN_ORDER].load(Ordering::Acquire)
+        }
+        _ => ptr::null_mut(),
+    }
+}
+
+/// `cpu`'s copy of the list whose CPU 0 copy is `base`.
+#[inline]
+fn list_at(base: *mut PerCpuPages, cpu: usize) -> Option<&'static PerCpuPages> {
     if base.is_null() || cpu >= NR_PCP.load(Ordering::Relaxed) {
         return None;
     }
     // SAFETY: lists are never freed once published; every possible CPU has one.
     Some(unsafe { &*base.byte_add(cpu * PCPU_UNIT_SIZE) })
+}
+
+/// Every list of `cpu`: order 0's, then each higher order's.
+pub fn lists(cpu: usize) -> impl Iterator<Item = &'static PerCpuPages> {
+    core::iter::once(0)
+        .chain(LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER)
+        .filter_map(move |order| pcp_order(cpu, order))
 }
 
 /// Number of per-CPU lists.
@@ -153,7 +252,7 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
         return if page.is_null() {
             refill_rseq(base, node)
         } else {
-            own_node(page.cast(), node)
+            own_node(page.cast(), node, 0)
         };
     }
     let Some(pcp) = pcp(sys::cpu::current()) else {
@@ -170,16 +269,70 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
         pop_locked(pcp)
     };
     pcp.lock.unlock();
-    own_node(page, node)
+    own_node(page, node, 0)
 }
 
-/// `page`, unless the thread moved to another node's CPU on the way and took one of
-/// that node's pages, which then goes back to its zone (the caller takes `node`'s).
+/// Takes a block of 2^`order` pages (a higher order with a list) of `node` from the
+/// calling CPU's list, whose node is `node`. Null when the list is empty, busy or
+/// stopped, or has no such order: the caller goes to the zone. An empty list is not
+/// refilled (see the module comment). The block's head keeps the flags its last free
+/// left (`PG_FREED` for a large block) until the caller sets its own.
+#[inline]
+pub fn rmqueue_large(order: usize, node: usize) -> *mut Page {
+    let base = base_of(order);
+    if base.is_null() || order == 0 {
+        return ptr::null_mut();
+    }
+    if rseq_on() {
+        // SAFETY: the sequences are on; every CPU below their bound has this order's
+        // list at its unit's offset, changed only by sequences on its CPU or while
+        // stopped.
+        let page = unsafe { sys::rseq::stack_pop(base.cast()) };
+        return own_node(page.cast(), node, order);
+    }
+    let Some(pcp) = list_at(base, sys::cpu::current()) else {
+        return ptr::null_mut();
+    };
+    if !pcp.lock.try_lock() {
+        return ptr::null_mut();
+    }
+    // SAFETY: the list's lock is held.
+    let page = unsafe { pop_locked(pcp) };
+    pcp.lock.unlock();
+    own_node(page, node, order)
+}
+
+/// Caches the block of 2^`order` pages headed by `page` (a higher order with a list)
+/// on the calling CPU's list, whose node is the block's. False when the list is busy
+/// or stopped or there is no list of that order; the caller then frees it to the
+/// zone.
+///
+/// # Safety
+/// `page` heads an allocated block of 2^`order` pages, naturally aligned, that nobody
+/// uses any more.
+#[inline]
+pub unsafe fn free_large_pcppage(page: *mut Page, order: usize) -> bool {
+    let base = base_of(order);
+    if base.is_null() || order == 0 {
+        return false;
+    }
+    if rseq_on() {
+        // SAFETY: as in `rmqueue_large`; the block is free and ours. A full list gives
+        // `batch` blocks back first; a stopped one is busy (`free_full` finds its lock
+        // taken).
+        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true);
+    }
+    free_full(base, page, false)
+}
+
+/// `page` (heading 2^`order` pages), unless the thread moved to another node's CPU on
+/// the way and took one of that node's blocks, which then goes back to its zone (the
+/// caller takes `node`'s).
 #[inline(always)]
-fn own_node(page: *mut Page, node: usize) -> *mut Page {
+fn own_node(page: *mut Page, node: usize, order: usize) -> *mut Page {
     if topology::nr_node_ids() > 1 && !page.is_null() && page_node(page) != node {
-        // SAFETY: a page just taken off a list, used by nobody.
-        unsafe { free_to_zone(page) };
+        // SAFETY: a block just taken off a list, used by nobody.
+        unsafe { free_to_zone(page, order) };
         return ptr::null_mut();
     }
     page
@@ -207,7 +360,7 @@ fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
     }
     for &page in &buf[pushed..n - 1] {
         // SAFETY: taken from the zone above and never published.
-        unsafe { free_to_zone(page) };
+        unsafe { free_to_zone(page, 0) };
     }
     buf[n - 1]
 }
@@ -269,18 +422,18 @@ pub unsafe fn free_pcppage(page: *mut Page) -> bool {
     if rseq_on() {
         // A full list gives pages back first; a stopped one is busy (`free_full` finds
         // its lock taken).
-        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(page, true);
+        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true);
     }
-    free_full(page, false)
+    free_full(base, page, false)
 }
 
-/// A free into the calling CPU's list with its lock taken: the tried-lock path's every
-/// free, and the rseq path's free into a full list. Gives `batch` cold pages back
-/// first when the list is at `high`.
+/// A free into the calling CPU's copy of the list at `base` with its lock taken: the
+/// tried-lock path's every free, and the rseq path's free into a full list. Gives
+/// `batch` cold blocks back first when the list is at `high`.
 #[cold]
-unsafe fn free_full(page: *mut Page, rseq: bool) -> bool {
+unsafe fn free_full(base: *mut PerCpuPages, page: *mut Page, rseq: bool) -> bool {
     let cpu = sys::cpu::current();
-    let Some(pcp) = pcp(cpu) else {
+    let Some(pcp) = list_at(base, cpu) else {
         return false;
     };
     if !pcp.lock.try_lock() {
@@ -316,8 +469,8 @@ fn settle_sequences(cpu: usize) -> bool {
     true
 }
 
-/// `free_pcppages_bulk`: gives the `count` coldest pages (the bottom of the stack)
-/// back to their zones, one lock a run of pages of the same node, and shifts the rest
+/// `free_pcppages_bulk`: gives the `count` coldest blocks (the bottom of the stack)
+/// back to their zones, one lock a run of blocks of the same node, and shifts the rest
 /// down. The caller holds the list's lock, settled.
 unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
     let have = *pcp.count.get() as usize;
@@ -326,6 +479,7 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
         return;
     }
     let now = sys::time::now_ms();
+    let order = pcp.order as usize;
     let pages = core::slice::from_raw_parts(pcp.entry, n);
     let mut i = 0;
     while i < n {
@@ -334,8 +488,14 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
         {
             let mut z = zone.lock();
             while i < n && page_node(pages[i]) == node {
+                // A cached large block's head reads `PG_FREED`: dirty.
                 let zero = (*pages[i]).flags() & PG_ZERO;
-                z.free_one(pages[i], 0, zero, now);
+                z.free_one(pages[i], order, zero, now);
+                if order > 0 {
+                    // Lists above order 0 hold large kmalloc blocks only, still
+                    // counted as such until they are back in the zone.
+                    z.large_pages -= 1 << order;
+                }
                 i += 1;
             }
         }
@@ -345,22 +505,45 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
     *pcp.count.get() = (have - n) as u32;
 }
 
-/// Frees one order-0 page to its node's zone, keeping what it knows of its contents.
-unsafe fn free_to_zone(page: *mut Page) {
+/// Frees one block of 2^`order` pages to its node's zone, keeping what it knows of its
+/// contents.
+unsafe fn free_to_zone(page: *mut Page, order: usize) {
     let zero = (*page).flags() & PG_ZERO;
     let mut z = zone(page_node(page)).lock();
-    z.free_one(page, 0, zero, sys::time::now_ms());
+    z.free_one(page, order, zero, sys::time::now_ms());
+    if order > 0 {
+        // As in `free_pcppages_bulk`: a large kmalloc block leaves the large count.
+        z.large_pages -= 1 << order;
+    }
 }
 
-/// `drain_pages`: gives every page cached on `cpu`'s list back to its zone. Waits for
-/// the list's lock, so it is only for administrative paths (trim, a CPU leaving).
+/// `drain_pages`: gives every page cached on `cpu`'s lists (order 0 and the higher
+/// orders) back to its zone. Waits for each list's lock, so it is only for
+/// administrative paths (trim, a CPU leaving).
 pub fn drain_pages(cpu: usize) {
-    let Some(pcp) = pcp(cpu) else {
-        return;
-    };
-    if !pcp.lock.lock_wait() {
-        return;
+    for pcp in lists(cpu) {
+        if pcp.lock.lock_wait() {
+            drain_locked(pcp, cpu);
+        }
     }
+}
+
+/// [`drain_pages`] with tried locks, for the background reclaim thread, which must
+/// never wait for a CPU's list: false when some list was busy (left as it was).
+pub(crate) fn try_drain_pages(cpu: usize) -> bool {
+    let mut all = true;
+    for pcp in lists(cpu) {
+        if pcp.lock.try_lock() {
+            drain_locked(pcp, cpu);
+        } else {
+            all = false;
+        }
+    }
+    all
+}
+
+/// Empties `cpu`'s list `pcp`, whose lock the caller took, and unlocks it.
+fn drain_locked(pcp: &PerCpuPages, cpu: usize) {
     // A sequence still in flight on `cpu` could commit into the list being emptied;
     // if it cannot be restarted the list is left as it is.
     if !rseq_on() || settle_sequences(cpu) {
@@ -370,25 +553,13 @@ pub fn drain_pages(cpu: usize) {
     pcp.lock.unlock();
 }
 
-/// [`drain_pages`] with a tried lock, for the background reclaim thread, which must
-/// never wait for a CPU's list: false when the list was busy (nothing drained).
-pub(crate) fn try_drain_pages(cpu: usize) -> bool {
-    let Some(pcp) = pcp(cpu) else {
-        return true;
-    };
-    if !pcp.lock.try_lock() {
-        return false;
-    }
-    if !rseq_on() || settle_sequences(cpu) {
-        // SAFETY: the list's lock is held and no sequence runs on it.
-        unsafe { free_pcppages_bulk(pcp, *pcp.count.get() as usize) };
-    }
-    pcp.lock.unlock();
-    true
+/// Pages cached on `cpu`'s lists, every order (racy: for statistics).
+pub fn count(cpu: usize) -> usize {
+    lists(cpu).map(|p| count_of(p) << p.order).sum()
 }
 
-/// Pages cached on `cpu`'s list (racy: for statistics).
-pub fn count(cpu: usize) -> usize {
+/// Blocks on the list `pcp` (racy: for statistics and tests).
+pub fn count_of(pcp: &PerCpuPages) -> usize {
     // SAFETY: a racy read of an aligned u32, for statistics only.
-    pcp(cpu).map_or(0, |p| unsafe { ptr::read_volatile(p.count.get()) as usize })
+    unsafe { ptr::read_volatile(pcp.count.get()) as usize }
 }

@@ -262,7 +262,7 @@ pub(crate) fn fork_prepare() {
         }
     });
     for cpu in 0..crate::page::pcp::nr_lists() {
-        if let Some(p) = crate::page::pcp::pcp(cpu) {
+        for p in crate::page::pcp::lists(cpu) {
             p.lock.lock_wait();
         }
     }
@@ -298,7 +298,7 @@ pub(crate) unsafe fn fork_release() {
         c = cache.next.load(Ordering::Relaxed);
     }
     for cpu in 0..crate::page::pcp::nr_lists() {
-        if let Some(p) = crate::page::pcp::pcp(cpu) {
+        for p in crate::page::pcp::lists(cpu) {
             p.lock.unlock();
         }
     }
