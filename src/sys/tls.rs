@@ -2,11 +2,12 @@
 //!
 //! `thread_local!` on stable Rust reaches its variable through an accessor call that
 //! is not inlined across crates, which costs more than the whole RCU read side. On
-//! x86_64 Linux the words are a symbol of our own in `.tdata`, reached with the
-//! initial-exec model (`@GOTTPOFF`: the block's offset from the thread pointer, from
-//! the GOT, then `%fs`-relative accesses), which works in executables and in libraries
-//! loaded at start (LD_PRELOAD), as jemalloc and tcmalloc place their thread caches.
-//! The read side touches the words in place: no pointer to load first. Elsewhere they
+//! x86_64 Linux the words are a symbol of our own in `.tdata`, whose offset from the
+//! thread pointer comes from a TLS descriptor (`@TLSDESC`; see `offset`): a constant
+//! in an executable, the static offset in a library loaded at start (LD_PRELOAD), and
+//! still an answer in a library `dlopen`ed after glibc's static TLS surplus is gone,
+//! where the initial-exec model (`@GOTTPOFF`) would make the load fail. Then
+//! `%fs`-relative accesses: the read side touches the words in place. Elsewhere they
 //! are a `thread_local!` array.
 //!
 //! Word 0 is the reader's `ctr`, word 1 its `rcu_special`; both start as `u64::MAX`
