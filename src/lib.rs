@@ -34,6 +34,52 @@
 //! unsafe { assert_eq!(obj.as_ref().ino, 7); cache.free(obj) };
 //! ```
 
+//! # Layers
+//!
+//! From the bottom up; a module uses the ones above it in this list, with the
+//! exceptions named below (left to be removed):
+//!
+//! 1. `sync` — the futex mutex, the tried lock, loom's or core's atomics.
+//! 2. `sys` — everything that calls the kernel or names the architecture: mappings,
+//!    rseq sequences, membarrier, futexes, affinity, TLS words, the dynamic loader.
+//! 3. `topology` — CPU and node masks, possible CPUs and nodes, zonelists.
+//! 4. `config` — the `CPUSLAB_*` options.
+//! 5. `cpuset` — the process's cpuset tree and the placement hooks the page pool reads.
+//! 6. `page` — arenas, buddy zones, purging, huge mappings; `page::pcp`, the per-CPU
+//!    page lists, lives in percpu units and is set up after (7).
+//! 7. `percpu` — chunks and units for every per-CPU structure.
+//! 8. `rcu` — the Tree RCU the slab layer frees `TYPESAFE_BY_RCU` slabs through.
+//! 9. `slab` — `kmem_cache`, array caches, node lists, reaping, tuning.
+//! 10. `kmalloc` — size classes over the slab caches, large and huge blocks.
+//! 11. `init` (boot and the fork handlers), `background` (the reclaim thread), and the
+//!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`.
+//!
+//! Upward edges today: `sys::affinity` takes `topology::CpuMask` (the masks belong in a
+//! module below `sys`); `rcu::kfree` (`free_rcu`'s batches) calls `kmalloc::kfree`;
+//! `init::ensure` (boot) is called from `kmalloc`, `slab::typed`, `percpu::alloc` and
+//! `rcu::callbacks` rather than from the public entry points only; `config` reads
+//! `page` constants.
+//!
+//! # Lock order
+//!
+//! Every path that holds two of these takes them in this order, and the fork handlers
+//! (`init`'s, registered first so they run after the program's `prepare` handlers)
+//! take them all in it before `fork`:
+//!
+//! | order | lock | taken by |
+//! |---|---|---|
+//! | 1 | the cpuset tree (`cpuset::process`) | attach, rescan, cpuset changes |
+//! | 2 | the cache chain (`slab::CHAIN`) | cache create and destroy, reap, shrink, tune |
+//! | 3 | each cache's per-CPU array caches' stop words, cache by cache, CPU by CPU | cross-CPU work on the caches (reap, drain, tune) |
+//! | 4 | each CPU's page lists' stop words (order 0, then orders 1–6) | drains, full lists |
+//! | 5 | each cache's node list locks, node by node | refills, flushes, `free_block` |
+//! | 6 | `pcpu_lock` (`percpu`) | chunk allocation (a chunk's header comes from a zone) |
+//! | 7 | the zone locks, in node order | the buddy allocator, purging |
+//! | 8 | the huge-mapping registry (`page::huge`) | huge allocations, frees, the cache |
+//!
+//! RCU's callback list locks are taken by RCU's own fork handlers; the background
+//! thread keeps its state in atomics.
+
 #![warn(missing_docs)]
 #![allow(unsafe_op_in_unsafe_fn)]
 #![allow(clippy::missing_safety_doc)]
