@@ -270,7 +270,14 @@ fuzz_target!(|ops: Vec<Op>| {
                     (u32::from(limit), u32::from(batch), u32::from(shared));
                 let valid = 1 <= batch && batch <= limit && limit <= 4096;
                 let r = caches[c].as_ref().unwrap().cache.tune(limit, batch, shared);
-                if valid {
+                // A shared cache is grown up to 65536 entries (`shared` batches of
+                // `batch`); past that the tune is refused and changes nothing.
+                if valid && shared * batch > 65536 {
+                    assert!(
+                        matches!(r, Err(CacheError::Shared { .. })),
+                        "tune({limit}, {batch}, {shared}) must be refused: {r:?}"
+                    );
+                } else if valid {
                     r.unwrap_or_else(|e| panic!("tune({limit}, {batch}, {shared}): {e}"));
                 } else {
                     assert_eq!(
