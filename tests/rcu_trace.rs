@@ -52,10 +52,21 @@ fn one_grace_period_in_order() {
     let found = (0..n)
         .filter(|&i| events[i].event == Event::Start)
         .find_map(|start| {
-            let req = events[..start]
-                .iter()
-                .rposition(|e| e.event == Event::NewReq)?;
             let end = follows(start)?;
+            // The request may be recorded after the start of the grace period that
+            // serves it: `synchronize` snapshots an idle `gp_seq`, a grace period for
+            // someone else starts, then the request is recorded. That grace period
+            // still began after the snapshot, so it serves the request. What must
+            // hold is that the request came after the previous grace period's
+            // cleanup, and that the caller waited before this one ended.
+            let since = events[..start]
+                .iter()
+                .rposition(|e| e.event == Event::CpuEnd)
+                .map_or(0, |i| i + 1);
+            let req = since
+                + events[since..end]
+                    .iter()
+                    .position(|e| e.event == Event::NewReq)?;
             let cpu_start = start
                 + events[start..]
                     .iter()
@@ -64,7 +75,7 @@ fn one_grace_period_in_order() {
             (waits && events[cpu_start].gp_seq == events[start].gp_seq).then_some((start, end))
         });
     let Some((start, end)) = found else {
-        panic!("no grace period in order (newreq, reqwait, {order:?}): {events:#?}");
+        panic!("no grace period in order ({order:?}, with newreq and reqwait before its end): {events:#?}");
     };
     // gp_seq: in progress (low bits set) from start on, complete at cleanup.
     assert_ne!(events[start].gp_seq & 3, 0, "{:?}", events[start]);
