@@ -60,6 +60,23 @@ pub struct Arena {
     pub nr_blocks: usize,
     /// Next arena of the same zone (older).
     pub next: *mut Arena,
+    /// The group of each block's pages (`buddy::GROUP_*`), set when the zone splits the
+    /// block for that group; read and written under the zone's lock.
+    pub groups: [u8; BLOCKS_PER_ARENA],
+}
+
+/// The group byte of the max-order block holding the page that `desc` describes.
+///
+/// # Safety
+/// `desc` is the descriptor of a page of a block the zones manage.
+pub unsafe fn group_of(desc: *const super::desc::Page) -> *mut u8 {
+    // Descriptors lie in their arena's first block, in page order: the arena header is
+    // at the arena's base, and the page index says which block.
+    let d = desc as usize;
+    let arena = (d & !ARENA_MASK) as *mut Arena;
+    let page = (d & ARENA_MASK) >> DESC_SHIFT;
+    let block = page >> MAX_ORDER;
+    &raw mut (*arena).groups[block]
 }
 
 /// Whether `addr` lies in a block of one of cpuslab's arenas that the zones may hand
@@ -139,6 +156,7 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
             next_block: 1,
             nr_blocks,
             next: ptr::null_mut(),
+            groups: [0; BLOCKS_PER_ARENA],
         });
     }
     ARENA_MAP[slot].store((nr_blocks - 1) as u8, Ordering::Release);

@@ -7,6 +7,17 @@
 //! of their list and are reused first, so memory that is already resident is preferred
 //! and clean memory stays untouched.
 //!
+//! Pages are grouped by what they serve, as the kernel groups pageblocks by migrate
+//! type: each max-order block, once split, belongs to one group (`GROUP_SLAB` for slab
+//! pages, page lists and metadata, `GROUP_LARGE` for large kmalloc blocks), and its
+//! free blocks sit on that group's lists. Slabs are long-lived and small; large blocks
+//! come and go whole. Kept apart, a freed large block merges back with its freed
+//! neighbours into a block the next large request can use, instead of being split by
+//! slab pages and leaving only fragments (which is what sent large requests to fresh
+//! memory and grew the resident set). A group takes from the other group's lists only
+//! when its own and the whole free max-order blocks have nothing (`__rmqueue_fallback`),
+//! the smallest block that fits; whole free max-order blocks belong to no group.
+//!
 //! The heap limit (`arena::charge`) counts what may be resident: pages handed out plus
 //! dirty free pages. A clean free block is not charged (the kernel backs it with no
 //! memory until it is touched); taking one out charges the pages handed out, and may
@@ -30,10 +41,18 @@ pub struct FreeArea {
     pub list: PageList,
 }
 
+/// The group of slab pages, the CPUs' page lists and cpuslab's own blocks.
+pub const GROUP_SLAB: usize = 0;
+/// The group of large kmalloc blocks.
+pub const GROUP_LARGE: usize = 1;
+/// Number of groups.
+pub const NR_GROUPS: usize = 2;
+
 /// The zone's state, under its lock.
 pub struct ZoneInner {
-    /// Free lists by order.
-    pub free_area: [FreeArea; MAX_ORDER + 1],
+    /// Free lists by group and order. Whole max-order blocks belong to no group and sit
+    /// on `free_area[GROUP_SLAB][MAX_ORDER]` alone.
+    pub free_area: [[FreeArea; MAX_ORDER + 1]; NR_GROUPS],
     /// Newest arena of this node; older ones follow `Arena::next`.
     arenas: *mut Arena,
     /// Pages handed to this zone by its arenas.
@@ -70,10 +89,12 @@ impl Zone {
             node,
             inner: Mutex::new(ZoneInner {
                 free_area: [const {
-                    FreeArea {
-                        list: PageList::new(),
-                    }
-                }; MAX_ORDER + 1],
+                    [const {
+                        FreeArea {
+                            list: PageList::new(),
+                        }
+                    }; MAX_ORDER + 1]
+                }; NR_GROUPS],
                 arenas: ptr::null_mut(),
                 managed_pages: 0,
                 free_pages: 0,
@@ -118,36 +139,109 @@ impl Zone {
 }
 
 impl ZoneInner {
-    /// `__rmqueue_smallest`, growing the zone from its arenas when every list is empty.
+    /// `__rmqueue_smallest` for [`GROUP_SLAB`]; see [`rmqueue_group`](Self::rmqueue_group).
     ///
     /// # Safety
     /// Called under the zone lock.
     pub unsafe fn rmqueue(&mut self, order: usize, node: usize) -> *mut Page {
+        self.rmqueue_group(order, node, GROUP_SLAB)
+    }
+
+    /// The list of free blocks of `order` for `group` (the shared one at max order).
+    fn list_index(group: usize, order: usize) -> (usize, usize) {
+        if order == MAX_ORDER {
+            (GROUP_SLAB, MAX_ORDER)
+        } else {
+            (group, order)
+        }
+    }
+
+    /// The smallest order from `order` up whose list for `group` leads with a dirty
+    /// block (`dirty`), or has any block.
+    unsafe fn find(&self, order: usize, group: usize, dirty: bool) -> Option<usize> {
+        (order..=MAX_ORDER).find(|&o| {
+            let (g, o) = Self::list_index(group, o);
+            let f = self.free_area[g][o].list.first();
+            !f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)
+        })
+    }
+
+    /// `__rmqueue`: a block of 2^order pages for `group`, from the group's own lists and
+    /// the whole max-order blocks, dirty before clean (a dirty block is resident
+    /// already, so splitting a larger one costs no memory, while a clean one adds what
+    /// it hands out to the resident set: jemalloc's dirty-before-retained order; dirty
+    /// blocks lead their lists); then the other group's dirty blocks
+    /// (`__rmqueue_fallback`); then a new max-order block from the arenas; then the
+    /// other group's clean blocks. Smallest
+    /// order first everywhere: a steal takes the fragment that fits rather than
+    /// splitting one of the other group's whole blocks (the kernel steals the largest,
+    /// but then moves the rest of the pageblock to the thief's lists; here the rest
+    /// would stay behind as fragments that neither group uses). A clean block
+    /// is charged to the heap limit; past it only dirty blocks are handed out.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    pub unsafe fn rmqueue_group(&mut self, order: usize, node: usize, group: usize) -> *mut Page {
         if order > MAX_ORDER {
             return ptr::null_mut();
         }
-        let mut current = (order..=MAX_ORDER).find(|&o| !self.free_area[o].list.is_empty());
-        if current.is_none() {
-            if !self.grow(node, order) {
-                return ptr::null_mut();
-            }
-            current = Some(MAX_ORDER);
+        let other = group ^ 1;
+        let steal = |z: &Self, dirty: bool| {
+            (order..MAX_ORDER).find(|&o| {
+                let f = z.free_area[other][o].list.first();
+                !f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)
+            })
+        };
+        if let Some(o) = self.find(order, group, true) {
+            let (g, o) = Self::list_index(group, o);
+            return self.take(g, o, order, group);
         }
-        let mut cur = current.unwrap_or(MAX_ORDER);
-        let front = self.free_area[cur].list.first();
-        if (*front).flags() & PG_ZERO != 0 && !arena::charge(PAGE_SIZE << order) {
-            // Past the limit: only a dirty block, already charged, may still be handed
-            // out. Dirty blocks lead their lists.
-            let dirty = (order..=MAX_ORDER).find(|&o| {
-                let f = self.free_area[o].list.first();
-                !f.is_null() && (*f).flags() & PG_ZERO == 0
-            });
-            match dirty {
-                Some(o) => cur = o,
-                None => return ptr::null_mut(),
+        let own_clean = self.find(order, group, false);
+        if let Some(o) = own_clean {
+            // The group's own clean block before the other group's dirty one, which
+            // stays whole for that group.
+            if arena::charge(PAGE_SIZE << order) {
+                let (g, o) = Self::list_index(group, o);
+                return self.take(g, o, order, group);
             }
         }
-        let page = self.free_area[cur].list.pop_front();
+        // A dirty block of the other group: resident already, and charged (so also
+        // past the heap limit).
+        if let Some(o) = steal(self, true) {
+            return self.take(other, o, order, group);
+        }
+        if own_clean.is_some() {
+            // Past the heap limit.
+            return ptr::null_mut();
+        }
+        // Clean memory now: a new block from the arenas before the other group's clean
+        // blocks, which would leave fragments there; those when the arenas can give no
+        // more (the address space or the heap limit).
+        let (g, o) = if self.grow(node, order) {
+            (GROUP_SLAB, MAX_ORDER)
+        } else if let Some(o) = steal(self, false) {
+            (other, o)
+        } else {
+            return ptr::null_mut();
+        };
+        if !arena::charge(PAGE_SIZE << order) {
+            return ptr::null_mut();
+        }
+        self.take(g, o, order, group)
+    }
+
+    /// Takes the first block of list (`g`, `cur`) and splits it down to `order` for the
+    /// group that asked (`expand`).
+    ///
+    /// # Safety
+    /// Called under the zone lock; the list is not empty.
+    unsafe fn take(&mut self, g: usize, mut cur: usize, order: usize, group: usize) -> *mut Page {
+        if cur == MAX_ORDER && order < MAX_ORDER {
+            // A whole block is split: it joins the group that asked.
+            let page = self.free_area[GROUP_SLAB][MAX_ORDER].list.first();
+            *arena::group_of(page) = group as u8;
+        }
+        let page = self.free_area[g][cur].list.pop_front();
         let flags = (*page).flags();
         let zero = flags & PG_ZERO;
         let freed_at = (*page).info;
@@ -194,12 +288,22 @@ impl ZoneInner {
         true
     }
 
+    /// The list a free block of `order` headed by `page` belongs on: its block's group's,
+    /// or the shared one of whole max-order blocks.
+    ///
+    /// # Safety
+    /// `page` heads a block of this zone.
+    unsafe fn list_of(&mut self, page: *mut Page, order: usize) -> &mut PageList {
+        let (g, o) = Self::list_index(*arena::group_of(page) as usize, order);
+        &mut self.free_area[g][o].list
+    }
+
     /// Puts a free block on its list (no merging).
     unsafe fn add_free(&mut self, page: *mut Page, order: usize, zero: u32, freed_at: u64) {
         (*page).set_flags(PG_BUDDY | zero);
         (*page).order = order as u8;
         (*page).info = freed_at;
-        let list = &mut self.free_area[order].list;
+        let list = self.list_of(page, order);
         if zero != 0 {
             list.push_back(page);
         } else {
@@ -211,7 +315,7 @@ impl ZoneInner {
 
     /// Removes a free block from its list.
     unsafe fn del_free(&mut self, page: *mut Page, order: usize) {
-        self.free_area[order].list.remove(page);
+        self.list_of(page, order).remove(page);
         (*page).set_flags(0);
         self.free_pages -= 1 << order;
     }
@@ -281,7 +385,7 @@ impl ZoneInner {
 
     /// Number of free blocks of each order, for buddyinfo.
     pub fn nr_free(&self) -> [usize; MAX_ORDER + 1] {
-        core::array::from_fn(|o| self.free_area[o].list.len())
+        core::array::from_fn(|o| self.free_area.iter().map(|g| g[o].list.len()).sum())
     }
 
     /// Takes up to `max` dirty free blocks freed at or before `before_ms` off the free
@@ -292,7 +396,27 @@ impl ZoneInner {
     pub unsafe fn take_dirty(&mut self, before_ms: u64, out: &mut [(*mut Page, usize)]) -> usize {
         let mut n = 0;
         for order in (0..=MAX_ORDER).rev() {
-            let mut page = self.free_area[order].list.first();
+            for group in 0..NR_GROUPS {
+                n += self.take_dirty_from(group, order, before_ms, &mut out[n..]);
+            }
+        }
+        n
+    }
+
+    /// [`take_dirty`](Self::take_dirty) from one list.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    unsafe fn take_dirty_from(
+        &mut self,
+        group: usize,
+        order: usize,
+        before_ms: u64,
+        out: &mut [(*mut Page, usize)],
+    ) -> usize {
+        let mut n = 0;
+        {
+            let mut page = self.free_area[group][order].list.first();
             while !page.is_null() && n < out.len() {
                 let next = (*page).next;
                 let flags = (*page).flags();
@@ -381,6 +505,45 @@ mod tests {
             "not merged: {counts:?}"
         );
         assert!(counts[..MAX_ORDER].iter().all(|&c| c == 0), "{counts:?}");
+    }
+
+    /// A freed large block stays whole for the next large request while slab pages
+    /// come and go: slab pages are taken from their own group's block (clean), not by
+    /// splitting the large group's free dirty block, so the zone does not grow for the
+    /// second large block. Without groups, the dirty block was split first.
+    #[test]
+    fn slab_pages_leave_a_freed_large_block_whole() {
+        let zone = Zone::new(0);
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its order.
+        unsafe {
+            // The slab group splits a block of its own first, then large blocks theirs.
+            let first = z.rmqueue(0, 0);
+            let large = z.rmqueue_group(6, 0, GROUP_LARGE);
+            // A live neighbour keeps the freed block from merging into a whole block.
+            let neighbour = z.rmqueue_group(6, 0, GROUP_LARGE);
+            assert!(!large.is_null() && !neighbour.is_null());
+            page_address(large).write(1);
+            z.free_one(large, 6, 0, 0);
+            let managed = z.managed_pages;
+            let slabs: Vec<*mut Page> = (0..200).map(|_| z.rmqueue(0, 0)).collect();
+            for &p in &slabs {
+                assert!(
+                    !(large..large.add(64)).contains(&p),
+                    "a slab page split the freed large block"
+                );
+            }
+            let again = z.rmqueue_group(6, 0, GROUP_LARGE);
+            assert_eq!(again, large, "the large block is handed out again whole");
+            assert_eq!(z.managed_pages, managed, "the zone did not grow");
+            z.free_one(again, 6, 0, 0);
+            z.free_one(neighbour, 6, 0, 0);
+            for p in slabs {
+                z.free_one(p, 0, 0, 0);
+            }
+            z.free_one(first, 0, 0, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+        }
     }
 
     #[test]

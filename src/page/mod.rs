@@ -170,7 +170,14 @@ fn exact_on(node: usize, npages: usize, order: usize, large: bool) -> *mut Page 
     let mut z = zone.lock();
     // SAFETY: under the zone lock; the tail run is part of the block just taken.
     unsafe {
-        let page = z.rmqueue(order, node);
+        // Large blocks keep to blocks of their own group (see `buddy`), where they
+        // merge back whole when freed.
+        let group = if large {
+            buddy::GROUP_LARGE
+        } else {
+            buddy::GROUP_SLAB
+        };
+        let page = z.rmqueue_group(order, node, group);
         if page.is_null() {
             return page;
         }
