@@ -39,11 +39,17 @@ fn child_size() -> usize {
 /// each to abort with exactly one `cpuslab:` line that names the address the child
 /// printed last and contains every part of `want`.
 fn expect_abort(name: &str, sizes: &[usize], want: &[&str]) {
+    expect_abort_with(name, sizes, want, &[]);
+}
+
+/// [`expect_abort`] with more variables in the children's environment.
+fn expect_abort_with(name: &str, sizes: &[usize], want: &[&str], extra: &[(&str, &str)]) {
     for &size in sizes {
         for path in PATHS {
             let size_s = size.to_string();
             let mut env = vec![("HARDENING_SIZE", size_s.as_str())];
             env.extend_from_slice(path);
+            env.extend_from_slice(extra);
             let (status, err) = common::run_child(name, &env);
             let what = format!("child {name} size {size} env {path:?}");
             assert_eq!(
@@ -188,6 +194,33 @@ fn double_free_is_caught_by_the_flush_of_a_full_array_cache() {
         &[32],
         &["double free of", "cache hard_flush", "array cache"],
     );
+}
+
+/// The cheap check every push makes, as glibc's tcache does: freeing the object that
+/// is on top of the CPU's array cache (the one freed last) aborts at once, with no
+/// trim or flush, on both fast paths and through the C ABI's unsized free.
+#[test]
+fn double_free_on_top_of_the_array_cache_aborts_at_once() {
+    if common::is_child() {
+        pin();
+        let (p, _keep, l) = two_blocks(child_size());
+        // SAFETY: deliberately wrong: `p` is freed twice in a row.
+        unsafe {
+            if std::env::var_os("HARDENING_UNSIZED").is_some() {
+                cpuslab::capi::free(p.cast());
+                cpuslab::capi::free(p.cast());
+            } else {
+                CpuSlab.dealloc(p, l);
+                CpuSlab.dealloc(p, l);
+            }
+        }
+        survived(p, l);
+        return;
+    }
+    let name = "double_free_on_top_of_the_array_cache_aborts_at_once";
+    let want = ["double free of", "array cache"];
+    expect_abort(name, &SIZES, &want);
+    expect_abort_with(name, &SIZES, &want, &[("HARDENING_UNSIZED", "1")]);
 }
 
 #[test]

@@ -441,8 +441,9 @@ pub unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
 
 /// Pushes `obj` on the calling CPU's stack (see [`stack_pop`]) as one restartable
 /// sequence: check the stop word and the limit, store the entry, and commit by storing
-/// the count plus one. False when nothing was pushed: the stack is full or stopped, or
-/// the CPU is at or past the bound.
+/// the count plus one. False when nothing was pushed: the stack is full or stopped, the
+/// CPU is at or past the bound, or `obj` is already the top entry (a double free,
+/// which the caller's slow path finds and reports).
 ///
 /// # Safety
 /// As for [`stack_pop`], and `obj` is not null.
@@ -476,6 +477,13 @@ pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
             "cmp {cnt:e}, dword ptr [{ac} + {limit}]",
             "jae {fail}",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
+            // glibc tcache's check: the entry on top is the one pushed last; pushing
+            // it again is a double free, left to the caller's slow path to report.
+            "test {cnt:e}, {cnt:e}",
+            "jz 7f",
+            "cmp {obj}, qword ptr [{tmp} + {cnt} * 8 - 8]",
+            "je {fail}",
+            "7:",
             "mov qword ptr [{tmp} + {cnt} * 8], {obj}",
             "inc {cnt:e}",
             "mov dword ptr [{ac} + {count}], {cnt:e}",
