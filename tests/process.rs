@@ -169,7 +169,7 @@ fn reports_have_the_kernel_layout() {
     assert_eq!(k64.len(), 16, "{k64:?}");
     assert!(k64[1].parse::<usize>().unwrap() >= 1000);
     assert_eq!(k64[3], "64");
-    assert_eq!((k64[6], k64[7], k64[8]), (":", "tunables", "120"));
+    assert_eq!((k64[6], k64[7], k64[8]), (":", "tunables", "512"));
     assert!(info.contains("kmem_cache "));
     let buddy = cpuslab::stats::buddyinfo();
     let first = buddy.lines().next().unwrap();
