@@ -38,7 +38,7 @@ fn shared_avail(name: &str) -> usize {
 }
 
 /// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
-/// a page, 1 KiB and 256 B, what 32 KiB holds (120 to 512) for smaller ones,
+/// a page and 1 KiB, what 64 KiB holds (120 or 54 to 512) for smaller ones,
 /// batchcount half of it, and a shared cache of 8 batches for objects up to a page
 /// when there is more than one CPU.
 #[test]
@@ -56,14 +56,14 @@ fn every_enable_cpucache_row() {
         unsafe { cache.free(obj) };
         cache.destroy().map_err(|(_, e)| e).unwrap();
     }
-    // 256 B and below: 32 KiB of objects, from 120 to 512.
+    // Up to 1 KiB: 64 KiB of objects, from the kernel's 120 (54 above 256 B) to 512.
     check::<16>("tune-16", 512, true, multi);
     check::<64>("tune-64", 512, true, multi);
-    check::<128>("tune-128", 256, true, multi);
-    check::<200>("tune-200", 163, true, multi);
-    check::<256>("tune-256", 128, true, multi);
-    check::<257>("tune-257", 54, true, multi);
-    check::<1024>("tune-1024", 54, true, multi);
+    check::<128>("tune-128", 512, true, multi);
+    check::<200>("tune-200", 327, true, multi);
+    check::<256>("tune-256", 256, true, multi);
+    check::<257>("tune-257", 248, true, multi); // 264-byte objects
+    check::<1024>("tune-1024", 64, true, multi);
     check::<1025>("tune-1025", 24, true, multi);
     check::<4096>("tune-4096", 24, true, multi);
     check::<4097>("tune-4097", 8, false, multi);

@@ -14,9 +14,9 @@ use crate::topology;
 /// Most entries an array cache may be tuned to.
 pub const MAX_LIMIT: u32 = 4096;
 
-/// Bytes of objects of 256 B or less a CPU's array cache may hold, for the limit of the
-/// smallest classes (see [`enable_cpucache_params`]).
-pub const SMALL_CACHE_BYTES: usize = 32 * 1024;
+/// Bytes of objects of up to 1 KiB a CPU's array cache may hold, for the limit of
+/// those classes (see [`enable_cpucache_params`]).
+pub const SMALL_CACHE_BYTES: usize = 64 * 1024;
 
 /// Most objects a CPU's array cache of small objects holds by default.
 pub const SMALL_CACHE_MAX: u32 = 512;
@@ -24,15 +24,15 @@ pub const SMALL_CACHE_MAX: u32 = 512;
 /// `enable_cpucache`'s table: `(limit, batchcount, shared)` for objects of `size` bytes.
 ///
 /// The per-CPU limit falls as objects grow (more than 128 KiB: 1; more than a page: 8;
-/// more than 1 KiB: 24; more than 256 B: 54), batchcount is half of it, and caches of
-/// objects up to a page get a shared cache of 8 batches per node when there is more
-/// than one CPU. Objects of 256 B or less get what [`SMALL_CACHE_BYTES`] holds, at
-/// least the kernel's 120 and at most [`SMALL_CACHE_MAX`] (64 B: 512, 128 B: 256):
-/// with 120, a thread that frees a few hundred small blocks of one class at a time
-/// overflows its CPU's cache, and the flush and the refill after it pass the objects
-/// through the node's shared cache to the other CPUs, whose accesses then miss (a C
-/// workload freeing batches of 1000 blocks of 64–120 B ran 1.6x slower than with 480,
-/// most of it in the program's own accesses to the blocks).
+/// more than 1 KiB: 24), batchcount is half of it, and caches of objects up to a page
+/// get a shared cache of 8 batches per node when there is more than one CPU. Objects of
+/// up to 1 KiB get what [`SMALL_CACHE_BYTES`] holds, at least the kernel's figure (120
+/// up to 256 B, 54 above) and at most [`SMALL_CACHE_MAX`] (128 B: 512, 256 B: 256,
+/// 512 B: 128, 1 KiB: 64). With the kernel's figures, a thread that frees a few hundred
+/// blocks of one class at a time overflows its CPU's cache, and the flush and the
+/// refill after it pass the objects through the node's shared cache to the other CPUs,
+/// whose accesses then miss: a C workload freeing batches of 1000 blocks of 64–120 B
+/// ran 1.6x slower, most of it in the program's own accesses to the blocks.
 pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
     let limit = if size > 128 * 1024 {
         1
@@ -40,10 +40,9 @@ pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
         8
     } else if size > 1024 {
         24
-    } else if size > 256 {
-        54
     } else {
-        (SMALL_CACHE_BYTES / size.max(1)).clamp(120, SMALL_CACHE_MAX as usize) as u32
+        let kernel = if size > 256 { 54 } else { 120 };
+        (SMALL_CACHE_BYTES / size.max(1)).clamp(kernel, SMALL_CACHE_MAX as usize) as u32
     };
     let shared = if size <= PAGE_SIZE && topology::nr_cpu_ids() > 1 {
         8
