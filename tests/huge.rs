@@ -87,7 +87,7 @@ fn freed_block_is_reused_with_its_pages_resident() {
 }
 
 #[test]
-fn a_somewhat_smaller_request_reuses_and_cuts_the_tail() {
+fn a_smaller_request_reuses_and_keeps_the_tail() {
     let _g = serial();
     let (big, small) = (20 * MIB, 17 * MIB);
     // SAFETY: as above.
@@ -98,14 +98,28 @@ fn a_somewhat_smaller_request_reuses_and_cuts_the_tail() {
         let q = CpuSlab.alloc(layout(small));
         assert_eq!(q, p, "a request 15% smaller did not reuse the block");
         assert!(cpuslab::usable_size(q) >= small && cpuslab::usable_size(q) < small + PAGE);
-        // The surplus went back to the OS.
+        // A surplus too small for any huge block went back to the OS.
         assert!(!mapped(q as usize + small));
+        assert_eq!(cached(), 0);
         CpuSlab.dealloc(q, layout(small));
-        // Far smaller requests leave a cached block alone.
+        // A far smaller request takes the head of the cached mapping; the tail stays
+        // cached, mapped and resident, for the next request.
         let r = CpuSlab.alloc(layout(5 * MIB));
-        assert_ne!(r, q, "a 5 MiB request took a 17 MiB mapping");
-        assert!(cached() >= small);
+        assert_eq!(r, q, "a 5 MiB request did not reuse the 17 MiB mapping");
+        assert_eq!(cached(), 12 * MIB, "the 12 MiB tail was not kept");
+        assert_eq!(resident_pages(r.add(5 * MIB), 12 * MIB), 12 * MIB / PAGE);
+        // Freed, the head joins its tail again: the whole mapping serves 17 MiB.
         CpuSlab.dealloc(r, layout(5 * MIB));
+        assert_eq!(cached(), small + PAGE);
+        let s = CpuSlab.alloc(layout(small));
+        assert_eq!(s, q, "the merged mapping did not serve the 17 MiB request");
+        assert_eq!(cached(), 0);
+        assert_eq!(
+            *s.add(small - PAGE),
+            1,
+            "the reused pages lost their contents"
+        );
+        CpuSlab.dealloc(s, layout(small));
     }
 }
 

@@ -4,8 +4,12 @@
 //! whether it is one of ours without touching memory that may not be mapped.
 //!
 //! A freed mapping is not unmapped at once: it goes to a small cache, as jemalloc
-//! retains extents, so that the next huge request of about its size reuses pages
-//! already faulted in instead of faulting every page of a fresh mapping again. The
+//! retains extents, so that the next huge request reuses pages already faulted in
+//! instead of faulting every page of a fresh mapping again. A request takes the
+//! tightest cached mapping big enough and leaves the rest of it cached, as a mapping
+//! of its own, when a huge block could use it; touching pieces of one mapping merge
+//! again in the cache (tcmalloc's page heap splits and coalesces spans the same way).
+//! The
 //! cache holds at most the larger of 16 × `CPUSLAB_RETAIN` (64 MiB by default: a
 //! few blocks of a working set that cycles through them) and a quarter of the bytes
 //! of live huge blocks (so a program with many of them keeps up to 25 % more); a
@@ -34,9 +38,10 @@ const FREED_RING: usize = 64;
 
 /// Freed mappings the cache holds at most (its budget usually binds first).
 const CACHE_SLOTS: usize = 32;
-/// A cached mapping serves a request it exceeds by at most a quarter of the request
-/// or this much, whichever is more; the surplus is unmapped.
-const SLACK_MIN: usize = 4 << 20;
+/// The smallest mapping a huge block can have (a block of more than a max-order
+/// block, plus its header page): a cached tail shorter than this could never serve one
+/// and is unmapped.
+const MIN_MAPPING: usize = super::arena::BLOCK_SIZE + 2 * PAGE_SIZE;
 
 /// A set of live huge block addresses: open addressing with linear probing and
 /// backward-shift deletion (no tombstones). The lock that guards it also guards the
@@ -181,6 +186,8 @@ struct Cached {
     node: usize,
     /// When it was freed (ms).
     freed_ms: u64,
+    /// The start of the kernel mapping it is a piece of (see [`HugeHeader::origin`]).
+    origin: usize,
 }
 
 impl Cached {
@@ -189,6 +196,7 @@ impl Cached {
         len: 0,
         node: 0,
         freed_ms: 0,
+        origin: 0,
     };
 }
 
@@ -239,8 +247,27 @@ impl Cache {
         self.publish_oldest();
     }
 
-    /// Adds a freed mapping, evicting the oldest to `out` until it fits `budget`.
-    fn insert(&mut self, c: Cached, budget: usize, out: &mut Victims) {
+    /// Adds a freed mapping, evicting the oldest to `out` until it fits `budget`; one
+    /// larger than the budget goes to `out` itself. A cached piece of the same kernel
+    /// mapping right before or after it is merged with it first, as tcmalloc's page
+    /// heap coalesces spans: the tail a smaller request left joins its block again when
+    /// that block is freed, so the cache keeps mappings big enough for the largest
+    /// requests instead of splitting them ever smaller (and growing them by mremap,
+    /// which faults fresh pages). Only pieces of one mapping are merged: they are in one
+    /// kernel VMA, which mremap needs.
+    fn insert(&mut self, mut c: Cached, budget: usize, out: &mut Victims) {
+        while let Some(i) = self.entries[..self.n].iter().position(|e| {
+            e.origin == c.origin && (e.base + e.len == c.base || c.base + c.len == e.base)
+        }) {
+            let e = self.remove(i);
+            c.base = c.base.min(e.base);
+            c.len += e.len;
+        }
+        if c.len > budget {
+            self.publish_oldest();
+            out.push(c.base, c.len);
+            return;
+        }
         while self.n > 0 && (self.n == CACHE_SLOTS || self.bytes + c.len > budget) {
             let old = self.remove(0);
             out.push(old.base, old.len);
@@ -253,10 +280,9 @@ impl Cache {
 
     /// Takes the cached mapping that best serves a mapping of `len` bytes whose block
     /// (a page past its start) is aligned to `align`, for a thread on `node`: the
-    /// tightest one big enough and within the slack, else the largest one at least
-    /// half the size to grow.
+    /// tightest one big enough (what it has beyond the request stays cached, see
+    /// [`reuse`]), else the largest one at least half the size to grow.
     fn take_fit(&mut self, len: usize, align: usize, node: usize) -> Option<(Cached, Fit)> {
-        let slack = (len / 4).max(SLACK_MIN);
         let mut trim: Option<(usize, usize, usize)> = None;
         let mut grow: Option<usize> = None;
         for (i, c) in self.entries[..self.n].iter().enumerate() {
@@ -267,7 +293,7 @@ impl Cache {
             let lead = block - PAGE_SIZE - c.base;
             if lead + len <= c.len {
                 let surplus = c.len - lead - len;
-                if surplus <= slack && trim.is_none_or(|(_, s, _)| surplus <= s) {
+                if trim.is_none_or(|(_, s, _)| surplus <= s) {
                     trim = Some((i, surplus, lead));
                 }
             } else if align == PAGE_SIZE
@@ -393,6 +419,10 @@ struct HugeHeader {
     node: usize,
     /// Whether the block read as zero when it was handed out (a fresh mapping).
     zero: bool,
+    /// The start of the kernel mapping (the VMA) this block's mapping is a piece of:
+    /// the mmap it came from, or where mremap moved it. Pieces of one origin that
+    /// touch are in one VMA (only munmap and mremap split it, and both leave holes).
+    origin: usize,
 }
 
 fn header(block: *mut u8) -> *mut HugeHeader {
@@ -420,8 +450,8 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         return ptr::null_mut();
     }
     let node = current_node();
-    if let Some((base, len)) = reuse(len, align, node) {
-        return register(base, len, node, false);
+    if let Some((base, len, origin)) = reuse(len, align, node) {
+        return register(base, len, node, false, origin);
     }
     // Only the header page and the block are charged: the slack mapped to find an
     // aligned address is unmapped below before anything touches it.
@@ -446,13 +476,13 @@ pub fn alloc(size: usize, align: usize) -> *mut u8 {
         // SAFETY: `map_base + len` lies inside the mapping (`lead + len <= span`).
         sys::mmap::unmap(unsafe { map_base.add(len) }, tail);
     }
-    register(map_base, len, node, true)
+    register(map_base, len, node, true, map_base as usize)
 }
 
 /// Takes a cached mapping for a block of `len` bytes with its header, aligned to
 /// `align`, and cuts or grows it to exactly `len` bytes; first unmaps the mappings
-/// whose decay time passed. Returns the mapping's start, and its length.
-fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize)> {
+/// whose decay time passed. Returns the mapping's start, its length and its origin.
+fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize, usize)> {
     let now = sys::time::now_ms();
     let mut victims = Victims::new();
     let taken = {
@@ -469,11 +499,16 @@ fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize)> {
             }
             let base = c.base + lead;
             let tail = c.len - lead - len;
-            if tail > 0 {
+            arena::uncharge(lead);
+            if tail >= MIN_MAPPING && keep(base + len, tail, c.node, now, c.origin) {
+                // The tail stays mapped and resident for the next request: a mapping
+                // a smaller request took is not faulted in again piece by piece (what
+                // tcmalloc's page heap gets by splitting spans).
+            } else if tail > 0 {
                 sys::mmap::unmap((base + len) as *mut u8, tail);
+                arena::uncharge(tail);
             }
-            arena::uncharge(lead + tail);
-            Some((base as *mut u8, len))
+            Some((base as *mut u8, len, c.origin))
         }
         Fit::Grow => {
             let moved = if arena::charge(len - c.len) {
@@ -490,14 +525,45 @@ fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize)> {
                 arena::uncharge(c.len);
                 return None;
             }
-            Some((moved, len))
+            // Grown in place, it is still the same mapping; moved, a new one.
+            let origin = if moved as usize == c.base {
+                c.origin
+            } else {
+                moved as usize
+            };
+            Some((moved, len, origin))
         }
     }
 }
 
+/// Puts the unused tail `[base, base + len)` of a cached mapping that a request took
+/// back into the cache, as a mapping of its own. False, with nothing done, when the
+/// cache's budget is smaller than it.
+fn keep(base: usize, len: usize, node: usize, now_ms: u64, origin: usize) -> bool {
+    let mut victims = Victims::new();
+    let kept = {
+        let mut r = REGISTRY.lock();
+        let budget = budget(r.live_bytes);
+        let fits = len <= budget;
+        if fits {
+            let c = Cached {
+                base,
+                len,
+                node,
+                freed_ms: now_ms,
+                origin,
+            };
+            r.cache.insert(c, budget, &mut victims);
+        }
+        fits
+    };
+    victims.unmap();
+    kept
+}
+
 /// Lists the mapping `[map_base, map_base + map_len)` as a live block and writes its
 /// header; unmaps it and returns null when the registry is full.
-fn register(map_base: *mut u8, map_len: usize, node: usize, zero: bool) -> *mut u8 {
+fn register(map_base: *mut u8, map_len: usize, node: usize, zero: bool, origin: usize) -> *mut u8 {
     // SAFETY: the header page lies inside the mapping.
     let block = unsafe { map_base.add(PAGE_SIZE) };
     {
@@ -519,6 +585,7 @@ fn register(map_base: *mut u8, map_len: usize, node: usize, zero: bool) -> *mut 
             usable: map_len - PAGE_SIZE,
             node,
             zero,
+            origin,
         });
     }
     block
@@ -596,7 +663,8 @@ pub unsafe fn free(block: *mut u8) {
         let h = r.live_header(block, "free()");
         r.remove(block as usize);
         r.note_freed(block as usize);
-        let (base, len, node) = ((*h).map_base as usize, (*h).map_len, (*h).node);
+        let (base, len, node, origin) =
+            ((*h).map_base as usize, (*h).map_len, (*h).node, (*h).origin);
         (*h).magic = 0;
         r.live_bytes -= len;
         r.cache.expire(now, purge::decay_ms(), &mut victims);
@@ -607,6 +675,7 @@ pub unsafe fn free(block: *mut u8) {
                 len,
                 node,
                 freed_ms: now,
+                origin,
             };
             r.cache.insert(c, budget, &mut victims);
         } else {
@@ -660,6 +729,9 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     registry.live_bytes = registry.live_bytes - old_len + new_len;
     drop(registry);
     let h = moved.cast::<HugeHeader>();
+    if moved != base {
+        (*h).origin = moved as usize;
+    }
     (*h).map_base = moved;
     (*h).map_len = new_len;
     (*h).usable = new_len - PAGE_SIZE;
@@ -704,6 +776,7 @@ mod tests {
                 len,
                 node,
                 freed_ms: t as u64,
+                origin: base,
             };
             c.insert(e, usize::MAX, &mut out);
         }
@@ -730,17 +803,45 @@ mod tests {
         assert_eq!(c.bytes, 91 * M);
         // Nothing on node 2.
         assert!(c.take_fit(20 * M, PAGE_SIZE, 2).is_none());
-        // 40 MiB is too big for 20 MiB (slack 5 MiB); 30 MiB too (10 MiB over).
         let (got, _) = c.take_fit(20 * M, PAGE_SIZE, 1).unwrap();
         assert_eq!(got.len, 21 * M);
-        assert!(c.take_fit(20 * M, PAGE_SIZE, 0).is_none());
-        // Larger requests grow the largest mapping of at least half their size.
+        // Larger requests grow the largest mapping of at least half their size...
         let (got, fit) = c.take_fit(50 * M, PAGE_SIZE, 0).unwrap();
         assert_eq!(got.len, 40 * M);
         assert!(matches!(fit, Fit::Grow));
         // ...but not for an alignment above a page (mremap may move it).
         assert!(c.take_fit(50 * M, 2 * M, 0).is_none());
         assert!(c.take_fit(70 * M, PAGE_SIZE, 0).is_none());
+        // Any mapping big enough serves a smaller request (its tail is kept).
+        let (got, fit) = c.take_fit(5 * M, PAGE_SIZE, 0).unwrap();
+        assert_eq!(got.len, 30 * M);
+        assert!(matches!(fit, Fit::Trim { lead: 0 }));
+    }
+
+    /// Pieces of one mapping that touch merge; a neighbour from another mapping (in
+    /// another VMA, which mremap could not grow across) stays apart; a merged mapping
+    /// past the budget is unmapped.
+    #[test]
+    fn insert_merges_touching_pieces_of_one_mapping() {
+        let a = 1usize << 40;
+        let piece = |base: usize, len: usize, origin: usize| Cached {
+            base,
+            len,
+            node: 0,
+            freed_ms: 0,
+            origin,
+        };
+        let mut c = Registry::new().cache;
+        let mut out = Victims::new();
+        c.insert(piece(a + 10 * M, 20 * M, a), usize::MAX, &mut out);
+        c.insert(piece(a, 10 * M, a), usize::MAX, &mut out);
+        assert_eq!((c.n, c.bytes), (1, 30 * M));
+        assert_eq!((c.entries[0].base, c.entries[0].len), (a, 30 * M));
+        c.insert(piece(a + 30 * M, 5 * M, a + 30 * M), usize::MAX, &mut out);
+        assert_eq!((c.n, c.bytes, out.n), (2, 35 * M, 0));
+        c.insert(piece(a - 8 * M, 8 * M, a), 36 * M, &mut out);
+        assert_eq!((c.n, c.bytes, out.n), (1, 5 * M, 1));
+        assert_eq!(out.list[0], (a - 8 * M, 38 * M));
     }
 
     #[test]
@@ -768,6 +869,7 @@ mod tests {
                 len: 10 * M,
                 node: 0,
                 freed_ms: t * 100,
+                origin: (t as usize + 1) << 30,
             };
             c.insert(e, 30 * M, &mut out);
         }
