@@ -38,36 +38,36 @@ fn shared_avail(name: &str) -> usize {
 }
 
 /// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
-/// a page and 1 KiB, what 64 KiB holds (120 or 54 to 512) for smaller ones,
-/// batchcount half of it, and a shared cache of 8 batches for objects up to a page
+/// a page and 1 KiB, what 64 KiB holds (120 or 54 to 512) for smaller ones, batchcount
+/// half of the kernel's limit, and a shared cache of 8 batches for objects up to a page
 /// when there is more than one CPU.
 #[test]
 fn every_enable_cpucache_row() {
     let multi = cpuslab::topology::nr_cpu_ids() > 1;
-    fn check<const N: usize>(name: &str, limit: u32, small: bool, multi: bool) {
+    fn check<const N: usize>(name: &str, (limit, kernel): (u32, u32), small: bool, multi: bool) {
         let cache = KmemCache::<[u8; N]>::new(name, SlabFlags::NONE).unwrap();
         let obj = cache.alloc().unwrap();
         let (_, size, l, b, s) = row(name);
         assert!(size >= N, "{name}: object size {size}");
         assert_eq!(l, limit, "{name} ({size} B): limit");
-        assert_eq!(b, limit.div_ceil(2), "{name}: batchcount");
+        assert_eq!(b, kernel.div_ceil(2), "{name}: batchcount (the kernel's)");
         assert_eq!(s, if small && multi { 8 } else { 0 }, "{name}: shared");
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(obj) };
         cache.destroy().map_err(|(_, e)| e).unwrap();
     }
     // Up to 1 KiB: 64 KiB of objects, from the kernel's 120 (54 above 256 B) to 512.
-    check::<16>("tune-16", 512, true, multi);
-    check::<64>("tune-64", 512, true, multi);
-    check::<128>("tune-128", 512, true, multi);
-    check::<200>("tune-200", 327, true, multi);
-    check::<256>("tune-256", 256, true, multi);
-    check::<257>("tune-257", 248, true, multi); // 264-byte objects
-    check::<1024>("tune-1024", 64, true, multi);
-    check::<1025>("tune-1025", 24, true, multi);
-    check::<4096>("tune-4096", 24, true, multi);
-    check::<4097>("tune-4097", 8, false, multi);
-    check::<131072>("tune-128k", 8, false, multi);
+    check::<16>("tune-16", (512, 120), true, multi);
+    check::<64>("tune-64", (512, 120), true, multi);
+    check::<128>("tune-128", (512, 120), true, multi);
+    check::<200>("tune-200", (327, 120), true, multi);
+    check::<256>("tune-256", (256, 120), true, multi);
+    check::<257>("tune-257", (248, 54), true, multi); // 264-byte objects
+    check::<1024>("tune-1024", (64, 54), true, multi);
+    check::<1025>("tune-1025", (24, 24), true, multi);
+    check::<4096>("tune-4096", (24, 24), true, multi);
+    check::<4097>("tune-4097", (8, 8), false, multi);
+    check::<131072>("tune-128k", (8, 8), false, multi);
     // Objects above 128 KiB need slabs past the largest order: no cache takes them
     // (`TooLarge`), so their row is the table's alone.
     assert!(matches!(

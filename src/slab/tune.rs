@@ -23,33 +23,42 @@ pub const SMALL_CACHE_MAX: u32 = 512;
 
 /// `enable_cpucache`'s table: `(limit, batchcount, shared)` for objects of `size` bytes.
 ///
-/// The per-CPU limit falls as objects grow (more than 128 KiB: 1; more than a page: 8;
-/// more than 1 KiB: 24), batchcount is half of it, and caches of objects up to a page
-/// get a shared cache of 8 batches per node when there is more than one CPU. Objects of
-/// up to 1 KiB get what [`SMALL_CACHE_BYTES`] holds, at least the kernel's figure (120
-/// up to 256 B, 54 above) and at most [`SMALL_CACHE_MAX`] (128 B: 512, 256 B: 256,
-/// 512 B: 128, 1 KiB: 64). With the kernel's figures, a thread that frees a few hundred
-/// blocks of one class at a time overflows its CPU's cache, and the flush and the
-/// refill after it pass the objects through the node's shared cache to the other CPUs,
-/// whose accesses then miss: a C workload freeing batches of 1000 blocks of 64–120 B
-/// ran 1.6x slower, most of it in the program's own accesses to the blocks.
+/// The kernel's per-CPU limit falls as objects grow (more than 128 KiB: 1; more than a
+/// page: 8; more than 1 KiB: 24; more than 256 B: 54; else 120), batchcount is half of
+/// it, and caches of objects up to a page get a shared cache of 8 batches per node when
+/// there is more than one CPU. Here objects of up to 1 KiB may keep more on the CPU:
+/// what [`SMALL_CACHE_BYTES`] holds, at least the kernel's limit and at most
+/// [`SMALL_CACHE_MAX`] (128 B: 512, 256 B: 256, 512 B: 128, 1 KiB: 64), while the
+/// batchcount, and with it the shared cache, stays the kernel's: a refill fetches no
+/// more than before, and frees accumulate. With the kernel's limits, a thread that
+/// frees a few hundred blocks of one class at a time overflows its CPU's cache, and
+/// the flush and the refill after it pass the objects through the node's shared cache
+/// to the other CPUs, whose accesses then miss: a C workload freeing batches of 1000
+/// blocks of 64–120 B ran 1.6x slower, most of it in the program's own accesses to the
+/// blocks.
 pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
-    let limit = if size > 128 * 1024 {
+    let kernel = if size > 128 * 1024 {
         1
     } else if size > PAGE_SIZE {
         8
     } else if size > 1024 {
         24
+    } else if size > 256 {
+        54
     } else {
-        let kernel = if size > 256 { 54 } else { 120 };
-        (SMALL_CACHE_BYTES / size.max(1)).clamp(kernel, SMALL_CACHE_MAX as usize) as u32
+        120
+    };
+    let limit = if size <= 1024 {
+        (SMALL_CACHE_BYTES / size.max(1)).clamp(kernel as usize, SMALL_CACHE_MAX as usize) as u32
+    } else {
+        kernel
     };
     let shared = if size <= PAGE_SIZE && topology::nr_cpu_ids() > 1 {
         8
     } else {
         0
     };
-    (limit, limit.div_ceil(2).max(1), shared)
+    (limit, kernel.div_ceil(2).max(1), shared)
 }
 
 /// `do_tune_cpucache`: gives `cache` new per-CPU array caches of `limit` entries, moving
