@@ -345,7 +345,8 @@ unsafe fn large_head(p: *mut u8, op: &str) -> *mut page::Page {
     page::large_block(p, op)
 }
 
-/// Resizes a block from [`kmalloc`], in place when its class or pages allow.
+/// Resizes a block from [`kmalloc`], in place when its class or pages allow (a large
+/// block shrinks in place, and grows in place when the pages after it are free).
 ///
 /// # Safety
 /// As [`kfree`] for `(p, old_size, align)`; on success the old block must not be used.
@@ -361,6 +362,9 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
             }
             if new_pages < old_pages {
                 page::shrink_pages_exact(page, new_pages);
+                return p;
+            }
+            if page::grow_pages_exact(page, new_pages) {
                 return p;
             }
         }
@@ -481,6 +485,9 @@ pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mu
                 }
                 if new_pages < old_pages {
                     page::shrink_pages_exact(head, new_pages);
+                    return p;
+                }
+                if page::grow_pages_exact(head, new_pages) {
                     return p;
                 }
             }

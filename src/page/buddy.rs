@@ -383,6 +383,64 @@ impl ZoneInner {
         }
     }
 
+    /// Takes the pages `[have, want)` after the start of the allocated block headed by
+    /// `page` off the free lists, so the block grows in place (jemalloc's extent
+    /// expansion): when they are all free in this zone, as whole free blocks from the
+    /// block's end, the last of which may reach past `want` (that rest is freed again).
+    /// False, with nothing changed, when a page is not free or a clean one cannot be
+    /// charged.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `page` heads an allocated block of `have` pages of
+    /// this zone, and `[page, page + want)` lies inside one max-order block.
+    pub unsafe fn take_following(
+        &mut self,
+        page: *mut Page,
+        have: usize,
+        want: usize,
+        now_ms: u64,
+    ) -> bool {
+        let start = page_address(page) as usize + (have << PAGE_SHIFT);
+        let end = page_address(page) as usize + (want << PAGE_SHIFT);
+        // Nothing free can hold an allocated page, so each free block in the range
+        // starts where the one before ended.
+        let mut addr = start;
+        let mut clean = 0usize;
+        while addr < end {
+            let p = virt_to_page(addr as *const u8);
+            let flags = (*p).flags();
+            if flags & PG_BUDDY == 0 {
+                return false;
+            }
+            let pages = 1usize << (*p).order;
+            if flags & PG_ZERO != 0 {
+                clean += pages;
+            }
+            addr += pages << PAGE_SHIFT;
+        }
+        // Clean pages handed out are charged (what is given back clean is uncharged).
+        if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
+            return false;
+        }
+        let mut addr = start;
+        let mut last_zero = 0;
+        while addr < end {
+            let p = virt_to_page(addr as *const u8);
+            let order = (*p).order as usize;
+            last_zero = (*p).flags() & PG_ZERO;
+            if last_zero == 0 {
+                self.dirty_pages -= 1 << order;
+            }
+            self.del_free(p, order);
+            addr += PAGE_SIZE << order;
+        }
+        if addr > end {
+            let rest = (addr - end) >> PAGE_SHIFT;
+            self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms);
+        }
+        true
+    }
+
     /// Number of free blocks of each order, for buddyinfo.
     pub fn nr_free(&self) -> [usize; MAX_ORDER + 1] {
         core::array::from_fn(|o| self.free_area.iter().map(|g| g[o].list.len()).sum())
@@ -505,6 +563,32 @@ mod tests {
             "not merged: {counts:?}"
         );
         assert!(counts[..MAX_ORDER].iter().all(|&c| c == 0), "{counts:?}");
+    }
+
+    /// A block grows in place over the free pages after it, whole free blocks at a
+    /// time, the rest of the last one freed again; not over pages in use.
+    #[test]
+    fn take_following_grows_a_block_over_free_pages() {
+        let zone = Zone::new(0);
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; the block's pages are ours until freed.
+        unsafe {
+            let a = z.rmqueue_group(5, 0, GROUP_LARGE);
+            assert!(!a.is_null());
+            // An exact allocation of 16 pages: the upper half goes back.
+            z.free_run(a.add(16), 16, 0, 0);
+            let free = z.free_pages;
+            assert!(z.take_following(a, 16, 32, 0));
+            assert_eq!(z.free_pages, free - 16);
+            // Past the block's buddy: its 32-page buddy is taken, 24 pages freed again.
+            assert!(z.take_following(a, 32, 40, 0));
+            assert_eq!(z.free_pages, free - 24);
+            // Pages in use are not free.
+            assert!(!z.take_following(a, 16, 48, 0));
+            assert_eq!(z.free_pages, free - 24);
+            z.free_run(a, 40, 0, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+        }
     }
 
     /// A freed large block stays whole for the next large request while slab pages

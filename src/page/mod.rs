@@ -291,6 +291,31 @@ fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
     ))
 }
 
+/// Grows a block from [`alloc_large`] in place to `npages` pages when the pages after
+/// it are free. False, with the block unchanged, when they are not, or when the block
+/// would no longer start at a multiple of its size rounded up to a power of two (which
+/// the per-CPU lists of whole blocks rely on, see [`free_pages_exact`]).
+///
+/// # Safety
+/// `page` heads such a block of fewer than `npages` pages, which the caller owns.
+pub unsafe fn grow_pages_exact(page: *mut Page, npages: usize) -> bool {
+    let old = (*page).info as usize;
+    let span = npages.next_power_of_two();
+    let index = page_address(page) as usize >> PAGE_SHIFT;
+    if span > 1 << MAX_ORDER || !index.is_multiple_of(span) {
+        return false;
+    }
+    let zone = zone(page_node(page));
+    let now = sys::time::now_ms();
+    let mut z = zone.lock();
+    if !z.take_following(page, old, npages, now) {
+        return false;
+    }
+    z.large_pages += npages - old;
+    (*page).info = npages as u64;
+    true
+}
+
 /// Shrinks a block from [`alloc_large`] in place to `npages` pages.
 ///
 /// # Safety
