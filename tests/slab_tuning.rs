@@ -140,6 +140,15 @@ fn an_idle_cache_shrinks() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
+/// Allocates `n` objects from `cache`, then frees them all.
+fn alloc_then_free<T>(cache: &KmemCache<T>, n: usize) {
+    let objs: Vec<NonNull<T>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+}
+
 /// `tune` applies what slabinfo then reports: a shared cache larger than the room a
 /// node keeps for one is grown into a block of its own (and holds that many objects),
 /// one is added to a cache that had none, and what no node could hold is refused.
@@ -151,11 +160,7 @@ fn tune_applies_what_it_reports() {
     cache.tune(16, 8, 4).unwrap();
     let (_, _, l, b, s) = row("tune-big");
     assert_eq!((l, b, s), (16, 8, 4));
-    let objs: Vec<NonNull<[u8; 5000]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
-    for o in objs {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
+    alloc_then_free(&cache, 200);
     assert!(shared_avail("tune-big") > 0, "no shared cache was added");
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
@@ -166,11 +171,7 @@ fn tune_applies_what_it_reports() {
     let (_, _, l, b, s) = row("tune-grow");
     assert_eq!((l, b, s), (240, 120, 8));
     // Fill it: every object freed beyond the CPUs' caches can sit in the shared cache.
-    let objs: Vec<NonNull<[u8; 64]>> = (0..3000).map(|_| cache.alloc().unwrap()).collect();
-    for o in objs {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
+    alloc_then_free(&cache, 3000);
     let held = shared_avail("tune-grow");
     assert!(held > 490, "the grown shared cache holds only {held}");
     assert!(matches!(

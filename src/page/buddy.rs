@@ -156,13 +156,18 @@ impl ZoneInner {
         }
     }
 
-    /// The smallest order from `order` up whose list for `group` leads with a dirty
-    /// block (`dirty`), or has any block.
-    unsafe fn find(&self, order: usize, group: usize, dirty: bool) -> Option<usize> {
-        (order..=MAX_ORDER).find(|&o| {
+    /// The list (group, order) of the smallest of `orders` whose list for `group` leads
+    /// with a dirty block (`dirty`), or has any block.
+    unsafe fn find(
+        &self,
+        group: usize,
+        mut orders: impl Iterator<Item = usize>,
+        dirty: bool,
+    ) -> Option<(usize, usize)> {
+        orders.find_map(|o| {
             let (g, o) = Self::list_index(group, o);
             let f = self.free_area[g][o].list.first();
-            !f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)
+            (!f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)).then_some((g, o))
         })
     }
 
@@ -185,30 +190,26 @@ impl ZoneInner {
         if order > MAX_ORDER {
             return ptr::null_mut();
         }
+        // The group's own lists (the whole max-order blocks' included), and the other
+        // group's below max order.
+        let own = || order..=MAX_ORDER;
         let other = group ^ 1;
-        let steal = |z: &Self, dirty: bool| {
-            (order..MAX_ORDER).find(|&o| {
-                let f = z.free_area[other][o].list.first();
-                !f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)
-            })
-        };
-        if let Some(o) = self.find(order, group, true) {
-            let (g, o) = Self::list_index(group, o);
+        let steal = || order..MAX_ORDER;
+        if let Some((g, o)) = self.find(group, own(), true) {
             return self.take(g, o, order, group);
         }
-        let own_clean = self.find(order, group, false);
-        if let Some(o) = own_clean {
+        let own_clean = self.find(group, own(), false);
+        if let Some((g, o)) = own_clean {
             // The group's own clean block before the other group's dirty one, which
             // stays whole for that group.
             if arena::charge(PAGE_SIZE << order) {
-                let (g, o) = Self::list_index(group, o);
                 return self.take(g, o, order, group);
             }
         }
         // A dirty block of the other group: resident already, and charged (so also
         // past the heap limit).
-        if let Some(o) = steal(self, true) {
-            return self.take(other, o, order, group);
+        if let Some((g, o)) = self.find(other, steal(), true) {
+            return self.take(g, o, order, group);
         }
         if own_clean.is_some() {
             // Past the heap limit.
@@ -219,8 +220,8 @@ impl ZoneInner {
         // more (the address space or the heap limit).
         let (g, o) = if self.grow(node, order) {
             (GROUP_SLAB, MAX_ORDER)
-        } else if let Some(o) = steal(self, false) {
-            (other, o)
+        } else if let Some(at) = self.find(other, steal(), false) {
+            at
         } else {
             return ptr::null_mut();
         };

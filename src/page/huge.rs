@@ -76,6 +76,17 @@ impl Registry {
         }
     }
 
+    /// Puts a mapping in the cache when it fits the budget that the live huge blocks
+    /// allow; false, with nothing done, when it is larger.
+    fn retain(&mut self, c: Cached, out: &mut Victims) -> bool {
+        let budget = budget(self.live_bytes);
+        let fits = c.len <= budget;
+        if fits {
+            self.cache.insert(c, budget, out);
+        }
+        fits
+    }
+
     /// Remembers that `block` was freed.
     fn note_freed(&mut self, block: usize) {
         self.freed[self.freed_next] = block;
@@ -542,20 +553,14 @@ fn reuse(len: usize, align: usize, node: usize) -> Option<(*mut u8, usize, usize
 fn keep(base: usize, len: usize, node: usize, now_ms: u64, origin: usize) -> bool {
     let mut victims = Victims::new();
     let kept = {
-        let mut r = REGISTRY.lock();
-        let budget = budget(r.live_bytes);
-        let fits = len <= budget;
-        if fits {
-            let c = Cached {
-                base,
-                len,
-                node,
-                freed_ms: now_ms,
-                origin,
-            };
-            r.cache.insert(c, budget, &mut victims);
-        }
-        fits
+        let c = Cached {
+            base,
+            len,
+            node,
+            freed_ms: now_ms,
+            origin,
+        };
+        REGISTRY.lock().retain(c, &mut victims)
     };
     victims.unmap();
     kept
@@ -668,17 +673,14 @@ pub unsafe fn free(block: *mut u8) {
         (*h).magic = 0;
         r.live_bytes -= len;
         r.cache.expire(now, purge::decay_ms(), &mut victims);
-        let budget = budget(r.live_bytes);
-        if len <= budget {
-            let c = Cached {
-                base,
-                len,
-                node,
-                freed_ms: now,
-                origin,
-            };
-            r.cache.insert(c, budget, &mut victims);
-        } else {
+        let c = Cached {
+            base,
+            len,
+            node,
+            freed_ms: now,
+            origin,
+        };
+        if !r.retain(c, &mut victims) {
             victims.push(base, len);
         }
     }
