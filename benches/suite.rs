@@ -21,6 +21,7 @@
 //! allocator's static (used by `callgrind.sh`).
 
 use cpuslab_bench::dispatch::{self, AllocKind, Dispatch, ENV_VAR};
+use cpuslab_bench::programs::PROGRAMS;
 use cpuslab_bench::{c, Params, WorkloadInfo, WORKLOADS};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -79,7 +80,8 @@ fn child(args: &[String]) -> ExitCode {
     // zones' locks briefly, which the timing includes).
     let peak = (kind.name() == "cpuslab").then(PeakSampler::start);
     let start = Instant::now();
-    let outcome = cpuslab_bench::run(workload, &GLOBAL, &params);
+    let outcome = cpuslab_bench::run(workload, &GLOBAL, &params)
+        .or_else(|| cpuslab_bench::programs::run(workload, &params));
     let elapsed = start.elapsed();
     let breakdown = peak.map(PeakSampler::finish);
     let Some(outcome) = outcome else {
@@ -196,12 +198,15 @@ fn pairs(args: &[String]) -> ExitCode {
 
 // --------------------------------------------------------------- parent side
 
-/// The two halves of the suite.
+/// The three parts of the suite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Part {
     /// `cpuslab_bench`'s workloads, in a child whose global allocator is the
     /// one under test.
     Rust,
+    /// `cpuslab_bench::programs`: real programs on serde_json, rayon and regex,
+    /// in the same kind of child as the Rust part.
+    Programs,
     /// `benches/c/workloads.c`, under `LD_PRELOAD` of the one under test.
     C,
 }
@@ -210,6 +215,7 @@ impl Part {
     fn name(self) -> &'static str {
         match self {
             Part::Rust => "rust",
+            Part::Programs => "programs",
             Part::C => "c",
         }
     }
@@ -217,6 +223,7 @@ impl Part {
     fn title(self) -> &'static str {
         match self {
             Part::Rust => "Rust part",
+            Part::Programs => "Rust programs part",
             Part::C => "C part",
         }
     }
@@ -224,8 +231,15 @@ impl Part {
     fn workloads(self) -> &'static [WorkloadInfo] {
         match self {
             Part::Rust => WORKLOADS,
+            Part::Programs => PROGRAMS,
             Part::C => c::C_WORKLOADS,
         }
+    }
+
+    /// Whether the part runs in the suite's own child, whose global allocator
+    /// is the one under test (the C part runs the compiled C program).
+    fn in_rust_child(self) -> bool {
+        self != Part::C
     }
 }
 
@@ -292,11 +306,12 @@ struct Opts {
 
 const USAGE: &str = "\
 cpuslab suite: each workload x allocator in its own child process; a Rust part
-(the workloads in a child whose global allocator is the one under test) and a C
-part (benches/c/workloads.c, compiled with cc, run under LD_PRELOAD).
+(the workloads in a child whose global allocator is the one under test), a Rust
+programs part (serde_json, rayon and regex programs in the same kind of child)
+and a C part (benches/c/workloads.c, compiled with cc, run under LD_PRELOAD).
 options:
   --quick              scale 0.08 (~12x smaller), 3 rounds: about 45 s on 2 cores
-  --part rust|c|rust,c which parts to run (default both)
+  --part P,...         parts to run: rust, programs, c (default all three)
   --threads N|N,M,...  worker threads; a list runs the suite once per count (default: available CPUs)
   --only w1,w2         workloads to run, in either part (default: all)
   --alloc a,b          allocators: cpuslab, system (= glibc), mimalloc, jemalloc, tcmalloc
@@ -305,7 +320,7 @@ options:
   --rounds N           rounds; allocators alternate within each (default 5, quick 3)
   --scale F            work multiplier (default 1, quick 0.08)
   --timeout S          seconds before a child is killed and reported FAILED (default 300, quick 60)
-  --pin                pin worker i to core i % cores (Rust part only)
+  --pin                pin worker i to core i % cores (Rust parts only)
   --list               list the workloads and exit
   WORDS                other words select workloads whose name contains them
 ";
@@ -334,7 +349,7 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         quick: false,
         threads: vec![cpus],
-        parts: vec![Part::Rust, Part::C],
+        parts: vec![Part::Rust, Part::Programs, Part::C],
         only: None,
         filters: Vec::new(),
         allocs: None,
@@ -365,19 +380,21 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
             "--part" => {
                 o.parts = list(&value()?, |s| match s {
                     "rust" => Ok(Part::Rust),
+                    "programs" => Ok(Part::Programs),
                     "c" | "C" => Ok(Part::C),
-                    _ => Err(format!("unknown part {s}; known: rust, c")),
+                    _ => Err(format!("unknown part {s}; known: rust, programs, c")),
                 })?
             }
             "--only" => {
                 o.only = Some(list(&value()?, |s| {
                     if cpuslab_bench::find(s).is_some()
-                        || c::C_WORKLOADS.iter().any(|w| w.name == s)
+                        || PROGRAMS.iter().chain(c::C_WORKLOADS).any(|w| w.name == s)
                     {
                         Ok(s.to_string())
                     } else {
                         let names: Vec<&str> = WORKLOADS
                             .iter()
+                            .chain(PROGRAMS)
                             .chain(c::C_WORKLOADS)
                             .map(|w| w.name)
                             .collect();
@@ -393,9 +410,9 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
                 o.timeout = Duration::from_secs(value()?.parse().map_err(|_| "bad --timeout")?)
             }
             "--list" => {
-                for part in [Part::Rust, Part::C] {
+                for part in [Part::Rust, Part::Programs, Part::C] {
                     for w in part.workloads() {
-                        println!("{:<4} {:<14} {}", part.name(), w.name, w.about);
+                        println!("{:<8} {:<14} {}", part.name(), w.name, w.about);
                     }
                 }
                 std::process::exit(0);
@@ -470,7 +487,7 @@ fn allocators(o: &Opts, part: Part, notes: &mut Vec<String>) -> Vec<Alloc> {
         }
     };
     match part {
-        Part::Rust => {
+        Part::Rust | Part::Programs => {
             for &k in AllocKind::ALL {
                 if wanted(o, k.name()) {
                     v.push(Alloc {
@@ -550,7 +567,7 @@ struct Child<'a> {
 fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
     let mut cmd = Command::new(ch.exe);
     match ch.part {
-        Part::Rust => {
+        Part::Rust | Part::Programs => {
             cmd.arg("--child")
                 .arg(ch.w.name)
                 .arg(ch.a.kind.name())
@@ -640,9 +657,10 @@ fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
             format!("{how}: {t}")
         });
     }
-    let tag = match ch.part {
-        Part::Rust => RESULT_TAG,
-        Part::C => c::RESULT_TAG,
+    let tag = if ch.part.in_rust_child() {
+        RESULT_TAG
+    } else {
+        c::RESULT_TAG
     };
     if let Some(b) = stdout.lines().find(|l| l.starts_with(BREAKDOWN_TAG)) {
         record_breakdown(b);
@@ -659,10 +677,11 @@ fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
     let num = |k: &str| field(k)?.parse::<u64>().map_err(|e| format!("{k}: {e}"));
     Ok(Sample {
         time: Duration::from_nanos(num("time_ns")?),
-        rss_kib: match ch.part {
-            Part::Rust => num("peak_rss_kib")?,
+        rss_kib: if ch.part.in_rust_child() {
+            num("peak_rss_kib")?
+        } else {
             // ru_maxrss is in KiB on Linux.
-            Part::C => ru.ru_maxrss.max(0) as u64,
+            ru.ru_maxrss.max(0) as u64
         },
         checksum: u64::from_str_radix(field("checksum")?, 16).map_err(|e| e.to_string())?,
     })
@@ -781,7 +800,7 @@ fn parent(args: &[String]) -> ExitCode {
         for sec in sections.iter_mut() {
             for (wi, w) in sec.workloads.clone().into_iter().enumerate() {
                 let mut line = format!(
-                    "round {}/{} {:<4} threads {} {:<14}",
+                    "round {}/{} {:<8} threads {} {:<14}",
                     round + 1,
                     o.rounds,
                     sec.part.name(),
@@ -800,7 +819,11 @@ fn parent(args: &[String]) -> ExitCode {
                     }
                     let ch = Child {
                         part: sec.part,
-                        exe: if sec.part == Part::Rust { &exe } else { &c_exe },
+                        exe: if sec.part.in_rust_child() {
+                            &exe
+                        } else {
+                            &c_exe
+                        },
                         w,
                         a: &a,
                         threads: if w.multi_threaded { sec.threads } else { 1 },
@@ -1180,7 +1203,7 @@ fn write_report(
     let _ = writeln!(
         md,
         "## Results\n\nMedian wall time of the workload alone (the C programs time themselves) \
-         and median peak RSS (the child's VmHWM in the Rust part, its ru_maxrss from wait4 in \
+         and median peak RSS (the child's VmHWM in the Rust parts, its ru_maxrss from wait4 in \
          the C part) over {} rounds; ×N is the ratio to {} (below 1: faster or smaller). \
          FAILED: a run crashed, timed out, failed verification, or its checksum disagreed.",
         o.rounds,
@@ -1252,7 +1275,7 @@ const COLORS: &[&str] = &[
     "#1f77b4", "#8c8c8c", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e",
 ];
 
-/// An allocator's colour, the same in both parts.
+/// An allocator's colour, the same in every part.
 fn color(name: &str) -> &'static str {
     let i = ALLOC_NAMES
         .iter()

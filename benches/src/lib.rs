@@ -12,11 +12,14 @@
 //! * Rust-shaped ones (`vec-growth`, `btree-churn`, ...) allocate through the
 //!   process-wide `#[global_allocator]`; the suite runs each in a child
 //!   process whose global allocator is a [`dispatch::Dispatch`] pointed at the
-//!   allocator under test.
+//!   allocator under test;
+//! * real programs ([`programs`]) on serde_json, rayon and regex, also through the
+//!   global allocator.
 
 pub mod block;
 pub mod c;
 pub mod dispatch;
+pub mod programs;
 pub mod rng;
 pub mod workloads;
 
