@@ -8,6 +8,7 @@
 //! | `CPUSLAB_PCP_BATCH`  | 16      | pages moved per refill/drain of a CPU's page list   |
 //! | `CPUSLAB_PCP_HIGH`   | 96      | a CPU's page list gives pages back above this count |
 //! | `CPUSLAB_BACKGROUND` | 1       | 0: no background reclaim thread (`background`)      |
+//! | `CPUSLAB_FREELIST_RANDOM` | 0  | 1: new slabs hand objects out in a random order (`slab::layout`) |
 //! | `CPUSLAB_DEBUG`      | 0       | 1: slab debug checks, red zones and poison (`slab::debug`); the `debug` feature makes 1 the default |
 //!
 //! Sizes take an optional `K`, `M` or `G` suffix. A value that does not parse is
@@ -35,6 +36,8 @@ pub struct Config {
     pub debug: bool,
     /// The background reclaim thread (see `background`).
     pub background: bool,
+    /// New slabs hand out their objects in a random order (`slab::layout`).
+    pub freelist_random: bool,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             pcp_high: 96,
             debug: cfg!(feature = "debug"),
             background: true,
+            freelist_random: false,
         }
     }
 }
@@ -73,6 +77,7 @@ impl Config {
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
         c.debug = slab_debug();
         c.background = flag(c"CPUSLAB_BACKGROUND", c.background);
+        c.freelist_random = flag(c"CPUSLAB_FREELIST_RANDOM", c.freelist_random);
         c
     }
 }

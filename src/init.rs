@@ -180,6 +180,7 @@ fn boot() -> Result<(), BootError> {
     topology::discover();
     page::arena::set_limit(config.heap_limit);
     purge::configure(config.decay_ms, config.retain_bytes);
+    slab::layout::set_freelist_random(config.freelist_random);
     // The percpu allocator hosts the per-CPU page lists and array caches.
     if !percpu::setup_first_chunk() {
         return Err(memory_error());

@@ -1,7 +1,8 @@
 //! Slab debugging (`CPUSLAB_DEBUG=1`): every detection fires with one `cpuslab:` line
 //! naming the problem, the cache and the address, then aborts; a normal workload runs
-//! clean under it. Freelist randomization: fresh slabs hand objects out in shuffled,
-//! different orders, each object exactly once.
+//! clean under it. Freelist randomization (`CPUSLAB_FREELIST_RANDOM=1`): fresh slabs
+//! hand objects out in shuffled, different orders, each object exactly once; without
+//! it, in address order.
 //!
 //! Each detection runs in a child process (the test binary again, see
 //! `common::run_child`) that prints `addr=<pointer>` and then does the bad thing.
@@ -433,11 +434,11 @@ fn debug_is_off_when_asked() {
     assert!(err.contains("debug off"), "{err}");
 }
 
-/// Allocates whole slabs' worth of objects from a fresh cache of `T` and checks the
-/// order: each slab's objects appear in an order that is neither ascending nor
-/// descending in address, two slabs differ, and no object is handed out twice (also
-/// after freeing everything and allocating it again).
-fn check_shuffled<T>(name: &str) {
+/// Allocates whole slabs' worth of objects from a fresh cache of `T`, twice (freeing
+/// everything and shrinking the cache in between), and returns, for each round, every
+/// whole slab's allocation order as its objects' address ranks. Checks that no object
+/// is handed out twice.
+fn slab_orders<T>(name: &str) -> Vec<Vec<Vec<usize>>> {
     let c = KmemCache::<T>::new(name, SlabFlags::NONE).unwrap();
     let per = c.objects_per_slab();
     let slab_bytes = c.pages_per_slab() * 4096;
@@ -446,8 +447,10 @@ fn check_shuffled<T>(name: &str) {
         "{name}: {per} objects per slab cannot show an order"
     );
     // 96 slabs: with 3 objects a slab a random order is monotone with probability
-    // 1/3, so the bound below (2/3 of the slabs) is 7 standard deviations away.
+    // 1/3, so the bound in `check_shuffled` (2/3 of the slabs) is 7 standard
+    // deviations away.
     let n = per * 96;
+    let mut rounds = Vec::new();
     for round in 0..2 {
         let objs: Vec<NonNull<T>> = (0..n).map(|_| c.alloc().unwrap()).collect();
         let addrs: Vec<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
@@ -476,6 +479,20 @@ fn check_shuffled<T>(name: &str) {
             "{name}: only {} whole slabs of {per} objects among {n}",
             orders.len()
         );
+        for p in objs {
+            // SAFETY: live objects of this cache.
+            unsafe { c.free(p) };
+        }
+        c.shrink();
+        rounds.push(orders);
+    }
+    rounds
+}
+
+/// Each slab's objects appear in an order that is neither ascending nor descending in
+/// address, and two slabs differ.
+fn check_shuffled<T>(name: &str) {
+    for (round, orders) in slab_orders::<T>(name).into_iter().enumerate() {
         let monotone = orders
             .iter()
             .filter(|o| o.windows(2).all(|w| w[0] < w[1]) || o.windows(2).all(|w| w[0] > w[1]))
@@ -489,25 +506,71 @@ fn check_shuffled<T>(name: &str) {
         );
         assert!(
             orders.iter().any(|o| o != &orders[0]),
-            "{name}: every slab hands out objects in the same order: {orders:?}"
+            "{name} round {round}: every slab hands out objects in the same order: {orders:?}"
         );
-        for p in objs {
-            // SAFETY: live objects of this cache.
-            unsafe { c.free(p) };
-        }
-        c.shrink();
     }
+}
+
+/// Objects allocated one after the other are address neighbours: a slab's freelist
+/// is in address order (the per-CPU array cache, a stack, hands each refill out
+/// from its highest address down).
+fn check_ordered<T>(name: &str) {
+    for (round, orders) in slab_orders::<T>(name).into_iter().enumerate() {
+        let steps: usize = orders.iter().map(|o| o.len() - 1).sum();
+        let neighbours: usize = orders
+            .iter()
+            .map(|o| o.windows(2).filter(|w| w[0].abs_diff(w[1]) == 1).count())
+            .sum();
+        // Refills that end inside a slab break a run; a shuffled order of k objects
+        // has about 2/k neighbour steps.
+        assert!(
+            neighbours * 4 >= steps * 3,
+            "{name} round {round}: {neighbours} of {steps} steps go to a neighbour: {orders:?}"
+        );
+    }
+}
+
+/// Runs `check` in a child with `CPUSLAB_FREELIST_RANDOM` set to `value` (the option
+/// is read at boot).
+fn with_freelist_random(test: &str, value: &str, check: impl FnOnce()) {
+    if common::is_child() {
+        check();
+        eprintln!("checked");
+        return;
+    }
+    let (status, err) = common::run_child(test, &[("CPUSLAB_FREELIST_RANDOM", value)]);
+    assert!(
+        status.success() && err.contains("checked"),
+        "child failed: {err}"
+    );
 }
 
 #[test]
 fn freelists_are_shuffled_on_slab() {
-    check_shuffled::<[u8; 256]>("shuffle-256");
+    with_freelist_random("freelists_are_shuffled_on_slab", "1", || {
+        check_shuffled::<[u8; 256]>("shuffle-256")
+    });
 }
 
 #[test]
 fn freelists_are_shuffled_off_slab() {
-    // 1 KiB objects: 4 to a one-page slab, the freelist in the page descriptor.
-    check_shuffled::<[u8; 1024]>("shuffle-1k");
-    // 5 KiB objects: a multi-page slab, the freelist in a tail page's descriptor.
-    check_shuffled::<[u8; 5120]>("shuffle-5k");
+    with_freelist_random("freelists_are_shuffled_off_slab", "1", || {
+        // 1 KiB objects: 4 to a one-page slab, the freelist in the page descriptor.
+        check_shuffled::<[u8; 1024]>("shuffle-1k");
+        // 5 KiB objects: a multi-page slab, the freelist in a tail page's descriptor.
+        check_shuffled::<[u8; 5120]>("shuffle-5k");
+    });
+}
+
+#[test]
+fn freelists_are_in_address_order_unless_asked() {
+    with_freelist_random("freelists_are_in_address_order_unless_asked", "0", || {
+        check_ordered::<[u8; 256]>("ordered-256");
+        check_ordered::<[u8; 1024]>("ordered-1k");
+        check_ordered::<[u8; 5120]>("ordered-5k");
+    });
+    // Unset, the default: off.
+    if std::env::var_os("CPUSLAB_FREELIST_RANDOM").is_none() {
+        assert!(!cpuslab::config::Config::from_env().freelist_random);
+    }
 }

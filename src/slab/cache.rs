@@ -1064,15 +1064,19 @@ impl RawCache {
             (*tail).head = slab;
             (*tail).set_flags(PG_TAIL);
         }
-        // shuffle_freelist: a permutation of its own for every slab.
-        let seed = self.random.fetch_add(layout::SEED_STEP, Ordering::Relaxed);
-        let mut rng = FreelistRng::new(seed);
-        layout::shuffle_freelist(
-            g.num,
-            &mut rng,
-            |i| self.get_free_idx(slab, i),
-            |i, idx| self.set_free_idx(slab, i, idx),
-        );
+        if layout::freelist_random() {
+            // shuffle_freelist: a permutation of its own for every slab.
+            let seed = self.random.fetch_add(layout::SEED_STEP, Ordering::Relaxed);
+            let mut rng = FreelistRng::new(seed);
+            layout::shuffle_freelist(
+                g.num,
+                &mut rng,
+                |i| self.get_free_idx(slab, i),
+                |i, idx| self.set_free_idx(slab, i, idx),
+            );
+        } else {
+            layout::ordered_freelist(g.num, |i, idx| self.set_free_idx(slab, i, idx));
+        }
         self.init_free_map(slab);
         slab
     }
