@@ -562,6 +562,54 @@ fn freelists_are_shuffled_off_slab() {
     });
 }
 
+/// Without shuffling a slab keeps its free objects in its free map alone and hands
+/// the lowest out first, whatever order they were freed in: three objects freed out of
+/// order and drained back to their slab come back highest first (the refill takes them
+/// lowest first into the per-CPU stack, which pops the last one pushed).
+#[test]
+fn freed_objects_leave_their_slab_lowest_first() {
+    with_freelist_random("freed_objects_leave_their_slab_lowest_first", "0", || {
+        let c = KmemCache::<[u8; 256]>::new("lowest-first", SlabFlags::NONE).unwrap();
+        let per = c.objects_per_slab();
+        let mut objs: Vec<NonNull<[u8; 256]>> = (0..per * 4).map(|_| c.alloc().unwrap()).collect();
+        objs.sort_unstable();
+        let slab_bytes = c.pages_per_slab() * 4096;
+        // A slab all of whose objects are live: the second whole one.
+        let base = objs[per].as_ptr() as usize / slab_bytes * slab_bytes;
+        let mine: Vec<usize> = objs
+            .iter()
+            .map(|p| p.as_ptr() as usize)
+            .filter(|&a| a / slab_bytes * slab_bytes == base)
+            .collect();
+        assert_eq!(mine.len(), per);
+        let picked = [mine[3], mine[per - 2], mine[7]];
+        for &a in &picked {
+            // SAFETY: a live object of this cache, freed once.
+            unsafe { c.free(NonNull::new(a as *mut [u8; 256]).unwrap()) };
+        }
+        c.shrink();
+        let again: Vec<usize> = (0..3)
+            .map(|_| c.alloc().unwrap().as_ptr() as usize)
+            .collect();
+        assert_eq!(
+            again,
+            [mine[per - 2], mine[7], mine[3]],
+            "freed {picked:x?}"
+        );
+        for p in objs {
+            let a = p.as_ptr() as usize;
+            if !picked.contains(&a) {
+                // SAFETY: live objects of this cache.
+                unsafe { c.free(p) };
+            }
+        }
+        for a in again {
+            // SAFETY: reallocated above, live.
+            unsafe { c.free(NonNull::new(a as *mut [u8; 256]).unwrap()) };
+        }
+    });
+}
+
 #[test]
 fn freelists_are_in_address_order_unless_asked() {
     with_freelist_random("freelists_are_in_address_order_unless_asked", "0", || {

@@ -200,6 +200,7 @@ impl RawCache {
                 off_slab: false,
                 idx_u8: false,
                 div_magic: 0,
+                shuffled: false,
             }),
             dbg: UnsafeCell::new(DebugLayout::off(0)),
             random: AtomicU64::new(0),
@@ -232,7 +233,7 @@ impl RawCache {
             return Err(CacheError::Alignment(align));
         }
         let plain = Geometry::calculate(size, align).ok_or(CacheError::TooLarge(size))?;
-        let (geom, dbg) = if debug::enabled() {
+        let (mut geom, dbg) = if debug::enabled() {
             // Poison would destroy what a TYPESAFE_BY_RCU reader may still read.
             let poison = flags & SlabFlags::TYPESAFE_BY_RCU.0 == 0;
             let d = DebugLayout::new(plain.size, plain.align, poison);
@@ -242,6 +243,8 @@ impl RawCache {
         } else {
             (plain, DebugLayout::off(plain.size))
         };
+        // Fixed for the cache's life: its slabs keep their free objects one way.
+        geom.shuffled = layout::freelist_random();
         *self.geom.get() = geom;
         *self.dbg.get() = dbg;
         *self.check.get() = FreeCheck {
@@ -1001,13 +1004,93 @@ impl RawCache {
         }
     }
 
-    /// `slab_get_obj`: the next free object of `slab`.
+    /// `slab_get_obj`: the next free object of `slab`, which has one.
     #[inline]
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
-        let idx = self.get_free_idx(slab, (*slab).active as usize);
+        let g = self.geom();
+        let map = self.free_map(slab);
+        let idx = if g.shuffled {
+            self.get_free_idx(slab, (*slab).active as usize)
+        } else {
+            self.first_free(slab, map)
+        };
         (*slab).active += 1;
-        *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
-        page_address(slab).add(slab_colour(slab) + idx * self.geom().size)
+        *map.add(idx / 8) &= !(1 << (idx % 8));
+        page_address(slab).add(slab_colour(slab) + idx * g.size)
+    }
+
+    /// Up to `n` free objects of `slab` into `out`, lowest first; how many it took. The
+    /// free map is scanned once for the whole batch.
+    #[inline]
+    unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
+        let g = self.geom();
+        let n = n.min(g.num - (*slab).active as usize);
+        if g.shuffled {
+            for k in 0..n {
+                *out.add(k) = self.slab_get_obj(slab);
+            }
+            return n;
+        }
+        let map = self.free_map(slab);
+        let first = page_address(slab).add(slab_colour(slab));
+        let bytes = g.num.div_ceil(8);
+        let mut got = 0;
+        let mut at = 0;
+        while got < n && at < bytes {
+            // SAFETY: as in `first_free`, the word lies inside the descriptor or slab.
+            let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
+            if bytes - at < 8 {
+                word &= (1u64 << ((bytes - at) * 8)) - 1;
+            }
+            while word != 0 && got < n {
+                let idx = at * 8 + word.trailing_zeros() as usize;
+                word &= word - 1;
+                *map.add(idx / 8) &= !(1 << (idx % 8));
+                *out.add(got) = first.add(idx * g.size);
+                got += 1;
+            }
+            at += 8;
+        }
+        if got < n {
+            self.corrupt_map(slab);
+        }
+        (*slab).active += got as u16;
+        got
+    }
+
+    /// The lowest free object of `slab` (whose free map is `map`): a scan of the map
+    /// eight bytes at a time. A slab with free objects but no bit set has a corrupt map.
+    #[inline]
+    unsafe fn first_free(&self, slab: *mut Page, map: *mut u8) -> usize {
+        let bytes = self.geom().num.div_ceil(8);
+        let mut at = 0;
+        while at < bytes {
+            // Up to 7 bytes past the map's end are read and masked off: they are the
+            // descriptor's next field (`HeadInfo`), or the freelist array that follows
+            // an in-slab map (`InSlab`, more than 128 objects, so at least 128 bytes).
+            // SAFETY: as above, the word lies inside the descriptor or the slab.
+            let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
+            if bytes - at < 8 {
+                word &= (1u64 << ((bytes - at) * 8)) - 1;
+            }
+            if word != 0 {
+                return at * 8 + word.trailing_zeros() as usize;
+            }
+            at += 8;
+        }
+        self.corrupt_map(slab)
+    }
+
+    /// Aborts for a slab whose free map holds fewer free objects than its count says.
+    #[cold]
+    #[inline(never)]
+    unsafe fn corrupt_map(&self, slab: *mut Page) -> ! {
+        sys::io::fatal(format_args!(
+            "slab {slab:p} of cache {} has {} of {} objects in use but fewer free in its map: heap corruption",
+            self.name(),
+            (*slab).active,
+            self.geom().num
+        ))
     }
 
     /// `slab_put_obj`: returns `obj` (checked to be an object of `slab`) to `slab`'s
@@ -1030,7 +1113,9 @@ impl RawCache {
         }
         *byte |= 1 << (idx % 8);
         (*slab).active -= 1;
-        self.set_free_idx(slab, (*slab).active as usize, idx);
+        if self.geom().shuffled {
+            self.set_free_idx(slab, (*slab).active as usize, idx);
+        }
     }
 
     /// Aborts for a free of `obj` that its slab's free map says is free already.
@@ -1064,7 +1149,7 @@ impl RawCache {
             (*tail).head = slab;
             (*tail).set_flags(PG_TAIL);
         }
-        if layout::freelist_random() {
+        if g.shuffled {
             // shuffle_freelist: a permutation of its own for every slab.
             let seed = self.random.fetch_add(layout::SEED_STEP, Ordering::Relaxed);
             let mut rng = FreelistRng::new(seed);
@@ -1074,8 +1159,6 @@ impl RawCache {
                 |i| self.get_free_idx(slab, i),
                 |i, idx| self.set_free_idx(slab, i, idx),
             );
-        } else {
-            layout::ordered_freelist(g.num, |i, idx| self.set_free_idx(slab, i, idx));
         }
         self.init_free_map(slab);
         slab
@@ -1186,6 +1269,17 @@ impl SlabCache for RawCache {
     #[inline(always)]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
         RawCache::slab_put_obj(self, slab, obj)
+    }
+
+    #[inline(always)]
+    unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
+        RawCache::slab_get_objs(self, slab, out, n)
+    }
+
+    #[inline(always)]
+    fn prefetch_obj(&self, obj: *mut u8) {
+        // The page descriptor: arithmetic on the address, no load.
+        sys::cpu::prefetch(crate::page::virt_to_page(obj));
     }
 
     unsafe fn cache_grow_begin(&self, node: usize) -> *mut Page {

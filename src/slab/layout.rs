@@ -16,15 +16,20 @@
 //! the colour). Only slabs of more objects (the 8- and 16-byte classes) keep it in the
 //! slab, just before the freelist, at one bit an object.
 //!
-//! A new slab's freelist starts in address order, so objects allocated one after the
-//! other are neighbours in memory, as the program that made them together will read
-//! them. With `CPUSLAB_FREELIST_RANDOM=1` it starts in a random order instead (the
-//! kernel's `CONFIG_SLAB_FREELIST_RANDOM`, `shuffle_freelist`), so which objects
-//! neighbour each other is not predictable from their addresses; each cache draws its
-//! slabs' permutations from its own [`FreelistRng`] stream, seeded at setup from the
-//! clock and addresses that ASLR moves. Off by default, as in mimalloc outside its
-//! secure mode: it cost the suite's real programs up to 13% of their time (`json`
-//! 1.37 → 1.27 s, `rayon-pipeline` 0.38 → 0.33 s when turned off).
+//! By default the free map is the only free structure: an allocation takes the
+//! slab's lowest free object (a scan of the map, 64 bits at a time, one scan for a
+//! whole batch), a free sets its bit, and the freelist array is never written. Objects
+//! allocated one after the other are neighbours in memory, as the program that made
+//! them together will read them, and a batch of frees writes only the slab's head
+//! descriptor, which it reads anyway. With `CPUSLAB_FREELIST_RANDOM=1` (fixed per cache
+//! when it is set up, [`Geometry::shuffled`]) a new slab's freelist array starts in a
+//! random order instead (the kernel's `CONFIG_SLAB_FREELIST_RANDOM`,
+//! `shuffle_freelist`) and serves as a stack, so which objects neighbour each other is
+//! not predictable from their addresses; each cache draws its slabs' permutations from
+//! its own [`FreelistRng`] stream, seeded at setup from the clock and addresses that
+//! ASLR moves. Off by default, as in mimalloc outside its secure mode: the shuffled
+//! freelist made the suite's `json` 6% and `rayon-pipeline` 22% slower (see
+//! `docs/benchmarks.md`).
 
 use crate::page::desc::Page;
 use crate::sys::PAGE_SIZE;
@@ -44,6 +49,9 @@ const _: () = assert!(core::mem::offset_of!(Page, spare) == OFF_SLAB_HEAD_OFFSET
 pub const MAP_HEAD_INFO_OFFSET: usize = core::mem::offset_of!(Page, info) + 4;
 /// Objects [`MapPlace::HeadInfo`] tracks.
 pub const MAP_HEAD_INFO_BITS: usize = 32;
+// The bitmap scan reads eight bytes from the map: they stay inside the descriptor.
+const _: () = assert!(MAP_HEAD_INFO_OFFSET + 8 <= core::mem::size_of::<Page>());
+const _: () = assert!(MAP_HEAD_SPARE_OFFSET + 16 <= core::mem::size_of::<Page>());
 /// Offset of [`MapPlace::HeadSpare`] in the head page's descriptor: `Page::spare`.
 pub const MAP_HEAD_SPARE_OFFSET: usize = OFF_SLAB_HEAD_OFFSET;
 /// Objects [`MapPlace::HeadSpare`] tracks.
@@ -101,6 +109,11 @@ pub struct Geometry {
     /// and Kurz, "Faster remainder by direct computation", 2019; the kernel's
     /// `reciprocal_divide` does the first with 32-bit halves).
     pub div_magic: u64,
+    /// The slabs hand objects out through their freelist arrays, shuffled when the slab
+    /// grows (`CPUSLAB_FREELIST_RANDOM=1`). Otherwise the free map alone serves: an
+    /// allocation takes the lowest free object, so objects leave in address order and
+    /// the freelist array is never written.
+    pub shuffled: bool,
 }
 
 impl Geometry {
@@ -176,6 +189,7 @@ impl Geometry {
                 off_slab: false,
                 idx_u8,
                 div_magic: u64::MAX / size as u64 + 1,
+                shuffled: false,
             };
             let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
             // Off-slab: the index array moves into the last page's descriptor.
@@ -284,14 +298,6 @@ pub fn set_freelist_random(on: bool) {
 /// Whether new slabs' freelists are shuffled.
 pub fn freelist_random() -> bool {
     FREELIST_RANDOM.load(core::sync::atomic::Ordering::Relaxed)
-}
-
-/// Writes the identity `0..num` through `set(i, i)`: objects leave a new slab in
-/// address order.
-pub fn ordered_freelist(num: usize, mut set: impl FnMut(usize, usize)) {
-    for i in 0..num {
-        set(i, i);
-    }
 }
 
 /// Writes a random permutation of `0..num` through `set(i, idx)`, reading back earlier

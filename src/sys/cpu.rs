@@ -171,3 +171,22 @@ pub fn thread_id() -> usize {
         libc::pthread_self() as usize
     }
 }
+
+/// Asks the CPU to bring the cache line holding `p` into its caches ahead of use
+/// (a hint: it never faults, whatever `p` is, and does nothing where the architecture
+/// has no such instruction here).
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint that never faults, even on an unmapped address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM is a hint that never faults, even on an unmapped address.
+    unsafe {
+        core::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
+}
