@@ -232,19 +232,19 @@ impl RawCache {
         if !align.is_power_of_two() || align > PAGE_SIZE << layout::MAX_SLAB_ORDER {
             return Err(CacheError::Alignment(align));
         }
-        let plain = Geometry::calculate(size, align).ok_or(CacheError::TooLarge(size))?;
-        let (mut geom, dbg) = if debug::enabled() {
+        // Fixed for the cache's life: its slabs keep their free objects one way.
+        let shuffled = layout::freelist_random();
+        let plain = Geometry::calculate(size, align, shuffled).ok_or(CacheError::TooLarge(size))?;
+        let (geom, dbg) = if debug::enabled() {
             // Poison would destroy what a TYPESAFE_BY_RCU reader may still read.
             let poison = flags & SlabFlags::TYPESAFE_BY_RCU.0 == 0;
             let d = DebugLayout::new(plain.size, plain.align, poison);
-            let g =
-                Geometry::calculate(d.slot_size, plain.align).ok_or(CacheError::TooLarge(size))?;
+            let g = Geometry::calculate(d.slot_size, plain.align, shuffled)
+                .ok_or(CacheError::TooLarge(size))?;
             (g, d)
         } else {
             (plain, DebugLayout::off(plain.size))
         };
-        // Fixed for the cache's life: its slabs keep their free objects one way.
-        geom.shuffled = layout::freelist_random();
         *self.geom.get() = geom;
         *self.dbg.get() = dbg;
         *self.check.get() = FreeCheck {
@@ -1065,9 +1065,9 @@ impl RawCache {
         let bytes = self.geom().num.div_ceil(8);
         let mut at = 0;
         while at < bytes {
-            // Up to 7 bytes past the map's end are read and masked off: they are the
-            // descriptor's next field (`HeadInfo`), or the freelist array that follows
-            // an in-slab map (`InSlab`, more than 128 objects, so at least 128 bytes).
+            // Without a freelist array the map is `HeadSpare` (16 bytes) or whole
+            // words at the slab's end (`map_bytes`): no word read here runs past it;
+            // bytes beyond the last object's are masked off.
             // SAFETY: as above, the word lies inside the descriptor or the slab.
             let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
             if bytes - at < 8 {

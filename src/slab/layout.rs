@@ -122,9 +122,13 @@ impl Geometry {
         PAGE_SIZE << self.order
     }
 
-    /// Bytes of the freelist.
+    /// Bytes of the freelist (none when the free map alone serves).
     pub fn freelist_bytes(&self) -> usize {
-        self.num * if self.idx_u8 { 1 } else { 2 }
+        if !self.shuffled {
+            0
+        } else {
+            self.num * if self.idx_u8 { 1 } else { 2 }
+        }
     }
 
     /// Where the slabs keep their free maps.
@@ -139,12 +143,15 @@ impl Geometry {
     }
 
     /// Bytes the free map takes in the slab (none when it is in the head page's
-    /// descriptor).
+    /// descriptor). Whole 64-bit words when the map alone serves, at the slab's end:
+    /// its scan reads eight bytes at a time and must not run past the slab.
     pub fn map_bytes(&self) -> usize {
-        if self.map_place() == MapPlace::InSlab {
+        if self.map_place() != MapPlace::InSlab {
+            0
+        } else if self.shuffled {
             self.num.div_ceil(8)
         } else {
-            0
+            self.num.div_ceil(64) * 8
         }
     }
 
@@ -159,50 +166,24 @@ impl Geometry {
 
     /// Computes the geometry for objects of `size` bytes aligned to `align` (a power of
     /// two; above a page, slabs, aligned to their size, keep it, and colours step by
-    /// it). Returns `None` when no slab order fits one object.
-    pub fn calculate(size: usize, align: usize) -> Option<Self> {
+    /// it), with a shuffled freelist array or the free map alone (`shuffled`, see the
+    /// module docs). Returns `None` when no slab order fits one object.
+    pub fn calculate(size: usize, align: usize, shuffled: bool) -> Option<Self> {
         let align = align.max(8);
         let size = size.max(8).checked_next_multiple_of(align)?;
         let colour_off = align.max(64);
         let mut best: Option<Geometry> = None;
         for order in 0..=MAX_SLAB_ORDER {
             let slab = PAGE_SIZE << order;
-            // On-slab: each object costs its size and one index...
-            let mut idx_u8 = true;
-            let mut num = slab / (size + 1);
-            if num > 256 {
-                idx_u8 = false;
-                num = (slab / (size + 2)).min(u16::MAX as usize);
-            }
-            // ...and one bit of the free map where the head page's spare bytes cannot
-            // hold it.
-            if num > MAP_HEAD_SPARE_BITS {
-                num = on_slab_num(slab, size, if idx_u8 { 1 } else { 2 });
-            }
-            let mut g = Geometry {
-                size,
-                align,
-                num,
-                order,
-                colour: 0,
-                colour_off,
-                off_slab: false,
-                idx_u8,
-                div_magic: u64::MAX / size as u64 + 1,
-                shuffled: false,
+            let g = if shuffled {
+                Self::with_freelist(size, align, order)
+            } else {
+                Self::map_only(size, align, order)
             };
-            let mut left = slab - num * size - g.freelist_bytes() - g.map_bytes();
-            // Off-slab: the index array moves into the last page's descriptor.
-            let off_num = (slab / size).min(off_slab_capacity(order));
-            if off_num > num {
-                g.num = off_num;
-                g.off_slab = true;
-                g.idx_u8 = true;
-                left = slab - off_num * size;
-            }
-            if g.num == 0 {
+            let Some(mut g) = g else {
                 continue;
-            }
+            };
+            let left = g.leftover();
             g.colour = left / colour_off;
             let better = best.is_none_or(|b| left * b.slab_bytes() < b.leftover() * slab);
             if better {
@@ -214,6 +195,64 @@ impl Geometry {
             }
         }
         best
+    }
+
+    /// A slab of 2^`order` pages served by its free map alone: each object costs its
+    /// size, plus one bit where the head page's spare bytes cannot hold the map.
+    fn map_only(size: usize, align: usize, order: usize) -> Option<Self> {
+        let slab = PAGE_SIZE << order;
+        let mut num = (slab / size).min(u16::MAX as usize);
+        if num > MAP_HEAD_SPARE_BITS {
+            // The map, whole words at the slab's end, takes a bit an object.
+            num = (slab * 8 / (size * 8 + 1)).min(u16::MAX as usize);
+            while num > 0 && num * size + num.div_ceil(64) * 8 > slab {
+                num -= 1;
+            }
+        }
+        (num > 0).then(|| Self::new(size, align, num, order, false))
+    }
+
+    fn new(size: usize, align: usize, num: usize, order: usize, shuffled: bool) -> Self {
+        Geometry {
+            size,
+            align,
+            num,
+            order,
+            colour: 0,
+            colour_off: align.max(64),
+            off_slab: false,
+            idx_u8: true,
+            div_magic: u64::MAX / size as u64 + 1,
+            shuffled,
+        }
+    }
+
+    /// A slab of 2^`order` pages with a freelist array: on the slab, or off it where
+    /// that fits more objects.
+    fn with_freelist(size: usize, align: usize, order: usize) -> Option<Self> {
+        let slab = PAGE_SIZE << order;
+        // On-slab: each object costs its size and one index...
+        let mut idx_u8 = true;
+        let mut num = slab / (size + 1);
+        if num > 256 {
+            idx_u8 = false;
+            num = (slab / (size + 2)).min(u16::MAX as usize);
+        }
+        // ...and one bit of the free map where the head page's spare bytes cannot
+        // hold it.
+        if num > MAP_HEAD_SPARE_BITS {
+            num = on_slab_num(slab, size, if idx_u8 { 1 } else { 2 });
+        }
+        let mut g = Self::new(size, align, num, order, true);
+        g.idx_u8 = idx_u8;
+        // Off-slab: the index array moves into the last page's descriptor.
+        let off_num = (slab / size).min(off_slab_capacity(order));
+        if off_num > num {
+            g.num = off_num;
+            g.off_slab = true;
+            g.idx_u8 = true;
+        }
+        (g.num > 0).then_some(g)
     }
 
     /// Bytes of a slab not used by objects or an on-slab freelist and free map.
@@ -323,8 +362,8 @@ mod tests {
 
     #[test]
     fn every_size_fits_with_little_waste() {
-        for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
-            let g = Geometry::calculate(size, 8).unwrap();
+        for (size, shuffled) in every_size() {
+            let g = Geometry::calculate(size, 8, shuffled).unwrap();
             assert!(g.num >= 1, "size {size}");
             let used = g.num * g.size
                 + if g.off_slab {
@@ -347,14 +386,39 @@ mod tests {
             if g.off_slab {
                 assert!(g.num <= off_slab_capacity(g.order));
             }
+            // The map-only scan reads whole words: an in-slab map is whole words.
+            if !shuffled {
+                assert!(!g.off_slab && g.map_bytes() % 8 == 0, "size {size}: {g:?}");
+            }
+        }
+    }
+
+    /// Every size the tests try, with a freelist array and without.
+    fn every_size() -> impl Iterator<Item = (usize, bool)> {
+        (8..=4096)
+            .step_by(8)
+            .chain((4096..=32768).step_by(512))
+            .flat_map(|size| [(size, true), (size, false)])
+    }
+
+    #[test]
+    fn the_map_alone_fits_more_small_objects() {
+        for (size, at_least) in [(8, 500), (16, 252), (32, 128), (64, 64), (128, 32)] {
+            let with = Geometry::calculate(size, 8, true).unwrap();
+            let without = Geometry::calculate(size, 8, false).unwrap();
+            assert_eq!((with.order, without.order), (0, 0), "size {size}");
+            assert!(without.num >= at_least, "size {size}: {without:?}");
+            assert!(without.num > with.num, "size {size}: {with:?} {without:?}");
         }
     }
 
     #[test]
     fn page_sized_classes_use_one_page() {
         for size in [512, 1024, 2048, 4096] {
-            let g = Geometry::calculate(size, size.min(PAGE_SIZE)).unwrap();
-            assert_eq!((g.order, g.leftover()), (0, 0), "size {size}: {g:?}");
+            for shuffled in [true, false] {
+                let g = Geometry::calculate(size, size.min(PAGE_SIZE), shuffled).unwrap();
+                assert_eq!((g.order, g.leftover()), (0, 0), "size {size}: {g:?}");
+            }
         }
     }
 
@@ -363,7 +427,7 @@ mod tests {
         for size in [
             8, 24, 48, 80, 96, 112, 160, 320, 640, 896, 1280, 3584, 10240, 28672,
         ] {
-            let g = Geometry::calculate(size, 8).unwrap();
+            let g = Geometry::calculate(size, 8, false).unwrap();
             for i in 0..g.num {
                 assert_eq!(g.obj_to_index(i * g.size), i, "size {size}");
                 // Offsets inside an object divide down to it too.
@@ -374,8 +438,8 @@ mod tests {
 
     #[test]
     fn object_offsets_are_told_exactly() {
-        for size in (8..=4096).step_by(8).chain((4096..=32768).step_by(512)) {
-            let g = Geometry::calculate(size, 8).unwrap();
+        for (size, shuffled) in every_size() {
+            let g = Geometry::calculate(size, 8, shuffled).unwrap();
             let span = g.num * g.size;
             // Every offset near an object start, and the whole first objects.
             let near = (0..g.num).flat_map(|i| {
@@ -396,12 +460,12 @@ mod tests {
 
     #[test]
     fn alignment_is_kept() {
-        let g = Geometry::calculate(100, 64).unwrap();
+        let g = Geometry::calculate(100, 64, false).unwrap();
         assert_eq!(g.size % 64, 0);
         assert_eq!(g.colour_off % 64, 0);
-        assert!(Geometry::calculate(1 << 20, 8).is_none());
+        assert!(Geometry::calculate(1 << 20, 8, false).is_none());
         // kmalloc-24576 is 8 KiB aligned: every colour keeps that.
-        let g = Geometry::calculate(24576, 8192).unwrap();
+        let g = Geometry::calculate(24576, 8192, false).unwrap();
         assert_eq!(g.colour_off % 8192, 0);
         assert_eq!(g.slab_bytes() % 8192, 0);
     }
