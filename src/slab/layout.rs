@@ -388,7 +388,10 @@ mod tests {
             }
             // The map-only scan reads whole words: an in-slab map is whole words.
             if !shuffled {
-                assert!(!g.off_slab && g.map_bytes() % 8 == 0, "size {size}: {g:?}");
+                assert!(
+                    !g.off_slab && g.map_bytes().is_multiple_of(8),
+                    "size {size}: {g:?}"
+                );
             }
         }
     }
