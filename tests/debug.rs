@@ -511,9 +511,9 @@ fn check_shuffled<T>(name: &str) {
     }
 }
 
-/// Objects allocated one after the other are address neighbours: a slab's freelist
-/// is in address order (the per-CPU array cache, a stack, hands each refill out
-/// from its highest address down).
+/// Objects allocated one after the other are address neighbours: a slab hands out
+/// its lowest free objects first, and each refill leaves the per-CPU stack in
+/// ascending address order.
 fn check_ordered<T>(name: &str) {
     for (round, orders) in slab_orders::<T>(name).into_iter().enumerate() {
         let steps: usize = orders.iter().map(|o| o.len() - 1).sum();
@@ -564,9 +564,7 @@ fn freelists_are_shuffled_off_slab() {
 
 /// Without shuffling a slab keeps its free objects in its free map alone and hands
 /// the lowest out first, whatever order they were freed in: three objects freed out of
-/// order and drained back to their slab come back highest first (the refill takes them
-/// lowest first into the per-CPU stack, which pops the last one pushed), or, in debug
-/// mode (no per-CPU stack), lowest first.
+/// order and drained back to their slab come back in ascending address order.
 #[test]
 fn freed_objects_leave_their_slab_lowest_first() {
     with_freelist_random("freed_objects_leave_their_slab_lowest_first", "0", || {
@@ -592,12 +590,9 @@ fn freed_objects_leave_their_slab_lowest_first() {
         let again: Vec<usize> = (0..3)
             .map(|_| c.alloc().unwrap().as_ptr() as usize)
             .collect();
-        // A debug cache keeps no per-CPU stack: each allocation takes the lowest itself.
-        let want = if c.debug() {
-            [mine[3], mine[7], mine[per - 2]]
-        } else {
-            [mine[per - 2], mine[7], mine[3]]
-        };
+        // Lowest first: a refill pushes the batch highest first onto the per-CPU
+        // stack, and a debug cache (no stack) takes the lowest each time.
+        let want = [mine[3], mine[7], mine[per - 2]];
         assert_eq!(again, want, "freed {picked:x?}");
         for p in objs {
             let a = p.as_ptr() as usize;

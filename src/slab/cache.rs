@@ -1019,8 +1019,9 @@ impl RawCache {
         page_address(slab).add(slab_colour(slab) + idx * g.size)
     }
 
-    /// Up to `n` free objects of `slab` into `out`, lowest first; how many it took. The
-    /// free map is scanned once for the whole batch.
+    /// Up to `n` free objects of `slab` into `out`, the lowest last (on top of the
+    /// stack it is pushed onto); how many it took. The free map is scanned once for the
+    /// whole batch.
     #[inline]
     unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
         let g = self.geom();
@@ -1046,7 +1047,10 @@ impl RawCache {
                 let idx = at * 8 + word.trailing_zeros() as usize;
                 word &= word - 1;
                 *map.add(idx / 8) &= !(1 << (idx % 8));
-                *out.add(got) = first.add(idx * g.size);
+                // Highest first in `out`: the per-CPU stack the batch is pushed onto
+                // pops the last pushed first, so the program gets the objects in
+                // ascending address order, the direction its reads will stream in.
+                *out.add(n - 1 - got) = first.add(idx * g.size);
                 got += 1;
             }
             at += 8;
