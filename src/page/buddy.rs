@@ -70,6 +70,10 @@ pub struct ZoneInner {
     pub purged_pages: u64,
     /// When the zone last purged (ms).
     pub last_purge_ms: u64,
+    /// Set when an allocation had to take clean memory (never touched, or purged)
+    /// while dirty free pages sat on the lists: they could not serve it, and the
+    /// program's footprint is growing past them (see `purge::after_clean`).
+    pub clean_taken: bool,
 }
 
 // SAFETY: the raw pointers are only followed under the zone lock.
@@ -103,6 +107,7 @@ impl Zone {
                 dirty_pages: 0,
                 purged_pages: 0,
                 last_purge_ms: 0,
+                clean_taken: false,
             }),
         }
     }
@@ -123,7 +128,12 @@ impl Zone {
     pub fn alloc(&self, order: usize) -> *mut Page {
         let mut z = self.lock();
         // SAFETY: under the zone lock.
-        unsafe { z.rmqueue(order, self.node) }
+        let page = unsafe { z.rmqueue(order, self.node) };
+        if let Some(keep) = super::purge::take_clean_pressure(&mut z) {
+            drop(z);
+            super::purge::after_clean(self, keep);
+        }
+        page
     }
 
     /// Frees a dirty block of 2^order pages headed by `page`, merging it with free
@@ -203,6 +213,7 @@ impl ZoneInner {
             // The group's own clean block before the other group's dirty one, which
             // stays whole for that group.
             if arena::charge(PAGE_SIZE << order) {
+                self.clean_taken = true;
                 return self.take(g, o, order, group);
             }
         }
@@ -228,6 +239,7 @@ impl ZoneInner {
         if !arena::charge(PAGE_SIZE << order) {
             return ptr::null_mut();
         }
+        self.clean_taken = true;
         self.take(g, o, order, group)
     }
 
@@ -423,6 +435,7 @@ impl ZoneInner {
         if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
             return false;
         }
+        self.clean_taken |= clean != 0;
         let mut addr = start;
         let mut last_zero = 0;
         while addr < end {

@@ -367,7 +367,8 @@ fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
 
 /// Takes up to `buf.len()` order-0 pages from `node`'s zone under one lock.
 fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
-    let mut z = zone(node).lock();
+    let zone = zone(node);
+    let mut z = zone.lock();
     let mut n = 0;
     while n < buf.len() {
         // SAFETY: under the zone lock.
@@ -377,6 +378,10 @@ fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
         }
         buf[n] = page;
         n += 1;
+    }
+    if let Some(keep) = super::purge::take_clean_pressure(&mut z) {
+        drop(z);
+        super::purge::after_clean(zone, keep);
     }
     n
 }

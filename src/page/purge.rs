@@ -111,6 +111,39 @@ pub fn maybe_purge(zone: &Zone, now_ms: u64) {
     purge_zone(zone, now_ms.saturating_sub(decay), retain, now_ms);
 }
 
+/// Whether the zone whose lock `z` is should purge now that an allocation took clean
+/// memory, and down to how many dirty pages: it holds more than it keeps
+/// ([`pressure_keep`]), none of which could serve that allocation. Clears the mark
+/// either way.
+pub(crate) fn take_clean_pressure(z: &mut super::buddy::ZoneInner) -> Option<usize> {
+    let taken = core::mem::replace(&mut z.clean_taken, false);
+    let keep = pressure_keep(z);
+    (taken && z.dirty_pages > keep).then_some(keep)
+}
+
+/// Dirty free pages a zone keeps when it purges under pressure: what it retains, or an
+/// eighth of its pages in use if more, so that a large heap keeps some room to reuse
+/// without faulting while its peak stays within an eighth of what it uses.
+fn pressure_keep(z: &super::buddy::ZoneInner) -> usize {
+    let in_use = z.managed_pages - z.free_pages;
+    RETAIN_PAGES
+        .load(Ordering::Relaxed)
+        .max(in_use / PRESSURE_KEEP_DIV)
+}
+
+/// [`pressure_keep`]'s share of the pages in use.
+const PRESSURE_KEEP_DIV: usize = 8;
+
+/// Called without the zone lock after [`take_clean_pressure`] said so: purges the dirty
+/// free pages beyond `keep` (what it returned), whatever their age. The program's
+/// footprint is growing past free memory that did not fit what it asked for; keeping
+/// that memory resident while new pages are touched is what raises the peak (the
+/// kernel's page allocator, which has no dirty free pages, never does). The oldest
+/// blocks go first; what a later request could have reused is faulted in again.
+pub(crate) fn after_clean(zone: &Zone, keep: usize) {
+    purge_zone(zone, u64::MAX, keep, sys::time::now_ms());
+}
+
 /// Purges every dirty free page of `zone`. Returns the pages purged.
 pub fn purge_zone_all(zone: &Zone) -> usize {
     purge_zone(zone, u64::MAX, 0, sys::time::now_ms())
