@@ -11,10 +11,12 @@
 //! layout finds the same cache without looking at the page.
 
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
 use crate::page::desc::{PG_LARGE, PG_SLAB, PG_ZERO};
 use crate::page::{self, arena, huge, virt_to_head_page, virt_to_page};
+use crate::slab::array_cache::ArrayCache;
 use crate::slab::{self, CacheError, RawCache};
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
 
@@ -42,6 +44,10 @@ const FIRST_GEOMETRIC: usize = 22;
 pub struct Kmalloc {
     /// `size_index` for sizes up to 1 KiB, by `(size + 7) / 8`.
     size_index: [u8; 129],
+    /// The array caches (`cpu_cache`) of the class `size_index` picks, by the same
+    /// index, set at boot: the fast paths go from the size to the per-CPU stacks in one
+    /// load instead of two dependent ones (the class, then its cache's pointer).
+    fast: [AtomicPtr<ArrayCache>; 129],
     /// The caches, by class.
     pub caches: [RawCache; NR_KMALLOC],
 }
@@ -61,6 +67,7 @@ pub static KMALLOC: Kmalloc = Kmalloc {
         }
         t
     },
+    fast: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
 
@@ -154,7 +161,21 @@ pub(crate) fn init() -> Result<(), CacheError> {
         unsafe { cache.setup(name, size, align, 0)? };
         slab::link(cache);
     }
+    let k = kmalloc_static();
+    for (slot, &class) in k.fast.iter().zip(&k.size_index) {
+        // Entry 0 (size 0) is never read: the callers round 0 up.
+        slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
+    }
     Ok(())
+}
+
+/// The fast path's pop for `size <= FAST_MAX`: the class's array caches from the
+/// by-size table, then one restartable sequence. Null when it cannot serve.
+#[inline(always)]
+fn fast_pop(size: usize) -> *mut u8 {
+    // SAFETY: `size <= FAST_MAX`, checked by every caller, keeps the index in range.
+    let slot = unsafe { kmalloc_static().fast.get_unchecked((size + 7) >> 3) };
+    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
 }
 
 /// Largest size the fast paths serve: the sizes `size_index` maps by table.
@@ -173,7 +194,7 @@ pub unsafe fn kmalloc_fast(size: usize) -> *mut u8 {
     // SAFETY: every caller checks the bound, which keeps the table index in range (the
     // compiler cannot see it through the caller's rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
-    cache(kmalloc_static().size_index[(size + 7) >> 3] as usize).alloc_fast()
+    fast_pop(size)
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
@@ -209,12 +230,10 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
     if align <= 8 && size <= FAST_MAX {
-        let i = kmalloc_static().size_index[(size + 7) >> 3] as usize;
-        let obj = cache(i).alloc_fast();
+        let obj = fast_pop(size);
         if !obj.is_null() {
             return obj;
         }
-        return kmalloc_class(i, size, align);
     }
     kmalloc_slow(size, align)
 }
@@ -231,8 +250,9 @@ fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
     kmalloc_boot(size, align)
 }
 
-/// What the fast path did not look at: sizes above 1 KiB or alignments above 8 (slab
-/// classes through their cache's whole path), large and huge requests.
+/// What the fast path did not serve or look at: small requests it could not pop (a
+/// refill, the tried lock where rseq is off, boot), sizes above 1 KiB or alignments
+/// above 8 (slab classes through their cache's whole path), large and huge requests.
 #[cold]
 #[inline(never)]
 fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
@@ -543,5 +563,27 @@ mod tests {
         }
         assert_eq!(classify(KMALLOC_MAX_LARGE + 1, 8), Kind::Huge);
         assert_eq!(classify(64, 1 << 23), Kind::Huge);
+    }
+
+    /// The fast paths' by-size table names the array caches of the class `classify`
+    /// picks, for every size it serves, and what it serves is of that class.
+    #[test]
+    fn the_fast_table_agrees_with_classify() {
+        assert!(crate::init::ensure());
+        for size in 1..=FAST_MAX {
+            let Kind::Slab(i) = classify(size, 8) else {
+                panic!("size {size} not a slab class");
+            };
+            let slot = kmalloc_static().fast[(size + 7) >> 3].load(Ordering::Acquire);
+            assert!(!slot.is_null(), "size {size}");
+            assert_eq!(slot, cache(i).cpu_caches(), "size {size}");
+            let p = kmalloc(size, 8);
+            assert!(!p.is_null());
+            // SAFETY: a live block of `size` bytes, freed once with its layout.
+            unsafe {
+                assert_eq!(ksize(p), KMALLOC_SIZES[i], "size {size}");
+                kfree(p, size, 8);
+            }
+        }
     }
 }
