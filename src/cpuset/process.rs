@@ -234,13 +234,11 @@ impl Cpuset {
 
 /// **Fork hooks** for the allocator's `pthread_atfork` handlers: take the tree's lock
 /// before `fork`, so the child never inherits it held by a thread that is not there.
-#[allow(dead_code)] // wired by init.rs's atfork handlers
 pub(crate) fn fork_prepare() {
     TREE.lock_raw();
 }
 
 /// Releases the lock [`fork_prepare`] took, in the parent.
-#[allow(dead_code)] // wired by init.rs's atfork handlers
 pub(crate) fn fork_parent() {
     // SAFETY: fork_prepare took the lock in this thread.
     unsafe { TREE.force_unlock() }
@@ -248,7 +246,6 @@ pub(crate) fn fork_parent() {
 
 /// Opens the lock in the child, whose only thread is the one that forked, and leaves
 /// only that thread in the thread table.
-#[allow(dead_code)] // wired by init.rs's atfork handlers
 pub(crate) fn fork_child() {
     // SAFETY: a forked child before any other thread exists.
     unsafe { TREE.force_unlock_if_locked() }

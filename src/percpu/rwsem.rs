@@ -3,14 +3,14 @@
 //! readers and waits for the per-CPU counts to drain.
 //!
 //! The kernel's readers skip even a full barrier while no writer is around, because
-//! the writer first waits for an RCU grace period (`rcu_sync`). cpuslab has no RCU yet,
-//! so the two sides meet Dekker-style through sequentially consistent operations: a
-//! reader increments its CPU's count and then loads the writer flag; a writer stores
-//! the flag and then loads every count. Either the reader sees the flag (and backs
-//! out) or the writer sees the reader's count (and waits). On x86 the reader's locked
-//! increment is the barrier already, so the fast path costs one uncontended locked add
-//! and one load. When RCU lands this moves to RCU-sync: readers then take the fast path
-//! with plain per-CPU increments while no writer has started a grace period.
+//! the writer first waits for an RCU grace period (`rcu_sync`). Here the percpu layer
+//! sits below cpuslab's RCU (whose per-CPU state lives in percpu memory), so it cannot
+//! wait for a grace period; the two sides meet Dekker-style through sequentially
+//! consistent operations instead: a reader increments its CPU's count and then loads
+//! the writer flag; a writer stores the flag and then loads every count. Either the
+//! reader sees the flag (and backs out) or the writer sees the reader's count (and
+//! waits). On x86 the reader's locked increment is the barrier already, so the fast
+//! path costs one uncontended locked add and one load.
 //!
 //! A reader may increment on one CPU and decrement on another (it migrated): a CPU's
 //! count may go negative, only the sum over CPUs means anything.
