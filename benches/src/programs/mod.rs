@@ -1,7 +1,7 @@
 //! Real Rust programs, in the shapes in which Rust users compare allocators: a JSON
 //! service's parse/convert/write cycle on `serde_json`, a `rayon` pipeline, word
-//! counting in std collections, boxes over `std::sync::mpsc` channels, and log
-//! matching with `regex` on `rayon`.
+//! counting in std collections, boxes over `std::sync::mpsc` channels, log matching
+//! with `regex` on `rayon`, and a request/response server on `tokio`.
 //!
 //! Each allocates through the process-wide `#[global_allocator]` (the suite's
 //! [`crate::dispatch::Dispatch`]), verifies what it computed, and returns a checksum
@@ -16,6 +16,7 @@ mod channel;
 mod json;
 mod logs;
 mod pipeline;
+mod server;
 mod words;
 
 /// Every program, in suite order.
@@ -50,6 +51,12 @@ pub const PROGRAMS: &[WorkloadInfo] = &[
         global: true,
         about: "regex: log lines matched with captures on rayon, events grouped per user",
     },
+    WorkloadInfo {
+        name: "tokio-server",
+        multi_threaded: true,
+        global: true,
+        about: "tokio: connection tasks parse requests, handler tasks answer with serde_json bodies over mpsc and oneshot channels",
+    },
 ];
 
 /// Runs program `name`; `None` for an unknown name. Panics if verification fails.
@@ -60,6 +67,7 @@ pub fn run(name: &str, p: &Params) -> Option<Outcome> {
         "words" => words::words(p),
         "channel" => channel::channel(p),
         "regex-logs" => logs::regex_logs(p),
+        "tokio-server" => server::tokio_server(p),
         _ => return None,
     })
 }
