@@ -71,8 +71,8 @@ static PURGED_BYTES: AtomicU64 = AtomicU64::new(0);
 /// What the background reclaim thread has done so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackgroundStats {
-    /// Whether background reclaim is on (`CPUSLAB_BACKGROUND` is not `0`, and the
-    /// allocator has booted).
+    /// Whether background reclaim is on (`CPUSLAB_BACKGROUND` is not `0` or
+    /// `options::Options::background` turned it on, and the allocator has booted).
     pub enabled: bool,
     /// Whether a thread runs now.
     pub running: bool,
@@ -88,7 +88,7 @@ pub struct BackgroundStats {
 pub fn stats() -> BackgroundStats {
     let state = STATE.load(Ordering::Relaxed);
     BackgroundStats {
-        enabled: state != DISABLED,
+        enabled: state != DISABLED && !STOP_REQUESTED.load(Ordering::Relaxed),
         running: state == RUNNING,
         starts: STARTS.load(Ordering::Relaxed),
         idle_drains: IDLE_DRAINS.load(Ordering::Relaxed),
@@ -109,7 +109,20 @@ pub(crate) fn enable() {
             Ordering::Relaxed,
         );
     }
+    STOP_REQUESTED.store(false, Ordering::SeqCst);
     let _ = STATE.compare_exchange(DISABLED, STOPPED, Ordering::AcqRel, Ordering::Relaxed);
+}
+
+/// Set by [`disable`] while the thread runs: it exits at its next look, leaving
+/// background reclaim off; [`enable`] clears it.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns background reclaim off at run time (`config::Options::background(false)`):
+/// no thread starts from now on, and a running one exits at its next look (within
+/// [`TICK_MS`]).
+pub(crate) fn disable() {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+    let _ = STATE.compare_exchange(STOPPED, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// Whether the process put itself under a seccomp filter after boot (`now`, from
@@ -212,6 +225,17 @@ extern "C" fn reclaim_thread(_: *mut c_void) -> *mut c_void {
     let mut idle_ms = 0;
     loop {
         sys::time::sleep_ms(TICK_MS);
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            purge::set_reclaimer(0);
+            STATE.store(DISABLED, Ordering::SeqCst);
+            // An `enable` between the load and the store above found RUNNING and left
+            // it: it cleared the request, so hand the state back to it.
+            if !STOP_REQUESTED.load(Ordering::SeqCst) {
+                let _ =
+                    STATE.compare_exchange(DISABLED, STOPPED, Ordering::AcqRel, Ordering::Relaxed);
+            }
+            return core::ptr::null_mut();
+        }
         let now = sys::time::now_ms();
         if purge::take_activity() {
             idle_ms = 0;

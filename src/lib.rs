@@ -52,7 +52,8 @@
 //! 9. `slab` — `kmem_cache`, array caches, node lists, reaping, tuning.
 //! 10. `kmalloc` — size classes over the slab caches, large and huge blocks.
 //! 11. `init` (boot and the fork handlers), `background` (the reclaim thread), and the
-//!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`.
+//!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`, `options` (run-time
+//!     options set from code).
 //!
 //! Upward edges today: `sys::affinity` takes `topology::CpuMask` (the masks belong in a
 //! module below `sys`); `rcu::kfree` (`free_rcu`'s batches) calls `kmalloc::kfree`;
@@ -100,6 +101,8 @@ mod global;
 mod init;
 #[cfg(not(loom))]
 pub mod kmalloc;
+#[cfg(not(loom))]
+pub mod options;
 #[cfg(not(loom))]
 pub mod page;
 #[cfg(not(loom))]

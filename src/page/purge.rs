@@ -25,6 +25,16 @@ pub(crate) fn configure(decay_ms: u64, retain_bytes: usize) {
     RETAIN_PAGES.store(retain_bytes / PAGE_SIZE, Ordering::Relaxed);
 }
 
+/// Sets the decay time alone (run time: the next purge check uses it).
+pub(crate) fn set_decay_ms(decay_ms: u64) {
+    DECAY_MS.store(decay_ms, Ordering::Relaxed);
+}
+
+/// Sets the retained amount alone (run time: the next purge uses it).
+pub(crate) fn set_retain_bytes(retain_bytes: usize) {
+    RETAIN_PAGES.store(retain_bytes / PAGE_SIZE, Ordering::Relaxed);
+}
+
 /// The decay time in ms.
 pub(crate) fn decay_ms() -> u64 {
     DECAY_MS.load(Ordering::Relaxed)
