@@ -226,7 +226,7 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
 ///
 /// The fast path is a table lookup and one restartable sequence; everything else
 /// (booting, larger or more aligned sizes, an empty array cache, rseq off) is one call
-/// to [`kmalloc_slow`].
+/// to `kmalloc_slow`.
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
     if align <= 8 && size <= FAST_MAX {

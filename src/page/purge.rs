@@ -2,7 +2,7 @@
 //! decay time, beyond the amount each zone retains, are given back with
 //! `madvise(MADV_DONTNEED)` and marked zero. Purging runs from the page allocator's
 //! slow paths and the background reclaim thread at most every quarter of the decay
-//! time, fully from [`purge_all`], and beyond the retained amount whatever the age
+//! time, fully from [`purge_all`](super::purge_all), and beyond the retained amount whatever the age
 //! from the reclaim thread once the program is idle. The slow paths also mark the
 //! activity by which the reclaim thread tells the program is idle.
 //! The same checks unmap freed huge mappings cached past the decay time

@@ -51,7 +51,7 @@ pub fn available() -> bool {
 /// Issues a full memory barrier on every thread of the process that is running.
 /// Once [`register`] succeeded, readers rely on it for good; if the kernel refuses the
 /// command later, the barrier is made with TLB-shootdown interrupts instead
-/// ([`ipi_barrier`]). Returns false when neither works (the caller must not rely on
+/// (`ipi_barrier`). Returns false when neither works (the caller must not rely on
 /// it then).
 pub fn barrier() -> bool {
     if !DENIED.load(Ordering::Relaxed) {
@@ -126,7 +126,7 @@ pub fn rseq_fence(cpu: Option<usize>) -> bool {
 
 /// fork, child: registration belongs to the parent's address space; register again.
 /// The forking thread's RCU words were chosen for the parent's state and stay; if the
-/// child cannot register, [`barrier`] keeps its promise with [`ipi_barrier`].
+/// child cannot register, [`barrier`] keeps its promise with `ipi_barrier`.
 pub fn reregister_after_fork() {
     if STATE.load(Ordering::Acquire) != AVAILABLE {
         return;
