@@ -11,7 +11,10 @@
 //! * `realloc_growth/8..64K`: one block grown 8 B → 64 KiB by doubling;
 //! * `page_pair`: cpuslab's page pool alone, one order-0 page taken and given
 //!   back (the per-CPU page list); run again with `CPUSLAB_RSEQ=0` for the
-//!   tried-lock path.
+//!   tried-lock path;
+//! * `stats/memory`, `stats/caches`: one call of `stats::memory()` (where the memory
+//!   sits) and of `stats::caches()` (every cache's counts), as a metrics exporter
+//!   polls them.
 //!
 //! ```text
 //! cargo bench -p cpuslab-bench --bench micro [-- FILTER]
@@ -234,6 +237,11 @@ fn page_pair(c: &mut Criterion) {
             unsafe { cpuslab::page::free_pages(black_box(p), 0) };
         })
     });
+    g.finish();
+    // What a metrics exporter polling cpuslab pays a call.
+    let mut g = c.benchmark_group("stats");
+    g.bench_function("memory", |b| b.iter(|| black_box(cpuslab::stats::memory())));
+    g.bench_function("caches", |b| b.iter(|| black_box(cpuslab::stats::caches())));
     g.finish();
 }
 

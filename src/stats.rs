@@ -48,6 +48,62 @@ pub fn write_slabinfo(w: &mut dyn Write) -> fmt::Result {
     result
 }
 
+/// One cache's slabinfo row as numbers ([`caches`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// The cache's name (`kmalloc-64`, or the name given to `KmemCache::new`).
+    pub name: String,
+    /// Bytes an object takes in its slab.
+    pub object_size: usize,
+    /// Objects a slab holds.
+    pub objects_per_slab: usize,
+    /// Pages a slab spans.
+    pub pages_per_slab: usize,
+    /// Objects in use, counting those cached per CPU and in the shared caches.
+    pub active_objs: usize,
+    /// Objects in all slabs.
+    pub num_objs: usize,
+    /// Slabs with at least one object in use.
+    pub active_slabs: usize,
+    /// All slabs.
+    pub num_slabs: usize,
+    /// Objects in the nodes' shared caches.
+    pub shared_avail: usize,
+    /// The per-CPU array caches' limit, batch count and shared factor (`tune`).
+    pub limit: u32,
+    /// Objects a refill or flush moves.
+    pub batchcount: u32,
+    /// The shared cache's size, in batches.
+    pub shared: u32,
+}
+
+/// Every cache's slabinfo row as numbers, for a metrics exporter: each cache's counts
+/// under its node locks, as [`write_slabinfo`] reads them. It allocates the `Vec` and
+/// the names through cpuslab.
+pub fn caches() -> Vec<CacheStats> {
+    crate::init::ensure();
+    let mut v = Vec::new();
+    slab::for_each_cache(|cache: &RawCache| {
+        let c = slab::cache_counts(cache);
+        let g = cache.geom();
+        v.push(CacheStats {
+            name: cache.name().into(),
+            object_size: g.size,
+            objects_per_slab: g.num,
+            pages_per_slab: 1 << g.order,
+            active_objs: c.active_objs,
+            num_objs: c.num_objs,
+            active_slabs: c.active_slabs,
+            num_slabs: c.num_slabs,
+            shared_avail: c.shared_avail,
+            limit: cache.limit.load(Ordering::Relaxed),
+            batchcount: cache.batchcount.load(Ordering::Relaxed),
+            shared: cache.shared.load(Ordering::Relaxed),
+        });
+    });
+    v
+}
+
 /// The slabinfo table as a string.
 pub fn slabinfo() -> String {
     let mut s = String::new();

@@ -240,6 +240,43 @@ fn distinct_objects_and_alignment() {
     assert_eq!(fields[3], "64", "{line}");
 }
 
+/// `stats::caches()` gives a cache's slabinfo row as numbers that follow its objects.
+#[test]
+fn cache_stats_count_the_objects_in_use() {
+    let cache = KmemCache::<[u8; 200]>::new("test_stats", SlabFlags::NONE).unwrap();
+    let row = |name: &str| {
+        cpuslab::stats::caches()
+            .into_iter()
+            .find(|c| c.name == name)
+            .expect("cache listed")
+    };
+    let objs: Vec<_> = (0..1000).map(|_| cache.alloc().unwrap()).collect();
+    let r = row("test_stats");
+    assert_eq!(r.object_size, cache.object_size());
+    assert_eq!(r.objects_per_slab, cache.objects_per_slab());
+    assert_eq!(r.pages_per_slab, cache.pages_per_slab());
+    assert_eq!(r.active_objs, cache.active_objects());
+    assert!(
+        r.active_objs >= 1000 && r.num_objs >= r.active_objs,
+        "{r:?}"
+    );
+    assert!(
+        r.num_slabs * r.objects_per_slab == r.num_objs && r.limit > 0,
+        "{r:?}"
+    );
+    for p in objs {
+        // SAFETY: allocated above.
+        unsafe { cache.free(p) };
+    }
+    cache.shrink();
+    let r = row("test_stats");
+    assert_eq!((r.active_objs, r.num_slabs), (0, 0), "{r:?}");
+    cache.destroy().unwrap();
+    assert!(cpuslab::stats::caches()
+        .iter()
+        .all(|c| c.name != "test_stats"));
+}
+
 #[test]
 fn destroy_refuses_while_objects_live() {
     let cache = KmemCache::<[u64; 4]>::new("test_destroy", SlabFlags::NONE).unwrap();
