@@ -1056,3 +1056,66 @@ fn a_reused_thread_id_is_not_the_attached_thread() {
     );
     assert!(listed.is_none(), "the exited thread is still listed");
 }
+
+/// The thread table grows past its first segment of 1024 slots: 3000 threads recorded
+/// in one tree, each found, counted and forgotten.
+#[test]
+fn the_thread_table_grows_past_a_thousand() {
+    let mut t = tree_on("four_node");
+    let top = t.top();
+    let a = t.create(top, "many").unwrap();
+    for tid in 1..=3000u32 {
+        t.add_thread(a, tid).unwrap();
+    }
+    assert_eq!(t.threads(a).count(), 3000);
+    assert_eq!(t.thread_cpuset(2999), Some(a));
+    for tid in (1..=3000u32).step_by(2) {
+        t.remove_thread(tid);
+    }
+    assert_eq!(t.threads(a).count(), 1500);
+    // Freed slots are reused before the table grows again.
+    for tid in 5001..=6500u32 {
+        t.add_thread(a, tid).unwrap();
+    }
+    assert_eq!(t.threads(a).count(), 3000);
+    const { assert!(cpuslab::cpuset::MAX_THREADS >= 65536) };
+}
+
+/// 1500 live threads attach themselves to one cpuset of the process (the table held
+/// 1024 before it grew): each reads its cpuset back, and the tree lists them all.
+#[test]
+fn fifteen_hundred_threads_attach_at_once() {
+    if !common::is_child() {
+        let (status, err) = common::run_child("fifteen_hundred_threads_attach_at_once", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let cs = Cpuset::top().create_child("crowd").unwrap();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(1501));
+    let threads: Vec<_> = (0..1500)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn(move || {
+                    cs.attach_current().unwrap();
+                    let mine = Cpuset::current() == cs;
+                    // All attached at once before any leaves.
+                    b.wait();
+                    b.wait();
+                    mine
+                })
+                .unwrap()
+        })
+        .collect();
+    barrier.wait();
+    let listed = Cpuset::with_tree(|t| t.threads(cs).count());
+    barrier.wait();
+    assert!(
+        threads.into_iter().all(|h| h.join().unwrap()),
+        "a thread did not read its cpuset"
+    );
+    assert_eq!(listed, 1500);
+    // Their exit hooks forgot them.
+    assert_eq!(Cpuset::with_tree(|t| t.threads(cs).count()), 0);
+}

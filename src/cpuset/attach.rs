@@ -10,17 +10,54 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
 use super::error::CpusetError;
 use super::process::{apply_and_publish, tree, tree_raw};
-use super::tree::{Cpuset, CpusetTree, MAX_THREADS, TOP};
+use super::tasks::{MAX_SEGMENTS, SEGMENT};
+use super::tree::{Cpuset, CpusetTree, TOP};
 use crate::sys::affinity::{get_affinity, set_affinity};
 use crate::sys::mempolicy::{set_mempolicy, MPOL_BIND};
 use crate::sys::thread::{gettid, start_time, ExitKey};
 
-/// The cpuset index of each thread slot, for lock-free readers.
-static THREAD_CPUSET: [AtomicU16; MAX_THREADS] = [const { AtomicU16::new(TOP) }; MAX_THREADS];
+/// The cpuset index of each thread slot, for lock-free readers, segment by segment as
+/// the tree's table (`tasks`): the first here, the others mapped by
+/// [`publish_threads`] when the table grows, and never unmapped.
+static FIRST_CPUSET: [AtomicU16; SEGMENT] = [const { AtomicU16::new(TOP) }; SEGMENT];
+static MORE_CPUSET: [AtomicPtr<AtomicU16>; MAX_SEGMENTS - 1] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_SEGMENTS - 1];
+
+/// The published cpuset index of thread slot `slot`, if its segment is mapped.
+#[inline]
+fn slot_cpuset(slot: usize) -> Option<&'static AtomicU16> {
+    if slot < SEGMENT {
+        return Some(&FIRST_CPUSET[slot]);
+    }
+    let seg = MORE_CPUSET.get(slot / SEGMENT - 1)?.load(Ordering::Acquire);
+    // SAFETY: a published segment is a mapping of SEGMENT atomics, never unmapped.
+    (!seg.is_null()).then(|| unsafe { &*seg.add(slot % SEGMENT) })
+}
+
+/// Maps the mirror of segment `seg` (at least 1) if it is not yet, every slot reading
+/// the top cpuset. False when the kernel refuses the mapping.
+fn map_mirror(seg: usize) -> bool {
+    let at = &MORE_CPUSET[seg - 1];
+    if !at.load(Ordering::Acquire).is_null() {
+        return true;
+    }
+    let bytes = (SEGMENT * 2).next_multiple_of(crate::sys::PAGE_SIZE);
+    let p = crate::sys::mmap::map_aligned(bytes, crate::sys::PAGE_SIZE, false).cast::<AtomicU16>();
+    if p.is_null() {
+        return false;
+    }
+    for i in 0..SEGMENT {
+        // SAFETY: inside the fresh mapping, not yet published.
+        unsafe { p.add(i).write(AtomicU16::new(TOP)) };
+    }
+    // Under the tree's lock: no other thread maps this segment meanwhile.
+    at.store(p, Ordering::Release);
+    true
+}
 /// pthread key + 1 whose destructor frees the thread's slot; 0 until created.
 static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 
@@ -35,15 +72,22 @@ thread_local! {
 pub(super) fn current_index() -> usize {
     match ME.with(Cell::get) {
         0 => TOP as usize,
-        slot => THREAD_CPUSET[slot - 1].load(Ordering::Relaxed) as usize,
+        slot => slot_cpuset(slot - 1).map_or(TOP, |c| c.load(Ordering::Relaxed)) as usize,
     }
 }
 
 /// Mirrors the tree's thread table for [`current_index`] (under the tree's lock).
 pub(super) fn publish_threads(tree: &CpusetTree) {
+    for seg in 1..tree.tasks.len() / SEGMENT {
+        // Refused, the segment's threads read the top cpuset until a later publish
+        // maps it (their slots stay recorded in the tree).
+        map_mirror(seg);
+    }
     for (slot, t) in tree.tasks.iter().enumerate() {
         let cs = if t.is_free() { TOP } else { t.cs };
-        THREAD_CPUSET[slot].store(cs, Ordering::Relaxed);
+        if let Some(c) = slot_cpuset(slot) {
+            c.store(cs, Ordering::Relaxed);
+        }
     }
 }
 
@@ -138,7 +182,9 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
         .is_some_and(|e| !e.is_free() && e.tid == tid)
     {
         t.free_slot(slot - 1);
-        THREAD_CPUSET[slot - 1].store(TOP, Ordering::Relaxed);
+        if let Some(c) = slot_cpuset(slot - 1) {
+            c.store(TOP, Ordering::Relaxed);
+        }
     }
     ME.with(|m| m.set(0));
 }

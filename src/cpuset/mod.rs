@@ -28,6 +28,7 @@ mod flags;
 mod hotplug;
 mod placement;
 mod process;
+mod tasks;
 mod tree;
 mod validate;
 
@@ -41,4 +42,5 @@ pub use placement::{
 };
 pub use process::migrations;
 pub(crate) use process::{fork_child, fork_parent, fork_prepare};
-pub use tree::{Cpuset, CpusetTree, MAX_CPUSETS, MAX_THREADS, NAME_MAX};
+pub use tasks::MAX_THREADS;
+pub use tree::{Cpuset, CpusetTree, MAX_CPUSETS, NAME_MAX};

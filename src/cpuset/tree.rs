@@ -11,13 +11,12 @@ use core::fmt;
 
 use super::error::CpusetError;
 use super::flags::CpusetFlags;
+use super::tasks::TaskTable;
 use super::validate::validate_change;
 use crate::topology::{CpuMask, NodeMask, Topology};
 
 /// How many cpusets a tree holds, the top included.
 pub const MAX_CPUSETS: usize = 64;
-/// How many threads can be attached to the cpusets of a tree at once.
-pub const MAX_THREADS: usize = 1024;
 /// Longest cpuset name, in bytes.
 pub const NAME_MAX: usize = 31;
 
@@ -86,7 +85,7 @@ pub(super) struct Task {
 }
 
 impl Task {
-    const FREE: Self = Self {
+    pub(super) const FREE: Self = Self {
         tid: 0,
         cs: NONE,
         moved: false,
@@ -103,7 +102,7 @@ impl Task {
 /// [`Topology`] (it is about 100 KiB: keep it in a static or a box).
 pub struct CpusetTree {
     pub(super) nodes: [Node; MAX_CPUSETS],
-    pub(super) tasks: [Task; MAX_THREADS],
+    pub(super) tasks: TaskTable,
     pub(super) topo: Topology,
     pub(super) initialized: bool,
 }
@@ -121,7 +120,7 @@ impl CpusetTree {
         );
         Self {
             nodes,
-            tasks: [Task::FREE; MAX_THREADS],
+            tasks: TaskTable::new(),
             topo: Topology::SINGLE,
             initialized: false,
         }
@@ -428,13 +427,23 @@ impl CpusetTree {
         Ok(slot)
     }
 
-    /// The slot of `tid`, or a free one.
-    pub(super) fn thread_slot(&self, tid: u32) -> Result<usize, CpusetError> {
-        self.tasks
+    /// The slot of `tid`, or a free one (mapping another segment of the table when
+    /// every slot is taken).
+    pub(super) fn thread_slot(&mut self, tid: u32) -> Result<usize, CpusetError> {
+        if let Some(slot) = self
+            .tasks
             .iter()
             .position(|t| !t.is_free() && t.tid == tid)
             .or_else(|| self.tasks.iter().position(Task::is_free))
-            .ok_or(CpusetError::TooManyThreads)
+        {
+            return Ok(slot);
+        }
+        let first_new = self.tasks.len();
+        if self.tasks.grow() {
+            Ok(first_new)
+        } else {
+            Err(CpusetError::TooManyThreads)
+        }
     }
 
     /// Forgets thread `tid` (it exited).
