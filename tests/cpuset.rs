@@ -1119,3 +1119,78 @@ fn fifteen_hundred_threads_attach_at_once() {
     // Their exit hooks forgot them.
     assert_eq!(Cpuset::with_tree(|t| t.threads(cs).count()), 0);
 }
+
+/// The kernel's `cpuset_fork` for threads: a thread created by an attached thread,
+/// with `std::thread` or with `pthread_create` directly (as C programs do), starts in
+/// its creator's cpuset and is listed in it; one created by a thread of the top
+/// cpuset stays in the top.
+#[test]
+fn a_new_thread_starts_in_its_creators_cpuset() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    if cpuslab::topology::nr_cpu_ids() < 2 {
+        eprintln!("skipped: one CPU");
+        return;
+    }
+    if !common::is_child() {
+        let (status, err) = common::run_child("a_new_thread_starts_in_its_creators_cpuset", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let cpu = target_cpu();
+    let cs = Cpuset::top().create_child("inherit").unwrap();
+    cs.set_cpus(&CpuMask::range(cpu, cpu + 1)).unwrap();
+    let listed = move |tid: u32| Cpuset::with_tree(|t| t.threads(cs).any(|x| x == tid));
+    // 1: in `cs`; 2: listed there too; 0: neither.
+    static C_THREAD: AtomicU32 = AtomicU32::new(0);
+    extern "C" fn c_start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: the creator passes a pointer to a live Cpuset it joins before dropping.
+        let cs = unsafe { *(arg as *const Cpuset) };
+        let tid = cpuslab::sys::thread::gettid();
+        let mut r = u32::from(Cpuset::current() == cs);
+        if Cpuset::with_tree(|t| t.threads(cs).any(|x| x == tid)) {
+            r += 1;
+        }
+        C_THREAD.store(r, Ordering::SeqCst);
+        std::ptr::null_mut()
+    }
+    let (std_thread, grandchild) = std::thread::spawn(move || {
+        cs.attach_current().unwrap();
+        let std_thread = std::thread::spawn(move || {
+            let tid = cpuslab::sys::thread::gettid();
+            let here = Cpuset::current() == cs;
+            // Its own children inherit in turn.
+            let grandchild = std::thread::spawn(move || Cpuset::current() == cs)
+                .join()
+                .unwrap();
+            (here && listed(tid), grandchild)
+        })
+        .join()
+        .unwrap();
+        let mut th: libc::pthread_t = 0;
+        let arg = &cs as *const Cpuset as *mut libc::c_void;
+        // SAFETY: a valid start routine and an argument that outlives the join below.
+        assert_eq!(
+            unsafe { libc::pthread_create(&mut th, std::ptr::null(), c_start, arg) },
+            0
+        );
+        // SAFETY: the thread just created, joined once.
+        assert_eq!(unsafe { libc::pthread_join(th, std::ptr::null_mut()) }, 0);
+        std_thread
+    })
+    .join()
+    .unwrap();
+    assert!(
+        std_thread,
+        "a std::thread of an attached thread is not in its cpuset"
+    );
+    assert!(grandchild, "a grandchild is not in the cpuset");
+    assert_eq!(
+        C_THREAD.load(Ordering::SeqCst),
+        2,
+        "a pthread_create'd thread is not in its creator's cpuset"
+    );
+    // A thread of the top cpuset creates one that stays there.
+    assert!(std::thread::spawn(|| Cpuset::current() == Cpuset::top())
+        .join()
+        .unwrap());
+}

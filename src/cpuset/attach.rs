@@ -10,14 +10,14 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
 use super::error::CpusetError;
-use super::process::{apply_and_publish, tree, tree_raw};
+use super::process::{apply_and_publish, tree, tree_raw, tree_try};
 use super::tasks::{MAX_SEGMENTS, SEGMENT};
 use super::tree::{Cpuset, CpusetTree, TOP};
 use crate::sys::affinity::{get_affinity, set_affinity};
-use crate::sys::mempolicy::{set_mempolicy, MPOL_BIND};
+use crate::sys::mempolicy::{get_mempolicy, set_mempolicy, MPOL_BIND};
 use crate::sys::thread::{gettid, start_time, ExitKey};
 
 /// The cpuset index of each thread slot, for lock-free readers, segment by segment as
@@ -65,15 +65,88 @@ thread_local! {
     /// This thread's slot + 1 (0: never attached itself). Const-initialised without
     /// drop, so reading it never allocates.
     static ME: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread, never attached itself, was looked up for the cpuset it
+    /// inherited ([`inherited`]).
+    static LOOKED_UP: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The index of the calling thread's cpuset (the top when it never attached itself).
+/// Set by the first attach: until then every thread is in the top cpuset, and a new
+/// one inherits nothing to look up.
+static ANY_ATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// The index of the calling thread's cpuset: the one it attached to, else the one it
+/// inherited from the thread that created it ([`inherited`]), else the top.
 #[inline]
 pub(super) fn current_index() -> usize {
     match ME.with(Cell::get) {
-        0 => TOP as usize,
+        0 => inherited(),
         slot => slot_cpuset(slot - 1).map_or(TOP, |c| c.load(Ordering::Relaxed)) as usize,
     }
+}
+
+/// The kernel's `cpuset_fork` for threads: a thread starts in its creator's cpuset.
+/// Nothing in Linux names a thread's creator, but `clone` copies the creator's
+/// affinity and memory policy, which attaching set to its cpuset's effective CPUs and
+/// `MPOL_BIND` to its effective nodes. So a thread that never attached itself is looked
+/// up once, at its first placement query after some thread attached: it joins the one
+/// cpuset other than the top whose effective sets both match (or is found in the table
+/// already, attached by id). Its limits: a thread that changed its affinity or policy
+/// before that query is matched by what it has then; one whose sets match the top's,
+/// or two cpusets' alike, stays in the top; and the lookup waits for nothing (the
+/// tree's lock busy, it tries again at the next query).
+#[cold]
+fn inherited() -> usize {
+    if LOOKED_UP.with(Cell::get) || !ANY_ATTACHED.load(Ordering::Acquire) {
+        return TOP as usize;
+    }
+    let Some(mut t) = tree_try() else {
+        return TOP as usize;
+    };
+    LOOKED_UP.with(|l| l.set(true));
+    let tid = gettid();
+    let found = match t.thread_slot_of(tid) {
+        Some(slot) => Some(slot),
+        None => match_sets(&t).and_then(|cs| t.add_thread(cs, tid).ok()),
+    };
+    let Some(slot) = found else {
+        return TOP as usize;
+    };
+    ME.with(|m| m.set(slot + 1));
+    if let Some(key) = exit_key() {
+        key.set(slot + 1);
+    }
+    publish_threads(&t);
+    let cs = t.tasks[slot].cs;
+    drop(t);
+    cs as usize
+}
+
+/// The one cpuset other than the top whose effective CPUs and nodes are the calling
+/// thread's affinity and `MPOL_BIND` nodes.
+fn match_sets(t: &CpusetTree) -> Option<Cpuset> {
+    let cpus = get_affinity(0).ok()?;
+    let (mode, nodes) = get_mempolicy().ok()?;
+    if mode != MPOL_BIND {
+        return None;
+    }
+    let top = t.top();
+    let same = |cs: Cpuset| {
+        t.effective_cpus(cs).is_ok_and(|c| c == cpus)
+            && t.effective_mems(cs).is_ok_and(|m| m == nodes)
+    };
+    if same(top) {
+        return None;
+    }
+    let mut found = None;
+    for cs in t.cpusets().filter(|&cs| cs != top) {
+        if same(cs) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(cs);
+        }
+    }
+    found
 }
 
 /// Mirrors the tree's thread table for [`current_index`] (under the tree's lock).
@@ -108,6 +181,7 @@ impl Cpuset {
             return Err(e.into());
         }
         t.add_thread(self, tid)?;
+        ANY_ATTACHED.store(true, Ordering::Release);
         ME.with(|m| m.set(slot + 1));
         if let Some(key) = exit_key() {
             key.set(slot + 1);
@@ -138,6 +212,7 @@ impl Cpuset {
         }))?;
         set_affinity(tid, &n.effective_cpus)?;
         let slot = t.add_thread(self, tid)?;
+        ANY_ATTACHED.store(true, Ordering::Release);
         t.tasks[slot].start = start;
         apply_and_publish(&mut t);
         Ok(())
@@ -145,8 +220,10 @@ impl Cpuset {
 
     /// The cpuset the calling thread is in (the top when it never attached itself).
     pub fn current() -> Self {
+        // The index first: looking up an inherited cpuset takes the tree's lock.
+        let i = current_index() as u16;
         let t = tree();
-        t.handle(current_index() as u16)
+        t.handle(i)
     }
 }
 

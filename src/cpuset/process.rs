@@ -35,6 +35,13 @@ pub(super) fn tree_raw() -> MutexGuard<'static, CpusetTree> {
     TREE.lock()
 }
 
+/// The process's tree if its lock is free now and it was built (no waiting, no
+/// building): for callers inside allocation paths, which must not block on the lock
+/// of a thread that allocates while holding it.
+pub(super) fn tree_try() -> Option<MutexGuard<'static, CpusetTree>> {
+    TREE.try_lock().filter(|t| t.is_initialized())
+}
+
 /// Applies the effective CPUs to every thread whose cpuset changed or that hotplug
 /// moved, forgets threads that exited, and republishes placement.
 pub(super) fn apply_and_publish(t: &mut CpusetTree) {

@@ -187,6 +187,18 @@ impl CpusetTree {
         })
     }
 
+    /// Every cpuset of the tree, the top first.
+    pub(super) fn cpusets(&self) -> impl Iterator<Item = Cpuset> + '_ {
+        (0..MAX_CPUSETS as u16)
+            .filter(move |&i| self.nodes[i as usize].used)
+            .map(|i| self.handle(i))
+    }
+
+    /// The slot of attached thread `tid`, if it has one.
+    pub(super) fn thread_slot_of(&self, tid: u32) -> Option<usize> {
+        self.tasks.iter().position(|t| !t.is_free() && t.tid == tid)
+    }
+
     /// The cpuset at `path` (`"/"` or `""` is the top, `"/a/b"` the child `b` of `a`).
     pub fn find(&self, path: &str) -> Option<Cpuset> {
         let mut at = TOP;
