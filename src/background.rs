@@ -270,8 +270,10 @@ extern "C" fn reclaim_thread(_: *mut c_void) -> *mut c_void {
     }
 }
 
-/// The periodic work: `cache_reap` when due, and decayed pages purged.
+/// The periodic work: `cache_reap` when due, decayed pages purged, and CPUs or nodes
+/// that came or went noticed (`cpuset::check_machine`).
 fn periodic(now: u64) {
+    crate::cpuset::check_machine();
     slab::reap::reap_if_due(now);
     for node in 0..topology::nr_node_ids() {
         purge::maybe_purge(page::zone(node), now);

@@ -1194,3 +1194,99 @@ fn a_new_thread_starts_in_its_creators_cpuset() {
         .join()
         .unwrap());
 }
+
+/// Copies directory `from` into `to`, recursively.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A writable copy of fixture machine `name`: its sys and proc roots.
+fn machine_copy(name: &str, tag: &str) -> (String, String) {
+    let dir = std::env::temp_dir().join(format!("cpuslab-hotplug-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(
+        std::path::Path::new(&format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )),
+        &dir,
+    );
+    let root = dir.to_str().unwrap().to_string();
+    (format!("{root}/sys"), format!("{root}/proc"))
+}
+
+/// Hotplug is noticed without `rescan()`: a watch reads the online CPUs and nodes,
+/// records them at its first look, and when they change runs the CPU-dead path for
+/// the CPUs that left. A process that never used cpusets keeps its fast paths: the
+/// watch does not build the tree.
+#[test]
+fn a_hotplug_watch_drains_departed_cpus_without_cpusets() {
+    if !common::is_child() {
+        let (status, err) =
+            common::run_child("a_hotplug_watch_drains_departed_cpus_without_cpusets", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let (sys, proc) = machine_copy("four_node", "plain");
+    let w = cpuslab::cpuset::HotplugWatch::new();
+    assert!(
+        w.check_at(&sys, &proc).is_none(),
+        "the first look only records"
+    );
+    assert!(w.check_at(&sys, &proc).is_none(), "nothing changed");
+    std::fs::write(
+        format!("{sys}/devices/system/cpu/online"),
+        "0-15,32-39,42-63\n",
+    )
+    .unwrap();
+    let r = w.check_at(&sys, &proc).expect("a change noticed");
+    assert_eq!(r.offline_cpus, cpus("16-31,40-41"));
+    assert!(dead_cpus().test(16) && dead_cpus().test(41) && !dead_cpus().test(42));
+    assert!(
+        !cpuslab::cpuset::placement_active(),
+        "the watch built the cpuset tree"
+    );
+    std::fs::write(format!("{sys}/devices/system/cpu/online"), "0-63\n").unwrap();
+    assert_eq!(
+        w.check_at(&sys, &proc).expect("back online").online_cpus,
+        cpus("16-31,40-41")
+    );
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&sys).parent().unwrap());
+}
+
+/// With the cpuset tree built, a change the watch notices rescans the tree.
+#[test]
+fn a_hotplug_watch_rescans_the_cpusets() {
+    if !common::is_child() {
+        let (status, err) = common::run_child("a_hotplug_watch_rescans_the_cpusets", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let (sys, proc) = machine_copy("four_node", "tree");
+    let _ = Cpuset::top();
+    assert!(cpuslab::cpuset::placement_active());
+    let w = cpuslab::cpuset::HotplugWatch::new();
+    assert!(w.check_at(&sys, &proc).is_none());
+    std::fs::write(
+        format!("{sys}/devices/system/cpu/online"),
+        "0-15,32-39,42-63\n",
+    )
+    .unwrap();
+    assert!(w.check_at(&sys, &proc).is_some());
+    let online = Cpuset::with_tree(|t| *t.topology().online_cpus());
+    assert_eq!(
+        online,
+        cpus("0-15,32-39,42-63"),
+        "the tree was not rescanned"
+    );
+    let _ = std::fs::remove_dir_all(std::path::Path::new(&sys).parent().unwrap());
+}

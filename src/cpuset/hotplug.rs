@@ -105,6 +105,95 @@ pub fn rescan_at(sys_root: &str, proc_root: &str) -> HotplugReport {
     report
 }
 
+/// Notices CPU and memory-node hotplug without the application's help: each
+/// [`check_at`](Self::check_at) reads the online CPU list and the nodes with memory
+/// (two small sysfs files) and acts when either changed since the last look. A process
+/// that built its cpuset tree is rescanned ([`rescan_at`]); one that never used
+/// cpusets keeps its fast paths (building the tree would route every allocation
+/// through placement) and only runs the CPU-dead path for CPUs that went offline. The
+/// background reclaim thread looks at `/sys` every tick while it runs; a program whose
+/// allocator is idle, with no thread running, is looked at when it next gets busy.
+pub struct HotplugWatch {
+    /// The online CPUs and a hash of both files at the last look (none yet: `None`).
+    last: crate::sync::Mutex<Option<(CpuMask, u64)>>,
+}
+
+impl HotplugWatch {
+    /// A watch that has looked at nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            last: crate::sync::Mutex::new(None),
+        }
+    }
+
+    /// Reads `<sys_root>/devices/system/cpu/online` and `.../node/has_memory`; when
+    /// they changed since the last call, acts as the type's docs say and returns what
+    /// changed. The first call only records what it read.
+    pub fn check_at(&self, sys_root: &str, proc_root: &str) -> Option<HotplugReport> {
+        let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+        let mut online = CpuMask::new();
+        for (k, file) in [
+            "/devices/system/cpu/online",
+            "/devices/system/node/has_memory",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut path = [0u8; 256];
+            let n = sys_root.len() + file.len();
+            if n >= path.len() {
+                return None;
+            }
+            path[..sys_root.len()].copy_from_slice(sys_root.as_bytes());
+            path[sys_root.len()..n].copy_from_slice(file.as_bytes());
+            let path = core::ffi::CStr::from_bytes_until_nul(&path).ok()?;
+            let mut buf = [0u8; 512];
+            let len = crate::sys::file::read(path, &mut buf).unwrap_or(0);
+            if k == 0 {
+                crate::topology::parse_cpulist(&buf[..len], |cpu| {
+                    if cpu < CpuMask::BITS {
+                        online.set(cpu);
+                    }
+                });
+            }
+            for &b in buf[..len].iter().chain(b"/") {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
+            }
+        }
+        let old = self.last.lock().replace((online, h));
+        let (old_online, old_h) = old?;
+        if old_h == h {
+            return None;
+        }
+        if super::placement::placement_active() {
+            return Some(rescan_at(sys_root, proc_root));
+        }
+        let report = HotplugReport {
+            offline_cpus: old_online.andnot(&online),
+            online_cpus: online.andnot(&old_online),
+            ..HotplugReport::default()
+        };
+        for cpu in report.offline_cpus.iter() {
+            cpu_dead_hook(cpu);
+        }
+        Some(report)
+    }
+}
+
+impl Default for HotplugWatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The background thread's watch of this machine.
+static MACHINE: HotplugWatch = HotplugWatch::new();
+
+/// [`HotplugWatch::check_at`] on this machine's `/sys` (the background thread's tick).
+pub(crate) fn check_machine() {
+    MACHINE.check_at("/sys", "/proc");
+}
+
 /// CPUs that went offline and passed through [`cpu_dead_hook`].
 static DEAD_CPUS: [AtomicU64; CpuMask::BITS / 64] =
     [const { AtomicU64::new(0) }; CpuMask::BITS / 64];

@@ -34,7 +34,10 @@ mod validate;
 
 pub use error::{CpusetError, Resource};
 pub use flags::CpusetFlags;
-pub use hotplug::{clear_dead_cpus, cpu_dead, dead_cpus, rescan, rescan_at, HotplugReport};
+pub(crate) use hotplug::check_machine;
+pub use hotplug::{
+    clear_dead_cpus, cpu_dead, dead_cpus, rescan, rescan_at, HotplugReport, HotplugWatch,
+};
 pub(crate) use hotplug::{cpu_dead_hook, register_cpu_dead};
 pub use placement::{
     alternate_slab_node, current_mems_allowed, mem_node_for, mem_node_for_kind, nearest_node,
