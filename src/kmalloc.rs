@@ -270,7 +270,7 @@ fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
     if !crate::init::ensure() {
         return ptr::null_mut();
     }
-    match classify(size, align) {
+    let p = match classify(size, align) {
         Kind::Slab(i) => cache(i).alloc(),
         Kind::Large => {
             let npages = size.div_ceil(PAGE_SIZE).max(1);
@@ -285,7 +285,12 @@ fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
         // At least one byte: a zero-byte huge block would start at the end of its own
         // mapping, an address that may belong to the next mapping (an arena).
         Kind::Huge => huge::alloc(size.max(1), align),
+    };
+    if p.is_null() {
+        // A failed allocation is memory pressure on the thread's cpuset.
+        crate::cpuset::memory_pressure_bump();
     }
+    p
 }
 
 /// Allocates zeroed memory, skipping the memset where the pages are known to be zero.

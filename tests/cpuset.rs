@@ -449,7 +449,7 @@ fn files_read_and_write_as_the_kernels() {
         "cpuset.cpus: 8-15\ncpuset.mems: 1\ncpuset.cpus.effective: 8-15\n\
          cpuset.mems.effective: 1\ncpuset.cpu_exclusive: 0\ncpuset.mem_exclusive: 0\n\
          cpuset.mem_hardwall: 0\ncpuset.sched_load_balance: 1\ncpuset.memory_migrate: 0\n\
-         cpuset.memory_spread_page: 0\ncpuset.memory_spread_slab: 0\n"
+         cpuset.memory_pressure: 0\ncpuset.memory_spread_page: 0\ncpuset.memory_spread_slab: 0\n"
     );
     assert_eq!(read(&t, top, "cpuset.cpu_exclusive"), "1\n");
     t.write_file(a, "cpuset.memory_spread_page", "1").unwrap();
@@ -1289,4 +1289,78 @@ fn a_hotplug_watch_rescans_the_cpusets() {
         "the tree was not rescanned"
     );
     let _ = std::fs::remove_dir_all(std::path::Path::new(&sys).parent().unwrap());
+}
+
+/// `cpuset.memory_pressure` (the kernel's fmeter): with the top's
+/// `memory_pressure_enabled` on, allocations that fail under a heap limit count for the
+/// cpuset of the thread that made them, and not for another; off, nothing counts.
+#[test]
+fn memory_pressure_counts_a_cpusets_failed_allocations() {
+    if !common::is_child() {
+        let (status, err) =
+            common::run_child("memory_pressure_counts_a_cpusets_failed_allocations", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let read = |cs: Cpuset, f: &str| {
+        let mut s = String::new();
+        cs.read_file(f, &mut s).unwrap();
+        s.trim().to_string()
+    };
+    let top = Cpuset::top();
+    let busy = top.create_child("pressed").unwrap();
+    let calm = top.create_child("calm").unwrap();
+    assert_eq!(read(top, "cpuset.memory_pressure_enabled"), "0");
+    assert_eq!(
+        busy.write_file("cpuset.memory_pressure", "1"),
+        Err(CpusetError::ReadOnlyFile)
+    );
+    let committed = cpuslab::stats::memory().committed_bytes;
+    cpuslab::options::Options::new()
+        .heap_limit(committed + (16 << 20))
+        .apply()
+        .unwrap();
+    // Allocations of 1 MiB until 40 fail, on a thread attached to `busy`.
+    let fail = move |cs: Cpuset| {
+        std::thread::spawn(move || {
+            cs.attach_current().unwrap();
+            let l = std::alloc::Layout::from_size_align(1 << 20, 8).unwrap();
+            let mut held = Vec::new();
+            let mut failed = 0;
+            while failed < 40 {
+                // SAFETY: a valid layout; what is held is freed below with it.
+                let p = unsafe { std::alloc::alloc(l) };
+                if p.is_null() {
+                    failed += 1;
+                } else {
+                    held.push(p);
+                }
+            }
+            for p in held {
+                // SAFETY: allocated above with `l`.
+                unsafe { std::alloc::dealloc(p, l) };
+            }
+        })
+        .join()
+        .unwrap()
+    };
+    fail(busy);
+    assert_eq!(
+        read(busy, "cpuset.memory_pressure"),
+        "0",
+        "counted while disabled"
+    );
+    top.write_file("cpuset.memory_pressure_enabled", "1")
+        .unwrap();
+    assert_eq!(read(top, "cpuset.memory_pressure_enabled"), "1");
+    fail(busy);
+    let rate: u64 = read(busy, "cpuset.memory_pressure").parse().unwrap();
+    // 40 events in one second: (1000 - 933) * 40 = 2680 once the second is folded in;
+    // at least one event's share either way.
+    assert!(rate >= 67, "rate {rate}");
+    assert_eq!(read(calm, "cpuset.memory_pressure"), "0");
+    cpuslab::options::Options::new()
+        .heap_limit(0)
+        .apply()
+        .unwrap();
 }

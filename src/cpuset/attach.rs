@@ -70,6 +70,16 @@ thread_local! {
     static LOOKED_UP: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The index of the cpuset the calling thread attached to (or inherited and was
+/// looked up for already), the top otherwise; never looks anything up, so it takes no
+/// lock.
+pub(super) fn attached_index() -> usize {
+    match ME.with(Cell::get) {
+        0 => TOP as usize,
+        slot => slot_cpuset(slot - 1).map_or(TOP, |c| c.load(Ordering::Relaxed)) as usize,
+    }
+}
+
 /// Set by the first attach: until then every thread is in the top cpuset, and a new
 /// one inherits nothing to look up.
 static ANY_ATTACHED: AtomicBool = AtomicBool::new(false);

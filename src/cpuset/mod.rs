@@ -27,6 +27,7 @@ mod error;
 mod flags;
 mod hotplug;
 mod placement;
+mod pressure;
 mod process;
 mod tasks;
 mod tree;
@@ -43,6 +44,7 @@ pub use placement::{
     alternate_slab_node, current_mems_allowed, mem_node_for, mem_node_for_kind, nearest_node,
     node_allowed, placement_active, spread_node, MemKind, NodeOrder, Placement,
 };
+pub(crate) use pressure::memory_pressure_bump;
 pub use process::migrations;
 pub(crate) use process::{fork_child, fork_parent, fork_prepare};
 pub use tasks::MAX_THREADS;

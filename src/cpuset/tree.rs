@@ -269,6 +269,7 @@ impl CpusetTree {
         );
         n.effective_cpus = p.effective_cpus;
         n.effective_mems = p.effective_mems;
+        super::pressure::reset(idx);
         Ok(self.handle(idx as u16))
     }
 
@@ -509,6 +510,10 @@ impl CpusetTree {
             "cpus.effective" | "effective_cpus" => writeln!(w, "{}", n.effective_cpus),
             "mems.effective" | "effective_mems" => writeln!(w, "{}", n.effective_mems),
             "tasks" if file == "tasks" => self.threads(cs).try_for_each(|tid| writeln!(w, "{tid}")),
+            "memory_pressure" => writeln!(w, "{}", super::pressure::rate(cs.idx as usize)),
+            "memory_pressure_enabled" if cs.idx == TOP => {
+                writeln!(w, "{}", u8::from(super::pressure::enabled()))
+            }
             _ => {
                 let flag = CpusetFlags::from_file(file).ok_or(CpusetError::UnknownFile)?;
                 writeln!(w, "{}", u8::from(n.flags.contains(flag)))
@@ -525,8 +530,15 @@ impl CpusetTree {
         match short {
             "cpus" => self.set_cpus(cs, &CpuMask::parse_list(value.as_bytes())?),
             "mems" => self.set_mems(cs, &NodeMask::parse_list(value.as_bytes())?),
-            "cpus.effective" | "mems.effective" | "effective_cpus" | "effective_mems" => {
-                Err(CpusetError::ReadOnlyFile)
+            "cpus.effective" | "mems.effective" | "effective_cpus" | "effective_mems"
+            | "memory_pressure" => Err(CpusetError::ReadOnlyFile),
+            "memory_pressure_enabled" if cs.idx == TOP => {
+                match value.trim() {
+                    "0" => super::pressure::set_enabled(false),
+                    "1" => super::pressure::set_enabled(true),
+                    _ => return Err(CpusetError::BadFlagValue),
+                }
+                Ok(())
             }
             _ => {
                 let flag = CpusetFlags::from_file(file).ok_or(CpusetError::UnknownFile)?;
@@ -540,8 +552,9 @@ impl CpusetTree {
         }
     }
 
-    /// The names of the files [`read_file`](Self::read_file) shows, in the kernel's order.
-    pub const FILES: [&'static str; 11] = [
+    /// The names of the files [`read_file`](Self::read_file) shows, in the kernel's
+    /// order (the top also has `cpuset.memory_pressure_enabled`).
+    pub const FILES: [&'static str; 12] = [
         "cpuset.cpus",
         "cpuset.mems",
         "cpuset.cpus.effective",
@@ -551,6 +564,7 @@ impl CpusetTree {
         "cpuset.mem_hardwall",
         "cpuset.sched_load_balance",
         "cpuset.memory_migrate",
+        "cpuset.memory_pressure",
         "cpuset.memory_spread_page",
         "cpuset.memory_spread_slab",
     ];

@@ -151,6 +151,8 @@ const PRESSURE_KEEP_DIV: usize = 8;
 /// kernel's page allocator, which has no dirty free pages, never does). The oldest
 /// blocks go first; what a later request could have reused is faulted in again.
 pub(crate) fn after_clean(zone: &Zone, keep: usize) {
+    // The allocation made room under pressure: the kernel counts a direct reclaim.
+    crate::cpuset::memory_pressure_bump();
     purge_zone(zone, u64::MAX, keep, sys::time::now_ms());
 }
 
