@@ -201,6 +201,7 @@ impl RawCache {
                 idx_u8: false,
                 div_magic: 0,
                 shuffled: false,
+                per_line: 0,
             }),
             dbg: UnsafeCell::new(DebugLayout::off(0)),
             random: AtomicU64::new(0),
@@ -1023,14 +1024,15 @@ impl RawCache {
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
         let map = self.free_map(slab);
-        let idx = if g.shuffled {
+        // The map is by position (the object's index where there is no interleave).
+        let pos = if g.shuffled {
             self.get_free_idx(slab, (*slab).active as usize)
         } else {
             self.first_free(slab, map)
         };
         (*slab).active += 1;
-        *map.add(idx / 8) &= !(1 << (idx % 8));
-        page_address(slab).add(slab_colour(slab) + idx * g.size)
+        *map.add(pos / 8) &= !(1 << (pos % 8));
+        page_address(slab).add(slab_colour(slab) + g.position(pos) * g.size)
     }
 
     /// Up to `n` free objects of `slab` into `out`, the lowest last (on top of the
@@ -1058,9 +1060,10 @@ impl RawCache {
                 word &= (1u64 << ((bytes - at) * 8)) - 1;
             }
             while word != 0 && got < n {
-                let idx = at * 8 + word.trailing_zeros() as usize;
+                let pos = at * 8 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                *map.add(idx / 8) &= !(1 << (idx % 8));
+                *map.add(pos / 8) &= !(1 << (pos % 8));
+                let idx = g.position(pos);
                 // Highest first in `out`: the per-CPU stack the batch is pushed onto
                 // pops the last pushed first, so the program gets the objects in
                 // ascending address order, the direction its reads will stream in.
@@ -1118,8 +1121,10 @@ impl RawCache {
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
         let off = obj as usize - (page_address(slab) as usize + slab_colour(slab));
         let idx = self.geom().obj_to_index(off);
-        let byte = self.free_map(slab).add(idx / 8);
-        if *byte & (1 << (idx % 8)) != 0 {
+        // The map is by position (`Geometry::position`); the freelist array, by index.
+        let pos = self.geom().position(idx);
+        let byte = self.free_map(slab).add(pos / 8);
+        if *byte & (1 << (pos % 8)) != 0 {
             self.double_free_in_slab(obj);
         }
         if (*slab).active == 0 {
@@ -1129,7 +1134,7 @@ impl RawCache {
                 self.name()
             ));
         }
-        *byte |= 1 << (idx % 8);
+        *byte |= 1 << (pos % 8);
         (*slab).active -= 1;
         if self.geom().shuffled {
             self.set_free_idx(slab, (*slab).active as usize, idx);

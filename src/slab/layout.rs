@@ -114,6 +114,13 @@ pub struct Geometry {
     /// allocation takes the lowest free object, so objects leave in address order and
     /// the freelist array is never written.
     pub shuffled: bool,
+    /// Objects of a cache line (2, 4 or 8 for the 32-, 16- and 8-byte classes served by
+    /// the free map alone; 0 otherwise): the map's positions then run across the lines
+    /// of each group of that many lines before they fill one (see [`position`]), so
+    /// that two objects allocated one after the other never share a line.
+    ///
+    /// [`position`]: Self::position
+    pub per_line: u8,
 }
 
 impl Geometry {
@@ -224,6 +231,11 @@ impl Geometry {
             idx_u8: true,
             div_magic: u64::MAX / size as u64 + 1,
             shuffled,
+            per_line: if !shuffled && size < 64 && size.is_power_of_two() {
+                (64 / size) as u8
+            } else {
+                0
+            },
         }
     }
 
@@ -263,6 +275,30 @@ impl Geometry {
             self.freelist_bytes() + self.map_bytes()
         };
         self.slab_bytes() - self.num * self.size - fl
+    }
+
+    /// The free-map position of object `idx`, and the object at position `idx` (the
+    /// map is the same both ways). Where objects are smaller than a cache line
+    /// ([`per_line`](Self::per_line) `k`), each group of `k` lines (`k * k` objects) is
+    /// a `k` by `k` block transposed: positions 0, 1, 2... are the first objects of the
+    /// group's lines, then their second objects, and so on. Taking the lowest free
+    /// position first then gives consecutive allocations different lines (a thread that
+    /// hands its neighbour's object to another thread shares no line with it, the
+    /// passive false sharing of Hoard's cache-scratch), while any `k * k` consecutive
+    /// ones fill the same `k` lines as in address order. The last, incomplete group
+    /// keeps address order.
+    #[inline(always)]
+    pub fn position(&self, idx: usize) -> usize {
+        let k = self.per_line as usize;
+        if k == 0 {
+            return idx;
+        }
+        let group = k * k;
+        if idx >= self.num / group * group {
+            return idx;
+        }
+        let j = idx % group;
+        idx - j + (j % k) * k + j / k
     }
 
     /// `obj_to_index`: `offset / size` for an offset below 2^32, by multiplication
@@ -402,6 +438,39 @@ mod tests {
             .step_by(8)
             .chain((4096..=32768).step_by(512))
             .flat_map(|size| [(size, true), (size, false)])
+    }
+
+    #[test]
+    fn positions_are_a_permutation_that_spreads_neighbours() {
+        for size in [8, 16, 32, 48, 64, 128] {
+            let g = Geometry::calculate(size, 8, false).unwrap();
+            let mut seen = vec![false; g.num];
+            for i in 0..g.num {
+                let p = g.position(i);
+                assert!(p < g.num && !seen[p], "size {size}: {i} -> {p}");
+                seen[p] = true;
+                assert_eq!(g.position(p), i, "size {size}: not its own inverse");
+            }
+            if g.per_line == 0 {
+                assert!((0..g.num).all(|i| g.position(i) == i), "size {size}");
+                continue;
+            }
+            // Consecutive positions of a whole group are objects of different lines.
+            let k = g.per_line as usize;
+            let whole = g.num / (k * k) * (k * k);
+            for p in 1..whole {
+                if p % (k * k) != 0 && p % k != 0 {
+                    let (a, b) = (g.position(p - 1) * size / 64, g.position(p) * size / 64);
+                    assert_ne!(
+                        a,
+                        b,
+                        "size {size}: positions {} and {p} share a line",
+                        p - 1
+                    );
+                }
+            }
+        }
+        assert_eq!(Geometry::calculate(16, 8, true).unwrap().per_line, 0);
     }
 
     #[test]
