@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::kmalloc::{kfree, kmalloc, krealloc, kzalloc};
+use crate::kmalloc::{kfree, kmalloc, krealloc, kzalloc, usable_size_layout};
 
 /// The cpuslab allocator. Install it with
 ///
@@ -49,16 +49,33 @@ fn slice(p: *mut u8, len: usize) -> Result<NonNull<[u8]>, AllocError> {
         .ok_or(AllocError)
 }
 
+/// The whole block `p` (null, or just allocated with `(size, align)`): its usable size,
+/// the class's size for a slab object, whole pages for a large block. Every size from
+/// `size` up to that length classifies the same, so the caller may free or grow the
+/// block with a layout of any of them, as `Allocator` allows.
+fn usable_slice(p: *mut u8, size: usize, align: usize) -> Result<NonNull<[u8]>, AllocError> {
+    if p.is_null() {
+        return Err(AllocError);
+    }
+    // SAFETY: a live block just made with this layout.
+    slice(p, unsafe { usable_size_layout(p, size, align) })
+}
+
 // SAFETY: as for GlobalAlloc; blocks stay valid until deallocated, and a clone of
 // `CpuSlab` (a unit struct) frees what another allocated.
 unsafe impl Allocator for CpuSlab {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        slice(kmalloc(layout.size(), layout.align()), layout.size())
+        usable_slice(
+            kmalloc(layout.size(), layout.align()),
+            layout.size(),
+            layout.align(),
+        )
     }
 
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
+        // The requested length only: that much is known zero.
         slice(kzalloc(layout.size(), layout.align()), layout.size())
     }
 
@@ -87,7 +104,8 @@ unsafe impl Allocator for CpuSlab {
             .as_ptr()
             .add(old.size())
             .write_bytes(0, new.size() - old.size());
-        Ok(p)
+        // The new layout's length only: that much is known zero.
+        Ok(NonNull::slice_from_raw_parts(p.cast(), new.size()))
     }
 
     unsafe fn shrink(
@@ -109,9 +127,10 @@ impl CpuSlab {
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
         if old.align() == new.align() {
-            return slice(
+            return usable_slice(
                 krealloc(ptr.as_ptr(), old.size(), old.align(), new.size()),
                 new.size(),
+                new.align(),
             );
         }
         let q = self.allocate(new)?;

@@ -107,3 +107,34 @@ fn allocator_api2_collections() {
         100_000 * 99_999 / 2
     );
 }
+
+/// `Allocator::allocate` reports the whole block (the class's size, whole pages for a
+/// large block), all of it usable, and the block may be grown in place within it and
+/// freed with any layout size up to it; `allocate_zeroed` reports what it zeroed.
+#[test]
+fn allocator_api2_reports_usable_sizes() {
+    use allocator_api2::alloc::Allocator;
+    use std::alloc::Layout;
+    let a = cpuslab::CpuSlab;
+    for (size, want) in [(20, 24), (100, 112), (1000, 1024), (40_000, 40_960)] {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        let b = a.allocate(l).unwrap();
+        assert_eq!(b.len(), want, "size {size}");
+        let p = b.cast::<u8>();
+        // SAFETY: the whole reported block is ours.
+        unsafe { p.as_ptr().write_bytes(0xa5, b.len()) };
+        // Growing within the reported length keeps the block.
+        let full = Layout::from_size_align(b.len(), 8).unwrap();
+        // SAFETY: `p` was allocated with `l`, and `full` is no smaller.
+        let g = unsafe { a.grow(p, l, full) }.unwrap();
+        assert_eq!(g.cast::<u8>(), p, "size {size}: moved within its block");
+        // SAFETY: freed once, with a layout whose size lies within the block.
+        unsafe { a.deallocate(p, full) };
+        let z = a.allocate_zeroed(l).unwrap();
+        assert_eq!(z.len(), size);
+        // SAFETY: the reported length is zero.
+        assert!(unsafe { z.as_ref() }.iter().all(|&x| x == 0));
+        // SAFETY: allocated just above with `l`.
+        unsafe { a.deallocate(z.cast(), l) };
+    }
+}
