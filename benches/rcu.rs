@@ -12,6 +12,15 @@
 //!   with no reader inside a section.
 //! * `call_rcu/10000`: queueing 10,000 intrusive callbacks and `rcu::barrier()` until
 //!   all have run; callbacks/s.
+//! * `synchronize_with_readers/{cpuslab,urcu_memb}/{1,4,16}`: one grace period while
+//!   that many threads enter and leave read sections in a loop.
+//!
+//! Each group also runs liburcu's memb flavour (`urcu_memb_*`, Debian's `liburcu8`)
+//! through FFI in the same run where the library is installed (`dlopen` of
+//! `liburcu-memb.so.8`; without it those rows are skipped with a note):
+//! `read_side/urcu_memb_read_lock`, `grace_period/urcu_memb_synchronize_rcu`,
+//! `call_rcu/urcu_memb_10000`. liburcu's read side is its exported function, a call
+//! where C code built against its headers would inline it.
 //!
 //! ```text
 //! cargo bench -p cpuslab-bench --bench rcu [-- FILTER]
@@ -23,9 +32,83 @@ use std::sync::atomic::{compiler_fence, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cpuslab::rcu::{self, RcuHead};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+/// liburcu's `struct rcu_head`: a wait-free queue node, then the callback.
+#[repr(C)]
+struct UrcuHead {
+    next: *mut UrcuHead,
+    func: Option<unsafe extern "C" fn(*mut UrcuHead)>,
+}
+
+/// liburcu's memb flavour, loaded at run time.
+struct Urcu {
+    register_thread: unsafe extern "C" fn(),
+    read_lock: unsafe extern "C" fn(),
+    read_unlock: unsafe extern "C" fn(),
+    synchronize: unsafe extern "C" fn(),
+    call_rcu: unsafe extern "C" fn(*mut UrcuHead, unsafe extern "C" fn(*mut UrcuHead)),
+    barrier: unsafe extern "C" fn(),
+}
+
+/// `liburcu-memb.so.8`'s functions, or None (with a note on stderr) when it is not
+/// installed.
+fn urcu() -> Option<&'static Urcu> {
+    static URCU: OnceLock<Option<Urcu>> = OnceLock::new();
+    URCU.get_or_init(|| {
+        // SAFETY: dlopen and dlsym with NUL-terminated names; each symbol is a function
+        // of the signature liburcu's headers give it.
+        unsafe {
+            let lib = libc::dlopen(c"liburcu-memb.so.8".as_ptr(), libc::RTLD_NOW);
+            if lib.is_null() {
+                eprintln!(
+                    "note: liburcu-memb.so.8 not found (Debian: liburcu8); its rows are skipped"
+                );
+                return None;
+            }
+            let sym = |name: &std::ffi::CStr| {
+                let f = libc::dlsym(lib, name.as_ptr());
+                assert!(!f.is_null(), "liburcu lacks {name:?}");
+                f
+            };
+            Some(Urcu {
+                register_thread: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(
+                    sym(c"urcu_memb_register_thread"),
+                ),
+                read_lock: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
+                    c"urcu_memb_read_lock",
+                )),
+                read_unlock: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
+                    c"urcu_memb_read_unlock",
+                )),
+                synchronize: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
+                    c"urcu_memb_synchronize_rcu",
+                )),
+                call_rcu: std::mem::transmute::<
+                    *mut libc::c_void,
+                    unsafe extern "C" fn(*mut UrcuHead, unsafe extern "C" fn(*mut UrcuHead)),
+                >(sym(c"urcu_memb_call_rcu")),
+                barrier: std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn()>(sym(
+                    c"urcu_memb_barrier",
+                )),
+            })
+        }
+    })
+    .as_ref()
+}
+
+/// Registers the calling thread with liburcu once (readers and `call_rcu` need it).
+fn urcu_register(u: &Urcu) {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if !DONE.with(|d| d.replace(true)) {
+        // SAFETY: a thread registers itself once; it stays registered until it exits.
+        unsafe { (u.register_thread)() };
+    }
+}
 
 fn read_side(c: &mut Criterion) {
     let mut g = c.benchmark_group("read_side");
@@ -42,6 +125,18 @@ fn read_side(c: &mut Criterion) {
         b.iter(|| drop(black_box(rcu::read_lock())))
     });
     drop(outer);
+    if let Some(u) = urcu() {
+        urcu_register(u);
+        g.bench_function("urcu_memb_read_lock", |b| {
+            b.iter(|| {
+                // SAFETY: a registered thread, sections balanced.
+                unsafe {
+                    (u.read_lock)();
+                    (u.read_unlock)();
+                }
+            })
+        });
+    }
     g.finish();
 }
 
@@ -92,6 +187,69 @@ fn grace_period(c: &mut Criterion) {
         b.iter(rcu::synchronize_expedited)
     });
     g.bench_function("synchronize", |b| b.iter(rcu::synchronize));
+    if let Some(u) = urcu() {
+        urcu_register(u);
+        // SAFETY: outside any read section.
+        g.bench_function("urcu_memb_synchronize_rcu", |b| {
+            b.iter(|| unsafe { (u.synchronize)() })
+        });
+    }
+    g.finish();
+}
+
+/// Starts `n` threads that enter and leave read sections (cpuslab's, or liburcu's
+/// when `urcu`) until the returned flag is set; they have all started on return.
+fn readers(
+    n: usize,
+    urcu: Option<&'static Urcu>,
+) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(std::sync::Barrier::new(n + 1));
+    let threads = (0..n)
+        .map(|_| {
+            let (stop, started) = (stop.clone(), started.clone());
+            std::thread::spawn(move || {
+                if let Some(u) = urcu {
+                    urcu_register(u);
+                }
+                started.wait();
+                while !stop.load(Ordering::Relaxed) {
+                    match urcu {
+                        // SAFETY: a registered thread, sections balanced.
+                        Some(u) => unsafe {
+                            (u.read_lock)();
+                            black_box(());
+                            (u.read_unlock)();
+                        },
+                        None => drop(black_box(rcu::read_lock())),
+                    }
+                }
+            })
+        })
+        .collect();
+    started.wait();
+    (stop, threads)
+}
+
+fn synchronize_with_readers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("synchronize_with_readers");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(3));
+    for n in [1usize, 4, 16] {
+        let (stop, threads) = readers(n, None);
+        g.bench_function(format!("cpuslab/{n}"), |b| b.iter(rcu::synchronize));
+        stop.store(true, Ordering::Relaxed);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        if let Some(u) = urcu() {
+            let (stop, threads) = readers(n, Some(u));
+            // SAFETY: outside any read section.
+            g.bench_function(format!("urcu_memb/{n}"), |b| {
+                b.iter(|| unsafe { (u.synchronize)() })
+            });
+            stop.store(true, Ordering::Relaxed);
+            threads.into_iter().for_each(|t| t.join().unwrap());
+        }
+    }
     g.finish();
 }
 
@@ -120,10 +278,44 @@ fn call_rcu_throughput(c: &mut Criterion) {
             rcu::barrier();
         })
     });
+    if let Some(u) = urcu() {
+        urcu_register(u);
+        static URCU_INVOKED: AtomicU64 = AtomicU64::new(0);
+        unsafe extern "C" fn urcu_count(_head: *mut UrcuHead) {
+            URCU_INVOKED.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut heads: Vec<UrcuHead> = (0..N)
+            .map(|_| UrcuHead {
+                next: std::ptr::null_mut(),
+                func: None,
+            })
+            .collect();
+        let mut queued = 0u64;
+        g.bench_function("urcu_memb_10000", |b| {
+            b.iter(|| {
+                for h in heads.iter_mut() {
+                    // SAFETY: each head is idle (the previous round's barrier ran every
+                    // callback) and outlives its callback; a registered thread.
+                    unsafe { (u.call_rcu)(h, urcu_count) };
+                }
+                queued += N as u64;
+                // SAFETY: outside any read section.
+                unsafe { (u.barrier)() };
+            })
+        });
+        assert_eq!(URCU_INVOKED.load(Ordering::Relaxed), queued);
+    }
     g.finish();
     // Every callback ran exactly once.
     assert_eq!(INVOKED.load(Ordering::Relaxed), queued);
 }
 
-criterion_group!(benches, read_side, floor, grace_period, call_rcu_throughput);
+criterion_group!(
+    benches,
+    read_side,
+    floor,
+    grace_period,
+    synchronize_with_readers,
+    call_rcu_throughput
+);
 criterion_main!(benches);
