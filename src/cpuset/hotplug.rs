@@ -160,7 +160,9 @@ impl HotplugWatch {
                 h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3);
             }
         }
-        let old = self.last.lock().replace((online, h));
+        // Tried, not waited for: a forked child's restarted reclaim thread may find the
+        // lock held by the parent's, which is not there.
+        let old = self.last.try_lock()?.replace((online, h));
         let (old_online, old_h) = old?;
         if old_h == h {
             return None;
