@@ -88,9 +88,10 @@ static ANY_ATTACHED: AtomicBool = AtomicBool::new(false);
 /// inherited from the thread that created it ([`inherited`]), else the top.
 #[inline]
 pub(super) fn current_index() -> usize {
-    match ME.with(Cell::get) {
-        0 => inherited(),
-        slot => slot_cpuset(slot - 1).map_or(TOP, |c| c.load(Ordering::Relaxed)) as usize,
+    if ME.with(Cell::get) == 0 {
+        inherited()
+    } else {
+        attached_index()
     }
 }
 

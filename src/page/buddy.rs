@@ -72,7 +72,7 @@ pub struct ZoneInner {
     pub last_purge_ms: u64,
     /// Set when an allocation had to take clean memory (never touched, or purged)
     /// while dirty free pages sat on the lists: they could not serve it, and the
-    /// program's footprint is growing past them (see `purge::after_clean`).
+    /// program's footprint is growing past them (see `purge::unlock_after_alloc`).
     pub clean_taken: bool,
 }
 
@@ -129,10 +129,7 @@ impl Zone {
         let mut z = self.lock();
         // SAFETY: under the zone lock.
         let page = unsafe { z.rmqueue(order, self.node) };
-        if let Some(keep) = super::purge::take_clean_pressure(&mut z) {
-            drop(z);
-            super::purge::after_clean(self, keep);
-        }
+        super::purge::unlock_after_alloc(self, z);
         page
     }
 

@@ -166,26 +166,22 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
 /// [`alloc_pages_exact`] on one node's zone.
 fn exact_on(node: usize, npages: usize, order: usize, large: bool) -> *mut Page {
     let zone = zone(node);
-    let mut pressure = None;
-    let page = exact_locked(zone, node, npages, order, large, &mut pressure);
-    if let Some(keep) = pressure {
-        purge::after_clean(zone, keep);
-    }
+    let now = sys::time::now_ms();
+    let mut z = zone.lock();
+    let page = exact_locked(&mut z, node, npages, order, large, now);
+    purge::unlock_after_alloc(zone, z);
     page
 }
 
-/// [`exact_on`] under the zone lock; `pressure` says whether the zone should purge
-/// once the lock is dropped (`purge::take_clean_pressure`).
+/// [`exact_on`] under the zone lock `z`.
 fn exact_locked(
-    zone: &buddy::Zone,
+    z: &mut buddy::ZoneInner,
     node: usize,
     npages: usize,
     order: usize,
     large: bool,
-    pressure: &mut Option<usize>,
+    now: u64,
 ) -> *mut Page {
-    let now = sys::time::now_ms();
-    let mut z = zone.lock();
     // SAFETY: under the zone lock; the tail run is part of the block just taken.
     unsafe {
         // Large blocks keep to blocks of their own group (see `buddy`), where they
@@ -196,7 +192,6 @@ fn exact_locked(
             buddy::GROUP_SLAB
         };
         let page = z.rmqueue_group(order, node, group);
-        *pressure = purge::take_clean_pressure(&mut z);
         if page.is_null() {
             return page;
         }
@@ -332,10 +327,7 @@ pub unsafe fn grow_pages_exact(page: *mut Page, npages: usize) -> bool {
     }
     z.large_pages += npages - old;
     (*page).info = npages as u64;
-    if let Some(keep) = purge::take_clean_pressure(&mut z) {
-        drop(z);
-        purge::after_clean(zone, keep);
-    }
+    purge::unlock_after_alloc(zone, z);
     true
 }
 

@@ -379,10 +379,7 @@ fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
         buf[n] = page;
         n += 1;
     }
-    if let Some(keep) = super::purge::take_clean_pressure(&mut z) {
-        drop(z);
-        super::purge::after_clean(zone, keep);
-    }
+    super::purge::unlock_after_alloc(zone, z);
     n
 }
 

@@ -10,8 +10,9 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use super::buddy::Zone;
+use super::buddy::{Zone, ZoneInner};
 use super::desc::{page_address, Page, PG_ZERO};
+use crate::sync::MutexGuard;
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
 
 /// Decay time in ms (`CPUSLAB_DECAY_MS`).
@@ -125,7 +126,7 @@ pub fn maybe_purge(zone: &Zone, now_ms: u64) {
 /// memory, and down to how many dirty pages: it holds more than it keeps
 /// ([`pressure_keep`]), none of which could serve that allocation. Clears the mark
 /// either way.
-pub(crate) fn take_clean_pressure(z: &mut super::buddy::ZoneInner) -> Option<usize> {
+fn take_clean_pressure(z: &mut super::buddy::ZoneInner) -> Option<usize> {
     let taken = core::mem::replace(&mut z.clean_taken, false);
     let keep = pressure_keep(z);
     (taken && z.dirty_pages > keep).then_some(keep)
@@ -144,16 +145,22 @@ fn pressure_keep(z: &super::buddy::ZoneInner) -> usize {
 /// [`pressure_keep`]'s share of the pages in use.
 const PRESSURE_KEEP_DIV: usize = 8;
 
-/// Called without the zone lock after [`take_clean_pressure`] said so: purges the dirty
-/// free pages beyond `keep` (what it returned), whatever their age. The program's
+/// Drops the zone lock `z` of `zone` after an allocation under it; when
+/// [`take_clean_pressure`] says so, then purges the dirty free pages beyond what it
+/// keeps, whatever their age. Every allocation path of the zone unlocks through here.
+/// The program's
 /// footprint is growing past free memory that did not fit what it asked for; keeping
 /// that memory resident while new pages are touched is what raises the peak (the
 /// kernel's page allocator, which has no dirty free pages, never does). The oldest
 /// blocks go first; what a later request could have reused is faulted in again.
-pub(crate) fn after_clean(zone: &Zone, keep: usize) {
-    // The allocation made room under pressure: the kernel counts a direct reclaim.
-    crate::cpuset::memory_pressure_bump();
-    purge_zone(zone, u64::MAX, keep, sys::time::now_ms());
+pub(crate) fn unlock_after_alloc(zone: &Zone, mut z: MutexGuard<'_, ZoneInner>) {
+    let pressure = take_clean_pressure(&mut z);
+    drop(z);
+    if let Some(keep) = pressure {
+        // The allocation made room under pressure: the kernel counts a direct reclaim.
+        crate::cpuset::memory_pressure_bump();
+        purge_zone(zone, u64::MAX, keep, sys::time::now_ms());
+    }
 }
 
 /// Purges every dirty free page of `zone`. Returns the pages purged.

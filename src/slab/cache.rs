@@ -1023,16 +1023,15 @@ impl RawCache {
     #[inline]
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
-        let map = self.free_map(slab);
-        // The map is by position (the object's index where there is no interleave).
-        let pos = if g.shuffled {
-            self.get_free_idx(slab, (*slab).active as usize)
-        } else {
-            self.first_free(slab, map)
-        };
+        if !g.shuffled {
+            let mut obj = ptr::null_mut();
+            self.slab_get_objs(slab, &mut obj, 1);
+            return obj;
+        }
+        let idx = self.get_free_idx(slab, (*slab).active as usize);
         (*slab).active += 1;
-        *map.add(pos / 8) &= !(1 << (pos % 8));
-        page_address(slab).add(slab_colour(slab) + g.position(pos) * g.size)
+        *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
+        page_address(slab).add(slab_colour(slab) + idx * g.size)
     }
 
     /// Up to `n` free objects of `slab` into `out`, the lowest last (on top of the
@@ -1054,7 +1053,10 @@ impl RawCache {
         let mut got = 0;
         let mut at = 0;
         while got < n && at < bytes {
-            // SAFETY: as in `first_free`, the word lies inside the descriptor or slab.
+            // Without a freelist array the map is `HeadSpare` (16 bytes) or whole
+            // words at the slab's end (`map_bytes`): no word read here runs past it;
+            // bytes beyond the last object's are masked off.
+            // SAFETY: as above, the word lies inside the descriptor or the slab.
             let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
             if bytes - at < 8 {
                 word &= (1u64 << ((bytes - at) * 8)) - 1;
@@ -1077,29 +1079,6 @@ impl RawCache {
         }
         (*slab).active += got as u16;
         got
-    }
-
-    /// The lowest free object of `slab` (whose free map is `map`): a scan of the map
-    /// eight bytes at a time. A slab with free objects but no bit set has a corrupt map.
-    #[inline]
-    unsafe fn first_free(&self, slab: *mut Page, map: *mut u8) -> usize {
-        let bytes = self.geom().num.div_ceil(8);
-        let mut at = 0;
-        while at < bytes {
-            // Without a freelist array the map is `HeadSpare` (16 bytes) or whole
-            // words at the slab's end (`map_bytes`): no word read here runs past it;
-            // bytes beyond the last object's are masked off.
-            // SAFETY: as above, the word lies inside the descriptor or the slab.
-            let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
-            if bytes - at < 8 {
-                word &= (1u64 << ((bytes - at) * 8)) - 1;
-            }
-            if word != 0 {
-                return at * 8 + word.trailing_zeros() as usize;
-            }
-            at += 8;
-        }
-        self.corrupt_map(slab)
     }
 
     /// Aborts for a slab whose free map holds fewer free objects than its count says.

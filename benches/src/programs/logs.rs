@@ -2,7 +2,7 @@
 //! malformed) matched with captures on a pool of `p.threads` workers, each match
 //! turned into an owned event, events grouped per user by fold and reduce.
 
-use super::{fnv, pool, scramble, Outcome, Params};
+use super::{fnv, merge_groups, pool, scramble, Outcome, Params};
 use crate::Rng;
 use rayon::prelude::*;
 use regex::Regex;
@@ -85,12 +85,7 @@ pub fn regex_logs(p: &Params) -> Outcome {
                         m
                     },
                 )
-                .reduce(HashMap::new, |mut a, b| {
-                    for (u, mut v) in b {
-                        a.entry(u).or_default().append(&mut v);
-                    }
-                    a
-                });
+                .reduce(HashMap::new, merge_groups);
             let matched: usize = by_user.values().map(Vec::len).sum();
             assert_eq!(matched as u64, good, "round {round}: events lost");
             // Per user: events, failures, latency and the paths, summed in any order.

@@ -92,6 +92,17 @@ fn scramble(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Merges two groupings of values by key (a parallel fold's partial results).
+fn merge_groups<K: Eq + std::hash::Hash, V>(
+    mut a: std::collections::HashMap<K, Vec<V>>,
+    b: std::collections::HashMap<K, Vec<V>>,
+) -> std::collections::HashMap<K, Vec<V>> {
+    for (k, mut v) in b {
+        a.entry(k).or_default().append(&mut v);
+    }
+    a
+}
+
 /// FNV-1a over bytes: a string's digest.
 #[inline]
 fn fnv(bytes: &[u8]) -> u64 {

@@ -3,7 +3,7 @@
 //! fold and reduce, and cut into chunks indexed by `BTreeMap`s. Strings are made on
 //! one worker and dropped on another, as rayon moves work.
 
-use super::{fnv, pool, scramble, Outcome, Params};
+use super::{fnv, merge_groups, pool, scramble, Outcome, Params};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,12 +46,7 @@ pub fn rayon_pipeline(p: &Params) -> Outcome {
                     m.entry(k[..3].to_string()).or_default().push(k.clone());
                     m
                 })
-                .reduce(HashMap::new, |mut a, b| {
-                    for (prefix, mut v) in b {
-                        a.entry(prefix).or_default().append(&mut v);
-                    }
-                    a
-                });
+                .reduce(HashMap::new, merge_groups);
             let grouped: usize = groups.values().map(Vec::len).sum();
             assert_eq!(grouped as u64, n, "round {round}: keys lost in grouping");
             let digest = groups
