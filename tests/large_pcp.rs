@@ -31,6 +31,7 @@ fn large_page_lists() {
         };
         large_pair_reuses_the_cpus_block(cpu);
         other_page_counts_are_not_cached(cpu);
+        odd_page_counts_are_packed_end_to_end(cpu);
         large_list_keeps_to_high_and_drains(cpu);
     })
     .join()
@@ -110,6 +111,54 @@ fn other_page_counts_are_not_cached(cpu: usize) {
         CpuSlab.dealloc(p, l);
     }
     assert_eq!(pcp::count_of(list), cached, "a 9-page block was cached");
+}
+
+/// Blocks whose page count is not a power of two are packed end to end (each starts
+/// where the one before ended), not each given its own power-of-two block: a 25-page
+/// block took 32 pages of address space, which `ulimit -v` counts. One of them shrunk
+/// to 16 pages in place is no aligned 16-page buddy block, so its free goes to the zone
+/// rather than onto the order-4 list.
+fn odd_page_counts_are_packed_end_to_end(cpu: usize) {
+    let l = layout(25 * PAGE);
+    // SAFETY: a valid layout; every block is written within its size and freed once.
+    let blocks: Vec<*mut u8> = (0..12)
+        .map(|_| unsafe {
+            let p = CpuSlab.alloc(l);
+            assert!(!p.is_null());
+            p.write_bytes(7, l.size());
+            p
+        })
+        .collect();
+    let packed = blocks
+        .windows(2)
+        .filter(|w| w[1] as usize == w[0] as usize + 25 * PAGE)
+        .count();
+    // A max-order block (1024 pages) holds 40: one boundary at most may fall in 12.
+    assert!(
+        packed >= 10,
+        "{packed} of 11 blocks start where the one before ended"
+    );
+    let list = pcp::pcp_order(cpu, 4).expect("an order-4 list");
+    let mut freed = 0;
+    for &p in &blocks {
+        let index = p as usize / PAGE;
+        let cached = pcp::count_of(list);
+        // SAFETY: `p` is live with layout `l`; shrinking keeps its first 16 pages.
+        unsafe {
+            let q = CpuSlab.realloc(p, l, 16 * PAGE);
+            assert_eq!(q, p, "a large block shrinks in place");
+            CpuSlab.dealloc(q, layout(16 * PAGE));
+        }
+        if !index.is_multiple_of(16) {
+            freed += 1;
+            assert_eq!(
+                pcp::count_of(list),
+                cached,
+                "a 16-page block at page {index} (not a multiple of 16) was cached"
+            );
+        }
+    }
+    assert!(freed > 0, "every block was aligned to 16 pages");
 }
 
 /// On one CPU, freeing three times `high` 64 KiB blocks keeps the order-4 list between

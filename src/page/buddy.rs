@@ -74,6 +74,10 @@ pub struct ZoneInner {
     /// while dirty free pages sat on the lists: they could not serve it, and the
     /// program's footprint is growing past them (see `purge::unlock_after_alloc`).
     pub clean_taken: bool,
+    /// Where the last large block of no power-of-two size ended, inside the max-order
+    /// block it came from (null when it ended at that block's end): the next such block
+    /// is packed there ([`take_at_cursor`](Self::take_at_cursor)).
+    large_cursor: *mut Page,
 }
 
 // SAFETY: the raw pointers are only followed under the zone lock.
@@ -108,6 +112,7 @@ impl Zone {
                 purged_pages: 0,
                 last_purge_ms: 0,
                 clean_taken: false,
+                large_cursor: ptr::null_mut(),
             }),
         }
     }
@@ -197,14 +202,36 @@ impl ZoneInner {
         if order > MAX_ORDER {
             return ptr::null_mut();
         }
+        let page = self.rmqueue_dirty(order, group);
+        if !page.is_null() {
+            return page;
+        }
+        self.rmqueue_clean(order, node, group)
+    }
+
+    /// The first choice of [`rmqueue_group`](Self::rmqueue_group): a dirty block of the
+    /// group's own lists (the whole max-order blocks' included). Null when there is none.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `order <= MAX_ORDER`.
+    pub unsafe fn rmqueue_dirty(&mut self, order: usize, group: usize) -> *mut Page {
+        match self.find(group, order..=MAX_ORDER, true) {
+            Some((g, o)) => self.take(g, o, order, group),
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// The rest of [`rmqueue_group`](Self::rmqueue_group), once no dirty block of the
+    /// group's own fits.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `order <= MAX_ORDER`.
+    pub unsafe fn rmqueue_clean(&mut self, order: usize, node: usize, group: usize) -> *mut Page {
         // The group's own lists (the whole max-order blocks' included), and the other
         // group's below max order.
         let own = || order..=MAX_ORDER;
         let other = group ^ 1;
         let steal = || order..MAX_ORDER;
-        if let Some((g, o)) = self.find(group, own(), true) {
-            return self.take(g, o, order, group);
-        }
         let own_clean = self.find(group, own(), false);
         if let Some((g, o)) = own_clean {
             // The group's own clean block before the other group's dirty one, which
@@ -410,27 +437,46 @@ impl ZoneInner {
         want: usize,
         now_ms: u64,
     ) -> bool {
-        let start = page_address(page) as usize + (have << PAGE_SHIFT);
-        let end = page_address(page) as usize + (want << PAGE_SHIFT);
+        let start = page_address(page) as usize;
+        self.take_range(
+            start + (have << PAGE_SHIFT),
+            start + (want << PAGE_SHIFT),
+            now_ms,
+        )
+        .is_some()
+    }
+
+    /// Takes the pages `[start, end)` (addresses) off the free lists when they are all
+    /// free: whole free blocks from `start`, the last of which may reach past `end`
+    /// (that rest is freed again). Returns `PG_ZERO` when every page taken reads as
+    /// zero, else 0; `None`, with nothing changed, when a page is not free or a clean
+    /// one cannot be charged.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `[start, end)` lies inside one max-order block of
+    /// this zone, and a free block starts at `start` or the page there is not free.
+    unsafe fn take_range(&mut self, start: usize, end: usize, now_ms: u64) -> Option<u32> {
         // Nothing free can hold an allocated page, so each free block in the range
         // starts where the one before ended.
         let mut addr = start;
         let mut clean = 0usize;
+        let mut zero = PG_ZERO;
         while addr < end {
             let p = virt_to_page(addr as *const u8);
             let flags = (*p).flags();
             if flags & PG_BUDDY == 0 {
-                return false;
+                return None;
             }
             let pages = 1usize << (*p).order;
             if flags & PG_ZERO != 0 {
                 clean += pages;
             }
+            zero &= flags;
             addr += pages << PAGE_SHIFT;
         }
         // Clean pages handed out are charged (what is given back clean is uncharged).
         if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
-            return false;
+            return None;
         }
         self.clean_taken |= clean != 0;
         let mut addr = start;
@@ -449,7 +495,56 @@ impl ZoneInner {
             let rest = (addr - end) >> PAGE_SHIFT;
             self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms);
         }
-        true
+        Some(zero)
+    }
+
+    /// Next-fit packing of large blocks whose page count is no power of two (glibc's
+    /// heap and jemalloc's extents place them end to end): `npages` pages at the
+    /// cursor, that is, over the free tail the previous such block left of its
+    /// power-of-two block and on into the free pages after it, inside one max-order
+    /// block of the large group, starting at a multiple of `align` pages. Without it
+    /// each block holds its whole power-of-two block's address space (a 25-page block
+    /// 32 pages), which an address-space limit counts. Returns the run's head
+    /// descriptor (flagged `PG_ALLOCATED`, plus `PG_ZERO` when all of it reads as
+    /// zero), or null when the pages there are not free or cannot be charged.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    pub unsafe fn take_at_cursor(&mut self, npages: usize, align: usize, now_ms: u64) -> *mut Page {
+        let cur = self.large_cursor;
+        if cur.is_null() {
+            return ptr::null_mut();
+        }
+        let start = page_address(cur) as usize;
+        let end = start + (npages << PAGE_SHIFT);
+        let fits = end <= (start | (BLOCK_SIZE - 1)) + 1;
+        if !fits
+            || !(start >> PAGE_SHIFT).is_multiple_of(align)
+            || *arena::group_of(cur) as usize != GROUP_LARGE
+        {
+            return ptr::null_mut();
+        }
+        match self.take_range(start, end, now_ms) {
+            Some(zero) => {
+                (*cur).init_head(PG_ALLOCATED | zero, 0);
+                cur
+            }
+            None => ptr::null_mut(),
+        }
+    }
+
+    /// Moves the packing cursor to just past a large block of `npages` pages headed by
+    /// `page` (nowhere when that is the end of its max-order block).
+    ///
+    /// # Safety
+    /// Called under the zone lock; `page` heads a block of this zone.
+    pub unsafe fn set_cursor(&mut self, page: *mut Page, npages: usize) {
+        let end = page_address(page) as usize + (npages << PAGE_SHIFT);
+        self.large_cursor = if end & (BLOCK_SIZE - 1) == 0 {
+            ptr::null_mut()
+        } else {
+            page.add(npages)
+        };
     }
 
     /// Number of free blocks of each order, for buddyinfo.
@@ -598,6 +693,59 @@ mod tests {
             assert!(!z.take_following(a, 16, 48, 0));
             assert_eq!(z.free_pages, free - 24);
             z.free_run(a, 40, 0, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+        }
+    }
+
+    /// The packing cursor: a 25-page block is placed where the last one ended, over the
+    /// free tail of its 32-page block and the free pages after it; not over pages in
+    /// use, not past its max-order block, and not at a misaligned start.
+    #[test]
+    fn take_at_cursor_packs_blocks_end_to_end() {
+        let zone = Zone::new(0);
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its size.
+        unsafe {
+            let a = z.rmqueue_group(5, 0, GROUP_LARGE);
+            assert!(!a.is_null());
+            z.free_run(a.add(25), 7, PG_ZERO, 0);
+            z.set_cursor(a, 25);
+            let free = z.free_pages;
+            let b = z.take_at_cursor(25, 1, 0);
+            assert_eq!(b, a.add(25), "packed right after the first block");
+            assert_eq!(z.free_pages, free - 25);
+            assert_ne!((*b).flags() & PG_ZERO, 0, "all of it was never used");
+            z.set_cursor(b, 25);
+            // Aligned to 2 pages: page 50 is, 51 is not.
+            let c = z.take_at_cursor(3, 2, 0);
+            assert_eq!(c, a.add(50));
+            z.set_cursor(c, 3);
+            assert!(z.take_at_cursor(3, 2, 0).is_null(), "page 53 is odd");
+            // A block in use at the cursor.
+            let d = z.take_at_cursor(4, 1, 0);
+            assert_eq!(d, a.add(53));
+            z.set_cursor(c, 3);
+            assert!(z.take_at_cursor(1, 1, 0).is_null(), "page 53 is in use");
+            // Up to the end of the max-order block (the upper half is one free block
+            // of order 9 after the split), and then no cursor.
+            let base = a.sub((page_address(a) as usize & (BLOCK_SIZE - 1)) >> PAGE_SHIFT);
+            z.set_cursor(base.add(500), 12);
+            assert!(
+                z.take_at_cursor(513, 1, 0).is_null(),
+                "crosses the max-order block"
+            );
+            let e = z.take_at_cursor(512, 1, 0);
+            assert_eq!(e, base.add(512));
+            z.set_cursor(e, 512);
+            assert!(
+                z.take_at_cursor(1, 1, 0).is_null(),
+                "no cursor past the block's end"
+            );
+            z.free_run(e, 512, 0, 0);
+            z.free_run(a, 25, 0, 0);
+            z.free_run(b, 25, 0, 0);
+            z.free_run(c, 3, 0, 0);
+            z.free_run(d, 4, 0, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
         }
     }

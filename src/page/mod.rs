@@ -147,14 +147,14 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
             return page;
         }
     }
-    let page = exact_on(node, npages, order, large);
+    let page = exact_on(node, npages, order, min_order, large);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
     }
     // The zonelist: the other nodes nearest first, those the thread's cpuset allows.
     for other in topology::zonelist(node).filter(|&n| n != node) {
         if cpuset::node_allowed(other) {
-            let page = exact_on(other, npages, order, large);
+            let page = exact_on(other, npages, order, min_order, large);
             if !page.is_null() {
                 return page;
             }
@@ -164,11 +164,11 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
 }
 
 /// [`alloc_pages_exact`] on one node's zone.
-fn exact_on(node: usize, npages: usize, order: usize, large: bool) -> *mut Page {
+fn exact_on(node: usize, npages: usize, order: usize, min_order: usize, large: bool) -> *mut Page {
     let zone = zone(node);
     let now = sys::time::now_ms();
     let mut z = zone.lock();
-    let page = exact_locked(&mut z, node, npages, order, large, now);
+    let page = exact_locked(&mut z, node, npages, order, min_order, large, now);
     purge::unlock_after_alloc(zone, z);
     page
 }
@@ -179,6 +179,7 @@ fn exact_locked(
     node: usize,
     npages: usize,
     order: usize,
+    min_order: usize,
     large: bool,
     now: u64,
 ) -> *mut Page {
@@ -191,7 +192,28 @@ fn exact_locked(
         } else {
             buddy::GROUP_SLAB
         };
-        let page = z.rmqueue_group(order, node, group);
+        // A large block of no power-of-two size: a dirty block is resident already and
+        // preferred; else it is packed after the last such block (see
+        // `take_at_cursor`) rather than given a clean power-of-two block of its own.
+        let pack = large && !npages.is_power_of_two();
+        let mut page = if pack {
+            z.rmqueue_dirty(order, group)
+        } else {
+            core::ptr::null_mut()
+        };
+        if page.is_null() && pack {
+            page = z.take_at_cursor(npages, 1 << min_order, now);
+            if !page.is_null() {
+                z.set_cursor(page, npages);
+                (*page).set_flags(PG_ALLOCATED | PG_LARGE | ((*page).flags() & PG_ZERO));
+                (*page).info = npages as u64;
+                z.large_pages += npages;
+                return page;
+            }
+        }
+        if page.is_null() {
+            page = z.rmqueue_group(order, node, group);
+        }
         if page.is_null() {
             return page;
         }
@@ -199,6 +221,9 @@ fn exact_locked(
         let extra = (1 << order) - npages;
         if extra > 0 {
             z.free_run(page.add(npages), extra, zero, now);
+        }
+        if pack {
+            z.set_cursor(page, npages);
         }
         (*page).set_flags(PG_ALLOCATED | PG_LARGE | zero);
         (*page).info = npages as u64;
@@ -224,12 +249,17 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
     // head's flags to `PG_FREED`; cpuslab's own blocks still carry `PG_LARGE`.
     let large = (*page).flags() & PG_FREED != 0;
     let node = page_node(page);
-    if large && npages.is_power_of_two() && topology::cpu_to_node(sys::cpu::current()) == node {
+    let index = page_address(page) as usize >> PAGE_SHIFT;
+    if large
+        && npages.is_power_of_two()
+        && index.is_multiple_of(npages)
+        && topology::cpu_to_node(sys::cpu::current()) == node
+    {
         let order = npages.trailing_zeros() as usize;
         // The head reads as freed while cached (`PG_FREED`, set above), so
-        // `large_block` turns away a second free or a realloc of it. Blocks of exact
-        // allocations start at a multiple of 2^min_order pages no smaller than their
-        // count (shrunk ones too), so the block is an aligned buddy block of its order.
+        // `large_block` turns away a second free or a realloc of it. Only an aligned
+        // buddy block of its order goes on a list: a packed block (`take_at_cursor`)
+        // shrunk to a power of two need not be one.
         if pcp::free_large_pcppage(page, order) {
             return;
         }
