@@ -6,7 +6,9 @@
 //! - `tests/rcu_gp.rs`: a grace period (the `gp_seq` state machine, the `rcu_node`
 //!   tree's `qsmask` report-up, forcing quiescent states) against two readers, one of
 //!   them nesting; no reader that started before the grace period sees its object freed.
-//!   And a reader leaving while the masks initialise: the grace period still ends.
+//!   And a reader leaving while the masks initialise: the grace period still ends. And
+//!   a grace period that finds no reader present and frees at once, against a reader
+//!   coming online: it reads the new version.
 //! - `tests/rcu_segcblist.rs`: `call_rcu`'s segmented callback lists against grace
 //!   periods and the callback invoker: every callback runs once, after a full grace
 //!   period.

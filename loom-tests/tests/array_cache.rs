@@ -152,14 +152,14 @@ impl Cache {
 
     fn slab_index(&self, slab: *mut Page) -> usize {
         let off = slab as usize - self.slabs.as_ptr() as usize;
-        assert!(off % size_of::<Slab>() == 0 && off / size_of::<Slab>() < SLABS);
+        assert!(off.is_multiple_of(size_of::<Slab>()) && off / size_of::<Slab>() < SLABS);
         off / size_of::<Slab>()
     }
 
     fn obj_index(&self, obj: *mut u8) -> usize {
         let off = (obj as usize).wrapping_sub(self.objs.as_ptr() as usize);
         assert!(
-            off % size_of::<Obj>() == 0 && off / size_of::<Obj>() < OBJS,
+            off.is_multiple_of(size_of::<Obj>()) && off / size_of::<Obj>() < OBJS,
             "{obj:p} is not an object of the cache"
         );
         off / size_of::<Obj>()

@@ -9,7 +9,9 @@
 //! new version, drives a grace period on its own thread as `synchronize_expedited`
 //! does, and poisons the old version; loom checks that every read of the old version
 //! is ordered before the poisoning write. A second model has a reader thread leave
-//! while the masks initialise: the grace period must not wait for it forever.
+//! while the masks initialise: the grace period must not wait for it forever. A third
+//! has a grace period find no reader present (`only_online`), skip its membarriers and
+//! scan, and a reader come online and read without fences (the membarrier path).
 #![cfg(loom)]
 
 use cpuslab::rcu::seq;
@@ -263,5 +265,63 @@ fn a_reader_that_leaves_during_init_is_not_waited_for_forever() {
             tree.root_done(),
             "the grace period waits for a node that owes nothing"
         );
+    });
+}
+
+/// A grace period that finds no reader present (`RcuTree::only_online`) makes no
+/// membarrier and scans nothing: it frees at once. A reader thread that comes online
+/// meanwhile (`reader_online`) and then reads without any fence, as sections do on the
+/// membarrier path, must see the new version, never the freed one. Without the fence
+/// after the count in `reader_online`, loom finds the reader reading the poisoned
+/// version. (Without the one in `only_online` it does not: loom orders the SeqCst store
+/// of `gp_seq` before the count's load as a fence would; C11 does not promise that.)
+#[test]
+fn a_grace_period_with_no_reader_present_frees_at_once() {
+    model(|| {
+        let w = Arc::new(World {
+            rcu: Rcu {
+                gp_seq: seq_cst_u64(4),
+                tree: RcuTree::new(),
+                readers: [
+                    Reader {
+                        slot: 0,
+                        ctr: seq_cst_u64(0),
+                        need_qs: Special(AtomicU64::new(0)),
+                    },
+                    Reader {
+                        slot: LEAF_FANOUT,
+                        ctr: seq_cst_u64(0),
+                        need_qs: Special(AtomicU64::new(0)),
+                    },
+                ],
+            },
+            current: AtomicUsize::new(0),
+            versions: [UnsafeCell::new(1), UnsafeCell::new(2)],
+        });
+        let reader = {
+            let w = w.clone();
+            thread::spawn(move || {
+                let r = &w.rcu.readers[0];
+                w.rcu.tree.reader_online(r.slot);
+                // `read_lock` on the membarrier path: plain stores, no fence.
+                r.ctr
+                    .store(w.rcu.gp_seq.load(Ordering::Relaxed), Ordering::Relaxed);
+                w.read();
+                r.ctr.store(0, Ordering::Release);
+            })
+        };
+        w.current.store(1, Ordering::Release);
+        let gp = seq::start(w.rcu.gp_seq.load(Ordering::Relaxed));
+        w.rcu.gp_seq.store(gp, Ordering::SeqCst);
+        if w.rcu.tree.only_online(None) {
+            // Alone: a fence for the barriers, no scan, and the old version is freed.
+            fence(Ordering::SeqCst);
+            w.rcu.gp_seq.store(seq::end(gp), Ordering::SeqCst);
+            w.versions[0].with_mut(|p| {
+                // SAFETY: the claim under test: no reader can reach version 0.
+                unsafe { *p = POISON }
+            });
+        }
+        reader.join().unwrap();
     });
 }

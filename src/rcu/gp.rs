@@ -23,6 +23,9 @@ static GP_MUTEX: Mutex<()> = Mutex::new(());
 static DRIVER_WORD: AtomicU32 = AtomicU32::new(0);
 /// Futex word bumped when a grace period ends.
 static DONE_WORD: AtomicU32 = AtomicU32::new(0);
+/// Threads sleeping on `DONE_WORD` (or about to): the end of a grace period wakes them
+/// only when there are some.
+static DONE_WAITERS: AtomicU32 = AtomicU32::new(0);
 
 const KTHREAD_NONE: u8 = 0;
 const KTHREAD_RUNNING: u8 = 1;
@@ -163,9 +166,27 @@ fn run_gp_locked(expedited: bool) {
     };
     GP_SEQ.store(gp, Ordering::SeqCst);
     trace::record(Event::Start, 0);
-    full_barrier();
-    let start_ms = sys::time::now_ms();
-    if tree::init_qsmasks() {
+    // With no reader present but the caller (outside any section), no thread can be in
+    // a section that began before this grace period: a full fence here orders it for
+    // any reader that comes online now (`tree::only_online`), and the membarriers,
+    // whose interrupts order running readers' sections, have nothing to order. liburcu
+    // returns early on an empty registry for the same reason.
+    let me = reader::my_slot();
+    let alone = tree::only_online(me);
+    let barrier = || {
+        if alone {
+            fence(Ordering::SeqCst);
+        } else {
+            full_barrier();
+        }
+    };
+    barrier();
+    // The driver's own record, if it has one, is quiescent: every driver (the thread,
+    // `synchronize*`, a waiter without the thread) runs outside any read section. Its
+    // report up front spares the scan when no other reader holds the grace period.
+    debug_assert!(!reader::in_read_section());
+    if tree::init_qsmasks() && !me.is_some_and(tree::report_qs) {
+        let start_ms = sys::time::now_ms();
         let mut wait_ns = 100_000;
         loop {
             let word = DRIVER_WORD.load(Ordering::Acquire);
@@ -184,15 +205,19 @@ fn run_gp_locked(expedited: bool) {
             }
         }
     }
-    full_barrier();
+    barrier();
     GP_SEQ.store(seq::end(gp), Ordering::SeqCst);
     trace::record(Event::End, 0);
     COMPLETED.fetch_add(1, Ordering::Relaxed);
     if expedited {
         EXPEDITED.fetch_add(1, Ordering::Relaxed);
     }
-    DONE_WORD.fetch_add(1, Ordering::Release);
-    futex::wake(&DONE_WORD, i32::MAX);
+    DONE_WORD.fetch_add(1, Ordering::SeqCst);
+    // A waiter counts itself before it sleeps on the word (SeqCst on both sides): if
+    // it is not counted here, its sleep finds the word changed and returns.
+    if DONE_WAITERS.load(Ordering::SeqCst) != 0 {
+        futex::wake(&DONE_WORD, i32::MAX);
+    }
     trace::record(Event::CpuEnd, 0);
 }
 
@@ -247,7 +272,9 @@ fn wait_for(snap: u64) {
             run_gp(false);
             continue;
         }
+        DONE_WAITERS.fetch_add(1, Ordering::SeqCst);
         futex::wait_timeout(&DONE_WORD, w, 100_000_000);
+        DONE_WAITERS.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,7 @@
 //! one, sized for [`MAX_READERS`], behind the free functions below, and loom models
 //! build small ones.
 
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{fence, AtomicUsize, Ordering};
 use crate::sync::prim::const_fn;
 use crate::sync::Mutex;
 
@@ -57,6 +57,8 @@ pub struct RcuTree<const L: usize, const I: usize> {
     root: RcuNode,
     /// One past the highest leaf that ever held a reader.
     leaf_high: AtomicUsize,
+    /// Readers present (the bits set in the leaves' `qsmaskinit`).
+    online: AtomicUsize,
 }
 
 impl<const L: usize, const I: usize> RcuTree<L, I> {
@@ -68,22 +70,32 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
             inner: [const { RcuNode::new() }; I],
             root: RcuNode::new(),
             leaf_high: AtomicUsize::new(0),
+            online: AtomicUsize::new(0),
         }
     }
 
     /// A tree without readers.
     #[cfg(loom)]
     pub fn new() -> Self {
-        Self {
+        let tree = Self {
             leaves: core::array::from_fn(|_| RcuNode::new()),
             inner: core::array::from_fn(|_| RcuNode::new()),
             root: RcuNode::new(),
             leaf_high: AtomicUsize::new(0),
-        }
+            online: AtomicUsize::new(0),
+        };
+        // loom keeps an initial value out of the SeqCst order; stored again, it is in.
+        tree.online.store(0, Ordering::SeqCst);
+        tree
     }
 
     /// Marks reader `slot` present (it is waited on from the next grace period).
     pub fn reader_online(&self, slot: usize) {
+        // Counted before the reader's first section, with a full barrier: a grace
+        // period that reads the count after publishing its start either sees this
+        // reader or is seen by all of its sections (see `only_online`).
+        self.online.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let leaf = slot / LEAF_FANOUT;
         self.leaf_high.fetch_max(leaf + 1, Ordering::Relaxed);
         self.leaves[leaf].masks.lock().qsmaskinit |= 1 << (slot % LEAF_FANOUT);
@@ -94,7 +106,27 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
     pub fn reader_offline(&self, slot: usize) -> bool {
         let leaf = slot / LEAF_FANOUT;
         self.leaves[leaf].masks.lock().qsmaskinit &= !(1 << (slot % LEAF_FANOUT));
-        self.report_qs(slot)
+        let ended = self.report_qs(slot);
+        self.online.fetch_sub(1, Ordering::Release);
+        ended
+    }
+
+    /// Whether the readers present are at most `me` (the caller's own slot, which is
+    /// outside any section), read with a full barrier. A reader that comes online
+    /// later counts itself with a full barrier before its first section, so that
+    /// section sees whatever the caller stored before this call.
+    pub fn only_online(&self, me: Option<usize>) -> bool {
+        // Pairs with the fence after a new reader's count: of the two fences, the one
+        // first in the total order makes its side's earlier accesses seen after the
+        // other (here: the caller's stores by the reader's first section).
+        fence(Ordering::SeqCst);
+        let n = self.online.load(Ordering::SeqCst);
+        n == 0
+            || (n == 1
+                && me.is_some_and(|slot| {
+                    let leaf = &self.leaves[slot / LEAF_FANOUT];
+                    leaf.masks.lock().qsmaskinit & (1 << (slot % LEAF_FANOUT)) != 0
+                }))
     }
 
     /// `rcu_gp_init`'s tree part: every node's `qsmask` from its `qsmaskinit`, from the
@@ -126,7 +158,11 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
             r.qsmaskinit = root_mask;
             r.qsmask = root_mask;
         }
-        for (node, &mask) in self.inner.iter().zip(&inner_masks) {
+        // Inner nodes past the one over `high` never had a leaf in a census, so their
+        // masks are still empty: only those up to it are set (locking all 64 was most of
+        // a grace period's cost with few readers).
+        let inner_high = high.div_ceil(INNER_FANOUT).min(I);
+        for (node, &mask) in self.inner[..inner_high].iter().zip(&inner_masks) {
             let mut m = node.masks.lock();
             m.qsmaskinit = mask;
             m.qsmask = mask;
@@ -294,6 +330,13 @@ pub fn for_each_blocking_leaf(f: impl FnMut(usize, u64)) {
 #[cfg(not(loom))]
 pub fn report_qs(slot: usize) -> bool {
     TREE.report_qs(slot)
+}
+
+/// Whether no reader but the caller's own record `me` is present; see
+/// [`RcuTree::only_online`].
+#[cfg(not(loom))]
+pub fn only_online(me: Option<usize>) -> bool {
+    TREE.only_online(me)
 }
 
 /// Readers present, for statistics.
