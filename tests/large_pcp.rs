@@ -117,7 +117,7 @@ fn other_page_counts_are_not_cached(cpu: usize) {
 /// where the one before ended), not each given its own power-of-two block: a 25-page
 /// block took 32 pages of address space, which `ulimit -v` counts. One of them shrunk
 /// to 16 pages in place is no aligned 16-page buddy block, so its free goes to the zone
-/// rather than onto the order-4 list.
+/// rather than onto the order-4 list. A packed block freed is reused by the next one.
 fn odd_page_counts_are_packed_end_to_end(cpu: usize) {
     let l = layout(25 * PAGE);
     // SAFETY: a valid layout; every block is written within its size and freed once.
@@ -159,6 +159,51 @@ fn odd_page_counts_are_packed_end_to_end(cpu: usize) {
         }
     }
     assert!(freed > 0, "every block was aligned to 16 pages");
+    // A packed block freed between two live ones is where the next one goes: its pages
+    // form no aligned 16-page block, yet they are resident, and packing on through
+    // fresh memory instead would leave them behind.
+    // 200 pages (a 256-page buddy block): the earlier parts leave few dirty free blocks
+    // that large, which would be taken first; each try keeps its blocks, using them up.
+    const N: usize = 200;
+    let l = layout(N * PAGE);
+    let alloc = || {
+        // SAFETY: a valid layout; the block is written within its size.
+        unsafe {
+            let p = CpuSlab.alloc(l);
+            assert!(!p.is_null());
+            p.write_bytes(3, l.size());
+            p
+        }
+    };
+    let mut kept = Vec::new();
+    let (mut cycles, mut tries) = (0, 0);
+    while cycles == 0 && tries < 16 {
+        tries += 1;
+        let (a, d, e) = (alloc(), alloc(), alloc());
+        kept.extend([a, e]);
+        if d as usize != a as usize + N * PAGE || e as usize != d as usize + N * PAGE {
+            kept.push(d);
+            continue;
+        }
+        let mut d = d;
+        for _ in 0..20 {
+            // SAFETY: `d` is live with layout `l`.
+            unsafe { CpuSlab.dealloc(d, l) };
+            let again = alloc();
+            assert_eq!(again, d, "a freed packed block was not reused");
+            d = again;
+            cycles += 1;
+        }
+        kept.push(d);
+    }
+    assert!(
+        cycles > 0,
+        "no three blocks were packed end to end in {tries} tries"
+    );
+    for p in kept {
+        // SAFETY: each is live with layout `l`, freed once.
+        unsafe { CpuSlab.dealloc(p, l) };
+    }
 }
 
 /// On one CPU, freeing three times `high` 64 KiB blocks keeps the order-4 list between

@@ -75,8 +75,9 @@ pub struct ZoneInner {
     /// program's footprint is growing past them (see `purge::unlock_after_alloc`).
     pub clean_taken: bool,
     /// Where the last large block of no power-of-two size ended, inside the max-order
-    /// block it came from (null when it ended at that block's end): the next such block
-    /// is packed there ([`take_at_cursor`](Self::take_at_cursor)).
+    /// block it came from (null when it ended at that block's end), or where the last
+    /// one was freed: the next such block is packed there
+    /// ([`take_at_cursor`](Self::take_at_cursor)).
     large_cursor: *mut Page,
 }
 
@@ -447,18 +448,20 @@ impl ZoneInner {
     }
 
     /// Takes the pages `[start, end)` (addresses) off the free lists when they are all
-    /// free: whole free blocks from `start`, the last of which may reach past `end`
-    /// (that rest is freed again). Returns `PG_ZERO` when every page taken reads as
-    /// zero, else 0; `None`, with nothing changed, when a page is not free or a clean
-    /// one cannot be charged.
+    /// free: whole free blocks from the one holding `start` (the part of it before
+    /// `start` stays free, as smaller blocks), the last of which may reach past `end`
+    /// (that rest is freed again). Returns `PG_ZERO` when every block taken from reads
+    /// as zero, else 0; `None`, with nothing changed, when a page is not free or a
+    /// clean one cannot be charged.
     ///
     /// # Safety
     /// Called under the zone lock; `[start, end)` lies inside one max-order block of
-    /// this zone, and a free block starts at `start` or the page there is not free.
+    /// this zone.
     unsafe fn take_range(&mut self, start: usize, end: usize, now_ms: u64) -> Option<u32> {
+        let first = self.free_block_holding(start)?;
         // Nothing free can hold an allocated page, so each free block in the range
         // starts where the one before ended.
-        let mut addr = start;
+        let mut addr = first;
         let mut clean = 0usize;
         let mut zero = PG_ZERO;
         while addr < end {
@@ -474,12 +477,19 @@ impl ZoneInner {
             zero &= flags;
             addr += pages << PAGE_SHIFT;
         }
+        let head = virt_to_page(first as *const u8);
+        let (first_zero, first_freed_at) = ((*head).flags() & PG_ZERO, (*head).info);
+        let before = (start - first) >> PAGE_SHIFT;
+        if first_zero != 0 {
+            // The pages before `start` stay free: not handed out, not charged.
+            clean -= before;
+        }
         // Clean pages handed out are charged (what is given back clean is uncharged).
         if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
             return None;
         }
         self.clean_taken |= clean != 0;
-        let mut addr = start;
+        let mut addr = first;
         let mut last_zero = 0;
         while addr < end {
             let p = virt_to_page(addr as *const u8);
@@ -491,11 +501,41 @@ impl ZoneInner {
             self.del_free(p, order);
             addr += PAGE_SIZE << order;
         }
+        // The part before `start` goes back unmerged: each of its blocks' buddies
+        // holds pages just taken.
+        let mut at = first;
+        while at < start {
+            let mut order = ((at >> PAGE_SHIFT).trailing_zeros() as usize).min(MAX_ORDER);
+            while at + (PAGE_SIZE << order) > start {
+                order -= 1;
+            }
+            self.add_free(
+                virt_to_page(at as *const u8),
+                order,
+                first_zero,
+                first_freed_at,
+            );
+            at += PAGE_SIZE << order;
+        }
         if addr > end {
             let rest = (addr - end) >> PAGE_SHIFT;
             self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms);
         }
         Some(zero)
+    }
+
+    /// The address of the free block that holds the page at `addr`, if that page is
+    /// free: the head, aligned to some order at or below it, whose free block is of
+    /// that order or more (free blocks do not overlap, so at most one holds it).
+    ///
+    /// # Safety
+    /// Called under the zone lock; `addr` lies in a max-order block of this zone.
+    unsafe fn free_block_holding(&self, addr: usize) -> Option<usize> {
+        (0..=MAX_ORDER).find_map(|order| {
+            let head = addr & !((PAGE_SIZE << order) - 1);
+            let p = virt_to_page(head as *const u8);
+            ((*p).flags() & PG_BUDDY != 0 && (*p).order as usize >= order).then_some(head)
+        })
     }
 
     /// Next-fit packing of large blocks whose page count is no power of two (glibc's
@@ -531,6 +571,17 @@ impl ZoneInner {
             }
             None => ptr::null_mut(),
         }
+    }
+
+    /// Moves the packing cursor to a large block of no power-of-two size just freed at
+    /// `page`: the next such block is packed over its pages, which are resident, rather
+    /// than the cursor walking on through clean memory while freed blocks are left
+    /// behind as fragments no aligned request fits.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `page` is a page of this zone.
+    pub unsafe fn set_cursor_freed(&mut self, page: *mut Page) {
+        self.large_cursor = page;
     }
 
     /// Moves the packing cursor to just past a large block of `npages` pages headed by
@@ -747,6 +798,44 @@ mod tests {
             z.free_run(c, 3, 0, 0);
             z.free_run(d, 4, 0, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+        }
+    }
+
+    /// The cursor may point inside a free block (a freed packed block merged with a
+    /// free neighbour below it): the part of that block before the cursor stays free,
+    /// and freeing everything merges the zone back whole.
+    #[test]
+    fn take_at_cursor_inside_a_free_block() {
+        let zone = Zone::new(0);
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its size.
+        unsafe {
+            let a = z.rmqueue_group(5, 0, GROUP_LARGE);
+            assert!(!a.is_null());
+            // Pages 24..32 free as one order-3 block; the cursor at page 27.
+            z.free_run(a.add(24), 8, 0, 0);
+            let (free, dirty) = (z.free_pages, z.dirty_pages);
+            z.set_cursor_freed(a.add(27));
+            let b = z.take_at_cursor(3, 1, 0);
+            assert_eq!(b, a.add(27));
+            assert_eq!(z.free_pages, free - 3);
+            assert_eq!(
+                z.dirty_pages,
+                dirty - 3,
+                "24..27 and 30..32 stay free, dirty"
+            );
+            assert_eq!((*b).flags() & PG_ZERO, 0, "dirty pages taken");
+            // Pages 24..27 are free blocks again: a cursor at 24 takes them.
+            z.set_cursor_freed(a.add(24));
+            let c = z.take_at_cursor(3, 1, 0);
+            assert_eq!(c, a.add(24));
+            z.set_cursor_freed(a.add(26));
+            assert!(z.take_at_cursor(2, 1, 0).is_null(), "page 27 is in use");
+            z.free_run(a, 24, 0, 0);
+            z.free_run(b, 3, 0, 0);
+            z.free_run(c, 3, 0, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+            assert_eq!(z.nr_free()[MAX_ORDER] << MAX_ORDER, z.managed_pages);
         }
     }
 

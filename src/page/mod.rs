@@ -274,6 +274,9 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
             z.meta_pages -= npages;
         }
         z.free_run(page, npages, 0, now);
+        if large && !npages.is_power_of_two() {
+            z.set_cursor_freed(page);
+        }
     }
     purge::maybe_purge(zone, now);
 }
