@@ -160,8 +160,8 @@ fn odd_page_counts_are_packed_end_to_end(cpu: usize) {
     }
     assert!(freed > 0, "every block was aligned to 16 pages");
     // A packed block freed between two live ones is where the next one goes: its pages
-    // form no aligned 16-page block, yet they are resident, and packing on through
-    // fresh memory instead would leave them behind.
+    // form no aligned buddy block of their size, yet they are resident, and packing on
+    // through fresh memory instead would leave them behind.
     // 200 pages (a 256-page buddy block): the earlier parts leave few dirty free blocks
     // that large, which would be taken first; each try keeps its blocks, using them up.
     const N: usize = 200;
