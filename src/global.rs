@@ -29,7 +29,9 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        kfree(ptr, layout.size(), layout.align())
+        // SAFETY: `ptr` came from this allocator with `layout` (the caller's contract),
+        // that is from kmalloc or krealloc with the same size and alignment.
+        unsafe { kfree(ptr, layout.size(), layout.align()) }
     }
 
     #[inline]
@@ -39,7 +41,8 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        krealloc(ptr, layout.size(), layout.align(), new_size)
+        // SAFETY: as in `dealloc`; on success the caller drops `ptr` for the result.
+        unsafe { krealloc(ptr, layout.size(), layout.align(), new_size) }
     }
 }
 
@@ -81,7 +84,10 @@ unsafe impl Allocator for CpuSlab {
 
     #[inline]
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        kfree(ptr.as_ptr(), layout.size(), layout.align())
+        // SAFETY: `ptr` is live and `layout` fits it (the caller's contract): the
+        // allocation's alignment and a size up to the usable length, which classifies
+        // as the allocation's (`usable_slice`).
+        unsafe { kfree(ptr.as_ptr(), layout.size(), layout.align()) }
     }
 
     unsafe fn grow(
@@ -90,7 +96,8 @@ unsafe impl Allocator for CpuSlab {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        self.resize(ptr, old, new)
+        // SAFETY: `ptr` is live and `old` fits it (the caller's contract).
+        unsafe { self.resize(ptr, old, new) }
     }
 
     unsafe fn grow_zeroed(
@@ -99,11 +106,16 @@ unsafe impl Allocator for CpuSlab {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        let p = self.resize(ptr, old, new)?;
-        p.cast::<u8>()
-            .as_ptr()
-            .add(old.size())
-            .write_bytes(0, new.size() - old.size());
+        // SAFETY: `ptr` is live and `old` fits it (the caller's contract).
+        let p = unsafe { self.resize(ptr, old, new) }?;
+        // SAFETY: `p` has at least `new.size()` bytes, and growing means `new.size()`
+        // is at least `old.size()`: the tail lies inside the block.
+        unsafe {
+            p.cast::<u8>()
+                .as_ptr()
+                .add(old.size())
+                .write_bytes(0, new.size() - old.size())
+        };
         // The new layout's length only: that much is known zero.
         Ok(NonNull::slice_from_raw_parts(p.cast(), new.size()))
     }
@@ -114,7 +126,8 @@ unsafe impl Allocator for CpuSlab {
         old: Layout,
         new: Layout,
     ) -> Result<NonNull<[u8]>, AllocError> {
-        self.resize(ptr, old, new)
+        // SAFETY: `ptr` is live and `old` fits it (the caller's contract).
+        unsafe { self.resize(ptr, old, new) }
     }
 }
 
@@ -128,18 +141,26 @@ impl CpuSlab {
     ) -> Result<NonNull<[u8]>, AllocError> {
         if old.align() == new.align() {
             return usable_slice(
-                krealloc(ptr.as_ptr(), old.size(), old.align(), new.size()),
+                // SAFETY: `ptr` is live and `old` fits it (the caller's contract), so it
+                // classifies as the allocation's layout; on success the caller drops
+                // `ptr` for the result.
+                unsafe { krealloc(ptr.as_ptr(), old.size(), old.align(), new.size()) },
                 new.size(),
                 new.align(),
             );
         }
         let q = self.allocate(new)?;
-        core::ptr::copy_nonoverlapping(
-            ptr.as_ptr(),
-            q.cast::<u8>().as_ptr(),
-            old.size().min(new.size()),
-        );
-        self.deallocate(ptr, old);
+        // SAFETY: `ptr` has `old.size()` readable bytes, `q` at least `new.size()`
+        // writable ones; a fresh block does not overlap a live one.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                ptr.as_ptr(),
+                q.cast::<u8>().as_ptr(),
+                old.size().min(new.size()),
+            )
+        };
+        // SAFETY: `ptr` is live and `old` fits it; it is copied and not used again.
+        unsafe { self.deallocate(ptr, old) };
         Ok(q)
     }
 }

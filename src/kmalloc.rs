@@ -321,12 +321,16 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     if align <= 8 && size <= FAST_MAX {
         let c = cache(kmalloc_static().size_index[(size + 7) >> 3] as usize);
-        if !c.free_fast(p) {
-            kfree_class(c, p);
+        // SAFETY: `(size, align)` is the block's layout, so `c` is the cache `kmalloc`
+        // took `p` from; the caller gives `p` up.
+        if !unsafe { c.free_fast(p) } {
+            // SAFETY: as above; `free_fast` checked the pointer and left `p` live.
+            unsafe { kfree_class(c, p) };
         }
         return;
     }
-    kfree_slow(p, size, align)
+    // SAFETY: the caller's contract, passed on.
+    unsafe { kfree_slow(p, size, align) }
 }
 
 /// A free of a small class the fast path did not take: the cache's whole free path
@@ -334,17 +338,24 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
 #[cold]
 #[inline(never)]
 unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
-    c.free_unchecked(p)
+    // SAFETY: `p` is an object of `c` given up by `kfree`'s caller, checked by
+    // `free_fast`.
+    unsafe { c.free_unchecked(p) }
 }
 
 /// What the free fast path did not do, by the block's class.
 #[cold]
 #[inline(never)]
 unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
+    // `classify` is deterministic: `p`, from `kmalloc(size, align)` and given up by the
+    // caller, goes back where that call served it.
     match classify(size, align) {
-        Kind::Slab(i) => cache(i).free(p),
-        Kind::Large => free_large(p),
-        Kind::Huge => huge::free(p),
+        // SAFETY: an object of cache `i`, as above.
+        Kind::Slab(i) => unsafe { cache(i).free(p) },
+        // SAFETY: a large block, as above.
+        Kind::Large => unsafe { free_large(p) },
+        // SAFETY: a huge block from `huge::alloc` or `huge::realloc`, as above.
+        Kind::Huge => unsafe { huge::free(p) },
     }
 }
 
@@ -356,7 +367,9 @@ unsafe fn free_large(p: *mut u8) {
         ));
     }
     // Checks that `p` starts a live large block (aborting otherwise) and frees it.
-    page::free_large(p);
+    // SAFETY: `p` lies in an arena (checked above); a live block is the caller's to
+    // give up.
+    unsafe { page::free_large(p) };
 }
 
 /// The head of the live large block at `p` for `op`; aborts with one line otherwise.
@@ -367,7 +380,8 @@ unsafe fn large_head(p: *mut u8, op: &str) -> *mut page::Page {
             "{op}: invalid pointer {p:p}: not a large block of cpuslab"
         ));
     }
-    page::large_block(p, op)
+    // SAFETY: `p` lies in an arena, checked above.
+    unsafe { page::large_block(p, op) }
 }
 
 /// Resizes a block from [`kmalloc`], in place when its class or pages allow (a large
@@ -379,37 +393,50 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
     match (classify(old_size, align), classify(new_size, align)) {
         (Kind::Slab(a), Kind::Slab(b)) if a == b => return p,
         (Kind::Large, Kind::Large) => {
-            let page = large_head(p, "realloc()");
-            let old_pages = (*page).info as usize;
+            // SAFETY: `large_head` checks the arena bound `large_block` needs.
+            let page = unsafe { large_head(p, "realloc()") };
+            // SAFETY: the head descriptor of the caller's live large block (checked
+            // above); nobody else changes its page count.
+            let old_pages = unsafe { (*page).info } as usize;
             let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
             if new_pages == old_pages {
                 return p;
             }
             if new_pages < old_pages {
-                page::shrink_pages_exact(page, new_pages);
+                // SAFETY: `page` heads the caller's block of more pages than
+                // `new_pages`; the tail past `new_size` is dropped by this realloc.
+                unsafe { page::shrink_pages_exact(page, new_pages) };
                 return p;
             }
-            if page::grow_pages_exact(page, new_pages) {
+            // SAFETY: `page` heads the caller's block of fewer pages than `new_pages`.
+            if unsafe { page::grow_pages_exact(page, new_pages) } {
                 return p;
             }
         }
         (Kind::Huge, Kind::Huge) if align <= PAGE_SIZE => {
-            let moved = huge::realloc(p, new_size);
+            // SAFETY: `classify` made `p` a huge block (from `huge::alloc`, or moved by
+            // `huge::realloc`), aligned to at most a page (the guard); liveness is
+            // checked.
+            let moved = unsafe { huge::realloc(p, new_size) };
             if !moved.is_null() {
                 return moved;
             }
         }
         // Checked before the copy below reads the block.
         (Kind::Large, _) => {
-            large_head(p, "realloc()");
+            // SAFETY: `large_head` checks the arena bound `large_block` needs.
+            unsafe { large_head(p, "realloc()") };
         }
         (Kind::Huge, _) => huge::check_live(p, "realloc()"),
         _ => {}
     }
     let q = kmalloc(new_size, align);
     if !q.is_null() {
-        ptr::copy_nonoverlapping(p, q, old_size.min(new_size));
-        kfree(p, old_size, align);
+        // SAFETY: `p` is live with `old_size` bytes (checked above for large and huge
+        // blocks), `q` a fresh block of `new_size`; two live blocks do not overlap.
+        unsafe { ptr::copy_nonoverlapping(p, q, old_size.min(new_size)) };
+        // SAFETY: the caller's block with its layout; on success it is not used again.
+        unsafe { kfree(p, old_size, align) };
     }
     q
 }
@@ -421,8 +448,14 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
 pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize {
     match classify(size, align) {
         Kind::Slab(i) => KMALLOC_SIZES[i],
-        Kind::Large => ((*large_head(p, "malloc_usable_size()")).info as usize) << PAGE_SHIFT,
-        Kind::Huge => huge::usable_size(p),
+        Kind::Large => {
+            // SAFETY: `large_head` checks the arena bound and returns the mapped head
+            // descriptor of the caller's live block, whose page count nobody else
+            // changes.
+            (unsafe { (*large_head(p, "malloc_usable_size()")).info } as usize) << PAGE_SHIFT
+        }
+        // SAFETY: a huge block by its layout, live as the caller promised (and checked).
+        Kind::Huge => unsafe { huge::usable_size(p) },
     }
 }
 
@@ -434,16 +467,23 @@ pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize
 pub unsafe fn ksize(p: *mut u8) -> usize {
     if arena::contains(p) {
         let head = virt_to_head_page(p);
-        let flags = (*head).flags();
+        // SAFETY: descriptors of arena pages are always mapped.
+        let flags = unsafe { (*head).flags() };
         if flags & PG_SLAB != 0 {
-            return (*(*head).cache.cast::<RawCache>()).object_size();
+            // SAFETY: a slab page's descriptor names its cache while the slab holds a
+            // live object such as `p`.
+            return unsafe { (*(*head).cache.cast::<RawCache>()).object_size() };
         }
         // Aborts unless `p` starts a live large block.
-        let page = page::large_block(p, "malloc_usable_size()");
-        return ((*page).info as usize) << PAGE_SHIFT;
+        // SAFETY: `p` lies in an arena, checked above.
+        let page = unsafe { page::large_block(p, "malloc_usable_size()") };
+        // SAFETY: the head descriptor of the caller's live block (checked), whose page
+        // count nobody else changes.
+        return (unsafe { (*page).info } as usize) << PAGE_SHIFT;
     }
     // Aborts unless `p` is a live huge block.
-    huge::usable_size(p)
+    // SAFETY: outside the arenas the caller's live block is a huge one (and checked).
+    unsafe { huge::usable_size(p) }
 }
 
 /// Whether `p` is a live block of cpuslab (an object or block start in an arena, or a
@@ -467,19 +507,24 @@ pub fn owns(p: *const u8) -> bool {
 pub unsafe fn kfree_unsized(p: *mut u8) {
     if arena::contains(p) {
         let head = virt_to_head_page(p);
-        let flags = (*head).flags();
+        // SAFETY: descriptors of arena pages are always mapped.
+        let flags = unsafe { (*head).flags() };
         if flags & PG_SLAB != 0 {
             // The descriptor is loaded already: check exactly that `p` starts an object
             // (C's free(p + 16) aborts here, as glibc's "free(): invalid pointer").
-            (*(*head).cache.cast::<RawCache>()).free_in_slab(head, p);
+            // SAFETY: `head` is `p`'s slab, whose descriptor names its cache while it
+            // holds a live object such as `p`; the caller gives `p` up.
+            unsafe { (*(*head).cache.cast::<RawCache>()).free_in_slab(head, p) };
             return;
         }
         // Aborts unless `p` starts a live large block (an interior pointer, a double
         // free, a free page).
-        page::free_large(p);
+        // SAFETY: `p` lies in an arena (checked above); the caller gives it up.
+        unsafe { page::free_large(p) };
         return;
     }
-    huge::free(p);
+    // SAFETY: outside the arenas the caller's live block is a huge one, given up.
+    unsafe { huge::free(p) };
 }
 
 /// Resizes a block without its old size (C `realloc`): in place when the new size
@@ -487,50 +532,67 @@ pub unsafe fn kfree_unsized(p: *mut u8) {
 /// allocate-copy-free. Null (the old block intact) on failure.
 ///
 /// # Safety
-/// `p` is a live block of cpuslab (see [`owns`]) allocated with alignment `align`.
+/// `p` is a live block of cpuslab (see [`owns`]) allocated with alignment `align`; on
+/// success (non-null) it must not be used again.
 pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mut u8 {
     let new_kind = classify(new_size, align);
     if arena::contains(p) {
         let head = virt_to_head_page(p);
-        let flags = (*head).flags();
+        // SAFETY: descriptors of arena pages are always mapped.
+        let flags = unsafe { (*head).flags() };
         if flags & PG_SLAB != 0 {
             if let Kind::Slab(i) = new_kind {
-                if ptr::eq(cache(i), (*head).cache.cast::<RawCache>()) {
+                // SAFETY: as above; the field names the slab's cache while `p` is live.
+                if ptr::eq(cache(i), unsafe { (*head).cache }.cast::<RawCache>()) {
                     return p;
                 }
             }
         } else {
             // Aborts unless `p` starts a live large block.
-            let head = page::large_block(p, "realloc()");
+            // SAFETY: `p` lies in an arena, checked above.
+            let head = unsafe { page::large_block(p, "realloc()") };
             if new_kind == Kind::Large {
-                let old_pages = (*head).info as usize;
+                // SAFETY: the head descriptor of the caller's live block (checked),
+                // whose page count nobody else changes.
+                let old_pages = unsafe { (*head).info } as usize;
                 let new_pages = new_size.div_ceil(PAGE_SIZE).max(1);
                 if new_pages == old_pages {
                     return p;
                 }
                 if new_pages < old_pages {
-                    page::shrink_pages_exact(head, new_pages);
+                    // SAFETY: `head` heads the caller's block of more pages than
+                    // `new_pages`; the tail past `new_size` is dropped by this realloc.
+                    unsafe { page::shrink_pages_exact(head, new_pages) };
                     return p;
                 }
-                if page::grow_pages_exact(head, new_pages) {
+                // SAFETY: `head` heads the caller's block of fewer pages than
+                // `new_pages`.
+                if unsafe { page::grow_pages_exact(head, new_pages) } {
                     return p;
                 }
             }
         }
     } else if new_kind == Kind::Huge && align <= PAGE_SIZE {
         // Checks that `p` is a live huge block.
-        let moved = huge::realloc(p, new_size);
+        // SAFETY: outside the arenas the caller's block is a huge one, allocated with
+        // `align`, at most a page (checked).
+        let moved = unsafe { huge::realloc(p, new_size) };
         if !moved.is_null() {
             return moved;
         }
     } else {
         huge::check_live(p, "realloc()");
     }
-    let old = ksize(p);
+    // SAFETY: a live block of cpuslab, as the caller promised.
+    let old = unsafe { ksize(p) };
     let q = kmalloc(new_size, align);
     if !q.is_null() {
-        ptr::copy_nonoverlapping(p, q, old.min(new_size));
-        kfree_unsized(p);
+        // SAFETY: `p` is live with `old` usable bytes, `q` a fresh block of `new_size`;
+        // two live blocks do not overlap.
+        unsafe { ptr::copy_nonoverlapping(p, q, old.min(new_size)) };
+        // SAFETY: the caller's live block, moved to `q`: as realloc, the caller uses `q`
+        // from here on, never `p`.
+        unsafe { kfree_unsized(p) };
     }
     q
 }

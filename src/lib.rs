@@ -82,8 +82,8 @@
 //! thread keeps its state in atomics.
 
 #![warn(missing_docs)]
-#![allow(unsafe_op_in_unsafe_fn)]
-#![allow(clippy::missing_safety_doc)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 // Under `cfg(loom)` (the models in `loom-tests/`) only the parts that loom checks are
 // built: their atomics are loom's, which no static can hold.

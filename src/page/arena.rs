@@ -76,7 +76,9 @@ pub unsafe fn group_of(desc: *const super::desc::Page) -> *mut u8 {
     let arena = (d & !ARENA_MASK) as *mut Arena;
     let page = (d & ARENA_MASK) >> DESC_SHIFT;
     let block = page >> MAX_ORDER;
-    &raw mut (*arena).groups[block]
+    // SAFETY: `desc` describes a page of a block the zones manage, so its arena is live
+    // and the header at the arena's base mapped; no reference is made.
+    unsafe { &raw mut (*arena).groups[block] }
 }
 
 /// Whether `addr` lies in a block of one of cpuslab's arenas that the zones may hand
@@ -144,8 +146,9 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
     let mapped = len - (BLOCK_SIZE - desc);
     if crate::topology::nr_node_ids() > 1 {
         sys::numa::bind_preferred(base, desc, node);
-        // SAFETY: the blocks after the descriptor block are part of the mapping.
-        sys::numa::bind_preferred(unsafe { base.add(BLOCK_SIZE) }, len - BLOCK_SIZE, node);
+        // The blocks after the descriptor block: part of the reservation, though the
+        // unmapped tail of the descriptor block may lie between (so no `add`).
+        sys::numa::bind_preferred(base.wrapping_add(BLOCK_SIZE), len - BLOCK_SIZE, node);
     }
     RESERVED.fetch_add(mapped, Ordering::Relaxed);
     let arena = base.cast::<Arena>();
@@ -170,12 +173,19 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
 /// # Safety
 /// `arena` is live and the caller holds its zone's lock.
 pub unsafe fn take_block(arena: *mut Arena) -> *mut u8 {
-    if (*arena).next_block >= (*arena).nr_blocks {
-        return ptr::null_mut();
-    }
-    let block = (*arena).next_block;
-    (*arena).next_block += 1;
-    arena.cast::<u8>().add(block * BLOCK_SIZE)
+    // SAFETY: `arena` is live, and `next_block` changes only under its zone's lock,
+    // which the caller holds.
+    let block = unsafe {
+        if (*arena).next_block >= (*arena).nr_blocks {
+            return ptr::null_mut();
+        }
+        (*arena).next_block += 1;
+        (*arena).next_block - 1
+    };
+    // `block < nr_blocks`: one of the blocks the arena mapped, in its slot. The unmapped
+    // tail of the descriptor block may lie between it and the header, which are then
+    // two mappings: address arithmetic, not `add` within one object.
+    arena.cast::<u8>().wrapping_add(block * BLOCK_SIZE)
 }
 
 /// Counts `bytes` as committed; false (and nothing counted) past the heap limit.
@@ -244,7 +254,9 @@ pub fn limit() -> usize {
 /// # Safety
 /// `arena` is live (its zone's lock is held, or arenas are never unmapped).
 pub unsafe fn desc_resident_bytes(arena: *const Arena) -> usize {
-    let len = desc_bytes((*arena).nr_blocks);
+    // SAFETY: `arena` is live; `nr_blocks` is written only before the arena is
+    // published.
+    let len = desc_bytes(unsafe { (*arena).nr_blocks });
     sys::mmap::resident_pages(arena.cast(), len) << PAGE_SHIFT
 }
 

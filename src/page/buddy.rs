@@ -147,7 +147,9 @@ impl Zone {
     pub unsafe fn free(&self, page: *mut Page, order: usize) {
         let now = sys::time::now_ms();
         let mut z = self.lock();
-        z.free_one(page, order, 0, now);
+        // SAFETY: under the zone lock just taken; `page` heads a block of this zone,
+        // handed out with this order and no longer used.
+        unsafe { z.free_one(page, order, 0, now) };
     }
 }
 
@@ -157,7 +159,8 @@ impl ZoneInner {
     /// # Safety
     /// Called under the zone lock.
     pub unsafe fn rmqueue(&mut self, order: usize, node: usize) -> *mut Page {
-        self.rmqueue_group(order, node, GROUP_SLAB)
+        // SAFETY: the caller holds the zone lock.
+        unsafe { self.rmqueue_group(order, node, GROUP_SLAB) }
     }
 
     /// The list of free blocks of `order` for `group` (the shared one at max order).
@@ -180,7 +183,9 @@ impl ZoneInner {
         orders.find_map(|o| {
             let (g, o) = Self::list_index(group, o);
             let f = self.free_area[g][o].list.first();
-            (!f.is_null() && (!dirty || (*f).flags() & PG_ZERO == 0)).then_some((g, o))
+            // SAFETY: a non-null `f` heads a free block on one of this zone's lists, so
+            // its descriptor is mapped; `flags` is atomic.
+            (!f.is_null() && (!dirty || unsafe { (*f).flags() } & PG_ZERO == 0)).then_some((g, o))
         })
     }
 
@@ -203,11 +208,13 @@ impl ZoneInner {
         if order > MAX_ORDER {
             return ptr::null_mut();
         }
-        let page = self.rmqueue_dirty(order, group);
+        // SAFETY: the caller holds the zone lock; `order <= MAX_ORDER`, checked above.
+        let page = unsafe { self.rmqueue_dirty(order, group) };
         if !page.is_null() {
             return page;
         }
-        self.rmqueue_clean(order, node, group)
+        // SAFETY: as above.
+        unsafe { self.rmqueue_clean(order, node, group) }
     }
 
     /// The first choice of [`rmqueue_group`](Self::rmqueue_group): a dirty block of the
@@ -216,8 +223,11 @@ impl ZoneInner {
     /// # Safety
     /// Called under the zone lock; `order <= MAX_ORDER`.
     pub unsafe fn rmqueue_dirty(&mut self, order: usize, group: usize) -> *mut Page {
-        match self.find(group, order..=MAX_ORDER, true) {
-            Some((g, o)) => self.take(g, o, order, group),
+        // SAFETY: the caller holds the zone lock.
+        match unsafe { self.find(group, order..=MAX_ORDER, true) } {
+            // SAFETY: under the zone lock; `find` saw a block on list (`g`, `o`), of an
+            // order at or above `order`.
+            Some((g, o)) => unsafe { self.take(g, o, order, group) },
             None => ptr::null_mut(),
         }
     }
@@ -233,19 +243,24 @@ impl ZoneInner {
         let own = || order..=MAX_ORDER;
         let other = group ^ 1;
         let steal = || order..MAX_ORDER;
-        let own_clean = self.find(group, own(), false);
+        // SAFETY: the caller holds the zone lock.
+        let own_clean = unsafe { self.find(group, own(), false) };
         if let Some((g, o)) = own_clean {
             // The group's own clean block before the other group's dirty one, which
             // stays whole for that group.
             if arena::charge(PAGE_SIZE << order) {
                 self.clean_taken = true;
-                return self.take(g, o, order, group);
+                // SAFETY: under the zone lock; `find` saw a block on list (`g`, `o`), of
+                // an order at or above `order`.
+                return unsafe { self.take(g, o, order, group) };
             }
         }
         // A dirty block of the other group: resident already, and charged (so also
         // past the heap limit).
-        if let Some((g, o)) = self.find(other, steal(), true) {
-            return self.take(g, o, order, group);
+        // SAFETY: the caller holds the zone lock.
+        if let Some((g, o)) = unsafe { self.find(other, steal(), true) } {
+            // SAFETY: as for the group's own clean block above.
+            return unsafe { self.take(g, o, order, group) };
         }
         if own_clean.is_some() {
             // Past the heap limit.
@@ -254,18 +269,23 @@ impl ZoneInner {
         // Clean memory now: a new block from the arenas before the other group's clean
         // blocks, which would leave fragments there; those when the arenas can give no
         // more (the address space or the heap limit).
-        let (g, o) = if self.grow(node, order) {
-            (GROUP_SLAB, MAX_ORDER)
-        } else if let Some(at) = self.find(other, steal(), false) {
-            at
-        } else {
-            return ptr::null_mut();
+        // SAFETY: the caller holds the zone lock.
+        let (g, o) = unsafe {
+            if self.grow(node, order) {
+                (GROUP_SLAB, MAX_ORDER)
+            } else if let Some(at) = self.find(other, steal(), false) {
+                at
+            } else {
+                return ptr::null_mut();
+            }
         };
         if !arena::charge(PAGE_SIZE << order) {
             return ptr::null_mut();
         }
         self.clean_taken = true;
-        self.take(g, o, order, group)
+        // SAFETY: under the zone lock; list (`g`, `o`) holds the max-order block `grow`
+        // just added, or the block `find` saw, of an order at or above `order`.
+        unsafe { self.take(g, o, order, group) }
     }
 
     /// Takes the first block of list (`g`, `cur`) and splits it down to `order` for the
@@ -277,12 +297,17 @@ impl ZoneInner {
         if cur == MAX_ORDER && order < MAX_ORDER {
             // A whole block is split: it joins the group that asked.
             let page = self.free_area[GROUP_SLAB][MAX_ORDER].list.first();
-            *arena::group_of(page) = group as u8;
+            // SAFETY: the list is not empty: `page` heads a free max-order block of this
+            // zone, whose group byte is written under the zone lock.
+            unsafe { *arena::group_of(page) = group as u8 };
         }
         let page = self.free_area[g][cur].list.pop_front();
-        let flags = (*page).flags();
+        // SAFETY: the list was not empty: `page` heads a free block of this zone, so
+        // its descriptor is mapped; `flags` is atomic.
+        let flags = unsafe { (*page).flags() };
         let zero = flags & PG_ZERO;
-        let freed_at = (*page).info;
+        // SAFETY: a free block's descriptor belongs to the zone, whose lock is held.
+        let freed_at = unsafe { (*page).info };
         self.free_pages -= 1 << cur;
         if zero == 0 {
             self.dirty_pages -= 1 << cur;
@@ -290,10 +315,16 @@ impl ZoneInner {
         // expand(): hand the upper halves back, keeping their zero state.
         while cur > order {
             cur -= 1;
-            let half = page.add(1 << cur);
-            self.add_free(half, cur, zero, freed_at);
+            // SAFETY: the upper half lies inside the block taken, whose descriptors are
+            // consecutive in its arena's descriptor block.
+            let half = unsafe { page.add(1 << cur) };
+            // SAFETY: under the zone lock; the half is a block of this zone, free and
+            // on no list since its block left its list.
+            unsafe { self.add_free(half, cur, zero, freed_at) };
         }
-        (*page).init_head(PG_ALLOCATED | zero, order as u8);
+        // SAFETY: the block is off the lists and not yet handed out: its head's
+        // descriptor is the zone's alone, under its lock.
+        unsafe { (*page).init_head(PG_ALLOCATED | zero, order as u8) };
         page
     }
 
@@ -307,22 +338,27 @@ impl ZoneInner {
         let mut block = if self.arenas.is_null() {
             ptr::null_mut()
         } else {
-            arena::take_block(self.arenas)
+            // SAFETY: arenas are never unmapped, and the caller holds this zone's lock.
+            unsafe { arena::take_block(self.arenas) }
         };
         if block.is_null() {
             let fresh = arena::create(node);
             if fresh.is_null() {
                 return false;
             }
-            (*fresh).next = self.arenas;
+            // SAFETY: the arena was just mapped and is not yet linked anywhere: ours.
+            unsafe { (*fresh).next = self.arenas };
             self.arenas = fresh;
-            block = arena::take_block(fresh);
+            // SAFETY: as above; this zone's lock is held.
+            block = unsafe { arena::take_block(fresh) };
             if block.is_null() {
                 return false;
             }
         }
         self.managed_pages += BLOCK_SIZE / PAGE_SIZE;
-        self.add_free(virt_to_page(block), MAX_ORDER, PG_ZERO, 0);
+        // SAFETY: under the zone lock; a block fresh from its arena is on no list, and
+        // the arena maps the descriptors of every block it hands out.
+        unsafe { self.add_free(virt_to_page(block), MAX_ORDER, PG_ZERO, 0) };
         true
     }
 
@@ -332,20 +368,29 @@ impl ZoneInner {
     /// # Safety
     /// `page` heads a block of this zone.
     unsafe fn list_of(&mut self, page: *mut Page, order: usize) -> &mut PageList {
-        let (g, o) = Self::list_index(*arena::group_of(page) as usize, order);
+        // SAFETY: `page` heads a block of this zone; its group byte is read under the
+        // zone lock (`&mut self`).
+        let (g, o) = Self::list_index(unsafe { *arena::group_of(page) } as usize, order);
         &mut self.free_area[g][o].list
     }
 
     /// Puts a free block on its list (no merging).
     unsafe fn add_free(&mut self, page: *mut Page, order: usize, zero: u32, freed_at: u64) {
-        (*page).set_flags(PG_BUDDY | zero);
-        (*page).order = order as u8;
-        (*page).info = freed_at;
-        let list = self.list_of(page, order);
+        // SAFETY: callers pass the head of a block of this zone that is free and on no
+        // list: its descriptor is the zone's, under its lock.
+        unsafe {
+            (*page).set_flags(PG_BUDDY | zero);
+            (*page).order = order as u8;
+            (*page).info = freed_at;
+        }
+        // SAFETY: `page` heads a block of this zone.
+        let list = unsafe { self.list_of(page, order) };
         if zero != 0 {
-            list.push_back(page);
+            // SAFETY: `page` is a valid descriptor on no list.
+            unsafe { list.push_back(page) };
         } else {
-            list.push_front(page);
+            // SAFETY: as above.
+            unsafe { list.push_front(page) };
             self.dirty_pages += 1 << order;
         }
         self.free_pages += 1 << order;
@@ -353,8 +398,12 @@ impl ZoneInner {
 
     /// Removes a free block from its list.
     unsafe fn del_free(&mut self, page: *mut Page, order: usize) {
-        self.list_of(page, order).remove(page);
-        (*page).set_flags(0);
+        // SAFETY: callers pass the head of a free block of `order` of this zone, which
+        // sits on the list of its group and order.
+        unsafe { self.list_of(page, order).remove(page) };
+        // SAFETY: off the lists, the block's descriptor is still the zone's, under its
+        // lock.
+        unsafe { (*page).set_flags(0) };
         self.free_pages -= 1 << order;
     }
 
@@ -379,8 +428,12 @@ impl ZoneInner {
         while order < MAX_ORDER {
             let buddy_addr = addr ^ (PAGE_SIZE << order);
             let buddy = virt_to_page(buddy_addr as *const u8);
-            let bflags = (*buddy).flags();
-            if bflags & PG_BUDDY == 0 || (*buddy).order as usize != order {
+            // SAFETY: below max order the buddy lies in the same max-order block of this
+            // zone, whose descriptors are mapped; `flags` is atomic.
+            let bflags = unsafe { (*buddy).flags() };
+            // SAFETY: `order` is read only of a free block's head (`PG_BUDDY`), which the
+            // zone lock guards.
+            if bflags & PG_BUDDY == 0 || unsafe { (*buddy).order } as usize != order {
                 break;
             }
             if bflags & PG_ZERO == 0 {
@@ -389,7 +442,8 @@ impl ZoneInner {
                 clean_merged += 1 << order;
             }
             zero &= bflags;
-            self.del_free(buddy, order);
+            // SAFETY: under the zone lock; the buddy heads a free block of `order`.
+            unsafe { self.del_free(buddy, order) };
             addr &= buddy_addr;
             order += 1;
         }
@@ -400,7 +454,9 @@ impl ZoneInner {
             // Never refused: a free cannot fail, and these pages may now be touched.
             arena::charge_always(clean_merged << PAGE_SHIFT);
         }
-        self.add_free(page, order, zero, now_ms);
+        // SAFETY: under the zone lock; `page` heads the freed block with the buddies
+        // merged into it, taken off their lists: a block of this zone on no list.
+        unsafe { self.add_free(page, order, zero, now_ms) };
     }
 
     /// Frees a run of `npages` pages starting at `page`, as aligned power-of-two blocks.
@@ -416,7 +472,8 @@ impl ZoneInner {
             while addr + (PAGE_SIZE << order) > end {
                 order -= 1;
             }
-            self.free_one(virt_to_page(addr as *const u8), order, zero, now_ms);
+            // SAFETY: the caller's contract, for this aligned block of the run.
+            unsafe { self.free_one(virt_to_page(addr as *const u8), order, zero, now_ms) };
             addr += PAGE_SIZE << order;
         }
     }
@@ -439,11 +496,15 @@ impl ZoneInner {
         now_ms: u64,
     ) -> bool {
         let start = page_address(page) as usize;
-        self.take_range(
-            start + (have << PAGE_SHIFT),
-            start + (want << PAGE_SHIFT),
-            now_ms,
-        )
+        // SAFETY: the caller holds the zone lock; `[page + have, page + want)` lies in
+        // the max-order block of this zone that holds `[page, page + want)`.
+        unsafe {
+            self.take_range(
+                start + (have << PAGE_SHIFT),
+                start + (want << PAGE_SHIFT),
+                now_ms,
+            )
+        }
         .is_some()
     }
 
@@ -458,7 +519,9 @@ impl ZoneInner {
     /// Called under the zone lock; `[start, end)` lies inside one max-order block of
     /// this zone.
     unsafe fn take_range(&mut self, start: usize, end: usize, now_ms: u64) -> Option<u32> {
-        let first = self.free_block_holding(start)?;
+        // SAFETY: the caller holds the zone lock; `start` lies in a max-order block of
+        // this zone.
+        let first = unsafe { self.free_block_holding(start) }?;
         // Nothing free can hold an allocated page, so each free block in the range
         // starts where the one before ended.
         let mut addr = first;
@@ -466,11 +529,14 @@ impl ZoneInner {
         let mut zero = PG_ZERO;
         while addr < end {
             let p = virt_to_page(addr as *const u8);
-            let flags = (*p).flags();
+            // SAFETY: `first <= addr < end`: inside the caller's max-order block, whose
+            // descriptors are mapped; `flags` is atomic.
+            let flags = unsafe { (*p).flags() };
             if flags & PG_BUDDY == 0 {
                 return None;
             }
-            let pages = 1usize << (*p).order;
+            // SAFETY: `p` heads a free block (`PG_BUDDY`), guarded by the zone lock.
+            let pages = 1usize << unsafe { (*p).order };
             if flags & PG_ZERO != 0 {
                 clean += pages;
             }
@@ -478,7 +544,8 @@ impl ZoneInner {
             addr += pages << PAGE_SHIFT;
         }
         let head = virt_to_page(first as *const u8);
-        let (first_zero, first_freed_at) = ((*head).flags() & PG_ZERO, (*head).info);
+        // SAFETY: `head` heads the free block holding `start`, guarded by the zone lock.
+        let (first_zero, first_freed_at) = unsafe { ((*head).flags() & PG_ZERO, (*head).info) };
         let before = (start - first) >> PAGE_SHIFT;
         if first_zero != 0 {
             // The pages before `start` stay free: not handed out, not charged.
@@ -493,12 +560,16 @@ impl ZoneInner {
         let mut last_zero = 0;
         while addr < end {
             let p = virt_to_page(addr as *const u8);
-            let order = (*p).order as usize;
-            last_zero = (*p).flags() & PG_ZERO;
+            // SAFETY: the first walk found `p` heading a free block, and nothing changed
+            // since but the blocks before it leaving their lists: the zone lock guards it.
+            let order = unsafe { (*p).order } as usize;
+            // SAFETY: as above.
+            last_zero = unsafe { (*p).flags() } & PG_ZERO;
             if last_zero == 0 {
                 self.dirty_pages -= 1 << order;
             }
-            self.del_free(p, order);
+            // SAFETY: under the zone lock; `p` heads a free block of `order`.
+            unsafe { self.del_free(p, order) };
             addr += PAGE_SIZE << order;
         }
         // The part before `start` goes back unmerged: each of its blocks' buddies
@@ -509,17 +580,23 @@ impl ZoneInner {
             while at + (PAGE_SIZE << order) > start {
                 order -= 1;
             }
-            self.add_free(
-                virt_to_page(at as *const u8),
-                order,
-                first_zero,
-                first_freed_at,
-            );
+            // SAFETY: under the zone lock; a piece of the first block, which left its
+            // list above, and on no list.
+            unsafe {
+                self.add_free(
+                    virt_to_page(at as *const u8),
+                    order,
+                    first_zero,
+                    first_freed_at,
+                )
+            };
             at += PAGE_SIZE << order;
         }
         if addr > end {
             let rest = (addr - end) >> PAGE_SHIFT;
-            self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms);
+            // SAFETY: under the zone lock; `[end, addr)` is the end of the last block
+            // taken, off the lists, of this zone and used by nobody.
+            unsafe { self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms) };
         }
         Some(zero)
     }
@@ -534,7 +611,9 @@ impl ZoneInner {
         (0..=MAX_ORDER).find_map(|order| {
             let head = addr & !((PAGE_SIZE << order) - 1);
             let p = virt_to_page(head as *const u8);
-            ((*p).flags() & PG_BUDDY != 0 && (*p).order as usize >= order).then_some(head)
+            // SAFETY: `head` lies in the caller's max-order block, whose descriptors are
+            // mapped; `order` is read only of a free block's head, under the zone lock.
+            unsafe { (*p).flags() & PG_BUDDY != 0 && (*p).order as usize >= order }.then_some(head)
         })
     }
 
@@ -560,13 +639,19 @@ impl ZoneInner {
         let fits = end <= (start | (BLOCK_SIZE - 1)) + 1;
         if !fits
             || !(start >> PAGE_SHIFT).is_multiple_of(align)
-            || *arena::group_of(cur) as usize != GROUP_LARGE
+            // SAFETY: the cursor is a page of this zone (see `set_cursor`); its group
+            // byte is read under the zone lock.
+            || unsafe { *arena::group_of(cur) } as usize != GROUP_LARGE
         {
             return ptr::null_mut();
         }
-        match self.take_range(start, end, now_ms) {
+        // SAFETY: under the zone lock; `fits` keeps `[start, end)` inside the cursor's
+        // max-order block, of this zone.
+        match unsafe { self.take_range(start, end, now_ms) } {
             Some(zero) => {
-                (*cur).init_head(PG_ALLOCATED | zero, 0);
+                // SAFETY: `cur` heads the run just taken off the lists, not yet handed
+                // out: the zone's alone.
+                unsafe { (*cur).init_head(PG_ALLOCATED | zero, 0) };
                 cur
             }
             None => ptr::null_mut(),
@@ -594,7 +679,9 @@ impl ZoneInner {
         self.large_cursor = if end & (BLOCK_SIZE - 1) == 0 {
             ptr::null_mut()
         } else {
-            page.add(npages)
+            // SAFETY: the block does not end its max-order block, so the page after it
+            // lies in that block, whose descriptors are consecutive.
+            unsafe { page.add(npages) }
         };
     }
 
@@ -612,7 +699,8 @@ impl ZoneInner {
         let mut n = 0;
         for order in (0..=MAX_ORDER).rev() {
             for group in 0..NR_GROUPS {
-                n += self.take_dirty_from(group, order, before_ms, &mut out[n..]);
+                // SAFETY: the caller holds the zone lock.
+                n += unsafe { self.take_dirty_from(group, order, before_ms, &mut out[n..]) };
             }
         }
         n
@@ -633,15 +721,19 @@ impl ZoneInner {
         {
             let mut page = self.free_area[group][order].list.first();
             while !page.is_null() && n < out.len() {
-                let next = (*page).next;
-                let flags = (*page).flags();
+                // SAFETY: `page` is on this zone's free list, guarded by the zone lock.
+                let next = unsafe { (*page).next };
+                // SAFETY: as above.
+                let flags = unsafe { (*page).flags() };
                 if flags & PG_ZERO != 0 {
                     // Dirty blocks sit in front of clean ones: the rest are clean.
                     break;
                 }
-                if (*page).info <= before_ms {
+                // SAFETY: as above.
+                if unsafe { (*page).info } <= before_ms {
                     self.dirty_pages -= 1 << order;
-                    self.del_free(page, order);
+                    // SAFETY: under the zone lock; `page` heads a free block of `order`.
+                    unsafe { self.del_free(page, order) };
                     out[n] = (page, order);
                     n += 1;
                 }

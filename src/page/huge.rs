@@ -610,7 +610,9 @@ pub fn is_huge(block: *const u8) -> bool {
 pub unsafe fn usable_size(block: *mut u8) -> usize {
     let r = REGISTRY.lock();
     let h = r.live_header(block, "malloc_usable_size()");
-    (*h).usable
+    // SAFETY: `block` is live (checked), so its header page is mapped; only the block's
+    // owner, the caller, rewrites it.
+    unsafe { (*h).usable }
 }
 
 /// Aborts with one line naming `op` unless `block` is a live huge block with an
@@ -652,7 +654,9 @@ pub fn check_foreign(p: *const u8, op: &str) {
 /// # Safety
 /// `block` was returned by [`alloc`] and not freed.
 pub unsafe fn is_zero(block: *mut u8) -> bool {
-    (*header(block)).zero
+    // SAFETY: `block` is live, from `alloc`: its header page is mapped, and `zero` is
+    // written only when the block is registered.
+    unsafe { (*header(block)).zero }
 }
 
 /// Frees a huge block: its mapping goes to the cache, or is unmapped when the cache
@@ -668,9 +672,12 @@ pub unsafe fn free(block: *mut u8) {
         let h = r.live_header(block, "free()");
         r.remove(block as usize);
         r.note_freed(block as usize);
+        // SAFETY: `block` was live (checked), so its header page is mapped; the caller
+        // no longer uses the block, and it is unmapped or cached only below.
         let (base, len, node, origin) =
-            ((*h).map_base as usize, (*h).map_len, (*h).node, (*h).origin);
-        (*h).magic = 0;
+            unsafe { ((*h).map_base as usize, (*h).map_len, (*h).node, (*h).origin) };
+        // SAFETY: as above.
+        unsafe { (*h).magic = 0 };
         r.live_bytes -= len;
         r.cache.expire(now, purge::decay_ms(), &mut victims);
         let c = Cached {
@@ -694,8 +701,12 @@ pub unsafe fn free(block: *mut u8) {
 /// `block` was returned by [`alloc`] with an alignment of at most a page.
 pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     let h = REGISTRY.lock().live_header(block, "realloc()");
-    let (base, old_len) = ((*h).map_base, (*h).map_len);
-    if base != block.sub(PAGE_SIZE) {
+    // SAFETY: `block` is live (checked), so its header page is mapped; the caller owns
+    // the block, and only the owner rewrites its header.
+    let (base, old_len) = unsafe { ((*h).map_base, (*h).map_len) };
+    // SAFETY: `live_header` checked that the mapping holds the header page before
+    // `block`.
+    if base != unsafe { block.sub(PAGE_SIZE) } {
         return ptr::null_mut();
     }
     let Some(new_len) = new_size
@@ -731,13 +742,18 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     registry.live_bytes = registry.live_bytes - old_len + new_len;
     drop(registry);
     let h = moved.cast::<HugeHeader>();
-    if moved != base {
-        (*h).origin = moved as usize;
+    // SAFETY: `base` was the header page, so the remapped mapping starts with it, and
+    // the block is still the caller's: nobody else reads or writes its header.
+    unsafe {
+        if moved != base {
+            (*h).origin = moved as usize;
+        }
+        (*h).map_base = moved;
+        (*h).map_len = new_len;
+        (*h).usable = new_len - PAGE_SIZE;
     }
-    (*h).map_base = moved;
-    (*h).map_len = new_len;
-    (*h).usable = new_len - PAGE_SIZE;
-    moved.add(PAGE_SIZE)
+    // SAFETY: the block starts a page into the mapping, after its header page.
+    unsafe { moved.add(PAGE_SIZE) }
 }
 
 #[cfg(test)]

@@ -55,12 +55,16 @@ impl PageList {
     /// `page` is a valid descriptor on no list.
     #[inline]
     pub unsafe fn push_front(&mut self, page: *mut Page) {
-        (*page).prev = ptr::null_mut();
-        (*page).next = self.first;
+        // SAFETY: `page` is valid and on no list, so its links are ours to set.
+        unsafe {
+            (*page).prev = ptr::null_mut();
+            (*page).next = self.first;
+        }
         if self.first.is_null() {
             self.last = page;
         } else {
-            (*self.first).prev = page;
+            // SAFETY: a non-null `first` is an element of this list, valid while on it.
+            unsafe { (*self.first).prev = page };
         }
         self.first = page;
         self.len += 1;
@@ -72,12 +76,16 @@ impl PageList {
     /// `page` is a valid descriptor on no list.
     #[inline]
     pub unsafe fn push_back(&mut self, page: *mut Page) {
-        (*page).next = ptr::null_mut();
-        (*page).prev = self.last;
+        // SAFETY: `page` is valid and on no list, so its links are ours to set.
+        unsafe {
+            (*page).next = ptr::null_mut();
+            (*page).prev = self.last;
+        }
         if self.last.is_null() {
             self.first = page;
         } else {
-            (*self.last).next = page;
+            // SAFETY: a non-null `last` is an element of this list, valid while on it.
+            unsafe { (*self.last).next = page };
         }
         self.last = page;
         self.len += 1;
@@ -89,19 +97,25 @@ impl PageList {
     /// `page` is on this list.
     #[inline]
     pub unsafe fn remove(&mut self, page: *mut Page) {
-        let (prev, next) = ((*page).prev, (*page).next);
+        // SAFETY: `page` is on this list, so a valid descriptor.
+        let (prev, next) = unsafe { ((*page).prev, (*page).next) };
         if prev.is_null() {
             self.first = next;
         } else {
-            (*prev).next = next;
+            // SAFETY: `prev` is `page`'s neighbour on this list, so an element too.
+            unsafe { (*prev).next = next };
         }
         if next.is_null() {
             self.last = prev;
         } else {
-            (*next).prev = prev;
+            // SAFETY: as for `prev`.
+            unsafe { (*next).prev = prev };
         }
-        (*page).next = ptr::null_mut();
-        (*page).prev = ptr::null_mut();
+        // SAFETY: `page` is valid (on this list until now); its links are the list's.
+        unsafe {
+            (*page).next = ptr::null_mut();
+            (*page).prev = ptr::null_mut();
+        }
         self.len -= 1;
     }
 

@@ -92,13 +92,21 @@ fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
 /// # Safety
 /// `page` heads a block allocated by [`alloc_pages`] with this order, no longer used.
 pub unsafe fn free_pages(page: *mut Page, order: usize) {
-    (*page).set_flags(PG_ALLOCATED);
+    // SAFETY: `page` heads a block handed out by `alloc_pages` that nobody uses any more:
+    // its descriptor is ours.
+    unsafe { (*page).set_flags(PG_ALLOCATED) };
     let node = page_node(page);
-    if order == 0 && topology::cpu_to_node(sys::cpu::current()) == node && pcp::free_pcppage(page) {
+    if order == 0
+        && topology::cpu_to_node(sys::cpu::current()) == node
+        // SAFETY: at order 0, `page` is an allocated order-0 page nobody uses, on this
+        // CPU's node.
+        && unsafe { pcp::free_pcppage(page) }
+    {
         return;
     }
     let z = zone(node);
-    z.free(page, order);
+    // SAFETY: the block came from its node's zone with this order and is no longer used.
+    unsafe { z.free(page, order) };
     purge::maybe_purge(z, sys::time::now_ms());
 }
 
@@ -244,10 +252,13 @@ fn exact_locked(
 /// # Safety
 /// `page` heads such a block, no longer used.
 pub unsafe fn free_pages_exact(page: *mut Page) {
-    let npages = (*page).info as usize;
+    // SAFETY: `page` heads a block from `alloc_pages_exact` that nobody uses any more:
+    // its head's descriptor is ours.
+    let npages = unsafe { (*page).info } as usize;
     // A large kmalloc block reaches here through `free_large`, which has just set its
     // head's flags to `PG_FREED`; cpuslab's own blocks still carry `PG_LARGE`.
-    let large = (*page).flags() & PG_FREED != 0;
+    // SAFETY: as above.
+    let large = unsafe { (*page).flags() } & PG_FREED != 0;
     let node = page_node(page);
     let index = page_address(page) as usize >> PAGE_SHIFT;
     if large
@@ -260,7 +271,8 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
         // `large_block` turns away a second free or a realloc of it. Only an aligned
         // buddy block of its order goes on a list: a packed block (`take_at_cursor`)
         // shrunk to a power of two need not be one.
-        if pcp::free_large_pcppage(page, order) {
+        // SAFETY: an unused block of 2^order pages, aligned to its size (checked above).
+        if unsafe { pcp::free_large_pcppage(page, order) } {
             return;
         }
     }
@@ -273,9 +285,12 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
         } else {
             z.meta_pages -= npages;
         }
-        z.free_run(page, npages, 0, now);
+        // SAFETY: under the zone lock; the block's pages are of this zone (its node's),
+        // handed out and no longer used.
+        unsafe { z.free_run(page, npages, 0, now) };
         if large && !npages.is_power_of_two() {
-            z.set_cursor_freed(page);
+            // SAFETY: under the zone lock; `page` is a page of this zone.
+            unsafe { z.set_cursor_freed(page) };
         }
     }
     purge::maybe_purge(zone, now);
@@ -290,7 +305,9 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
 /// `p` lies inside an arena (its descriptor is mapped).
 pub unsafe fn large_block(p: *mut u8, op: &str) -> *mut Page {
     let page = virt_to_page(p);
-    let flags = (*page).flags();
+    // SAFETY: `p` lies inside an arena, so its descriptor is mapped; `flags` is atomic,
+    // for lock-free readers of any page.
+    let flags = unsafe { (*page).flags() };
     if p as usize & (PAGE_SIZE - 1) != 0 || flags & (PG_LARGE | PG_TAIL) != PG_LARGE {
         bad_large(p, op, flags);
     }
@@ -306,16 +323,24 @@ pub unsafe fn large_block(p: *mut u8, op: &str) -> *mut Page {
 /// # Safety
 /// `p` lies inside an arena; if it is a live large block, nothing uses it any more.
 pub unsafe fn free_large(p: *mut u8) {
-    let page = large_block(p, "free()");
-    let flags = (*page).flags();
-    if (*page)
-        .flags
-        .compare_exchange(flags, PG_FREED, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
+    // SAFETY: `p` lies inside an arena.
+    let page = unsafe { large_block(p, "free()") };
+    // SAFETY: `page` is the descriptor of `p`'s page, mapped; `flags` is atomic, so
+    // racing frees of the block may both read and swap it.
+    let flags = unsafe { (*page).flags() };
+    // SAFETY: as above.
+    if unsafe {
+        (*page)
+            .flags
+            .compare_exchange(flags, PG_FREED, Ordering::AcqRel, Ordering::Relaxed)
+    }
+    .is_err()
     {
         bad_large(p, "free()", PG_FREED);
     }
-    free_pages_exact(page);
+    // SAFETY: `page` heads a live large block (`large_block`), whose free this call
+    // claimed with the swap; nobody uses it any more (the caller's contract).
+    unsafe { free_pages_exact(page) };
 }
 
 /// Aborts for a call `op` on `p`, an arena address that is no live large block's start
@@ -346,7 +371,8 @@ fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
 /// # Safety
 /// `page` heads such a block of fewer than `npages` pages, which the caller owns.
 pub unsafe fn grow_pages_exact(page: *mut Page, npages: usize) -> bool {
-    let old = (*page).info as usize;
+    // SAFETY: `page` heads a block the caller owns: its head's descriptor is ours.
+    let old = unsafe { (*page).info } as usize;
     let span = npages.next_power_of_two();
     let index = page_address(page) as usize >> PAGE_SHIFT;
     if span > 1 << MAX_ORDER || !index.is_multiple_of(span) {
@@ -355,11 +381,15 @@ pub unsafe fn grow_pages_exact(page: *mut Page, npages: usize) -> bool {
     let zone = zone(page_node(page));
     let now = sys::time::now_ms();
     let mut z = zone.lock();
-    if !z.take_following(page, old, npages, now) {
+    // SAFETY: under the zone lock; `page` heads a block of `old` pages of this zone,
+    // and `[page, page + npages)` lies in the aligned `span` pages, inside one max-order
+    // block.
+    if !unsafe { z.take_following(page, old, npages, now) } {
         return false;
     }
     z.large_pages += npages - old;
-    (*page).info = npages as u64;
+    // SAFETY: as for `old`.
+    unsafe { (*page).info = npages as u64 };
     purge::unlock_after_alloc(zone, z);
     true
 }
@@ -369,13 +399,17 @@ pub unsafe fn grow_pages_exact(page: *mut Page, npages: usize) -> bool {
 /// # Safety
 /// `page` heads such a block of more than `npages` pages; the tail is no longer used.
 pub unsafe fn shrink_pages_exact(page: *mut Page, npages: usize) {
-    let old = (*page).info as usize;
+    // SAFETY: `page` heads a block the caller owns: its head's descriptor is ours.
+    let old = unsafe { (*page).info } as usize;
     let zone = zone(page_node(page));
     let now = sys::time::now_ms();
     let mut z = zone.lock();
-    z.free_run(page.add(npages), old - npages, 0, now);
+    // SAFETY: under the zone lock; `npages < old`, so the tail's first page lies in the
+    // block, and the tail's pages are of this zone and no longer used.
+    unsafe { z.free_run(page.add(npages), old - npages, 0, now) };
     z.large_pages -= old - npages;
-    (*page).info = npages as u64;
+    // SAFETY: as for `old`.
+    unsafe { (*page).info = npages as u64 };
 }
 
 /// Gives every cached and free dirty page back to the OS: drains the per-CPU page
@@ -404,9 +438,12 @@ pub(crate) fn lock_all() {
 /// # Safety
 /// Only after [`lock_all`], by the thread that called it (in the parent or the child).
 pub(crate) unsafe fn unlock_all() {
-    huge::REGISTRY.force_unlock();
+    // SAFETY: `lock_all` took the registry lock, on this thread or the forked child's
+    // only one.
+    unsafe { huge::REGISTRY.force_unlock() };
     for node in 0..topology::nr_node_ids() {
-        zone(node).mutex().force_unlock();
+        // SAFETY: as above, for every zone lock.
+        unsafe { zone(node).mutex().force_unlock() };
     }
 }
 

@@ -320,9 +320,12 @@ pub unsafe fn free_large_pcppage(page: *mut Page, order: usize) -> bool {
         // SAFETY: as in `rmqueue_large`; the block is free and ours. A full list gives
         // `batch` blocks back first; a stopped one is busy (`free_full` finds its lock
         // taken).
-        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true);
+        return unsafe {
+            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true)
+        };
     }
-    free_full(base, page, false)
+    // SAFETY: `base` is this order's published list; the block is free and ours.
+    unsafe { free_full(base, page, false) }
 }
 
 /// `page` (heading 2^`order` pages), unless the thread moved to another node's CPU on
@@ -386,14 +389,23 @@ fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
 /// Refills an empty list with `batch` pages. The caller holds its lock.
 unsafe fn refill_locked(pcp: &PerCpuPages, node: usize) {
     let want = pcp.batch.min(pcp.high) as usize;
-    let mut count = *pcp.count.get() as usize;
+    // SAFETY: the caller holds the list's lock: `count` and the entries are ours.
+    let mut count = unsafe { *pcp.count.get() } as usize;
     while count < want {
         let got = take_from_zone(
             node,
-            core::slice::from_raw_parts_mut(pcp.entry.add(count), (want - count).min(REFILL_CHUNK)),
+            // SAFETY: `count < want <= high`: the slots `count..want` lie in the entry
+            // array, unused and ours under the lock.
+            unsafe {
+                core::slice::from_raw_parts_mut(
+                    pcp.entry.add(count),
+                    (want - count).min(REFILL_CHUNK),
+                )
+            },
         );
         count += got;
-        *pcp.count.get() = count as u32;
+        // SAFETY: as for the read of `count`.
+        unsafe { *pcp.count.get() = count as u32 };
         if got == 0 {
             break;
         }
@@ -402,12 +414,16 @@ unsafe fn refill_locked(pcp: &PerCpuPages, node: usize) {
 
 /// Pops the top page, or null. The caller holds the list's lock.
 unsafe fn pop_locked(pcp: &PerCpuPages) -> *mut Page {
-    let count = *pcp.count.get();
+    // SAFETY: the caller holds the list's lock: `count` and the entries are ours.
+    let count = unsafe { *pcp.count.get() };
     if count == 0 {
         return ptr::null_mut();
     }
-    *pcp.count.get() = count - 1;
-    *pcp.entry.add(count as usize - 1)
+    // SAFETY: as above; `0 < count <= high`, so the top entry is in the array and set.
+    unsafe {
+        *pcp.count.get() = count - 1;
+        *pcp.entry.add(count as usize - 1)
+    }
 }
 
 /// Caches the order-0 `page` on the calling CPU's list, whose node is the page's.
@@ -424,9 +440,13 @@ pub unsafe fn free_pcppage(page: *mut Page) -> bool {
     if rseq_on() {
         // A full list gives pages back first; a stopped one is busy (`free_full` finds
         // its lock taken).
-        return sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true);
+        // SAFETY: as in `rmqueue_pcplist`; the page is free and ours, and not null.
+        return unsafe {
+            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true)
+        };
     }
-    free_full(base, page, false)
+    // SAFETY: `base` is the published order-0 list; the page is free and ours.
+    unsafe { free_full(base, page, false) }
 }
 
 /// A free into the calling CPU's copy of the list at `base` with its lock taken: the
@@ -445,14 +465,21 @@ unsafe fn free_full(base: *mut PerCpuPages, page: *mut Page, rseq: bool) -> bool
         pcp.lock.unlock();
         return false;
     }
-    if *pcp.count.get() >= pcp.high {
-        free_pcppages_bulk(pcp, pcp.batch as usize);
+    // SAFETY: the list's lock is taken and, on the rseq path, its sequences settled:
+    // `count` and the entries are ours.
+    if unsafe { *pcp.count.get() } >= pcp.high {
+        // SAFETY: as above.
+        unsafe { free_pcppages_bulk(pcp, pcp.batch as usize) };
     }
-    let count = *pcp.count.get();
+    // SAFETY: as above.
+    let count = unsafe { *pcp.count.get() };
     let done = count < pcp.high;
     if done {
-        *pcp.entry.add(count as usize) = page;
-        *pcp.count.get() = count + 1;
+        // SAFETY: as above; `count < high`, so the slot lies in the entry array.
+        unsafe {
+            *pcp.entry.add(count as usize) = page;
+            *pcp.count.get() = count + 1;
+        }
     }
     pcp.lock.unlock();
     done
@@ -475,14 +502,17 @@ fn settle_sequences(cpu: usize) -> bool {
 /// back to their zones, one lock a run of blocks of the same node, and shifts the rest
 /// down. The caller holds the list's lock, settled.
 unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
-    let have = *pcp.count.get() as usize;
+    // SAFETY: the caller holds the list's lock, settled: `count` and the entries are
+    // ours.
+    let have = unsafe { *pcp.count.get() } as usize;
     let n = count.min(have);
     if n == 0 {
         return;
     }
     let now = sys::time::now_ms();
     let order = pcp.order as usize;
-    let pages = core::slice::from_raw_parts(pcp.entry, n);
+    // SAFETY: as above; `n <= have <= high`: the bottom `n` entries are set.
+    let pages = unsafe { core::slice::from_raw_parts(pcp.entry, n) };
     let mut i = 0;
     while i < n {
         let node = page_node(pages[i]);
@@ -491,8 +521,11 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
             let mut z = zone.lock();
             while i < n && page_node(pages[i]) == node {
                 // A cached large block's head reads `PG_FREED`: dirty.
-                let zero = (*pages[i]).flags() & PG_ZERO;
-                z.free_one(pages[i], order, zero, now);
+                // SAFETY: a cached block's head is a mapped descriptor; `flags` is atomic.
+                let zero = unsafe { (*pages[i]).flags() } & PG_ZERO;
+                // SAFETY: under the lock of the block's zone (`page_node`); a cached
+                // block of `order` is handed out and used by nobody.
+                unsafe { z.free_one(pages[i], order, zero, now) };
                 if order > 0 {
                     // Lists above order 0 hold large kmalloc blocks only, still
                     // counted as such until they are back in the zone.
@@ -503,16 +536,23 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
         }
         super::purge::maybe_purge(zone, now);
     }
-    ptr::copy(pcp.entry.add(n), pcp.entry, have - n);
-    *pcp.count.get() = (have - n) as u32;
+    // SAFETY: the list's lock is held; entries `n..have` lie in the array, and
+    // `ptr::copy` allows the overlap.
+    unsafe {
+        ptr::copy(pcp.entry.add(n), pcp.entry, have - n);
+        *pcp.count.get() = (have - n) as u32;
+    }
 }
 
 /// Frees one block of 2^`order` pages to its node's zone, keeping what it knows of its
 /// contents.
 unsafe fn free_to_zone(page: *mut Page, order: usize) {
-    let zero = (*page).flags() & PG_ZERO;
+    // SAFETY: callers pass a block's head, a mapped descriptor; `flags` is atomic.
+    let zero = unsafe { (*page).flags() } & PG_ZERO;
     let mut z = zone(page_node(page)).lock();
-    z.free_one(page, order, zero, sys::time::now_ms());
+    // SAFETY: under the lock of the block's zone; callers pass a block of `order`
+    // handed out and used by nobody.
+    unsafe { z.free_one(page, order, zero, sys::time::now_ms()) };
     if order > 0 {
         // As in `free_pcppages_bulk`: a large kmalloc block leaves the large count.
         z.large_pages -= 1 << order;

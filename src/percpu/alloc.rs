@@ -94,12 +94,15 @@ impl PcpuState {
 
     /// Links `chunk` (on no slot list) into slot `slot`, at the head or the tail.
     unsafe fn slot_add(&mut self, chunk: *mut Chunk, slot: usize, at_head: bool) {
-        let c = &mut *chunk;
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        let c = unsafe { &mut *chunk };
         c.slot = slot;
         if at_head {
             c.prev = ptr::null_mut();
             c.next = self.slot_head[slot];
-            match c.next.as_mut() {
+            // SAFETY: under the lock; chunks on the lists are live, and `chunk` is on
+            // none, so the head is another chunk.
+            match unsafe { c.next.as_mut() } {
                 Some(n) => n.prev = chunk,
                 None => self.slot_tail[slot] = chunk,
             }
@@ -107,7 +110,8 @@ impl PcpuState {
         } else {
             c.next = ptr::null_mut();
             c.prev = self.slot_tail[slot];
-            match c.prev.as_mut() {
+            // SAFETY: as above, for the tail.
+            match unsafe { c.prev.as_mut() } {
                 Some(p) => p.next = chunk,
                 None => self.slot_head[slot] = chunk,
             }
@@ -117,12 +121,16 @@ impl PcpuState {
 
     /// Unlinks `chunk` from its slot list.
     unsafe fn slot_del(&mut self, chunk: *mut Chunk) {
-        let c = &mut *chunk;
-        match c.prev.as_mut() {
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        let c = unsafe { &mut *chunk };
+        // SAFETY: under the lock; chunks on the lists are live, and a list holds each
+        // once, so the neighbours are other chunks.
+        match unsafe { c.prev.as_mut() } {
             Some(p) => p.next = c.next,
             None => self.slot_head[c.slot] = c.next,
         }
-        match c.next.as_mut() {
+        // SAFETY: as above.
+        match unsafe { c.next.as_mut() } {
             Some(n) => n.prev = c.prev,
             None => self.slot_tail[c.slot] = c.prev,
         }
@@ -132,9 +140,14 @@ impl PcpuState {
 
     /// Appends `chunk` to the list of all chunks.
     unsafe fn all_add(&mut self, chunk: *mut Chunk) {
-        (*chunk).all_next = ptr::null_mut();
-        (*chunk).all_prev = self.all_tail;
-        match self.all_tail.as_mut() {
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        unsafe {
+            (*chunk).all_next = ptr::null_mut();
+            (*chunk).all_prev = self.all_tail;
+        }
+        // SAFETY: under the lock; the list of all chunks is live, and `chunk` is not
+        // on it yet, so the tail is another chunk.
+        match unsafe { self.all_tail.as_mut() } {
             Some(t) => t.all_next = chunk,
             None => self.all_head = chunk,
         }
@@ -143,12 +156,16 @@ impl PcpuState {
 
     /// Unlinks `chunk` from the list of all chunks.
     unsafe fn all_del(&mut self, chunk: *mut Chunk) {
-        let c = &mut *chunk;
-        match c.all_prev.as_mut() {
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        let c = unsafe { &mut *chunk };
+        // SAFETY: under the lock; the list of all chunks is live and holds each once,
+        // so the neighbours are other chunks.
+        match unsafe { c.all_prev.as_mut() } {
             Some(p) => p.all_next = c.all_next,
             None => self.all_head = c.all_next,
         }
-        match c.all_next.as_mut() {
+        // SAFETY: as above.
+        match unsafe { c.all_next.as_mut() } {
             Some(n) => n.all_prev = c.all_prev,
             None => self.all_tail = c.all_prev,
         }
@@ -158,14 +175,21 @@ impl PcpuState {
     /// run. A chunk that filled up goes to the head of its new list (fill it first); one
     /// that emptied goes to the tail.
     pub unsafe fn relocate(&mut self, chunk: *mut Chunk) {
-        if (*chunk).kind == ChunkKind::Reserved {
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        if unsafe { (*chunk).kind } == ChunkKind::Reserved {
             return;
         }
-        let oslot = (*chunk).slot;
-        let nslot = Self::chunk_slot(&*chunk);
+        // SAFETY: as above.
+        let oslot = unsafe { (*chunk).slot };
+        // SAFETY: as above.
+        let nslot = Self::chunk_slot(unsafe { &*chunk });
         if nslot != oslot {
-            self.slot_del(chunk);
-            self.slot_add(chunk, nslot, nslot < oslot);
+            // SAFETY: as above; a dynamic chunk is always on the list of its slot, and
+            // between the two calls on none.
+            unsafe {
+                self.slot_del(chunk);
+                self.slot_add(chunk, nslot, nslot < oslot);
+            }
         }
     }
 
@@ -182,7 +206,8 @@ impl PcpuState {
         chunk: *mut Chunk,
         f: impl FnOnce(&mut Chunk) -> R,
     ) -> R {
-        let c = &mut *chunk;
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        let c = unsafe { &mut *chunk };
         let (empty, populated) = (c.nr_empty_pop_pages, c.nr_populated);
         let r = f(c);
         self.account(
@@ -201,7 +226,9 @@ impl PcpuState {
     unsafe fn find_chunk(&self, bits: usize, align: usize) -> Option<(*mut Chunk, usize)> {
         for slot in size_to_slot(bits * PCPU_MIN_ALLOC_SIZE)..PCPU_NR_SLOTS {
             let mut chunk = self.slot_head[slot];
-            while let Some(c) = chunk.as_ref() {
+            // SAFETY: under the lock (`&self` is the guard's); chunks on the lists
+            // are live.
+            while let Some(c) = unsafe { chunk.as_ref() } {
                 if let Some(bit) = c.find_fit(bits, align) {
                     return Some((chunk, bit));
                 }
@@ -217,56 +244,73 @@ impl PcpuState {
         if base.is_null() {
             return Err(PercpuError::NoMemory);
         }
-        let chunk = Chunk::create(base, self.nr_units, 0, PCPU_UNIT_PAGES, ChunkKind::Dynamic);
+        // SAFETY: the mapping was just made, and no other chunk manages it.
+        let chunk =
+            unsafe { Chunk::create(base, self.nr_units, 0, PCPU_UNIT_PAGES, ChunkKind::Dynamic) };
         if chunk.is_null() {
             sys::mmap::unmap(base, self.nr_units * PCPU_UNIT_SIZE);
             return Err(PercpuError::NoMemory);
         }
-        self.all_add(chunk);
-        self.slot_add(chunk, PCPU_FREE_SLOT, false);
+        // SAFETY: under the lock; the new chunk is live and on no list yet.
+        unsafe {
+            self.all_add(chunk);
+            self.slot_add(chunk, PCPU_FREE_SLOT, false);
+        }
         self.stats.chunk_alloc();
         Ok(chunk)
     }
 
     /// `pcpu_destroy_chunk`: unmaps an empty dynamic chunk and frees its header.
     pub unsafe fn destroy_chunk(&mut self, chunk: *mut Chunk) {
-        self.slot_del(chunk);
-        self.all_del(chunk);
-        let c = &*chunk;
+        // SAFETY: under the lock (`&mut self`); the caller's chunk is a live dynamic
+        // one, so on its slot list and on the list of all chunks.
+        unsafe {
+            self.slot_del(chunk);
+            self.all_del(chunk);
+        }
+        // SAFETY: under the lock; the header is live until `free_meta` below.
+        let c = unsafe { &*chunk };
         self.nr_empty_pop_pages -= c.nr_empty_pop_pages;
         self.nr_populated -= c.nr_populated;
         sys::mmap::unmap(c.base_addr, c.nr_units * PCPU_UNIT_SIZE);
-        Chunk::free_meta(chunk);
+        // SAFETY: from `create`, on no list now; the caller does not use it again.
+        unsafe { Chunk::free_meta(chunk) };
         self.stats.chunk_free();
     }
 
     /// Populates the pages under `[bit, bit + bits)` that are not populated yet.
     unsafe fn populate_area(&mut self, chunk: *mut Chunk, bit: usize, bits: usize) -> bool {
         let (first, last) = Chunk::pages_of(bit, bits);
-        self.with_pages(chunk, |c| {
-            let mut p = first;
-            while p <= last {
-                if c.is_populated(p) {
-                    p += 1;
-                    continue;
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        unsafe {
+            self.with_pages(chunk, |c| {
+                let mut p = first;
+                while p <= last {
+                    if c.is_populated(p) {
+                        p += 1;
+                        continue;
+                    }
+                    let start = p;
+                    while p <= last && !c.is_populated(p) {
+                        p += 1;
+                    }
+                    if !c.populate(start, p) {
+                        return false;
+                    }
                 }
-                let start = p;
-                while p <= last && !c.is_populated(p) {
-                    p += 1;
-                }
-                if !c.populate(start, p) {
-                    return false;
-                }
-            }
-            true
-        })
+                true
+            })
+        }
     }
 
     /// Frees the area of `bits` granules at `bit` of `chunk` and relocates the chunk.
     unsafe fn free_in(&mut self, chunk: *mut Chunk, bit: usize, bits: usize) {
-        let d = (*chunk).free_area(bit, bits);
-        self.account(&*chunk, d);
-        self.relocate(chunk);
+        // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
+        let d = unsafe { (*chunk).free_area(bit, bits) };
+        // SAFETY: as above.
+        self.account(unsafe { &*chunk }, d);
+        // SAFETY: as above.
+        unsafe { self.relocate(chunk) };
     }
 }
 
@@ -449,7 +493,8 @@ pub fn alloc_reserved_percpu(size: usize, align: usize) -> Result<PcpuPtr, Percp
 pub unsafe fn free_percpu(ptr: PcpuPtr) {
     let chunk = ptr.chunk.as_ptr();
     let mut st = PCPU_LOCK.lock();
-    let c = &*chunk;
+    // SAFETY: under the lock; the chunk holds the caller's live area, so it stays.
+    let c = unsafe { &*chunk };
     let live = c
         .addr_bit(ptr.addr.as_ptr())
         .and_then(|bit| Some((bit, c.area_bits(bit)?)));
@@ -461,7 +506,8 @@ pub unsafe fn free_percpu(ptr: PcpuPtr) {
         ));
     };
     let kind = c.kind;
-    st.free_in(chunk, bit, bits);
+    // SAFETY: as above; `[bit, bit + bits)` is the live area, which the caller gives up.
+    unsafe { st.free_in(chunk, bit, bits) };
     st.stats.area_free();
     if kind != ChunkKind::Reserved && balance::needed(&st) {
         balance::pcpu_balance(&mut st);
@@ -478,7 +524,8 @@ pub(crate) fn lock_all() {
 /// # Safety
 /// Only after [`lock_all`], by the thread that called it (in the parent or the child).
 pub(crate) unsafe fn unlock_all() {
-    PCPU_LOCK.force_unlock();
+    // SAFETY: the caller took the lock with `lock_all` (or is its forked child).
+    unsafe { PCPU_LOCK.force_unlock() };
 }
 
 /// A per-CPU area: one copy in every possible CPU's unit of a chunk, the copies

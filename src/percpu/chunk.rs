@@ -128,8 +128,11 @@ impl Chunk {
         }
         let chunk = page::page_address(meta).cast::<Chunk>();
         // All zeros is a valid (if meaningless) chunk: null links, empty maps.
-        ptr::write_bytes(chunk, 0, 1);
-        let c = &mut *chunk;
+        // SAFETY: the block just taken is ours, page aligned and `CHUNK_META_PAGES`
+        // pages, room for one `Chunk`.
+        unsafe { ptr::write_bytes(chunk, 0, 1) };
+        // SAFETY: initialised just above; nobody else has it yet.
+        let c = unsafe { &mut *chunk };
         c.base_addr = base_addr;
         c.nr_units = nr_units;
         c.meta = meta;
@@ -168,7 +171,9 @@ impl Chunk {
     /// # Safety
     /// `chunk` came from [`create`](Self::create), is on no list and is not used again.
     pub unsafe fn free_meta(chunk: *mut Chunk) {
-        page::free_pages_exact((*chunk).meta);
+        // SAFETY: `chunk` came from `create`, so `meta` heads the block holding it;
+        // nothing uses the header again.
+        unsafe { page::free_pages_exact((*chunk).meta) };
     }
 
     /// Granules this chunk manages.

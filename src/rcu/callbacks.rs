@@ -135,15 +135,18 @@ pub(crate) fn for_each_list(mut f: impl FnMut(&CbList)) {
 /// # Safety
 /// `head` stays valid and untouched until `func` runs; `func` may run on another thread.
 pub unsafe fn call_rcu(head: *mut RcuHead, func: RcuCallback) {
-    (*head).func = Some(func);
+    // SAFETY: `head` is valid and left to us until `func` runs (the caller's contract).
+    unsafe { (*head).func = Some(func) };
     if PENDING.fetch_add(1, Ordering::Relaxed) >= QOVLD {
         throttle();
     }
     // The snapshot is taken under the list's lock, so a list's tags never go backward.
     let snap = with_local_list(|l| {
         let snap = seq::snap(gp::gp_seq_ordered());
-        let list = &mut *l.list.get();
-        list.enqueue(head);
+        // SAFETY: `with_local_list` holds the list's lock, which guards its cells.
+        let list = unsafe { &mut *l.list.get() };
+        // SAFETY: `head` is valid and, queued once, on no list until it is invoked.
+        unsafe { list.enqueue(head) };
         list.accelerate(snap);
         snap
     });
@@ -235,7 +238,9 @@ unsafe fn chain_contains(mut h: *mut RcuHead, target: *mut RcuHead) -> bool {
         if h == target {
             return true;
         }
-        h = (*h).next;
+        // SAFETY: a chain detached under the list's lock by the caller: its heads stay
+        // valid until it is invoked.
+        h = unsafe { (*h).next };
     }
     false
 }
@@ -314,10 +319,14 @@ fn wait_barrier_done() {
 /// # Safety
 /// Only in a forked child, with the list locks taken by `lock_all` still held.
 pub(crate) unsafe fn reset_barrier_after_fork() {
-    BARRIER_MUTEX.force_unlock_if_locked();
-    let mut left = usize::from(*SHARED.barrier_queued.get());
+    // SAFETY: a forked child (the caller's contract): its one thread is the caller.
+    unsafe { BARRIER_MUTEX.force_unlock_if_locked() };
+    // SAFETY: the list locks taken by `lock_all` are held (the caller's contract), and
+    // they guard the cells.
+    let mut left = usize::from(unsafe { *SHARED.barrier_queued.get() });
     for l in lists() {
-        left += usize::from(*l.barrier_queued.get());
+        // SAFETY: as above.
+        left += usize::from(unsafe { *l.barrier_queued.get() });
     }
     BARRIER_LEFT.store(left, Ordering::Release);
     BARRIER_WORD.fetch_add(1, Ordering::Release);
@@ -346,7 +355,9 @@ pub(crate) fn lock_all() {
 /// # Safety
 /// Only after [`lock_all`] on the same thread.
 pub(crate) unsafe fn unlock_all() {
-    SHARED_LOCK.force_unlock();
+    // SAFETY: `lock_all` took it with `lock_raw` on this thread (the caller's contract),
+    // or in the parent of this forked child, whose one thread is that one.
+    unsafe { SHARED_LOCK.force_unlock() };
     for l in lists() {
         l.lock.unlock();
     }

@@ -27,7 +27,9 @@ unsafe impl<T: Send + Sync + 'static> Sync for RcuCell<T> {}
 unsafe impl<T: Send + Sync + 'static> Send for RcuCell<T> {}
 
 unsafe fn drop_node<T>(head: *mut RcuHead) {
-    drop(Box::from_raw(head.cast::<Node<T>>()));
+    // SAFETY: `head` is the first field of a boxed `Node<T>` (`repr(C)`) that `replace`
+    // queued once; after its grace period no reader holds it.
+    drop(unsafe { Box::from_raw(head.cast::<Node<T>>()) });
 }
 
 impl<T: Send + Sync + 'static> RcuCell<T> {

@@ -370,7 +370,8 @@ pub fn kthread_running() -> bool {
 /// # Safety
 /// Only in a forked child.
 pub(crate) unsafe fn reset_after_fork() {
-    GP_MUTEX.force_unlock_if_locked();
+    // SAFETY: a forked child (the caller's contract), before any other thread exists.
+    unsafe { GP_MUTEX.force_unlock_if_locked() };
     KTHREAD.store(KTHREAD_NONE, Ordering::Relaxed);
     if gp_needed() || seq::state(GP_SEQ.load(Ordering::Relaxed)) == 1 {
         GP_SEQ_NEEDED.fetch_max(seq::snap(GP_SEQ.load(Ordering::Relaxed)), Ordering::Relaxed);

@@ -42,8 +42,9 @@ static QUEUED_BATCHES: AtomicUsize = AtomicUsize::new(0);
 /// # Safety
 /// `b` is a batch no other thread changes.
 unsafe fn slab_bytes_of(b: *const KfreeBatch) -> usize {
-    (&(*b).entries)[..(*b).n]
-        .iter()
+    // SAFETY: no other thread changes the batch (the caller's contract), and `n` counts
+    // its filled entries.
+    unsafe { (&(*b).entries)[..(*b).n].iter() }
         .map(
             |&(_, size, align)| match crate::kmalloc::classify(size, align) {
                 crate::kmalloc::Kind::Slab(i) => crate::kmalloc::KMALLOC_SIZES[i],
@@ -58,11 +59,15 @@ unsafe fn slab_bytes_of(b: *const KfreeBatch) -> usize {
 /// # Safety
 /// `b` is a detached batch page.
 unsafe fn queue(b: *mut KfreeBatch) {
-    let bytes = slab_bytes_of(b);
-    (*b).slab_bytes = bytes;
+    // SAFETY: a detached batch is this thread's alone.
+    let bytes = unsafe { slab_bytes_of(b) };
+    // SAFETY: as above.
+    unsafe { (*b).slab_bytes = bytes };
     QUEUED_SLAB_BYTES.fetch_add(bytes, Ordering::Relaxed);
     QUEUED_BATCHES.fetch_add(1, Ordering::Relaxed);
-    callbacks::call_rcu(&mut (*b).head, free_batch);
+    // SAFETY: as above; the page stays, untouched, until `free_batch` frees it, and its
+    // head is queued once.
+    unsafe { callbacks::call_rcu(&mut (*b).head, free_batch) };
 }
 
 /// What `free_rcu` holds back: the class bytes of the slab objects waiting (in batches
@@ -94,23 +99,32 @@ pub fn deferred() -> (usize, usize) {
 /// by the caller.
 pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
     let full = callbacks::with_local_list(|l: &CbList| {
-        let slot = &mut *l.kfree.get();
+        // SAFETY: `with_local_list` holds the list's lock, and with it its batch.
+        let slot = unsafe { &mut *l.kfree.get() };
         if slot.is_null() {
             let pg = page::alloc_pages_exact(1, 0);
             if pg.is_null() {
                 return Err(());
             }
             let b = page::page_address(pg).cast::<KfreeBatch>();
-            (*b).head = RcuHead::new();
-            (*b).n = 0;
-            (*b).slab_bytes = 0;
+            // SAFETY: a page just taken, ours alone; a batch fits in it (asserted above).
+            unsafe {
+                (*b).head = RcuHead::new();
+                (*b).n = 0;
+                (*b).slab_bytes = 0;
+            }
             *slot = b;
             PARTIAL.fetch_add(1, Ordering::Relaxed);
         }
         let b = *slot;
-        (*b).entries[(*b).n] = (ptr as usize, layout.size(), layout.align());
-        (*b).n += 1;
-        if (*b).n == BATCH {
+        // SAFETY: the slot's batch, guarded by the list's lock; it leaves the slot when
+        // full, so `n` is below `BATCH` here.
+        unsafe {
+            (*b).entries[(*b).n] = (ptr as usize, layout.size(), layout.align());
+            (*b).n += 1;
+        }
+        // SAFETY: as above.
+        if unsafe { (*b).n } == BATCH {
             *slot = ptr::null_mut();
             PARTIAL.fetch_sub(1, Ordering::Relaxed);
             return Ok(b);
@@ -118,7 +132,8 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
         Ok(ptr::null_mut())
     });
     match full {
-        Ok(b) if !b.is_null() => queue(b),
+        // SAFETY: a full batch, taken out of its slot: detached.
+        Ok(b) if !b.is_null() => unsafe { queue(b) },
         Ok(_) => {}
         Err(()) => {
             // No page for a batch: wait for the grace period here, unless this thread
@@ -129,7 +144,9 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
                 ));
             } else {
                 super::gp::synchronize();
-                crate::kmalloc::kfree(ptr, layout.size(), layout.align());
+                // SAFETY: the caller's live block of `layout`, given up; after the grace
+                // period no reader holds it.
+                unsafe { crate::kmalloc::kfree(ptr, layout.size(), layout.align()) };
             }
         }
     }
@@ -138,12 +155,19 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
 /// The callback of a batch: frees its pointers, then its page.
 unsafe fn free_batch(head: *mut RcuHead) {
     let b = head.cast::<KfreeBatch>();
-    for &(p, size, align) in (&(*b).entries)[..(*b).n].iter() {
-        crate::kmalloc::kfree(p as *mut u8, size, align);
+    // SAFETY: `head` is the head of a batch `queue` queued, invoked once: the batch is
+    // ours alone, its first `n` entries filled.
+    for &(p, size, align) in unsafe { (&(*b).entries)[..(*b).n].iter() } {
+        // SAFETY: a block `free_rcu` was given with its layout, whose grace period has
+        // ended.
+        unsafe { crate::kmalloc::kfree(p as *mut u8, size, align) };
     }
-    QUEUED_SLAB_BYTES.fetch_sub((*b).slab_bytes, Ordering::Relaxed);
+    // SAFETY: as above.
+    QUEUED_SLAB_BYTES.fetch_sub(unsafe { (*b).slab_bytes }, Ordering::Relaxed);
     QUEUED_BATCHES.fetch_sub(1, Ordering::Relaxed);
-    page::free_pages_exact(page::virt_to_page(b.cast()));
+    // SAFETY: the batch's page, from `alloc_pages_exact(1, 0)` in `free_rcu`, is not
+    // used again.
+    unsafe { page::free_pages_exact(page::virt_to_page(b.cast())) };
 }
 
 /// Queues every partly filled batch. Returns how many were queued.

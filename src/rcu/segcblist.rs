@@ -83,7 +83,9 @@ impl SegCbList {
     /// # Safety
     /// `head` is valid and on no list until it is invoked.
     pub unsafe fn enqueue(&mut self, head: *mut RcuHead) {
-        (*head).next = ptr::null_mut();
+        // SAFETY: `head` is valid and on no other list (the caller's contract): its link
+        // is this list's to set.
+        unsafe { (*head).next = ptr::null_mut() };
         self.segs[NEXT].append(Seg {
             head,
             tail: head,
@@ -194,11 +196,13 @@ mod tests {
         let mut l = SegCbList::new();
         // Three callbacks queued while idle at gp_seq 4: they need gp_seq 8.
         for h in &mut hs[..3] {
+            // SAFETY: each head lives in `hs` until the test ends and is queued once.
             unsafe { l.enqueue(h) };
         }
         assert!(l.accelerate(seq::snap(4)));
         // A grace period starts (5); three more need the one after it (12).
         for h in &mut hs[3..] {
+            // SAFETY: each head lives in `hs` until the test ends and is queued once.
             unsafe { l.enqueue(h) };
         }
         assert!(l.accelerate(seq::snap(5)));
@@ -217,6 +221,7 @@ mod tests {
         let mut p = first;
         for h in &mut hs[..3] {
             assert_eq!(p, h as *mut RcuHead);
+            // SAFETY: `p` is one of the heads in `hs`, linked by `extract_done`.
             p = unsafe { (*p).next };
         }
         assert!(p.is_null());
@@ -230,12 +235,15 @@ mod tests {
     fn next_waits_for_room_then_gets_a_grace_period() {
         let mut hs = heads(3);
         let mut l = SegCbList::new();
+        // SAFETY: the head lives in `hs` until the test ends and is queued once.
         unsafe { l.enqueue(&mut hs[0]) };
         l.accelerate(8);
+        // SAFETY: the head lives in `hs` until the test ends and is queued once.
         unsafe { l.enqueue(&mut hs[1]) };
         l.accelerate(12);
         assert_eq!((l.seg_len(WAIT), l.seg_len(NEXT_READY)), (1, 1));
         // Both waiting segments are taken by earlier grace periods.
+        // SAFETY: the head lives in `hs` until the test ends and is queued once.
         unsafe { l.enqueue(&mut hs[2]) };
         assert!(!l.accelerate(16));
         assert_eq!(l.seg_len(NEXT), 1);

@@ -271,7 +271,8 @@ impl<const L: usize, const I: usize> RcuTree<L, I> {
             .chain(self.inner.iter())
             .chain(core::iter::once(&self.root))
         {
-            n.masks.force_unlock_if_locked();
+            // SAFETY: a forked child whose only thread is the caller (its contract).
+            unsafe { n.masks.force_unlock_if_locked() };
         }
     }
 }
@@ -351,7 +352,8 @@ pub fn nr_readers() -> usize {
 /// Only in a forked child, whose only thread is the caller.
 #[cfg(not(loom))]
 pub unsafe fn reset_locks_after_fork() {
-    TREE.reset_locks_after_fork()
+    // SAFETY: the caller's contract, passed on.
+    unsafe { TREE.reset_locks_after_fork() }
 }
 
 /// Traces a leaf included in a starting grace period (`startedleaf`) and each reader

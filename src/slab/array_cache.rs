@@ -66,13 +66,17 @@ impl ArrayCache {
     /// # Safety
     /// `ac` points to at least `ac_bytes(capacity)` writable bytes.
     pub unsafe fn init(ac: *mut ArrayCache, limit: u32, batchcount: u32, capacity: u32) {
-        Self::init_with(
-            ac,
-            limit,
-            batchcount,
-            capacity,
-            ac.cast::<u8>().add(AC_HEADER).cast(),
-        );
+        // SAFETY: the `ac_bytes(capacity)` bytes at `ac` hold the header and, from
+        // `AC_HEADER` on, `capacity` pointers: both are in the caller's writable block.
+        unsafe {
+            Self::init_with(
+                ac,
+                limit,
+                batchcount,
+                capacity,
+                ac.cast::<u8>().add(AC_HEADER).cast(),
+            );
+        }
     }
 
     /// Initialises an array cache header whose entries live at `entry`.
@@ -86,15 +90,19 @@ impl ArrayCache {
         capacity: u32,
         entry: *mut *mut u8,
     ) {
-        ac.write(ArrayCache {
-            lock: TryLock::new(),
-            avail: 0,
-            limit,
-            batchcount,
-            touched: 0,
-            capacity,
-            entry,
-        });
+        // SAFETY: `ac` points to a writable header (the contract); nothing is read or
+        // dropped from it, so it may be uninitialised.
+        unsafe {
+            ac.write(ArrayCache {
+                lock: TryLock::new(),
+                avail: 0,
+                limit,
+                batchcount,
+                touched: 0,
+                capacity,
+                entry,
+            });
+        }
     }
 
     /// The entry array.
@@ -104,7 +112,9 @@ impl ArrayCache {
     /// node's list lock) is held: retuning swaps the array under it.
     #[inline(always)]
     pub unsafe fn entries(ac: *mut ArrayCache) -> *mut *mut u8 {
-        (*ac).entry
+        // SAFETY: `ac` is initialised, and the lock the caller holds keeps a retune from
+        // swapping `entry` while it is read.
+        unsafe { (*ac).entry }
     }
 
     /// `transfer_objects`: moves up to `max` objects from the top of `from` to the top
@@ -113,19 +123,27 @@ impl ArrayCache {
     /// # Safety
     /// The caller holds the locks of both caches.
     pub unsafe fn transfer(to: *mut ArrayCache, from: *mut ArrayCache, max: u32) -> u32 {
-        let nr = max
-            .min((*from).avail)
-            .min((*to).limit - (*to).avail.min((*to).limit));
+        // SAFETY: both caches' locks are held (the contract), so their counts are ours.
+        let nr = unsafe {
+            max.min((*from).avail)
+                .min((*to).limit - (*to).avail.min((*to).limit))
+        };
         if nr == 0 {
             return 0;
         }
-        (*from).avail -= nr;
-        ptr::copy_nonoverlapping(
-            Self::entries(from).add((*from).avail as usize),
-            Self::entries(to).add((*to).avail as usize),
-            nr as usize,
-        );
-        (*to).avail += nr;
+        // SAFETY: as above. `nr <= from.avail` entries leave the top of `from`, and `to`
+        // has room for `nr` more below its limit, which never exceeds its capacity. The
+        // two are distinct caches (a CPU's and a node's shared one), so the arrays do not
+        // overlap.
+        unsafe {
+            (*from).avail -= nr;
+            ptr::copy_nonoverlapping(
+                Self::entries(from).add((*from).avail as usize),
+                Self::entries(to).add((*to).avail as usize),
+                nr as usize,
+            );
+            (*to).avail += nr;
+        }
         nr
     }
 
@@ -135,11 +153,20 @@ impl ArrayCache {
     /// # Safety
     /// The caller holds the cache's lock and `out` has room for `nr` pointers.
     pub unsafe fn take_bottom(ac: *mut ArrayCache, nr: u32, out: *mut *mut u8) -> u32 {
-        let nr = nr.min((*ac).avail);
-        let e = Self::entries(ac);
-        ptr::copy_nonoverlapping(e, out, nr as usize);
-        ptr::copy(e.add(nr as usize), e, ((*ac).avail - nr) as usize);
-        (*ac).avail -= nr;
+        // SAFETY: the cache's lock is held (the contract), so its count is ours.
+        let nr = nr.min(unsafe { (*ac).avail });
+        // SAFETY: as above; the lock keeps the array in place.
+        let e = unsafe { Self::entries(ac) };
+        // SAFETY: `entry[..nr]` are cached objects (`nr <= avail`), and `out` has room for
+        // `nr` pointers (the contract); it is a buffer outside this cache's array (a
+        // stack buffer or another cache's entries).
+        unsafe { ptr::copy_nonoverlapping(e, out, nr as usize) };
+        // SAFETY: the `avail - nr` entries above them slide down inside the array, under
+        // the lock; `copy` allows the overlap. Then `avail` commits the removal.
+        unsafe {
+            ptr::copy(e.add(nr as usize), e, ((*ac).avail - nr) as usize);
+            (*ac).avail -= nr;
+        }
         nr
     }
 }

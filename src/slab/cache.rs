@@ -64,16 +64,22 @@ const _: () = assert!(
 
 /// The RCU head of a slab being freed, over its descriptor's list links.
 unsafe fn slab_rcu_head(slab: *mut Page) -> *mut RcuHead {
-    ptr::addr_of_mut!((*slab).next).cast()
+    // SAFETY: `slab` is the head descriptor of a slab being destroyed, in the mapped
+    // descriptor array; only the address of its links is taken.
+    unsafe { ptr::addr_of_mut!((*slab).next).cast() }
 }
 
 /// The callback `destroy_slabs` queues: frees the slab's pages after the grace period.
 unsafe fn slab_free_rcu(head: *mut RcuHead) {
-    let slab = head
-        .byte_sub(core::mem::offset_of!(Page, next))
-        .cast::<Page>();
-    let order = (*slab).order as usize;
-    page::free_pages(slab, order);
+    // SAFETY: `head` is the one `destroy_slabs` queued, at `next` in a slab's head
+    // descriptor: stepping back stays inside that descriptor.
+    let slab = unsafe { head.byte_sub(core::mem::offset_of!(Page, next)) }.cast::<Page>();
+    // SAFETY: that descriptor; `order` lies outside the links the head overlays, so it
+    // still holds the slab's order.
+    let order = unsafe { (*slab).order } as usize;
+    // SAFETY: the slab's block, allocated with this order by `cache_grow_begin`; the
+    // grace period has ended, so no reader still looks at its stale objects.
+    unsafe { page::free_pages(slab, order) };
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
@@ -86,7 +92,8 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
 /// `slab` is the head page of a slab.
 #[inline(always)]
 unsafe fn colour_word(slab: *mut Page) -> *mut u32 {
-    ptr::addr_of_mut!((*slab).info).cast::<u32>()
+    // SAFETY: `slab` heads a slab (the caller's contract): a mapped descriptor.
+    unsafe { ptr::addr_of_mut!((*slab).info).cast::<u32>() }
 }
 
 /// The colour offset of `slab`'s first object.
@@ -95,7 +102,9 @@ unsafe fn colour_word(slab: *mut Page) -> *mut u32 {
 /// `slab` is the head page of a slab.
 #[inline(always)]
 unsafe fn slab_colour(slab: *mut Page) -> usize {
-    *colour_word(slab) as usize
+    // SAFETY: `slab` heads a slab (the caller's contract); `cache_grow_end` wrote its
+    // colour before the slab went on a list, and nothing writes it after.
+    unsafe { *colour_word(slab) as usize }
 }
 
 // The colour is the low half of `info` and the map the high half (bytes 4..8) only on
@@ -246,15 +255,19 @@ impl RawCache {
         } else {
             (plain, DebugLayout::off(plain.size))
         };
-        *self.geom.get() = geom;
-        *self.dbg.get() = dbg;
-        *self.check.get() = FreeCheck {
-            mask: geom.align - 1,
-            div_magic: geom.div_magic,
-            // Below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
-            span: (geom.num * geom.size) as u32,
-            lead: dbg.offset as u32,
-        };
+        // SAFETY: `setup` runs once, before the cache is shared (the caller's contract):
+        // nothing reads these cells yet.
+        unsafe {
+            *self.geom.get() = geom;
+            *self.dbg.get() = dbg;
+            *self.check.get() = FreeCheck {
+                mask: geom.align - 1,
+                div_magic: geom.div_magic,
+                // Below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+                span: (geom.num * geom.size) as u32,
+                lead: dbg.offset as u32,
+            };
+        }
         self.random.store(
             layout::random_seed(self as *const Self as usize),
             Ordering::Relaxed,
@@ -264,7 +277,8 @@ impl RawCache {
         while !name.is_char_boundary(n) {
             n -= 1;
         }
-        (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]);
+        // SAFETY: not shared yet, as above.
+        unsafe { (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]) };
         self.flags.store(flags, Ordering::Relaxed);
         let (limit, batchcount, shared) = super::tune::enable_cpucache_params(geom.size);
         // A debug cache keeps no object per CPU: every operation takes a checked path.
@@ -276,7 +290,8 @@ impl RawCache {
             let free_limit = (1 + cpus_on_node) * batchcount as usize + geom.num;
             let n = KmemCacheNode::create(free_limit, shared * batchcount, batchcount);
             if n.is_null() {
-                self.teardown();
+                // SAFETY: not shared yet and no slab grown: nobody uses the cache.
+                unsafe { self.teardown() };
                 return Err(CacheError::NoMemory);
             }
             self.nodes[node].store(n, Ordering::Relaxed);
@@ -285,19 +300,27 @@ impl RawCache {
             alloc_cpu_area(AC_HEADER, AC_HEADER, true),
             alloc_entries(limit),
         ) else {
-            self.teardown();
+            // SAFETY: as above.
+            unsafe { self.teardown() };
             return Err(CacheError::NoMemory);
         };
-        *self.headers.get() = Some(headers);
-        *self.entries.get() = Some(entries);
+        // SAFETY: not shared yet, as above.
+        unsafe {
+            *self.headers.get() = Some(headers);
+            *self.entries.get() = Some(entries);
+        }
         for cpu in 0..topology::nr_cpu_ids() {
-            ArrayCache::init_with(
-                headers.per_cpu_ptr(cpu).cast(),
-                cpu_limit,
-                batchcount,
-                limit,
-                entries.per_cpu_ptr(cpu).cast(),
-            );
+            // SAFETY: a possible CPU's copies of the fresh areas: a header of `AC_HEADER`
+            // bytes and an entry array of `limit` pointers (`alloc_entries`).
+            unsafe {
+                ArrayCache::init_with(
+                    headers.per_cpu_ptr(cpu).cast(),
+                    cpu_limit,
+                    batchcount,
+                    limit,
+                    entries.per_cpu_ptr(cpu).cast(),
+                )
+            };
         }
         self.limit.store(cpu_limit, Ordering::Relaxed);
         self.batchcount.store(batchcount, Ordering::Relaxed);
@@ -368,7 +391,9 @@ impl RawCache {
     /// The caller holds the cache chain lock and every CPU's array cache points into
     /// `new` already.
     pub(crate) unsafe fn replace_entries(&self, new: PcpuPtr) -> Option<PcpuPtr> {
-        (*self.entries.get()).replace(new)
+        // SAFETY: `entries` is written only under the cache chain lock, which the
+        // caller holds.
+        unsafe { (*self.entries.get()).replace(new) }
     }
 
     /// Frees the node structures and array caches of a cache whose slabs are all gone.
@@ -377,16 +402,25 @@ impl RawCache {
     /// No thread uses the cache any more and it holds no slab.
     pub(crate) unsafe fn teardown(&self) {
         self.cpu_cache.store(ptr::null_mut(), Ordering::Release);
-        if let Some(p) = (*self.headers.get()).take() {
-            percpu::free_percpu(p);
+        // SAFETY: nobody uses the cache any more (the caller's contract): the cell is
+        // ours.
+        if let Some(p) = unsafe { (*self.headers.get()).take() } {
+            // SAFETY: from `alloc_cpu_area` in `setup`; taken out of its cell, so freed
+            // once, and no CPU uses its array cache any more.
+            unsafe { percpu::free_percpu(p) };
         }
-        if let Some(p) = (*self.entries.get()).take() {
-            percpu::free_percpu(p);
+        // SAFETY: as for `headers`.
+        if let Some(p) = unsafe { (*self.entries.get()).take() } {
+            // SAFETY: the entry arrays in use (`alloc_entries`; a retune frees the ones
+            // it replaces); taken out of the cell, so freed once.
+            unsafe { percpu::free_percpu(p) };
         }
         for slot in &self.nodes {
             let n = slot.swap(ptr::null_mut(), Ordering::AcqRel);
             if !n.is_null() {
-                KmemCacheNode::destroy(n);
+                // SAFETY: swapped out of its slot, so nobody reaches it any more; the
+                // cache holds no slab (the caller's contract), so its lists are empty.
+                unsafe { KmemCacheNode::destroy(n) };
             }
         }
     }
@@ -479,13 +513,17 @@ impl RawCache {
     #[inline(always)]
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
         if self.misaligned(obj) {
-            self.misaligned_free(obj);
+            // SAFETY: it reads a descriptor only after `check_obj` found `obj` in an
+            // arena; it aborts.
+            unsafe { self.misaligned_free(obj) };
         }
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
-        !base.is_null() && sys::rseq::stack_push(base.cast(), obj)
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`. `obj`, an
+        // object of this cache (the caller's contract), is not null.
+        !base.is_null() && unsafe { sys::rseq::stack_push(base.cast(), obj) }
     }
 
     /// Allocates one object; null when memory ran out or the cache is not set up.
@@ -553,9 +591,11 @@ impl RawCache {
     #[inline(always)]
     pub unsafe fn free(&self, obj: *mut u8) {
         if self.misaligned(obj) {
-            self.misaligned_free(obj);
+            // SAFETY: as in `free_fast`.
+            unsafe { self.misaligned_free(obj) };
         }
-        self.free_unchecked(obj)
+        // SAFETY: the caller's contract, and `obj` passed the pointer check.
+        unsafe { self.free_unchecked(obj) }
     }
 
     /// [`free`](Self::free) of a pointer whose head page descriptor `slab` (a slab of
@@ -567,8 +607,12 @@ impl RawCache {
     /// cache.
     #[inline(always)]
     pub unsafe fn free_in_slab(&self, slab: *mut Page, obj: *mut u8) {
-        self.check_in_slab(slab, obj);
-        self.free_unchecked(obj)
+        // SAFETY: `slab` is `virt_to_head_page(obj)`, a slab of this cache (the caller's
+        // contract).
+        unsafe { self.check_in_slab(slab, obj) };
+        // SAFETY: the caller's contract; the exact check `obj` passed implies the
+        // pointer check.
+        unsafe { self.free_unchecked(obj) }
     }
 
     /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check,
@@ -580,14 +624,18 @@ impl RawCache {
     /// As for [`free_in_slab`](Self::free_in_slab); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8) -> bool {
-        self.check_in_slab(slab, obj);
+        // SAFETY: as in `free_in_slab`.
+        unsafe { self.check_in_slab(slab, obj) };
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
         }
         // The slab's head descriptor holds `cpu_cache` (set when the slab grew, never
         // null: a cache with slabs is set up), in the line whose flags the caller read:
         // the push's address does not wait for a load from the cache itself.
-        sys::rseq::stack_push((*slab).head.cast(), obj)
+        // SAFETY: `slab` is a slab of this cache (the caller's contract), so its head
+        // descriptor is mapped; the sequences are on, as in `alloc`; `obj`, an object
+        // of the slab, is not null.
+        unsafe { sys::rseq::stack_push((*slab).head.cast(), obj) }
     }
 
     /// Aborts unless `obj` is exactly the start of an object of `slab`, a slab of this
@@ -598,12 +646,14 @@ impl RawCache {
     #[inline(always)]
     unsafe fn check_in_slab(&self, slab: *mut Page, obj: *mut u8) {
         // SAFETY: written before the cache was published (it owns slabs, so it was).
-        let c = &*self.check.get();
-        let first = page_address(slab) as usize + slab_colour(slab) + c.lead as usize;
+        let c = unsafe { &*self.check.get() };
+        // SAFETY: `slab` heads a slab of this cache (the caller's contract).
+        let first = page_address(slab) as usize + unsafe { slab_colour(slab) } + c.lead as usize;
         let off = (obj as usize).wrapping_sub(first);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
         if off >= c.span as usize || (off as u64).wrapping_mul(c.div_magic) >= c.div_magic {
-            self.bad_free(obj);
+            // SAFETY: `obj` lies in `slab`'s pages, so in an arena.
+            unsafe { self.bad_free(obj) };
         }
     }
 
@@ -621,8 +671,10 @@ impl RawCache {
     #[inline(never)]
     unsafe fn misaligned_free(&self, obj: *mut u8) -> ! {
         // Reports a foreign address, or an object of another cache, by name.
-        self.check_obj(obj, obj);
-        self.bad_free(obj)
+        // SAFETY: `check_obj` finds `obj` in an arena before it reads a descriptor.
+        unsafe { self.check_obj(obj, obj) };
+        // SAFETY: `check_obj` returned, so `obj` is an arena address.
+        unsafe { self.bad_free(obj) }
     }
 
     /// Aborts for a second free of `obj` that a cheap check caught before it reached
@@ -643,20 +695,26 @@ impl RawCache {
     /// As for [`free`](Self::free), and `obj` passed the pointer check.
     #[inline(always)]
     pub(crate) unsafe fn free_unchecked(&self, obj: *mut u8) {
-        if topology::nr_node_ids() > 1 && self.free_alien(obj) {
+        // SAFETY: `obj` is the cache's and no longer used (the caller's contract); no
+        // list lock is held on a free.
+        if topology::nr_node_ids() > 1 && unsafe { self.free_alien(obj) } {
             return;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
         if base.is_null() {
-            return self.free_fallback(obj);
+            // SAFETY: as above.
+            return unsafe { self.free_fallback(obj) };
         }
         if !fastpath::rseq() {
-            return self.free_trylock(base, obj);
+            // SAFETY: as above; `base` is the cache's array caches, not null.
+            return unsafe { self.free_trylock(base, obj) };
         }
         // A full cache is flushed; a stopped one gives the flush nothing and turns the
         // push after it away, so `obj` goes to the node.
-        if !sys::rseq::stack_push(base.cast(), obj) {
-            self.free_flush_rseq(base, obj);
+        // SAFETY: the sequences are on; as in `alloc`. `obj`, an object, is not null.
+        if !unsafe { sys::rseq::stack_push(base.cast(), obj) } {
+            // SAFETY: as for `free_trylock`, on the sequences.
+            unsafe { self.free_flush_rseq(base, obj) };
         }
     }
 
@@ -665,26 +723,39 @@ impl RawCache {
     unsafe fn free_trylock(&self, base: *mut ArrayCache, obj: *mut u8) {
         let cpu = sys::cpu::current();
         if cpu < topology::nr_cpu_ids() {
-            let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
-            if (*ac).lock.try_lock() {
-                let avail = (*ac).avail;
+            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
+            // at its unit's offset, alive as long as the cache.
+            let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
+            // SAFETY: as above.
+            if unsafe { (*ac).lock.try_lock() } {
+                // SAFETY: the array cache and its entries are ours while its lock is held.
+                let avail = unsafe { (*ac).avail };
                 // glibc's tcache check: the object on top is the one freed last, so
                 // freeing it again is a double free (one load, in the line the push
                 // writes).
-                if avail > 0 && *ArrayCache::entries(ac).add(avail as usize - 1) == obj {
+                // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
+                if avail > 0 && unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
                     self.double_free_cached(obj);
                 }
-                if avail < (*ac).limit {
-                    *ArrayCache::entries(ac).add(avail as usize) = obj;
-                    (*ac).avail = avail + 1;
-                    (*ac).lock.unlock();
+                // SAFETY: as above.
+                if avail < unsafe { (*ac).limit } {
+                    // SAFETY: as above; `avail < limit <= capacity`: `entry[avail]` is in
+                    // the array.
+                    unsafe {
+                        *ArrayCache::entries(ac).add(avail as usize) = obj;
+                        (*ac).avail = avail + 1;
+                        (*ac).lock.unlock();
+                    }
                     return;
                 }
-                self.free_full(ac, cpu, obj);
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which `free_full`
+                // releases, and no list lock; `obj` as for `free`.
+                unsafe { self.free_full(ac, cpu, obj) };
                 return;
             }
         }
-        self.free_fallback(obj);
+        // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+        unsafe { self.free_fallback(obj) };
     }
 
     /// The tried-lock path's free into a full array cache (the caller holds its
@@ -693,15 +764,22 @@ impl RawCache {
     #[cold]
     unsafe fn free_full(&self, ac: *mut ArrayCache, cpu: usize, obj: *mut u8) {
         if self.debug() {
-            (*ac).lock.unlock();
-            self.free_fallback(obj);
+            // SAFETY: the caller holds the lock of `ac`, a live header.
+            unsafe { (*ac).lock.unlock() };
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            unsafe { self.free_fallback(obj) };
             return;
         }
-        self.cache_flusharray(ac, cpu);
-        let avail = (*ac).avail;
-        *ArrayCache::entries(ac).add(avail as usize) = obj;
-        (*ac).avail = avail + 1;
-        (*ac).lock.unlock();
+        // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
+        unsafe { self.cache_flusharray(ac, cpu) };
+        // SAFETY: ours under its lock; the flush took at least one object off the full
+        // cache, so `entry[avail]` is within its capacity.
+        unsafe {
+            let avail = (*ac).avail;
+            *ArrayCache::entries(ac).add(avail as usize) = obj;
+            (*ac).avail = avail + 1;
+            (*ac).lock.unlock();
+        }
         super::reap::maybe_reap();
     }
 
@@ -745,13 +823,15 @@ impl RawCache {
     #[cold]
     unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
         if self.debug() {
-            return self.free_fallback(obj);
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            return unsafe { self.free_fallback(obj) };
         }
         let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut n = 0;
         while n < batch {
-            let o = sys::rseq::stack_pop(base.cast());
+            // SAFETY: the caller found the sequences on; as in `alloc`.
+            let o = unsafe { sys::rseq::stack_pop(base.cast()) };
             if o.is_null() {
                 break;
             }
@@ -763,16 +843,21 @@ impl RawCache {
         if buf[..n].contains(&obj) {
             self.double_free_cached(obj);
         }
-        self.give_back(&buf[..n]);
-        if !sys::rseq::stack_push(base.cast(), obj) {
-            self.free_fallback(obj);
+        // SAFETY: objects popped off this CPU's cache: the cache's, held by nobody
+        // else; a free holds no list lock.
+        unsafe { self.give_back(&buf[..n]) };
+        // SAFETY: as for the pops; `obj`, an object, is not null.
+        if !unsafe { sys::rseq::stack_push(base.cast(), obj) } {
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            unsafe { self.free_fallback(obj) };
         }
         super::reap::maybe_reap();
     }
 
     /// Fills `buf` from `node` ([`transfer::fill_buf`]).
     unsafe fn fill_buf(&self, node: usize, buf: &mut [*mut u8]) -> usize {
-        transfer::fill_buf(self, node, buf)
+        // SAFETY: the caller holds no list lock.
+        unsafe { transfer::fill_buf(self, node, buf) }
     }
 
     /// Gives objects back to the calling CPU's node: into its shared cache while it has
@@ -780,8 +865,11 @@ impl RawCache {
     unsafe fn give_back(&self, objs: &[*mut u8]) {
         let node = topology::cpu_to_node(sys::cpu::current());
         let mut to_destroy = PageList::new();
-        transfer::give_back(self, node, objs, &mut to_destroy);
-        self.destroy_slabs(&mut to_destroy);
+        // SAFETY: the caller's objects are the cache's and held by nobody else; it
+        // holds no list lock.
+        unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
+        // SAFETY: `free_block` put there only empty slabs of this cache, off every list.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
     }
 
     /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`
@@ -794,7 +882,8 @@ impl RawCache {
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
-        transfer::alloc_refill(self, node, ac)
+        // SAFETY: the caller holds `ac`'s lock, and no list lock.
+        unsafe { transfer::alloc_refill(self, node, ac) }
     }
 
     /// Allocation when the CPU's array cache is busy (for a debug cache, every
@@ -862,7 +951,9 @@ impl RawCache {
         if home == topology::cpu_to_node(sys::cpu::current()) {
             return false;
         }
-        self.free_to_node(obj, home);
+        // SAFETY: `obj` is the cache's and no longer used (as for `free`); a free holds
+        // no list lock.
+        unsafe { self.free_to_node(obj, home) };
         true
     }
 
@@ -875,7 +966,8 @@ impl RawCache {
         } else {
             0 // obj_to_slab (in free_block) reports it
         };
-        self.free_to_node(obj, node);
+        // SAFETY: as in `free_alien`.
+        unsafe { self.free_to_node(obj, node) };
     }
 
     /// Frees `obj` into `node`'s shared cache while it has room, else to its slab. A
@@ -884,14 +976,20 @@ impl RawCache {
     unsafe fn free_to_node(&self, obj: *mut u8, node: usize) {
         let obj = if self.debug() {
             let slot = obj.wrapping_sub(self.debug_layout().offset);
-            self.check_obj(slot, obj);
-            debug::check_free(self, slot, obj)
+            // SAFETY: `check_obj` finds both in an arena before it reads a descriptor.
+            unsafe { self.check_obj(slot, obj) };
+            // SAFETY: `check_obj` returned: `slot` is at an object's place in a slab of
+            // this cache, a debug one, and `obj` is its object.
+            unsafe { debug::check_free(self, slot, obj) }
         } else {
             obj
         };
         let mut to_destroy = PageList::new();
-        transfer::free_to_node(self, node, obj, &mut to_destroy);
-        self.destroy_slabs(&mut to_destroy);
+        // SAFETY: `obj` (a debug cache's slot now) is the cache's and held by nobody
+        // else, as for `free`; the caller holds no list lock.
+        unsafe { transfer::free_to_node(self, node, obj, &mut to_destroy) };
+        // SAFETY: as in `give_back`.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
     }
 
     /// `cache_flusharray`: makes room in the CPU's full array cache by moving its
@@ -899,15 +997,18 @@ impl RawCache {
     #[cold]
     unsafe fn cache_flusharray(&self, ac: *mut ArrayCache, cpu: usize) {
         let mut to_destroy = PageList::new();
-        transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy);
-        self.destroy_slabs(&mut to_destroy);
+        // SAFETY: the caller holds `ac`'s lock and no list lock.
+        unsafe { transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy) };
+        // SAFETY: as in `give_back`.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
     }
 
     /// The slab holding `obj`, after checking that `obj` is an object of this cache;
     /// anything else is heap corruption and aborts with a message.
     #[inline]
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
-        self.check_obj(obj, obj)
+        // SAFETY: `check_obj` finds `obj` in an arena before it reads a descriptor.
+        unsafe { self.check_obj(obj, obj) }
     }
 
     /// [`obj_to_slab`](Self::obj_to_slab) for the slot `slot`, naming `shown` (the
@@ -922,14 +1023,21 @@ impl RawCache {
         }
         let slab = virt_to_head_page(slot);
         let g = self.geom();
-        let is_slab = (*slab).flags() & PG_SLAB != 0;
-        let owner = (*slab).cache.cast::<RawCache>();
+        // SAFETY: `slot` is an arena address (checked above): its head descriptor is
+        // mapped.
+        let is_slab = unsafe { (*slab).flags() } & PG_SLAB != 0;
+        // SAFETY: as above; `cache` is written only when a slab is made or destroyed,
+        // and a slab holding an object in use is neither.
+        let owner = unsafe { (*slab).cache }.cast::<RawCache>();
         let ok = is_slab && ptr::eq(owner, self) && {
-            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + slab_colour(slab));
+            // SAFETY: `slab` heads a slab (`PG_SLAB`) of this cache.
+            let colour = unsafe { slab_colour(slab) };
+            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + colour);
             g.is_obj_offset(off)
         };
         if !ok {
-            self.bad_free(shown);
+            // SAFETY: `shown` is an arena address (checked above).
+            unsafe { self.bad_free(shown) };
         }
         slab
     }
@@ -939,13 +1047,17 @@ impl RawCache {
     #[cold]
     unsafe fn bad_free(&self, obj: *mut u8) -> ! {
         let head = virt_to_head_page(obj);
-        let owner = (*head).cache.cast::<RawCache>();
-        if (*head).flags() & PG_SLAB != 0 && !owner.is_null() && !ptr::eq(owner, self) {
+        // SAFETY: callers pass an arena address, whose head descriptor is mapped.
+        let owner = unsafe { (*head).cache }.cast::<RawCache>();
+        // SAFETY: as above.
+        if unsafe { (*head).flags() } & PG_SLAB != 0 && !owner.is_null() && !ptr::eq(owner, self) {
+            // SAFETY: the cache of a slab, which outlives its slabs.
+            let other = unsafe { (*owner).name() };
             sys::io::fatal(format_args!(
                 "invalid free of {obj:p} to cache {}: it is in a slab of cache {} \
                  (freed with a layout of another size class?)",
                 self.name(),
-                (*owner).name()
+                other
             ));
         }
         sys::io::fatal(format_args!(
@@ -959,33 +1071,49 @@ impl RawCache {
     unsafe fn freelist(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
         if g.off_slab && g.order == 0 {
-            slab.cast::<u8>().add(OFF_SLAB_HEAD_OFFSET)
+            // SAFETY: callers pass a slab of this cache; a one-page off-slab slab keeps
+            // its freelist in its descriptor's `spare` bytes.
+            unsafe { slab.cast::<u8>().add(OFF_SLAB_HEAD_OFFSET) }
         } else if g.off_slab {
-            slab.add((1 << g.order) - 1)
-                .cast::<u8>()
-                .add(OFF_SLAB_TAIL_OFFSET)
+            // SAFETY: as above; a larger one, in the links of its last page's
+            // descriptor, which follows the head's in the descriptor array.
+            unsafe {
+                slab.add((1 << g.order) - 1)
+                    .cast::<u8>()
+                    .add(OFF_SLAB_TAIL_OFFSET)
+            }
         } else {
-            page_address(slab).add(g.slab_bytes() - g.freelist_bytes())
+            // SAFETY: as above; an on-slab freelist ends the slab's pages.
+            unsafe { page_address(slab).add(g.slab_bytes() - g.freelist_bytes()) }
         }
     }
 
     #[inline]
     unsafe fn get_free_idx(&self, slab: *mut Page, i: usize) -> usize {
-        let fl = self.freelist(slab);
+        // SAFETY: callers pass a slab of this cache.
+        let fl = unsafe { self.freelist(slab) };
         if self.geom().idx_u8 {
-            *fl.add(i) as usize
+            // SAFETY: a shuffled cache's freelist holds `num` indices and callers pass
+            // `i < num`; it is read under the slab's list lock, or before the slab is
+            // published.
+            unsafe { *fl.add(i) as usize }
         } else {
-            *fl.cast::<u16>().add(i) as usize
+            // SAFETY: as above, of two bytes each.
+            unsafe { *fl.cast::<u16>().add(i) as usize }
         }
     }
 
     #[inline]
     unsafe fn set_free_idx(&self, slab: *mut Page, i: usize, idx: usize) {
-        let fl = self.freelist(slab);
+        // SAFETY: callers pass a slab of this cache.
+        let fl = unsafe { self.freelist(slab) };
         if self.geom().idx_u8 {
-            *fl.add(i) = idx as u8;
+            // SAFETY: as in `get_free_idx`: entry `i < num`, written under the slab's
+            // list lock or before the slab is published.
+            unsafe { *fl.add(i) = idx as u8 };
         } else {
-            *fl.cast::<u16>().add(i) = idx as u16;
+            // SAFETY: as above, of two bytes each.
+            unsafe { *fl.cast::<u16>().add(i) = idx as u16 };
         }
     }
 
@@ -995,27 +1123,36 @@ impl RawCache {
     unsafe fn free_map(&self, slab: *mut Page) -> *mut u8 {
         let g = self.geom();
         match g.map_place() {
-            MapPlace::HeadSpare => slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET),
-            MapPlace::HeadInfo => slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET),
-            MapPlace::InSlab => {
+            // SAFETY: callers pass a slab of this cache: its descriptor's `spare` bytes.
+            MapPlace::HeadSpare => unsafe { slab.cast::<u8>().add(layout::MAP_HEAD_SPARE_OFFSET) },
+            // SAFETY: as above: the high half of its descriptor's `info`.
+            MapPlace::HeadInfo => unsafe { slab.cast::<u8>().add(layout::MAP_HEAD_INFO_OFFSET) },
+            // SAFETY: as above: inside the slab's pages, just before the freelist.
+            MapPlace::InSlab => unsafe {
                 page_address(slab).add(g.slab_bytes() - g.freelist_bytes() - g.map_bytes())
-            }
+            },
         }
     }
 
     /// Marks all `num` objects of a new slab free in its map (and no bit beyond).
     unsafe fn init_free_map(&self, slab: *mut Page) {
         let g = self.geom();
-        let map = self.free_map(slab);
+        // SAFETY: `cache_grow_begin` passes its new slab of this cache.
+        let map = unsafe { self.free_map(slab) };
         let bytes = match g.map_place() {
             MapPlace::HeadSpare => layout::MAP_HEAD_SPARE_BITS / 8,
             MapPlace::HeadInfo => layout::MAP_HEAD_INFO_BITS / 8,
             MapPlace::InSlab => g.map_bytes(),
         };
-        ptr::write_bytes(map, 0, bytes);
-        ptr::write_bytes(map, 0xff, g.num / 8);
+        // SAFETY: the map is `bytes` long where it lies, and holds the `num` bits; the
+        // slab is not published yet, so nobody else reads it.
+        unsafe {
+            ptr::write_bytes(map, 0, bytes);
+            ptr::write_bytes(map, 0xff, g.num / 8);
+        }
         if !g.num.is_multiple_of(8) {
-            *map.add(g.num / 8) = (1u8 << (g.num % 8)) - 1;
+            // SAFETY: as above: the byte of the last objects' bits.
+            unsafe { *map.add(g.num / 8) = (1u8 << (g.num % 8)) - 1 };
         }
     }
 
@@ -1025,13 +1162,21 @@ impl RawCache {
         let g = self.geom();
         if !g.shuffled {
             let mut obj = ptr::null_mut();
-            self.slab_get_objs(slab, &mut obj, 1);
+            // SAFETY: the caller's contract; `obj` is room for the one object.
+            unsafe { self.slab_get_objs(slab, &mut obj, 1) };
             return obj;
         }
-        let idx = self.get_free_idx(slab, (*slab).active as usize);
-        (*slab).active += 1;
-        *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
-        page_address(slab).add(slab_colour(slab) + idx * g.size)
+        // SAFETY: the caller holds the slab's list lock and the slab has a free object:
+        // `active < num` is the freelist's next entry.
+        let idx = unsafe { self.get_free_idx(slab, (*slab).active as usize) };
+        // SAFETY: the descriptor and the map are ours under the list lock; the freelist
+        // holds indices below `num`, each with its bit in the map.
+        unsafe {
+            (*slab).active += 1;
+            *self.free_map(slab).add(idx / 8) &= !(1 << (idx % 8));
+        }
+        // SAFETY: object `idx < num` lies inside the slab.
+        unsafe { page_address(slab).add(slab_colour(slab) + idx * g.size) }
     }
 
     /// Up to `n` free objects of `slab` into `out`, the lowest last (on top of the
@@ -1040,15 +1185,20 @@ impl RawCache {
     #[inline]
     unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
         let g = self.geom();
-        let n = n.min(g.num - (*slab).active as usize);
+        // SAFETY: the caller holds the slab's list lock: its descriptor is ours.
+        let n = n.min(g.num - unsafe { (*slab).active } as usize);
         if g.shuffled {
             for k in 0..n {
-                *out.add(k) = self.slab_get_obj(slab);
+                // SAFETY: `out` has room for `n` (the caller's contract), and the slab
+                // has a free object for each (`n <= num - active`).
+                unsafe { *out.add(k) = self.slab_get_obj(slab) };
             }
             return n;
         }
-        let map = self.free_map(slab);
-        let first = page_address(slab).add(slab_colour(slab));
+        // SAFETY: `slab` is a slab of this cache (the caller's contract).
+        let map = unsafe { self.free_map(slab) };
+        // SAFETY: as above: its first object, inside it.
+        let first = unsafe { page_address(slab).add(slab_colour(slab)) };
         let bytes = g.num.div_ceil(8);
         let mut got = 0;
         let mut at = 0;
@@ -1057,27 +1207,32 @@ impl RawCache {
             // words at the slab's end (`map_bytes`): no word read here runs past it;
             // bytes beyond the last object's are masked off.
             // SAFETY: as above, the word lies inside the descriptor or the slab.
-            let mut word = ptr::read_unaligned(map.add(at).cast::<u64>());
+            let mut word = unsafe { ptr::read_unaligned(map.add(at).cast::<u64>()) };
             if bytes - at < 8 {
                 word &= (1u64 << ((bytes - at) * 8)) - 1;
             }
             while word != 0 && got < n {
                 let pos = at * 8 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                *map.add(pos / 8) &= !(1 << (pos % 8));
+                // SAFETY: byte `pos / 8 < bytes` of the map, ours under the list lock.
+                unsafe { *map.add(pos / 8) &= !(1 << (pos % 8)) };
                 let idx = g.position(pos);
                 // Highest first in `out`: the per-CPU stack the batch is pushed onto
                 // pops the last pushed first, so the program gets the objects in
                 // ascending address order, the direction its reads will stream in.
-                *out.add(n - 1 - got) = first.add(idx * g.size);
+                // SAFETY: `n - 1 - got < n`, which `out` has room for; only objects' bits
+                // are ever set, so `idx < num` and the object lies inside the slab.
+                unsafe { *out.add(n - 1 - got) = first.add(idx * g.size) };
                 got += 1;
             }
             at += 8;
         }
         if got < n {
-            self.corrupt_map(slab);
+            // SAFETY: a slab of this cache, under its list lock.
+            unsafe { self.corrupt_map(slab) };
         }
-        (*slab).active += got as u16;
+        // SAFETY: the descriptor is ours under the list lock.
+        unsafe { (*slab).active += got as u16 };
         got
     }
 
@@ -1085,10 +1240,12 @@ impl RawCache {
     #[cold]
     #[inline(never)]
     unsafe fn corrupt_map(&self, slab: *mut Page) -> ! {
+        // SAFETY: callers pass a slab of this cache, under its list lock.
+        let active = unsafe { (*slab).active };
         sys::io::fatal(format_args!(
             "slab {slab:p} of cache {} has {} of {} objects in use but fewer free in its map: heap corruption",
             self.name(),
-            (*slab).active,
+            active,
             self.geom().num
         ))
     }
@@ -1098,25 +1255,34 @@ impl RawCache {
     /// in every build, before the freelist would hold it twice.
     #[inline]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
-        let off = obj as usize - (page_address(slab) as usize + slab_colour(slab));
+        // SAFETY: `slab` heads a slab of this cache, `obj` one of its objects (the
+        // caller's contract).
+        let off = obj as usize - (page_address(slab) as usize + unsafe { slab_colour(slab) });
         let idx = self.geom().obj_to_index(off);
         // The map is by position (`Geometry::position`); the freelist array, by index.
         let pos = self.geom().position(idx);
-        let byte = self.free_map(slab).add(pos / 8);
-        if *byte & (1 << (pos % 8)) != 0 {
+        // SAFETY: as above; the object's bit lies in the map.
+        let byte = unsafe { self.free_map(slab).add(pos / 8) };
+        // SAFETY: the map is ours under the slab's list lock, which the caller holds.
+        if unsafe { *byte } & (1 << (pos % 8)) != 0 {
             self.double_free_in_slab(obj);
         }
-        if (*slab).active == 0 {
+        // SAFETY: as above: so is the descriptor.
+        if unsafe { (*slab).active } == 0 {
             // Unreachable while the map is intact: every object's bit is set then.
             sys::io::fatal(format_args!(
                 "double free of {obj:p} in cache {}: its slab has no object in use",
                 self.name()
             ));
         }
-        *byte |= 1 << (pos % 8);
-        (*slab).active -= 1;
+        // SAFETY: the map and the descriptor are ours under the list lock.
+        unsafe {
+            *byte |= 1 << (pos % 8);
+            (*slab).active -= 1;
+        }
         if self.geom().shuffled {
-            self.set_free_idx(slab, (*slab).active as usize, idx);
+            // SAFETY: as above; `active < num` is the freelist entry the object goes to.
+            unsafe { self.set_free_idx(slab, (*slab).active as usize, idx) };
         }
     }
 
@@ -1138,18 +1304,26 @@ impl RawCache {
         if slab.is_null() {
             return slab;
         }
-        (*slab).set_flags(PG_SLAB | PG_ALLOCATED);
-        (*slab).order = g.order as u8;
-        (*slab).active = 0;
-        (*slab).cache = (self as *const RawCache).cast_mut().cast();
-        // The head page's `head` holds the array caches for `free_fast_in_slab`.
-        (*slab).head = self.cpu_cache.load(Ordering::Acquire).cast();
-        // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
-        (*slab).info = 0;
+        // SAFETY: the head descriptor of a fresh block, ours until `cache_grow_end`
+        // puts the slab on a list.
+        unsafe {
+            (*slab).set_flags(PG_SLAB | PG_ALLOCATED);
+            (*slab).order = g.order as u8;
+            (*slab).active = 0;
+            (*slab).cache = (self as *const RawCache).cast_mut().cast();
+            // The head page's `head` holds the array caches for `free_fast_in_slab`.
+            (*slab).head = self.cpu_cache.load(Ordering::Acquire).cast();
+            // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
+            (*slab).info = 0;
+        }
         for i in 1..(1usize << g.order) {
-            let tail = slab.add(i);
-            (*tail).head = slab;
-            (*tail).set_flags(PG_TAIL);
+            // SAFETY: the descriptor of the block's page `i`, after the head's in the
+            // descriptor array; ours as well.
+            unsafe {
+                let tail = slab.add(i);
+                (*tail).head = slab;
+                (*tail).set_flags(PG_TAIL);
+            }
         }
         if g.shuffled {
             // shuffle_freelist: a permutation of its own for every slab.
@@ -1158,11 +1332,15 @@ impl RawCache {
             layout::shuffle_freelist(
                 g.num,
                 &mut rng,
-                |i| self.get_free_idx(slab, i),
-                |i, idx| self.set_free_idx(slab, i, idx),
+                // SAFETY: `i < num`, in the new slab's freelist, which nobody else sees
+                // yet.
+                |i| unsafe { self.get_free_idx(slab, i) },
+                // SAFETY: as above.
+                |i, idx| unsafe { self.set_free_idx(slab, i, idx) },
             );
         }
-        self.init_free_map(slab);
+        // SAFETY: the new slab of this cache, not published yet.
+        unsafe { self.init_free_map(slab) };
         slab
     }
 
@@ -1171,19 +1349,26 @@ impl RawCache {
         let g = self.geom();
         // The low half of `info` (a one-page off-slab slab keeps its map in the high),
         // below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
-        *colour_word(slab) = (l.colour_next * g.colour_off) as u32;
+        // SAFETY: a slab from `cache_grow_begin` (the caller's contract), on no list
+        // yet: nobody else reads its colour.
+        unsafe { *colour_word(slab) = (l.colour_next * g.colour_off) as u32 };
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
         }
         if self.debug() {
             // Now that the colour places the slots: mark them free and poisoned.
-            let first = page_address(slab).add(slab_colour(slab));
+            // SAFETY: as above: its first slot, inside it.
+            let first = unsafe { page_address(slab).add(slab_colour(slab)) };
             for i in 0..g.num {
-                debug::init_slot(self.debug_layout(), first.add(i * g.size));
+                // SAFETY: slot `i < num` of a new slab of this debug cache, not handed
+                // out yet.
+                unsafe { debug::init_slot(self.debug_layout(), first.add(i * g.size)) };
             }
         }
-        l.slabs_free.push_back(slab);
+        // SAFETY: the slab's head descriptor, on no list yet; `l` is its node's lists,
+        // locked (the caller's contract).
+        unsafe { l.slabs_free.push_back(slab) };
         l.total_slabs += 1;
         l.free_objects += g.num;
     }
@@ -1200,17 +1385,25 @@ impl RawCache {
                 return pages;
             }
             for i in 1..(1usize << order) {
-                (*slab.add(i)).set_flags(0);
+                // SAFETY: `list` holds empty slabs of this cache, taken off every node
+                // list (by `free_block` or the reaper): their descriptors are ours.
+                unsafe { (*slab.add(i)).set_flags(0) };
             }
-            (*slab).cache = ptr::null_mut();
+            // SAFETY: as above.
+            unsafe { (*slab).cache = ptr::null_mut() };
             if by_rcu {
                 // No longer a slab to anyone looking up a pointer, but its pages stay
                 // allocated, holding stale objects, until the grace period ends.
-                (*slab).set_flags(PG_ALLOCATED);
+                // SAFETY: as above.
+                unsafe { (*slab).set_flags(PG_ALLOCATED) };
                 RCU_PENDING_PAGES.fetch_add(1 << order, Ordering::Relaxed);
-                rcu::call_rcu(slab_rcu_head(slab), slab_free_rcu);
+                // SAFETY: on no list, the slab's links (the head) stay untouched until
+                // `slab_free_rcu` frees its pages.
+                unsafe { rcu::call_rcu(slab_rcu_head(slab), slab_free_rcu) };
             } else {
-                page::free_pages(slab, order);
+                // SAFETY: the slab's block, of the cache's order; empty and off every
+                // list, so unused.
+                unsafe { page::free_pages(slab, order) };
             }
             pages += 1 << order;
         }
@@ -1230,7 +1423,8 @@ impl RawCache {
         held: Held<'a>,
         to_destroy: &mut PageList,
     ) -> Held<'a> {
-        transfer::drain_array(self, ac, nr, shared_of, held, to_destroy)
+        // SAFETY: the caller's contract, which is `transfer::drain_array`'s.
+        unsafe { transfer::drain_array(self, ac, nr, shared_of, held, to_destroy) }
     }
 }
 
@@ -1255,7 +1449,8 @@ impl SlabCache for RawCache {
 
     #[inline(always)]
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
-        RawCache::obj_to_slab(self, obj)
+        // SAFETY: it checks `obj` itself; it needs nothing of the caller.
+        unsafe { RawCache::obj_to_slab(self, obj) }
     }
 
     #[inline(always)]
@@ -1265,17 +1460,20 @@ impl SlabCache for RawCache {
 
     #[inline(always)]
     unsafe fn slab_get_obj(&self, slab: *mut Page) -> *mut u8 {
-        RawCache::slab_get_obj(self, slab)
+        // SAFETY: the same contract.
+        unsafe { RawCache::slab_get_obj(self, slab) }
     }
 
     #[inline(always)]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
-        RawCache::slab_put_obj(self, slab, obj)
+        // SAFETY: the same contract.
+        unsafe { RawCache::slab_put_obj(self, slab, obj) }
     }
 
     #[inline(always)]
     unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
-        RawCache::slab_get_objs(self, slab, out, n)
+        // SAFETY: the same contract.
+        unsafe { RawCache::slab_get_objs(self, slab, out, n) }
     }
 
     #[inline(always)]
@@ -1285,10 +1483,12 @@ impl SlabCache for RawCache {
     }
 
     unsafe fn cache_grow_begin(&self, node: usize) -> *mut Page {
-        RawCache::cache_grow_begin(self, node)
+        // SAFETY: the same contract.
+        unsafe { RawCache::cache_grow_begin(self, node) }
     }
 
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
-        RawCache::cache_grow_end(self, l, slab)
+        // SAFETY: the same contract.
+        unsafe { RawCache::cache_grow_end(self, l, slab) }
     }
 }

@@ -106,12 +106,18 @@ impl DebugLayout {
     /// # Safety
     /// `slot` is a slot of a debug cache with this layout.
     unsafe fn words(&self, slot: *mut u8) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
-        let obj = slot.add(self.offset);
-        (
-            &*obj.sub(16).cast::<AtomicU64>(),
-            &*obj.sub(8).cast::<AtomicU64>(),
-            &*obj.add(self.obj_size).cast::<AtomicU64>(),
-        )
+        // SAFETY: a debug slot (the contract) holds `offset` bytes before its object.
+        let obj = unsafe { slot.add(self.offset) };
+        // SAFETY: the left zone ends in the owner word and red zone 1, and red zone 2
+        // follows the object's `obj_size` bytes (see `new`): three words of the slot,
+        // 8-byte aligned as slots, `offset` and `obj_size` are multiples of 8.
+        unsafe {
+            (
+                &*obj.sub(16).cast::<AtomicU64>(),
+                &*obj.sub(8).cast::<AtomicU64>(),
+                &*obj.add(self.obj_size).cast::<AtomicU64>(),
+            )
+        }
     }
 }
 
@@ -120,12 +126,14 @@ impl DebugLayout {
 /// # Safety
 /// `slot` is a slot of a new slab of a debug cache with layout `d`, not yet handed out.
 pub(crate) unsafe fn init_slot(d: &DebugLayout, slot: *mut u8) {
-    let (owner, rz1, rz2) = d.words(slot);
+    // SAFETY: a slot of a debug cache with layout `d` (the contract).
+    let (owner, rz1, rz2) = unsafe { d.words(slot) };
     owner.store(0, Ordering::Relaxed);
     rz1.store(RED_FREE, Ordering::Relaxed);
     rz2.store(RED_FREE, Ordering::Relaxed);
     if d.poison {
-        poison(slot.add(d.offset), d.obj_size);
+        // SAFETY: the object sits `offset` bytes into the slot, which nobody holds yet.
+        poison(unsafe { slot.add(d.offset) }, d.obj_size);
     }
 }
 
@@ -169,8 +177,11 @@ fn poison_damage(obj: *const u8, size: usize) -> Option<usize> {
 /// `slot` is a free slot of `cache`, a debug cache, now owned by the caller.
 pub(crate) unsafe fn check_alloc(cache: &RawCache, slot: *mut u8) -> *mut u8 {
     let d = cache.debug_layout();
-    let obj = slot.add(d.offset);
-    let (owner, rz1, rz2) = d.words(slot);
+    // SAFETY: a slot of `cache`, a debug cache (the contract): its object is `offset`
+    // bytes in.
+    let obj = unsafe { slot.add(d.offset) };
+    // SAFETY: as above: a slot with `cache`'s debug layout.
+    let (owner, rz1, rz2) = unsafe { d.words(slot) };
     let who = owner.load(Ordering::Relaxed);
     if let Err(v) = rz1.compare_exchange(RED_FREE, RED_ACTIVE, Ordering::AcqRel, Ordering::Relaxed)
     {
@@ -202,7 +213,9 @@ pub(crate) unsafe fn check_alloc(cache: &RawCache, slot: *mut u8) -> *mut u8 {
                 "write after free to {obj:p} in cache {}: byte {off} is {:#04x}, not poison \
                  (freed by pthread {who:#x})",
                 cache.name(),
-                *obj.add(off)
+                // SAFETY: `poison_damage` found `off` inside the object's `obj_size`
+                // bytes, and the slot is the caller's now.
+                unsafe { *obj.add(off) }
             ));
         }
     }
@@ -219,7 +232,8 @@ pub(crate) unsafe fn check_alloc(cache: &RawCache, slot: *mut u8) -> *mut u8 {
 /// `slot` is a slot of `cache`, a debug cache, and `obj` its object.
 pub(crate) unsafe fn check_free(cache: &RawCache, slot: *mut u8, obj: *mut u8) -> *mut u8 {
     let d = cache.debug_layout();
-    let (owner, rz1, rz2) = d.words(slot);
+    // SAFETY: a slot of `cache`, a debug cache (the contract).
+    let (owner, rz1, rz2) = unsafe { d.words(slot) };
     let who = owner.load(Ordering::Relaxed);
     let v1 = rz1.load(Ordering::Acquire);
     let v2 = rz2.load(Ordering::Relaxed);

@@ -159,16 +159,25 @@ pub unsafe fn destroy_cache(cache: &'static RawCache) -> Result<(), CacheError> 
         let mut chain = CHAIN.lock();
         let me = (cache as *const RawCache).cast_mut();
         let mut link = &mut chain.first as *mut *mut RawCache;
-        while !(*link).is_null() {
-            if *link == me {
-                *link = cache.next.load(Ordering::Relaxed);
-                break;
+        // SAFETY: the chain is held: `link` is its head or the `next` of a cache on it,
+        // and caches on the chain live while it is held.
+        unsafe {
+            while !(*link).is_null() {
+                if *link == me {
+                    *link = cache.next.load(Ordering::Relaxed);
+                    break;
+                }
+                link = (**link).next.as_ptr();
             }
-            link = (**link).next.as_ptr();
         }
     }
-    cache.teardown();
-    KMEM_CACHE.free((cache as *const RawCache).cast_mut().cast());
+    // SAFETY: no other thread uses the cache (the contract) and it is off the chain.
+    // With no object in use, `shrink` gave every slab back (and `rcu::barrier` waited
+    // for those queued for a grace period), so it holds none.
+    unsafe { cache.teardown() };
+    // SAFETY: `create_cache` took the cache from the cache of caches, and it is not
+    // used after this successful return (the contract).
+    unsafe { KMEM_CACHE.free((cache as *const RawCache).cast_mut().cast()) };
     Ok(())
 }
 
@@ -281,18 +290,26 @@ pub(crate) fn fork_prepare() {
 /// # Safety
 /// Only after [`fork_prepare`].
 pub(crate) unsafe fn fork_release() {
-    crate::page::unlock_all();
-    crate::percpu::unlock_all();
-    let first = (*CHAIN.data_ptr()).first;
+    // SAFETY: `fork_prepare` took the zone locks and then `pcpu_lock` (the contract),
+    // on this thread: the fork handlers run on the thread that forks.
+    unsafe {
+        crate::page::unlock_all();
+        crate::percpu::unlock_all();
+    }
+    // SAFETY: `fork_prepare` took the chain, so no cache comes or goes.
+    let first = unsafe { (*CHAIN.data_ptr()).first };
     let mut c = first;
     while !c.is_null() {
-        let cache = &*c;
+        // SAFETY: caches on the chain live while the chain is held.
+        let cache = unsafe { &*c };
         for node in 0..crate::topology::nr_node_ids() {
-            cache.node(node).list_lock.force_unlock();
+            // SAFETY: `fork_prepare` took every node lock of every cache on the chain.
+            unsafe { cache.node(node).list_lock.force_unlock() };
         }
         for cpu in 0..crate::topology::nr_cpu_ids() {
             if let Some(ac) = cache.cpu_ac(cpu) {
-                (*ac).lock.unlock();
+                // SAFETY: the headers live as long as the cache.
+                unsafe { (*ac).lock.unlock() };
             }
         }
         c = cache.next.load(Ordering::Relaxed);
@@ -302,5 +319,7 @@ pub(crate) unsafe fn fork_release() {
             p.lock.unlock();
         }
     }
-    CHAIN.force_unlock();
+    // SAFETY: `fork_prepare` took the chain first, and this thread (or, in the child,
+    // the only thread) holds it still.
+    unsafe { CHAIN.force_unlock() };
 }

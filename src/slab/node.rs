@@ -122,8 +122,10 @@ impl KmemCacheNode {
         if old.is_null() && limit == 0 {
             return true;
         }
-        // SAFETY (all derefs of `old`): a live shared cache, guarded by the lock held.
+        // SAFETY: `old`, when not null, is the node's live shared cache, guarded by the
+        // list lock the caller holds (`lists`).
         if !old.is_null() && limit <= unsafe { (*old).capacity } {
+            // SAFETY: as above.
             unsafe {
                 (*old).limit = limit;
                 (*old).batchcount = batchcount;
@@ -190,7 +192,9 @@ impl KmemCacheNode {
             // SAFETY: the node's shared cache, referenced by nobody now.
             unsafe { (*n).free_shared_block(shared) };
         }
-        page::free_pages_exact(page::virt_to_page(n.cast()));
+        // SAFETY: `create` took the block from `alloc_pages_exact`, and nobody
+        // references it any more (the contract).
+        unsafe { page::free_pages_exact(page::virt_to_page(n.cast())) };
     }
 }
 

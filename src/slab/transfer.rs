@@ -70,8 +70,11 @@ pub trait SlabCache {
     #[inline]
     unsafe fn slab_get_objs(&self, slab: *mut Page, out: *mut *mut u8, n: usize) -> usize {
         let mut got = 0;
-        while got < n && ((*slab).active as usize) < self.num() {
-            *out.add(got) = self.slab_get_obj(slab);
+        // SAFETY: the caller holds the slab's list lock, which guards its count.
+        while got < n && (unsafe { (*slab).active } as usize) < self.num() {
+            // SAFETY: the slab has a free object (`active < num`) and its list lock is
+            // held; `got < n` stays inside the `n` slots of `out`.
+            unsafe { *out.add(got) = self.slab_get_obj(slab) };
             got += 1;
         }
         got
@@ -111,14 +114,19 @@ pub unsafe fn fix_slab_list<C: SlabCache>(
     was_free: bool,
 ) {
     if was_free {
-        l.slabs_free.remove(slab);
+        // SAFETY: on the free list (the contract).
+        unsafe { l.slabs_free.remove(slab) };
     } else {
-        l.slabs_partial.remove(slab);
+        // SAFETY: on the partial list (the contract).
+        unsafe { l.slabs_partial.remove(slab) };
     }
-    if (*slab).active as usize == c.num() {
-        l.slabs_full.push_back(slab);
+    // SAFETY: a slab of `l`, whose lock (held) guards its count.
+    if unsafe { (*slab).active } as usize == c.num() {
+        // SAFETY: just taken off its list, so on none.
+        unsafe { l.slabs_full.push_back(slab) };
     } else {
-        l.slabs_partial.push_front(slab);
+        // SAFETY: as above.
+        unsafe { l.slabs_partial.push_front(slab) };
     }
 }
 
@@ -132,20 +140,31 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
     ac: *mut ArrayCache,
     batch: u32,
 ) {
-    while (*ac).avail < batch {
+    // SAFETY: the caller holds `ac`'s lock (the contract), so its count is ours.
+    while unsafe { (*ac).avail } < batch {
         let slab = l.get_first_slab();
         if slab.is_null() {
             return;
         }
-        let was_free = (*slab).active == 0;
-        let got = c.slab_get_objs(
-            slab,
-            ArrayCache::entries(ac).add((*ac).avail as usize),
-            (batch - (*ac).avail) as usize,
-        );
-        (*ac).avail += got as u32;
+        // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
+        let was_free = unsafe { (*slab).active } == 0;
+        // SAFETY: `l` is locked and the slab, partial or free, has a free object. `ac`
+        // has room for `batch` (the contract), so the `batch - avail` slots from
+        // `entry[avail]` are in its array, which its lock keeps in place.
+        let got = unsafe {
+            c.slab_get_objs(
+                slab,
+                ArrayCache::entries(ac).add((*ac).avail as usize),
+                (batch - (*ac).avail) as usize,
+            )
+        };
+        // SAFETY: `ac`'s lock is held; its `got` new entries were written above.
+        unsafe { (*ac).avail += got as u32 };
         l.free_objects -= got;
-        fix_slab_list(c, l, slab, was_free);
+        // SAFETY: `l` is locked; `get_first_slab` takes a partial slab before a free
+        // one, so the slab was on the free list exactly when none of its objects was in
+        // use.
+        unsafe { fix_slab_list(c, l, slab, was_free) };
     }
 }
 
@@ -156,32 +175,49 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
 /// # Safety
 /// The caller holds `ac`'s lock and no list lock.
 pub unsafe fn alloc_refill<C: SlabCache>(c: &C, node: usize, ac: *mut ArrayCache) -> *mut u8 {
-    let batch = (*ac).batchcount.max(1);
+    // SAFETY: the caller holds `ac`'s lock (the contract).
+    let batch = unsafe { (*ac).batchcount }.max(1);
     {
         let mut l = c.list_lock(node).lock();
         let shared = l.shared;
-        if !shared.is_null() && ArrayCache::transfer(ac, shared, batch) > 0 {
-            (*shared).touched = 1;
+        // SAFETY: the shared cache is guarded by the list lock held here, `ac` by its
+        // own.
+        if !shared.is_null() && unsafe { ArrayCache::transfer(ac, shared, batch) } > 0 {
+            // SAFETY: as above.
+            unsafe { (*shared).touched = 1 };
         } else {
-            refill_from_slabs(c, &mut l, ac, batch);
+            // SAFETY: `l` is locked and `ac`'s lock held; `ac` has room for `batch`, as
+            // a cache keeps its batchcount within its arrays' capacity.
+            unsafe { refill_from_slabs(c, &mut l, ac, batch) };
         }
     }
-    if (*ac).avail == 0 {
-        let slab = c.cache_grow_begin(node);
+    // SAFETY: `ac`'s lock is held.
+    if unsafe { (*ac).avail } == 0 {
+        // SAFETY: the list lock was dropped with the block above, and the caller holds
+        // no other (the contract).
+        let slab = unsafe { c.cache_grow_begin(node) };
         if slab.is_null() {
             return ptr::null_mut();
         }
         // The page pool may have fallen back to another allowed node.
-        let mut l = c.list_lock(c.slab_node(slab)).lock();
-        c.cache_grow_end(&mut l, slab);
-        refill_from_slabs(c, &mut l, ac, batch);
+        // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
+        let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
+        // SAFETY: `l` is the lists of the slab's node, locked.
+        unsafe { c.cache_grow_end(&mut l, slab) };
+        // SAFETY: as for the first refill.
+        unsafe { refill_from_slabs(c, &mut l, ac, batch) };
     }
-    if (*ac).avail == 0 {
+    // SAFETY: `ac`'s lock is held.
+    if unsafe { (*ac).avail } == 0 {
         return ptr::null_mut();
     }
-    (*ac).touched = 1;
-    (*ac).avail -= 1;
-    *ArrayCache::entries(ac).add((*ac).avail as usize)
+    // SAFETY: `ac`'s lock is held and it holds an object: the pop reads
+    // `entry[avail - 1]`, inside the array.
+    unsafe {
+        (*ac).touched = 1;
+        (*ac).avail -= 1;
+        *ArrayCache::entries(ac).add((*ac).avail as usize)
+    }
 }
 
 /// `cache_flusharray`: makes room in the full array cache `ac` of a CPU of `node` by
@@ -196,28 +232,38 @@ pub unsafe fn flusharray<C: SlabCache>(
     ac: *mut ArrayCache,
     to_destroy: &mut PageList,
 ) {
-    let batch = (*ac).batchcount.clamp(1, (*ac).avail.max(1));
+    // SAFETY: the caller holds `ac`'s lock (the contract).
+    let batch = unsafe { (*ac).batchcount.clamp(1, (*ac).avail.max(1)) };
     let l = c.list_lock(node).lock();
     let shared = l.shared;
-    if !shared.is_null() && (*shared).avail < (*shared).limit {
-        let max = batch.min((*shared).limit - (*shared).avail);
-        let nr = ArrayCache::take_bottom(
-            ac,
-            max,
-            ArrayCache::entries(shared).add((*shared).avail as usize),
-        );
-        (*shared).avail += nr;
+    // SAFETY: the shared cache is guarded by the list lock held here.
+    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
+        // SAFETY: both caches' locks are held. The shared cache has room for `max`
+        // entries from `entry[avail]` (below its limit, so inside its capacity), in an
+        // array apart from `ac`'s.
+        unsafe {
+            let max = batch.min((*shared).limit - (*shared).avail);
+            let nr = ArrayCache::take_bottom(
+                ac,
+                max,
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+            );
+            (*shared).avail += nr;
+        }
         return;
     }
     let mut buf = [ptr::null_mut::<u8>(); CHUNK];
     let mut held = Some((node, l));
     let mut left = batch;
     while left > 0 {
-        let nr = ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr());
+        // SAFETY: `ac`'s lock is held and `buf` has room for `CHUNK` pointers.
+        let nr = unsafe { ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr()) };
         if nr == 0 {
             break;
         }
-        held = free_block(c, &buf[..nr as usize], held, to_destroy);
+        // SAFETY: objects just taken out of the array cache: the cache's free objects,
+        // which nobody else holds.
+        held = unsafe { free_block(c, &buf[..nr as usize], held, to_destroy) };
         left -= nr;
     }
 }
@@ -244,8 +290,10 @@ pub unsafe fn free_block<'a, C: SlabCache>(
         if let Some(&next) = objs.get(i + PREFETCH_AHEAD) {
             c.prefetch_obj(next);
         }
-        let slab = c.obj_to_slab(obj);
-        let node = c.slab_node(slab);
+        // SAFETY: `obj` is the cache's (the contract).
+        let slab = unsafe { c.obj_to_slab(obj) };
+        // SAFETY: the slab holding `obj`, a slab of the cache.
+        let node = unsafe { c.slab_node(slab) };
         if held.as_ref().map(|h| h.0) != Some(node) {
             drop(held.take());
             held = Some((node, c.list_lock(node).lock()));
@@ -253,10 +301,15 @@ pub unsafe fn free_block<'a, C: SlabCache>(
         let Some((_, l)) = held.as_mut() else {
             continue;
         };
-        let was_full = (*slab).active as usize == num;
-        c.slab_put_obj(slab, obj);
+        // SAFETY: `l` is the lists of the slab's node, locked: it guards the slab's
+        // count.
+        let was_full = unsafe { (*slab).active } as usize == num;
+        // SAFETY: as above; `obj` is an object of the slab, which nobody else holds
+        // (the contract).
+        unsafe { c.slab_put_obj(slab, obj) };
         l.free_objects += 1;
-        let empty = (*slab).active == 0;
+        // SAFETY: as above.
+        let empty = unsafe { (*slab).active } == 0;
         // A partial slab that stays partial keeps its place: moving it (the kernel
         // moves it to the tail) writes the descriptors of both its neighbours, two
         // cache lines more for every object freed out of a large batch.
@@ -264,20 +317,26 @@ pub unsafe fn free_block<'a, C: SlabCache>(
             continue;
         }
         if was_full {
-            l.slabs_full.remove(slab);
+            // SAFETY: a full slab is on its node's full list.
+            unsafe { l.slabs_full.remove(slab) };
         } else {
-            l.slabs_partial.remove(slab);
+            // SAFETY: `obj` was in use, so the slab was not free: it is on the partial
+            // list.
+            unsafe { l.slabs_partial.remove(slab) };
         }
         if empty {
             if l.free_objects > l.free_limit {
                 l.free_objects -= num;
                 l.total_slabs -= 1;
-                to_destroy.push_back(slab);
+                // SAFETY: just taken off its list, so on none.
+                unsafe { to_destroy.push_back(slab) };
             } else {
-                l.slabs_free.push_back(slab);
+                // SAFETY: as above.
+                unsafe { l.slabs_free.push_back(slab) };
             }
         } else {
-            l.slabs_partial.push_back(slab);
+            // SAFETY: as above.
+            unsafe { l.slabs_partial.push_back(slab) };
         }
     }
     held
@@ -305,11 +364,15 @@ pub unsafe fn drain_array<'a, C: SlabCache>(
                 held = Some((node, c.list_lock(node).lock()));
             }
         }
-        let got = ArrayCache::take_bottom(ac, nr.min(CHUNK as u32), buf.as_mut_ptr());
+        // SAFETY: the caller holds `ac`'s lock, or for a shared cache its node's lock is
+        // `held` (retaken just above); `buf` has room for `CHUNK` pointers.
+        let got = unsafe { ArrayCache::take_bottom(ac, nr.min(CHUNK as u32), buf.as_mut_ptr()) };
         if got == 0 {
             break;
         }
-        held = free_block(c, &buf[..got as usize], held, to_destroy);
+        // SAFETY: objects just taken out of the array cache: the cache's free objects,
+        // which nobody else holds.
+        held = unsafe { free_block(c, &buf[..got as usize], held, to_destroy) };
         nr -= got;
     }
     held
@@ -321,18 +384,26 @@ pub unsafe fn drain_array<'a, C: SlabCache>(
 /// `l` is the node's lists, locked.
 pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8> {
     let shared = l.shared;
-    if !shared.is_null() && (*shared).avail > 0 {
-        (*shared).avail -= 1;
-        return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
+    // SAFETY: the shared cache is guarded by `l`'s lock, held (the contract).
+    if !shared.is_null() && unsafe { (*shared).avail } > 0 {
+        // SAFETY: as above; the pop reads `entry[avail - 1]`, inside the array.
+        unsafe {
+            (*shared).avail -= 1;
+            return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
+        }
     }
     let slab = l.get_first_slab();
     if slab.is_null() {
         return None;
     }
-    let was_free = (*slab).active == 0;
-    let obj = c.slab_get_obj(slab);
+    // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
+    let was_free = unsafe { (*slab).active } == 0;
+    // SAFETY: `l` is locked and the slab, partial or free, has a free object.
+    let obj = unsafe { c.slab_get_obj(slab) };
     l.free_objects -= 1;
-    fix_slab_list(c, l, slab, was_free);
+    // SAFETY: `l` is locked; the slab was on the free list exactly when none of its
+    // objects was in use (`get_first_slab` takes a partial one first).
+    unsafe { fix_slab_list(c, l, slab, was_free) };
     Some(obj)
 }
 
@@ -344,27 +415,36 @@ pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8
 pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut u8]) -> usize {
     let mut n = 0;
     let shared = l.shared;
-    if !shared.is_null() && (*shared).avail > 0 {
-        let nr = ((*shared).avail as usize).min(out.len());
-        (*shared).avail -= nr as u32;
-        ptr::copy_nonoverlapping(
-            ArrayCache::entries(shared).add((*shared).avail as usize),
-            out.as_mut_ptr(),
-            nr,
-        );
-        (*shared).touched = 1;
-        n = nr;
+    // SAFETY: the shared cache is guarded by `l`'s lock, held (the contract).
+    if !shared.is_null() && unsafe { (*shared).avail } > 0 {
+        // SAFETY: as above. The top `nr <= avail` entries move to `out`, which has room
+        // for them and, a unique borrow, does not overlap the array.
+        unsafe {
+            let nr = ((*shared).avail as usize).min(out.len());
+            (*shared).avail -= nr as u32;
+            ptr::copy_nonoverlapping(
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+                out.as_mut_ptr(),
+                nr,
+            );
+            (*shared).touched = 1;
+            n = nr;
+        }
     }
     while n < out.len() {
         let slab = l.get_first_slab();
         if slab.is_null() {
             break;
         }
-        let was_free = (*slab).active == 0;
-        let got = c.slab_get_objs(slab, out.as_mut_ptr().add(n), out.len() - n);
+        // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
+        let was_free = unsafe { (*slab).active } == 0;
+        // SAFETY: `l` is locked and the slab, partial or free, has a free object; the
+        // `out.len() - n` slots from `out[n]` are in `out` (`n < out.len()`).
+        let got = unsafe { c.slab_get_objs(slab, out.as_mut_ptr().add(n), out.len() - n) };
         n += got;
         l.free_objects -= got;
-        fix_slab_list(c, l, slab, was_free);
+        // SAFETY: as in `take_one`.
+        unsafe { fix_slab_list(c, l, slab, was_free) };
     }
     n
 }
@@ -375,18 +455,24 @@ pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut 
 /// # Safety
 /// The caller holds no list lock.
 pub unsafe fn fill_buf<C: SlabCache>(c: &C, node: usize, buf: &mut [*mut u8]) -> usize {
-    let n = take_into(c, &mut c.list_lock(node).lock(), buf);
+    // SAFETY: the lists passed are `node`'s, locked for the call.
+    let n = unsafe { take_into(c, &mut c.list_lock(node).lock(), buf) };
     if n > 0 {
         return n;
     }
-    let slab = c.cache_grow_begin(node);
+    // SAFETY: the lock above went with its statement, and the caller holds no other
+    // (the contract).
+    let slab = unsafe { c.cache_grow_begin(node) };
     if slab.is_null() {
         return 0;
     }
     // The page pool may have fallen back to another allowed node.
-    let mut l = c.list_lock(c.slab_node(slab)).lock();
-    c.cache_grow_end(&mut l, slab);
-    take_into(c, &mut l, buf)
+    // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
+    let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
+    // SAFETY: `l` is the lists of the slab's node, locked.
+    unsafe { c.cache_grow_end(&mut l, slab) };
+    // SAFETY: as above.
+    unsafe { take_into(c, &mut l, buf) }
 }
 
 /// Gives objects to `node`: into its shared cache while it has room, the rest to their
@@ -407,16 +493,23 @@ pub unsafe fn give_back<C: SlabCache>(
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     let mut kept = 0;
-    if !shared.is_null() && (*shared).avail < (*shared).limit {
-        kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
-        ptr::copy_nonoverlapping(
-            objs.as_ptr(),
-            ArrayCache::entries(shared).add((*shared).avail as usize),
-            kept,
-        );
-        (*shared).avail += kept as u32;
+    // SAFETY: the shared cache is guarded by the list lock held here.
+    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
+        // SAFETY: as above. `kept` entries fit below the limit, so inside the capacity;
+        // `objs` is the caller's buffer, apart from the array.
+        unsafe {
+            kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
+            ptr::copy_nonoverlapping(
+                objs.as_ptr(),
+                ArrayCache::entries(shared).add((*shared).avail as usize),
+                kept,
+            );
+            (*shared).avail += kept as u32;
+        }
     }
-    drop(free_block(c, &objs[kept..], Some((node, l)), to_destroy));
+    // SAFETY: the rest are the cache's and nobody else holds them (the contract); the
+    // lock handed over is `node`'s.
+    drop(unsafe { free_block(c, &objs[kept..], Some((node, l)), to_destroy) });
 }
 
 /// Frees `obj` into `node`'s shared cache while it has room, else to its slab: a free
@@ -432,10 +525,17 @@ pub unsafe fn free_to_node<C: SlabCache>(
 ) {
     let l = c.list_lock(node).lock();
     let shared = l.shared;
-    if !shared.is_null() && (*shared).avail < (*shared).limit {
-        *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
-        (*shared).avail += 1;
+    // SAFETY: the shared cache is guarded by the list lock held here.
+    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
+        // SAFETY: as above; the push writes `entry[avail]`, below the limit and so
+        // inside the array.
+        unsafe {
+            *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
+            (*shared).avail += 1;
+        }
         return;
     }
-    drop(free_block(c, &[obj], Some((node, l)), to_destroy));
+    // SAFETY: `obj` is the cache's and nobody else holds it (the contract); the lock
+    // handed over is `node`'s.
+    drop(unsafe { free_block(c, &[obj], Some((node, l)), to_destroy) });
 }

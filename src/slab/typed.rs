@@ -102,7 +102,9 @@ impl<T> KmemCache<T> {
     /// `ptr` came from this cache's `alloc` and is not used afterwards.
     #[inline]
     pub unsafe fn free(&self, ptr: NonNull<T>) {
-        self.raw.free(ptr.as_ptr().cast());
+        // SAFETY: `ptr` is an object of `raw`, handed out by this cache's `alloc`, and
+        // the caller does not use it again (the contract).
+        unsafe { self.raw.free(ptr.as_ptr().cast()) };
     }
 
     /// Gives the cache's cached objects and free slabs back to the page pool

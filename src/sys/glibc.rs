@@ -41,7 +41,8 @@ pub fn memalign(align: usize, size: usize) -> *mut u8 {
 /// # Safety
 /// `p` is null or a live block of glibc's malloc; on success it must not be used again.
 pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
-    __libc_realloc(p.cast(), size).cast()
+    // SAFETY: `p` is null or glibc's live block (the caller's contract).
+    unsafe { __libc_realloc(p.cast(), size).cast() }
 }
 
 /// glibc's `free`.
@@ -49,7 +50,8 @@ pub unsafe fn realloc(p: *mut u8, size: usize) -> *mut u8 {
 /// # Safety
 /// `p` is null or a live block of glibc's malloc, not used again.
 pub unsafe fn free(p: *mut u8) {
-    __libc_free(p.cast())
+    // SAFETY: `p` is null or glibc's live block, given up (the caller's contract).
+    unsafe { __libc_free(p.cast()) }
 }
 
 /// The address of glibc's `malloc_usable_size`: 0 before the first lookup, 1 when
@@ -65,7 +67,8 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
     if f == 0 {
         // Looked up at first use: lookups allocate nothing when they succeed, and a
         // failed one allocates only its error message (through cpuslab, holding no lock).
-        let sym = libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr());
+        // SAFETY: a NUL-terminated name; `RTLD_NEXT` is a pseudo-handle dlsym accepts.
+        let sym = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
         f = if sym.is_null() { 1 } else { sym as usize };
         USABLE_SIZE.store(f, Ordering::Release);
     }
@@ -73,6 +76,7 @@ pub unsafe fn usable_size(p: *mut u8) -> usize {
         return 0;
     }
     // SAFETY: `f` is the address of glibc's `size_t malloc_usable_size(void *)`.
-    let f: unsafe extern "C" fn(*mut c_void) -> usize = core::mem::transmute(f);
-    f(p.cast())
+    let f: unsafe extern "C" fn(*mut c_void) -> usize = unsafe { core::mem::transmute(f) };
+    // SAFETY: `p` is glibc's live block (the caller's contract).
+    unsafe { f(p.cast()) }
 }
