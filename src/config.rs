@@ -19,6 +19,10 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sys;
 
+/// Most pages a CPU's page list holds: `CPUSLAB_PCP_HIGH` is clamped to it, here and
+/// when `page::pcp` sets a list's `high`.
+pub const PCP_MAX_HIGH: u32 = 1024;
+
 /// The options in force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -72,7 +76,7 @@ impl Config {
             c.pcp_batch = v.clamp(1, 1024) as u32;
         }
         if let Some(v) = option(c"CPUSLAB_PCP_HIGH", parse_size) {
-            c.pcp_high = v.clamp(1, crate::page::pcp::PCP_MAX_HIGH as usize) as u32;
+            c.pcp_high = v.clamp(1, PCP_MAX_HIGH as usize) as u32;
         }
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
         c.debug = slab_debug();

@@ -39,10 +39,11 @@
 //! From the bottom up; a module uses the ones above it in this list, with the
 //! exceptions named below (left to be removed):
 //!
+//! 0. `ds` — CPU and node bitmaps and the cpulist parser: plain data, no dependency.
 //! 1. `sync` — the futex mutex, the tried lock, loom's or core's atomics.
 //! 2. `sys` — everything that calls the kernel or names the architecture: mappings,
 //!    rseq sequences, membarrier, futexes, affinity, TLS words, the dynamic loader.
-//! 3. `topology` — CPU and node masks, possible CPUs and nodes, zonelists.
+//! 3. `topology` — possible CPUs and nodes, the CPU-to-node map, zonelists.
 //! 4. `config` — the `CPUSLAB_*` options.
 //! 5. `cpuset` — the process's cpuset tree and the placement hooks the page pool reads.
 //! 6. `page` — arenas, buddy zones, purging, huge mappings; `page::pcp`, the per-CPU
@@ -55,11 +56,9 @@
 //!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`, `options` (run-time
 //!     options set from code).
 //!
-//! Upward edges today: `sys::affinity` takes `topology::CpuMask` (the masks belong in a
-//! module below `sys`); `rcu::kfree` (`free_rcu`'s batches) calls `kmalloc::kfree`;
+//! Upward edges today: `rcu::kfree` (`free_rcu`'s batches) calls `kmalloc::kfree`;
 //! `init::ensure` (boot) is called from `kmalloc`, `slab::typed`, `percpu::alloc` and
-//! `rcu::callbacks` rather than from the public entry points only; `config` reads
-//! `page` constants.
+//! `rcu::callbacks` rather than from the public entry points only.
 //!
 //! # Lock order
 //!
@@ -95,6 +94,8 @@ pub mod capi;
 pub mod config;
 #[cfg(not(loom))]
 pub mod cpuset;
+#[cfg(not(loom))]
+pub mod ds;
 #[cfg(not(loom))]
 mod global;
 #[cfg(not(loom))]

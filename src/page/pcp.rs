@@ -41,8 +41,9 @@ use crate::sync::TryLock;
 use crate::sys;
 use crate::topology;
 
-/// Most pages a list holds (`CPUSLAB_PCP_HIGH` is clamped to it).
-pub const PCP_MAX_HIGH: u32 = 1024;
+/// Most pages a list holds (`CPUSLAB_PCP_HIGH` is clamped to it); the option's bound,
+/// kept with the option.
+pub use crate::config::PCP_MAX_HIGH;
 
 /// Pages taken from the zone under one lock on a refill; a refill of a larger batch
 /// takes the zone lock again.

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::topology::CpuMask;
+use crate::ds::CpuMask;
 
 /// A system call that failed, with its `errno`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

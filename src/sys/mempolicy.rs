@@ -4,7 +4,7 @@
 //! that libnuma also works around), so every call passes the mask's bits + 1.
 
 use super::affinity::SysError;
-use crate::topology::NodeMask;
+use crate::ds::NodeMask;
 
 /// `MPOL_DEFAULT`: the policy of the thread, or local allocation.
 pub const MPOL_DEFAULT: i32 = 0;

@@ -15,8 +15,8 @@
 use core::ffi::CStr;
 use core::fmt;
 
-use super::mask::{CpuMask, NodeMask};
 use super::{MAX_NUMNODES, NR_CPUS};
+use crate::ds::{CpuMask, NodeMask};
 use crate::sys;
 use crate::sys::io::StackBuf;
 
@@ -371,7 +371,7 @@ fn read_mask<const W: usize>(
     root: &str,
     rel: &str,
     buf: &mut [u8],
-) -> Option<super::mask::Bitmap<W>> {
+) -> Option<crate::ds::Bitmap<W>> {
     super::mask::Bitmap::<W>::parse_list(read_file(root, rel, buf)?).ok()
 }
 

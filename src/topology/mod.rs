@@ -3,13 +3,13 @@
 //! [`Topology`] reading (online CPUs, memory nodes, distances, the process's allowed
 //! set) for cpusets.
 
-mod cpulist;
 mod discover;
-pub mod mask;
 
-pub use cpulist::parse_cpulist;
+// The masks and the list parser live in `ds`, below `sys`, which takes masks too; they
+// are named here as well, where the topology's users look for them.
+pub use crate::ds::mask;
+pub use crate::ds::{parse_cpulist, Bitmap, CpuMask, MaskError, NodeMask};
 pub use discover::{Topology, LOCAL_DISTANCE, REMOTE_DISTANCE};
-pub use mask::{Bitmap, CpuMask, MaskError, NodeMask};
 
 use core::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering};
 
