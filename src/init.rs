@@ -51,6 +51,12 @@ pub fn ready() -> bool {
     STATE.load(Ordering::Acquire) == READY
 }
 
+/// Whether cpuslab cannot run in this process at all (the kernel's page size): then
+/// it never boots, and kmalloc hands every request to glibc.
+pub fn unsupported() -> bool {
+    STATE.load(Ordering::Acquire) == UNSUPPORTED
+}
+
 /// Boots the allocator if needed. False when it cannot boot (yet).
 #[inline]
 pub fn ensure() -> bool {
@@ -132,7 +138,7 @@ fn failed(e: BootError) -> u8 {
     if e == BootError::PageSize {
         if first {
             sys::io::warn(format_args!(
-                "page size {} is not supported (4096 only); cpuslab will not serve",
+                "page size {} is not supported (4096 only); glibc's malloc serves instead",
                 sys::kernel_page_size()
             ));
         }

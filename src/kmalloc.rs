@@ -11,7 +11,7 @@
 //! layout finds the same cache without looking at the page.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
 use crate::page::desc::{PG_LARGE, PG_SLAB, PG_ZERO};
@@ -268,6 +268,9 @@ fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
 #[inline(never)]
 fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
     if !crate::init::ensure() {
+        if crate::init::unsupported() {
+            return forward_alloc(size, align);
+        }
         return ptr::null_mut();
     }
     let p = match classify(size, align) {
@@ -293,6 +296,42 @@ fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
     p
 }
 
+/// Set once cpuslab cannot run on this machine (a kernel page size other than 4 KiB):
+/// every block is then glibc's, allocated, resized and freed through its
+/// `__libc_*` functions, and the slab caches hand the blocks they are given to it
+/// (`slab::cache::set_foreign_free`). Never set in a process where cpuslab booted, so
+/// no block of cpuslab's exists to tell apart.
+static FORWARDING: AtomicBool = AtomicBool::new(false);
+
+/// Whether blocks are glibc's (see [`FORWARDING`]).
+#[inline]
+fn forwarding() -> bool {
+    FORWARDING.load(Ordering::Relaxed)
+}
+
+/// `kmalloc(size, align)` from glibc, for a process cpuslab cannot serve.
+#[cold]
+fn forward_alloc(size: usize, align: usize) -> *mut u8 {
+    if !FORWARDING.swap(true, Ordering::AcqRel) {
+        crate::slab::cache::set_foreign_free(forward_free);
+    }
+    // glibc's malloc aligns to 16 bytes.
+    if align <= 16 {
+        sys::glibc::malloc(size.max(1))
+    } else {
+        sys::glibc::memalign(align, size.max(1))
+    }
+}
+
+/// Frees a block [`forward_alloc`] made.
+///
+/// # Safety
+/// `p` is a live block of glibc's, given up.
+unsafe fn forward_free(p: *mut u8) {
+    // SAFETY: the caller's contract.
+    unsafe { sys::glibc::free(p) }
+}
+
 /// Allocates zeroed memory, skipping the memset where the pages are known to be zero.
 pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
     let p = kmalloc(size, align);
@@ -300,6 +339,7 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
         return p;
     }
     let zero = match classify(size, align) {
+        _ if forwarding() => false,
         Kind::Slab(_) => false,
         // SAFETY: `p` heads a large block just allocated.
         Kind::Large => unsafe { (*virt_to_page(p)).flags() & PG_ZERO != 0 },
@@ -347,6 +387,10 @@ unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
+    if forwarding() {
+        // SAFETY: every block is glibc's (`FORWARDING`), given up by the caller.
+        return unsafe { forward_free(p) };
+    }
     // `classify` is deterministic: `p`, from `kmalloc(size, align)` and given up by the
     // caller, goes back where that call served it.
     match classify(size, align) {
@@ -390,6 +434,11 @@ unsafe fn large_head(p: *mut u8, op: &str) -> *mut page::Page {
 /// # Safety
 /// As [`kfree`] for `(p, old_size, align)`; on success the old block must not be used.
 pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    if forwarding() {
+        // SAFETY: `p` is glibc's live block of `old_size` bytes (`FORWARDING`), given
+        // up on success.
+        return unsafe { forward_realloc(p, old_size, align, new_size) };
+    }
     match (classify(old_size, align), classify(new_size, align)) {
         (Kind::Slab(a), Kind::Slab(b)) if a == b => return p,
         (Kind::Large, Kind::Large) => {
@@ -441,11 +490,37 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
     q
 }
 
+/// [`krealloc`] of a block of glibc's: its `realloc` where that keeps the alignment,
+/// else a new block, the copy and a free.
+///
+/// # Safety
+/// `p` is glibc's live block of `old_size` bytes aligned to `align`; on success (non-
+/// null) it must not be used again.
+#[cold]
+unsafe fn forward_realloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
+    if align <= 16 {
+        // SAFETY: the caller's contract.
+        return unsafe { sys::glibc::realloc(p, new_size.max(1)) };
+    }
+    let q = forward_alloc(new_size, align);
+    if !q.is_null() {
+        // SAFETY: both blocks hold the bytes copied; they are distinct live blocks.
+        unsafe { ptr::copy_nonoverlapping(p, q, old_size.min(new_size)) };
+        // SAFETY: the caller gives `p` up now that the copy is made.
+        unsafe { forward_free(p) };
+    }
+    q
+}
+
 /// Bytes usable in a block allocated with `(size, align)`.
 ///
 /// # Safety
 /// `p` came from `kmalloc(size, align)` and is live.
 pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize {
+    if forwarding() {
+        // glibc's block may hold no more than was asked for it.
+        return size;
+    }
     match classify(size, align) {
         Kind::Slab(i) => KMALLOC_SIZES[i],
         Kind::Large => {

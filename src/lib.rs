@@ -166,6 +166,16 @@ pub use global::CpuSlab;
 #[cfg(not(loom))]
 pub use slab::{CacheError, KmemCache, SlabFlags};
 
+/// Whether cpuslab serves this process's allocations: false on a kernel whose page size
+/// is not 4 KiB, where `CpuSlab` and the C interface hand every request to glibc's
+/// malloc (after one `cpuslab:` line on stderr saying so). Boots the allocator if it
+/// has not booted; a boot that failed for want of memory is retried later and counts
+/// as supported.
+#[cfg(not(loom))]
+pub fn supported() -> bool {
+    init::ensure() || !init::unsupported()
+}
+
 /// Gives every cached object and free page that can go back to the OS: empties the
 /// per-CPU and shared array caches, frees empty slabs, drains the per-CPU page lists,
 /// purges all free pages and unmaps the freed huge mappings kept for reuse (as

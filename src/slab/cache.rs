@@ -147,6 +147,25 @@ impl FreeCheck {
     };
 }
 
+/// The free function of the allocator that serves this process's blocks while the slab
+/// caches cannot (kmalloc forwards to glibc when cpuslab cannot run on the machine), as
+/// a `usize`; 0 when none.
+static FOREIGN_FREE: AtomicUsize = AtomicUsize::new(0);
+
+/// Names `free` as the owner of blocks outside the arenas that reach a cache which
+/// never set up: they go to it instead of aborting as invalid frees. Set once, by
+/// kmalloc, before it hands out such a block.
+pub fn set_foreign_free(free: unsafe fn(*mut u8)) {
+    FOREIGN_FREE.store(free as usize, Ordering::Release);
+}
+
+/// The function [`set_foreign_free`] named, if any.
+fn foreign_free() -> Option<unsafe fn(*mut u8)> {
+    let f = FOREIGN_FREE.load(Ordering::Acquire);
+    // SAFETY: a non-zero value was stored from a function pointer of this type.
+    (f != 0).then(|| unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(f) })
+}
+
 /// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
 /// mutable part is atomic or under a lock.
 ///
@@ -514,8 +533,9 @@ impl RawCache {
     pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
         if self.misaligned(obj) {
             // SAFETY: it reads a descriptor only after `check_obj` found `obj` in an
-            // arena; it aborts.
+            // arena; it aborts unless `obj` is a foreign block it hands back.
             unsafe { self.misaligned_free(obj) };
+            return true;
         }
         if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
             return false;
@@ -593,6 +613,7 @@ impl RawCache {
         if self.misaligned(obj) {
             // SAFETY: as in `free_fast`.
             unsafe { self.misaligned_free(obj) };
+            return;
         }
         // SAFETY: the caller's contract, and `obj` passed the pointer check.
         unsafe { self.free_unchecked(obj) }
@@ -666,10 +687,21 @@ impl RawCache {
     }
 
     /// Aborts for a free of `obj`, which [`misaligned`](Self::misaligned) found is
-    /// not an object of this cache, saying what it is instead.
+    /// not an object of this cache, saying what it is instead; or hands a foreign block
+    /// to its allocator (see [`set_foreign_free`]) and returns.
     #[cold]
     #[inline(never)]
-    unsafe fn misaligned_free(&self, obj: *mut u8) -> ! {
+    unsafe fn misaligned_free(&self, obj: *mut u8) {
+        // A cache that never set up (a mask that no pointer passes) in a process whose
+        // blocks another allocator serves (see `set_foreign_free`): the block is its.
+        if let Some(free) = foreign_free() {
+            if !arena::contains(obj) {
+                // SAFETY: a block of the allocator `free` belongs to, given up by the
+                // caller.
+                unsafe { free(obj) };
+                return;
+            }
+        }
         // Reports a foreign address, or an object of another cache, by name.
         // SAFETY: `check_obj` finds `obj` in an arena before it reads a descriptor.
         unsafe { self.check_obj(obj, obj) };
