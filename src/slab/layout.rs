@@ -287,18 +287,25 @@ impl Geometry {
     /// passive false sharing of Hoard's cache-scratch), while any `k * k` consecutive
     /// ones fill the same `k` lines as in address order. The last, incomplete group
     /// keeps address order.
+    ///
+    /// `k` is a power of two, so this is shifts and masks: with divisions (by a `k`
+    /// the compiler cannot see) it was 15% of `free_block`'s time in the `json`
+    /// program.
     #[inline(always)]
     pub fn position(&self, idx: usize) -> usize {
         let k = self.per_line as usize;
         if k == 0 {
             return idx;
         }
-        let group = k * k;
-        if idx >= self.num / group * group {
+        debug_assert!(k.is_power_of_two());
+        let shift = k.trailing_zeros();
+        // A group is k * k objects.
+        let group_shift = 2 * shift;
+        if idx >= (self.num >> group_shift) << group_shift {
             return idx;
         }
-        let j = idx % group;
-        idx - j + (j % k) * k + j / k
+        let j = idx & ((1 << group_shift) - 1);
+        idx - j + ((j & (k - 1)) << shift) + (j >> shift)
     }
 
     /// `obj_to_index`: `offset / size` for an offset below 2^32, by multiplication
