@@ -621,9 +621,9 @@ impl ZoneInner {
     /// heap and jemalloc's extents place them end to end): `npages` pages at the
     /// cursor, that is, over the free tail the previous such block left of its
     /// power-of-two block and on into the free pages after it, inside one max-order
-    /// block of the large group, starting at a multiple of `align` pages. Without it
-    /// each block holds its whole power-of-two block's address space (a 25-page block
-    /// 32 pages), which an address-space limit counts. Returns the run's head
+    /// block of the large group, starting at a multiple of `align` pages (a power of
+    /// two). Without it each block holds its whole power-of-two block's address space
+    /// (a 25-page block 32 pages), which an address-space limit counts. Returns the run's head
     /// descriptor (flagged `PG_ALLOCATED`, plus `PG_ZERO` when all of it reads as
     /// zero), or null when the pages there are not free or cannot be charged.
     ///
@@ -638,7 +638,7 @@ impl ZoneInner {
         let end = start + (npages << PAGE_SHIFT);
         let fits = end <= (start | (BLOCK_SIZE - 1)) + 1;
         if !fits
-            || !(start >> PAGE_SHIFT).is_multiple_of(align)
+            || (start >> PAGE_SHIFT) & (align - 1) != 0
             // SAFETY: the cursor is a page of this zone (see `set_cursor`); its group
             // byte is read under the zone lock.
             || unsafe { *arena::group_of(cur) } as usize != GROUP_LARGE
