@@ -72,7 +72,7 @@
 //! | 2 | the cache chain (`slab::CHAIN`) | cache create and destroy, reap, shrink, tune |
 //! | 3 | each cache's per-CPU array caches' stop words, cache by cache, CPU by CPU | cross-CPU work on the caches (reap, drain, tune) |
 //! | 4 | each CPU's page lists' stop words (order 0, then orders 1–6) | drains, full lists |
-//! | 5 | each cache's node list locks, node by node | refills, flushes, `free_block` |
+//! | 5 | each cache's node list locks, node by node (each node's alien cache locks just before its list lock; their holders take no other lock) | refills, flushes, `free_block`; remote frees |
 //! | 6 | `pcpu_lock` (`percpu`) | chunk allocation (a chunk's header comes from a zone) |
 //! | 7 | the zone locks, in node order | the buddy allocator, purging |
 //! | 8 | the huge-mapping registry (`page::huge`) | huge allocations, frees, the cache |

@@ -174,8 +174,8 @@ pub struct MemoryBreakdown {
     pub cpu_cache_bytes: usize,
     /// Free objects in the nodes' shared caches.
     pub shared_cache_bytes: usize,
-    /// Remote frees in flight in alien caches. Always 0: cpuslab has no alien caches;
-    /// a remote free goes straight to its home node under that node's lock.
+    /// Remote frees in flight in the alien caches (objects of one node freed on
+    /// another, waiting to go home; 0 on a machine of one node).
     pub alien_bytes: usize,
     /// Free objects in partial slabs (slots, at their slot size).
     pub partial_free_bytes: usize,
@@ -319,10 +319,12 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
         }
         // A per-CPU count read without its lock may be ahead of the slabs' counts.
         let shared_objs = shared_objs.min(in_slabs);
-        let cpu_objs = cpu_objs.min(in_slabs - shared_objs);
-        let live = in_slabs - shared_objs - cpu_objs;
+        let alien_objs = cache.alien_objects().min(in_slabs - shared_objs);
+        let cpu_objs = cpu_objs.min(in_slabs - shared_objs - alien_objs);
+        let live = in_slabs - shared_objs - alien_objs - cpu_objs;
         b.cpu_cache_bytes += cpu_objs * g.size;
         b.shared_cache_bytes += shared_objs * g.size;
+        b.alien_bytes += alien_objs * g.size;
         b.live_objects += live;
         live_slab_objs_bytes += live * g.size;
     });

@@ -16,6 +16,7 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use super::alien::ALIEN_LIMIT;
 use super::array_cache::{ArrayCache, AC_HEADER};
 use super::debug::{self, DebugLayout};
 use super::fastpath;
@@ -969,24 +970,120 @@ impl RawCache {
         }
     }
 
-    /// `cache_free_alien`: an object of another node than the calling CPU's goes
-    /// straight back to its own node (its shared cache, else its slab), so a remote
-    /// free never hands the object to a local allocation. Returns false for a local
-    /// object. Unlike the kernel's alien caches there is no per-node batching yet: each
-    /// remote free takes the home node's list lock.
+    /// `cache_free_alien`: an object of another node than the calling CPU's goes back
+    /// to its own node, so a remote free never hands the object to a local allocation:
+    /// through the local node's alien cache for that node, [`ALIEN_LIMIT`] at a time
+    /// (see `slab::alien`; a debug cache, whose frees are checked one by one, goes
+    /// straight home). Returns false for a local object.
     #[inline(never)]
     unsafe fn free_alien(&self, obj: *mut u8) -> bool {
         if !arena::contains(obj) {
             return false; // obj_to_slab reports it
         }
         let home = page::addr_node(obj);
-        if home == topology::cpu_to_node(sys::cpu::current()) {
+        let local = topology::cpu_to_node(sys::cpu::current());
+        if home == local {
             return false;
         }
-        // SAFETY: `obj` is the cache's and no longer used (as for `free`); a free holds
-        // no list lock.
-        unsafe { self.free_to_node(obj, home) };
+        let alien = if self.debug() {
+            None
+        } else {
+            self.node(local).aliens.get(home)
+        };
+        let Some(alien) = alien else {
+            // SAFETY: `obj` is the cache's and no longer used (as for `free`); a free
+            // holds no list lock.
+            unsafe { self.free_to_node(obj, home) };
+            return true;
+        };
+        let mut batch = [ptr::null_mut(); ALIEN_LIMIT + 1];
+        let n = {
+            let mut a = alien.lock.lock();
+            if a.avail > 0 && a.entries[a.avail - 1] == obj {
+                drop(a);
+                self.double_free_cached(obj);
+            }
+            if a.avail < ALIEN_LIMIT {
+                let i = a.avail;
+                a.entries[i] = obj;
+                a.avail = i + 1;
+                return true;
+            }
+            let mut out = [ptr::null_mut(); ALIEN_LIMIT];
+            let n = a.take_all(&mut out);
+            batch[..n].copy_from_slice(&out[..n]);
+            n
+        };
+        batch[n] = obj;
+        // SAFETY: objects of node `home` of this cache, freed by their callers and now
+        // held by nobody; no lock held.
+        unsafe { self.free_alien_batch(home, &batch[..=n]) };
         true
+    }
+
+    /// `__drain_alien_cache`: objects of node `home` go into its shared cache as far as
+    /// it has room, the rest back to their slabs, under one hold of its list lock.
+    ///
+    /// # Safety
+    /// `objs` are objects of this cache on node `home` that nobody holds; the caller
+    /// holds no list lock.
+    unsafe fn free_alien_batch(&self, home: usize, objs: &[*mut u8]) {
+        let mut to_destroy = PageList::new();
+        let l = self.node(home).list_lock.lock();
+        let sh = l.shared;
+        let mut rest = objs;
+        if !sh.is_null() {
+            // SAFETY: the shared cache is guarded by the list lock held; the copy
+            // stays below its limit, inside its array.
+            unsafe {
+                let avail = (*sh).avail as usize;
+                let n = ((*sh).limit as usize - avail).min(objs.len());
+                ptr::copy_nonoverlapping(objs.as_ptr(), ArrayCache::entries(sh).add(avail), n);
+                (*sh).avail += n as u32;
+                rest = &objs[n..];
+            }
+        }
+        if rest.is_empty() {
+            drop(l);
+        } else {
+            // SAFETY: the caller's contract; the lock handed over is `home`'s.
+            drop(unsafe { transfer::free_block(self, rest, Some((home, l)), &mut to_destroy) });
+        }
+        // SAFETY: as in `give_back`.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
+    }
+
+    /// Sends every object in this cache's alien caches home (the reaper, shrinking,
+    /// trimming, destroying). Returns how many moved.
+    pub(crate) fn drain_aliens(&self) -> usize {
+        let mut moved = 0;
+        for local in 0..topology::nr_node_ids() {
+            let aliens = &self.node(local).aliens;
+            for home in aliens.nodes() {
+                let mut out = [ptr::null_mut(); ALIEN_LIMIT];
+                let n = aliens.lock(home).map_or(0, |mut a| a.take_all(&mut out));
+                if n > 0 {
+                    // SAFETY: objects of node `home` taken out of its alien cache, where
+                    // their frees left them; no lock held.
+                    unsafe { self.free_alien_batch(home, &out[..n]) };
+                    moved += n;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Objects in this cache's alien caches, for the statistics.
+    pub(crate) fn alien_objects(&self) -> usize {
+        (0..topology::nr_node_ids())
+            .map(|local| {
+                let aliens = &self.node(local).aliens;
+                aliens
+                    .nodes()
+                    .map(|h| aliens.lock(h).map_or(0, |a| a.avail))
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Free when the CPU's array cache is busy: straight to the object's node.

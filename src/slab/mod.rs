@@ -3,6 +3,7 @@
 //! colouring and randomized freelists, `enable_cpucache` tuning, periodic reaping, and
 //! debug checks (red zones, poison, double and invalid frees) under `CPUSLAB_DEBUG=1`.
 
+pub mod alien;
 pub mod array_cache;
 pub mod cache;
 pub mod debug;
@@ -194,6 +195,8 @@ pub struct CacheCounts {
     pub num_slabs: usize,
     /// Objects in the nodes' shared caches.
     pub shared_avail: usize,
+    /// Objects of one node freed on another, waiting in the alien caches to go home.
+    pub alien_avail: usize,
 }
 
 /// Counts a cache's slabs and objects, node by node under each list lock.
@@ -214,6 +217,7 @@ pub fn cache_counts(cache: &RawCache) -> CacheCounts {
             c.shared_avail += unsafe { (*l.shared).avail } as usize;
         }
     }
+    c.alien_avail = cache.alien_objects();
     c
 }
 
@@ -246,8 +250,9 @@ pub fn for_each_cache(mut f: impl FnMut(&RawCache)) {
 }
 
 /// fork, prepare: takes the chain, every per-CPU array cache lock, the page lists'
-/// locks, every node lock and the zone locks, in that order (the order every path
-/// takes them in), so the child inherits consistent structures.
+/// locks, every node's alien cache locks and node lock, and the zone locks, in that
+/// order (the order every path takes them in), so the child inherits consistent
+/// structures.
 pub(crate) fn fork_prepare() {
     CHAIN.lock_raw();
     // SAFETY: the chain is held, so no cache comes or goes.
@@ -277,6 +282,13 @@ pub(crate) fn fork_prepare() {
     }
     each(&mut |c| {
         for node in 0..crate::topology::nr_node_ids() {
+            // An alien cache's holder takes no other lock while it holds it.
+            let aliens = &c.node(node).aliens;
+            for home in aliens.nodes() {
+                if let Some(a) = aliens.get(home) {
+                    a.lock.lock_raw();
+                }
+            }
             c.node(node).list_lock.lock_raw();
         }
     });
@@ -305,6 +317,13 @@ pub(crate) unsafe fn fork_release() {
         for node in 0..crate::topology::nr_node_ids() {
             // SAFETY: `fork_prepare` took every node lock of every cache on the chain.
             unsafe { cache.node(node).list_lock.force_unlock() };
+            let aliens = &cache.node(node).aliens;
+            for home in aliens.nodes() {
+                if let Some(a) = aliens.get(home) {
+                    // SAFETY: `fork_prepare` took every alien cache lock too.
+                    unsafe { a.lock.force_unlock() };
+                }
+            }
         }
         for cpu in 0..crate::topology::nr_cpu_ids() {
             if let Some(ac) = cache.cpu_ac(cpu) {

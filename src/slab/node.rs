@@ -45,6 +45,10 @@ pub struct KmemCacheNode {
     pub list_lock: Mutex<NodeLists>,
     /// Pages of the block holding this structure.
     pub npages: usize,
+    /// `n->alien`: this node's CPUs' frees of other nodes' objects, per home node
+    /// (none on a machine of one node).
+    #[cfg(not(loom))]
+    pub aliens: super::alien::AlienArray,
 }
 
 #[cfg(not(loom))]
@@ -58,6 +62,11 @@ impl KmemCacheNode {
         if page.is_null() {
             return ptr::null_mut();
         }
+        let Some(aliens) = super::alien::AlienArray::create(crate::topology::nr_node_ids()) else {
+            // SAFETY: the block just taken, used by nobody.
+            unsafe { page::free_pages_exact(page) };
+            return ptr::null_mut();
+        };
         let base = page::page_address(page);
         // Whatever the page block has room for becomes the shared cache's capacity,
         // so retuning can raise the shared limit without reallocating.
@@ -86,6 +95,7 @@ impl KmemCacheNode {
                     shared,
                 }),
                 npages,
+                aliens,
             });
             n
         }
@@ -192,6 +202,9 @@ impl KmemCacheNode {
             // SAFETY: the node's shared cache, referenced by nobody now.
             unsafe { (*n).free_shared_block(shared) };
         }
+        // SAFETY: nobody references the node, so nobody its alien caches, which the
+        // cache drained before its teardown.
+        unsafe { (*n).aliens.destroy() };
         // SAFETY: `create` took the block from `alloc_pages_exact`, and nobody
         // references it any more (the contract).
         unsafe { page::free_pages_exact(page::virt_to_page(n.cast())) };

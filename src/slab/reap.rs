@@ -118,6 +118,8 @@ fn cache_reap(cache: &RawCache) {
         return;
     }
     let num = cache.geom().num;
+    // `reap_alien`: remote frees go home at least this often.
+    cache.drain_aliens();
     let mut to_destroy = PageList::new();
     // SAFETY: array caches are touched under their locks, tried only.
     unsafe {
@@ -166,6 +168,9 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     if cache.cpu_ac(0).is_none() {
         return 0;
     }
+    // Remote frees first: they go to their nodes' shared caches and slabs, which are
+    // emptied below.
+    cache.drain_aliens();
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
