@@ -141,6 +141,8 @@ fn classify_aligned(size: usize, align: usize) -> Kind {
 
 /// Sets up every kmalloc cache that is not set up yet. Called at boot.
 pub(crate) fn init() -> Result<(), CacheError> {
+    // `free_rcu` frees the blocks it defers through kmalloc (RCU sits below it).
+    crate::rcu::set_block_free(&RCU_BLOCK_FREE);
     for (i, cache) in KMALLOC.caches.iter().enumerate() {
         if !cache
             .cpu_cache
@@ -295,6 +297,15 @@ fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
     }
     p
 }
+
+/// How `rcu::free_rcu` frees the kmalloc blocks it deferred.
+static RCU_BLOCK_FREE: crate::rcu::BlockFree = crate::rcu::BlockFree {
+    free: kfree,
+    slab_bytes: |size, align| match classify(size, align) {
+        Kind::Slab(i) => KMALLOC_SIZES[i],
+        _ => 0,
+    },
+};
 
 /// Set once cpuslab cannot run on this machine (a kernel page size other than 4 KiB):
 /// every block is then glibc's, allocated, resized and freed through its

@@ -56,7 +56,10 @@
 //!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`, `options` (run-time
 //!     options set from code).
 //!
-//! Upward edges today: `rcu::kfree` (`free_rcu`'s batches) calls `kmalloc::kfree`;
+//! Where a lower layer must reach an upper one, the upper one registers a function at
+//! boot: kmalloc gives `rcu::free_rcu` its free (`rcu::set_block_free`) and the slab
+//! caches glibc's free when it forwards (`slab::cache::set_foreign_free`); boot gives
+//! the slab slow paths the background thread's wake-up. The upward edge left:
 //! `init::ensure` (boot) is called from `kmalloc`, `slab::typed`, `percpu::alloc` and
 //! `rcu::callbacks` rather than from the public entry points only.
 //!

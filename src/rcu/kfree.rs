@@ -27,6 +27,36 @@ pub(crate) struct KfreeBatch {
 
 const _: () = assert!(core::mem::size_of::<KfreeBatch>() <= PAGE_SIZE);
 
+/// How the blocks `free_rcu` defers are freed: the layer above RCU that made them
+/// (kmalloc) registers its free and its slab class sizes at boot, so RCU calls no layer
+/// above it by name.
+#[derive(Clone, Copy)]
+pub struct BlockFree {
+    /// Frees a block of `(size, align)`: `kmalloc::kfree`.
+    pub free: unsafe fn(*mut u8, usize, usize),
+    /// The bytes a block of `(size, align)` takes in a slab (its class size), 0 for a
+    /// larger block: for the statistics of deferred slab objects.
+    pub slab_bytes: fn(usize, usize) -> usize,
+}
+
+/// The [`BlockFree`] registered, as the address of a static one; 0 before.
+static BLOCK_FREE: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers how deferred blocks are freed (kmalloc, at boot, before any block it
+/// made can reach `free_rcu`).
+pub fn set_block_free(f: &'static BlockFree) {
+    BLOCK_FREE.store(f as *const BlockFree as usize, Ordering::Release);
+}
+
+/// The registered [`BlockFree`]. Blocks reach `free_rcu` only once kmalloc made them,
+/// after it registered.
+fn block_free() -> &'static BlockFree {
+    let f = BLOCK_FREE.load(Ordering::Acquire);
+    assert!(f != 0, "free_rcu before kmalloc registered its free");
+    // SAFETY: a non-zero value is the address of a `&'static BlockFree`.
+    unsafe { &*(f as *const BlockFree) }
+}
+
 /// Batches not yet queued, across CPUs.
 static PARTIAL: AtomicUsize = AtomicUsize::new(0);
 
@@ -44,13 +74,10 @@ static QUEUED_BATCHES: AtomicUsize = AtomicUsize::new(0);
 unsafe fn slab_bytes_of(b: *const KfreeBatch) -> usize {
     // SAFETY: no other thread changes the batch (the caller's contract), and `n` counts
     // its filled entries.
+    let slab_bytes = block_free().slab_bytes;
+    // SAFETY: as above.
     unsafe { (&(*b).entries)[..(*b).n].iter() }
-        .map(
-            |&(_, size, align)| match crate::kmalloc::classify(size, align) {
-                crate::kmalloc::Kind::Slab(i) => crate::kmalloc::KMALLOC_SIZES[i],
-                _ => 0,
-            },
-        )
+        .map(|&(_, size, align)| slab_bytes(size, align))
         .sum()
 }
 
@@ -146,7 +173,7 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
                 super::gp::synchronize();
                 // SAFETY: the caller's live block of `layout`, given up; after the grace
                 // period no reader holds it.
-                unsafe { crate::kmalloc::kfree(ptr, layout.size(), layout.align()) };
+                unsafe { (block_free().free)(ptr, layout.size(), layout.align()) };
             }
         }
     }
@@ -155,12 +182,13 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
 /// The callback of a batch: frees its pointers, then its page.
 unsafe fn free_batch(head: *mut RcuHead) {
     let b = head.cast::<KfreeBatch>();
+    let free = block_free().free;
     // SAFETY: `head` is the head of a batch `queue` queued, invoked once: the batch is
     // ours alone, its first `n` entries filled.
     for &(p, size, align) in unsafe { (&(*b).entries)[..(*b).n].iter() } {
         // SAFETY: a block `free_rcu` was given with its layout, whose grace period has
         // ended.
-        unsafe { crate::kmalloc::kfree(p as *mut u8, size, align) };
+        unsafe { free(p as *mut u8, size, align) };
     }
     // SAFETY: as above.
     QUEUED_SLAB_BYTES.fetch_sub(unsafe { (*b).slab_bytes }, Ordering::Relaxed);

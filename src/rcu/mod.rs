@@ -42,7 +42,7 @@ pub use gp::{
 };
 pub use head::{RcuCallback, RcuHead};
 pub(crate) use kfree::deferred;
-pub use kfree::free_rcu;
+pub use kfree::{free_rcu, set_block_free, BlockFree};
 pub use reader::{in_read_section, read_lock, RcuReadGuard};
 
 use core::fmt::{self, Write};
