@@ -99,11 +99,24 @@ boot() {
   shift 3
   local log=$cache/serial-$name.log
   say "booting $name: $* ${extra:+(kernel command line: $extra)}"
-  local t0=$SECONDS rc=0
-  timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg -m 1G "$@" \
-    -nographic -no-reboot -kernel "$vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 loglevel=4 numa_balancing=disable panic=-1 rdinit=/init $extra" \
-    </dev/null >"$log" 2>&1 || rc=$?
+  local t0=$SECONDS rc=0 try
+  # qemu itself crashing (killed by a signal, exit 128 + n, before the guest reached
+  # vminit's VMTEST BEGIN) says nothing about cpuslab: TCG with 72 vCPUs was seen to
+  # segfault while the firmware booted. That machine boots once more; a guest that
+  # fails, hangs or panics (qemu exits 0 then) is not retried.
+  for try in 1 2; do
+    rc=0
+    timeout -k 5 "$limit" qemu-system-x86_64 -accel tcg -m 1G "$@" \
+      -nographic -no-reboot -kernel "$vmlinuz" -initrd "$initrd" \
+      -append "console=ttyS0 loglevel=4 numa_balancing=disable panic=-1 rdinit=/init $extra" \
+      </dev/null >"$log" 2>&1 || rc=$?
+    if [ "$try" = 1 ] && [ "$rc" -gt 128 ] && [ "$rc" != 137 ] &&
+      ! tr -d '\r' <"$log" | grep -q '^VMTEST BEGIN '; then
+      say "$name: qemu exited $rc before the guest started its tests; booting again"
+      continue
+    fi
+    break
+  done
   tr -d '\r' <"$log" >"$log.txt"
   grep -E '^(PASS|FAIL|SKIP|INFO|TIME) |^VMTEST ' "$log.txt" | sed "s/^/[$name] /" || true
   local end pass fail
