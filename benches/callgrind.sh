@@ -7,7 +7,7 @@
 #   N1, N2            pair counts of the two runs (default 200000 and 1200000)
 #   CARGO_TARGET_DIR  respected, as by cargo
 #
-# How it works: `suite --pairs <allocator> <N>` (see benches/suite.rs) runs N
+# How it works: `suite --pairs <allocator> <N>` (see benches/suite/child.rs) runs N
 # bare pairs -- alloc(64), write one byte, free -- on the allocator's static,
 # not through the suite's dispatcher. The script runs it under
 # `valgrind --tool=callgrind` with two values of N and reports
