@@ -1,4 +1,4 @@
-//! Workloads and helpers shared by the `cpuslab` benchmark suite (`suite.rs`)
+//! Workloads and helpers shared by the `cpuslab` benchmark suite (`suite/`)
 //! and the criterion micro-benchmarks (`micro.rs`).
 //!
 //! Every workload verifies what it computes: each block is filled with a
