@@ -202,32 +202,29 @@ fn exact_locked(
         };
         // A large block of no power-of-two size: a dirty block is resident already and
         // preferred; else it is packed after the last such block (see
-        // `take_at_cursor`) rather than given a clean power-of-two block of its own.
+        // `take_at_cursor`, which takes exactly `npages`) rather than given a clean
+        // power-of-two block of its own; else the rest of `rmqueue_group`.
         let pack = large && !npages.is_power_of_two();
-        let mut page = if pack {
-            z.rmqueue_dirty(order, group)
-        } else {
-            core::ptr::null_mut()
-        };
-        if page.is_null() && pack {
-            page = z.take_at_cursor(npages, 1 << min_order, now);
-            if !page.is_null() {
-                z.set_cursor(page, npages);
-                (*page).set_flags(PG_ALLOCATED | PG_LARGE | ((*page).flags() & PG_ZERO));
-                (*page).info = npages as u64;
-                z.large_pages += npages;
-                return page;
+        let mut packed = false;
+        let page = if pack {
+            let mut page = z.rmqueue_dirty(order, group);
+            if page.is_null() {
+                page = z.take_at_cursor(npages, 1 << min_order, now);
+                packed = !page.is_null();
             }
-        }
-        if page.is_null() {
-            page = z.rmqueue_group(order, node, group);
-        }
+            if page.is_null() {
+                page = z.rmqueue_clean(order, node, group);
+            }
+            page
+        } else {
+            z.rmqueue_group(order, node, group)
+        };
         if page.is_null() {
             return page;
         }
         let zero = (*page).flags() & PG_ZERO;
         let extra = (1 << order) - npages;
-        if extra > 0 {
+        if extra > 0 && !packed {
             z.free_run(page.add(npages), extra, zero, now);
         }
         if pack {

@@ -36,8 +36,9 @@ pub struct AlienObjects {
 unsafe impl Send for AlienObjects {}
 
 impl AlienObjects {
-    /// Takes every object out into `out` (which holds [`ALIEN_LIMIT`]); returns how many.
-    pub fn take_all(&mut self, out: &mut [*mut u8; ALIEN_LIMIT]) -> usize {
+    /// Takes every object out into the start of `out` (which holds at least
+    /// [`ALIEN_LIMIT`]); returns how many.
+    pub fn take_all(&mut self, out: &mut [*mut u8]) -> usize {
         let n = self.avail;
         out[..n].copy_from_slice(&self.entries[..n]);
         self.avail = 0;

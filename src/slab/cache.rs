@@ -1009,10 +1009,7 @@ impl RawCache {
                 a.avail = i + 1;
                 return true;
             }
-            let mut out = [ptr::null_mut(); ALIEN_LIMIT];
-            let n = a.take_all(&mut out);
-            batch[..n].copy_from_slice(&out[..n]);
-            n
+            a.take_all(&mut batch)
         };
         batch[n] = obj;
         // SAFETY: objects of node `home` of this cache, freed by their callers and now
