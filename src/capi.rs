@@ -135,8 +135,9 @@ fn foreign(p: *mut u8, op: &str) {
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     // The fast path makes no system call, so it leaves errno alone without saving it.
     if size <= kmalloc::FAST_MAX {
-        // SAFETY: rounding a size of at most 1024 up to 16 keeps it at most 1024.
-        let p = unsafe { kmalloc::kmalloc_fast((size.max(1) + MIN_ALIGN - 1) & !(MIN_ALIGN - 1)) };
+        const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
+        // SAFETY: the size is at most FAST_MAX.
+        let p = unsafe { kmalloc::kmalloc_fast16(size) };
         if !p.is_null() {
             return p.cast();
         }
@@ -145,9 +146,12 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 }
 
 /// `malloc` past its fast path: whatever may make a system call, with errno saved.
+///
+/// `extern "C"`, so that it cannot unwind: `malloc` then tail-calls it, with no
+/// abort-on-unwind frame around the call and no stack set up on the fast path.
 #[cold]
 #[inline(never)]
-fn malloc_slow(size: usize) -> *mut c_void {
+extern "C" fn malloc_slow(size: usize) -> *mut c_void {
     crate::background::c_interface();
     let saved = errno::Saved::new();
     let p = alloc(size);
@@ -181,13 +185,14 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     unsafe { free_slow(p) }
 }
 
-/// `free` past its fast path, with errno saved.
+/// `free` past its fast path, with errno saved; `extern "C"` for the tail call, as
+/// [`malloc_slow`].
 ///
 /// # Safety
 /// As [`free`].
 #[cold]
 #[inline(never)]
-unsafe fn free_slow(p: *mut c_void) {
+unsafe extern "C" fn free_slow(p: *mut c_void) {
     if p.is_null() {
         return;
     }
@@ -585,6 +590,13 @@ mod tests {
         let p = malloc(0);
         let q = malloc(0);
         assert!(!p.is_null() && p != q);
+        // The fast path's entry for size 0 is the 16-byte class's, not the 8-byte one
+        // that kmalloc's table has for sizes up to 8.
+        for b in [p, q] {
+            assert_eq!(b as usize % 16, 0);
+            // SAFETY: a live block of this interface.
+            assert_eq!(unsafe { malloc_usable_size(b) }, 16);
+        }
         assert_eq!(errno::get(), 1234);
         assert!(malloc(usize::MAX).is_null());
         assert_eq!(errno::get(), ENOMEM);

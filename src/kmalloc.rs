@@ -165,9 +165,11 @@ pub(crate) fn init() -> Result<(), CacheError> {
     }
     let k = kmalloc_static();
     for (slot, &class) in k.fast.iter().zip(&k.size_index) {
-        // Entry 0 (size 0) is never read: the callers round 0 up.
         slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
     }
+    // Entry 0 serves size 0, which only [`kmalloc_fast16`] passes (C's `malloc(0)`,
+    // a unique block of the smallest C size): the 16-byte class.
+    k.fast[0].store(cache(size_index(16)).cpu_caches(), Ordering::Release);
     Ok(())
 }
 
@@ -197,6 +199,25 @@ pub unsafe fn kmalloc_fast(size: usize) -> *mut u8 {
     // compiler cannot see it through the caller's rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
     fast_pop(size)
+}
+
+/// [`kmalloc_fast`] for a request rounded up to 16 bytes, sizes 0 included: the C
+/// interface's `malloc` (16-byte alignment, a unique block for 0). Rounding to 16 is
+/// the table's offset itself, `(size + 15) & !15`, where rounding `max(size, 1)` and
+/// then indexing took five instructions.
+///
+/// # Safety
+/// `size <= FAST_MAX`.
+#[inline(always)]
+pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
+    // SAFETY: every caller checks the bound, which keeps the table index in range.
+    unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
+    // Rounded to 16, the size is a multiple of 8, so its index is `rounded / 8`; 0 maps
+    // to entry 0, set at boot to the 16-byte class.
+    let rounded = (size + 15) & !15;
+    // SAFETY: `rounded <= FAST_MAX` (a multiple of 16) keeps the index in range.
+    let slot = unsafe { kmalloc_static().fast.get_unchecked(rounded >> 3) };
+    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
