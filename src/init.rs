@@ -51,8 +51,9 @@ pub fn ready() -> bool {
     STATE.load(Ordering::Acquire) == READY
 }
 
-/// Whether cpuslab cannot run in this process at all (the kernel's page size): then
-/// it never boots, and kmalloc hands every request to glibc.
+/// Whether cpuslab cannot run in this process at all (the platform, or the kernel's
+/// page size): then it never boots, and kmalloc hands every request to the system
+/// allocator (glibc's on Linux).
 pub fn unsupported() -> bool {
     STATE.load(Ordering::Acquire) == UNSUPPORTED
 }
@@ -79,6 +80,9 @@ pub fn may_forward() -> bool {
 /// Why a boot failed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum BootError {
+    /// cpuslab has no implementation for this operating system or architecture (see
+    /// `sys`).
+    Platform,
     /// The kernel's page size is not `PAGE_SIZE`.
     PageSize,
     /// The heap limit refused the memory boot needs.
@@ -135,6 +139,11 @@ fn boot_slow() -> bool {
 #[cold]
 fn failed(e: BootError) -> u8 {
     let first = LAST_FAILURE.swap(e as u8 + 1, Ordering::Relaxed) != e as u8 + 1;
+    if e == BootError::Platform {
+        // Silent: a program built for Linux and developed elsewhere runs there on the
+        // system allocator, and `cpuslab::supported()` says so.
+        return UNSUPPORTED;
+    }
     if e == BootError::PageSize {
         if first {
             sys::io::warn(format_args!(
@@ -178,6 +187,9 @@ fn memory_error() -> BootError {
 }
 
 fn boot() -> Result<(), BootError> {
+    if !sys::SUPPORTED {
+        return Err(BootError::Platform);
+    }
     if sys::kernel_page_size() != PAGE_SIZE {
         return Err(BootError::PageSize);
     }

@@ -572,6 +572,11 @@ pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize
 /// # Safety
 /// `p` is a live block returned by cpuslab.
 pub unsafe fn ksize(p: *mut u8) -> usize {
+    if forwarding() && !arena::contains(p) && !huge::is_huge(p) {
+        // SAFETY: a live block of the process, not cpuslab's: the system allocator's
+        // (`FORWARDING`), which measures it.
+        return unsafe { sys::glibc::usable_size(p) };
+    }
     if arena::contains(p) {
         let head = virt_to_head_page(p);
         // SAFETY: descriptors of arena pages are always mapped.

@@ -169,11 +169,13 @@ pub use global::CpuSlab;
 #[cfg(not(loom))]
 pub use slab::{CacheError, KmemCache, SlabFlags};
 
-/// Whether cpuslab serves this process's allocations: false on a kernel whose page size
+/// Whether cpuslab serves this process's allocations. False on a kernel whose page size
 /// is not 4 KiB, where `CpuSlab` and the C interface hand every request to glibc's
-/// malloc (after one `cpuslab:` line on stderr saying so). Boots the allocator if it
-/// has not booted; a boot that failed for want of memory is retried later and counts
-/// as supported.
+/// malloc (after one `cpuslab:` line on stderr saying so), and on every operating
+/// system but Linux, where `CpuSlab` hands them to `std::alloc::System` (the crate
+/// compiles there; [`KmemCache::new`] returns [`CacheError::Unsupported`], percpu
+/// allocations fail, RCU works). Boots the allocator if it has not booted; a boot that
+/// failed for want of memory is retried later and counts as supported.
 #[cfg(not(loom))]
 pub fn supported() -> bool {
     init::ensure() || !init::unsupported()

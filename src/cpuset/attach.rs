@@ -219,7 +219,7 @@ impl Cpuset {
         // recorded with the start of whichever thread gets its id next.
         let start = start_time(tid).ok_or(CpusetError::Sys(crate::sys::affinity::SysError {
             call: "sched_setaffinity",
-            errno: libc::ESRCH,
+            errno: crate::sys::errno::ESRCH,
         }))?;
         set_affinity(tid, &n.effective_cpus)?;
         let slot = t.add_thread(self, tid)?;

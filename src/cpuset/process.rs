@@ -56,7 +56,7 @@ pub(super) fn apply_and_publish(t: &mut CpusetTree) {
             continue;
         }
         match set_affinity(task.tid, &n.effective_cpus) {
-            Err(e) if e.errno == libc::ESRCH => t.free_slot(slot),
+            Err(e) if e.errno == crate::sys::errno::ESRCH => t.free_slot(slot),
             _ => t.tasks[slot].moved = false,
         }
     }

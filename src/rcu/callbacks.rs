@@ -308,6 +308,9 @@ fn wait_barrier_done() {
             return;
         }
         gp::request(seq::snap(gp::gp_seq_ordered()));
+        if gp::drive_without_kthread() {
+            continue;
+        }
         futex::wait_timeout(&BARRIER_WORD, w, 100_000_000);
     }
 }

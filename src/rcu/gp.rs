@@ -121,6 +121,21 @@ fn ensure_kthread() {
     }
 }
 
+/// Without a grace-period thread (none could be started: a sandbox, a thread limit,
+/// a platform without threads of cpuslab's own), one round of its work on the calling
+/// thread, which is waiting for it: the grace period asked for, then the callbacks it
+/// made ready. True when it did so; false, with nothing done, while the thread runs.
+pub(crate) fn drive_without_kthread() -> bool {
+    if KTHREAD.load(Ordering::Acquire) != KTHREAD_FAILED {
+        return false;
+    }
+    if gp_needed() {
+        run_gp(false);
+    }
+    callbacks::process();
+    true
+}
+
 /// The grace-period thread (`rcu_gp_kthread`, which also invokes callbacks here).
 extern "C" fn gp_kthread(_: *mut c_void) -> *mut c_void {
     loop {

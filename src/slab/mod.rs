@@ -64,6 +64,9 @@ pub enum CacheError {
     /// A debug cache keeps no object per CPU (every operation takes its checked
     /// path), so it has nothing to tune.
     DebugCache,
+    /// cpuslab cannot run here (another operating system, or a kernel page size it
+    /// does not use: see [`crate::supported`]); the system allocator serves instead.
+    Unsupported,
 }
 
 impl fmt::Display for CacheError {
@@ -85,6 +88,7 @@ impl fmt::Display for CacheError {
                 "a shared cache of {shared} batches does not fit (at most {max} of this batchcount)"
             ),
             Self::DebugCache => f.write_str("a debug cache keeps no per-CPU objects to tune"),
+            Self::Unsupported => f.write_str("cpuslab does not run on this platform"),
         }
     }
 }

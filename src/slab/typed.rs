@@ -70,9 +70,13 @@ impl<T> KmemCache<T> {
         if flags.contains(SlabFlags::HWCACHE_ALIGN) {
             align = align.max(64);
         }
-        crate::init::ensure()
-            .then_some(())
-            .ok_or(CacheError::NoMemory)?;
+        if !crate::init::ensure() {
+            return Err(if crate::init::unsupported() {
+                CacheError::Unsupported
+            } else {
+                CacheError::NoMemory
+            });
+        }
         let raw = super::create_cache(name, core::mem::size_of::<T>().max(1), align, flags.0)?;
         Ok(Self {
             raw,

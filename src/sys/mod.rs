@@ -4,6 +4,15 @@
 //! mappings, the current CPU, futexes, files under /sys and /proc, the environment,
 //! clocks, fork hooks and NUMA policy. Nothing here allocates through the global
 //! allocator.
+//!
+//! Two implementations, one interface (the same modules, functions and types):
+//! - `linux` on Linux: the allocator runs;
+//! - `unsupported` everywhere else, and on Linux when built with `--cfg
+//!   cpuslab_unsupported` (CI builds and tests it so, so that it cannot rot). Boot
+//!   fails at once ([`SUPPORTED`] is false), and kmalloc hands every request to the
+//!   system allocator (`std::alloc::System`) through its `glibc` module; the calls the
+//!   layers above make before they give up (futexes, clocks, the environment) are
+//!   served portably, and the rest report failure.
 
 /// A reference to a static of this crate, reached PC-relative (`lea` on x86_64) rather
 /// than through a GOT entry: position-independent code reaches a public static through
@@ -36,33 +45,19 @@ macro_rules! local_static {
 }
 pub(crate) use local_static;
 
-pub mod affinity;
-pub mod cpu;
-pub mod dl;
-pub mod env;
-pub mod errno;
-pub mod file;
-pub mod fork;
-pub mod futex;
-pub mod glibc;
-pub mod io;
-pub mod membarrier;
-pub mod mempolicy;
-pub mod mmap;
-pub mod numa;
-pub mod process;
-pub mod rseq;
-pub mod thread;
-pub mod time;
 pub mod tls;
+
+#[cfg(all(target_os = "linux", not(cpuslab_unsupported)))]
+mod linux;
+#[cfg(all(target_os = "linux", not(cpuslab_unsupported)))]
+pub use linux::*;
+
+#[cfg(not(all(target_os = "linux", not(cpuslab_unsupported))))]
+mod unsupported;
+#[cfg(not(all(target_os = "linux", not(cpuslab_unsupported))))]
+pub use unsupported::*;
 
 /// The size of a base page. cpuslab refuses to start on a kernel with another page size.
 pub const PAGE_SIZE: usize = 4096;
 /// log2 of [`PAGE_SIZE`].
 pub const PAGE_SHIFT: u32 = 12;
-
-/// The page size the kernel reports, to check [`PAGE_SIZE`] at boot.
-pub fn kernel_page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}

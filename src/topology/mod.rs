@@ -117,11 +117,7 @@ pub(crate) fn discover() {
     }
     let nr_cpus = match max_cpu {
         Some(m) => m + 1,
-        None => {
-            // SAFETY: sysconf has no preconditions.
-            let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-            n.max(1) as usize
-        }
+        None => sys::cpu::configured(),
     };
     NR_CPU_IDS.store(nr_cpus.min(NR_CPUS), Ordering::Relaxed);
 

@@ -9,6 +9,10 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 pub const ENOMEM: c_int = libc::ENOMEM;
 /// Invalid argument.
 pub const EINVAL: c_int = libc::EINVAL;
+/// No such process or thread.
+pub const ESRCH: c_int = libc::ESRCH;
+/// Not implemented.
+pub const ENOSYS: c_int = libc::ENOSYS;
 
 /// Offset of `errno` from the thread pointer; `UNKNOWN` until first measured.
 ///

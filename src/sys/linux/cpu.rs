@@ -158,6 +158,14 @@ fn getcpu_slow() -> usize {
     }
 }
 
+/// CPUs configured in the system (`sysconf(_SC_NPROCESSORS_CONF)`, at least 1), when
+/// /sys does not list the possible ones.
+pub fn configured() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    n.max(1) as usize
+}
+
 /// An id of the calling thread that is unique among live threads (its TCB address).
 #[inline]
 pub fn thread_id() -> usize {
