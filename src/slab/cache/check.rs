@@ -1,0 +1,198 @@
+//! The checks a freed pointer passes before the cache takes it back, and the aborts
+//! when it fails them.
+//!
+//! Every free makes a cheap check, from the cache line its fast path loads anyway
+//! ([`FreeCheck`]): that the pointer is aligned as the cache's objects are, or, where
+//! the caller has the slab's descriptor at hand (`free_in_slab`), that it is exactly
+//! an object's start. The slow paths make the full check (`check_obj`: an arena
+//! address, in a slab of this cache, at an object's start). A pointer that fails is
+//! heap corruption and aborts, with a message that says what the pointer is instead
+//! (another cache's object, not a cpuslab address) or which double free was caught;
+//! the one exception is a foreign block that reaches a cache which never set up, which
+//! goes to its own allocator (`set_foreign_free`). The aborts are cold and out of line,
+//! so the paths that check stay small.
+
+use core::ptr;
+
+use super::slabs::slab_colour;
+use super::{foreign_free, RawCache};
+use crate::page::desc::PG_SLAB;
+use crate::page::{arena, page_address, virt_to_head_page, Page};
+use crate::sys;
+
+/// What every free checks of its pointer, always (not only in debug mode): that it can
+/// be the start of an object. Kept beside `cpu_cache`, in the cache line the fast
+/// paths load anyway, so the checks cost no extra line.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(super) struct FreeCheck {
+    /// Address bits that are clear in every object (its alignment less one; for a
+    /// power-of-two kmalloc class, the size less one, so the test is exact).
+    pub(super) mask: usize,
+    /// The slot size's [`Geometry::div_magic`](crate::slab::layout::Geometry::div_magic).
+    pub(super) div_magic: u64,
+    /// Bytes from a slab's first slot to the end of its last.
+    pub(super) span: u32,
+    /// Offset of an object in its slot (a debug cache's left red zone; else 0).
+    pub(super) lead: u32,
+}
+
+impl FreeCheck {
+    /// A cache not set up: no pointer passes.
+    pub(super) const NONE: Self = Self {
+        mask: usize::MAX,
+        div_magic: 0,
+        span: 0,
+        lead: 0,
+    };
+}
+
+impl RawCache {
+    /// Aborts unless `obj` is exactly the start of an object of `slab`, a slab of this
+    /// cache.
+    ///
+    /// # Safety
+    /// `slab` is `virt_to_head_page(obj)`, a slab of this cache.
+    #[inline(always)]
+    pub(super) unsafe fn check_in_slab(&self, slab: *mut Page, obj: *mut u8) {
+        // SAFETY: written before the cache was published (it owns slabs, so it was).
+        let c = unsafe { &*self.check.get() };
+        // SAFETY: `slab` heads a slab of this cache (the caller's contract).
+        let first = page_address(slab) as usize + unsafe { slab_colour(slab) } + c.lead as usize;
+        let off = (obj as usize).wrapping_sub(first);
+        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
+        if off >= c.span as usize || (off as u64).wrapping_mul(c.div_magic) >= c.div_magic {
+            // SAFETY: `obj` lies in `slab`'s pages, so in an arena.
+            unsafe { self.bad_free(obj) };
+        }
+    }
+
+    /// Whether `obj` lacks the alignment every object of this cache has.
+    #[inline(always)]
+    pub(super) fn misaligned(&self, obj: *mut u8) -> bool {
+        // SAFETY: written before the cache was published; a cache not set up has a
+        // full mask, and owns no object to free.
+        obj as usize & unsafe { (*self.check.get()).mask } != 0
+    }
+
+    /// Aborts for a free of `obj`, which [`misaligned`](Self::misaligned) found is
+    /// not an object of this cache, saying what it is instead; or hands a foreign block
+    /// to its allocator (see [`set_foreign_free`](super::set_foreign_free)) and returns.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn misaligned_free(&self, obj: *mut u8) {
+        // A cache that never set up (a mask that no pointer passes) in a process whose
+        // blocks another allocator serves (see `set_foreign_free`): the block is its.
+        if let Some(free) = foreign_free() {
+            if !arena::contains(obj) {
+                // SAFETY: a block of the allocator `free` belongs to, given up by the
+                // caller.
+                unsafe { free(obj) };
+                return;
+            }
+        }
+        // Reports a foreign address, or an object of another cache, by name.
+        // SAFETY: `check_obj` finds `obj` in an arena before it reads a descriptor.
+        unsafe { self.check_obj(obj, obj) };
+        // SAFETY: `check_obj` returned, so `obj` is an arena address.
+        unsafe { self.bad_free(obj) }
+    }
+
+    /// Aborts for a second free of `obj` that a cheap check caught before it reached
+    /// its slab: it is still among the last objects freed to this CPU's array cache.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn double_free_cached(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is still in this CPU's array cache",
+            self.name()
+        ))
+    }
+
+    /// The slab holding `obj`, after checking that `obj` is an object of this cache;
+    /// anything else is heap corruption and aborts with a message.
+    #[inline]
+    pub(super) unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
+        // SAFETY: `check_obj` finds `obj` in an arena before it reads a descriptor.
+        unsafe { self.check_obj(obj, obj) }
+    }
+
+    /// [`obj_to_slab`](Self::obj_to_slab) for the slot `slot`, naming `shown` (the
+    /// pointer the caller freed) if it is not one.
+    #[inline]
+    pub(super) unsafe fn check_obj(&self, slot: *mut u8, shown: *mut u8) -> *mut Page {
+        if !arena::contains(slot) || !arena::contains(shown) {
+            sys::io::fatal(format_args!(
+                "invalid free of {shown:p} to cache {}: not a cpuslab address",
+                self.name()
+            ));
+        }
+        let slab = virt_to_head_page(slot);
+        let g = self.geom();
+        // SAFETY: `slot` is an arena address (checked above): its head descriptor is
+        // mapped.
+        let is_slab = unsafe { (*slab).flags() } & PG_SLAB != 0;
+        // SAFETY: as above; `cache` is written only when a slab is made or destroyed,
+        // and a slab holding an object in use is neither.
+        let owner = unsafe { (*slab).cache }.cast::<RawCache>();
+        let ok = is_slab && ptr::eq(owner, self) && {
+            // SAFETY: `slab` heads a slab (`PG_SLAB`) of this cache.
+            let colour = unsafe { slab_colour(slab) };
+            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + colour);
+            g.is_obj_offset(off)
+        };
+        if !ok {
+            // SAFETY: `shown` is an arena address (checked above).
+            unsafe { self.bad_free(shown) };
+        }
+        slab
+    }
+
+    /// Aborts for a free of `obj`, an arena address that is not an object of this
+    /// cache, saying what it is instead.
+    #[cold]
+    unsafe fn bad_free(&self, obj: *mut u8) -> ! {
+        let head = virt_to_head_page(obj);
+        // SAFETY: callers pass an arena address, whose head descriptor is mapped.
+        let owner = unsafe { (*head).cache }.cast::<RawCache>();
+        // SAFETY: as above.
+        if unsafe { (*head).flags() } & PG_SLAB != 0 && !owner.is_null() && !ptr::eq(owner, self) {
+            // SAFETY: the cache of a slab, which outlives its slabs.
+            let other = unsafe { (*owner).name() };
+            sys::io::fatal(format_args!(
+                "invalid free of {obj:p} to cache {}: it is in a slab of cache {} \
+                 (freed with a layout of another size class?)",
+                self.name(),
+                other
+            ));
+        }
+        sys::io::fatal(format_args!(
+            "invalid free of {obj:p} to cache {}: not an object of this cache",
+            self.name()
+        ));
+    }
+
+    /// Aborts for a slab whose free map holds fewer free objects than its count says.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn corrupt_map(&self, slab: *mut Page) -> ! {
+        // SAFETY: callers pass a slab of this cache, under its list lock.
+        let active = unsafe { (*slab).active };
+        sys::io::fatal(format_args!(
+            "slab {slab:p} of cache {} has {} of {} objects in use but fewer free in its map: heap corruption",
+            self.name(),
+            active,
+            self.geom().num
+        ))
+    }
+
+    /// Aborts for a free of `obj` that its slab's free map says is free already.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn double_free_in_slab(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is already free in its slab",
+            self.name()
+        ))
+    }
+}

@@ -1,0 +1,404 @@
+//! The per-CPU array-cache paths: what an allocation or a free does on the calling CPU,
+//! by restartable sequence or under the CPU's tried lock, and the refill and flush that
+//! move `batchcount` objects between the CPU's cache and its node when the cache runs
+//! empty or full.
+//!
+//! These are the hot paths: kmalloc and C `malloc` and `free` inline the
+//! `#[inline(always)]` ones, so what they call off the common case is cold or out of
+//! line, here (the refill and the flush) or in `fallback` and `check`.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use super::RawCache;
+use crate::cpuset::{self, MemKind};
+use crate::page::list::PageList;
+use crate::page::Page;
+use crate::percpu::PCPU_UNIT_SIZE;
+use crate::slab::array_cache::ArrayCache;
+use crate::slab::fastpath;
+use crate::slab::reap;
+use crate::slab::transfer::{self, CHUNK};
+use crate::sys;
+use crate::topology;
+
+// The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
+const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
+
+impl RawCache {
+    /// The allocation fast path: one object off this CPU's array cache by restartable
+    /// sequence, or null for anything else (rseq off, placement under a cpuset — the
+    /// `HOLD_POP` bit —, an empty or stopped cache, not set up), which
+    /// [`alloc`](Self::alloc) then serves.
+    /// Small on purpose: callers inline it and keep to the caller-saved registers.
+    #[inline(always)]
+    pub fn alloc_fast(&self) -> *mut u8 {
+        Self::alloc_fast_from(self.cpu_cache.load(Ordering::Acquire))
+    }
+
+    /// [`alloc_fast`](Self::alloc_fast) on the array caches `base` of a cache (its
+    /// `cpu_cache`, null before it is set up), for a caller that keeps that pointer at
+    /// hand: kmalloc's table of them by size saves the load of the class and then of
+    /// the cache's pointer, one dependent load on every small allocation.
+    #[inline(always)]
+    pub fn alloc_fast_from(base: *mut ArrayCache) -> *mut u8 {
+        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED) != 0 {
+            return ptr::null_mut();
+        }
+        if base.is_null() {
+            return base.cast();
+        }
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`.
+        unsafe { sys::rseq::stack_pop(base.cast()) }
+    }
+
+    /// The array caches of this cache (null until it is set up).
+    #[inline(always)]
+    pub(crate) fn cpu_caches(&self) -> *mut ArrayCache {
+        self.cpu_cache.load(Ordering::Acquire)
+    }
+
+    /// The free fast path: `obj` onto this CPU's array cache by restartable sequence.
+    /// False when that cannot be done; [`free`](Self::free) then frees it.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); on true `obj` is freed.
+    #[inline(always)]
+    pub unsafe fn free_fast(&self, obj: *mut u8) -> bool {
+        if self.misaligned(obj) {
+            // SAFETY: it reads a descriptor only after `check_obj` found `obj` in an
+            // arena; it aborts unless `obj` is a foreign block it hands back.
+            unsafe { self.misaligned_free(obj) };
+            return true;
+        }
+        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
+            return false;
+        }
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`. `obj`, an
+        // object of this cache (the caller's contract), is not null.
+        !base.is_null() && unsafe { sys::rseq::stack_push(base.cast(), obj) }
+    }
+
+    /// Allocates one object; null when memory ran out or the cache is not set up.
+    #[inline(always)]
+    pub fn alloc(&self) -> *mut u8 {
+        if cpuset::placement_active() {
+            if let Some(obj) = self.alloc_alternate() {
+                return obj;
+            }
+        }
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        if !fastpath::rseq() {
+            return self.alloc_trylock(base);
+        }
+        // An empty cache is refilled; a stopped one (or a CPU past the bound) turns the
+        // refill's pushes away, and its objects go back to the node.
+        // SAFETY: the sequences are on; every possible CPU has a header at its unit's
+        // offset, changed only by sequences on its CPU or by stopped-and-fenced
+        // cross-CPU work.
+        let obj = unsafe { sys::rseq::stack_pop(base.cast()) };
+        if !obj.is_null() {
+            return obj;
+        }
+        self.alloc_refill_rseq(base)
+    }
+
+    /// The tried-lock path's allocation (inline: the inline rseq fast paths are
+    /// `alloc_fast`/`free_fast`, so this one no longer costs them registers).
+    #[inline(always)]
+    fn alloc_trylock(&self, base: *mut ArrayCache) -> *mut u8 {
+        let cpu = sys::cpu::current();
+        // SAFETY: the headers live as long as the cache; the array cache and its
+        // entries are ours while its lock is held.
+        unsafe {
+            if cpu < topology::nr_cpu_ids() {
+                let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
+                if (*ac).lock.try_lock() {
+                    let avail = (*ac).avail;
+                    if avail > 0 {
+                        (*ac).touched = 1;
+                        let obj = *ArrayCache::entries(ac).add(avail as usize - 1);
+                        (*ac).avail = avail - 1;
+                        (*ac).lock.unlock();
+                        return obj;
+                    }
+                    let obj = self.cache_alloc_refill(ac, cpu);
+                    (*ac).lock.unlock();
+                    reap::maybe_reap();
+                    return obj;
+                }
+            }
+        }
+        self.alloc_fallback()
+    }
+
+    /// Frees one object of this cache. A pointer that cannot be an object of the cache
+    /// (not aligned as its objects are) aborts here; one that is aligned but is not an
+    /// object start, or an object already free, aborts when it reaches its slab.
+    ///
+    /// # Safety
+    /// `obj` was allocated from this cache and is not used any more.
+    #[inline(always)]
+    pub unsafe fn free(&self, obj: *mut u8) {
+        if self.misaligned(obj) {
+            // SAFETY: as in `free_fast`.
+            unsafe { self.misaligned_free(obj) };
+            return;
+        }
+        // SAFETY: the caller's contract, and `obj` passed the pointer check.
+        unsafe { self.free_unchecked(obj) }
+    }
+
+    /// [`free`](Self::free) of a pointer whose head page descriptor `slab` (a slab of
+    /// this cache) the caller has loaded already: checks exactly that `obj` starts an
+    /// object of the slab (C `free`, which finds the cache through that descriptor).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free); `slab` is `virt_to_head_page(obj)`, a slab of this
+    /// cache.
+    #[inline(always)]
+    pub unsafe fn free_in_slab(&self, slab: *mut Page, obj: *mut u8) {
+        // SAFETY: `slab` is `virt_to_head_page(obj)`, a slab of this cache (the caller's
+        // contract).
+        unsafe { self.check_in_slab(slab, obj) };
+        // SAFETY: the caller's contract; the exact check `obj` passed implies the
+        // pointer check.
+        unsafe { self.free_unchecked(obj) }
+    }
+
+    /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check,
+    /// then `obj` onto this CPU's array cache by restartable sequence. False when the
+    /// push cannot be done (rseq off or held, a full or stopped cache); the caller
+    /// then takes the whole path.
+    ///
+    /// # Safety
+    /// As for [`free_in_slab`](Self::free_in_slab); on true `obj` is freed.
+    #[inline(always)]
+    pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8) -> bool {
+        // SAFETY: as in `free_in_slab`.
+        unsafe { self.check_in_slab(slab, obj) };
+        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
+            return false;
+        }
+        // The slab's head descriptor holds `cpu_cache` (set when the slab grew, never
+        // null: a cache with slabs is set up), in the line whose flags the caller read:
+        // the push's address does not wait for a load from the cache itself.
+        // SAFETY: `slab` is a slab of this cache (the caller's contract), so its head
+        // descriptor is mapped; the sequences are on, as in `alloc`; `obj`, an object
+        // of the slab, is not null.
+        unsafe { sys::rseq::stack_push((*slab).head.cast(), obj) }
+    }
+
+    /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
+    /// whose caller falls back to this).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free), and `obj` passed the pointer check.
+    #[inline(always)]
+    pub(crate) unsafe fn free_unchecked(&self, obj: *mut u8) {
+        // SAFETY: `obj` is the cache's and no longer used (the caller's contract); no
+        // list lock is held on a free.
+        if topology::nr_node_ids() > 1 && unsafe { self.free_alien(obj) } {
+            return;
+        }
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() {
+            // SAFETY: as above.
+            return unsafe { self.free_fallback(obj) };
+        }
+        if !fastpath::rseq() {
+            // SAFETY: as above; `base` is the cache's array caches, not null.
+            return unsafe { self.free_trylock(base, obj) };
+        }
+        // A full cache is flushed; a stopped one gives the flush nothing and turns the
+        // push after it away, so `obj` goes to the node.
+        // SAFETY: the sequences are on; as in `alloc`. `obj`, an object, is not null.
+        if !unsafe { sys::rseq::stack_push(base.cast(), obj) } {
+            // SAFETY: as for `free_trylock`, on the sequences.
+            unsafe { self.free_flush_rseq(base, obj) };
+        }
+    }
+
+    /// The tried-lock path's free.
+    #[inline(always)]
+    unsafe fn free_trylock(&self, base: *mut ArrayCache, obj: *mut u8) {
+        let cpu = sys::cpu::current();
+        if cpu < topology::nr_cpu_ids() {
+            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
+            // at its unit's offset, alive as long as the cache.
+            let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
+            // SAFETY: as above.
+            if unsafe { (*ac).lock.try_lock() } {
+                // SAFETY: the array cache and its entries are ours while its lock is held.
+                let avail = unsafe { (*ac).avail };
+                // glibc's tcache check: the object on top is the one freed last, so
+                // freeing it again is a double free (one load, in the line the push
+                // writes).
+                // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
+                if avail > 0 && unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
+                    self.double_free_cached(obj);
+                }
+                // SAFETY: as above.
+                if avail < unsafe { (*ac).limit } {
+                    // SAFETY: as above; `avail < limit <= capacity`: `entry[avail]` is in
+                    // the array.
+                    unsafe {
+                        *ArrayCache::entries(ac).add(avail as usize) = obj;
+                        (*ac).avail = avail + 1;
+                        (*ac).lock.unlock();
+                    }
+                    return;
+                }
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which `free_full`
+                // releases, and no list lock; `obj` as for `free`.
+                unsafe { self.free_full(ac, cpu, obj) };
+                return;
+            }
+        }
+        // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+        unsafe { self.free_fallback(obj) };
+    }
+
+    /// The tried-lock path's free into a full array cache (the caller holds its
+    /// lock, which this releases): `cache_flusharray`, then the push. A debug cache's
+    /// array caches are always full (limit 0): its objects go to the checked path.
+    #[cold]
+    unsafe fn free_full(&self, ac: *mut ArrayCache, cpu: usize, obj: *mut u8) {
+        if self.debug() {
+            // SAFETY: the caller holds the lock of `ac`, a live header.
+            unsafe { (*ac).lock.unlock() };
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            unsafe { self.free_fallback(obj) };
+            return;
+        }
+        // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
+        unsafe { self.cache_flusharray(ac, cpu) };
+        // SAFETY: ours under its lock; the flush took at least one object off the full
+        // cache, so `entry[avail]` is within its capacity.
+        unsafe {
+            let avail = (*ac).avail;
+            *ArrayCache::entries(ac).add(avail as usize) = obj;
+            (*ac).avail = avail + 1;
+            (*ac).lock.unlock();
+        }
+        reap::maybe_reap();
+    }
+
+    /// The rseq path's `cache_alloc_refill`: takes up to `batchcount` objects from the
+    /// node (its shared cache, its slabs, a new slab), keeps one and pushes the rest
+    /// onto the CPU's array cache one sequence at a time; what does not fit (the thread
+    /// migrated, the cache was stopped) goes back to the node.
+    #[cold]
+    fn alloc_refill_rseq(&self, base: *mut ArrayCache) -> *mut u8 {
+        if self.debug() {
+            return self.alloc_fallback();
+        }
+        let cpu_node = topology::cpu_to_node(sys::cpu::current());
+        let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
+        let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        // SAFETY: objects move between the node's lists (under its lock) and `buf`.
+        let n = unsafe { self.fill_buf(node, &mut buf[..batch]) };
+        if n == 0 {
+            return ptr::null_mut();
+        }
+        let obj = buf[n - 1];
+        let mut pushed = 0;
+        while pushed < n - 1 {
+            // SAFETY: as in `alloc`.
+            if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) } {
+                break;
+            }
+            pushed += 1;
+        }
+        if pushed < n - 1 {
+            // SAFETY: objects of this cache nobody holds.
+            unsafe { self.give_back(&buf[pushed..n - 1]) };
+        }
+        reap::maybe_reap();
+        obj
+    }
+
+    /// The rseq path's `cache_flusharray`: pops up to `batchcount` objects off the
+    /// CPU's full array cache, gives them to the node, and pushes `obj`.
+    #[cold]
+    unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
+        if self.debug() {
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            return unsafe { self.free_fallback(obj) };
+        }
+        let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        let mut n = 0;
+        while n < batch {
+            // SAFETY: the caller found the sequences on; as in `alloc`.
+            let o = unsafe { sys::rseq::stack_pop(base.cast()) };
+            if o.is_null() {
+                break;
+            }
+            buf[n] = o;
+            n += 1;
+        }
+        // The objects popped were the last ones freed here: `obj` among them is freed
+        // twice (the rseq push cannot look, so the flush does; a cold path).
+        if buf[..n].contains(&obj) {
+            self.double_free_cached(obj);
+        }
+        // SAFETY: objects popped off this CPU's cache: the cache's, held by nobody
+        // else; a free holds no list lock.
+        unsafe { self.give_back(&buf[..n]) };
+        // SAFETY: as for the pops; `obj`, an object, is not null.
+        if !unsafe { sys::rseq::stack_push(base.cast(), obj) } {
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            unsafe { self.free_fallback(obj) };
+        }
+        reap::maybe_reap();
+    }
+
+    /// Fills `buf` from `node` ([`transfer::fill_buf`]).
+    unsafe fn fill_buf(&self, node: usize, buf: &mut [*mut u8]) -> usize {
+        // SAFETY: the caller holds no list lock.
+        unsafe { transfer::fill_buf(self, node, buf) }
+    }
+
+    /// Gives objects back to the calling CPU's node: into its shared cache while it has
+    /// room, the rest to their slabs.
+    unsafe fn give_back(&self, objs: &[*mut u8]) {
+        let node = topology::cpu_to_node(sys::cpu::current());
+        let mut to_destroy = PageList::new();
+        // SAFETY: the caller's objects are the cache's and held by nobody else; it
+        // holds no list lock.
+        unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
+        // SAFETY: `free_block` put there only empty slabs of this cache, off every list.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
+    }
+
+    /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`
+    /// objects and pops one. The caller holds the array cache's lock.
+    #[cold]
+    unsafe fn cache_alloc_refill(&self, ac: *mut ArrayCache, cpu: usize) -> *mut u8 {
+        if self.debug() {
+            return self.alloc_fallback();
+        }
+        // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
+        // with SPREAD_SLAB), normally the CPU's own.
+        let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
+        // SAFETY: the caller holds `ac`'s lock, and no list lock.
+        unsafe { transfer::alloc_refill(self, node, ac) }
+    }
+
+    /// `cache_flusharray`: makes room in the CPU's full array cache by moving its
+    /// `batchcount` oldest objects to the shared cache, or back to their slabs.
+    #[cold]
+    unsafe fn cache_flusharray(&self, ac: *mut ArrayCache, cpu: usize) {
+        let mut to_destroy = PageList::new();
+        // SAFETY: the caller holds `ac`'s lock and no list lock.
+        unsafe { transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy) };
+        // SAFETY: as in `give_back`.
+        unsafe { self.destroy_slabs(&mut to_destroy) };
+    }
+}

@@ -1,0 +1,424 @@
+//! `struct kmem_cache`: a cache of equally sized objects with a per-CPU array cache in
+//! front of per-node shared caches and slab lists.
+//!
+//! Allocation pops from the calling CPU's array cache under a tried lock; an empty cache
+//! is refilled with `batchcount` objects from the node's shared cache or its slabs
+//! (`cache_alloc_refill`), growing a new slab from the page pool when both are empty. A
+//! free pushes onto the CPU's array cache; a full one gives `batchcount` objects to the
+//! shared cache or back to their slabs (`cache_flusharray`, `free_block`). When the
+//! CPU's lock is busy (its holder was preempted) the operation goes to the node.
+//!
+//! A debug cache (`super::debug`) has per-CPU array caches of limit 0: every
+//! allocation finds its CPU's cache empty and every free finds it full, so both take
+//! the slow paths (`fallback`), which check each object on its way in and out.
+//!
+//! The code is split by concern, one file each:
+//! - this file: the cache itself, its setup and teardown, and the accessors the other
+//!   parts read;
+//! - `fast`: the per-CPU array-cache paths every allocation and free takes, with their
+//!   refill and flush;
+//! - `fallback`: the paths that go to a node's lists instead (a busy CPU cache, a debug
+//!   cache, a cpuset placing memory off the CPU's node) and the frees of remote objects
+//!   through the alien caches;
+//! - `check`: the checks a freed pointer passes, and the aborts when it fails them;
+//! - `slabs`: inside a slab (its colour, free map and freelist), growing and destroying
+//!   slabs, and the `transfer::SlabCache` operations that the batch moves use.
+
+mod check;
+mod fallback;
+mod fast;
+mod slabs;
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::array_cache::{ArrayCache, AC_HEADER};
+use super::debug::{self, DebugLayout};
+use super::fastpath;
+use super::layout::{self, Geometry};
+use super::node::KmemCacheNode;
+use super::{CacheError, SlabFlags};
+use crate::percpu::{self, PcpuPtr, PCPU_UNIT_SIZE};
+use crate::sys::PAGE_SIZE;
+use crate::topology::{self, MAX_NUMNODES};
+use check::FreeCheck;
+
+pub(crate) use slabs::RCU_PENDING_PAGES;
+
+/// A per-CPU area from the reserved chunk while it has room (cpuslab's own static
+/// per-CPU data), else from a dynamic chunk.
+fn alloc_cpu_area(size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> {
+    if reserved {
+        if let Ok(p) = percpu::alloc_reserved_percpu(size, align) {
+            return Some(p);
+        }
+    }
+    percpu::alloc_percpu(size, align).ok()
+}
+
+/// Allocates the entry arrays of `capacity` pointers for every possible CPU.
+pub(crate) fn alloc_entries(capacity: u32) -> Option<PcpuPtr> {
+    alloc_cpu_area(capacity as usize * 8, 64, false)
+}
+
+// `cpu_cache` and `check` fill the first 32 bytes: one line at any 32-byte boundary.
+const _: () = assert!(
+    core::mem::offset_of!(RawCache, check) + core::mem::size_of::<FreeCheck>() <= 32
+        && core::mem::align_of::<RawCache>() == 32
+);
+
+/// Bytes of a cache's name, NUL padded.
+pub const NAME_LEN: usize = 32;
+
+/// The free function of the allocator that serves this process's blocks while the slab
+/// caches cannot (kmalloc forwards to glibc when cpuslab cannot run on the machine), as
+/// a `usize`; 0 when none.
+static FOREIGN_FREE: AtomicUsize = AtomicUsize::new(0);
+
+/// Names `free` as the owner of blocks outside the arenas that reach a cache which
+/// never set up: they go to it instead of aborting as invalid frees. Set once, by
+/// kmalloc, before it hands out such a block.
+pub fn set_foreign_free(free: unsafe fn(*mut u8)) {
+    FOREIGN_FREE.store(free as usize, Ordering::Release);
+}
+
+/// The function [`set_foreign_free`] named, if any.
+fn foreign_free() -> Option<unsafe fn(*mut u8)> {
+    let f = FOREIGN_FREE.load(Ordering::Acquire);
+    // SAFETY: a non-zero value was stored from a function pointer of this type.
+    (f != 0).then(|| unsafe { core::mem::transmute::<usize, unsafe fn(*mut u8)>(f) })
+}
+
+/// A slab cache (`struct kmem_cache`). Shared by reference between threads; every
+/// mutable part is atomic or under a lock.
+///
+/// `repr(C)` and 32-byte aligned so that `cpu_cache` and `check`, the 32 bytes every
+/// free reads, share one cache line (in the kmalloc table and in the cache of caches
+/// alike), while the size (736 bytes) keeps the table's stride one multiplication.
+#[repr(C, align(32))]
+pub struct RawCache {
+    /// CPU 0's array cache header; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
+    /// Null until the cache is set up; never moves afterwards.
+    pub(crate) cpu_cache: AtomicPtr<ArrayCache>,
+    /// The pointer checks of every free, derived from `geom` and `dbg`.
+    check: UnsafeCell<FreeCheck>,
+    /// The per-CPU area of the headers, for teardown.
+    headers: UnsafeCell<Option<PcpuPtr>>,
+    /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
+    /// cache chain lock.
+    entries: UnsafeCell<Option<PcpuPtr>>,
+    geom: UnsafeCell<Geometry>,
+    /// Where objects sit in their slots: debugging on or off, for the cache's life.
+    dbg: UnsafeCell<DebugLayout>,
+    /// The cache's stream of freelist-permutation seeds: each new slab takes a step.
+    random: AtomicU64,
+    name: UnsafeCell<[u8; NAME_LEN]>,
+    /// `SlabFlags` bits.
+    pub(crate) flags: AtomicU32,
+    /// Tunables as last set, for slabinfo.
+    pub(crate) limit: AtomicU32,
+    pub(crate) batchcount: AtomicU32,
+    pub(crate) shared: AtomicU32,
+    nodes: [AtomicPtr<KmemCacheNode>; MAX_NUMNODES],
+    /// Next cache on the cache chain.
+    pub(crate) next: AtomicPtr<RawCache>,
+}
+
+// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the
+// cache is being set up, before it is published; `entries` only under the cache chain
+// lock; everything else is atomic or behind the node and per-CPU locks.
+unsafe impl Sync for RawCache {}
+// SAFETY: as above.
+unsafe impl Send for RawCache {}
+
+impl RawCache {
+    /// A cache that is not set up yet: allocation returns null until [`setup`].
+    ///
+    /// [`setup`]: Self::setup
+    pub const fn new() -> Self {
+        Self {
+            cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            check: UnsafeCell::new(FreeCheck::NONE),
+            headers: UnsafeCell::new(None),
+            entries: UnsafeCell::new(None),
+            geom: UnsafeCell::new(Geometry {
+                size: 0,
+                align: 0,
+                num: 0,
+                order: 0,
+                colour: 0,
+                colour_off: 0,
+                off_slab: false,
+                idx_u8: false,
+                div_magic: 0,
+                shuffled: false,
+                per_line: 0,
+            }),
+            dbg: UnsafeCell::new(DebugLayout::off(0)),
+            random: AtomicU64::new(0),
+            name: UnsafeCell::new([0; NAME_LEN]),
+            flags: AtomicU32::new(0),
+            limit: AtomicU32::new(0),
+            batchcount: AtomicU32::new(0),
+            shared: AtomicU32::new(0),
+            nodes: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_NUMNODES],
+            next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Sets the cache up for objects of `size` bytes aligned to `align`: geometry, node
+    /// structures, array caches tuned by `enable_cpucache`. On failure the cache stays
+    /// unusable and everything it got is given back.
+    ///
+    /// # Safety
+    /// Called once, before the cache is shared with other threads.
+    pub unsafe fn setup(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: u32,
+    ) -> Result<(), CacheError> {
+        // Above a page only for kmalloc's naturally aligned classes (KmemCache stops
+        // at a page): slabs are aligned to their size, so such objects still fit.
+        if !align.is_power_of_two() || align > PAGE_SIZE << layout::MAX_SLAB_ORDER {
+            return Err(CacheError::Alignment(align));
+        }
+        // Fixed for the cache's life: its slabs keep their free objects one way.
+        let shuffled = layout::freelist_random();
+        let plain = Geometry::calculate(size, align, shuffled).ok_or(CacheError::TooLarge(size))?;
+        let (geom, dbg) = if debug::enabled() {
+            // Poison would destroy what a TYPESAFE_BY_RCU reader may still read.
+            let poison = flags & SlabFlags::TYPESAFE_BY_RCU.0 == 0;
+            let d = DebugLayout::new(plain.size, plain.align, poison);
+            let g = Geometry::calculate(d.slot_size, plain.align, shuffled)
+                .ok_or(CacheError::TooLarge(size))?;
+            (g, d)
+        } else {
+            (plain, DebugLayout::off(plain.size))
+        };
+        // SAFETY: `setup` runs once, before the cache is shared (the caller's contract):
+        // nothing reads these cells yet.
+        unsafe {
+            *self.geom.get() = geom;
+            *self.dbg.get() = dbg;
+            *self.check.get() = FreeCheck {
+                mask: geom.align - 1,
+                div_magic: geom.div_magic,
+                // Below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+                span: (geom.num * geom.size) as u32,
+                lead: dbg.offset as u32,
+            };
+        }
+        self.random.store(
+            layout::random_seed(self as *const Self as usize),
+            Ordering::Relaxed,
+        );
+        // Cut at a character boundary, so the name stays valid UTF-8.
+        let mut n = name.len().min(NAME_LEN - 1);
+        while !name.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: not shared yet, as above.
+        unsafe { (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]) };
+        self.flags.store(flags, Ordering::Relaxed);
+        let (limit, batchcount, shared) = super::tune::enable_cpucache_params(geom.size);
+        // A debug cache keeps no object per CPU: every operation takes a checked path.
+        let cpu_limit = if dbg.on { 0 } else { limit };
+        for node in 0..topology::nr_node_ids() {
+            let cpus_on_node = (0..topology::nr_cpu_ids())
+                .filter(|&c| topology::cpu_to_node(c) == node)
+                .count();
+            let free_limit = (1 + cpus_on_node) * batchcount as usize + geom.num;
+            let n = KmemCacheNode::create(free_limit, shared * batchcount, batchcount);
+            if n.is_null() {
+                // SAFETY: not shared yet and no slab grown: nobody uses the cache.
+                unsafe { self.teardown() };
+                return Err(CacheError::NoMemory);
+            }
+            self.nodes[node].store(n, Ordering::Relaxed);
+        }
+        let (Some(headers), Some(entries)) = (
+            alloc_cpu_area(AC_HEADER, AC_HEADER, true),
+            alloc_entries(limit),
+        ) else {
+            // SAFETY: as above.
+            unsafe { self.teardown() };
+            return Err(CacheError::NoMemory);
+        };
+        // SAFETY: not shared yet, as above.
+        unsafe {
+            *self.headers.get() = Some(headers);
+            *self.entries.get() = Some(entries);
+        }
+        for cpu in 0..topology::nr_cpu_ids() {
+            // SAFETY: a possible CPU's copies of the fresh areas: a header of `AC_HEADER`
+            // bytes and an entry array of `limit` pointers (`alloc_entries`).
+            unsafe {
+                ArrayCache::init_with(
+                    headers.per_cpu_ptr(cpu).cast(),
+                    cpu_limit,
+                    batchcount,
+                    limit,
+                    entries.per_cpu_ptr(cpu).cast(),
+                )
+            };
+        }
+        self.limit.store(cpu_limit, Ordering::Relaxed);
+        self.batchcount.store(batchcount, Ordering::Relaxed);
+        self.shared.store(shared, Ordering::Relaxed);
+        self.cpu_cache
+            .store(headers.as_ptr().cast(), Ordering::Release);
+        Ok(())
+    }
+
+    /// The array cache of `cpu`, if the cache is set up and `cpu` is possible.
+    #[inline(always)]
+    pub(crate) fn cpu_ac(&self, cpu: usize) -> Option<*mut ArrayCache> {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() || cpu >= topology::nr_cpu_ids() {
+            return None;
+        }
+        Some(base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE))
+    }
+
+    /// Cross-CPU work on the array caches of `cpus`: stops each (takes its lock,
+    /// waiting for a holder when `wait`, else skipping a busy one), then, on the rseq
+    /// path, restarts every sequence in flight so none still works on a stopped cache;
+    /// runs `f` on each stopped cache and releases it.
+    pub(crate) fn with_stopped_caches(
+        &self,
+        cpus: core::ops::Range<usize>,
+        wait: bool,
+        mut f: impl FnMut(usize, *mut ArrayCache),
+    ) {
+        let mut stopped = [0u64; topology::NR_CPUS / 64];
+        let mut any = false;
+        for cpu in cpus.clone() {
+            let Some(ac) = self.cpu_ac(cpu) else {
+                continue;
+            };
+            // SAFETY: the headers live as long as the cache.
+            let ok = unsafe {
+                if wait {
+                    (*ac).lock.lock_wait()
+                } else {
+                    (*ac).lock.try_lock()
+                }
+            };
+            if ok && cpu < topology::NR_CPUS {
+                stopped[cpu / 64] |= 1 << (cpu % 64);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        fastpath::fence((cpus.len() == 1).then_some(cpus.start));
+        for cpu in cpus {
+            if stopped[cpu / 64] & (1 << (cpu % 64)) == 0 {
+                continue;
+            }
+            if let Some(ac) = self.cpu_ac(cpu) {
+                f(cpu, ac);
+                // SAFETY: stopped above by this thread.
+                unsafe { (*ac).lock.unlock() };
+            }
+        }
+    }
+
+    /// Makes `new` the per-CPU area of the entry arrays; returns the old one.
+    ///
+    /// # Safety
+    /// The caller holds the cache chain lock and every CPU's array cache points into
+    /// `new` already.
+    pub(crate) unsafe fn replace_entries(&self, new: PcpuPtr) -> Option<PcpuPtr> {
+        // SAFETY: `entries` is written only under the cache chain lock, which the
+        // caller holds.
+        unsafe { (*self.entries.get()).replace(new) }
+    }
+
+    /// Frees the node structures and array caches of a cache whose slabs are all gone.
+    ///
+    /// # Safety
+    /// No thread uses the cache any more and it holds no slab.
+    pub(crate) unsafe fn teardown(&self) {
+        self.cpu_cache.store(ptr::null_mut(), Ordering::Release);
+        // SAFETY: nobody uses the cache any more (the caller's contract): the cell is
+        // ours.
+        if let Some(p) = unsafe { (*self.headers.get()).take() } {
+            // SAFETY: from `alloc_cpu_area` in `setup`; taken out of its cell, so freed
+            // once, and no CPU uses its array cache any more.
+            unsafe { percpu::free_percpu(p) };
+        }
+        // SAFETY: as for `headers`.
+        if let Some(p) = unsafe { (*self.entries.get()).take() } {
+            // SAFETY: the entry arrays in use (`alloc_entries`; a retune frees the ones
+            // it replaces); taken out of the cell, so freed once.
+            unsafe { percpu::free_percpu(p) };
+        }
+        for slot in &self.nodes {
+            let n = slot.swap(ptr::null_mut(), Ordering::AcqRel);
+            if !n.is_null() {
+                // SAFETY: swapped out of its slot, so nobody reaches it any more; the
+                // cache holds no slab (the caller's contract), so its lists are empty.
+                unsafe { KmemCacheNode::destroy(n) };
+            }
+        }
+    }
+
+    /// The slab geometry.
+    #[inline(always)]
+    pub fn geom(&self) -> &Geometry {
+        // SAFETY: written only before the cache is published.
+        unsafe { &*self.geom.get() }
+    }
+
+    /// The object size users see (without a debug cache's red zones).
+    #[inline]
+    pub fn object_size(&self) -> usize {
+        self.debug_layout().obj_size
+    }
+
+    /// Where objects sit in their slots.
+    #[inline]
+    pub fn debug_layout(&self) -> &DebugLayout {
+        // SAFETY: written only before the cache is published.
+        unsafe { &*self.dbg.get() }
+    }
+
+    /// Whether this is a debug cache: its objects are checked on every allocation and
+    /// free.
+    #[inline]
+    pub fn debug(&self) -> bool {
+        self.debug_layout().on
+    }
+
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        // SAFETY: written only before the cache is published.
+        let bytes = unsafe { &*self.name.get() };
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+        core::str::from_utf8(&bytes[..len]).unwrap_or("?")
+    }
+
+    /// The node structure of `node`.
+    #[inline]
+    pub(crate) fn node(&self, node: usize) -> &KmemCacheNode {
+        let n = self.nodes[node.min(MAX_NUMNODES - 1)].load(Ordering::Acquire);
+        let n = if n.is_null() {
+            self.nodes[0].load(Ordering::Acquire)
+        } else {
+            n
+        };
+        // SAFETY: set up before the cache was published; freed only at destruction.
+        unsafe { &*n }
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
