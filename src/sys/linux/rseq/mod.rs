@@ -1,0 +1,284 @@
+//! Restartable sequences (rseq): per-CPU read-modify-writes that commit with one plain
+//! store. The kernel restarts a sequence that is preempted, migrated or interrupted by
+//! a signal before its commit, so the operation is atomic with respect to every other
+//! thread that touches the same CPU's word the same way — without a lock prefix.
+//!
+//! They run on the rseq area glibc (2.35 and later) registers for every thread. Each
+//! sequence stores its descriptor (`struct rseq_cs`) in the area's `rseq_cs` field,
+//! reads `cpu_id`, addresses that CPU's word and commits; the abort handler, preceded
+//! by glibc's signature as the kernel demands, starts over. The area is found through
+//! `sys::cpu`, which holds the crate's one (weak) reference to glibc's `__rseq_offset`.
+//! Only x86_64 has them here; elsewhere [`available`] is false and callers use
+//! atomics.
+//!
+//! This module is the architecture-independent part: the interface, the stack layout,
+//! the hold bits, and the logic around the sequences (when they may run, turning them
+//! on and retiring them). What each architecture does differently lives in a module of
+//! its own, as tcmalloc keeps one `percpu_rseq_*.S` per architecture: `x86_64` (the
+//! sequences in inline assembly and the parameter block they read), and `generic` for
+//! every other architecture (no sequences: they fail, and the stack sequences stay
+//! held and off). No function here tests the architecture.
+
+use super::cpu;
+
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch;
+
+#[cfg(not(target_arch = "x86_64"))]
+mod generic;
+#[cfg(not(target_arch = "x86_64"))]
+use generic as arch;
+
+/// Whether restartable sequences can run in this process (x86_64, and glibc registered
+/// an rseq area for its threads). Fixed for the life of the process.
+#[inline]
+pub fn available() -> bool {
+    arch::SEQUENCES && cpu::rseq_registered()
+}
+
+/// Adds `amount` to the `i64` at `base + cpu * stride`, where `cpu` is the CPU the
+/// calling thread runs on, as one restartable sequence. Returns the new value, or
+/// `None` (nothing done) when rseq is not [`available`], the thread has no rseq area,
+/// or its CPU is not below `nr_cpus`.
+///
+/// # Safety
+/// For every `cpu < nr_cpus`, `base + cpu * stride` is a valid, 8-byte aligned `i64`
+/// that other threads write only through the functions of this module (plain stores
+/// from elsewhere may be lost against a concurrent sequence).
+#[inline(always)]
+pub unsafe fn percpu_add(
+    base: *mut i64,
+    stride: usize,
+    nr_cpus: usize,
+    amount: i64,
+) -> Option<i64> {
+    if !available() {
+        return None;
+    }
+    // SAFETY: `available` holds, and the caller's contract is the sequence's.
+    unsafe { arch::percpu_add(base, stride, nr_cpus, amount) }
+}
+
+/// Replaces the `i64` at `base + cpu * stride` for the calling thread's CPU with
+/// `value`, as one restartable sequence, and returns the old value; `None` (nothing
+/// done) as for [`percpu_add`].
+///
+/// # Safety
+/// As for [`percpu_add`].
+#[inline]
+pub unsafe fn percpu_xchg(
+    base: *mut i64,
+    stride: usize,
+    nr_cpus: usize,
+    value: i64,
+) -> Option<i64> {
+    if !available() {
+        return None;
+    }
+    // SAFETY: `available` holds, and the caller's contract is the sequence's.
+    unsafe { arch::percpu_xchg(base, stride, nr_cpus, value) }
+}
+
+/// Field offsets of a per-CPU stack as [`stack_pop`] and [`stack_push`] address it:
+/// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
+/// outside any sequence), the `u32` count of entries, the `u32` limit, a `u32` set on
+/// every pop ("touched"), and the pointer to the entry array.
+pub mod stack {
+    /// The stop word: sequences leave a stack alone while it is non-zero.
+    pub const LOCK: usize = 0;
+    /// Entries on the stack (`u32`).
+    pub const COUNT: usize = 4;
+    /// Most entries (`u32`).
+    pub const LIMIT: usize = 8;
+    /// Set to 1 by every pop (`u32`).
+    pub const TOUCHED: usize = 16;
+    /// The entry array (`*mut *mut u8`).
+    pub const ENTRY: usize = 24;
+
+    /// Whether a structure's fields sit at these offsets, for a compile-time check:
+    /// the stop word, count, limit, touched word and entry pointer, in that order.
+    pub const fn laid_out(offsets: [usize; 5]) -> bool {
+        offsets[0] == LOCK
+            && offsets[1] == COUNT
+            && offsets[2] == LIMIT
+            && offsets[3] == TOUCHED
+            && offsets[4] == ENTRY
+    }
+}
+
+/// Hold bit: the callers' inline pop fast paths step aside for their full paths (a
+/// placement policy wants to see every allocation).
+pub const HOLD_POP: usize = 1;
+/// Hold bit: the callers' inline push fast paths step aside (frees may belong to
+/// another node).
+pub const HOLD_PUSH: usize = 2;
+
+/// Hold bit: the stack sequences are off (set until [`enable_stacks`]). Their area
+/// offset is meaningless then: a sequence would write its descriptor into the thread
+/// control block, so nothing may run one while this bit is set.
+pub const HOLD_OFF: usize = 4;
+
+/// Hold bit: the stack sequences were retired ([`retire_stacks`]): the kernel stopped
+/// letting other threads restart them. The area offset stays valid and the CPU bound
+/// is 0, so a sequence that still runs fails before its commit.
+pub const HOLD_GONE: usize = 8;
+
+/// The hold bits under which callers must use their locked paths instead of the
+/// stack sequences: not enabled yet, or retired.
+pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;
+
+/// Sets hold bits (never cleared, but for [`HOLD_OFF`] by [`enable_stacks`]: the
+/// conditions they stand for last).
+pub fn hold(bits: usize) {
+    arch::hold(bits);
+}
+
+/// The hold bits in force (on x86_64 a rip-relative load; elsewhere always
+/// [`HOLD_POP`], [`HOLD_PUSH`] and [`HOLD_OFF`]).
+#[inline(always)]
+pub fn held() -> usize {
+    arch::held()
+}
+
+/// Turns the stack sequences ([`stack_pop`], [`stack_push`]) on for CPUs below
+/// `nr_cpus`. Until then (and where rseq is not [`available`]) they do nothing and
+/// fail. Called once, at boot, before any stack is used.
+pub fn enable_stacks(nr_cpus: usize) {
+    if available() {
+        arch::enable_stacks(nr_cpus);
+    }
+}
+
+/// [`retire_stacks`]: not started, running, done.
+static RETIRING: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+/// Turns the stack sequences off for good while they run, for when the kernel stops
+/// restarting them on request (`membarrier` denied by a seccomp filter installed after
+/// boot, or in a forked child). When it returns, no sequence that could commit is in
+/// flight on any CPU and [`held`] shows [`HOLD_GONE`]: callers use their locked paths,
+/// whose locks the sequences' stop words already are.
+///
+/// First the CPU bound drops to 0, so a sequence that starts (or restarts) from now on
+/// fails before its commit. One that already passed the bound check commits within a
+/// few instructions unless it is preempted, which restarts it; the calling thread
+/// therefore runs once on every CPU it may use (`sched_setaffinity` to that CPU alone
+/// returns there, after whatever ran there was switched out), then gets its mask back.
+/// A CPU the thread may not use runs none of the process's threads in a cpuset, and is
+/// skipped. If the kernel refuses affinity changes altogether, it sleeps 20 ms
+/// instead: a sequence runs for nanoseconds. `single_thread` (a forked child) needs
+/// neither. Concurrent callers wait for the first, which says so in one line on
+/// stderr.
+pub fn retire_stacks(single_thread: bool) {
+    use core::sync::atomic::Ordering;
+    if held() & HOLD_STOPPED != 0 {
+        return;
+    }
+    if RETIRING
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        while RETIRING.load(Ordering::Acquire) != 2 {
+            super::futex::yield_now();
+        }
+        return;
+    }
+    let nr_cpus = arch::drop_bound();
+    if !single_thread && !super::affinity::visit_each_cpu(nr_cpus) {
+        super::time::sleep_ms(20);
+    }
+    hold(HOLD_GONE);
+    RETIRING.store(2, Ordering::Release);
+    super::io::warn(format_args!(
+        "membarrier(2) was refused after start; per-CPU caches use the tried lock"
+    ));
+}
+
+/// Bytes between two CPUs' copies of a stack: the percpu unit size, a shift in the
+/// sequences.
+pub const STACK_STRIDE: usize = 1 << STACK_SHIFT;
+const STACK_SHIFT: usize = 16;
+
+/// Pops the top entry of the calling CPU's stack (`base + cpu * STACK_STRIDE`, laid
+/// out as in [`stack`]) as one restartable sequence: check the stop word, read the
+/// count and the entry, mark the stack touched, and commit by storing the count less
+/// one. Null when nothing was popped: the stack is empty or stopped, or the CPU is at
+/// or past the bound (the callers' slow paths sort these out).
+///
+/// # Safety
+/// [`enable_stacks`] ran ([`held`] has no [`HOLD_OFF`]). For every CPU below the bound
+/// it was given, `base + cpu * STACK_STRIDE` is such a stack whose entries are not
+/// null, and other threads change it only through these sequences or after setting
+/// its stop word and making sure no sequence that missed it is still in flight on its
+/// CPU (`membarrier::rseq_fence`).
+#[inline(always)]
+pub unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
+    // SAFETY: the caller's contract is the sequence's.
+    unsafe { arch::stack_pop(base) }
+}
+
+/// Pushes `obj` on the calling CPU's stack (see [`stack_pop`]) as one restartable
+/// sequence: check the stop word and the limit, store the entry, and commit by storing
+/// the count plus one. False when nothing was pushed: the stack is full or stopped, the
+/// CPU is at or past the bound, or `obj` is already the top entry (a double free,
+/// which the caller's slow path finds and reports).
+///
+/// # Safety
+/// As for [`stack_pop`], and `obj` is not null.
+#[inline(always)]
+pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
+    // SAFETY: the caller's contract is the sequence's.
+    unsafe { arch::stack_push(base, obj) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads hammering four words through restartable sequences (with preemption and
+    /// migration between the test's two CPUs) lose no add; an exchange moves a word
+    /// out whole.
+    #[test]
+    fn sequences_lose_nothing() {
+        if !available() {
+            return;
+        }
+        const STRIDE: usize = 64;
+        const NR: usize = 1024;
+        let words: Vec<core::sync::atomic::AtomicI64> = (0..NR * STRIDE / 8)
+            .map(|_| core::sync::atomic::AtomicI64::new(0))
+            .collect();
+        let base = words.as_ptr() as usize;
+        let moved = core::sync::atomic::AtomicI64::new(0);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let moved = &moved;
+                s.spawn(move || {
+                    for i in 0..200_000 {
+                        // SAFETY: NR words STRIDE bytes apart, touched only here.
+                        unsafe {
+                            let p = base as *mut i64;
+                            assert!(percpu_add(p, STRIDE, NR, 3).is_some());
+                            if (i + t) % 1000 == 0 {
+                                let v = percpu_xchg(p, STRIDE, NR, 0).unwrap();
+                                moved.fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let left: i64 = words
+            .iter()
+            .step_by(STRIDE / 8)
+            .map(|w| w.load(core::sync::atomic::Ordering::Relaxed))
+            .sum();
+        assert_eq!(left + moved.into_inner(), 4 * 200_000 * 3);
+        // A CPU past `nr_cpus` is refused, not written.
+        // SAFETY: with nr_cpus 0 nothing is addressed.
+        assert_eq!(unsafe { percpu_add(core::ptr::null_mut(), 8, 0, 1) }, None);
+    }
+}
