@@ -56,6 +56,14 @@ pub struct Kmalloc {
 pub static KMALLOC: Kmalloc = Kmalloc {
     size_index: {
         let mut t = [0u8; 129];
+        // Size 0 is the 16-byte class's, as C's `malloc(0)` (a unique block of the
+        // smallest C size), so that the C fast path indexes by `(size + 15) & !15`
+        // alone; every path classifies 0 by this entry, so allocation and free agree.
+        let mut class = 0;
+        while KMALLOC_SIZES[class] < 16 {
+            class += 1;
+        }
+        t[0] = class as u8;
         let mut i = 1;
         let mut class = 0;
         while i < 129 {
@@ -98,7 +106,7 @@ pub enum Kind {
     Huge,
 }
 
-/// The class of `1 <= size <= KMALLOC_MAX_CACHE_SIZE`.
+/// The class of `size <= KMALLOC_MAX_CACHE_SIZE` (0 is the 16-byte class's, see the table).
 #[inline(always)]
 fn size_index(size: usize) -> usize {
     if size <= 1024 {
@@ -115,7 +123,7 @@ fn size_index(size: usize) -> usize {
 #[inline(always)]
 pub fn classify(size: usize, align: usize) -> Kind {
     if align <= 8 && size <= KMALLOC_MAX_CACHE_SIZE {
-        return Kind::Slab(size_index(size.max(1)));
+        return Kind::Slab(size_index(size));
     }
     classify_aligned(size, align)
 }
@@ -167,9 +175,6 @@ pub(crate) fn init() -> Result<(), CacheError> {
     for (slot, &class) in k.fast.iter().zip(&k.size_index) {
         slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
     }
-    // Entry 0 serves size 0, which only [`kmalloc_fast16`] passes (C's `malloc(0)`,
-    // a unique block of the smallest C size): the 16-byte class.
-    k.fast[0].store(cache(size_index(16)).cpu_caches(), Ordering::Release);
     Ok(())
 }
 
@@ -213,7 +218,7 @@ pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
     // SAFETY: every caller checks the bound, which keeps the table index in range.
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
     // Rounded to 16, the size is a multiple of 8, so its index is `rounded / 8`; 0 maps
-    // to entry 0, set at boot to the 16-byte class.
+    // to entry 0, the 16-byte class's (see `size_index`).
     let rounded = (size + 15) & !15;
     // SAFETY: `rounded <= FAST_MAX` (a multiple of 16) keeps the index in range.
     let slot = unsafe { kmalloc_static().fast.get_unchecked(rounded >> 3) };
@@ -745,11 +750,16 @@ mod tests {
     }
 
     /// The fast paths' by-size table names the array caches of the class `classify`
-    /// picks, for every size it serves, and what it serves is of that class.
+    /// picks, for every size it serves, 0 included, and what it serves is of that
+    /// class. (Entry 0 once named the 16-byte class while `classify(0)` said 8 bytes:
+    /// a `kmalloc(0)` block freed with its layout went onto the 8-byte class's cache,
+    /// and the next reap aborted on it; fuzz/regressions/global_alloc has the input.)
     #[test]
     fn the_fast_table_agrees_with_classify() {
         assert!(crate::init::ensure());
-        for size in 1..=FAST_MAX {
+        // C's malloc(0) is a block of the smallest C size, through the same entry.
+        assert_eq!(classify(0, 8), classify(16, 8));
+        for size in 0..=FAST_MAX {
             let Kind::Slab(i) = classify(size, 8) else {
                 panic!("size {size} not a slab class");
             };
