@@ -43,6 +43,7 @@ use core::fmt::{self, Write};
 use core::ptr;
 use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
+use crate::init::booted;
 use crate::kmalloc::{self, kmalloc, kzalloc};
 use crate::page::{arena, huge};
 use crate::sys::errno::{self, EINVAL, ENOMEM};
@@ -83,7 +84,7 @@ fn alloc(size: usize) -> *mut u8 {
     let Some(request) = request(size) else {
         return ptr::null_mut();
     };
-    let p = kmalloc(request, 8);
+    let p = booted(kmalloc, request, 8);
     if p.is_null() && unavailable() {
         return sys::glibc::malloc(size);
     }
@@ -98,7 +99,7 @@ fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     if align > isize::MAX as usize || size > isize::MAX as usize - align {
         return ptr::null_mut();
     }
-    let p = kmalloc(size, align);
+    let p = booted(kmalloc, size, align);
     if p.is_null() && unavailable() {
         return sys::glibc::memalign(align, size);
     }
@@ -223,7 +224,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
         saved.fail(ENOMEM);
         return ptr::null_mut();
     };
-    let mut p = kzalloc(request, 8);
+    let mut p = booted(kzalloc, request, 8);
     if p.is_null() && unavailable() {
         p = sys::glibc::calloc(n, size);
     }
@@ -291,7 +292,7 @@ unsafe fn realloc_foreign(p: *mut u8, size: usize, request: usize) -> *mut u8 {
     if r.is_null() {
         return r;
     }
-    let q = kmalloc(request, 8);
+    let q = booted(kmalloc, request, 8);
     if q.is_null() {
         return r;
     }

@@ -6,7 +6,16 @@ use core::ptr::NonNull;
 
 use allocator_api2::alloc::{AllocError, Allocator};
 
-use crate::kmalloc::{kfree, kmalloc, krealloc, kzalloc, usable_size_layout};
+use crate::init::booted;
+use crate::kmalloc::{self, kfree, krealloc, kzalloc, usable_size_layout};
+
+/// What `alloc` does past kmalloc's fast path: kmalloc's slow path, booting the
+/// allocator and asking again when it was not booted.
+#[cold]
+#[inline(never)]
+fn alloc_slow(size: usize, align: usize) -> *mut u8 {
+    booted(kmalloc::kmalloc_slow, size, align)
+}
 
 /// The cpuslab allocator. Install it with
 ///
@@ -24,7 +33,7 @@ pub struct CpuSlab;
 unsafe impl GlobalAlloc for CpuSlab {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        kmalloc(layout.size(), layout.align())
+        kmalloc::kmalloc_or(layout.size(), layout.align(), alloc_slow)
     }
 
     #[inline]
@@ -36,7 +45,7 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        kzalloc(layout.size(), layout.align())
+        booted(kzalloc, layout.size(), layout.align())
     }
 
     #[inline]
@@ -70,7 +79,7 @@ unsafe impl Allocator for CpuSlab {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         usable_slice(
-            kmalloc(layout.size(), layout.align()),
+            kmalloc::kmalloc_or(layout.size(), layout.align(), alloc_slow),
             layout.size(),
             layout.align(),
         )
@@ -79,7 +88,10 @@ unsafe impl Allocator for CpuSlab {
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         // The requested length only: that much is known zero.
-        slice(kzalloc(layout.size(), layout.align()), layout.size())
+        slice(
+            booted(kzalloc, layout.size(), layout.align()),
+            layout.size(),
+        )
     }
 
     #[inline]

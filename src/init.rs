@@ -19,19 +19,12 @@ use crate::slab::{self, RawCache};
 use crate::sys::{self, PAGE_SIZE};
 use crate::{cpuset, kmalloc, page, percpu, topology};
 
-const UNINIT: u8 = 0;
-const BOOTING: u8 = 1;
-const READY: u8 = 2;
-/// The last boot failed; the next try waits until [`RETRY_AT`].
-const FAILED: u8 = 3;
-/// Boot cannot succeed in this process (the kernel's page size).
-const UNSUPPORTED: u8 = 4;
+use crate::state::{BOOTING, FAILED, READY, STATE, UNINIT, UNSUPPORTED};
 
 /// First and largest wait before a failed boot is tried again, in milliseconds.
 const BACKOFF_MIN_MS: u64 = 10;
 const BACKOFF_MAX_MS: u64 = 10_000;
 
-static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 /// When a failed boot may be tried again (`sys::time::now_ms`).
 static RETRY_AT: AtomicU64 = AtomicU64::new(0);
 /// The wait after the last failure.
@@ -45,23 +38,38 @@ static BOOT_THREAD: AtomicUsize = AtomicUsize::new(0);
 static FORK_HELD: AtomicBool = AtomicBool::new(false);
 static ATFORK_REGISTERED: AtomicBool = AtomicBool::new(false);
 
-/// Whether the allocator has booted.
-#[inline]
-pub fn ready() -> bool {
-    STATE.load(Ordering::Acquire) == READY
-}
-
-/// Whether cpuslab cannot run in this process at all (the platform, or the kernel's
-/// page size): then it never boots, and kmalloc hands every request to the system
-/// allocator (glibc's on Linux).
-pub fn unsupported() -> bool {
-    STATE.load(Ordering::Acquire) == UNSUPPORTED
-}
+pub use crate::state::{ready, unsupported};
 
 /// Boots the allocator if needed. False when it cannot boot (yet).
 #[inline]
 pub fn ensure() -> bool {
     ready() || boot_slow()
+}
+
+/// `alloc(size, align)` (kmalloc or kzalloc), booting the allocator first when it
+/// found it not booted: kmalloc never boots, the entry points do.
+#[inline(always)]
+pub(crate) fn booted(alloc: fn(usize, usize) -> *mut u8, size: usize, align: usize) -> *mut u8 {
+    let p = alloc(size, align);
+    if p.is_null() {
+        return boot_and_retry(alloc, size, align);
+    }
+    p
+}
+
+#[cold]
+#[inline(never)]
+fn boot_and_retry(alloc: fn(usize, usize) -> *mut u8, size: usize, align: usize) -> *mut u8 {
+    if ready() {
+        // Booted already: out of memory.
+        return core::ptr::null_mut();
+    }
+    if ensure() || unsupported() {
+        // Up now, or never (kmalloc then hands the request to the system allocator).
+        return alloc(size, align);
+    }
+    // Boot failed for now (it is retried later).
+    core::ptr::null_mut()
 }
 
 /// Whether a request cpuslab cannot serve because it has not booted may go to the

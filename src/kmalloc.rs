@@ -250,20 +250,30 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
     }
 }
 
-/// Allocates `size` bytes aligned to `align` (a power of two). Null on failure.
+/// Allocates `size` bytes aligned to `align` (a power of two). Null on failure, and
+/// before the allocator has booted (the entry points boot it: `CpuSlab`, the C
+/// interface).
 ///
 /// The fast path is a table lookup and one restartable sequence; everything else
-/// (booting, larger or more aligned sizes, an empty array cache, rseq off) is one call
-/// to `kmalloc_slow`.
+/// (larger or more aligned sizes, an empty array cache, rseq off, not booted) is one
+/// call to `kmalloc_slow`.
 #[inline(always)]
 pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
+    kmalloc_or(size, align, kmalloc_slow)
+}
+
+/// [`kmalloc`]'s fast path, with `slow` for everything else (called last, so a tail
+/// call: the inline path keeps no register for after it). `slow` is [`kmalloc_slow`]
+/// or a caller's cold path around it: `CpuSlab` boots the allocator there.
+#[inline(always)]
+pub fn kmalloc_or(size: usize, align: usize, slow: fn(usize, usize) -> *mut u8) -> *mut u8 {
     if align <= 8 && size <= FAST_MAX {
         let obj = fast_pop(size);
         if !obj.is_null() {
             return obj;
         }
     }
-    kmalloc_slow(size, align)
+    slow(size, align)
 }
 
 /// The class-`i` request the fast path did not serve: the cache's whole per-CPU path
@@ -283,20 +293,22 @@ fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
 /// above 8 (slab classes through their cache's whole path), large and huge requests.
 #[cold]
 #[inline(never)]
-fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
+pub fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
     match classify(size, align) {
         Kind::Slab(i) => kmalloc_class(i, size, align),
         _ => kmalloc_boot(size, align),
     }
 }
 
-/// Boots the allocator if needed, then serves large and huge requests (and retries a
-/// slab request that found the allocator not yet booted).
+/// Serves large and huge requests (and retries a slab request that found its cache
+/// empty). Null when the allocator has not booted: this layer never boots it; the
+/// entry points (`CpuSlab`, the C interface) do, and ask again. Where cpuslab cannot
+/// run at all, the system allocator serves.
 #[cold]
 #[inline(never)]
 fn kmalloc_boot(size: usize, align: usize) -> *mut u8 {
-    if !crate::init::ensure() {
-        if crate::init::unsupported() {
+    if !crate::state::ready() {
+        if crate::state::unsupported() {
             return forward_alloc(size, align);
         }
         return ptr::null_mut();

@@ -36,32 +36,39 @@
 
 //! # Layers
 //!
-//! From the bottom up; a module uses the ones above it in this list, with the
-//! exceptions named below (left to be removed):
+//! From the bottom up; a module uses only the ones above it in this list (CI's
+//! `tests/layers.rs` checks every `crate::` path against it):
 //!
 //! 0. `ds` — CPU and node bitmaps and the cpulist parser: plain data, no dependency.
-//! 1. `sync` — the futex mutex, the tried lock, loom's or core's atomics.
-//! 2. `sys` — everything that calls the kernel or names the architecture: mappings,
-//!    rseq sequences, membarrier, futexes, affinity, TLS words, the dynamic loader.
-//! 3. `topology` — possible CPUs and nodes, the CPU-to-node map, zonelists.
-//! 4. `config` — the `CPUSLAB_*` options.
-//! 5. `cpuset` — the process's cpuset tree and the placement hooks the page pool reads.
-//! 6. `page` — arenas, buddy zones, purging, huge mappings; `page::pcp`, the per-CPU
-//!    page lists, lives in percpu units and is set up after (7).
-//! 7. `percpu` — chunks and units for every per-CPU structure.
-//! 8. `rcu` — the Tree RCU the slab layer frees `TYPESAFE_BY_RCU` slabs through.
-//! 9. `slab` — `kmem_cache`, array caches, node lists, reaping, tuning.
-//! 10. `kmalloc` — size classes over the slab caches, large and huge blocks.
-//! 11. `init` (boot and the fork handlers), `background` (the reclaim thread), and the
-//!     interfaces on top: `global` (`CpuSlab`), `capi`, `stats`, `options` (run-time
-//!     options set from code).
+//! 1. `sys` — everything that calls the kernel or names the architecture: mappings,
+//!    rseq sequences, membarrier, futexes, affinity, TLS words, the dynamic loader;
+//!    `sys/linux` on Linux, `sys/unsupported` elsewhere.
+//! 2. `sync` — the futex mutex, the tried lock, loom's or core's atomics.
+//! 3. `state` — how far boot got (`slab_state`): read by every layer, written by boot.
+//! 4. `topology` — possible CPUs and nodes, the CPU-to-node map, zonelists.
+//! 5. `config` — the `CPUSLAB_*` options.
+//! 6. `cpuset` — the process's cpuset tree and the placement hooks the page pool reads.
+//! 7. `page` — arenas, buddy zones, purging, huge mappings; `page::pcp`, the per-CPU
+//!    page lists, lives in percpu units and comes after (8).
+//! 8. `percpu` — chunks and units for every per-CPU structure.
+//! 9. `rcu` — the Tree RCU the slab layer frees `TYPESAFE_BY_RCU` slabs through.
+//! 10. `slab` — `kmem_cache`, array caches, node lists, reaping, tuning.
+//! 11. `kmalloc` — size classes over the slab caches, large and huge blocks.
+//! 12. `init` (boot and the fork handlers), `background` (the reclaim thread), and the
+//!     interfaces on top: `global` (`CpuSlab`), `kmem_cache` (`KmemCache`), `capi`,
+//!     `stats`, `options` (run-time options set from code).
+//!
+//! Only the interfaces boot the allocator (`init::ensure`); the layers below read
+//! `state` and report that they cannot serve yet: kmalloc returns null (and
+//! `CpuSlab` and the C interface boot and ask again), a percpu allocation returns
+//! `PercpuError::NotReady`, and RCU callbacks queue on one shared list until the
+//! per-CPU lists can be allocated. A Rust program whose global allocator is `CpuSlab`
+//! boots before `main`; another can call [`supported`] first.
 //!
 //! Where a lower layer must reach an upper one, the upper one registers a function at
 //! boot: kmalloc gives `rcu::free_rcu` its free (`rcu::set_block_free`) and the slab
 //! caches glibc's free when it forwards (`slab::cache::set_foreign_free`); boot gives
-//! the slab slow paths the background thread's wake-up. The upward edge left:
-//! `init::ensure` (boot) is called from `kmalloc`, `slab::typed`, `percpu::alloc` and
-//! `rcu::callbacks` rather than from the public entry points only.
+//! the slab slow paths the background thread's wake-up.
 //!
 //! # Lock order
 //!
@@ -106,6 +113,8 @@ mod init;
 #[cfg(not(loom))]
 pub mod kmalloc;
 #[cfg(not(loom))]
+mod kmem_cache;
+#[cfg(not(loom))]
 pub mod options;
 #[cfg(not(loom))]
 pub mod page;
@@ -115,6 +124,8 @@ pub mod percpu;
 pub mod rcu;
 #[cfg(not(loom))]
 pub mod slab;
+#[cfg(not(loom))]
+mod state;
 #[cfg(not(loom))]
 pub mod stats;
 pub mod sync;
@@ -167,7 +178,9 @@ pub mod slab {
 #[cfg(not(loom))]
 pub use global::CpuSlab;
 #[cfg(not(loom))]
-pub use slab::{CacheError, KmemCache, SlabFlags};
+pub use kmem_cache::KmemCache;
+#[cfg(not(loom))]
+pub use slab::{CacheError, SlabFlags};
 
 /// Whether cpuslab serves this process's allocations. False on a kernel whose page size
 /// is not 4 KiB, where `CpuSlab` and the C interface hand every request to glibc's

@@ -366,7 +366,10 @@ pub(crate) fn setup_first_chunk() -> bool {
     true
 }
 
-/// Boots the page pool and sets up the first chunk if that has not happened yet.
+/// Sets up the first chunk if boot has not (it does so before anything else allocates
+/// per-CPU memory). Before the allocator has booted: [`PercpuError::NotReady`] (this
+/// layer never boots it; the entry points do: `CpuSlab`, which in a Rust program boots
+/// before `main`, the C interface, `KmemCache::new`, `cpuslab::supported()`).
 #[inline]
 pub(super) fn ensure_init() -> Result<(), PercpuError> {
     if ready() {
@@ -378,7 +381,7 @@ pub(super) fn ensure_init() -> Result<(), PercpuError> {
 
 #[cold]
 fn init_slow() -> Result<(), PercpuError> {
-    if !crate::init::ensure() {
+    if !crate::state::ready() {
         return Err(PercpuError::NotReady);
     }
     if setup_first_chunk() {

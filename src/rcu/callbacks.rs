@@ -78,7 +78,9 @@ fn lists() -> &'static [CbList] {
 fn init_lists() -> &'static [CbList] {
     let _g = INIT.lock();
     let base = LISTS.load(Ordering::Acquire);
-    if base.is_null() && crate::init::ensure() {
+    // Only once the allocator is up (this layer never boots it): until then callbacks
+    // queue on the shared list.
+    if base.is_null() && crate::state::ready() {
         let n = topology::nr_cpu_ids();
         let bytes = n * core::mem::size_of::<CbList>();
         let pg = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE), 0);

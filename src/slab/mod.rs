@@ -8,15 +8,15 @@ pub mod array_cache;
 pub mod cache;
 pub mod debug;
 pub mod fastpath;
+mod flags;
 pub mod layout;
 pub mod node;
 pub mod reap;
 pub mod transfer;
 pub mod tune;
-mod typed;
 
 pub use cache::RawCache;
-pub use typed::{KmemCache, SlabFlags};
+pub use flags::SlabFlags;
 
 /// Pages of `TYPESAFE_BY_RCU` slabs waiting for a grace period before they go back to
 /// the page pool.

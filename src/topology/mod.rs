@@ -18,6 +18,7 @@ use crate::sys;
 /// Upper bound on CPU ids, as the kernel's `CONFIG_NR_CPUS`. Per-CPU structures are
 /// sized by the CPUs that exist, not by this bound; only the CPU-to-node map uses it.
 pub const NR_CPUS: usize = 4096;
+const _: () = assert!(NR_CPUS == crate::ds::CpuMask::BITS);
 /// Upper bound on NUMA node ids.
 pub const MAX_NUMNODES: usize = 64;
 

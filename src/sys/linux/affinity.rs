@@ -118,7 +118,7 @@ pub fn visit_each_cpu(nr_cpus: usize) -> bool {
         return false;
     };
     let mut visited = false;
-    for cpu in 0..nr_cpus.min(crate::topology::NR_CPUS) {
+    for cpu in 0..nr_cpus.min(CpuMask::BITS) {
         let mut one = CpuMask::new();
         one.set(cpu);
         match set_affinity(0, &one) {

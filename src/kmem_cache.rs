@@ -1,38 +1,13 @@
-//! `KmemCache<T>`: a typed slab cache for users, `kmem_cache_create` for one type.
+//! `KmemCache<T>`: a typed slab cache for users, `kmem_cache_create` for one type. An
+//! interface on top of the slab layer, as `CpuSlab` is on top of kmalloc: creating
+//! the first cache boots the allocator.
 
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 
-use super::{CacheError, RawCache};
+use crate::slab::{self, CacheError, RawCache, SlabFlags};
 use crate::sys::PAGE_SIZE;
-
-/// Flags for [`KmemCache::new`], the kernel's `SLAB_*` creation flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SlabFlags(pub u32);
-
-impl SlabFlags {
-    /// No flags.
-    pub const NONE: Self = Self(0);
-    /// Align objects to a cache line (`SLAB_HWCACHE_ALIGN`), so no two objects share
-    /// one: for objects written by different CPUs.
-    pub const HWCACHE_ALIGN: Self = Self(1 << 13);
-    /// `SLAB_TYPESAFE_BY_RCU`: a slab that empties goes back to the page pool only
-    /// after an RCU grace period, so a lock-free reader inside
-    /// [`rcu::read_lock`](crate::rcu::read_lock) that still holds a pointer to a freed
-    /// object reads memory that is an object of this type (possibly freed or reused for
-    /// another object of the type) — never memory reused for something else. The
-    /// reader must check, under the object's own lock or by a generation, that it has
-    /// the object it wanted, as with the kernel's flag.
-    pub const TYPESAFE_BY_RCU: Self = Self(1 << 19);
-
-    const KNOWN: u32 = Self::HWCACHE_ALIGN.0 | Self::TYPESAFE_BY_RCU.0;
-
-    /// Whether every flag of `other` is set.
-    pub fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
 
 impl core::ops::BitOr for SlabFlags {
     type Output = Self;
@@ -77,7 +52,7 @@ impl<T> KmemCache<T> {
                 CacheError::NoMemory
             });
         }
-        let raw = super::create_cache(name, core::mem::size_of::<T>().max(1), align, flags.0)?;
+        let raw = slab::create_cache(name, core::mem::size_of::<T>().max(1), align, flags.0)?;
         Ok(Self {
             raw,
             _marker: PhantomData,
@@ -114,13 +89,13 @@ impl<T> KmemCache<T> {
     /// Gives the cache's cached objects and free slabs back to the page pool
     /// (`kmem_cache_shrink`). Returns the pages freed.
     pub fn shrink(&self) -> usize {
-        super::reap::shrink(self.raw)
+        slab::reap::shrink(self.raw)
     }
 
     /// Destroys the cache. Fails, returning the cache, while objects are in use.
     pub fn destroy(self) -> Result<(), (Self, CacheError)> {
         // SAFETY: `self` is owned, so no other thread uses this cache.
-        match unsafe { super::destroy_cache(self.raw) } {
+        match unsafe { slab::destroy_cache(self.raw) } {
             Ok(()) => {
                 core::mem::forget(self);
                 Ok(())
@@ -153,7 +128,7 @@ impl<T> KmemCache<T> {
     /// Objects currently in use (allocated and not freed; objects cached per CPU count
     /// as in use until the cache is shrunk, as in slabinfo).
     pub fn active_objects(&self) -> usize {
-        super::cache_counts(self.raw).active_objs
+        slab::cache_counts(self.raw).active_objs
     }
 
     /// Retunes the per-CPU caches (`do_tune_cpucache`): per-CPU `limit` and
@@ -163,7 +138,7 @@ impl<T> KmemCache<T> {
     /// ([`CacheError::Shared`]) and a debug cache, which keeps its array caches empty
     /// so every operation stays checked ([`CacheError::DebugCache`]), are refused.
     pub fn tune(&self, limit: u32, batchcount: u32, shared: u32) -> Result<(), CacheError> {
-        super::tune::do_tune_cpucache(self.raw, limit, batchcount, shared)
+        slab::tune::do_tune_cpucache(self.raw, limit, batchcount, shared)
     }
 
     /// Whether the cache checks every object on allocation and free (`CPUSLAB_DEBUG=1`
@@ -176,7 +151,7 @@ impl<T> KmemCache<T> {
 impl<T> Drop for KmemCache<T> {
     fn drop(&mut self) {
         // SAFETY: `self` is being dropped, so no other thread uses this cache.
-        if let Err(e) = unsafe { super::destroy_cache(self.raw) } {
+        if let Err(e) = unsafe { slab::destroy_cache(self.raw) } {
             crate::sys::io::warn(format_args!(
                 "kmem_cache_destroy {}: {e}; the cache is left in place",
                 self.raw.name()
