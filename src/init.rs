@@ -14,9 +14,9 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::config::Config;
-use crate::page::{pcp, purge};
+use crate::page::pcp;
 use crate::slab::{self, RawCache};
-use crate::sys::{self, PAGE_SIZE};
+use crate::sys;
 use crate::{cpuset, kmalloc, page, percpu, topology};
 
 use crate::state::{BOOTING, FAILED, READY, STATE, UNINIT, UNSUPPORTED};
@@ -195,17 +195,14 @@ fn memory_error() -> BootError {
 }
 
 fn boot() -> Result<(), BootError> {
-    if !sys::SUPPORTED {
-        return Err(BootError::Platform);
-    }
-    if sys::kernel_page_size() != PAGE_SIZE {
-        return Err(BootError::PageSize);
+    // The platform and page-size checks, topology and the page pool's options.
+    match page::setup::ensure_up() {
+        Err(page::setup::Unsupported::Platform) => return Err(BootError::Platform),
+        Err(page::setup::Unsupported::PageSize) => return Err(BootError::PageSize),
+        Ok(()) => {}
     }
     let config = Config::from_env();
     LIMITED.store(config.heap_limit != 0, Ordering::Relaxed);
-    topology::discover();
-    page::arena::set_limit(config.heap_limit);
-    purge::configure(config.decay_ms, config.retain_bytes);
     slab::layout::set_freelist_random(config.freelist_random);
     // The percpu allocator hosts the per-CPU page lists and array caches.
     if !percpu::setup_first_chunk() {

@@ -59,11 +59,11 @@
 //!     `stats`, `options` (run-time options set from code).
 //!
 //! Only the interfaces boot the allocator (`init::ensure`); the layers below read
-//! `state` and report that they cannot serve yet: kmalloc returns null (and
-//! `CpuSlab` and the C interface boot and ask again), a percpu allocation returns
-//! `PercpuError::NotReady`, and RCU callbacks queue on one shared list until the
-//! per-CPU lists can be allocated. A Rust program whose global allocator is `CpuSlab`
-//! boots before `main`; another can call [`supported`] first.
+//! `state` and never call up: kmalloc returns null before boot (`CpuSlab` and the C
+//! interface then boot and ask again), and percpu and RCU, which a program may use
+//! without `CpuSlab`, set up what they stand on themselves: the page pool's part of
+//! boot (`page::setup`, which boot runs first), then the first percpu chunk or the
+//! callback lists.
 //!
 //! Where a lower layer must reach an upper one, the upper one registers a function at
 //! boot: kmalloc gives `rcu::free_rcu` its free (`rcu::set_block_free`) and the slab

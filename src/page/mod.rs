@@ -8,6 +8,7 @@ pub mod huge;
 pub mod list;
 pub mod pcp;
 pub mod purge;
+pub mod setup;
 
 pub use desc::{page_address, virt_to_head_page, virt_to_page, Page};
 

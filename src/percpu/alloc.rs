@@ -367,9 +367,9 @@ pub(crate) fn setup_first_chunk() -> bool {
 }
 
 /// Sets up the first chunk if boot has not (it does so before anything else allocates
-/// per-CPU memory). Before the allocator has booted: [`PercpuError::NotReady`] (this
-/// layer never boots it; the entry points do: `CpuSlab`, which in a Rust program boots
-/// before `main`, the C interface, `KmemCache::new`, `cpuslab::supported()`).
+/// per-CPU memory): a per-CPU allocation before boot sets up the page pool's part of
+/// boot and the first chunk itself, without booting the layers above.
+/// [`PercpuError::NotReady`] where cpuslab cannot run.
 #[inline]
 pub(super) fn ensure_init() -> Result<(), PercpuError> {
     if ready() {
@@ -381,7 +381,7 @@ pub(super) fn ensure_init() -> Result<(), PercpuError> {
 
 #[cold]
 fn init_slow() -> Result<(), PercpuError> {
-    if !crate::state::ready() {
+    if crate::page::setup::ensure_up().is_err() {
         return Err(PercpuError::NotReady);
     }
     if setup_first_chunk() {

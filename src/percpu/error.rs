@@ -18,7 +18,8 @@ pub enum PercpuError {
     ReservedFull(usize),
     /// No chunk could be created or populated: the address space or memory ran out.
     NoMemory,
-    /// The allocator has not booted (or could not): see [`crate::supported`].
+    /// cpuslab cannot run here (the platform or the kernel's page size): see
+    /// [`crate::supported`].
     NotReady,
 }
 
@@ -38,7 +39,7 @@ impl fmt::Display for PercpuError {
                 write!(f, "the reserved per-CPU chunk has no room for {size} bytes")
             }
             Self::NoMemory => f.write_str("out of memory for per-CPU chunks"),
-            Self::NotReady => f.write_str("the allocator has not booted"),
+            Self::NotReady => f.write_str("cpuslab cannot run on this platform"),
         }
     }
 }

@@ -78,9 +78,10 @@ fn lists() -> &'static [CbList] {
 fn init_lists() -> &'static [CbList] {
     let _g = INIT.lock();
     let base = LISTS.load(Ordering::Acquire);
-    // Only once the allocator is up (this layer never boots it): until then callbacks
-    // queue on the shared list.
-    if base.is_null() && crate::state::ready() {
+    // The lists come from the page pool, whose part of boot this layer may run (it
+    // never boots the layers above); where cpuslab cannot run, callbacks queue on the
+    // shared list.
+    if base.is_null() && crate::page::setup::ensure_up().is_ok() {
         let n = topology::nr_cpu_ids();
         let bytes = n * core::mem::size_of::<CbList>();
         let pg = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE), 0);
