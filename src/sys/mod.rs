@@ -45,6 +45,10 @@ macro_rules! local_static {
 }
 pub(crate) use local_static;
 
+pub mod error;
+pub mod io;
+pub mod mpol;
+pub mod rseq_abi;
 pub mod tls;
 
 #[cfg(all(target_os = "linux", not(cpuslab_unsupported)))]

@@ -20,68 +20,18 @@ pub fn kernel_page_size() -> usize {
 pub mod affinity {
     //! No affinity: every call fails with `ENOSYS`.
 
-    use core::fmt;
+    pub use crate::sys::error::SysError;
 
     use crate::ds::CpuMask;
 
-    /// A system call that failed, with its `errno`.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct SysError {
-        /// The call, as `"mbind"`.
-        pub call: &'static str,
-        /// The `errno` it set.
-        pub errno: i32,
-    }
-
-    impl SysError {
-        /// The error of `call` from the calling thread's `errno`.
-        pub fn last(call: &'static str) -> Self {
-            Self {
-                call,
-                errno: super::errno::get(),
-            }
-        }
-
-        /// The symbolic name of the errno.
-        pub fn name(&self) -> &'static str {
-            match self.errno {
-                super::errno::ENOSYS => "ENOSYS",
-                super::errno::ESRCH => "ESRCH",
-                super::errno::EINVAL => "EINVAL",
-                super::errno::ENOMEM => "ENOMEM",
-                _ => "E?",
-            }
-        }
-
-        /// The error of a call this platform does not have.
-        pub(crate) fn unsupported(call: &'static str) -> Self {
-            Self {
-                call,
-                errno: super::errno::ENOSYS,
-            }
-        }
-    }
-
-    impl fmt::Display for SysError {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(
-                f,
-                "{} failed: not supported on this platform ({}, errno {})",
-                self.call,
-                self.name(),
-                self.errno
-            )
-        }
-    }
-
     /// Fails: no affinity here.
     pub fn set_affinity(_tid: u32, _cpus: &CpuMask) -> Result<(), SysError> {
-        Err(SysError::unsupported("sched_setaffinity"))
+        Err(SysError::new("sched_setaffinity", super::errno::ENOSYS))
     }
 
     /// Fails: no affinity here.
     pub fn get_affinity(_tid: u32) -> Result<CpuMask, SysError> {
-        Err(SysError::unsupported("sched_getaffinity"))
+        Err(SysError::new("sched_getaffinity", super::errno::ENOSYS))
     }
 
     /// Whether thread `tid` still exists: unknown here, so yes.
@@ -175,6 +125,20 @@ pub mod errno {
     pub const ESRCH: c_int = 3;
     /// Not implemented (Linux's value).
     pub const ENOSYS: c_int = 38;
+    /// Not permitted (Linux's value).
+    pub const EPERM: c_int = 1;
+    /// Bad address (Linux's value).
+    pub const EFAULT: c_int = 14;
+    /// I/O error (Linux's value).
+    pub const EIO: c_int = 5;
+    /// Cross-device (Linux's value).
+    pub const EXDEV: c_int = 18;
+    /// Busy (Linux's value).
+    pub const EBUSY: c_int = 16;
+    /// No space (Linux's value).
+    pub const ENOSPC: c_int = 28;
+    /// Permission denied (Linux's value).
+    pub const EACCES: c_int = 13;
 
     std::thread_local! {
         static ERRNO: Cell<c_int> = const { Cell::new(0) };
@@ -397,10 +361,9 @@ pub mod glibc {
     }
 }
 
-pub mod io {
-    //! Messages on standard error through `std`, which writes them unbuffered.
+pub mod console {
+    //! Standard error and abort through `std`, which writes unbuffered.
 
-    use core::fmt;
     use std::io::Write;
 
     /// Writes all of `bytes` to standard error, ignoring failures.
@@ -408,54 +371,9 @@ pub mod io {
         let _ = std::io::stderr().write_all(bytes);
     }
 
-    /// A fixed buffer that formats without allocating; text past its end is dropped.
-    pub struct StackBuf<const N: usize> {
-        buf: [u8; N],
-        len: usize,
-    }
-
-    impl<const N: usize> StackBuf<N> {
-        /// An empty buffer.
-        pub const fn new() -> Self {
-            Self {
-                buf: [0; N],
-                len: 0,
-            }
-        }
-
-        /// What has been written so far.
-        pub fn as_bytes(&self) -> &[u8] {
-            &self.buf[..self.len]
-        }
-    }
-
-    impl<const N: usize> Default for StackBuf<N> {
-        fn default() -> Self {
-            Self::new()
-        }
-    }
-
-    impl<const N: usize> fmt::Write for StackBuf<N> {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            let n = s.len().min(N - self.len);
-            self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-            self.len += n;
-            Ok(())
-        }
-    }
-
-    /// Writes one `cpuslab: ...` line to standard error and aborts.
-    #[cold]
-    pub fn fatal(args: fmt::Arguments<'_>) -> ! {
-        warn(args);
+    /// Ends the process at once.
+    pub fn abort() -> ! {
         std::process::abort()
-    }
-
-    /// Writes one `cpuslab: ...` warning line to standard error.
-    pub fn warn(args: fmt::Arguments<'_>) {
-        let mut line = StackBuf::<256>::new();
-        let _ = fmt::write(&mut line, format_args!("cpuslab: {args}\n"));
-        write_stderr(line.as_bytes());
     }
 }
 
@@ -494,51 +412,34 @@ pub mod membarrier {
 pub mod mempolicy {
     //! No NUMA policy: every call fails with `ENOSYS`.
 
+    pub use crate::sys::mpol::*;
+
     use super::affinity::SysError;
     use crate::ds::NodeMask;
 
-    /// `MPOL_DEFAULT`.
-    pub const MPOL_DEFAULT: i32 = 0;
-    /// `MPOL_PREFERRED`.
-    pub const MPOL_PREFERRED: i32 = 1;
-    /// `MPOL_BIND`.
-    pub const MPOL_BIND: i32 = 2;
-    /// `MPOL_INTERLEAVE`.
-    pub const MPOL_INTERLEAVE: i32 = 3;
-    /// `MPOL_LOCAL`.
-    pub const MPOL_LOCAL: i32 = 4;
-    /// `MPOL_F_NODE`.
-    pub const MPOL_F_NODE: u32 = 1;
-    /// `MPOL_F_ADDR`.
-    pub const MPOL_F_ADDR: u32 = 2;
-    /// `MPOL_MF_STRICT`.
-    pub const MPOL_MF_STRICT: u32 = 1 << 0;
-    /// `MPOL_MF_MOVE`.
-    pub const MPOL_MF_MOVE: u32 = 1 << 1;
-
     /// Fails.
     pub fn set_mempolicy(_mode: i32, _nodes: &NodeMask) -> Result<(), SysError> {
-        Err(SysError::unsupported("set_mempolicy"))
+        Err(SysError::new("set_mempolicy", super::errno::ENOSYS))
     }
 
     /// Fails.
     pub fn migrate_pages(_from: &NodeMask, _to: &NodeMask) -> Result<usize, SysError> {
-        Err(SysError::unsupported("migrate_pages"))
+        Err(SysError::new("migrate_pages", super::errno::ENOSYS))
     }
 
     /// Fails.
     pub fn get_mempolicy() -> Result<(i32, NodeMask), SysError> {
-        Err(SysError::unsupported("get_mempolicy"))
+        Err(SysError::new("get_mempolicy", super::errno::ENOSYS))
     }
 
     /// Fails.
     pub fn policy_of(_addr: *const u8) -> Result<(i32, NodeMask), SysError> {
-        Err(SysError::unsupported("get_mempolicy"))
+        Err(SysError::new("get_mempolicy", super::errno::ENOSYS))
     }
 
     /// Fails.
     pub fn node_of(_addr: *const u8) -> Result<usize, SysError> {
-        Err(SysError::unsupported("get_mempolicy"))
+        Err(SysError::new("get_mempolicy", super::errno::ENOSYS))
     }
 
     /// Fails.
@@ -552,7 +453,7 @@ pub mod mempolicy {
         _nodes: &NodeMask,
         _flags: u32,
     ) -> Result<(), SysError> {
-        Err(SysError::unsupported("mbind"))
+        Err(SysError::new("mbind", super::errno::ENOSYS))
     }
 }
 
@@ -634,7 +535,7 @@ pub mod process {
     /// Writes `bytes` to standard error when `fd` is 2; else nothing.
     pub fn write_all(fd: c_int, bytes: &[u8]) {
         if fd == 2 {
-            super::io::write_stderr(bytes);
+            crate::sys::io::write_stderr(bytes);
         }
     }
 
@@ -679,40 +580,7 @@ pub mod rseq {
         None
     }
 
-    /// The stack layout the Linux sequences use (kept so that the callers' layout
-    /// checks read the same).
-    pub mod stack {
-        /// The stop word.
-        pub const LOCK: usize = 0;
-        /// Entries on the stack (`u32`).
-        pub const COUNT: usize = 4;
-        /// Most entries (`u32`).
-        pub const LIMIT: usize = 8;
-        /// Set by every pop (`u32`).
-        pub const TOUCHED: usize = 16;
-        /// The entry array.
-        pub const ENTRY: usize = 24;
-
-        /// Whether a structure's fields sit at these offsets.
-        pub const fn laid_out(offsets: [usize; 5]) -> bool {
-            offsets[0] == LOCK
-                && offsets[1] == COUNT
-                && offsets[2] == LIMIT
-                && offsets[3] == TOUCHED
-                && offsets[4] == ENTRY
-        }
-    }
-
-    /// Hold bit: pops step aside.
-    pub const HOLD_POP: usize = 1;
-    /// Hold bit: pushes step aside.
-    pub const HOLD_PUSH: usize = 2;
-    /// Hold bit: the sequences are off.
-    pub const HOLD_OFF: usize = 4;
-    /// Hold bit: the sequences were retired.
-    pub const HOLD_GONE: usize = 8;
-    /// Either of the bits that stop the sequences for good.
-    pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;
+    pub use crate::sys::rseq_abi::*;
 
     /// Does nothing: everything is held.
     pub fn hold(_bits: usize) {}

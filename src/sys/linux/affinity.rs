@@ -1,69 +1,9 @@
 //! `sched_setaffinity` / `sched_getaffinity` over [`CpuMask`], and [`SysError`], the
 //! errno-carrying error of the cpuset system calls.
 
-use core::fmt;
+pub use crate::sys::error::SysError;
 
 use crate::ds::CpuMask;
-
-/// A system call that failed, with its `errno`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SysError {
-    /// The call, as `"mbind"`.
-    pub call: &'static str,
-    /// The `errno` it set.
-    pub errno: i32,
-}
-
-impl SysError {
-    /// The error of `call` from the calling thread's `errno`.
-    pub fn last(call: &'static str) -> Self {
-        Self {
-            call,
-            errno: super::errno::get(),
-        }
-    }
-
-    /// The symbolic name of the errno, as `"EINVAL"` (`"E?"` for ones cpusets never see).
-    pub fn name(&self) -> &'static str {
-        match self.errno {
-            libc::EPERM => "EPERM",
-            libc::ESRCH => "ESRCH",
-            libc::EFAULT => "EFAULT",
-            libc::EINVAL => "EINVAL",
-            libc::ENOMEM => "ENOMEM",
-            libc::EIO => "EIO",
-            libc::ENOSYS => "ENOSYS",
-            libc::EXDEV => "EXDEV",
-            libc::EBUSY => "EBUSY",
-            libc::ENOSPC => "ENOSPC",
-            libc::EACCES => "EACCES",
-            _ => "E?",
-        }
-    }
-}
-
-impl fmt::Display for SysError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let why = match self.errno {
-            libc::EINVAL => "invalid argument (a CPU or node the process may not use?)",
-            libc::EPERM => "operation not permitted",
-            libc::ESRCH => "no such thread",
-            libc::EFAULT => "bad address",
-            libc::ENOMEM => "out of memory",
-            libc::EIO => "pages could not be moved",
-            libc::ENOSYS => "not supported by this kernel",
-            _ => "failed",
-        };
-        write!(
-            f,
-            "{} failed: {} ({}, errno {})",
-            self.call,
-            why,
-            self.name(),
-            self.errno
-        )
-    }
-}
 
 /// Restricts thread `tid` (0: the calling thread) to `cpus`.
 pub fn set_affinity(tid: u32, cpus: &CpuMask) -> Result<(), SysError> {

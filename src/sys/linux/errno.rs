@@ -13,6 +13,20 @@ pub const EINVAL: c_int = libc::EINVAL;
 pub const ESRCH: c_int = libc::ESRCH;
 /// Not implemented.
 pub const ENOSYS: c_int = libc::ENOSYS;
+/// Not permitted.
+pub const EPERM: c_int = libc::EPERM;
+/// Bad address.
+pub const EFAULT: c_int = libc::EFAULT;
+/// I/O error (pages that could not be moved).
+pub const EIO: c_int = libc::EIO;
+/// Cross-device (a move between nodes refused).
+pub const EXDEV: c_int = libc::EXDEV;
+/// Busy.
+pub const EBUSY: c_int = libc::EBUSY;
+/// No space.
+pub const ENOSPC: c_int = libc::ENOSPC;
+/// Permission denied.
+pub const EACCES: c_int = libc::EACCES;
 
 /// Offset of `errno` from the thread pointer; `UNKNOWN` until first measured.
 ///

@@ -5,6 +5,7 @@
 use super::PAGE_SIZE;
 
 pub mod affinity;
+pub mod console;
 pub mod cpu;
 pub mod dl;
 pub mod env;
@@ -13,7 +14,6 @@ pub mod file;
 pub mod fork;
 pub mod futex;
 pub mod glibc;
-pub mod io;
 pub mod membarrier;
 pub mod mempolicy;
 pub mod mmap;

@@ -68,7 +68,7 @@ pub fn gettid() -> u32 {
 /// such thread. With the id it names one thread for good: an id the kernel hands to a
 /// later thread comes with a later start.
 pub fn start_time(tid: u32) -> Option<u64> {
-    let mut path = super::io::StackBuf::<48>::new();
+    let mut path = crate::sys::io::StackBuf::<48>::new();
     let _ = core::fmt::write(&mut path, format_args!("/proc/self/task/{tid}/stat\0"));
     let path = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()).ok()?;
     let mut buf = [0u8; 512];

@@ -81,53 +81,7 @@ pub unsafe fn percpu_xchg(
     unsafe { arch::percpu_xchg(base, stride, nr_cpus, value) }
 }
 
-/// Field offsets of a per-CPU stack as [`stack_pop`] and [`stack_push`] address it:
-/// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
-/// outside any sequence), the `u32` count of entries, the `u32` limit, a `u32` set on
-/// every pop ("touched"), and the pointer to the entry array.
-pub mod stack {
-    /// The stop word: sequences leave a stack alone while it is non-zero.
-    pub const LOCK: usize = 0;
-    /// Entries on the stack (`u32`).
-    pub const COUNT: usize = 4;
-    /// Most entries (`u32`).
-    pub const LIMIT: usize = 8;
-    /// Set to 1 by every pop (`u32`).
-    pub const TOUCHED: usize = 16;
-    /// The entry array (`*mut *mut u8`).
-    pub const ENTRY: usize = 24;
-
-    /// Whether a structure's fields sit at these offsets, for a compile-time check:
-    /// the stop word, count, limit, touched word and entry pointer, in that order.
-    pub const fn laid_out(offsets: [usize; 5]) -> bool {
-        offsets[0] == LOCK
-            && offsets[1] == COUNT
-            && offsets[2] == LIMIT
-            && offsets[3] == TOUCHED
-            && offsets[4] == ENTRY
-    }
-}
-
-/// Hold bit: the callers' inline pop fast paths step aside for their full paths (a
-/// placement policy wants to see every allocation).
-pub const HOLD_POP: usize = 1;
-/// Hold bit: the callers' inline push fast paths step aside (frees may belong to
-/// another node).
-pub const HOLD_PUSH: usize = 2;
-
-/// Hold bit: the stack sequences are off (set until [`enable_stacks`]). Their area
-/// offset is meaningless then: a sequence would write its descriptor into the thread
-/// control block, so nothing may run one while this bit is set.
-pub const HOLD_OFF: usize = 4;
-
-/// Hold bit: the stack sequences were retired ([`retire_stacks`]): the kernel stopped
-/// letting other threads restart them. The area offset stays valid and the CPU bound
-/// is 0, so a sequence that still runs fails before its commit.
-pub const HOLD_GONE: usize = 8;
-
-/// The hold bits under which callers must use their locked paths instead of the
-/// stack sequences: not enabled yet, or retired.
-pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;
+pub use crate::sys::rseq_abi::*;
 
 /// Sets hold bits (never cleared, but for [`HOLD_OFF`] by [`enable_stacks`]: the
 /// conditions they stand for last).
@@ -190,7 +144,7 @@ pub fn retire_stacks(single_thread: bool) {
     }
     hold(HOLD_GONE);
     RETIRING.store(2, Ordering::Release);
-    super::io::warn(format_args!(
+    crate::sys::io::warn(format_args!(
         "membarrier(2) was refused after start; per-CPU caches use the tried lock"
     ));
 }

@@ -1,17 +1,12 @@
-//! Messages written with write(2), for warnings and aborts that must not allocate.
+//! Messages written without allocating, for warnings and aborts: one `cpuslab: ...`
+//! line at a time, through the implementation's console (`write(2)` and `abort` on
+//! Linux).
 
 use core::fmt;
 
 /// Writes all of `bytes` to standard error, ignoring failures.
-pub fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe a live slice.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+pub fn write_stderr(bytes: &[u8]) {
+    super::console::write_stderr(bytes);
 }
 
 /// A fixed buffer that formats without allocating; text past its end is dropped.
@@ -57,8 +52,7 @@ pub fn fatal(args: fmt::Arguments<'_>) -> ! {
     let mut line = StackBuf::<256>::new();
     let _ = fmt::write(&mut line, format_args!("cpuslab: {args}\n"));
     write_stderr(line.as_bytes());
-    // SAFETY: abort has no preconditions and does not return.
-    unsafe { libc::abort() }
+    super::console::abort()
 }
 
 /// Writes one `cpuslab: ...` warning line to standard error.

@@ -1,0 +1,51 @@
+//! The interface of the per-CPU stack sequences that does not depend on how they are
+//! run: the layout of a stack they work on, and the hold bits that make callers step
+//! aside. `sys::rseq` on Linux runs the sequences; elsewhere they always fail.
+
+/// Field offsets of a per-CPU stack as `rseq::stack_pop` and `rseq::stack_push` address it:
+/// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
+/// outside any sequence), the `u32` count of entries, the `u32` limit, a `u32` set on
+/// every pop ("touched"), and the pointer to the entry array.
+pub mod stack {
+    /// The stop word: sequences leave a stack alone while it is non-zero.
+    pub const LOCK: usize = 0;
+    /// Entries on the stack (`u32`).
+    pub const COUNT: usize = 4;
+    /// Most entries (`u32`).
+    pub const LIMIT: usize = 8;
+    /// Set to 1 by every pop (`u32`).
+    pub const TOUCHED: usize = 16;
+    /// The entry array (`*mut *mut u8`).
+    pub const ENTRY: usize = 24;
+
+    /// Whether a structure's fields sit at these offsets, for a compile-time check:
+    /// the stop word, count, limit, touched word and entry pointer, in that order.
+    pub const fn laid_out(offsets: [usize; 5]) -> bool {
+        offsets[0] == LOCK
+            && offsets[1] == COUNT
+            && offsets[2] == LIMIT
+            && offsets[3] == TOUCHED
+            && offsets[4] == ENTRY
+    }
+}
+
+/// Hold bit: the callers' inline pop fast paths step aside for their full paths (a
+/// placement policy wants to see every allocation).
+pub const HOLD_POP: usize = 1;
+/// Hold bit: the callers' inline push fast paths step aside (frees may belong to
+/// another node).
+pub const HOLD_PUSH: usize = 2;
+
+/// Hold bit: the stack sequences are off (set until `rseq::enable_stacks`). Their area
+/// offset is meaningless then: a sequence would write its descriptor into the thread
+/// control block, so nothing may run one while this bit is set.
+pub const HOLD_OFF: usize = 4;
+
+/// Hold bit: the stack sequences were retired (`rseq::retire_stacks`): the kernel stopped
+/// letting other threads restart them. The area offset stays valid and the CPU bound
+/// is 0, so a sequence that still runs fails before its commit.
+pub const HOLD_GONE: usize = 8;
+
+/// The hold bits under which callers must use their locked paths instead of the
+/// stack sequences: not enabled yet, or retired.
+pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;
