@@ -190,39 +190,21 @@ fn fast_pop(size: usize) -> *mut u8 {
 /// Largest size the fast paths serve: the sizes `size_index` maps by table.
 pub const FAST_MAX: usize = 1024;
 
-/// The inline fast path of [`kmalloc`] alone, for `size <= FAST_MAX` (which the caller
-/// must have checked: it is not checked again) and alignment 8:
-/// a table lookup and one restartable sequence. Null when it cannot serve (rseq off,
-/// an empty cache, not booted); the caller then takes [`kmalloc`]'s whole path, out of
-/// line. The C interface uses it to keep its own slow path (errno) out of line too.
-///
-/// # Safety
-/// `size <= FAST_MAX`.
-#[inline(always)]
-pub unsafe fn kmalloc_fast(size: usize) -> *mut u8 {
-    // SAFETY: every caller checks the bound, which keeps the table index in range (the
-    // compiler cannot see it through the caller's rounding).
-    unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
-    fast_pop(size)
-}
-
-/// [`kmalloc_fast`] for a request rounded up to 16 bytes, sizes 0 included: the C
-/// interface's `malloc` (16-byte alignment, a unique block for 0). Rounding to 16 is
-/// the table's offset itself, `(size + 15) & !15`, where rounding `max(size, 1)` and
-/// then indexing took five instructions.
+/// The inline fast path of [`kmalloc`] alone for the C interface's `malloc`: a request
+/// rounded up to 16 bytes, 0 included (16-byte alignment, a unique block for 0), for
+/// `size <= FAST_MAX`, which the caller must have checked. A table lookup and one
+/// restartable sequence; null when it cannot serve (rseq off, an empty cache, not
+/// booted), and the caller then takes its own slow path, out of line. Size 0 needs no
+/// `max(size, 1)`: the table's entry 0 is the 16-byte class's (see `size_index`).
 ///
 /// # Safety
 /// `size <= FAST_MAX`.
 #[inline(always)]
 pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
-    // SAFETY: every caller checks the bound, which keeps the table index in range.
+    // SAFETY: every caller checks the bound, which keeps the table index in range (the
+    // compiler cannot see it through the rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
-    // Rounded to 16, the size is a multiple of 8, so its index is `rounded / 8`; 0 maps
-    // to entry 0, the 16-byte class's (see `size_index`).
-    let rounded = (size + 15) & !15;
-    // SAFETY: `rounded <= FAST_MAX` (a multiple of 16) keeps the index in range.
-    let slot = unsafe { kmalloc_static().fast.get_unchecked(rounded >> 3) };
-    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
+    fast_pop((size + 15) & !15)
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this

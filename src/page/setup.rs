@@ -46,17 +46,17 @@ pub(crate) fn ensure_up() -> Result<(), Unsupported> {
     if let Some(a) = answer(STATE.load(Ordering::Acquire)) {
         return a;
     }
-    let s = if !sys::SUPPORTED {
-        PLATFORM
+    let (state, result) = if !sys::SUPPORTED {
+        (PLATFORM, Err(Unsupported::Platform))
     } else if sys::kernel_page_size() != PAGE_SIZE {
-        PAGE_SIZE_WRONG
+        (PAGE_SIZE_WRONG, Err(Unsupported::PageSize))
     } else {
         let config = Config::from_env();
         topology::discover();
         arena::set_limit(config.heap_limit);
         purge::configure(config.decay_ms, config.retain_bytes);
-        UP
+        (UP, Ok(()))
     };
-    STATE.store(s, Ordering::Release);
-    answer(s).unwrap_or(Ok(()))
+    STATE.store(state, Ordering::Release);
+    result
 }
