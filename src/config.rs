@@ -7,6 +7,7 @@
 //! | `CPUSLAB_HEAP_LIMIT` | 0       | refuse to commit more than this (0: no limit)       |
 //! | `CPUSLAB_PCP_BATCH`  | 16      | pages moved per refill/drain of a CPU's page list   |
 //! | `CPUSLAB_PCP_HIGH`   | 96      | a CPU's page list gives pages back above this count |
+//! | `CPUSLAB_PCP_LOW`    | 0       | a take that leaves a CPU's page list at this count or below tops it up (0: refill when empty) |
 //! | `CPUSLAB_BACKGROUND` | 1       | 0: no background reclaim thread (`background`)      |
 //! | `CPUSLAB_FREELIST_RANDOM` | 0  | 1: new slabs hand objects out in a random order (`slab::layout`) |
 //! | `CPUSLAB_DEBUG`      | 0       | 1: slab debug checks, red zones and poison (`slab::debug`); the `debug` feature makes 1 the default |
@@ -36,6 +37,8 @@ pub struct Config {
     pub pcp_batch: u32,
     /// Per-CPU page list high watermark.
     pub pcp_high: u32,
+    /// Per-CPU page list low watermark (at most `pcp_high - pcp_batch`).
+    pub pcp_low: u32,
     /// Slab debugging (see `slab::debug`).
     pub debug: bool,
     /// The background reclaim thread (see `background`).
@@ -52,6 +55,7 @@ impl Default for Config {
             heap_limit: 0,
             pcp_batch: 16,
             pcp_high: 96,
+            pcp_low: 0,
             debug: cfg!(feature = "debug"),
             background: true,
             freelist_random: false,
@@ -79,6 +83,10 @@ impl Config {
             c.pcp_high = v.clamp(1, PCP_MAX_HIGH as usize) as u32;
         }
         c.pcp_high = c.pcp_high.max(c.pcp_batch);
+        if let Some(v) = option(c"CPUSLAB_PCP_LOW", parse_size) {
+            c.pcp_low = v.min(PCP_MAX_HIGH as usize) as u32;
+        }
+        c.pcp_low = c.pcp_low.min(c.pcp_high - c.pcp_batch);
         c.debug = slab_debug();
         c.background = flag(c"CPUSLAB_BACKGROUND", c.background);
         c.freelist_random = flag(c"CPUSLAB_FREELIST_RANDOM", c.freelist_random);

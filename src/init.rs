@@ -208,7 +208,13 @@ fn boot() -> Result<(), BootError> {
     if !percpu::setup_first_chunk() {
         return Err(memory_error());
     }
-    if pcp::nr_lists() == 0 && !pcp::init(topology::nr_cpu_ids(), config.pcp_batch, config.pcp_high)
+    if pcp::nr_lists() == 0
+        && !pcp::init(
+            topology::nr_cpu_ids(),
+            config.pcp_batch,
+            config.pcp_high,
+            config.pcp_low,
+        )
     {
         return Err(memory_error());
     }

@@ -23,9 +23,9 @@ use crate::config::Config;
 /// booted by then with the environment's options and the defaults; `apply` changes
 /// them from then on: what is already free decays by the new time, and the next
 /// growth checks the new heap limit. The options fixed at boot (`CPUSLAB_PCP_BATCH`,
-/// `CPUSLAB_PCP_HIGH`, `CPUSLAB_DEBUG`, `CPUSLAB_FREELIST_RANDOM`) stay environment
-/// variables. An option set in the environment overrides the code's: `apply` leaves
-/// it and reports it in force.
+/// `CPUSLAB_PCP_HIGH`, `CPUSLAB_PCP_LOW`, `CPUSLAB_DEBUG`, `CPUSLAB_FREELIST_RANDOM`)
+/// stay environment variables. An option set in the environment overrides the code's:
+/// `apply` leaves it and reports it in force.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     decay_ms: Option<u64>,

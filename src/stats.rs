@@ -354,10 +354,8 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
         }
     }
     b.large_bytes = b.large_bytes.saturating_sub(pcp_large * page_size);
-    // The batch pages are metadata blocks; they are shown with the deferred frees.
-    let batch_bytes = (rcu_batches * page_size).min(b.internal_bytes);
-    b.internal_bytes -= batch_bytes;
-    b.rcu_bytes += batch_bytes;
+    // The batch pages (order-0 pages, in no zone count) go with the deferred frees.
+    b.rcu_bytes += rcu_batches * page_size;
     let p = crate::percpu::stats::percpu_stats();
     b.percpu_bytes = p.populated_pages * p.nr_units * page_size;
     b.total();

@@ -1,7 +1,8 @@
 //! The per-CPU page lists (`page::pcp`) on whichever fast path boot chose (CI runs this
 //! binary again with `CPUSLAB_RSEQ=0`): nothing lost or handed out twice under more
-//! threads than CPUs while other threads drain the lists, the `high` watermark, and
-//! hot pages reused first.
+//! threads than CPUs while other threads drain the lists, the `high` watermark, hot
+//! pages reused first, the cold end, and the `low` watermark (`CPUSLAB_PCP_LOW`, in a
+//! child process).
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -39,11 +40,18 @@ fn pages_free_or_cached() -> usize {
 /// first part counts them.
 #[test]
 fn page_lists() {
+    if std::env::var_os(LOW_CHILD).is_some() {
+        low_child();
+        return;
+    }
     pages_are_conserved_under_threads_and_drains();
     page_list_keeps_to_high_and_reuses_hot_pages();
+    cold_pages_go_under_hot_ones();
+    low_watermark_keeps_pages_ready();
 }
 
-/// Threads (four times the CPUs) take and give back order-0 pages at random, tagging
+/// Threads (four times the CPUs) take and give back order-0 pages at random (at the
+/// lists' hot and cold ends), tagging
 /// each page they hold and checking the tag before the free, while another thread
 /// drains every CPU's list over and over. No page is ever found tagged by another
 /// holder, and once everything is freed and drained the zones hold exactly the pages
@@ -68,8 +76,14 @@ fn pages_are_conserved_under_threads_and_drains() {
                     let mut n = 0;
                     start.wait();
                     for _ in 0..40_000 {
+                        // One take and one free in four use the list's cold end.
+                        let cold = rng.next().is_multiple_of(4);
                         if n < held.len() && (n == 0 || rng.next().is_multiple_of(2)) {
-                            let p = page::alloc_pages(0);
+                            let p = if cold {
+                                page::alloc_pages_cold(0)
+                            } else {
+                                page::alloc_pages(0)
+                            };
                             assert!(!p.is_null(), "out of pages");
                             let addr = page::page_address(p);
                             // SAFETY: a page just allocated, ours alone.
@@ -97,7 +111,11 @@ fn pages_are_conserved_under_threads_and_drains() {
                                     "page {addr:p} changed hands while held"
                                 );
                                 addr.cast::<u64>().write(FREED);
-                                page::free_pages(p, 0);
+                                if cold {
+                                    page::free_pages_cold(p, 0);
+                                } else {
+                                    page::free_pages(p, 0);
+                                }
                             }
                         }
                     }
@@ -186,4 +204,117 @@ fn page_list_keeps_to_high_and_reuses_hot_pages() {
         q == p
     });
     assert!(hot, "a page just freed is not the next one taken");
+}
+
+/// Pins the calling thread to its first allowed CPU; that CPU's id.
+fn pin() -> Option<usize> {
+    let cpu = *core_affinity::get_core_ids()?.first()?;
+    core_affinity::set_for_current(cpu).then_some(cpu.id)
+}
+
+/// On one CPU: a cold free goes under the hot pages, so the hot take after it gets the
+/// page freed hot and the cold take gets the cold one; a cold take gets the page at
+/// the bottom, the one freed first. Retried, since another thread may share the CPU.
+fn cold_pages_go_under_hot_ones() {
+    let Some(cpu) = pin() else {
+        eprintln!("no CPU to pin to; skipped");
+        return;
+    };
+    let ok = (0..10).any(|_| {
+        let [a, b, c, d] = [0; 4].map(|_| page::alloc_pages(0));
+        assert!([a, b, c, d].iter().all(|p| !p.is_null()));
+        // The takes refilled the list: empty it, so the four are all it holds.
+        pcp::drain_pages(cpu);
+        // SAFETY: pages allocated above, each freed once, here or below.
+        unsafe {
+            page::free_pages(a, 0);
+            page::free_pages_cold(b, 0);
+            page::free_pages(c, 0);
+            page::free_pages_cold(d, 0);
+        }
+        // The list, bottom to top: d, b, a, c.
+        let list = pcp::pcp(cpu).expect("a list for every CPU");
+        let four = pcp::count_of(list) == 4;
+        let got = [
+            page::alloc_pages(0),
+            page::alloc_pages_cold(0),
+            page::alloc_pages(0),
+            page::alloc_pages_cold(0),
+        ];
+        for &p in &got {
+            // SAFETY: allocated just now, freed once.
+            unsafe { page::free_pages(p, 0) };
+        }
+        four && got == [c, d, a, b]
+    });
+    assert!(
+        ok,
+        "cold frees did not go under hot ones, or cold takes not from the bottom"
+    );
+}
+
+/// Set in the child `low_watermark_keeps_pages_ready` starts (it runs `page_lists`).
+const LOW_CHILD: &str = "CPUSLAB_TEST_PCP_LOW_CHILD";
+/// The child's `CPUSLAB_PCP_LOW` (its `CPUSLAB_PCP_BATCH` is 16 and `HIGH` 96).
+const LOW: usize = 40;
+
+/// With `CPUSLAB_PCP_LOW` set, every take (hot or cold) leaves more than `low` pages on
+/// the CPU's list, topped up under the pages already there: the pages a free left are
+/// still the next hot ones. Without it the takes would empty the list.
+fn low_watermark_keeps_pages_ready() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "page_lists", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(LOW_CHILD, "1")
+        .env("CPUSLAB_PCP_LOW", LOW.to_string())
+        .env("CPUSLAB_PCP_BATCH", "16")
+        .env("CPUSLAB_PCP_HIGH", "96")
+        // Nothing drains the lists behind the child's back.
+        .env("CPUSLAB_BACKGROUND", "0")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("pcp low child: ok"), "{stdout}\n{stderr}");
+}
+
+fn low_child() {
+    let Some(cpu) = pin() else {
+        println!("pcp low child: ok (no CPU to pin to; skipped)");
+        return;
+    };
+    let list = pcp::pcp(cpu).expect("a list for every CPU");
+    assert_eq!(list.low as usize, LOW);
+    pcp::drain_pages(cpu);
+    // A page freed hot on a list that is then topped up stays the next hot page.
+    let hot = page::alloc_pages(0);
+    assert!(
+        pcp::count_of(list) > LOW,
+        "the first take left {}",
+        pcp::count_of(list)
+    );
+    // SAFETY: allocated above, freed once.
+    unsafe { page::free_pages(hot, 0) };
+    let mut held = Vec::new();
+    let mut reused = false;
+    for i in 0..200 {
+        let p = if i % 3 == 2 {
+            page::alloc_pages_cold(0)
+        } else {
+            page::alloc_pages(0)
+        };
+        assert!(!p.is_null());
+        reused |= i == 0 && p == hot;
+        held.push(p);
+        let n = pcp::count_of(list);
+        assert!(n > LOW, "take {i} left {n} pages, low is {LOW}");
+        assert!(n <= list.high as usize);
+    }
+    assert!(reused, "the page freed hot was not the next hot take");
+    for p in held {
+        // SAFETY: pages allocated above, freed once.
+        unsafe { page::free_pages(p, 0) };
+    }
+    println!("pcp low child: ok");
 }

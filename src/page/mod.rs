@@ -93,17 +93,40 @@ fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
 /// # Safety
 /// `page` heads a block allocated by [`alloc_pages`] with this order, no longer used.
 pub unsafe fn free_pages(page: *mut Page, order: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { free_pages_temp(page, order, false) }
+}
+
+/// [`free_pages`] of a block whose contents nobody touched lately (the kernel's
+/// `free_cold_page`): an order-0 page goes to the cold end of the CPU's list, under
+/// the hot pages, so the next hot request does not get it.
+///
+/// # Safety
+/// As for [`free_pages`].
+pub unsafe fn free_pages_cold(page: *mut Page, order: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { free_pages_temp(page, order, true) }
+}
+
+/// [`free_pages`], at the hot or the cold end of the CPU's list.
+unsafe fn free_pages_temp(page: *mut Page, order: usize, cold: bool) {
     // SAFETY: `page` heads a block handed out by `alloc_pages` that nobody uses any more:
     // its descriptor is ours.
     unsafe { (*page).set_flags(PG_ALLOCATED) };
     let node = page_node(page);
-    if order == 0
-        && topology::cpu_to_node(sys::cpu::current()) == node
+    if order == 0 && topology::cpu_to_node(sys::cpu::current()) == node {
         // SAFETY: at order 0, `page` is an allocated order-0 page nobody uses, on this
         // CPU's node.
-        && unsafe { pcp::free_pcppage(page) }
-    {
-        return;
+        let cached = unsafe {
+            if cold {
+                pcp::free_cold_pcppage(page)
+            } else {
+                pcp::free_pcppage(page)
+            }
+        };
+        if cached {
+            return;
+        }
     }
     let z = zone(node);
     // SAFETY: the block came from its node's zone with this order and is no longer used.
@@ -450,6 +473,21 @@ pub(crate) unsafe fn unlock_all() {
 pub fn alloc_pages_node(node: usize, order: usize) -> *mut Page {
     if order == 0 && topology::cpu_to_node(sys::cpu::current()) == node {
         let page = pcp::rmqueue_pcplist(node);
+        if !page.is_null() {
+            return page;
+        }
+    }
+    alloc_from_zones(node, order)
+}
+
+/// [`alloc_pages`] for a `__GFP_COLD` request, memory the CPU will not read soon: an
+/// order-0 page comes from the cold end of the CPU's list, leaving the hot pages to
+/// requests about to fill them.
+pub fn alloc_pages_cold(order: usize) -> *mut Page {
+    let cpu_node = topology::cpu_to_node(sys::cpu::current());
+    let node = cpuset::mem_node_for(cpu_node);
+    if order == 0 && node == cpu_node {
+        let page = pcp::rmqueue_pcplist_cold(node);
         if !page.is_null() {
             return page;
         }

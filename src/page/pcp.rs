@@ -7,6 +7,22 @@
 //! `batch` pages under the zone lock; a list at `high` gives its `batch` coldest pages
 //! back with one bulk free and shifts the rest down.
 //!
+//! The bottom is the list's cold end, as the kernel's hot/cold lists had it before
+//! they became one list with two ends:
+//! - `low`: a take that leaves the list at `low` pages or fewer tops it up with
+//!   `batch` pages from the zone, slid under the pages already there (pages from the
+//!   zone are cold). `CPUSLAB_PCP_LOW`, 0 by default as in the kernel since 2.6.x: a
+//!   list is refilled only when a take finds it empty.
+//! - cold frees ([`free_cold_pcppage`], the kernel's `free_cold_page`) go in at the
+//!   bottom: pages nobody touched lately (a slab the reaper found idle, one freed after
+//!   a grace period, RCU's own batch pages) must not be the next page a hot request
+//!   gets. They are also the first to go back to the zone.
+//! - cold takes ([`rmqueue_pcplist_cold`], `__GFP_COLD`) come off the bottom: pages
+//!   the CPU will not read soon (RCU's batch pages, written one word per deferred
+//!   free) leave the hot pages to slabs about to be filled.
+//!
+//! Both ends' slow operations shift the array, so they stop the list first (below).
+//!
 //! Two ways to change a list, chosen by the slab layer's fast path at boot:
 //! - **rseq**: pops and pushes are restartable sequences on the calling CPU's list, with
 //!   no atomic operation. Work on a whole list (the bulk free, a drain) first stops it
@@ -49,8 +65,8 @@ pub use crate::config::PCP_MAX_HIGH;
 /// takes the zone lock again.
 const REFILL_CHUNK: usize = 64;
 
-/// Bytes before the entry array.
-const PCP_HEADER: usize = 32;
+/// Bytes before the entry array: the header, one cache line.
+const PCP_HEADER: usize = core::mem::size_of::<PerCpuPages>();
 
 /// Lowest order with a per-CPU list of its own besides order 0.
 pub const LARGE_PCP_MIN_ORDER: usize = 1;
@@ -109,6 +125,9 @@ pub struct PerCpuPages {
     pub order: u32,
     /// `high` page descriptors, right after the header.
     entry: *mut *mut Page,
+    /// A take that leaves this many pages or fewer tops the list up (0: only an empty
+    /// list is refilled). Order 0 only: higher orders are never refilled.
+    pub low: u32,
 }
 
 // The sequences address the list by these offsets.
@@ -121,7 +140,7 @@ const _: () = {
         offset_of!(PerCpuPages, _touched),
         offset_of!(PerCpuPages, entry),
     ]));
-    assert!(core::mem::size_of::<PerCpuPages>() <= 64);
+    assert!(core::mem::size_of::<PerCpuPages>() == 64);
 };
 
 // SAFETY: `count`, `touched` and the entries are changed only by restartable sequences
@@ -137,16 +156,18 @@ static LARGE: [AtomicPtr<PerCpuPages>; NR_LARGE] =
 
 /// Allocates and initialises one list per possible CPU (in the reserved percpu chunk
 /// when it has room, else a dynamic one). Called once at boot, after the percpu
-/// allocator's first chunk is set up.
-pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
+/// allocator's first chunk is set up. `low` is clamped to `high - batch`, so a top-up
+/// always has room for a batch.
+pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
     let high = high.clamp(1, PCP_MAX_HIGH);
     let batch = batch.clamp(1, high);
+    let low = low.min(high - batch);
     // Order 0's list first, then the higher orders' in one area after it.
-    let mut lists = [(0usize, high, batch, 0usize); NR_LARGE + 1];
+    let mut lists = [(0usize, high, batch, low, 0usize); NR_LARGE + 1];
     let mut size = list_size(high);
     for (i, l) in lists.iter_mut().enumerate().skip(1) {
         let order = LARGE_PCP_MIN_ORDER + i - 1;
-        *l = (order, large_high(order), large_batch(order), size);
+        *l = (order, large_high(order), large_batch(order), 0, size);
         size += list_size(l.1);
     }
     let area = match percpu::alloc_reserved_percpu(size, 64) {
@@ -157,7 +178,7 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
         },
     };
     for cpu in 0..nr_cpus {
-        for &(order, high, batch, offset) in &lists {
+        for &(order, high, batch, low, offset) in &lists {
             // SAFETY: each CPU's copy of the area is ours alone, sized for every list.
             unsafe {
                 let at = area.per_cpu_ptr(cpu).add(offset);
@@ -169,12 +190,13 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32) -> bool {
                     _touched: UnsafeCell::new(0),
                     order: order as u32,
                     entry: at.add(PCP_HEADER).cast(),
+                    low,
                 });
             }
         }
     }
     NR_PCP.store(nr_cpus, Ordering::Relaxed);
-    for (i, &(_, _, _, offset)) in lists.iter().enumerate().skip(1) {
+    for (i, &(_, _, _, _, offset)) in lists.iter().enumerate().skip(1) {
         // SAFETY: inside the area just set up.
         LARGE[i - 1].store(
             unsafe { area.as_ptr().add(offset).cast() },
@@ -238,39 +260,145 @@ fn rseq_on() -> bool {
 }
 
 /// Takes a hot page of `node` from the calling CPU's list, refilling the list from the
-/// zone when it is empty. The caller runs on a CPU of `node`. Null when the list is
-/// busy or stopped (the caller goes to the zone) or memory ran out.
+/// zone when it is empty and topping it up when the take leaves it at `low`. The
+/// caller runs on a CPU of `node`. Null when the list is busy or stopped (the caller
+/// goes to the zone) or memory ran out.
 pub fn rmqueue_pcplist(node: usize) -> *mut Page {
     let base = PCP.load(Ordering::Acquire);
     if base.is_null() {
         return base.cast();
     }
+    // SAFETY: every order-0 list has the same `low`; CPU 0's is read.
+    let low = unsafe { (*base).low };
     if rseq_on() {
         // An empty list is refilled (a stopped one turns the refill's pushes away).
         // SAFETY: the sequences are on; every CPU below their bound has a list at its
         // unit's offset, changed only by sequences on its CPU or while stopped.
         let page = unsafe { sys::rseq::stack_pop(base.cast()) };
-        return if page.is_null() {
+        let page = if page.is_null() {
             refill_rseq(base, node)
         } else {
-            own_node(page.cast(), node, 0)
+            page.cast()
         };
+        if low > 0 && !page.is_null() {
+            top_up(base, node);
+        }
+        return own_node(page, node, 0);
     }
-    let Some(pcp) = pcp(sys::cpu::current()) else {
+    let Some(pcp) = lock_local(base, node) else {
         return ptr::null_mut();
     };
-    if !pcp.lock.try_lock() {
-        return ptr::null_mut();
-    }
-    // SAFETY: the list's lock is held.
+    // SAFETY: the list is stopped: `count` and the entries are ours.
     let page = unsafe {
         if *pcp.count.get() == 0 {
-            refill_locked(pcp, node);
+            top_up_locked(pcp, node);
         }
-        pop_locked(pcp)
+        let page = pop_locked(pcp);
+        if low > 0 {
+            top_up_locked(pcp, node);
+        }
+        page
     };
     pcp.lock.unlock();
     own_node(page, node, 0)
+}
+
+/// `__GFP_COLD`: takes the coldest page of `node` (the bottom of the calling CPU's
+/// list), refilling the list from the zone when it is empty and topping it up when
+/// the take leaves it at `low`. The caller runs on a CPU of `node`. Null when the list
+/// is busy (the caller goes to the zone) or memory ran out.
+pub fn rmqueue_pcplist_cold(node: usize) -> *mut Page {
+    let base = PCP.load(Ordering::Acquire);
+    if base.is_null() {
+        return base.cast();
+    }
+    let Some(pcp) = lock_local(base, node) else {
+        return ptr::null_mut();
+    };
+    // SAFETY: the list is stopped: `count` and the entries are ours.
+    let page = unsafe {
+        if *pcp.count.get() == 0 {
+            top_up_locked(pcp, node);
+        }
+        let count = *pcp.count.get() as usize;
+        if count == 0 {
+            ptr::null_mut()
+        } else {
+            // The bottom entry, then the rest shifted down over it.
+            let page = *pcp.entry;
+            ptr::copy(pcp.entry.add(1), pcp.entry, count - 1);
+            *pcp.count.get() = count as u32 - 1;
+            if pcp.low > 0 {
+                top_up_locked(pcp, node);
+            }
+            page
+        }
+    };
+    pcp.lock.unlock();
+    own_node(page, node, 0)
+}
+
+/// Stops the calling CPU's copy of the list at `base` for work on the whole list: takes
+/// its lock and, while the sequences are on, makes sure none is still in flight on it.
+/// None when the CPU is not on `node` (the thread migrated) or the list is busy; the
+/// caller then goes to the zone. The caller unlocks `lock` when done.
+fn lock_local(base: *mut PerCpuPages, node: usize) -> Option<&'static PerCpuPages> {
+    let cpu = sys::cpu::current();
+    if topology::nr_node_ids() > 1 && topology::cpu_to_node(cpu) != node {
+        return None;
+    }
+    let pcp = list_at(base, cpu)?;
+    if !pcp.lock.try_lock() {
+        return None;
+    }
+    if rseq_on() {
+        settle_sequences(cpu);
+    }
+    Some(pcp)
+}
+
+/// The rseq path's top-up after a take, when the list may be at `low`: done stopped,
+/// since the pages go under the ones already there. A busy list is left alone (the
+/// next take tries again).
+#[cold]
+fn top_up(base: *mut PerCpuPages, node: usize) {
+    if let Some(pcp) = lock_local(base, node) {
+        // SAFETY: the list is stopped.
+        unsafe { top_up_locked(pcp, node) };
+        pcp.lock.unlock();
+    }
+}
+
+/// While the list holds `low` pages or fewer (an empty list always), slides a `batch`
+/// of pages from `node`'s zone under the pages on it: they come from the zone, so
+/// they are colder than any page a free put there. Stops early when the zone runs
+/// out. The caller holds the list's lock, settled.
+unsafe fn top_up_locked(pcp: &PerCpuPages, node: usize) {
+    let mut buf = [ptr::null_mut::<Page>(); REFILL_CHUNK];
+    // SAFETY: the caller holds the list's lock, settled: `count` and the entries are
+    // ours.
+    while unsafe { *pcp.count.get() } <= pcp.low || unsafe { *pcp.count.get() } == 0 {
+        // SAFETY: as above.
+        let count = unsafe { *pcp.count.get() } as usize;
+        let mut need = (pcp.batch as usize).min(pcp.high as usize - count);
+        let mut have = count;
+        while need > 0 {
+            let got = take_from_zone(node, &mut buf[..need.min(REFILL_CHUNK)]);
+            if got == 0 {
+                return;
+            }
+            // SAFETY: `have + got <= count + batch.min(high - count) <= high`: both
+            // copies stay in the entry array; `ptr::copy` allows the overlap.
+            unsafe {
+                ptr::copy(pcp.entry, pcp.entry.add(got), have);
+                ptr::copy_nonoverlapping(buf.as_ptr(), pcp.entry, got);
+            }
+            have += got;
+            need -= got;
+            // SAFETY: as above.
+            unsafe { *pcp.count.get() = have as u32 };
+        }
+    }
 }
 
 /// Takes a block of 2^`order` pages (a higher order with a list) of `node` from the
@@ -322,7 +450,7 @@ pub unsafe fn free_large_pcppage(page: *mut Page, order: usize) -> bool {
         // `batch` blocks back first; a stopped one is busy (`free_full` finds its lock
         // taken).
         return unsafe {
-            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true)
+            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, false)
         };
     }
     // SAFETY: `base` is this order's published list; the block is free and ours.
@@ -387,32 +515,6 @@ fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
     n
 }
 
-/// Refills an empty list with `batch` pages. The caller holds its lock.
-unsafe fn refill_locked(pcp: &PerCpuPages, node: usize) {
-    let want = pcp.batch.min(pcp.high) as usize;
-    // SAFETY: the caller holds the list's lock: `count` and the entries are ours.
-    let mut count = unsafe { *pcp.count.get() } as usize;
-    while count < want {
-        let got = take_from_zone(
-            node,
-            // SAFETY: `count < want <= high`: the slots `count..want` lie in the entry
-            // array, unused and ours under the lock.
-            unsafe {
-                core::slice::from_raw_parts_mut(
-                    pcp.entry.add(count),
-                    (want - count).min(REFILL_CHUNK),
-                )
-            },
-        );
-        count += got;
-        // SAFETY: as for the read of `count`.
-        unsafe { *pcp.count.get() = count as u32 };
-        if got == 0 {
-            break;
-        }
-    }
-}
-
 /// Pops the top page, or null. The caller holds the list's lock.
 unsafe fn pop_locked(pcp: &PerCpuPages) -> *mut Page {
     // SAFETY: the caller holds the list's lock: `count` and the entries are ours.
@@ -443,43 +545,56 @@ pub unsafe fn free_pcppage(page: *mut Page) -> bool {
         // its lock taken).
         // SAFETY: as in `rmqueue_pcplist`; the page is free and ours, and not null.
         return unsafe {
-            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, true)
+            sys::rseq::stack_push(base.cast(), page.cast()) || free_full(base, page, false)
         };
     }
     // SAFETY: `base` is the published order-0 list; the page is free and ours.
     unsafe { free_full(base, page, false) }
 }
 
-/// A free into the calling CPU's copy of the list at `base` with its lock taken: the
-/// tried-lock path's every free, and the rseq path's free into a full list. Gives
-/// `batch` cold blocks back first when the list is at `high`.
+/// `free_cold_page`: caches the order-0 `page`, whose contents nobody touched lately,
+/// at the bottom of the calling CPU's list (whose node is the page's), under the hot
+/// pages. False when the list is busy; the caller then frees it to the zone.
+///
+/// # Safety
+/// `page` is an allocated order-0 page that nobody uses any more.
+pub unsafe fn free_cold_pcppage(page: *mut Page) -> bool {
+    let base = PCP.load(Ordering::Acquire);
+    if base.is_null() {
+        return false;
+    }
+    // SAFETY: `base` is the published order-0 list; the page is free and ours.
+    unsafe { free_full(base, page, true) }
+}
+
+/// A free into the calling CPU's copy of the list at `base`, stopped: the tried-lock
+/// path's every free, the rseq path's free into a full list, and every cold free
+/// (`cold`: at the bottom). Gives `batch` cold blocks back first when the list is at
+/// `high`.
 #[cold]
-unsafe fn free_full(base: *mut PerCpuPages, page: *mut Page, rseq: bool) -> bool {
-    let cpu = sys::cpu::current();
-    let Some(pcp) = list_at(base, cpu) else {
+unsafe fn free_full(base: *mut PerCpuPages, page: *mut Page, cold: bool) -> bool {
+    let Some(pcp) = lock_local(base, page_node(page)) else {
         return false;
     };
-    if !pcp.lock.try_lock() {
-        return false;
-    }
-    if rseq && !settle_sequences(cpu) {
-        pcp.lock.unlock();
-        return false;
-    }
-    // SAFETY: the list's lock is taken and, on the rseq path, its sequences settled:
-    // `count` and the entries are ours.
+    // SAFETY: the list is stopped: `count` and the entries are ours.
     if unsafe { *pcp.count.get() } >= pcp.high {
         // SAFETY: as above.
         unsafe { free_pcppages_bulk(pcp, pcp.batch as usize) };
     }
     // SAFETY: as above.
-    let count = unsafe { *pcp.count.get() };
-    let done = count < pcp.high;
+    let count = unsafe { *pcp.count.get() } as usize;
+    let done = count < pcp.high as usize;
     if done {
-        // SAFETY: as above; `count < high`, so the slot lies in the entry array.
+        // SAFETY: as above; `count < high`, so the slot `count` lies in the entry
+        // array, and `ptr::copy` allows the overlap.
         unsafe {
-            *pcp.entry.add(count as usize) = page;
-            *pcp.count.get() = count + 1;
+            if cold {
+                ptr::copy(pcp.entry, pcp.entry.add(1), count);
+                *pcp.entry = page;
+            } else {
+                *pcp.entry.add(count) = page;
+            }
+            *pcp.count.get() = count as u32 + 1;
         }
     }
     pcp.lock.unlock();
@@ -492,11 +607,10 @@ unsafe fn free_full(base: *mut PerCpuPages, page: *mut Page, rseq: bool) -> bool
 /// restarted with a membarrier. If the kernel refuses that (a sandbox installed after
 /// boot), the sequences are retired for good, which leaves none in flight either, and
 /// the lists use their tried locks from then on.
-fn settle_sequences(cpu: usize) -> bool {
+fn settle_sequences(cpu: usize) {
     if sys::cpu::current() != cpu && !sys::membarrier::rseq_fence(Some(cpu)) {
         sys::rseq::retire_stacks(false);
     }
-    true
 }
 
 /// `free_pcppages_bulk`: gives the `count` coldest blocks (the bottom of the stack)
@@ -587,12 +701,13 @@ pub(crate) fn try_drain_pages(cpu: usize) -> bool {
 
 /// Empties `cpu`'s list `pcp`, whose lock the caller took, and unlocks it.
 fn drain_locked(pcp: &PerCpuPages, cpu: usize) {
-    // A sequence still in flight on `cpu` could commit into the list being emptied;
-    // if it cannot be restarted the list is left as it is.
-    if !rseq_on() || settle_sequences(cpu) {
-        // SAFETY: the list's lock is held and no sequence runs on it.
-        unsafe { free_pcppages_bulk(pcp, *pcp.count.get() as usize) };
+    // A sequence still in flight on `cpu` could commit into the list being emptied:
+    // it is restarted first (or the sequences retired).
+    if rseq_on() {
+        settle_sequences(cpu);
     }
+    // SAFETY: the list's lock is held and no sequence runs on it.
+    unsafe { free_pcppages_bulk(pcp, *pcp.count.get() as usize) };
     pcp.lock.unlock();
 }
 

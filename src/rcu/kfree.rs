@@ -129,7 +129,9 @@ pub unsafe fn free_rcu(ptr: *mut u8, layout: Layout) {
         // SAFETY: `with_local_list` holds the list's lock, and with it its batch.
         let slot = unsafe { &mut *l.kfree.get() };
         if slot.is_null() {
-            let pg = page::alloc_pages_exact(1, 0);
+            // Written one entry per deferred free and read once, after the grace
+            // period: a cold page, which leaves the hot ones to slabs.
+            let pg = page::alloc_pages_cold(0);
             if pg.is_null() {
                 return Err(());
             }
@@ -193,9 +195,9 @@ unsafe fn free_batch(head: *mut RcuHead) {
     // SAFETY: as above.
     QUEUED_SLAB_BYTES.fetch_sub(unsafe { (*b).slab_bytes }, Ordering::Relaxed);
     QUEUED_BATCHES.fetch_sub(1, Ordering::Relaxed);
-    // SAFETY: the batch's page, from `alloc_pages_exact(1, 0)` in `free_rcu`, is not
-    // used again.
-    unsafe { page::free_pages_exact(page::virt_to_page(b.cast())) };
+    // SAFETY: the batch's page, from `alloc_pages_cold(0)` in `free_rcu`, is not used
+    // again; nobody read it since its last entry, so it goes back cold.
+    unsafe { page::free_pages_cold(page::virt_to_page(b.cast()), 0) };
 }
 
 /// Queues every partly filled batch. Returns how many were queued.

@@ -151,7 +151,7 @@ fn cache_reap(cache: &RawCache) {
                 drain_freelist(cache, &mut l, tofree, &mut to_destroy);
             }
         }
-        cache.destroy_slabs(&mut to_destroy);
+        cache.destroy_slabs(&mut to_destroy, true);
     }
 }
 
@@ -187,7 +187,7 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
             let mut l = relock(cache, node, held);
             drain_freelist(cache, &mut l, usize::MAX, &mut to_destroy);
         }
-        cache.destroy_slabs(&mut to_destroy)
+        cache.destroy_slabs(&mut to_destroy, true)
     }
 }
 
@@ -225,7 +225,7 @@ pub fn drain_cpu(cpu: usize) {
             cache.with_stopped_caches(cpu..cpu + 1, true, |_, ac| {
                 drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
             });
-            cache.destroy_slabs(&mut to_destroy);
+            cache.destroy_slabs(&mut to_destroy, true);
         }
         c = cache.next.load(Ordering::Relaxed);
     }

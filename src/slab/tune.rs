@@ -145,7 +145,7 @@ pub fn do_tune_cpucache(
                 failed = true;
             }
         }
-        cache.destroy_slabs(&mut to_destroy);
+        cache.destroy_slabs(&mut to_destroy, false);
     }
     cache.limit.store(limit, Ordering::Relaxed);
     cache.batchcount.store(batchcount, Ordering::Relaxed);

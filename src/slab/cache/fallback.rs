@@ -150,7 +150,7 @@ impl RawCache {
             drop(unsafe { transfer::free_block(self, rest, Some((home, l)), &mut to_destroy) });
         }
         // SAFETY: as in `give_back`.
-        unsafe { self.destroy_slabs(&mut to_destroy) };
+        unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 
     /// Sends every object in this cache's alien caches home (the reaper, shrinking,
@@ -218,6 +218,6 @@ impl RawCache {
         // else, as for `free`; the caller holds no list lock.
         unsafe { transfer::free_to_node(self, node, obj, &mut to_destroy) };
         // SAFETY: as in `give_back`.
-        unsafe { self.destroy_slabs(&mut to_destroy) };
+        unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 }

@@ -374,7 +374,7 @@ impl RawCache {
         // holds no list lock.
         unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
         // SAFETY: `free_block` put there only empty slabs of this cache, off every list.
-        unsafe { self.destroy_slabs(&mut to_destroy) };
+        unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 
     /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`
@@ -399,6 +399,6 @@ impl RawCache {
         // SAFETY: the caller holds `ac`'s lock and no list lock.
         unsafe { transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy) };
         // SAFETY: as in `give_back`.
-        unsafe { self.destroy_slabs(&mut to_destroy) };
+        unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 }

@@ -50,9 +50,10 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
     // SAFETY: that descriptor; `order` lies outside the links the head overlays, so it
     // still holds the slab's order.
     let order = unsafe { (*slab).order } as usize;
+    // Nobody touched the slab during the grace period: its pages go in cold.
     // SAFETY: the slab's block, allocated with this order by `cache_grow_begin`; the
     // grace period has ended, so no reader still looks at its stale objects.
-    unsafe { page::free_pages(slab, order) };
+    unsafe { page::free_pages_cold(slab, order) };
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
@@ -369,8 +370,10 @@ impl RawCache {
     }
 
     /// `slab_destroy` for every slab on `list`: their pages go back to the page pool,
-    /// after a grace period for a `TYPESAFE_BY_RCU` cache.
-    pub(crate) unsafe fn destroy_slabs(&self, list: &mut PageList) -> usize {
+    /// after a grace period for a `TYPESAFE_BY_RCU` cache. `cold`: the slabs sat unused
+    /// (the reaper found them idle), so their pages go to the cold end of the CPU's
+    /// page list; slabs just emptied by frees go to its hot end.
+    pub(crate) unsafe fn destroy_slabs(&self, list: &mut PageList, cold: bool) -> usize {
         let order = self.geom().order;
         let by_rcu = self.flags.load(Ordering::Relaxed) & SlabFlags::TYPESAFE_BY_RCU.0 != 0;
         let mut pages = 0;
@@ -398,7 +401,13 @@ impl RawCache {
             } else {
                 // SAFETY: the slab's block, of the cache's order; empty and off every
                 // list, so unused.
-                unsafe { page::free_pages(slab, order) };
+                unsafe {
+                    if cold {
+                        page::free_pages_cold(slab, order)
+                    } else {
+                        page::free_pages(slab, order)
+                    }
+                };
             }
             pages += 1 << order;
         }
