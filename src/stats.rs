@@ -199,8 +199,9 @@ pub struct MemoryBreakdown {
     /// Page descriptors resident (64 bytes per page the zones have touched, in whole
     /// pages of descriptors, arena headers included).
     pub desc_bytes: usize,
-    /// Populated pages of the percpu chunks, every CPU's unit (the per-CPU array
-    /// caches' entry arrays and headers, the per-CPU page lists, percpu counters).
+    /// Resident pages of the percpu chunks, every CPU's unit (the per-CPU array
+    /// caches' headers and the entry arrays their CPUs touched, the per-CPU page lists,
+    /// percpu counters).
     pub percpu_bytes: usize,
     /// Resident pages of the arena map.
     pub arena_map_bytes: usize,
@@ -357,7 +358,7 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
     // The batch pages (order-0 pages, in no zone count) go with the deferred frees.
     b.rcu_bytes += rcu_batches * page_size;
     let p = crate::percpu::stats::percpu_stats();
-    b.percpu_bytes = p.populated_pages * p.nr_units * page_size;
+    b.percpu_bytes = p.resident_pages * page_size;
     b.total();
     b
 }

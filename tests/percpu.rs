@@ -318,6 +318,74 @@ fn resident_pages(ranges: &[(usize, usize)]) -> usize {
     n
 }
 
+/// A lazy area (`alloc_percpu_lazy`, what the array caches' entries use) commits
+/// nothing up front: its pages become resident only in the units whose CPU copy is
+/// written, `resident_pages` in the stats follows them, and freeing it gives them back.
+/// (A lazy area may land in one of the few empty pages kept populated for the next
+/// allocation, [`PCPU_EMPTY_POP_PAGES_HIGH`] at most: those are resident already.)
+#[test]
+fn lazy_areas_commit_only_what_is_touched() {
+    let _g = serial();
+    percpu::balance();
+    let ncpu = nr_cpu_ids();
+    const N: usize = 32;
+    let spare = PCPU_EMPTY_POP_PAGES_HIGH;
+    let populated_before = percpu_stats().populated_pages;
+    let areas: Vec<PcpuPtr> = (0..N)
+        .map(|_| percpu::alloc_percpu_lazy(4096, 4096).expect("page-sized lazy area"))
+        .collect();
+    let ranges = |cpus: &[usize]| -> Vec<(usize, usize)> {
+        areas
+            .iter()
+            .flat_map(|p| {
+                cpus.iter()
+                    .map(move |&cpu| (p.per_cpu_ptr(cpu) as usize, 4096))
+            })
+            .collect()
+    };
+    let all: Vec<usize> = (0..ncpu).collect();
+    let committed = resident_pages(&ranges(&all));
+    assert!(
+        committed <= spare * ncpu,
+        "{committed} lazy pages committed"
+    );
+    assert!(
+        percpu_stats().populated_pages <= populated_before,
+        "a lazy area populated pages"
+    );
+    // CPU 0's copies only: written, read back, resident; the other units untouched.
+    let resident_before = percpu_stats().resident_pages;
+    for (i, p) in areas.iter().enumerate() {
+        let c = p.per_cpu_ptr(0).cast::<u64>();
+        // SAFETY: CPU 0's copy of a live 4096-byte area.
+        unsafe {
+            for w in 0..512 {
+                c.add(w).write((i * 512 + w) as u64);
+            }
+        }
+    }
+    for (i, p) in areas.iter().enumerate() {
+        let c = p.per_cpu_ptr(0).cast::<u64>();
+        // SAFETY: as above.
+        assert!((0..512).all(|w| unsafe { c.add(w).read() } == (i * 512 + w) as u64));
+    }
+    assert_eq!(resident_pages(&ranges(&[0])), N);
+    if ncpu > 1 {
+        let others: Vec<usize> = (1..ncpu).collect();
+        assert!(resident_pages(&ranges(&others)) <= spare * (ncpu - 1));
+    }
+    assert!(
+        percpu_stats().resident_pages >= resident_before + N - spare,
+        "the stats missed the touched pages"
+    );
+    for &p in &areas {
+        // SAFETY: allocated above, freed once.
+        unsafe { free_percpu(p) };
+    }
+    let left = resident_pages(&ranges(&[0]));
+    assert!(left <= spare, "{left} freed lazy pages stayed resident");
+}
+
 #[test]
 fn depopulation_lowers_resident_memory() {
     let _g = serial();

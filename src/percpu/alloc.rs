@@ -407,11 +407,13 @@ fn check_request(size: usize, align: usize) -> Result<(), PercpuError> {
 }
 
 /// `pcpu_alloc`: an area of `size` bytes aligned to `align` in every CPU's unit, zeroed
-/// in all of them; from the reserved chunk when `reserved`.
+/// in all of them; from the reserved chunk when `reserved`. `lazy`: its pages are
+/// neither populated nor zeroed (see [`alloc_percpu_lazy`]).
 pub(crate) fn pcpu_alloc(
     size: usize,
     align: usize,
     reserved: bool,
+    lazy: bool,
 ) -> Result<PcpuPtr, PercpuError> {
     check_request(size, align)?;
     ensure_init()?;
@@ -444,23 +446,26 @@ pub(crate) fn pcpu_alloc(
         let d = (*c).alloc_area(bit, bits);
         st.account(&*c, d);
         st.relocate(c);
-        if !st.populate_area(c, bit, bits) {
+        if !lazy && !st.populate_area(c, bit, bits) {
             st.free_in(c, bit, bits);
             return Err(PercpuError::NoMemory);
         }
         found
     };
     st.stats.area_alloc(size);
-    if !reserved && st.nr_empty_pop_pages < balance::PCPU_EMPTY_POP_PAGES_LOW {
+    // A lazy area needs no populated page ready for the next one.
+    if !reserved && !lazy && st.nr_empty_pop_pages < balance::PCPU_EMPTY_POP_PAGES_LOW {
         balance::populate_ahead(&mut st);
     }
     let nr_units = st.nr_units;
     // SAFETY: the chunk holds the live area just allocated, so it stays.
     let addr = unsafe { (*chunk).bit_addr(bit) };
     drop(st);
-    for cpu in 0..nr_units {
-        // SAFETY: the area is ours, populated, `size` bytes in every unit.
-        unsafe { ptr::write_bytes(addr.add(cpu * PCPU_UNIT_SIZE), 0, size) };
+    if !lazy {
+        for cpu in 0..nr_units {
+            // SAFETY: the area is ours, populated, `size` bytes in every unit.
+            unsafe { ptr::write_bytes(addr.add(cpu * PCPU_UNIT_SIZE), 0, size) };
+        }
     }
     Ok(PcpuPtr {
         // SAFETY: chunk addresses come from a successful mmap.
@@ -474,14 +479,24 @@ pub(crate) fn pcpu_alloc(
 /// `align` (a power of two up to a page) in every possible CPU's unit, zeroed in all
 /// of them. Never panics; a bad request gets its [`PercpuError`].
 pub fn alloc_percpu(size: usize, align: usize) -> Result<PcpuPtr, PercpuError> {
-    pcpu_alloc(size, align, false)
+    pcpu_alloc(size, align, false, false)
+}
+
+/// [`alloc_percpu`] for an area most CPUs may never touch (an array cache's entries on
+/// a machine of many CPUs): its pages are not populated ahead, so each CPU's copy
+/// becomes resident only as that CPU writes it, and its contents start undefined (not
+/// zeroed; fresh pages read as zero, reused ones do not). A touch can then fail for
+/// want of memory as any anonymous page can; [`alloc_percpu`] commits up front instead.
+/// Its pages that nothing else uses are given back when it is freed.
+pub fn alloc_percpu_lazy(size: usize, align: usize) -> Result<PcpuPtr, PercpuError> {
+    pcpu_alloc(size, align, false, true)
 }
 
 /// `__alloc_reserved_percpu`: as [`alloc_percpu`], from the reserved chunk that holds
 /// cpuslab's own static per-CPU data ([`PCPU_RESERVED_SIZE`] bytes a CPU). Fails with
 /// [`PercpuError::ReservedFull`] rather than use a dynamic chunk.
 pub fn alloc_reserved_percpu(size: usize, align: usize) -> Result<PcpuPtr, PercpuError> {
-    pcpu_alloc(size, align, true)
+    pcpu_alloc(size, align, true, false)
 }
 
 /// `free_percpu`: frees an area in every CPU's unit, and runs the balance work when
@@ -511,6 +526,10 @@ pub unsafe fn free_percpu(ptr: PcpuPtr) {
     let kind = c.kind;
     // SAFETY: as above; `[bit, bit + bits)` is the live area, which the caller gives up.
     unsafe { st.free_in(chunk, bit, bits) };
+    // Pages that only lazy areas used were never populated, so the balance work, which
+    // gives back empty populated pages, would never give them back: they go now.
+    // SAFETY: as above; the chunk stays while its lock is held.
+    unsafe { (*chunk).purge_empty_unpopulated(bit, bits) };
     st.stats.area_free();
     if kind != ChunkKind::Reserved && balance::needed(&st) {
         balance::pcpu_balance(&mut st);

@@ -368,6 +368,28 @@ impl Chunk {
         true
     }
 
+    /// Pages of the chunk resident now, over every unit (populated ones, and those lazy
+    /// areas made resident by touching them). For statistics: one `mincore` a unit.
+    pub fn resident_pages(&self) -> usize {
+        (0..self.nr_units)
+            .map(|cpu| sys::mmap::resident_pages(self.page_addr(cpu, 0), self.nr_pages * PAGE_SIZE))
+            .sum()
+    }
+
+    /// Gives back, in every unit, the pages under `[bit, bit + bits)` that are not
+    /// populated and have nothing allocated in them: pages a lazy area (not populated
+    /// ahead) used alone and may have made resident.
+    pub fn purge_empty_unpopulated(&self, bit: usize, bits: usize) {
+        let (first, last) = Self::pages_of(bit, bits);
+        for p in first..=last {
+            if !self.is_populated(p) && self.blocks[p].is_empty() {
+                for cpu in 0..self.nr_units {
+                    sys::mmap::purge(self.page_addr(cpu, p), PAGE_SIZE);
+                }
+            }
+        }
+    }
+
     /// `pcpu_depopulate_chunk`: gives the pages `[start, end)` (populated, with
     /// nothing allocated in them) back in every unit.
     pub fn depopulate(&mut self, start: usize, end: usize) {

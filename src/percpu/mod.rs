@@ -48,7 +48,8 @@ pub mod stats;
 mod typed;
 
 pub use alloc::{
-    alloc_percpu, alloc_reserved_percpu, free_percpu, PcpuPtr, PCPU_FREE_SLOT, PCPU_NR_SLOTS,
+    alloc_percpu, alloc_percpu_lazy, alloc_reserved_percpu, free_percpu, PcpuPtr, PCPU_FREE_SLOT,
+    PCPU_NR_SLOTS,
 };
 pub use balance::{balance, PCPU_EMPTY_POP_PAGES_HIGH, PCPU_EMPTY_POP_PAGES_LOW};
 pub use bitmap::PCPU_MIN_ALLOC_SIZE;

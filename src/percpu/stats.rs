@@ -118,6 +118,9 @@ pub struct PercpuStats {
     pub empty_pop_pages: usize,
     /// Populated pages (per unit) over all chunks.
     pub populated_pages: usize,
+    /// Pages of every chunk resident now, over all units: the populated pages and those
+    /// of lazy areas (`alloc_percpu_lazy`) that their CPUs touched.
+    pub resident_pages: usize,
 }
 
 /// A snapshot of the allocator's figures (starting the allocator if needed, so that
@@ -150,6 +153,14 @@ pub fn percpu_stats() -> PercpuStats {
     s.max_alloc_size = g.max_alloc_size;
     s.empty_pop_pages = st.nr_empty_pop_pages;
     s.populated_pages = st.nr_populated;
+    let mut chunk = st.all_head;
+    // SAFETY: under the lock; the list of all chunks is live.
+    unsafe {
+        while !chunk.is_null() {
+            s.resident_pages += (*chunk).resident_pages();
+            chunk = (*chunk).all_next;
+        }
+    }
     s
 }
 
@@ -324,6 +335,7 @@ pub fn write_percpu_stats(w: &mut dyn Write) -> fmt::Result {
     line(w, "max_alloc_size", s.max_alloc_size as u64)?;
     line(w, "empty_pop_pages", s.empty_pop_pages as u64)?;
     line(w, "populated_pages", s.populated_pages as u64)?;
+    line(w, "resident_pages", s.resident_pages as u64)?;
     line(w, "empty_pop_low", PCPU_EMPTY_POP_PAGES_LOW as u64)?;
     line(w, "empty_pop_high", PCPU_EMPTY_POP_PAGES_HIGH as u64)?;
     line(w, "max_area_size", PCPU_MAX_ALLOC_SIZE as u64)?;

@@ -57,9 +57,19 @@ fn alloc_cpu_area(size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> 
     percpu::alloc_percpu(size, align).ok()
 }
 
-/// Allocates the entry arrays of `capacity` pointers for every possible CPU.
+/// Allocates the entry arrays of `capacity` pointers for every possible CPU. Lazily
+/// committed: an entry is never read before it is written, and a small class's array
+/// is 4 KiB a CPU, which only the CPUs that use the class should pay for. An array of
+/// half a page or more is page aligned, so that no smaller area, populated when it is
+/// allocated, shares its pages and commits them.
 pub(crate) fn alloc_entries(capacity: u32) -> Option<PcpuPtr> {
-    alloc_cpu_area(capacity as usize * 8, 64, false)
+    let bytes = capacity as usize * 8;
+    let align = if bytes >= PAGE_SIZE / 2 {
+        PAGE_SIZE
+    } else {
+        64
+    };
+    percpu::alloc_percpu_lazy(bytes, align).ok()
 }
 
 // `cpu_cache` and `check` fill the first 32 bytes: one line at any 32-byte boundary.
@@ -271,6 +281,12 @@ impl RawCache {
         self.cpu_cache
             .store(headers.as_ptr().cast(), Ordering::Release);
         Ok(())
+    }
+
+    /// Whether `setup` finished: the cache serves.
+    #[inline]
+    pub fn is_set_up(&self) -> bool {
+        !self.cpu_cache.load(Ordering::Acquire).is_null()
     }
 
     /// The array cache of `cpu`, if the cache is set up and `cpu` is possible.
