@@ -221,6 +221,22 @@ fn boot() -> Result<(), BootError> {
     if slab::KMEM_CACHE.cpu_cache.load(Ordering::Acquire).is_null() {
         // Before the first cache is set up: no cache is ever used both ways.
         slab::fastpath::init();
+        // The node cache first: every other cache's node structures are its objects.
+        if !slab::KMEM_CACHE_NODE.is_set_up() {
+            // SAFETY: only the booting thread runs this.
+            let r = unsafe {
+                slab::KMEM_CACHE_NODE.setup(
+                    "kmem_cache_node",
+                    core::mem::size_of::<slab::node::KmemCacheNode>(),
+                    core::mem::align_of::<slab::node::KmemCacheNode>(),
+                    slab::SlabFlags::HWCACHE_ALIGN.0,
+                )
+            };
+            if r.is_err() {
+                return Err(memory_error());
+            }
+            slab::link(&slab::KMEM_CACHE_NODE);
+        }
         // SAFETY: only the booting thread runs this.
         let r = unsafe {
             slab::KMEM_CACHE.setup(

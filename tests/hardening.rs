@@ -183,7 +183,7 @@ fn failed_boot_backs_off_and_keeps_the_limit() {
 
     let mut cmd = Command::new(&exe);
     cmd.env("LD_PRELOAD", preload_so())
-        .env("CPUSLAB_HEAP_LIMIT", "64K");
+        .env("CPUSLAB_HEAP_LIMIT", "8K");
     let (out, stdout, stderr) = run(cmd);
     assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
     assert!(

@@ -20,7 +20,8 @@ use crate::sync::TryLock;
 /// Bytes before `entry[0]`.
 pub const AC_HEADER: usize = 32;
 
-/// One array cache; `entry` follows the header in the same allocation.
+/// One array cache: a header and, at `entry`, its array of object pointers (after the
+/// header in the same allocation, or elsewhere: see `init_with`).
 #[repr(C)]
 pub struct ArrayCache {
     /// The per-CPU lock (unused in a shared cache, which the list lock guards).
@@ -61,6 +62,21 @@ pub const fn ac_bytes(capacity: usize) -> usize {
 }
 
 impl ArrayCache {
+    /// A header with no entries (`limit` and `capacity` 0): a node's shared cache
+    /// before `set_shared` gives it some.
+    #[cfg(not(loom))]
+    pub const fn empty() -> ArrayCache {
+        ArrayCache {
+            lock: TryLock::new(),
+            avail: 0,
+            limit: 0,
+            batchcount: 0,
+            touched: 0,
+            capacity: 0,
+            entry: ptr::null_mut(),
+        }
+    }
+
     /// Initialises an array cache in place, its entries following the header.
     ///
     /// # Safety

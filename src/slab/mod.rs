@@ -113,6 +113,10 @@ pub static CHAIN: Mutex<ChainHead> = Mutex::new(ChainHead {
 /// The cache of caches: serves the `RawCache` of every cache created at run time.
 pub static KMEM_CACHE: RawCache = RawCache::new();
 
+/// The node cache (SLUB's `kmem_cache_node`): serves the `KmemCacheNode` of every cache
+/// but its own, which it sets up from page blocks before it can serve. Set up first.
+pub static KMEM_CACHE_NODE: RawCache = RawCache::new();
+
 /// Adds a set-up cache to the chain.
 pub fn link(cache: &'static RawCache) {
     let mut chain = CHAIN.lock();

@@ -4,12 +4,13 @@
 #[cfg(not(loom))]
 use core::ptr;
 
-#[cfg(not(loom))]
-use super::array_cache::ac_bytes;
 use super::array_cache::ArrayCache;
 use crate::page::list::PageList;
 use crate::page::Page;
 use crate::sync::Mutex;
+#[cfg(not(loom))]
+use core::mem::size_of;
+
 #[cfg(not(loom))]
 use crate::{page, sys::PAGE_SIZE};
 
@@ -38,50 +39,60 @@ pub struct NodeLists {
 // SAFETY: only touched under the list lock.
 unsafe impl Send for NodeLists {}
 
-/// One node's part of a cache. Lives at the start of its own page block, followed by
-/// the shared array cache.
+/// One node's part of a cache: an object of the node cache ([`super::KMEM_CACHE_NODE`],
+/// SLUB's `kmem_cache_node`), or, for the node cache's own nodes, which exist before
+/// it can serve, a page block of its own. The shared cache's header lives here and its
+/// entries in a page block of their own, which becomes resident only as the shared
+/// cache fills: a cache that never shares objects costs a few hundred bytes a node, not
+/// a page.
 pub struct KmemCacheNode {
     /// `n->list_lock`.
     pub list_lock: Mutex<NodeLists>,
-    /// Pages of the block holding this structure.
-    pub npages: usize,
+    /// The shared cache's header, which `NodeLists::shared` points at while the node
+    /// has one; guarded by the list lock.
+    #[cfg(not(loom))]
+    shared_ac: core::cell::UnsafeCell<ArrayCache>,
+    /// Whether this structure is a page block of its own rather than a node cache
+    /// object.
+    own_block: bool,
     /// `n->alien`: this node's CPUs' frees of other nodes' objects, per home node
     /// (none on a machine of one node).
     #[cfg(not(loom))]
     pub aliens: super::alien::AlienArray,
 }
 
+// SAFETY: the shared cache header is only touched under the list lock; everything else
+// is immutable or synchronised itself.
+#[cfg(not(loom))]
+unsafe impl Sync for KmemCacheNode {}
+
 #[cfg(not(loom))]
 impl KmemCacheNode {
     /// Allocates a node structure with a shared cache of `shared_limit` entries (0: no
     /// shared cache). Returns null when memory ran out.
     pub fn create(free_limit: usize, shared_limit: u32, batchcount: u32) -> *mut KmemCacheNode {
-        let bytes = Self::HEADER + ac_bytes(shared_limit as usize);
-        let npages = bytes.div_ceil(PAGE_SIZE);
-        let page = page::alloc_pages_exact(npages, 0);
-        if page.is_null() {
-            return ptr::null_mut();
+        let node_cache = &super::KMEM_CACHE_NODE;
+        let own_block = !node_cache.is_set_up();
+        let n = if own_block {
+            let page = page::alloc_pages_exact(size_of::<Self>().div_ceil(PAGE_SIZE), 0);
+            if page.is_null() {
+                return ptr::null_mut();
+            }
+            page::page_address(page).cast::<KmemCacheNode>()
+        } else {
+            node_cache.alloc().cast::<KmemCacheNode>()
+        };
+        if n.is_null() {
+            return n;
         }
         let Some(aliens) = super::alien::AlienArray::create(crate::topology::nr_node_ids()) else {
-            // SAFETY: the block just taken, used by nobody.
-            unsafe { page::free_pages_exact(page) };
+            // SAFETY: the memory just taken, used by nobody.
+            unsafe { Self::free_memory(n, own_block) };
             return ptr::null_mut();
         };
-        let base = page::page_address(page);
-        // Whatever the page block has room for becomes the shared cache's capacity,
-        // so retuning can raise the shared limit without reallocating.
-        let capacity = Self::shared_room(npages);
-        let header = Self::HEADER;
-        // SAFETY: the block is fresh and large enough for both structures.
+        // SAFETY: the memory is fresh, sized and aligned for a node structure (a page
+        // block, or an object of the node cache, whose objects are node structures).
         unsafe {
-            let shared = if shared_limit > 0 {
-                let ac = base.add(header).cast::<ArrayCache>();
-                ArrayCache::init(ac, shared_limit, batchcount, capacity);
-                ac
-            } else {
-                ptr::null_mut()
-            };
-            let n = base.cast::<KmemCacheNode>();
             n.write(KmemCacheNode {
                 list_lock: Mutex::new(NodeLists {
                     slabs_partial: PageList::new(),
@@ -92,37 +103,45 @@ impl KmemCacheNode {
                     free_limit,
                     colour_next: 0,
                     free_touched: false,
-                    shared,
+                    shared: ptr::null_mut(),
                 }),
-                npages,
+                shared_ac: core::cell::UnsafeCell::new(ArrayCache::empty()),
+                own_block,
                 aliens,
-            });
-            n
+            })
+        };
+        // SAFETY: the node is ours alone until the cache publishes it. A first shared
+        // cache takes no memory, so this cannot fail.
+        unsafe {
+            let mut lists = (*n).list_lock.lock();
+            (*n).set_shared(&mut lists, shared_limit, batchcount);
         }
+        n
     }
 
-    /// Bytes before the shared cache in the node's page block.
-    const HEADER: usize = core::mem::size_of::<KmemCacheNode>().next_multiple_of(64);
-
-    /// Entries a shared cache in a node block of `npages` pages can hold.
-    fn shared_room(npages: usize) -> u32 {
-        ((npages * PAGE_SIZE - Self::HEADER - super::array_cache::AC_HEADER) / 8) as u32
-    }
-
-    /// Entries the room in this node's own block holds (a shared cache needs no block
-    /// of its own up to this).
-    fn shared_capacity(&self) -> u32 {
-        Self::shared_room(self.npages)
+    /// Gives back the memory of a node structure made by `create`.
+    ///
+    /// # Safety
+    /// `n` is that memory, with `own_block` as `create` chose it, used by nobody.
+    unsafe fn free_memory(n: *mut KmemCacheNode, own_block: bool) {
+        if own_block {
+            // SAFETY: a page block from `alloc_pages_exact` (the contract).
+            unsafe { page::free_pages_exact(page::virt_to_page(n.cast())) };
+        } else {
+            // SAFETY: an object of the node cache (the contract).
+            unsafe { super::KMEM_CACHE_NODE.free(n.cast()) };
+        }
     }
 
     /// Most entries a shared cache may be given by retuning (a 512 KiB block).
     pub const MAX_SHARED: u32 = 65536;
 
     /// Gives this node a shared cache of `limit` entries moved `batchcount` at a time
-    /// (`do_tune_cpucache`): in the room the node's own block keeps for one when it
-    /// fits there, else in a page block of its own, into which the objects the old
-    /// one holds move. A `limit` of 0 with no shared cache leaves none. False, with
-    /// nothing changed, when memory for a larger block ran out.
+    /// (`do_tune_cpucache`). Its entries get a page block of their own when a CPU's
+    /// cache first overflows into it ([`shared_room`]), or here when it has one already
+    /// and it is too small: the objects the old one holds move into the new one. A
+    /// `limit` of 0 with no shared cache leaves none. False, with nothing changed,
+    /// when memory for a larger block ran out.
     ///
     /// # Safety
     /// The caller holds this node's list lock (`lists`); `limit <= MAX_SHARED`, and the
@@ -132,62 +151,51 @@ impl KmemCacheNode {
         if old.is_null() && limit == 0 {
             return true;
         }
-        // SAFETY: `old`, when not null, is the node's live shared cache, guarded by the
-        // list lock the caller holds (`lists`).
-        if !old.is_null() && limit <= unsafe { (*old).capacity } {
+        let ac = self.shared_ac.get();
+        if old.is_null() {
+            // SAFETY: the header is guarded by the list lock the caller holds
+            // (`lists`); no entries until the first overflow.
+            unsafe { ArrayCache::init_with(ac, limit, batchcount, 0, ptr::null_mut()) };
+            lists.shared = ac;
+            return true;
+        }
+        // SAFETY: as above.
+        let capacity = unsafe { (*ac).capacity };
+        if capacity == 0 || limit <= capacity {
             // SAFETY: as above.
             unsafe {
-                (*old).limit = limit;
-                (*old).batchcount = batchcount;
+                (*ac).limit = limit;
+                (*ac).batchcount = batchcount;
             }
             return true;
         }
-        let ac = if old.is_null() && limit <= self.shared_capacity() {
-            // SAFETY: the block holds the node structure and then room for a shared
-            // cache (`create` sized it so), unused while the node has none.
-            let ac = unsafe { (self as *const Self as *mut u8).add(Self::HEADER) };
-            // SAFETY: as above: the room holds `shared_capacity` entries.
-            unsafe { ArrayCache::init(ac.cast(), limit, batchcount, self.shared_capacity()) };
-            ac.cast::<ArrayCache>()
-        } else {
-            let npages = ac_bytes(limit as usize).div_ceil(PAGE_SIZE);
-            let page = page::alloc_pages_exact(npages, 0);
-            if page.is_null() {
-                return false;
-            }
-            let ac = page::page_address(page).cast::<ArrayCache>();
-            let capacity = ((npages * PAGE_SIZE - super::array_cache::AC_HEADER) / 8) as u32;
-            // SAFETY: a fresh block of `npages` pages, room for `capacity` entries.
-            unsafe { ArrayCache::init(ac, limit, batchcount, capacity) };
-            ac
+        let Some((entries, capacity)) = entries_block(limit) else {
+            return false;
         };
-        if !old.is_null() {
-            // SAFETY: both are array caches guarded by the lock held; the new one has
-            // room for everything the old one holds.
-            unsafe {
-                let n = (*old).avail;
-                ptr::copy_nonoverlapping(
-                    ArrayCache::entries(old),
-                    ArrayCache::entries(ac),
-                    n as usize,
-                );
-                (*ac).avail = n;
-                (*old).avail = 0;
-                self.free_shared_block(old);
-            }
+        // SAFETY: the header is ours under the list lock; the old entries are its live
+        // ones, and the new block has room for the `avail <= limit` objects they hold
+        // (the contract).
+        unsafe {
+            let avail = (*ac).avail;
+            ptr::copy_nonoverlapping((*ac).entry, entries, avail as usize);
+            Self::free_entries(ac);
+            ArrayCache::init_with(ac, limit, batchcount, capacity, entries);
+            (*ac).avail = avail;
         }
-        lists.shared = ac;
         true
     }
 
-    /// Frees `ac`'s page block when it is a shared cache outside the node's own block.
+    /// Frees the page block of the shared cache `ac`'s entries, if it has one.
     ///
     /// # Safety
-    /// `ac` is this node's shared cache, no longer referenced.
-    unsafe fn free_shared_block(&self, ac: *mut ArrayCache) {
-        if ac as usize != self as *const Self as usize + Self::HEADER {
-            // SAFETY: `set_shared` allocated it with `alloc_pages_exact`.
-            unsafe { page::free_pages_exact(page::virt_to_page(ac.cast())) };
+    /// `ac` is this node's shared cache header; its entries are not used again.
+    unsafe fn free_entries(ac: *mut ArrayCache) {
+        // SAFETY: the header is the caller's (the contract).
+        let entry = unsafe { (*ac).entry };
+        if !entry.is_null() {
+            // SAFETY: `entries_block` took the block from `alloc_pages_exact`, and it
+            // is not used again (the contract).
+            unsafe { page::free_pages_exact(page::virt_to_page(entry.cast())) };
         }
     }
 
@@ -200,14 +208,50 @@ impl KmemCacheNode {
         let shared = unsafe { (*(*n).list_lock.data_ptr()).shared };
         if !shared.is_null() {
             // SAFETY: the node's shared cache, referenced by nobody now.
-            unsafe { (*n).free_shared_block(shared) };
+            unsafe { Self::free_entries(shared) };
         }
         // SAFETY: nobody references the node, so nobody its alien caches, which the
         // cache drained before its teardown.
         unsafe { (*n).aliens.destroy() };
-        // SAFETY: `create` took the block from `alloc_pages_exact`, and nobody
-        // references it any more (the contract).
-        unsafe { page::free_pages_exact(page::virt_to_page(n.cast())) };
+        // SAFETY: `create` chose where the memory came from, and nobody references it
+        // any more (the contract).
+        unsafe { Self::free_memory(n, (*n).own_block) };
+    }
+}
+
+/// A page block for the entries of a shared cache of `limit` entries: the entries and
+/// the capacity the block has. None when memory ran out.
+#[cfg(not(loom))]
+fn entries_block(limit: u32) -> Option<(*mut *mut u8, u32)> {
+    let npages = (limit as usize * 8).div_ceil(PAGE_SIZE).max(1);
+    let page = page::alloc_pages_exact(npages, 0);
+    if page.is_null() {
+        return None;
+    }
+    Some((
+        page::page_address(page).cast(),
+        (npages * PAGE_SIZE / 8) as u32,
+    ))
+}
+
+/// Room for objects in the node's shared cache `ac`: `limit - avail`, once its entries
+/// have a page block. The first call that needs room gives it one, so a node whose
+/// CPUs never overflow their caches into it commits no memory for it; with no memory
+/// for the block, there is no room (the objects go to their slabs).
+///
+/// # Safety
+/// `ac` is a node's shared cache; the caller holds that node's list lock.
+pub unsafe fn shared_room(ac: *mut ArrayCache) -> u32 {
+    // SAFETY: the header is guarded by the list lock the caller holds.
+    unsafe {
+        #[cfg(not(loom))]
+        if (*ac).capacity == 0 && (*ac).limit > 0 {
+            if let Some((entries, capacity)) = entries_block((*ac).limit) {
+                (*ac).entry = entries;
+                (*ac).capacity = capacity;
+            }
+        }
+        (*ac).limit.min((*ac).capacity).saturating_sub((*ac).avail)
     }
 }
 

@@ -14,7 +14,7 @@
 use core::ptr;
 
 use super::array_cache::ArrayCache;
-use super::node::NodeLists;
+use super::node::{shared_room, NodeLists};
 use crate::page::list::PageList;
 use crate::page::Page;
 use crate::sync::{Mutex, MutexGuard};
@@ -236,13 +236,18 @@ pub unsafe fn flusharray<C: SlabCache>(
     let batch = unsafe { (*ac).batchcount.clamp(1, (*ac).avail.max(1)) };
     let l = c.list_lock(node).lock();
     let shared = l.shared;
-    // SAFETY: the shared cache is guarded by the list lock held here.
-    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
+    let room = if shared.is_null() {
+        0
+    } else {
+        // SAFETY: the shared cache is guarded by the list lock held here.
+        unsafe { shared_room(shared) }
+    };
+    if room > 0 {
         // SAFETY: both caches' locks are held. The shared cache has room for `max`
-        // entries from `entry[avail]` (below its limit, so inside its capacity), in an
-        // array apart from `ac`'s.
+        // entries from `entry[avail]` (below its limit and capacity), in an array apart
+        // from `ac`'s.
         unsafe {
-            let max = batch.min((*shared).limit - (*shared).avail);
+            let max = batch.min(room);
             let nr = ArrayCache::take_bottom(
                 ac,
                 max,
@@ -493,12 +498,17 @@ pub unsafe fn give_back<C: SlabCache>(
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     let mut kept = 0;
-    // SAFETY: the shared cache is guarded by the list lock held here.
-    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
-        // SAFETY: as above. `kept` entries fit below the limit, so inside the capacity;
-        // `objs` is the caller's buffer, apart from the array.
+    let room = if shared.is_null() {
+        0
+    } else {
+        // SAFETY: the shared cache is guarded by the list lock held here.
+        unsafe { shared_room(shared) }
+    };
+    if room > 0 {
+        // SAFETY: as above. `kept` entries fit below the limit and capacity; `objs` is
+        // the caller's buffer, apart from the array.
         unsafe {
-            kept = (((*shared).limit - (*shared).avail) as usize).min(objs.len());
+            kept = (room as usize).min(objs.len());
             ptr::copy_nonoverlapping(
                 objs.as_ptr(),
                 ArrayCache::entries(shared).add((*shared).avail as usize),
@@ -526,9 +536,9 @@ pub unsafe fn free_to_node<C: SlabCache>(
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     // SAFETY: the shared cache is guarded by the list lock held here.
-    if !shared.is_null() && unsafe { (*shared).avail < (*shared).limit } {
-        // SAFETY: as above; the push writes `entry[avail]`, below the limit and so
-        // inside the array.
+    if !shared.is_null() && unsafe { shared_room(shared) } > 0 {
+        // SAFETY: as above; the push writes `entry[avail]`, below the limit and the
+        // capacity.
         unsafe {
             *ArrayCache::entries(shared).add((*shared).avail as usize) = obj;
             (*shared).avail += 1;
