@@ -17,6 +17,7 @@ use crate::page::{self, arena};
 use crate::slab::alien::ALIEN_LIMIT;
 use crate::slab::array_cache::ArrayCache;
 use crate::slab::debug;
+use crate::slab::node;
 use crate::slab::transfer;
 use crate::sys;
 use crate::topology;
@@ -132,12 +133,18 @@ impl RawCache {
         let l = self.node(home).list_lock.lock();
         let sh = l.shared;
         let mut rest = objs;
-        if !sh.is_null() {
-            // SAFETY: the shared cache is guarded by the list lock held; the copy
-            // stays below its limit, inside its array.
+        let room = if sh.is_null() {
+            0
+        } else {
+            // SAFETY: the shared cache is guarded by the list lock held.
+            unsafe { node::shared_room(sh) as usize }
+        };
+        if room > 0 {
+            // SAFETY: as above; the copy stays below its limit and capacity, inside
+            // its array.
             unsafe {
                 let avail = (*sh).avail as usize;
-                let n = ((*sh).limit as usize - avail).min(objs.len());
+                let n = room.min(objs.len());
                 ptr::copy_nonoverlapping(objs.as_ptr(), ArrayCache::entries(sh).add(avail), n);
                 (*sh).avail += n as u32;
                 rest = &objs[n..];
