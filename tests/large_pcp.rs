@@ -25,7 +25,7 @@ const PAGE: usize = 4096;
 fn large_page_lists() {
     // On a thread of its own, pinned, so the threads spawned later are not.
     std::thread::spawn(|| {
-        let Some(cpu) = pin() else {
+        let Some(cpu) = common::pin() else {
             eprintln!("no CPU to pin to; skipped");
             return;
         };
@@ -37,12 +37,6 @@ fn large_page_lists() {
     .join()
     .expect("a pinned part failed");
     large_blocks_are_conserved_under_threads_and_drains();
-}
-
-/// Pins the calling thread to its first allowed CPU; that CPU's id.
-fn pin() -> Option<usize> {
-    let cpu = *core_affinity::get_core_ids()?.first()?;
-    core_affinity::set_for_current(cpu).then_some(cpu.id)
 }
 
 fn layout(size: usize) -> Layout {

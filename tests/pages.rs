@@ -40,7 +40,7 @@ fn pages_free_or_cached() -> usize {
 /// first part counts them.
 #[test]
 fn page_lists() {
-    if std::env::var_os(LOW_CHILD).is_some() {
+    if common::is_child() {
         low_child();
         return;
     }
@@ -206,17 +206,11 @@ fn page_list_keeps_to_high_and_reuses_hot_pages() {
     assert!(hot, "a page just freed is not the next one taken");
 }
 
-/// Pins the calling thread to its first allowed CPU; that CPU's id.
-fn pin() -> Option<usize> {
-    let cpu = *core_affinity::get_core_ids()?.first()?;
-    core_affinity::set_for_current(cpu).then_some(cpu.id)
-}
-
 /// On one CPU: a cold free goes under the hot pages, so the hot take after it gets the
 /// page freed hot and the cold take gets the cold one; a cold take gets the page at
 /// the bottom, the one freed first. Retried, since another thread may share the CPU.
 fn cold_pages_go_under_hot_ones() {
-    let Some(cpu) = pin() else {
+    let Some(cpu) = common::pin() else {
         eprintln!("no CPU to pin to; skipped");
         return;
     };
@@ -253,8 +247,6 @@ fn cold_pages_go_under_hot_ones() {
     );
 }
 
-/// Set in the child `low_watermark_keeps_pages_ready` starts (it runs `page_lists`).
-const LOW_CHILD: &str = "CPUSLAB_TEST_PCP_LOW_CHILD";
 /// The child's `CPUSLAB_PCP_LOW` (its `CPUSLAB_PCP_BATCH` is 16 and `HIGH` 96).
 const LOW: usize = 40;
 
@@ -262,26 +254,24 @@ const LOW: usize = 40;
 /// the CPU's list, topped up under the pages already there: the pages a free left are
 /// still the next hot ones. Without it the takes would empty the list.
 fn low_watermark_keeps_pages_ready() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "page_lists", "--nocapture"])
-        .args(["--test-threads", "1"])
-        .env(LOW_CHILD, "1")
-        .env("CPUSLAB_PCP_LOW", LOW.to_string())
-        .env("CPUSLAB_PCP_BATCH", "16")
-        .env("CPUSLAB_PCP_HIGH", "96")
-        // Nothing drains the lists behind the child's back.
-        .env("CPUSLAB_BACKGROUND", "0")
-        .output()
-        .expect("the test binary runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("pcp low child: ok"), "{stdout}\n{stderr}");
+    // The child runs `page_lists`, which hands over to `low_child`. Nothing drains the
+    // lists behind its back.
+    let (status, stderr) = common::run_child(
+        "page_lists",
+        &[
+            ("CPUSLAB_PCP_LOW", &LOW.to_string()),
+            ("CPUSLAB_PCP_BATCH", "16"),
+            ("CPUSLAB_PCP_HIGH", "96"),
+            ("CPUSLAB_BACKGROUND", "0"),
+        ],
+    );
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stderr.contains("pcp low child: ok"), "{stderr}");
 }
 
 fn low_child() {
-    let Some(cpu) = pin() else {
-        println!("pcp low child: ok (no CPU to pin to; skipped)");
+    let Some(cpu) = common::pin() else {
+        eprintln!("pcp low child: ok (no CPU to pin to; skipped)");
         return;
     };
     let list = pcp::pcp(cpu).expect("a list for every CPU");
@@ -316,5 +306,5 @@ fn low_child() {
         // SAFETY: pages allocated above, freed once.
         unsafe { page::free_pages(p, 0) };
     }
-    println!("pcp low child: ok");
+    eprintln!("pcp low child: ok");
 }

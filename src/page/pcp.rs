@@ -268,8 +268,6 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
     if base.is_null() {
         return base.cast();
     }
-    // SAFETY: every order-0 list has the same `low`; CPU 0's is read.
-    let low = unsafe { (*base).low };
     if rseq_on() {
         // An empty list is refilled (a stopped one turns the refill's pushes away).
         // SAFETY: the sequences are on; every CPU below their bound has a list at its
@@ -280,27 +278,13 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
         } else {
             page.cast()
         };
-        if low > 0 && !page.is_null() {
+        // SAFETY: every order-0 list has the same `low`; CPU 0's is read.
+        if unsafe { (*base).low } > 0 && !page.is_null() {
             top_up(base, node);
         }
         return own_node(page, node, 0);
     }
-    let Some(pcp) = lock_local(base, node) else {
-        return ptr::null_mut();
-    };
-    // SAFETY: the list is stopped: `count` and the entries are ours.
-    let page = unsafe {
-        if *pcp.count.get() == 0 {
-            top_up_locked(pcp, node);
-        }
-        let page = pop_locked(pcp);
-        if low > 0 {
-            top_up_locked(pcp, node);
-        }
-        page
-    };
-    pcp.lock.unlock();
-    own_node(page, node, 0)
+    take_locked(base, node, false)
 }
 
 /// `__GFP_COLD`: takes the coldest page of `node` (the bottom of the calling CPU's
@@ -308,10 +292,13 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
 /// the take leaves it at `low`. The caller runs on a CPU of `node`. Null when the list
 /// is busy (the caller goes to the zone) or memory ran out.
 pub fn rmqueue_pcplist_cold(node: usize) -> *mut Page {
-    let base = PCP.load(Ordering::Acquire);
-    if base.is_null() {
-        return base.cast();
-    }
+    take_locked(PCP.load(Ordering::Acquire), node, true)
+}
+
+/// A take from the calling CPU's order-0 list at `base`, stopped: the top page, or the
+/// bottom one when `cold`. An empty list is refilled first and one left at `low` is
+/// topped up after. Null when the list is busy or not set up, or memory ran out.
+fn take_locked(base: *mut PerCpuPages, node: usize, cold: bool) -> *mut Page {
     let Some(pcp) = lock_local(base, node) else {
         return ptr::null_mut();
     };
@@ -320,19 +307,11 @@ pub fn rmqueue_pcplist_cold(node: usize) -> *mut Page {
         if *pcp.count.get() == 0 {
             top_up_locked(pcp, node);
         }
-        let count = *pcp.count.get() as usize;
-        if count == 0 {
-            ptr::null_mut()
-        } else {
-            // The bottom entry, then the rest shifted down over it.
-            let page = *pcp.entry;
-            ptr::copy(pcp.entry.add(1), pcp.entry, count - 1);
-            *pcp.count.get() = count as u32 - 1;
-            if pcp.low > 0 {
-                top_up_locked(pcp, node);
-            }
-            page
+        let page = pop_locked(pcp, cold);
+        if pcp.low > 0 {
+            top_up_locked(pcp, node);
         }
+        page
     };
     pcp.lock.unlock();
     own_node(page, node, 0)
@@ -375,11 +354,14 @@ fn top_up(base: *mut PerCpuPages, node: usize) {
 /// out. The caller holds the list's lock, settled.
 unsafe fn top_up_locked(pcp: &PerCpuPages, node: usize) {
     let mut buf = [ptr::null_mut::<Page>(); REFILL_CHUNK];
-    // SAFETY: the caller holds the list's lock, settled: `count` and the entries are
-    // ours.
-    while unsafe { *pcp.count.get() } <= pcp.low || unsafe { *pcp.count.get() } == 0 {
-        // SAFETY: as above.
+    loop {
+        // SAFETY: the caller holds the list's lock, settled: `count` and the entries
+        // are ours.
         let count = unsafe { *pcp.count.get() } as usize;
+        // `low` is at least 0, so an empty list always takes a batch.
+        if count > pcp.low as usize {
+            return;
+        }
         let mut need = (pcp.batch as usize).min(pcp.high as usize - count);
         let mut have = count;
         while need > 0 {
@@ -426,7 +408,7 @@ pub fn rmqueue_large(order: usize, node: usize) -> *mut Page {
         return ptr::null_mut();
     }
     // SAFETY: the list's lock is held.
-    let page = unsafe { pop_locked(pcp) };
+    let page = unsafe { pop_locked(pcp, false) };
     pcp.lock.unlock();
     own_node(page, node, order)
 }
@@ -515,17 +497,25 @@ fn take_from_zone(node: usize, buf: &mut [*mut Page]) -> usize {
     n
 }
 
-/// Pops the top page, or null. The caller holds the list's lock.
-unsafe fn pop_locked(pcp: &PerCpuPages) -> *mut Page {
+/// Pops the top page, or with `cold` the bottom one (the rest shifted down over it), or
+/// null. The caller holds the list's lock.
+unsafe fn pop_locked(pcp: &PerCpuPages, cold: bool) -> *mut Page {
     // SAFETY: the caller holds the list's lock: `count` and the entries are ours.
-    let count = unsafe { *pcp.count.get() };
+    let count = unsafe { *pcp.count.get() } as usize;
     if count == 0 {
         return ptr::null_mut();
     }
-    // SAFETY: as above; `0 < count <= high`, so the top entry is in the array and set.
+    // SAFETY: as above; `0 < count <= high`, so the entries `0..count` are in the array
+    // and set, and `ptr::copy` allows the overlap.
     unsafe {
-        *pcp.count.get() = count - 1;
-        *pcp.entry.add(count as usize - 1)
+        *pcp.count.get() = count as u32 - 1;
+        if cold {
+            let page = *pcp.entry;
+            ptr::copy(pcp.entry.add(1), pcp.entry, count - 1);
+            page
+        } else {
+            *pcp.entry.add(count - 1)
+        }
     }
 }
 

@@ -235,13 +235,17 @@ fn entries_block(limit: u32) -> Option<(*mut *mut u8, u32)> {
 }
 
 /// Room for objects in the node's shared cache `ac`: `limit - avail`, once its entries
-/// have a page block. The first call that needs room gives it one, so a node whose
-/// CPUs never overflow their caches into it commits no memory for it; with no memory
-/// for the block, there is no room (the objects go to their slabs).
+/// have a page block; 0 for a node with none (`ac` null). The first call that needs
+/// room gives it one, so a node whose CPUs never overflow their caches into it commits
+/// no memory for it; with no memory for the block, there is no room (the objects go
+/// to their slabs).
 ///
 /// # Safety
-/// `ac` is a node's shared cache; the caller holds that node's list lock.
+/// `ac` is null or a node's shared cache; the caller holds that node's list lock.
 pub unsafe fn shared_room(ac: *mut ArrayCache) -> u32 {
+    if ac.is_null() {
+        return 0;
+    }
     // SAFETY: the header is guarded by the list lock the caller holds.
     unsafe {
         #[cfg(not(loom))]

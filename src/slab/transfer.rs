@@ -236,12 +236,8 @@ pub unsafe fn flusharray<C: SlabCache>(
     let batch = unsafe { (*ac).batchcount.clamp(1, (*ac).avail.max(1)) };
     let l = c.list_lock(node).lock();
     let shared = l.shared;
-    let room = if shared.is_null() {
-        0
-    } else {
-        // SAFETY: the shared cache is guarded by the list lock held here.
-        unsafe { shared_room(shared) }
-    };
+    // SAFETY: the shared cache (if any) is guarded by the list lock held here.
+    let room = unsafe { shared_room(shared) };
     if room > 0 {
         // SAFETY: both caches' locks are held. The shared cache has room for `max`
         // entries from `entry[avail]` (below its limit and capacity), in an array apart
@@ -498,12 +494,8 @@ pub unsafe fn give_back<C: SlabCache>(
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     let mut kept = 0;
-    let room = if shared.is_null() {
-        0
-    } else {
-        // SAFETY: the shared cache is guarded by the list lock held here.
-        unsafe { shared_room(shared) }
-    };
+    // SAFETY: the shared cache (if any) is guarded by the list lock held here.
+    let room = unsafe { shared_room(shared) };
     if room > 0 {
         // SAFETY: as above. `kept` entries fit below the limit and capacity; `objs` is
         // the caller's buffer, apart from the array.
@@ -536,7 +528,7 @@ pub unsafe fn free_to_node<C: SlabCache>(
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     // SAFETY: the shared cache is guarded by the list lock held here.
-    if !shared.is_null() && unsafe { shared_room(shared) } > 0 {
+    if unsafe { shared_room(shared) } > 0 {
         // SAFETY: as above; the push writes `entry[avail]`, below the limit and the
         // capacity.
         unsafe {

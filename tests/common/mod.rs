@@ -88,6 +88,12 @@ pub fn run_child(name: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus,
     )
 }
 
+/// Pins the calling thread to its first allowed CPU; that CPU's id.
+pub fn pin() -> Option<usize> {
+    let cpu = *core_affinity::get_core_ids()?.first()?;
+    core_affinity::set_for_current(cpu).then_some(cpu.id)
+}
+
 /// Whether this process is a child started by [`run_child`].
 pub fn is_child() -> bool {
     std::env::var_os("CPUSLAB_CHILD").is_some()

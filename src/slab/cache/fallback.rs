@@ -133,12 +133,8 @@ impl RawCache {
         let l = self.node(home).list_lock.lock();
         let sh = l.shared;
         let mut rest = objs;
-        let room = if sh.is_null() {
-            0
-        } else {
-            // SAFETY: the shared cache is guarded by the list lock held.
-            unsafe { node::shared_room(sh) as usize }
-        };
+        // SAFETY: the shared cache (if any) is guarded by the list lock held.
+        let room = unsafe { node::shared_room(sh) } as usize;
         if room > 0 {
             // SAFETY: as above; the copy stays below its limit and capacity, inside
             // its array.
