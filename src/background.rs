@@ -21,8 +21,8 @@
 //!   with a tried lock (the kernel's vmstat work drains idle CPUs' lists), and every
 //!   free page beyond `CPUSLAB_RETAIN`, whatever its age. A program that runs on its
 //!   fast paths alone looks idle too; draining its caches costs it one refill each.
-//! - *Then it exits*, unless cached huge mappings still wait for their decay time (it
-//!   sleeps until they are unmapped), and the next slow path starts a new one. So it
+//! - *Then it exits*, unless freed huge blocks still wait for their decay time (it
+//!   sleeps until they are purged), and the next slow path starts a new one. So it
 //!   never keeps the process alive (a `main` that calls `pthread_exit` ends once the
 //!   other threads are done and the drain ran), and an idle process has no thread.
 //! - *Sandboxes*: it is never started once the process installed a seccomp filter
@@ -249,7 +249,7 @@ extern "C" fn reclaim_thread(_: *mut c_void) -> *mut c_void {
         if idle_ms == IDLE_MS {
             drain_idle();
         }
-        // Cached huge mappings are unmapped once their decay time passed: stay for them.
+        // Freed huge blocks are purged once their decay time passed: stay for them.
         huge::decay(now);
         if huge::cached_bytes() > 0 {
             continue;

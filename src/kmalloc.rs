@@ -639,7 +639,7 @@ pub unsafe fn kfree_unsized(p: *mut u8) {
 }
 
 /// Resizes a block without its old size (C `realloc`): in place when the new size
-/// keeps its cache, shrinks its pages, or fits its huge mapping; otherwise
+/// keeps its cache, shrinks its pages, or resizes or moves a huge block; otherwise
 /// allocate-copy-free. Null (the old block intact) on failure.
 ///
 /// # Safety

@@ -48,7 +48,7 @@
 //! 4. `topology` — possible CPUs and nodes, the CPU-to-node map, zonelists.
 //! 5. `config` — the `CPUSLAB_*` options.
 //! 6. `cpuset` — the process's cpuset tree and the placement hooks the page pool reads.
-//! 7. `page` — arenas, buddy zones, purging, huge mappings; `page::pcp`, the per-CPU
+//! 7. `page` — arenas, buddy zones, purging, the huge heap; `page::pcp`, the per-CPU
 //!    page lists, lives in percpu units and comes after (8).
 //! 8. `percpu` — chunks and units for every per-CPU structure.
 //! 9. `rcu` — the Tree RCU the slab layer frees `TYPESAFE_BY_RCU` slabs through.

@@ -138,8 +138,8 @@ pub struct MemoryStats {
     /// Address space reserved for arenas.
     pub reserved_bytes: usize,
     /// Bytes that may be resident, what `CPUSLAB_HEAP_LIMIT` bounds: arena pages
-    /// handed out (per-CPU page lists included) or free but dirty, plus huge mappings
-    /// (live and cached). Purged and never-touched free pages are not counted.
+    /// handed out (per-CPU page lists included) or free but dirty, plus huge blocks
+    /// (live, and freed but dirty). Purged and never-touched free pages are not counted.
     pub committed_bytes: usize,
     /// Bytes on the buddy free lists.
     pub free_bytes: usize,
@@ -149,8 +149,9 @@ pub struct MemoryStats {
     pub pcp_bytes: usize,
     /// Bytes given back to the OS by purging so far.
     pub purged_bytes: u64,
-    /// Bytes of freed huge mappings kept, faulted in, for reuse (part of
-    /// `committed_bytes`; unmapped after the decay time or by `trim()`).
+    /// Bytes of freed huge blocks kept, faulted in, for reuse: the huge heap's dirty
+    /// free extents (part of `committed_bytes`; purged after the decay time, past
+    /// their budget, or by `trim()`).
     pub huge_cached_bytes: usize,
     /// Where the resident bytes sit, structure by structure.
     pub breakdown: MemoryBreakdown,
@@ -190,9 +191,9 @@ pub struct MemoryBreakdown {
     pub dirty_free_bytes: usize,
     /// Free buddy pages purged or never touched: not resident, not in `resident`.
     pub clean_free_bytes: usize,
-    /// Freed huge mappings kept for reuse.
+    /// Freed huge blocks kept resident for reuse (the huge heap's dirty extents).
     pub huge_cached_bytes: usize,
-    /// Mappings of live huge blocks (headers included).
+    /// Ranges of live huge blocks (headers included).
     pub huge_live_bytes: usize,
     /// Large kmalloc blocks in use (whole pages from the buddy zones).
     pub large_bytes: usize,

@@ -41,7 +41,7 @@ static ARENA_MAP: [AtomicU8; 1 << (48 - ARENA_SHIFT)] =
     [const { AtomicU8::new(0) }; 1 << (48 - ARENA_SHIFT)];
 
 /// Bytes that may be resident: arena pages handed out by the zones or free but dirty
-/// (not purged), plus huge mappings (live and cached). See `buddy`'s module comment.
+/// (not purged), plus huge blocks (live, and freed but dirty). See `buddy`'s module comment.
 static COMMITTED: AtomicUsize = AtomicUsize::new(0);
 /// Bytes of address space reserved by arenas.
 static RESERVED: AtomicUsize = AtomicUsize::new(0);
@@ -227,7 +227,7 @@ pub fn uncharge(bytes: usize) {
     COMMITTED.fetch_sub(bytes, Ordering::Relaxed);
 }
 
-/// Bytes committed: arena pages handed out or free but dirty, plus huge mappings.
+/// Bytes committed: arena pages handed out or free but dirty, plus huge blocks live or dirty.
 pub fn committed() -> usize {
     COMMITTED.load(Ordering::Relaxed)
 }

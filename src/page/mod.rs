@@ -1,5 +1,5 @@
 //! The page pool: arenas per NUMA node, a buddy allocator per node, per-CPU page
-//! lists, purging, and huge mappings. The layer under the slab caches.
+//! lists, purging, and the huge heap. The layer under the slab caches.
 
 pub mod arena;
 pub mod buddy;
@@ -451,7 +451,7 @@ pub(crate) fn lock_all() {
     for node in 0..topology::nr_node_ids() {
         zone(node).mutex().lock_raw();
     }
-    huge::REGISTRY.lock_raw();
+    huge::HUGE.lock_raw();
 }
 
 /// Releases the zone locks taken by [`lock_all`].
@@ -461,7 +461,7 @@ pub(crate) fn lock_all() {
 pub(crate) unsafe fn unlock_all() {
     // SAFETY: `lock_all` took the registry lock, on this thread or the forked child's
     // only one.
-    unsafe { huge::REGISTRY.force_unlock() };
+    unsafe { huge::HUGE.force_unlock() };
     for node in 0..topology::nr_node_ids() {
         // SAFETY: as above, for every zone lock.
         unsafe { zone(node).mutex().force_unlock() };

@@ -5,7 +5,7 @@
 //! time, fully from [`purge_all`](super::purge_all), and beyond the retained amount whatever the age
 //! from the reclaim thread once the program is idle. The slow paths also mark the
 //! activity by which the reclaim thread tells the program is idle.
-//! The same checks unmap freed huge mappings cached past the decay time
+//! The same checks purge freed huge blocks kept past the decay time
 //! (`huge::decay`).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -106,7 +106,7 @@ pub(crate) fn purge_zone_idle(zone: &Zone) -> usize {
 }
 
 /// Purges `zone` if its last purge is old enough and it holds more dirty free pages
-/// than it retains, and unmaps cached huge mappings whose decay time passed. Called
+/// than it retains, and purges freed huge blocks whose decay time passed. Called
 /// after frees to the zone, with the time already read.
 pub fn maybe_purge(zone: &Zone, now_ms: u64) {
     note_activity();

@@ -485,6 +485,11 @@ pub mod mmap {
     }
 
     /// Fails.
+    pub fn move_pages(_from: *mut u8, _len: usize, _to: *mut u8) -> bool {
+        false
+    }
+
+    /// Fails.
     pub fn populate(_addr: *mut u8, _len: usize) -> bool {
         false
     }
@@ -512,6 +517,11 @@ pub mod process {
     /// The process id.
     pub fn pid() -> u32 {
         std::process::id()
+    }
+
+    /// No limit known.
+    pub fn address_space_limit() -> Option<usize> {
+        None
     }
 
     /// No command name.

@@ -142,6 +142,26 @@ pub fn remap(addr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
     }
 }
 
+/// Moves the pages of `[from, from + len)` to `[to, to + len)` without copying them,
+/// replacing whatever `to` held; `from` stays mapped and reads as zero
+/// (`MREMAP_DONTUNMAP`, Linux 5.7). False, with nothing changed, when the kernel cannot
+/// (an older kernel, or a range that spans two kernel mappings): the caller copies.
+pub fn move_pages(from: *mut u8, len: usize, to: *mut u8) -> bool {
+    // SAFETY: callers pass page-aligned ranges of their own private anonymous mappings:
+    // `from` is a block they own, `to` a free range they reserved for it; a failed call
+    // changes neither.
+    let p = unsafe {
+        libc::mremap(
+            from.cast(),
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP,
+            to.cast::<libc::c_void>(),
+        )
+    };
+    p == to.cast()
+}
+
 /// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
 /// later touch cannot fail for want of memory. Returns false when the kernel has no
 /// memory for them. Kernels older than 5.14 lack the advice: there the pages are left

@@ -5,6 +5,18 @@
 
 use core::ffi::c_int;
 
+/// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in bytes; None when
+/// there is none.
+pub fn address_space_limit() -> Option<usize> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
+    (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as usize)
+}
+
 /// The process id.
 pub fn pid() -> u32 {
     // SAFETY: getpid has no preconditions and cannot fail.

@@ -1,0 +1,544 @@
+//! Huge blocks (more than a max-order block), carved from the huge heap ([`heap`]):
+//! each is preceded by a header page that records its range, so it can be freed,
+//! resized in place or moved by mremap. Live blocks are also listed in a registry
+//! ([`registry`]), so any pointer can be asked whether it is one of ours without
+//! touching memory that may not be mapped.
+//!
+//! A freed block stays resident as a dirty free extent, so the next huge request,
+//! of any size its free neighbours make room for, reuses pages already faulted in (as
+//! tcmalloc's page heap and jemalloc's retained extents do) instead of faulting every
+//! page of a fresh mapping again. Dirty extents are purged (`MADV_DONTNEED`), oldest
+//! first, past a budget: the larger of 16 × `CPUSLAB_RETAIN` (64 MiB by default) and
+//! a quarter of the bytes of live huge blocks; and when they were freed
+//! `CPUSLAB_DECAY_MS` ago, from the next slow path that looks (a huge alloc or free,
+//! a page purge check, the background thread); [`drain_cache`] (from `trim`) purges
+//! them all. `CPUSLAB_RETAIN=0` or `CPUSLAB_DECAY_MS=0` keep none. A region left with
+//! no live block and nothing resident is unmapped. Dirty extents stay charged to the
+//! heap limit (they are resident); a request the limit refuses purges them and tries
+//! again.
+
+mod heap;
+mod registry;
+
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use heap::{Carved, Extent, Heap, NoRoom, REGION_ALIGN, REGION_SIZE};
+use registry::Registry;
+
+use super::{arena, purge};
+use crate::sync::Mutex;
+use crate::sys::{self, PAGE_SIZE};
+use crate::{cpuset, topology};
+
+/// The registry of live blocks and the heap they are carved from, under one lock.
+pub(crate) struct Huge {
+    reg: Registry,
+    heap: Heap,
+}
+
+/// The huge blocks' lock and state.
+pub(crate) static HUGE: Mutex<Huge> = Mutex::new(Huge {
+    reg: Registry::new(),
+    heap: Heap::new(),
+});
+
+/// When the oldest dirty extent was freed (`u64::MAX`: none), so that decay checks
+/// from the page allocator's slow paths cost one load while nothing is due.
+static OLDEST_MS: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Dirty extents purged at a time, between two takings of the lock.
+const PURGE_BATCH: usize = 8;
+
+impl Huge {
+    fn publish_oldest(&self) {
+        OLDEST_MS.store(self.heap.oldest_dirty_ms(), Ordering::Relaxed);
+    }
+
+    /// The header of the live block `block`, checked; aborts with one line naming
+    /// `op` when `block` is not live (a double free when it was freed lately) or its
+    /// header was overwritten.
+    fn live_header(&self, block: *mut u8, op: &str) -> *mut HugeHeader {
+        if self.reg.find(block as usize).is_none() {
+            if self.reg.was_freed(block as usize) {
+                sys::io::fatal(format_args!(
+                    "{op}: {} {block:p}: huge block already freed",
+                    if op == "free()" {
+                        "double free"
+                    } else {
+                        "invalid pointer"
+                    }
+                ));
+            }
+            sys::io::fatal(format_args!(
+                "{op}: invalid pointer {block:p}: not a live block of cpuslab"
+            ));
+        }
+        let h = header(block);
+        // SAFETY: a live block's header page is mapped and only its owner writes it.
+        let (magic, base, len) = unsafe { ((*h).magic, (*h).map_base, (*h).map_len) };
+        let (b, start) = (block as usize, base as usize);
+        // The range must hold the header page and at least one page of the block:
+        // anything else would give back or move a range that is not the block's.
+        if magic != HUGE_MAGIC || start > b - PAGE_SIZE || start.saturating_add(len) <= b {
+            sys::io::fatal(format_args!(
+                "{op}: corrupted header of huge block {block:p}"
+            ));
+        }
+        h
+    }
+
+    /// Gives the range of a block (or part of one) back to the heap, dirty; when no
+    /// slot takes it, its pages are unmapped (under the lock, so that its region is
+    /// not unmapped and reused meanwhile).
+    fn give_dirty(&mut self, base: usize, len: usize, region: usize, now_ms: u64) {
+        let e = Extent {
+            base,
+            len,
+            region,
+            dirty: true,
+            freed_ms: now_ms,
+        };
+        if !self.heap.give(e, true) {
+            self.heap.lose(region, len);
+            sys::mmap::unmap(base as *mut u8, len);
+            arena::uncharge(len);
+        }
+    }
+}
+
+/// The most bytes the heap keeps in dirty free extents (0: none): the larger of 16 ×
+/// `CPUSLAB_RETAIN` and the most bytes of live huge blocks in the last decay period.
+/// A program that cycles through a working set of huge blocks of varied sizes needs
+/// about that much spare to serve each request from pages already faulted in
+/// (malloc-large, 4 live blocks of 5-25 MiB: 76k faults with a fixed 64 MiB, 31k with
+/// this, for the same peak RSS); what it stops using goes after `CPUSLAB_DECAY_MS`.
+fn budget(reg: &Registry) -> usize {
+    let retain = purge::retain_bytes();
+    if retain == 0 || purge::decay_ms() == 0 {
+        return 0;
+    }
+    retain.saturating_mul(16).max(reg.recent_peak)
+}
+
+/// The node whose memory the calling thread's new pages come from.
+fn current_node() -> usize {
+    if topology::nr_node_ids() == 1 {
+        return 0;
+    }
+    cpuset::mem_node_for(topology::cpu_to_node(sys::cpu::current()))
+}
+
+/// Number of live huge blocks.
+pub fn live_blocks() -> usize {
+    HUGE.lock().reg.live
+}
+
+/// Bytes of the ranges of live huge blocks (headers included).
+pub fn live_bytes() -> usize {
+    HUGE.lock().reg.live_bytes
+}
+
+/// Bytes of freed huge blocks kept resident for reuse (dirty free extents, part of the
+/// committed bytes).
+pub fn cached_bytes() -> usize {
+    HUGE.lock().heap.dirty_bytes()
+}
+
+/// Bytes of address space reserved for huge blocks.
+pub fn reserved_bytes() -> usize {
+    HUGE.lock().heap.reserved_bytes()
+}
+
+/// Purges every dirty extent whose decay time has passed. Called from the page
+/// allocator's slow paths with the time already read; one load while nothing is due.
+pub fn decay(now_ms: u64) {
+    if now_ms
+        < OLDEST_MS
+            .load(Ordering::Relaxed)
+            .saturating_add(purge::decay_ms())
+    {
+        return;
+    }
+    settle(now_ms, false);
+}
+
+/// Purges every dirty extent. Returns the bytes purged.
+pub fn drain_cache() -> usize {
+    settle(sys::time::now_ms(), true)
+}
+
+/// Purges the dirty extents past the budget or their decay time (all of them with
+/// `all`), a batch at a time so the lock is not held across the system calls, then
+/// unmaps the regions left empty. Returns the bytes purged.
+fn settle(now_ms: u64, all: bool) -> usize {
+    let decay_ms = purge::decay_ms();
+    let mut purged = 0;
+    loop {
+        let mut batch = [None::<Extent>; PURGE_BATCH];
+        {
+            let mut h = HUGE.lock();
+            let budget = if all { 0 } else { budget(&h.reg) };
+            for slot in batch.iter_mut() {
+                *slot = h.heap.take_dirty(budget, now_ms, decay_ms);
+                if slot.is_none() {
+                    break;
+                }
+            }
+            h.publish_oldest();
+        }
+        let mut taken = 0;
+        let mut failed = false;
+        for e in batch.iter_mut().flatten() {
+            taken += 1;
+            if sys::mmap::purge(e.base as *mut u8, e.len) {
+                arena::uncharge(e.len);
+                purged += e.len;
+                e.dirty = false;
+            } else {
+                failed = true;
+            }
+        }
+        if taken == 0 {
+            break;
+        }
+        {
+            let mut h = HUGE.lock();
+            for e in batch.iter().flatten() {
+                if !h.heap.give(*e, false) {
+                    h.heap.lose(e.region, e.len);
+                    sys::mmap::unmap(e.base as *mut u8, e.len);
+                    if e.dirty {
+                        arena::uncharge(e.len);
+                    }
+                }
+            }
+            h.publish_oldest();
+        }
+        if failed || taken < PURGE_BATCH {
+            break;
+        }
+    }
+    release_empty_regions();
+    purged
+}
+
+/// Unmaps the regions with no live block and nothing resident.
+fn release_empty_regions() {
+    loop {
+        let Some((base, len)) = HUGE.lock().heap.take_empty_region() else {
+            return;
+        };
+        sys::mmap::unmap(base as *mut u8, len);
+    }
+}
+
+/// Reserves a region for a request of `span` bytes (its length with room to align
+/// it) for threads of `node`: [`REGION_SIZE`], or `span` rounded up when larger than
+/// half of that; just `span` under an address-space limit (`ulimit -v` counts
+/// reserved space as it counts used space: a 256 MiB region for a 32 MiB array took
+/// half of a 512 MiB limit), or when the kernel refuses the larger size. False when
+/// the kernel refuses or no region slot is left.
+fn reserve(span: usize, node: usize) -> bool {
+    let mut len = if sys::process::address_space_limit().is_some() {
+        span
+    } else if span > REGION_SIZE / 2 {
+        (span + REGION_ALIGN - 1) & !(REGION_ALIGN - 1)
+    } else {
+        REGION_SIZE
+    };
+    // Not MAP_NORESERVE: the kernel's overcommit check sees each region, so an absurd
+    // request fails as it does for glibc.
+    let mut base = sys::mmap::map_aligned(len, REGION_ALIGN, false);
+    if base.is_null() && len > span {
+        len = span;
+        base = sys::mmap::map_aligned(len, PAGE_SIZE, false);
+    }
+    if base.is_null() {
+        return false;
+    }
+    if !HUGE.lock().heap.has_region_slot() {
+        release_empty_regions();
+    }
+    if HUGE.lock().heap.add_region(base as usize, len, node) {
+        return true;
+    }
+    sys::mmap::unmap(base, len);
+    false
+}
+
+/// Carves `len` bytes whose block (a page in) is aligned to `align` for a thread of
+/// `node`, reserving a region when no free run holds it, and purging the dirty
+/// extents once when the heap limit refuses the clean bytes. None on failure.
+fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
+    let span = len.checked_add(align - PAGE_SIZE)?;
+    let mut purged = false;
+    // A region just reserved can be taken by another thread before this one carves;
+    // a few tries, then give up rather than reserve without end.
+    for _ in 0..4 {
+        let got = HUGE.lock().heap.carve(len, align, node, arena::charge);
+        match got {
+            Ok(c) => return Some(c),
+            Err(NoRoom::Charge) => {
+                if purged || drain_cache() == 0 {
+                    return None;
+                }
+                purged = true;
+            }
+            Err(NoRoom::Space) => {
+                if !reserve(span, node) {
+                    return None;
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A huge block of at least `size` bytes aligned to `align`. Null on failure.
+pub fn alloc(size: usize, align: usize) -> *mut u8 {
+    let align = align.max(PAGE_SIZE);
+    let Some(len) = size
+        .checked_add(PAGE_SIZE - 1)
+        .map(|s| s & !(PAGE_SIZE - 1))
+        .and_then(|s| s.checked_add(PAGE_SIZE))
+    else {
+        return ptr::null_mut();
+    };
+    if len
+        .checked_add(align - PAGE_SIZE)
+        .is_none_or(|s| s > isize::MAX as usize)
+    {
+        return ptr::null_mut();
+    }
+    let Some(c) = carve(len, align, current_node()) else {
+        return ptr::null_mut();
+    };
+    let block = (heap::aligned_start(c.base, align) + PAGE_SIZE) as *mut u8;
+    {
+        let mut h = HUGE.lock();
+        if !h.reg.insert(block as usize) {
+            h.give_dirty(c.base, c.len, c.region, sys::time::now_ms());
+            return ptr::null_mut();
+        }
+        h.reg.live_bytes += c.len;
+        h.reg.note_peak(sys::time::now_ms(), purge::decay_ms());
+    }
+    // SAFETY: the header page lies in the carved range, which is this block's alone.
+    unsafe {
+        header(block).write(HugeHeader {
+            magic: HUGE_MAGIC,
+            map_base: c.base as *mut u8,
+            map_len: c.len,
+            usable: c.base + c.len - block as usize,
+            region: c.region,
+            zero: c.zero,
+        });
+    }
+    block
+}
+
+const HUGE_MAGIC: u64 = 0x6370_7573_6c61_6268; // "cpuslabh"
+
+#[repr(C)]
+struct HugeHeader {
+    magic: u64,
+    /// Start of the block's range (may precede the header when the block was aligned).
+    map_base: *mut u8,
+    /// Length of the range.
+    map_len: usize,
+    /// Usable bytes from the block's start to the end of the range.
+    usable: usize,
+    /// Base of the region the range lies in.
+    region: usize,
+    /// Whether the block read as zero when it was handed out (carved from clean
+    /// extents only).
+    zero: bool,
+}
+
+fn header(block: *mut u8) -> *mut HugeHeader {
+    // SAFETY: the header page precedes every huge block.
+    unsafe { block.sub(PAGE_SIZE).cast() }
+}
+
+/// Whether `block` heads a live huge block. Safe for any address.
+pub fn is_huge(block: *const u8) -> bool {
+    HUGE.lock().reg.find(block as usize).is_some()
+}
+
+/// Usable bytes of a huge block; aborts with one line when `block` is not a live huge
+/// block with an intact header.
+///
+/// # Safety
+/// None beyond the block being live, which is checked; unsafe as the caller's
+/// promise that it is.
+pub unsafe fn usable_size(block: *mut u8) -> usize {
+    let r = HUGE.lock();
+    let h = r.live_header(block, "malloc_usable_size()");
+    // SAFETY: `block` is live (checked), so its header page is mapped; only the block's
+    // owner, the caller, rewrites it.
+    unsafe { (*h).usable }
+}
+
+/// Aborts with one line naming `op` unless `block` is a live huge block with an
+/// intact header.
+pub fn check_live(block: *mut u8, op: &str) {
+    HUGE.lock().live_header(block, op);
+}
+
+/// For `p`, which is neither an arena address nor a live huge block and is about to
+/// go to glibc (`op` on a block glibc's malloc served): aborts with one line when it
+/// is a huge block freed lately (a double free, whose mapping may be cached or gone)
+/// or points into the header page or the first page of a live huge block (a stray
+/// pointer that glibc would take for its own).
+pub fn check_foreign(p: *const u8, op: &str) {
+    let a = p as usize;
+    let r = HUGE.lock();
+    if r.reg.was_freed(a) {
+        drop(r);
+        let what = if op == "free()" {
+            "double free"
+        } else {
+            "invalid pointer"
+        };
+        sys::io::fatal(format_args!("{op}: {what} {p:p}: huge block already freed"));
+    }
+    let down = a & !(PAGE_SIZE - 1);
+    let up = down.wrapping_add(PAGE_SIZE);
+    if r.reg.find(down).is_some() || r.reg.find(up).is_some() {
+        drop(r);
+        sys::io::fatal(format_args!(
+            "{op}: invalid pointer {p:p}: inside a huge block of cpuslab"
+        ));
+    }
+}
+
+/// Whether a block just returned by [`alloc`] reads as zero (carved from clean
+/// extents only; a reused one holds what its last user left).
+///
+/// # Safety
+/// `block` was returned by [`alloc`] and not freed.
+pub unsafe fn is_zero(block: *mut u8) -> bool {
+    // SAFETY: `block` is live, from `alloc`: its header page is mapped, and `zero` is
+    // written only when the block is registered.
+    unsafe { (*header(block)).zero }
+}
+
+/// Frees a huge block: its range goes back to the heap, dirty, and the dirty extents
+/// past the budget are purged.
+///
+/// # Safety
+/// `block` was returned by [`alloc`] or [`realloc`] and is not used any more.
+pub unsafe fn free(block: *mut u8) {
+    let now = sys::time::now_ms();
+    {
+        let mut h = HUGE.lock();
+        let hd = h.live_header(block, "free()");
+        h.reg.remove(block as usize);
+        h.reg.note_freed(block as usize);
+        // SAFETY: `block` was live (checked), so its header page is mapped; the caller
+        // no longer uses the block, and its range goes back to the heap only below.
+        let (base, len, region) = unsafe { ((*hd).map_base as usize, (*hd).map_len, (*hd).region) };
+        // SAFETY: as above.
+        unsafe { (*hd).magic = 0 };
+        h.reg.live_bytes -= len;
+        h.give_dirty(base, len, region, now);
+        h.publish_oldest();
+    }
+    settle(now, false);
+}
+
+/// Resizes a page-aligned huge block: shrinks it in place (the tail goes back to the
+/// heap), grows it in place over the free extents right after it, or moves its pages
+/// without copying them to a range carved elsewhere (`MREMAP_DONTUNMAP`). Returns null,
+/// leaving the block intact, when none of that can be done (the caller copies).
+///
+/// # Safety
+/// `block` was returned by [`alloc`] with an alignment of at most a page.
+pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
+    let Some(new_len) = new_size
+        .checked_add(2 * PAGE_SIZE - 1)
+        .map(|s| s & !(PAGE_SIZE - 1))
+    else {
+        return ptr::null_mut();
+    };
+    let now = sys::time::now_ms();
+    let mut h = HUGE.lock();
+    let hd = h.live_header(block, "realloc()");
+    // SAFETY: `block` is live (checked), so its header page is mapped; the caller owns
+    // the block, and only the owner rewrites its header.
+    let (base, old_len, region) = unsafe { ((*hd).map_base as usize, (*hd).map_len, (*hd).region) };
+    if base != block as usize - PAGE_SIZE {
+        return ptr::null_mut();
+    }
+    if new_len <= old_len {
+        if new_len < old_len {
+            h.give_dirty(base + new_len, old_len - new_len, region, now);
+            h.reg.live_bytes -= old_len - new_len;
+            // SAFETY: as above.
+            unsafe {
+                (*hd).map_len = new_len;
+                (*hd).usable = new_len - PAGE_SIZE;
+            }
+            h.publish_oldest();
+        }
+        drop(h);
+        settle(now, false);
+        return block;
+    }
+    if h.heap
+        .carve_at(region, base + old_len, new_len - old_len, arena::charge)
+    {
+        h.reg.live_bytes += new_len - old_len;
+        h.reg.note_peak(now, purge::decay_ms());
+        // SAFETY: as above.
+        unsafe {
+            (*hd).map_len = new_len;
+            (*hd).usable = new_len - PAGE_SIZE;
+        }
+        return block;
+    }
+    drop(h);
+    let Some(c) = carve(new_len, PAGE_SIZE, current_node()) else {
+        return ptr::null_mut();
+    };
+    // With a page alignment the block starts right after the carved range's first page.
+    if !sys::mmap::move_pages(base as *mut u8, old_len, c.base as *mut u8) {
+        HUGE.lock().give_dirty(c.base, c.len, c.region, now);
+        return ptr::null_mut();
+    }
+    let moved = (c.base + PAGE_SIZE) as *mut u8;
+    {
+        let mut h = HUGE.lock();
+        h.reg.remove(block as usize);
+        // The old address is gone as if freed: a later use of it is a double free.
+        h.reg.note_freed(block as usize);
+        // Cannot fail: the entry just removed frees a slot.
+        h.reg.insert(moved as usize);
+        h.reg.live_bytes = h.reg.live_bytes - old_len + c.len;
+        h.reg.note_peak(now, purge::decay_ms());
+        // The old range reads as zero now: clean, and no longer committed.
+        let old = Extent {
+            base,
+            len: old_len,
+            region,
+            dirty: false,
+            freed_ms: now,
+        };
+        if !h.heap.give(old, true) {
+            h.heap.lose(region, old_len);
+            sys::mmap::unmap(base as *mut u8, old_len);
+        }
+        arena::uncharge(old_len);
+    }
+    // SAFETY: the header page moved with the block to the start of the carved range,
+    // which is the caller's block alone.
+    unsafe {
+        let hd = header(moved);
+        (*hd).map_base = c.base as *mut u8;
+        (*hd).map_len = c.len;
+        (*hd).usable = c.len - PAGE_SIZE;
+        (*hd).region = c.region;
+    }
+    moved
+}
