@@ -604,3 +604,50 @@ fn random_churn_keeps_every_block_whole() {
         }
     }
 }
+
+/// More live huge blocks than the heap has region slots (512): under an address-space
+/// limit each gets a region of its own size, and past the slots a mapping outside the
+/// heap; every one is served, keeps its contents, and is unmapped when freed.
+#[test]
+fn blocks_past_the_heaps_tables_get_mappings_of_their_own() {
+    if common::is_child() {
+        let limit = libc::rlimit {
+            rlim_cur: 16 << 30,
+            rlim_max: 16 << 30,
+        };
+        // SAFETY: setrlimit reads the struct.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+        let size = 4 * MIB + 1;
+        let blocks: Vec<*mut u8> = (0..600u64)
+            .map(|i| {
+                // SAFETY: a valid layout; the block is written within its size.
+                unsafe {
+                    let p = CpuSlab.alloc(layout(size));
+                    assert!(!p.is_null(), "block {i} of 600 refused");
+                    p.cast::<u64>().write(i);
+                    p.add(size - 8).cast::<u64>().write_unaligned(!i);
+                    p
+                }
+            })
+            .collect();
+        for (i, &p) in blocks.iter().enumerate() {
+            let i = i as u64;
+            // SAFETY: live blocks of `size` bytes, written above.
+            unsafe {
+                assert_eq!(p.cast::<u64>().read(), i);
+                assert_eq!(p.add(size - 8).cast::<u64>().read_unaligned(), !i);
+                CpuSlab.dealloc(p, layout(size));
+            }
+        }
+        cpuslab::trim();
+        assert!(!mapped(blocks[0] as usize) && !mapped(blocks[599] as usize));
+        eprintln!("child done");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "blocks_past_the_heaps_tables_get_mappings_of_their_own",
+        &[("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
+}

@@ -90,8 +90,14 @@ impl Huge {
 
     /// Gives the range of a block (or part of one) back to the heap, dirty; when no
     /// slot takes it, its pages are unmapped (under the lock, so that its region is
-    /// not unmapped and reused meanwhile).
+    /// not unmapped and reused meanwhile), as is a block outside the heap (region 0).
     fn give_dirty(&mut self, base: usize, len: usize, region: usize, now_ms: u64) {
+        if region == 0 {
+            // A block outside the heap: its mapping is its own.
+            sys::mmap::unmap(base as *mut u8, len);
+            arena::uncharge(len);
+            return;
+        }
         let e = Extent {
             base,
             len,
@@ -104,6 +110,7 @@ impl Huge {
             sys::mmap::unmap(base as *mut u8, len);
             arena::uncharge(len);
         }
+        self.publish_oldest();
     }
 }
 
@@ -233,14 +240,27 @@ fn release_empty_regions() {
     }
 }
 
+/// What [`reserve`] did.
+enum Reserve {
+    /// A region was added to the heap.
+    Added,
+    /// The heap's tables are full: `(base, len)` was mapped for the request alone.
+    Alone(*mut u8, usize),
+    /// The kernel refused.
+    Refused,
+}
+
 /// Reserves a region for a request of `span` bytes (its length with room to align
 /// it) for threads of `node`: [`REGION_SIZE`], or `span` rounded up when larger than
 /// half of that; just `span` under an address-space limit (`ulimit -v` counts
 /// reserved space as it counts used space: a 256 MiB region for a 32 MiB array took
-/// half of a 512 MiB limit), or when the kernel refuses the larger size. False when
-/// the kernel refuses or no region slot is left.
-fn reserve(span: usize, node: usize) -> bool {
-    let mut len = if sys::process::address_space_limit().is_some() {
+/// half of a 512 MiB limit), or when the kernel refuses the larger size.
+fn reserve(span: usize, node: usize) -> Reserve {
+    if !HUGE.lock().heap.has_region_slot() {
+        release_empty_regions();
+    }
+    let room = HUGE.lock().heap.has_region_slot();
+    let mut len = if !room || sys::process::address_space_limit().is_some() {
         span
     } else if span > REGION_SIZE / 2 {
         (span + REGION_ALIGN - 1) & !(REGION_ALIGN - 1)
@@ -255,21 +275,24 @@ fn reserve(span: usize, node: usize) -> bool {
         base = sys::mmap::map_aligned(len, PAGE_SIZE, false);
     }
     if base.is_null() {
-        return false;
+        return Reserve::Refused;
     }
-    if !HUGE.lock().heap.has_region_slot() {
-        release_empty_regions();
+    if room && HUGE.lock().heap.add_region(base as usize, len, node) {
+        return Reserve::Added;
     }
-    if HUGE.lock().heap.add_region(base as usize, len, node) {
-        return true;
+    if len > span {
+        // SAFETY: the tail past `span` is part of the mapping just made, unused.
+        sys::mmap::unmap(unsafe { base.add(span) }, len - span);
     }
-    sys::mmap::unmap(base, len);
-    false
+    Reserve::Alone(base, span)
 }
 
 /// Carves `len` bytes whose block (a page in) is aligned to `align` for a thread of
 /// `node`, reserving a region when no free run holds it, and purging the dirty
-/// extents once when the heap limit refuses the clean bytes. None on failure.
+/// extents once when the heap limit refuses the clean bytes. When the heap's tables
+/// are full (hundreds of regions, or of free extents between live blocks), the block
+/// gets a mapping of its own outside the heap (region 0): unmapped when freed, copied
+/// when resized. None on failure.
 fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
     let span = len.checked_add(align - PAGE_SIZE)?;
     let mut purged = false;
@@ -285,11 +308,22 @@ fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
                 }
                 purged = true;
             }
-            Err(NoRoom::Space) => {
-                if !reserve(span, node) {
-                    return None;
+            Err(NoRoom::Space) => match reserve(span, node) {
+                Reserve::Added => {}
+                Reserve::Refused => return None,
+                Reserve::Alone(base, len) => {
+                    if !arena::charge(len) {
+                        sys::mmap::unmap(base, len);
+                        return None;
+                    }
+                    return Some(Carved {
+                        base: base as usize,
+                        len,
+                        region: 0,
+                        zero: true,
+                    });
                 }
-            }
+            },
         }
     }
     None
@@ -443,7 +477,6 @@ pub unsafe fn free(block: *mut u8) {
         unsafe { (*hd).magic = 0 };
         h.reg.live_bytes -= len;
         h.give_dirty(base, len, region, now);
-        h.publish_oldest();
     }
     settle(now, false);
 }
@@ -468,7 +501,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: `block` is live (checked), so its header page is mapped; the caller owns
     // the block, and only the owner rewrites its header.
     let (base, old_len, region) = unsafe { ((*hd).map_base as usize, (*hd).map_len, (*hd).region) };
-    if base != block as usize - PAGE_SIZE {
+    if base != block as usize - PAGE_SIZE || region == 0 {
         return ptr::null_mut();
     }
     if new_len <= old_len {
@@ -480,7 +513,6 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
                 (*hd).map_len = new_len;
                 (*hd).usable = new_len - PAGE_SIZE;
             }
-            h.publish_oldest();
         }
         drop(h);
         settle(now, false);
