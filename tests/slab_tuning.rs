@@ -4,6 +4,8 @@
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
+mod common;
+
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
@@ -179,6 +181,82 @@ fn tune_applies_what_it_reports() {
         Err(cpuslab::CacheError::Shared { .. })
     ));
     assert_eq!(row("tune-grow").4, 8, "a refused tune changes nothing");
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// A full per-CPU cache sends its oldest objects (the bottom of the stack) to the node
+/// and keeps the ones freed last, as the kernel's `cache_flusharray`: after 16 frees
+/// fill a cache of 16 and a 17th overflows it, the next allocations return the 17th,
+/// then the 16th, 15th... The rseq path popped the top batch instead (the 16th to 13th
+/// went to the node, and the second allocation was the 12th).
+#[test]
+fn an_overflow_flushes_the_oldest_objects() {
+    let _pinned = common::pin();
+    let cache = KmemCache::<[u8; 1024]>::new("flush-oldest", SlabFlags::NONE).unwrap();
+    // An explicit tune fixes the limit (no room to grow) and drops the shared cache.
+    cache.tune(16, 4, 0).unwrap();
+    let objs: Vec<NonNull<[u8; 1024]>> = (0..17).map(|_| cache.alloc().unwrap()).collect();
+    // What the refills left on the CPU goes back first, so the cache starts empty.
+    cache.shrink();
+    for &o in &objs {
+        // SAFETY: allocated above from this cache, freed once.
+        unsafe { cache.free(o) };
+    }
+    let again: Vec<NonNull<[u8; 1024]>> = (0..13).map(|_| cache.alloc().unwrap()).collect();
+    let want: Vec<NonNull<[u8; 1024]>> = objs[4..].iter().rev().copied().collect();
+    for &o in &again {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    assert_eq!(
+        again, want,
+        "the objects freed last did not stay on the CPU (objs: {objs:?})"
+    );
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// A CPU that cycles through more objects of a class than its cache's limit (100 of
+/// 1 KiB against 64) grows that limit, a batch at a time, instead of passing the
+/// overflow through the node's shared cache to whichever CPU refills next: after a few
+/// rounds a round frees nothing to the node. Left idle, the reaper lowers it again.
+#[test]
+fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
+    let _pinned = common::pin();
+    let cache = KmemCache::<[u8; 1024]>::new("grow-1024", SlabFlags::NONE).unwrap();
+    let (_, _, limit, batch, shared) = row("grow-1024");
+    assert_eq!((limit, batch), (64, 27));
+    if shared == 0 {
+        eprintln!("one CPU: no shared cache to watch; skipped");
+        return;
+    }
+    let round = || {
+        alloc_then_free(&cache, 100);
+        shared_avail("grow-1024")
+    };
+    assert!(round() > 0, "the first round overflows the limit of 64");
+    round();
+    cache.shrink();
+    for i in 0..3 {
+        assert_eq!(
+            round(),
+            0,
+            "round {i} after growing still flushed to the node"
+        );
+    }
+    // Idle: two reaps (every 2 s, driven by other caches' slow paths) find it
+    // untouched and lower its limit, with the objects beyond it.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(7) {
+        for _ in 0..50 {
+            let v: Vec<Box<[u8; 3000]>> = (0..200).map(|_| Box::new([1u8; 3000])).collect();
+            drop(std::hint::black_box(v));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cache.shrink();
+    assert!(round() > 0, "the idle cache kept its grown limit");
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }

@@ -14,11 +14,12 @@
 //! last store commits, so the stack is consistent after every store.
 
 use core::ptr;
+use core::sync::atomic::AtomicU32;
 
 use crate::sync::TryLock;
 
-/// Bytes before `entry[0]`.
-pub const AC_HEADER: usize = 32;
+/// Bytes before `entry[0]`: the header, padded to a cache line.
+pub const AC_HEADER: usize = 64;
 
 /// One array cache: a header and, at `entry`, its array of object pointers (after the
 /// header in the same allocation, or elsewhere: see `init_with`).
@@ -34,10 +35,17 @@ pub struct ArrayCache {
     pub batchcount: u32,
     /// Set on every allocation; cleared by the reaper, which drains untouched caches.
     pub touched: u32,
-    /// Capacity of `entry` (the limit may be lowered below it, never raised above).
+    /// Capacity of `entry`: the limit grows up to it while the CPU cycles through more
+    /// objects than the limit holds, and the reaper lowers it again (see `free_full`).
     pub capacity: u32,
     /// The entry array: `capacity` pointers.
     pub entry: *mut *mut u8,
+    /// Set when the CPU refilled the cache from its node, cleared when it next
+    /// overflows: a cache that empties and fills again is cycling through more objects
+    /// than its limit holds (see `free_full`). Written outside the lock by the rseq
+    /// refill, so atomic.
+    pub refilled: AtomicU32,
+    _pad: [u32; 7],
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -74,6 +82,8 @@ impl ArrayCache {
             touched: 0,
             capacity: 0,
             entry: ptr::null_mut(),
+            refilled: AtomicU32::new(0),
+            _pad: [0; 7],
         }
     }
 
@@ -117,6 +127,8 @@ impl ArrayCache {
                 touched: 0,
                 capacity,
                 entry,
+                refilled: AtomicU32::new(0),
+                _pad: [0; 7],
             });
         }
     }

@@ -123,12 +123,19 @@ fn cache_reap(cache: &RawCache) {
     let mut to_destroy = PageList::new();
     // SAFETY: array caches are touched under their locks, tried only.
     unsafe {
+        let base_limit = cache.limit.load(Ordering::Relaxed);
         cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |_, ac| {
             if (*ac).touched != 0 {
                 (*ac).touched = 0;
-            } else if (*ac).avail > 0 {
-                let nr = (*ac).limit.div_ceil(5).min((*ac).avail);
-                drop(cache.drain_array(ac, nr, None, None, &mut to_destroy));
+            } else {
+                // An idle cache whose limit grew (`free_full`) goes back to its tuned
+                // limit, with what it holds beyond it.
+                let over = (*ac).avail.saturating_sub(base_limit);
+                let nr = (*ac).limit.div_ceil(5).max(over).min((*ac).avail);
+                if nr > 0 {
+                    drop(cache.drain_array(ac, nr, None, None, &mut to_destroy));
+                }
+                (*ac).limit = (*ac).limit.min(base_limit.max((*ac).avail));
             }
         });
         for node in 0..topology::nr_node_ids() {

@@ -275,10 +275,24 @@ impl RawCache {
             unsafe { self.free_fallback(obj) };
             return;
         }
-        // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
-        unsafe { self.cache_flusharray(ac, cpu) };
+        // A cache that was refilled since its last overflow is cycling through more
+        // objects than its limit: grow the limit by a batch (up to the capacity set up
+        // for it) instead of sending its oldest objects to the node, from where another
+        // CPU would take them. A cache that only frees (a consumer's) never refills, so
+        // it keeps its limit and flushes.
+        // SAFETY: the caller holds `ac`'s lock: the header is ours.
+        let grown = unsafe {
+            (*ac).refilled.swap(0, Ordering::Relaxed) != 0 && (*ac).limit < (*ac).capacity && {
+                (*ac).limit = ((*ac).limit + (*ac).batchcount).min((*ac).capacity);
+                (*ac).avail < (*ac).limit
+            }
+        };
+        if !grown {
+            // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
+            unsafe { self.cache_flusharray(ac, cpu) };
+        }
         // SAFETY: ours under its lock; the flush took at least one object off the full
-        // cache, so `entry[avail]` is within its capacity.
+        // cache, or its limit grew past `avail`: `entry[avail]` is within its capacity.
         unsafe {
             let avail = (*ac).avail;
             *ArrayCache::entries(ac).add(avail as usize) = obj;
@@ -306,6 +320,17 @@ impl RawCache {
         if n == 0 {
             return ptr::null_mut();
         }
+        // Marked for `free_full`: this CPU's cache emptied and took a batch.
+        let cpu = sys::cpu::current();
+        if cpu < topology::nr_cpu_ids() {
+            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
+            // at its unit's offset, alive as long as the cache; the mark is atomic.
+            unsafe {
+                (*base.byte_add(cpu * PCPU_UNIT_SIZE))
+                    .refilled
+                    .store(1, Ordering::Relaxed)
+            };
+        }
         let obj = buf[n - 1];
         let mut pushed = 0;
         while pushed < n - 1 {
@@ -323,8 +348,9 @@ impl RawCache {
         obj
     }
 
-    /// The rseq path's `cache_flusharray`: pops up to `batchcount` objects off the
-    /// CPU's full array cache, gives them to the node, and pushes `obj`.
+    /// The rseq path's `cache_flusharray`: moves the `batchcount` oldest objects of the
+    /// CPU's full array cache to the node and pushes `obj`; when the cache is stopped by
+    /// another thread, pops what it can instead.
     #[cold]
     unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
         if self.debug() {
@@ -332,6 +358,44 @@ impl RawCache {
             return unsafe { self.free_fallback(obj) };
         }
         let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
+        // As the kernel's `cache_flusharray`, give the node the oldest objects (the
+        // bottom of the stack) and keep the ones freed last, still in this CPU's data
+        // cache: popping the top instead sent exactly those to the next CPU that
+        // refills from the node, whose accesses to them then missed. Shifting the rest
+        // down is no single sequence, so the cache is stopped for it: its lock, and a
+        // restart of the sequences on its CPU if this thread is no longer there.
+        let cpu = sys::cpu::current();
+        if cpu < topology::nr_cpu_ids() {
+            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
+            // at its unit's offset, alive as long as the cache.
+            let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
+            // SAFETY: as above.
+            if unsafe { (*ac).lock.try_lock() } {
+                if sys::cpu::current() != cpu {
+                    fastpath::fence(Some(cpu));
+                }
+                // The push cannot look below the top; the flush looks at what the
+                // pops would have taken (a cold path).
+                // SAFETY: the cache is stopped: its entries are ours; `avail` of them
+                // are set.
+                let top = unsafe {
+                    let avail = (*ac).avail as usize;
+                    core::slice::from_raw_parts(ArrayCache::entries(ac), avail)
+                        [avail.saturating_sub(batch)..]
+                        .contains(&obj)
+                };
+                if top {
+                    // SAFETY: ours, locked above.
+                    unsafe { (*ac).lock.unlock() };
+                    self.double_free_cached(obj);
+                }
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which
+                // `free_full` releases, and no list lock; `obj` as for `free`.
+                unsafe { self.free_full(ac, cpu, obj) };
+                return;
+            }
+        }
+        // Stopped by someone else: pop what can be popped.
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
         let mut n = 0;
         while n < batch {
@@ -387,6 +451,9 @@ impl RawCache {
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
+        // Marked for `free_full`, as on the rseq path.
+        // SAFETY: the caller holds `ac`'s lock; the mark is atomic.
+        unsafe { (*ac).refilled.store(1, Ordering::Relaxed) };
         // SAFETY: the caller holds `ac`'s lock, and no list lock.
         unsafe { transfer::alloc_refill(self, node, ac) }
     }

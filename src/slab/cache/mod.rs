@@ -249,9 +249,10 @@ impl RawCache {
             }
             self.nodes[node].store(n, Ordering::Relaxed);
         }
+        let capacity = super::tune::grown_capacity(geom.size, limit);
         let (Some(headers), Some(entries)) = (
             alloc_cpu_area(AC_HEADER, AC_HEADER, true),
-            alloc_entries(limit),
+            alloc_entries(capacity),
         ) else {
             // SAFETY: as above.
             unsafe { self.teardown() };
@@ -264,13 +265,13 @@ impl RawCache {
         }
         for cpu in 0..topology::nr_cpu_ids() {
             // SAFETY: a possible CPU's copies of the fresh areas: a header of `AC_HEADER`
-            // bytes and an entry array of `limit` pointers (`alloc_entries`).
+            // bytes and an entry array of `capacity` pointers (`alloc_entries`).
             unsafe {
                 ArrayCache::init_with(
                     headers.per_cpu_ptr(cpu).cast(),
                     cpu_limit,
                     batchcount,
-                    limit,
+                    capacity,
                     entries.per_cpu_ptr(cpu).cast(),
                 )
             };
