@@ -651,3 +651,42 @@ fn blocks_past_the_heaps_tables_get_mappings_of_their_own() {
     assert!(status.success(), "child failed: {err}");
     assert!(err.contains("child done"), "{err}");
 }
+
+/// Freed blocks that no extent slot takes (every other one of 1,100 freed: more free
+/// extents than the heap's 512) give their pages back but stay mapped, so the kernel
+/// cannot put another mapping in the hole, which unmapping the whole region later would
+/// remove with it.
+#[test]
+fn blocks_past_the_extent_table_keep_their_address_space() {
+    let _g = serial();
+    let size = 4 * MIB + 1;
+    // SAFETY: blocks are written within their size and freed once with their layout.
+    unsafe {
+        let blocks: Vec<*mut u8> = (0..1100)
+            .map(|_| {
+                let p = CpuSlab.alloc(layout(size));
+                assert!(!p.is_null());
+                *p = 1;
+                p
+            })
+            .collect();
+        for &p in blocks.iter().step_by(2) {
+            CpuSlab.dealloc(p, layout(size));
+        }
+        let holes: Vec<usize> = blocks
+            .iter()
+            .step_by(2)
+            .map(|&p| p as usize)
+            .filter(|&a| !mapped(a))
+            .collect();
+        for &p in blocks.iter().skip(1).step_by(2) {
+            CpuSlab.dealloc(p, layout(size));
+        }
+        assert!(
+            holes.is_empty(),
+            "{} freed blocks left holes: {:x?}",
+            holes.len(),
+            &holes[..holes.len().min(4)]
+        );
+    }
+}

@@ -485,6 +485,11 @@ pub mod mmap {
     }
 
     /// Fails.
+    pub fn map_fixed(_addr: *mut u8, _len: usize) -> bool {
+        false
+    }
+
+    /// Fails.
     pub fn move_pages(_from: *mut u8, _len: usize, _to: *mut u8) -> bool {
         false
     }

@@ -26,7 +26,8 @@ pub(super) const REGION_ALIGN: usize = 2 << 20;
 /// Regions held at most.
 const MAX_REGIONS: usize = 512;
 /// Free extents held at most; past it a carve takes a whole extent instead of splitting
-/// it, and a free extent that merges with nothing is unmapped (see [`Heap::give`]).
+/// it, and a free extent that merges with nothing is left out of the heap, its pages
+/// given back, until its region goes (see [`Heap::give`]).
 const MAX_EXTENTS: usize = 512;
 
 /// Reserved address space.
@@ -145,6 +146,13 @@ impl Heap {
             .map(|e| e.freed_ms)
             .min()
             .unwrap_or(u64::MAX)
+    }
+
+    /// Whether `region` is a region's base and `[base, base + len)` lies inside it.
+    pub(super) fn covers(&self, region: usize, base: usize, len: usize) -> bool {
+        self.regions[..self.nr_regions].iter().any(|r| {
+            r.base == region && base >= r.base && base.saturating_add(len) <= r.base + r.len
+        })
     }
 
     fn region_index(&self, base: usize) -> usize {
@@ -369,7 +377,7 @@ impl Heap {
     /// same state that touch it. `live` says whether it was carved out (a block freed,
     /// rather than a purged extent coming back). False, with nothing recorded but the
     /// region's count, when it merges with nothing and the table is full: the caller
-    /// unmaps it and calls [`Heap::lose`].
+    /// purges it and calls [`Heap::lose`].
     pub(super) fn give(&mut self, mut e: Extent, live: bool) -> bool {
         if live {
             let r = self.region_index(e.region);
@@ -399,10 +407,14 @@ impl Heap {
         true
     }
 
-    /// Records that `[.., + len)` of `region`, which [`Heap::give`] could not take, is
-    /// unmapped.
-    pub(super) fn lose(&mut self, region: usize, len: usize) {
+    /// Records that `len` bytes of `region`, which [`Heap::give`] could not take (or,
+    /// with `live`, a carved range that never came back), are out of the heap until the
+    /// region goes.
+    pub(super) fn lose(&mut self, region: usize, len: usize, live: bool) {
         let r = self.region_index(region);
+        if live {
+            self.regions[r].live -= len;
+        }
         self.regions[r].lost += len;
     }
 
@@ -677,7 +689,7 @@ mod tests {
                     freed_ms: t,
                 };
                 if !h.give(e, true) {
-                    h.lose(c.region, c.len);
+                    h.lose(c.region, c.len, false);
                     lost += c.len;
                 }
             }

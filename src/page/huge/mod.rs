@@ -76,11 +76,18 @@ impl Huge {
         }
         let h = header(block);
         // SAFETY: a live block's header page is mapped and only its owner writes it.
-        let (magic, base, len) = unsafe { ((*h).magic, (*h).map_base, (*h).map_len) };
+        let (magic, base, len, region) =
+            unsafe { ((*h).magic, (*h).map_base, (*h).map_len, (*h).region) };
         let (b, start) = (block as usize, base as usize);
-        // The range must hold the header page and at least one page of the block:
-        // anything else would give back or move a range that is not the block's.
-        if magic != HUGE_MAGIC || start > b - PAGE_SIZE || start.saturating_add(len) <= b {
+        // The range must be whole pages holding the header page and at least one page
+        // of the block, inside the region it names: anything else would give back or
+        // move a range that is not the block's.
+        if magic != HUGE_MAGIC
+            || start > b - PAGE_SIZE
+            || start.saturating_add(len) <= b
+            || (start | len) & (PAGE_SIZE - 1) != 0
+            || (region != 0 && !self.heap.covers(region, start, len))
+        {
             sys::io::fatal(format_args!(
                 "{op}: corrupted header of huge block {block:p}"
             ));
@@ -89,8 +96,8 @@ impl Huge {
     }
 
     /// Gives the range of a block (or part of one) back to the heap, dirty; when no
-    /// slot takes it, its pages are unmapped (under the lock, so that its region is
-    /// not unmapped and reused meanwhile), as is a block outside the heap (region 0).
+    /// slot takes it, it is lost (see [`Huge::lose`]). A block outside the heap
+    /// (region 0) is unmapped.
     fn give_dirty(&mut self, base: usize, len: usize, region: usize, now_ms: u64) {
         if region == 0 {
             // A block outside the heap: its mapping is its own.
@@ -106,11 +113,21 @@ impl Huge {
             freed_ms: now_ms,
         };
         if !self.heap.give(e, true) {
-            self.heap.lose(region, len);
-            sys::mmap::unmap(base as *mut u8, len);
-            arena::uncharge(len);
+            self.lose(base, len, region, true);
         }
         self.publish_oldest();
+    }
+
+    /// Leaves `[base, base + len)` of `region`, which no extent slot took, out of the
+    /// heap until the region goes: its pages are given back, but it stays mapped, so
+    /// the kernel cannot put another mapping in the hole that unmapping the whole
+    /// region later would remove with it. Uncharged when `dirty`.
+    fn lose(&mut self, base: usize, len: usize, region: usize, dirty: bool) {
+        self.heap.lose(region, len, false);
+        sys::mmap::purge(base as *mut u8, len);
+        if dirty {
+            arena::uncharge(len);
+        }
     }
 }
 
@@ -119,7 +136,8 @@ impl Huge {
 /// A program that cycles through a working set of huge blocks of varied sizes needs
 /// about that much spare to serve each request from pages already faulted in
 /// (malloc-large, 4 live blocks of 5-25 MiB: 76k faults with a fixed 64 MiB, 31k with
-/// this, for the same peak RSS); what it stops using goes after `CPUSLAB_DECAY_MS`.
+/// this, for the same peak RSS); what it stops using goes after `CPUSLAB_DECAY_MS`,
+/// and `trim()` restarts the peak from what is live.
 fn budget(reg: &Registry) -> usize {
     let retain = purge::retain_bytes();
     if retain == 0 || purge::decay_ms() == 0 {
@@ -170,9 +188,12 @@ pub fn decay(now_ms: u64) {
     settle(now_ms, false);
 }
 
-/// Purges every dirty extent. Returns the bytes purged.
+/// Purges every dirty extent, and forgets the recent peak of live bytes (the budget
+/// starts again from what is live now). Returns the bytes purged.
 pub fn drain_cache() -> usize {
-    settle(sys::time::now_ms(), true)
+    let now = sys::time::now_ms();
+    HUGE.lock().reg.reset_peak(now);
+    settle(now, true)
 }
 
 /// Purges the dirty extents past the budget or their decay time (all of them with
@@ -213,11 +234,7 @@ fn settle(now_ms: u64, all: bool) -> usize {
             let mut h = HUGE.lock();
             for e in batch.iter().flatten() {
                 if !h.heap.give(*e, false) {
-                    h.heap.lose(e.region, e.len);
-                    sys::mmap::unmap(e.base as *mut u8, e.len);
-                    if e.dirty {
-                        arena::uncharge(e.len);
-                    }
+                    h.lose(e.base, e.len, e.region, e.dirty);
                 }
             }
             h.publish_oldest();
@@ -226,7 +243,11 @@ fn settle(now_ms: u64, all: bool) -> usize {
             break;
         }
     }
-    release_empty_regions();
+    // Only purging leaves a region with nothing dirty (a move's clean source aside,
+    // which the next purge finds).
+    if purged > 0 || all {
+        release_empty_regions();
+    }
     purged
 }
 
@@ -242,8 +263,11 @@ fn release_empty_regions() {
 
 /// What [`reserve`] did.
 enum Reserve {
-    /// A region was added to the heap.
-    Added,
+    /// A region was added to the heap and the request carved, under one lock (so that
+    /// no other thread takes the region, or releases it as empty, in between).
+    Carved(Carved),
+    /// A region was added, but the heap limit refused the request's clean bytes.
+    NoCharge,
     /// The heap's tables are full: `(base, len)` was mapped for the request alone.
     Alone(*mut u8, usize),
     /// The kernel refused.
@@ -254,8 +278,9 @@ enum Reserve {
 /// it) for threads of `node`: [`REGION_SIZE`], or `span` rounded up when larger than
 /// half of that; just `span` under an address-space limit (`ulimit -v` counts
 /// reserved space as it counts used space: a 256 MiB region for a 32 MiB array took
-/// half of a 512 MiB limit), or when the kernel refuses the larger size.
-fn reserve(span: usize, node: usize) -> Reserve {
+/// half of a 512 MiB limit), or when the kernel refuses the larger size. Carves `len`
+/// bytes aligned to `align` (see [`carve`]) from the heap once the region is in.
+fn reserve(len_req: usize, align: usize, span: usize, node: usize) -> Reserve {
     if !HUGE.lock().heap.has_region_slot() {
         release_empty_regions();
     }
@@ -277,8 +302,15 @@ fn reserve(span: usize, node: usize) -> Reserve {
     if base.is_null() {
         return Reserve::Refused;
     }
-    if room && HUGE.lock().heap.add_region(base as usize, len, node) {
-        return Reserve::Added;
+    if room {
+        let mut h = HUGE.lock();
+        if h.heap.add_region(base as usize, len, node) {
+            return match h.heap.carve(len_req, align, node, arena::charge) {
+                Ok(c) => Reserve::Carved(c),
+                // The region stays, empty: the purge that follows releases it.
+                Err(_) => Reserve::NoCharge,
+            };
+        }
     }
     if len > span {
         // SAFETY: the tail past `span` is part of the mapping just made, unused.
@@ -296,20 +328,15 @@ fn reserve(span: usize, node: usize) -> Reserve {
 fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
     let span = len.checked_add(align - PAGE_SIZE)?;
     let mut purged = false;
-    // A region just reserved can be taken by another thread before this one carves;
-    // a few tries, then give up rather than reserve without end.
-    for _ in 0..4 {
+    // Twice at most: again after the dirty extents were purged for the heap limit.
+    for _ in 0..2 {
         let got = HUGE.lock().heap.carve(len, align, node, arena::charge);
         match got {
             Ok(c) => return Some(c),
-            Err(NoRoom::Charge) => {
-                if purged || drain_cache() == 0 {
-                    return None;
-                }
-                purged = true;
-            }
-            Err(NoRoom::Space) => match reserve(span, node) {
-                Reserve::Added => {}
+            Err(NoRoom::Charge) => {}
+            Err(NoRoom::Space) => match reserve(len, align, span, node) {
+                Reserve::Carved(c) => return Some(c),
+                Reserve::NoCharge => {}
                 Reserve::Refused => return None,
                 Reserve::Alone(base, len) => {
                     if !arena::charge(len) {
@@ -325,6 +352,11 @@ fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
                 }
             },
         }
+        // The heap limit refused the clean bytes.
+        if purged || drain_cache() == 0 {
+            return None;
+        }
+        purged = true;
     }
     None
 }
@@ -536,7 +568,33 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     };
     // With a page alignment the block starts right after the carved range's first page.
     if !sys::mmap::move_pages(base as *mut u8, old_len, c.base as *mut u8) {
-        HUGE.lock().give_dirty(c.base, c.len, c.region, now);
+        // The kernel may have unmapped the destination before it refused (it does so
+        // first, and kernels before 6.17 then refuse a source that spans two of their
+        // mappings, which earlier moves make): map it afresh, clean, before it goes
+        // back to the heap.
+        let mut h = HUGE.lock();
+        if c.region == 0 {
+            h.give_dirty(c.base, c.len, c.region, now);
+        } else {
+            arena::uncharge(c.len);
+            let clean = sys::mmap::map_fixed(c.base as *mut u8, c.len);
+            let e = Extent {
+                base: c.base,
+                len: c.len,
+                region: c.region,
+                dirty: !clean,
+                freed_ms: now,
+            };
+            if clean && h.heap.give(e, true) {
+                // Given back.
+            } else if !clean {
+                // Not even that: the range is lost; what the region still maps of it
+                // holds nothing.
+                h.heap.lose(c.region, c.len, true);
+            } else {
+                h.lose(c.base, c.len, c.region, false);
+            }
+        }
         return ptr::null_mut();
     }
     let moved = (c.base + PAGE_SIZE) as *mut u8;
@@ -558,8 +616,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
             freed_ms: now,
         };
         if !h.heap.give(old, true) {
-            h.heap.lose(region, old_len);
-            sys::mmap::unmap(base as *mut u8, old_len);
+            h.lose(base, old_len, region, false);
         }
         arena::uncharge(old_len);
     }

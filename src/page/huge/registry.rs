@@ -52,6 +52,12 @@ impl Registry {
         }
     }
 
+    /// Restarts the recent peak from the current `live_bytes`, at `now_ms`.
+    pub(super) fn reset_peak(&mut self, now_ms: u64) {
+        self.recent_peak = self.live_bytes;
+        self.recent_peak_ms = now_ms;
+    }
+
     /// Remembers that `block` was freed.
     pub(super) fn note_freed(&mut self, block: usize) {
         self.freed[self.freed_next] = block;

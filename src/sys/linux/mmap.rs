@@ -144,8 +144,10 @@ pub fn remap(addr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
 
 /// Moves the pages of `[from, from + len)` to `[to, to + len)` without copying them,
 /// replacing whatever `to` held; `from` stays mapped and reads as zero
-/// (`MREMAP_DONTUNMAP`, Linux 5.7). False, with nothing changed, when the kernel cannot
-/// (an older kernel, or a range that spans two kernel mappings): the caller copies.
+/// (`MREMAP_DONTUNMAP`, Linux 5.7). False when the kernel cannot (older than 5.7; or,
+/// before 6.17, a source that spans two kernel mappings): then `from` is intact, but
+/// `to` may have been unmapped already (the kernel unmaps the destination first), so
+/// the caller maps it again ([`map_fixed`]) and copies.
 pub fn move_pages(from: *mut u8, len: usize, to: *mut u8) -> bool {
     // SAFETY: callers pass page-aligned ranges of their own private anonymous mappings:
     // `from` is a block they own, `to` a free range they reserved for it; a failed call
@@ -160,6 +162,25 @@ pub fn move_pages(from: *mut u8, len: usize, to: *mut u8) -> bool {
         )
     };
     p == to.cast()
+}
+
+/// Maps fresh anonymous read-write memory at `[addr, addr + len)`, replacing whatever
+/// was there (`MAP_FIXED`). False when the kernel refuses.
+pub fn map_fixed(addr: *mut u8, len: usize) -> bool {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
+    // SAFETY: callers pass a page-aligned range of their own that nothing uses: what
+    // MAP_FIXED replaces there is theirs to drop.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    p == addr.cast()
 }
 
 /// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
