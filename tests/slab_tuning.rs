@@ -260,3 +260,31 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
+
+/// Slab growth reaps what idle caches keep: after cache A's 1000 objects are freed
+/// (they stay in its per-CPU and shared caches and free slabs), 2 MiB of another
+/// cache's new slabs give them back (a growth reap every 256 KiB: the first finds A
+/// touched, the next drains it), without waiting for the two-second reap, which would
+/// drain a fifth at a time.
+#[test]
+fn slab_growth_drains_idle_caches() {
+    let _pinned = common::pin();
+    let a = KmemCache::<[u8; 256]>::new("idle-a", SlabFlags::NONE).unwrap();
+    alloc_then_free(&a, 1000);
+    let (held, ..) = row("idle-a");
+    assert!(held >= 500, "only {held} objects stayed cached");
+    let b = KmemCache::<[u8; 1024]>::new("grow-b", SlabFlags::NONE).unwrap();
+    let objs: Vec<NonNull<[u8; 1024]>> = (0..2048).map(|_| b.alloc().unwrap()).collect();
+    let (after, ..) = row("idle-a");
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { b.free(o) };
+    }
+    assert!(
+        after < held / 4,
+        "{after} of {held} objects still cached after 2 MiB of growth"
+    );
+    b.shrink();
+    b.destroy().map_err(|(_, e)| e).unwrap();
+    a.destroy().map_err(|(_, e)| e).unwrap();
+}

@@ -1,7 +1,8 @@
 //! Giving cached memory back: `cache_reap` every two seconds from the slow paths or the
 //! background reclaim thread (part of every untouched array cache, then surplus free
-//! slabs), `shrink` on demand, and the reclaim thread's idle drain, `shrink` with
-//! tried per-CPU locks.
+//! slabs), the growth reap (every 256 KiB of new slabs, what this CPU and its node
+//! hold of caches nobody allocated from since the last one), `shrink` on demand, and
+//! the reclaim thread's idle drain, `shrink` with tried per-CPU locks.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -33,10 +34,28 @@ pub(crate) fn set_slow_path_hook(hook: fn()) {
     SLOW_PATH_HOOK.store(hook as usize, Ordering::Release);
 }
 
-/// Reaps every cache if the interval has passed and no other thread is reaping. Called
-/// from slow paths holding no lock.
+/// Bytes of slabs grown since the last growth reap.
+static GROWN: AtomicUsize = AtomicUsize::new(0);
+
+/// Slab growth between two growth reaps.
+pub const GROWTH_REAP_BYTES: usize = 256 * 1024;
+
+/// Counts a new slab of `bytes` (`cache_grow_begin`).
+#[inline]
+pub(crate) fn note_growth(bytes: usize) {
+    GROWN.fetch_add(bytes, Ordering::Relaxed);
+}
+
+/// Reaps every cache if the interval has passed and no other thread is reaping, and
+/// runs the growth reap when slabs grew by [`GROWTH_REAP_BYTES`] since the last one.
+/// Called from slow paths holding no lock.
 pub fn maybe_reap() {
     page::purge::note_activity();
+    if GROWN.load(Ordering::Relaxed) >= GROWTH_REAP_BYTES
+        && GROWN.swap(0, Ordering::Relaxed) >= GROWTH_REAP_BYTES
+    {
+        reap_idle_local();
+    }
     let hook = SLOW_PATH_HOOK.load(Ordering::Acquire);
     if hook != 0 {
         // SAFETY: only `set_slow_path_hook` stores here, and it stores a `fn()`.
@@ -79,6 +98,84 @@ pub(crate) fn reap_if_due(now: u64) {
     for node in 0..topology::nr_node_ids() {
         page::purge::maybe_purge(page::zone(node), now);
     }
+}
+
+/// The growth reap: the program's slabs are growing, so the objects that caches nobody
+/// allocated from lately keep on this CPU and its node are better given back, their
+/// empty slabs with them, for the growing caches' slabs to reuse: a program that works
+/// through sizes in phases otherwise carries every finished phase's objects in per-CPU
+/// and shared caches (up to 128 KiB and 216 objects a class) until the two-second reap
+/// drains them a fifth at a time. For every cache, the calling CPU's array cache, the
+/// node's shared cache and the node's free slabs are each emptied when not used since
+/// the last look (the kernel's `touched` and `free_touched`, which the look clears),
+/// so a class in use is never drained. Only the calling CPU's cache: it is stopped
+/// with its lock alone (this thread runs on it), and each CPU's own growth reaps its
+/// own. Busy locks are skipped; the chain is only tried.
+fn reap_idle_local() {
+    let Some(chain) = CHAIN.try_lock() else {
+        return;
+    };
+    let cpu = sys::cpu::current();
+    let node = topology::cpu_to_node(cpu);
+    let mut cache = chain.first;
+    while !cache.is_null() {
+        // SAFETY: caches on the chain stay alive while the chain is held; this thread
+        // holds no other lock (the caller's contract).
+        unsafe {
+            reap_idle_cache(&*cache, cpu, node);
+            cache = (*cache).next.load(Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`reap_idle_local`] for one cache.
+///
+/// # Safety
+/// The caller holds the chain and no list or array cache lock.
+unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
+    let Some(ac) = cache.cpu_ac(cpu) else {
+        return;
+    };
+    let mut to_destroy = PageList::new();
+    // SAFETY: the header lives as long as the cache; it is read and written under its
+    // lock, taken here, with the sequences on its CPU settled.
+    unsafe {
+        if (*ac).lock.try_lock() {
+            if sys::cpu::current() != cpu {
+                super::fastpath::fence(Some(cpu));
+            }
+            if (*ac).touched != 0 {
+                (*ac).touched = 0;
+            } else if (*ac).avail > 0 {
+                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+                // Empty now: back to its tuned limit, as the periodic reap does.
+                (*ac).limit = (*ac).limit.min(cache.limit.load(Ordering::Relaxed));
+            }
+            (*ac).lock.unlock();
+        }
+    }
+    let l = cache.node(node).list_lock.lock();
+    let sh: *mut ArrayCache = l.shared;
+    let mut held = Some((node, l));
+    // SAFETY: the shared cache is read and drained under its node's list lock, held.
+    unsafe {
+        if !sh.is_null() {
+            if (*sh).touched != 0 {
+                (*sh).touched = 0;
+            } else if (*sh).avail > 0 {
+                held = cache.drain_array(sh, (*sh).avail, Some(node), held, &mut to_destroy);
+            }
+        }
+    }
+    let mut l = relock(cache, node, held);
+    if l.free_touched {
+        l.free_touched = false;
+    } else {
+        drain_freelist(cache, &mut l, usize::MAX, &mut to_destroy);
+    }
+    drop(l);
+    // SAFETY: only empty slabs of this cache, off every list, are on `to_destroy`.
+    unsafe { cache.destroy_slabs(&mut to_destroy, true) };
 }
 
 /// Makes sure `held` is the lock of `node`.

@@ -1,7 +1,7 @@
-//! Huge blocks (more than a max-order block), carved from the huge heap ([`heap`]):
+//! Huge blocks (more than a max-order block), carved from the huge heap (`heap.rs`):
 //! each is preceded by a header page that records its range, so it can be freed,
 //! resized in place or moved by mremap. Live blocks are also listed in a registry
-//! ([`registry`]), so any pointer can be asked whether it is one of ours without
+//! (`registry.rs`), so any pointer can be asked whether it is one of ours without
 //! touching memory that may not be mapped.
 //!
 //! A freed block stays resident as a dirty free extent, so the next huge request,

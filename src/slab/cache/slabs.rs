@@ -300,6 +300,7 @@ impl RawCache {
         if slab.is_null() {
             return slab;
         }
+        crate::slab::reap::note_growth(crate::sys::PAGE_SIZE << g.order);
         // SAFETY: the head descriptor of a fresh block, ours until `cache_grow_end`
         // puts the slab on a list.
         unsafe {
