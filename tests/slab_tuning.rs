@@ -288,3 +288,29 @@ fn slab_growth_drains_idle_caches() {
     b.destroy().map_err(|(_, e)| e).unwrap();
     a.destroy().map_err(|(_, e)| e).unwrap();
 }
+
+/// A CPU that only frees (a consumer's) holds less: after twice its limit's worth of
+/// frees without a refill its limit shrinks by a batch, down to one batch. Freeing
+/// 20,000 objects of 64 B in a row leaves at most a batch or two on the CPU (plus the
+/// node's shared cache) instead of the 512 its limit allowed.
+#[test]
+fn a_cache_that_only_frees_shrinks() {
+    let _pinned = common::pin();
+    let cache = KmemCache::<[u8; 64]>::new("drain-64", SlabFlags::NONE).unwrap();
+    let (_, _, limit, batch, shared) = row("drain-64");
+    assert_eq!((limit, batch), (512, 60));
+    let objs: Vec<NonNull<[u8; 64]>> = (0..20_000).map(|_| cache.alloc().unwrap()).collect();
+    cache.shrink();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    let (cached, ..) = row("drain-64");
+    let on_cpu = cached.saturating_sub(shared_avail("drain-64"));
+    assert!(
+        on_cpu <= 2 * batch as usize,
+        "{on_cpu} objects on the CPU after 20,000 frees (limit {limit}, shared {shared})"
+    );
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}

@@ -36,7 +36,8 @@ pub struct ArrayCache {
     /// Set on every allocation; cleared by the reaper, which drains untouched caches.
     pub touched: u32,
     /// Capacity of `entry`: the limit grows up to it while the CPU cycles through more
-    /// objects than the limit holds, and the reaper lowers it again (see `free_full`).
+    /// objects than the limit holds, shrinks while the CPU only frees, and the reaper
+    /// puts it back (see `free_full`).
     pub capacity: u32,
     /// The entry array: `capacity` pointers.
     pub entry: *mut *mut u8,
@@ -45,7 +46,10 @@ pub struct ArrayCache {
     /// than its limit holds (see `free_full`). Written outside the lock by the rseq
     /// refill, so atomic.
     pub refilled: AtomicU32,
-    _pad: [u32; 7],
+    /// Overflows since the CPU last refilled the cache (under the lock): a cache that
+    /// overflows again and again without refilling only frees (see `free_full`).
+    pub dry_flushes: u32,
+    _pad: [u32; 6],
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -83,7 +87,8 @@ impl ArrayCache {
             capacity: 0,
             entry: ptr::null_mut(),
             refilled: AtomicU32::new(0),
-            _pad: [0; 7],
+            dry_flushes: 0,
+            _pad: [0; 6],
         }
     }
 
@@ -128,7 +133,8 @@ impl ArrayCache {
                 capacity,
                 entry,
                 refilled: AtomicU32::new(0),
-                _pad: [0; 7],
+                dry_flushes: 0,
+                _pad: [0; 6],
             });
         }
     }

@@ -278,18 +278,39 @@ impl RawCache {
         // A cache that was refilled since its last overflow is cycling through more
         // objects than its limit: grow the limit by a batch (up to the capacity set up
         // for it) instead of sending its oldest objects to the node, from where another
-        // CPU would take them. A cache that only frees (a consumer's) never refills, so
-        // it keeps its limit and flushes.
+        // CPU would take them. A cache that overflows again and again without a refill
+        // only frees (a consumer's): its objects only wait for the next flush, and how
+        // many wait does not change how often it flushes (a batch at a time either
+        // way), so after two limits' worth of such frees its limit shrinks by a batch,
+        // down to one batch, and it holds less for nobody.
         // SAFETY: the caller holds `ac`'s lock: the header is ours.
         let grown = unsafe {
-            (*ac).refilled.swap(0, Ordering::Relaxed) != 0 && (*ac).limit < (*ac).capacity && {
-                (*ac).limit = ((*ac).limit + (*ac).batchcount).min((*ac).capacity);
-                (*ac).avail < (*ac).limit
+            let (limit, batch) = ((*ac).limit, (*ac).batchcount);
+            if (*ac).refilled.swap(0, Ordering::Relaxed) != 0 {
+                (*ac).dry_flushes = 0;
+                limit < (*ac).capacity && {
+                    (*ac).limit = (limit + batch).min((*ac).capacity);
+                    (*ac).avail < (*ac).limit
+                }
+            } else {
+                (*ac).dry_flushes += 1;
+                if limit > batch && (*ac).dry_flushes >= 2 * limit / batch.max(1) {
+                    (*ac).dry_flushes = 0;
+                    (*ac).limit = (limit - batch).max(batch);
+                }
+                false
             }
         };
         if !grown {
-            // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
-            unsafe { self.cache_flusharray(ac, cpu) };
+            // Past a lowered limit it takes more than one batch.
+            loop {
+                // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
+                unsafe { self.cache_flusharray(ac, cpu) };
+                // SAFETY: as above.
+                if unsafe { (*ac).avail < (*ac).limit || (*ac).avail == 0 } {
+                    break;
+                }
+            }
         }
         // SAFETY: ours under its lock; the flush took at least one object off the full
         // cache, or its limit grew past `avail`: `entry[avail]` is within its capacity.

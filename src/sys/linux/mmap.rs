@@ -70,10 +70,12 @@ pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
 
 /// One anonymous read-write mapping of `len` bytes with `flags`, at `hint` if the
 /// kernel takes it (null: where the kernel likes). None when the kernel refuses.
+/// With `MAP_FIXED` (from [`map_fixed`] only) it replaces what `hint` held.
 fn map_at(hint: *mut u8, len: usize, flags: libc::c_int) -> Option<*mut u8> {
     // SAFETY: an anonymous private mapping touches no existing memory: without
     // MAP_FIXED the hint only suggests a place, and MAP_FIXED_NOREPLACE fails rather
-    // than replace a mapping.
+    // than replace a mapping; with MAP_FIXED, `map_fixed`'s caller passes a range of
+    // its own that nothing uses.
     let p = unsafe {
         libc::mmap(
             hint.cast(),
@@ -168,19 +170,7 @@ pub fn move_pages(from: *mut u8, len: usize, to: *mut u8) -> bool {
 /// was there (`MAP_FIXED`). False when the kernel refuses.
 pub fn map_fixed(addr: *mut u8, len: usize) -> bool {
     let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED;
-    // SAFETY: callers pass a page-aligned range of their own that nothing uses: what
-    // MAP_FIXED replaces there is theirs to drop.
-    let p = unsafe {
-        libc::mmap(
-            addr.cast(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            flags,
-            -1,
-            0,
-        )
-    };
-    p == addr.cast()
+    map_at(addr, len, flags) == Some(addr)
 }
 
 /// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
