@@ -85,7 +85,7 @@
 //! | 5 | each cache's node list locks, node by node (each node's alien cache locks just before its list lock; their holders take no other lock) | refills, flushes, `free_block`; remote frees |
 //! | 6 | `pcpu_lock` (`percpu`) | chunk allocation (a chunk's header comes from a zone) |
 //! | 7 | the zone locks, in node order | the buddy allocator, purging |
-//! | 8 | the huge-mapping registry (`page::huge`) | huge allocations, frees, the cache |
+//! | 8 | the huge heap and registry (`page::huge`) | huge allocations, frees, purges |
 //!
 //! RCU's callback list locks are taken by RCU's own fork handlers; the background
 //! thread keeps its state in atomics.
@@ -196,8 +196,8 @@ pub fn supported() -> bool {
 
 /// Gives every cached object and free page that can go back to the OS: empties the
 /// per-CPU and shared array caches, frees empty slabs, drains the per-CPU page lists,
-/// purges all free pages and unmaps the freed huge mappings kept for reuse (as
-/// `malloc_trim(0)`). Returns the bytes purged or unmapped.
+/// purges all free pages and the freed huge blocks kept for reuse (as
+/// `malloc_trim(0)`). Returns the bytes purged.
 #[cfg(not(loom))]
 pub fn trim() -> usize {
     if !init::ready() {

@@ -6,10 +6,10 @@
 //!
 //! | field | cpuslab |
 //! |---|---|
-//! | `arena` | bytes of arena pages cpuslab holds resident (committed, less huge mappings) |
+//! | `arena` | bytes of arena pages cpuslab holds resident (committed, less huge blocks) |
 //! | `ordblks` | free blocks on the buddy free lists |
 //! | `smblks`, `fsmblks` | objects (and bytes) in the nodes' shared caches, the nearest thing to fastbins |
-//! | `hblks`, `hblkhd` | live huge blocks (each its own mapping) and the bytes mapped for them |
+//! | `hblks`, `hblkhd` | live huge blocks and the bytes of their ranges |
 //! | `usmblks` | 0, as glibc |
 //! | `uordblks` | bytes of `arena` in use: `arena - fordblks` |
 //! | `fordblks` | free bytes inside `arena`: dirty free pages, per-CPU page lists, free objects in slabs and caches |
