@@ -127,11 +127,7 @@ fn an_idle_cache_shrinks() {
     let mut now_held = held;
     while start.elapsed() < Duration::from_secs(15) && now_held >= held {
         // Slow paths of another size keep the periodic reap running.
-        for _ in 0..50 {
-            let v: Vec<Box<[u8; 3000]>> = (0..200).map(|_| Box::new([1u8; 3000])).collect();
-            drop(std::hint::black_box(v));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        churn_another_size();
         now_held = row("reap-64").0;
     }
     assert!(
@@ -140,6 +136,16 @@ fn an_idle_cache_shrinks() {
         start.elapsed()
     );
     cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// Slow paths of another size for a tenth of a second, which keep the periodic reap
+/// running.
+fn churn_another_size() {
+    for _ in 0..50 {
+        let v: Vec<Box<[u8; 3000]>> = (0..200).map(|_| Box::new([1u8; 3000])).collect();
+        drop(std::hint::black_box(v));
+    }
+    std::thread::sleep(Duration::from_millis(100));
 }
 
 /// Allocates `n` objects from `cache`, then frees them all.
@@ -249,11 +255,7 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     // untouched and lower its limit, with the objects beyond it.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(7) {
-        for _ in 0..50 {
-            let v: Vec<Box<[u8; 3000]>> = (0..200).map(|_| Box::new([1u8; 3000])).collect();
-            drop(std::hint::black_box(v));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        churn_another_size();
     }
     cache.shrink();
     assert!(round() > 0, "the idle cache kept its grown limit");

@@ -133,27 +133,61 @@ fn reap_idle_local() {
 /// # Safety
 /// The caller holds the chain and no list or array cache lock.
 unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
-    let Some(ac) = cache.cpu_ac(cpu) else {
-        return;
-    };
     let mut to_destroy = PageList::new();
-    // SAFETY: the header lives as long as the cache; it is read and written under its
-    // lock, taken here, with the sequences on its CPU settled.
-    unsafe {
-        if (*ac).lock.try_lock() {
-            if sys::cpu::current() != cpu {
-                super::fastpath::fence(Some(cpu));
-            }
-            if (*ac).touched != 0 {
-                (*ac).touched = 0;
-            } else if (*ac).avail > 0 {
-                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-                // Empty now: back to its tuned limit, as the periodic reap does.
-                (*ac).limit = (*ac).limit.min(cache.limit.load(Ordering::Relaxed));
-            }
+    if let Some(ac) = cache.stop_local(cpu) {
+        // SAFETY: stopped just above by this thread, which unlocks it after.
+        unsafe {
+            reap_cpu_cache(cache, ac, true, &mut to_destroy);
             (*ac).lock.unlock();
         }
     }
+    // SAFETY: the caller holds no list lock.
+    unsafe { reap_node(cache, node, true, &mut to_destroy) };
+    // SAFETY: only empty slabs of this cache, off every list, are on `to_destroy`.
+    unsafe { cache.destroy_slabs(&mut to_destroy, true) };
+}
+
+/// Reaps one stopped per-CPU array cache of `cache`: clears its `touched`, or, when it
+/// was not touched since the last look, drains a fifth of its limit (everything with
+/// `all`), at least what it holds beyond its tuned limit, and lowers a grown limit back
+/// to the tuned one (`free_full` grows it).
+///
+/// # Safety
+/// The caller holds `ac`'s lock, settled, and no list lock.
+unsafe fn reap_cpu_cache(
+    cache: &RawCache,
+    ac: *mut ArrayCache,
+    all: bool,
+    to_destroy: &mut PageList,
+) {
+    let base_limit = cache.limit.load(Ordering::Relaxed);
+    // SAFETY: the header and entries are the caller's under the lock it holds.
+    unsafe {
+        if (*ac).touched != 0 {
+            (*ac).touched = 0;
+            return;
+        }
+        let avail = (*ac).avail;
+        let over = avail.saturating_sub(base_limit);
+        let nr = if all {
+            avail
+        } else {
+            (*ac).limit.div_ceil(5).max(over).min(avail)
+        };
+        if nr > 0 {
+            drop(cache.drain_array(ac, nr, None, None, to_destroy));
+        }
+        (*ac).limit = (*ac).limit.min(base_limit.max((*ac).avail));
+    }
+}
+
+/// Reaps `node`'s lists of `cache`: its shared cache and its free slabs, each when not
+/// used since the last look (clearing the mark otherwise), a fifth at a time, or
+/// entirely with `all`.
+///
+/// # Safety
+/// The caller holds no list lock.
+unsafe fn reap_node(cache: &RawCache, node: usize, all: bool, to_destroy: &mut PageList) {
     let l = cache.node(node).list_lock.lock();
     let sh: *mut ArrayCache = l.shared;
     let mut held = Some((node, l));
@@ -163,7 +197,13 @@ unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
             if (*sh).touched != 0 {
                 (*sh).touched = 0;
             } else if (*sh).avail > 0 {
-                held = cache.drain_array(sh, (*sh).avail, Some(node), held, &mut to_destroy);
+                let fifth = (*sh).limit.div_ceil(5);
+                let nr = if all {
+                    (*sh).avail
+                } else {
+                    fifth.min((*sh).avail)
+                };
+                held = cache.drain_array(sh, nr, Some(node), held, to_destroy);
             }
         }
     }
@@ -171,11 +211,13 @@ unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
     if l.free_touched {
         l.free_touched = false;
     } else {
-        drain_freelist(cache, &mut l, usize::MAX, &mut to_destroy);
+        let tofree = if all {
+            usize::MAX
+        } else {
+            l.free_limit.div_ceil(5 * cache.geom().num)
+        };
+        drain_freelist(cache, &mut l, tofree, to_destroy);
     }
-    drop(l);
-    // SAFETY: only empty slabs of this cache, off every list, are on `to_destroy`.
-    unsafe { cache.destroy_slabs(&mut to_destroy, true) };
 }
 
 /// Makes sure `held` is the lock of `node`.
@@ -214,46 +256,17 @@ fn cache_reap(cache: &RawCache) {
     if cache.cpu_ac(0).is_none() {
         return;
     }
-    let num = cache.geom().num;
     // `reap_alien`: remote frees go home at least this often.
     cache.drain_aliens();
     let mut to_destroy = PageList::new();
-    // SAFETY: array caches are touched under their locks, tried only.
+    // SAFETY: array caches are touched under their locks, tried only; no list lock is
+    // held here.
     unsafe {
-        let base_limit = cache.limit.load(Ordering::Relaxed);
         cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |_, ac| {
-            if (*ac).touched != 0 {
-                (*ac).touched = 0;
-            } else {
-                // An idle cache whose limit grew (`free_full`) goes back to its tuned
-                // limit, with what it holds beyond it.
-                let over = (*ac).avail.saturating_sub(base_limit);
-                let nr = (*ac).limit.div_ceil(5).max(over).min((*ac).avail);
-                if nr > 0 {
-                    drop(cache.drain_array(ac, nr, None, None, &mut to_destroy));
-                }
-                (*ac).limit = (*ac).limit.min(base_limit.max((*ac).avail));
-            }
+            reap_cpu_cache(cache, ac, false, &mut to_destroy)
         });
         for node in 0..topology::nr_node_ids() {
-            let l = cache.node(node).list_lock.lock();
-            let sh: *mut ArrayCache = l.shared;
-            let mut held = Some((node, l));
-            if !sh.is_null() {
-                if (*sh).touched != 0 {
-                    (*sh).touched = 0;
-                } else if (*sh).avail > 0 {
-                    let nr = (*sh).limit.div_ceil(5).min((*sh).avail);
-                    held = cache.drain_array(sh, nr, Some(node), held, &mut to_destroy);
-                }
-            }
-            let mut l = relock(cache, node, held);
-            if l.free_touched {
-                l.free_touched = false;
-            } else {
-                let tofree = l.free_limit.div_ceil(5 * num);
-                drain_freelist(cache, &mut l, tofree, &mut to_destroy);
-            }
+            reap_node(cache, node, false, &mut to_destroy);
         }
         cache.destroy_slabs(&mut to_destroy, true);
     }

@@ -133,11 +133,6 @@ impl Heap {
         self.dirty
     }
 
-    /// Bytes of address space reserved.
-    pub(super) fn reserved_bytes(&self) -> usize {
-        self.regions[..self.nr_regions].iter().map(|r| r.len).sum()
-    }
-
     /// When the oldest dirty extent was freed (`u64::MAX`: none).
     pub(super) fn oldest_dirty_ms(&self) -> u64 {
         self.extents[..self.n]

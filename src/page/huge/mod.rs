@@ -170,11 +170,6 @@ pub fn cached_bytes() -> usize {
     HUGE.lock().heap.dirty_bytes()
 }
 
-/// Bytes of address space reserved for huge blocks.
-pub fn reserved_bytes() -> usize {
-    HUGE.lock().heap.reserved_bytes()
-}
-
 /// Purges every dirty extent whose decay time has passed. Called from the page
 /// allocator's slow paths with the time already read; one load while nothing is due.
 pub fn decay(now_ms: u64) {
@@ -577,21 +572,18 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
             h.give_dirty(c.base, c.len, c.region, now);
         } else {
             arena::uncharge(c.len);
-            let clean = sys::mmap::map_fixed(c.base as *mut u8, c.len);
             let e = Extent {
                 base: c.base,
                 len: c.len,
                 region: c.region,
-                dirty: !clean,
+                dirty: false,
                 freed_ms: now,
             };
-            if clean && h.heap.give(e, true) {
-                // Given back.
-            } else if !clean {
+            if !sys::mmap::map_fixed(c.base as *mut u8, c.len) {
                 // Not even that: the range is lost; what the region still maps of it
                 // holds nothing.
                 h.heap.lose(c.region, c.len, true);
-            } else {
+            } else if !h.heap.give(e, true) {
                 h.lose(c.base, c.len, c.region, false);
             }
         }

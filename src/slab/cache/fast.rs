@@ -342,15 +342,9 @@ impl RawCache {
             return ptr::null_mut();
         }
         // Marked for `free_full`: this CPU's cache emptied and took a batch.
-        let cpu = sys::cpu::current();
-        if cpu < topology::nr_cpu_ids() {
-            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
-            // at its unit's offset, alive as long as the cache; the mark is atomic.
-            unsafe {
-                (*base.byte_add(cpu * PCPU_UNIT_SIZE))
-                    .refilled
-                    .store(1, Ordering::Relaxed)
-            };
+        if let Some(ac) = self.cpu_ac(sys::cpu::current()) {
+            // SAFETY: the headers live as long as the cache; the mark is atomic.
+            unsafe { (*ac).refilled.store(1, Ordering::Relaxed) };
         }
         let obj = buf[n - 1];
         let mut pushed = 0;
@@ -386,35 +380,26 @@ impl RawCache {
         // down is no single sequence, so the cache is stopped for it: its lock, and a
         // restart of the sequences on its CPU if this thread is no longer there.
         let cpu = sys::cpu::current();
-        if cpu < topology::nr_cpu_ids() {
-            // SAFETY: `base` is the cache's `cpu_cache`: every possible CPU has a header
-            // at its unit's offset, alive as long as the cache.
-            let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
-            // SAFETY: as above.
-            if unsafe { (*ac).lock.try_lock() } {
-                if sys::cpu::current() != cpu {
-                    fastpath::fence(Some(cpu));
-                }
-                // The push cannot look below the top; the flush looks at what the
-                // pops would have taken (a cold path).
-                // SAFETY: the cache is stopped: its entries are ours; `avail` of them
-                // are set.
-                let top = unsafe {
-                    let avail = (*ac).avail as usize;
-                    core::slice::from_raw_parts(ArrayCache::entries(ac), avail)
-                        [avail.saturating_sub(batch)..]
-                        .contains(&obj)
-                };
-                if top {
-                    // SAFETY: ours, locked above.
-                    unsafe { (*ac).lock.unlock() };
-                    self.double_free_cached(obj);
-                }
-                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which
-                // `free_full` releases, and no list lock; `obj` as for `free`.
-                unsafe { self.free_full(ac, cpu, obj) };
-                return;
+        if let Some(ac) = self.stop_local(cpu) {
+            // The push cannot look below the top; the flush looks at what the pops would
+            // have taken (a cold path).
+            // SAFETY: the cache is stopped: its entries are ours; `avail` of them are
+            // set.
+            let top = unsafe {
+                let avail = (*ac).avail as usize;
+                core::slice::from_raw_parts(ArrayCache::entries(ac), avail)
+                    [avail.saturating_sub(batch)..]
+                    .contains(&obj)
+            };
+            if top {
+                // SAFETY: ours, locked above.
+                unsafe { (*ac).lock.unlock() };
+                self.double_free_cached(obj);
             }
+            // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which `free_full`
+            // releases, and no list lock; `obj` as for `free`.
+            unsafe { self.free_full(ac, cpu, obj) };
+            return;
         }
         // Stopped by someone else: pop what can be popped.
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];

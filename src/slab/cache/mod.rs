@@ -284,6 +284,24 @@ impl RawCache {
         Ok(())
     }
 
+    /// Stops `cpu`'s array cache for work beyond one sequence, from a thread running on
+    /// that CPU: takes its lock (tried) and, if the thread has moved since, restarts the
+    /// sequences in flight there. None when the cache is not set up or busy. The caller
+    /// unlocks it.
+    pub(crate) fn stop_local(&self, cpu: usize) -> Option<*mut ArrayCache> {
+        let ac = self.cpu_ac(cpu)?;
+        // SAFETY: the headers live as long as the cache.
+        if !unsafe { (*ac).lock.try_lock() } {
+            return None;
+        }
+        // A sequence of another thread on `cpu` was preempted by this one, which
+        // restarts it, unless this thread left `cpu` meanwhile.
+        if crate::sys::cpu::current() != cpu {
+            fastpath::fence(Some(cpu));
+        }
+        Some(ac)
+    }
+
     /// Whether `setup` finished: the cache serves.
     #[inline]
     pub fn is_set_up(&self) -> bool {
