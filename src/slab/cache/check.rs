@@ -55,16 +55,28 @@ impl RawCache {
     /// `slab` is `virt_to_head_page(obj)`, a slab of this cache.
     #[inline(always)]
     pub(super) unsafe fn check_in_slab(&self, slab: *mut Page, obj: *mut u8) {
+        // SAFETY: as the caller promised.
+        if !unsafe { self.starts_object(slab, obj) } {
+            // SAFETY: `obj` lies in `slab`'s pages, so in an arena.
+            unsafe { self.bad_free(obj) };
+        }
+    }
+
+    /// Whether `obj` is exactly the start of an object of `slab`, a slab of this cache:
+    /// [`check_in_slab`](Self::check_in_slab)'s test, for a fast path that leaves the
+    /// abort to its slow path (so that it makes no call, and needs no stack frame).
+    ///
+    /// # Safety
+    /// As for [`check_in_slab`](Self::check_in_slab).
+    #[inline(always)]
+    pub(super) unsafe fn starts_object(&self, slab: *mut Page, obj: *mut u8) -> bool {
         // SAFETY: written before the cache was published (it owns slabs, so it was).
         let c = unsafe { &*self.check.get() };
         // SAFETY: `slab` heads a slab of this cache (the caller's contract).
         let first = page_address(slab) as usize + unsafe { slab_colour(slab) } + c.lead as usize;
         let off = (obj as usize).wrapping_sub(first);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
-        if off >= c.span as usize || (off as u64).wrapping_mul(c.div_magic) >= c.div_magic {
-            // SAFETY: `obj` lies in `slab`'s pages, so in an arena.
-            unsafe { self.bad_free(obj) };
-        }
+        off < c.span as usize && (off as u64).wrapping_mul(c.div_magic) < c.div_magic
     }
 
     /// Whether `obj` lacks the alignment every object of this cache has.

@@ -179,9 +179,12 @@ impl RawCache {
     /// As for [`free_in_slab`](Self::free_in_slab); on true `obj` is freed.
     #[inline(always)]
     pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8) -> bool {
+        // A pointer that does not start an object goes to the slow path, which checks
+        // it again and aborts there: no call here, so no stack frame to set up.
         // SAFETY: as in `free_in_slab`.
-        unsafe { self.check_in_slab(slab, obj) };
-        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
+        if !unsafe { self.starts_object(slab, obj) }
+            || sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0
+        {
             return false;
         }
         // The slab's head descriptor holds `cpu_cache` (set when the slab grew, never
