@@ -223,6 +223,65 @@ fn an_overflow_flushes_the_oldest_objects() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
+/// A refill hands objects out in ascending address order: objects freed in a shuffled
+/// order pass through the node's shared cache, and each batch a refill brings back from
+/// there comes out lowest address first (`order_for_pops`). Without the ordering a
+/// batch came out in the order the frees had put it in, and the first refill here was
+/// not ascending.
+#[test]
+fn a_refill_hands_objects_out_in_address_order() {
+    let _pinned = common::pin();
+    let cache = KmemCache::<[u8; 64]>::new("refill-order", SlabFlags::NONE).unwrap();
+    // A limit of 16, batches of 8, and a shared cache of 8 batches: room for every
+    // object this test frees past the CPU's cache, so none goes back to a slab (whose
+    // refills are in address order anyway).
+    cache.tune(16, 8, 8).unwrap();
+    let mut objs: Vec<NonNull<[u8; 64]>> = (0..64).map(|_| cache.alloc().unwrap()).collect();
+    cache.shrink();
+    let mut rng = common::Rng::new(0x5eed);
+    for i in (1..objs.len()).rev() {
+        objs.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    for &o in &objs {
+        // SAFETY: allocated above from this cache, freed once.
+        unsafe { cache.free(o) };
+    }
+    // Each allocation that takes a batch from the shared cache shows as a drop of its
+    // count; that allocation and the ones after it from the batch must ascend.
+    let mut again = Vec::new();
+    let mut shared = shared_avail("refill-order");
+    assert!(shared >= 8, "nothing reached the shared cache ({shared})");
+    let mut batches = 0;
+    let mut run: Option<(usize, usize)> = None;
+    while again.len() < objs.len() {
+        let o = cache.alloc().unwrap();
+        again.push(o);
+        let now = shared_avail("refill-order");
+        if now < shared {
+            run = Some((again.len() - 1, shared - now));
+            batches += 1;
+        }
+        shared = now;
+        if let Some((start, n)) = run {
+            if again.len() == start + n {
+                let batch = &again[start..];
+                assert!(
+                    batch.windows(2).all(|w| w[0] < w[1]),
+                    "refill {batches} came out of address order: {batch:?}"
+                );
+                run = None;
+            }
+        }
+    }
+    assert!(batches > 0, "no allocation refilled from the shared cache");
+    for o in again {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
 /// A CPU that cycles through more objects of a class than its cache's limit (100 of
 /// 1 KiB against 64) grows that limit, a batch at a time, instead of passing the
 /// overflow through the node's shared cache to whichever CPU refills next: after a few

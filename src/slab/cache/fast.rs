@@ -349,6 +349,7 @@ impl RawCache {
             // SAFETY: the headers live as long as the cache; the mark is atomic.
             unsafe { (*ac).refilled.store(1, Ordering::Relaxed) };
         }
+        transfer::order_for_pops(self, &mut buf[..n]);
         let obj = buf[n - 1];
         let mut pushed = 0;
         while pushed < n - 1 {

@@ -442,6 +442,11 @@ impl SlabCache for RawCache {
     }
 
     #[inline(always)]
+    fn shuffled(&self) -> bool {
+        self.geom().shuffled
+    }
+
+    #[inline(always)]
     fn list_lock(&self, node: usize) -> &crate::sync::Mutex<NodeLists> {
         &self.node(node).list_lock
     }
