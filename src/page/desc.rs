@@ -101,6 +101,15 @@ pub fn page_address(page: *const Page) -> *mut u8 {
     (base + (((d - base) >> DESC_SHIFT) << PAGE_SHIFT)) as *mut u8
 }
 
+/// The offset, inside its arena, of the page described by `page`: what
+/// [`page_address`] adds to the arena's base. For comparing with an address's own
+/// offset in the same arena without forming either base.
+#[cfg(not(loom))]
+#[inline(always)]
+pub fn page_offset(page: *const Page) -> usize {
+    (page as usize & ARENA_MASK) << (PAGE_SHIFT - DESC_SHIFT)
+}
+
 /// The descriptor of the page holding `addr`, which must lie inside an arena.
 #[cfg(not(loom))]
 #[inline(always)]
