@@ -14,7 +14,7 @@
 //! cpuslab's: it records, per slot, the blocks an arena uses.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::MAX_ORDER;
 use crate::sys::{self, PAGE_SHIFT};
@@ -34,11 +34,16 @@ pub const BLOCKS_PER_ARENA: usize = ARENA_SIZE / BLOCK_SIZE;
 
 const _: () = assert!((ARENA_SIZE >> PAGE_SHIFT) << DESC_SHIFT == BLOCK_SIZE);
 
-/// One byte per possible arena slot of a 48-bit address space: the number of blocks
-/// after the descriptor block that the slot's arena maps (0: no arena), so any address
-/// can be recognised as ours without a lock.
-static ARENA_MAP: [AtomicU8; 1 << (48 - ARENA_SHIFT)] =
-    [const { AtomicU8::new(0) }; 1 << (48 - ARENA_SHIFT)];
+/// One word per possible arena slot of a 48-bit address space: the bytes the slot's
+/// arena maps after its descriptor block (0: no arena), so any address can be
+/// recognised as ours without a lock, by one subtraction and one comparison with its
+/// offset in the slot (see [`contains`]). 4 MiB of zeroes, of which only the pages
+/// holding used slots are ever written.
+static ARENA_MAP: [AtomicU32; 1 << (48 - ARENA_SHIFT)] =
+    [const { AtomicU32::new(0) }; 1 << (48 - ARENA_SHIFT)];
+
+// An arena's bytes past its descriptor block fit a word.
+const _: () = assert!(ARENA_SIZE <= 1 << 32);
 
 /// Bytes that may be resident: arena pages handed out by the zones or free but dirty
 /// (not purged), plus huge blocks (live, and freed but dirty). See `buddy`'s module comment.
@@ -86,11 +91,11 @@ pub unsafe fn group_of(desc: *const super::desc::Page) -> *mut u8 {
 #[inline]
 pub fn contains(addr: *const u8) -> bool {
     let slot = addr as usize >> ARENA_SHIFT;
-    let map: &[AtomicU8; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
-    // Block 0 wraps to usize::MAX and fails the test, as does any block of a slot with
-    // no arena (0).
-    let block = (addr as usize >> BLOCK_SHIFT) & (BLOCKS_PER_ARENA - 1);
-    slot < map.len() && block.wrapping_sub(1) < map[slot].load(Ordering::Acquire) as usize
+    let map: &[AtomicU32; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
+    // The offset past the descriptor block: an address in that block wraps to a huge
+    // value and fails the test, as does any address of a slot with no arena (0).
+    let off = (addr as usize as u32 & ARENA_MASK as u32).wrapping_sub(BLOCK_SIZE as u32);
+    slot < map.len() && off < map[slot].load(Ordering::Acquire)
 }
 
 /// log2 of [`BLOCK_SIZE`].
@@ -162,7 +167,7 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
             groups: [0; BLOCKS_PER_ARENA],
         });
     }
-    ARENA_MAP[slot].store((nr_blocks - 1) as u8, Ordering::Release);
+    ARENA_MAP[slot].store(((nr_blocks - 1) * BLOCK_SIZE) as u32, Ordering::Release);
     arena
 }
 
@@ -260,11 +265,11 @@ pub unsafe fn desc_resident_bytes(arena: *const Arena) -> usize {
     sys::mmap::resident_pages(arena.cast(), len) << PAGE_SHIFT
 }
 
-/// Resident bytes of the arena map (one byte per slot, 1 MiB of which only the pages
+/// Resident bytes of the arena map (one word per slot, 4 MiB of which only the pages
 /// holding used slots are ever written).
 pub fn map_resident_bytes() -> usize {
     let start = ARENA_MAP.as_ptr() as usize;
-    let end = start + ARENA_MAP.len();
+    let end = start + core::mem::size_of_val(&ARENA_MAP);
     let first = start & !(sys::PAGE_SIZE - 1);
     sys::mmap::resident_pages(first as *const u8, end - first) << PAGE_SHIFT
 }

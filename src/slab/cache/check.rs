@@ -14,10 +14,10 @@
 
 use core::ptr;
 
-use super::slabs::slab_colour;
+use super::slabs::{slab_colour, slab_first_slot};
 use super::{foreign_free, RawCache};
 use crate::page::arena::ARENA_MASK;
-use crate::page::desc::{page_offset, PG_SLAB};
+use crate::page::desc::PG_SLAB;
 use crate::page::{arena, page_address, virt_to_head_page, Page};
 use crate::sys;
 
@@ -75,7 +75,7 @@ impl RawCache {
         let c = unsafe { &*self.check.get() };
         // Offsets in the arena, which `obj` and its slab share: no base to form.
         // SAFETY: `slab` heads a slab of this cache (the caller's contract).
-        let first = page_offset(slab) + unsafe { slab_colour(slab) } + c.lead as usize;
+        let first = unsafe { slab_first_slot(slab) } + c.lead as usize;
         let off = (obj as usize & ARENA_MASK).wrapping_sub(first);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
         off < c.span as usize && (off as u64).wrapping_mul(c.div_magic) < c.div_magic

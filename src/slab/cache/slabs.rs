@@ -11,7 +11,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::RawCache;
-use crate::page::desc::{PG_ALLOCATED, PG_SLAB, PG_TAIL};
+use crate::page::arena::ARENA_SIZE;
+use crate::page::desc::{page_offset, PG_ALLOCATED, PG_SLAB, PG_TAIL};
 use crate::page::list::PageList;
 use crate::page::{self, page_address, Page};
 use crate::rcu::{self, RcuHead};
@@ -57,10 +58,12 @@ unsafe fn slab_free_rcu(head: *mut RcuHead) {
     RCU_PENDING_PAGES.fetch_sub(1 << order, Ordering::Relaxed);
 }
 
-/// The low half of `slab`'s `info`, where a slab keeps its colour offset: the high
-/// half of a one-page off-slab slab's holds its free map, written under the list lock
-/// while frees read the colour without it, so the two are separate bytes, never one
-/// `u64` access.
+/// The low half of `slab`'s `info`, where a slab keeps the offset of its first slot
+/// in its arena (its first page's offset plus its colour: below 2^32, as an arena is
+/// 256 MiB), so that a free's check of its pointer subtracts one word
+/// ([`slab_first_slot`]). The high half of a one-page off-slab slab's holds its free
+/// map, written under the list lock while frees read this word without it, so the two
+/// are separate bytes, never one `u64` access.
 ///
 /// # Safety
 /// `slab` is the head page of a slab.
@@ -70,16 +73,29 @@ unsafe fn colour_word(slab: *mut Page) -> *mut u32 {
     unsafe { ptr::addr_of_mut!((*slab).info).cast::<u32>() }
 }
 
+/// The offset in its arena of `slab`'s first slot (see [`colour_word`]).
+///
+/// # Safety
+/// `slab` is the head page of a slab.
+#[inline(always)]
+pub(super) unsafe fn slab_first_slot(slab: *mut Page) -> usize {
+    // SAFETY: `slab` heads a slab (the caller's contract); `cache_grow_end` wrote the
+    // word before the slab went on a list, and nothing writes it after.
+    unsafe { *colour_word(slab) as usize }
+}
+
 /// The colour offset of `slab`'s first object.
 ///
 /// # Safety
 /// `slab` is the head page of a slab.
 #[inline(always)]
 pub(super) unsafe fn slab_colour(slab: *mut Page) -> usize {
-    // SAFETY: `slab` heads a slab (the caller's contract); `cache_grow_end` wrote its
-    // colour before the slab went on a list, and nothing writes it after.
-    unsafe { *colour_word(slab) as usize }
+    // SAFETY: as the caller promised.
+    unsafe { slab_first_slot(slab) - page_offset(slab) }
 }
+
+// The first slot's offset in its arena fits the low half of `info`.
+const _: () = assert!(ARENA_SIZE <= 1 << 32);
 
 // The colour is the low half of `info` and the map the high half (bytes 4..8) only on
 // a little-endian machine.
@@ -344,11 +360,11 @@ impl RawCache {
     /// `cache_grow_end`: colours the new slab and puts it on the node's free list.
     pub(super) unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page) {
         let g = self.geom();
-        // The low half of `info` (a one-page off-slab slab keeps its map in the high),
-        // below 2^32: a slab is at most 2^MAX_SLAB_ORDER pages.
+        // The low half of `info` (a one-page off-slab slab keeps its map in the high):
+        // the first slot's offset in the arena, below 2^32.
         // SAFETY: a slab from `cache_grow_begin` (the caller's contract), on no list
         // yet: nobody else reads its colour.
-        unsafe { *colour_word(slab) = (l.colour_next * g.colour_off) as u32 };
+        unsafe { *colour_word(slab) = (page_offset(slab) + l.colour_next * g.colour_off) as u32 };
         l.colour_next += 1;
         if l.colour_next > g.colour {
             l.colour_next = 0;
