@@ -219,6 +219,27 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 /// overflows or memory runs out.
 #[inline]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    // The fast path is `malloc`'s pop and a clear of the bytes asked for: no system
+    // call, so errno is left alone without saving it.
+    if let Some(bytes) = n.checked_mul(size) {
+        if bytes <= kmalloc::FAST_MAX {
+            // SAFETY: at most FAST_MAX.
+            let p = unsafe { kmalloc::kmalloc_fast16(bytes) };
+            if !p.is_null() {
+                // SAFETY: the block's class holds at least `bytes`.
+                unsafe { ptr::write_bytes(p, 0, bytes) };
+                return p.cast();
+            }
+        }
+    }
+    calloc_slow(n, size)
+}
+
+/// `calloc` past its fast path, with errno saved; `extern "C"` for the tail call, as
+/// [`malloc_slow`].
+#[cold]
+#[inline(never)]
+extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
     let saved = errno::Saved::new();
     let Some(request) = n.checked_mul(size).and_then(request) else {
         saved.fail(ENOMEM);
