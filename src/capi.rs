@@ -91,6 +91,14 @@ fn alloc(size: usize) -> *mut u8 {
     p
 }
 
+/// The fast path of the `memalign` family, for a power-of-two `align`: `malloc`'s
+/// restartable pop for a size and an alignment of at most 1 KiB; null otherwise, or
+/// when it cannot serve. No system call, so errno is left alone without saving it.
+#[inline(always)]
+fn aligned_fast(align: usize, size: usize) -> *mut u8 {
+    kmalloc::kmalloc_fast_aligned(size, align.max(MIN_ALIGN))
+}
+
 /// `memalign(align, size)` for a power-of-two `align`, without touching `errno`.
 fn alloc_aligned(align: usize, size: usize) -> *mut u8 {
     if align <= MIN_ALIGN {
@@ -357,6 +365,12 @@ pub unsafe extern "C" fn posix_memalign(
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
         return EINVAL;
     }
+    let p = aligned_fast(align, size);
+    if !p.is_null() {
+        // SAFETY: as the caller promised.
+        unsafe { *memptr = p.cast() };
+        return 0;
+    }
     let saved = errno::Saved::new();
     let p = alloc_aligned(align, size);
     saved.restore();
@@ -376,8 +390,13 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
         errno::set(EINVAL);
         return ptr::null_mut();
     }
+    let align = align.next_power_of_two();
+    let p = aligned_fast(align, size);
+    if !p.is_null() {
+        return p.cast();
+    }
     let saved = errno::Saved::new();
-    let p = alloc_aligned(align.next_power_of_two(), size);
+    let p = alloc_aligned(align, size);
     if p.is_null() {
         saved.fail(ENOMEM);
     } else {

@@ -207,6 +207,27 @@ pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
     fast_pop((size + 15) & !15)
 }
 
+/// The inline fast path for a block aligned to `align` (a power of two), for the C
+/// interface's `memalign` family: `size` rounded up to a multiple of `align` goes
+/// through [`kmalloc_fast16`]'s table, whose class for a multiple of any power of two
+/// up to [`FAST_MAX`] is itself a multiple of it, and a class's objects are aligned to
+/// the largest power of two dividing its size (checked by
+/// `the_fast_table_serves_aligned_sizes`). Null when it cannot serve, or when the
+/// rounded size or `align` is beyond `FAST_MAX`.
+#[inline(always)]
+pub fn kmalloc_fast_aligned(size: usize, align: usize) -> *mut u8 {
+    debug_assert!(align.is_power_of_two());
+    if align > FAST_MAX || size > FAST_MAX {
+        return ptr::null_mut();
+    }
+    let rounded = (size.max(1) + align - 1) & !(align - 1);
+    if rounded > FAST_MAX {
+        return ptr::null_mut();
+    }
+    // SAFETY: at most FAST_MAX, checked above.
+    unsafe { kmalloc_fast16(rounded) }
+}
+
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
 /// CPU's array cache by one restartable sequence. Its cache comes from the page
 /// descriptor, which is arithmetic on the address (the arena's first block holds one
@@ -741,6 +762,35 @@ mod tests {
         }
         assert_eq!(classify(KMALLOC_MAX_LARGE + 1, 8), Kind::Huge);
         assert_eq!(classify(64, 1 << 23), Kind::Huge);
+    }
+
+    /// Every request `kmalloc_fast_aligned` serves lands in a class whose size is a
+    /// multiple of the alignment, and comes back aligned.
+    #[test]
+    fn the_fast_table_serves_aligned_sizes() {
+        assert!(crate::init::ensure());
+        let mut align = 16;
+        while align <= FAST_MAX {
+            for size in 0..=FAST_MAX {
+                let rounded = (size.max(1) + align - 1) & !(align - 1);
+                if rounded > FAST_MAX {
+                    assert!(kmalloc_fast_aligned(size, align).is_null());
+                    continue;
+                }
+                let class = KMALLOC_SIZES[size_index((rounded + 15) & !15)];
+                assert_eq!(class % align, 0, "size {size} align {align}: class {class}");
+                let p = kmalloc_fast_aligned(size, align);
+                if !p.is_null() {
+                    assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                    // SAFETY: a live block of that class, freed once.
+                    unsafe {
+                        assert_eq!(ksize(p), class);
+                        kfree_unsized(p);
+                    }
+                }
+            }
+            align *= 2;
+        }
     }
 
     /// The fast paths' by-size table names the array caches of the class `classify`
