@@ -274,10 +274,31 @@ extern "C" fn calloc_slow(n: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// `p` is null or a live block from this interface (or from glibc's malloc); after a
 /// non-null return it must not be used again.
+#[inline]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if p.is_null() {
         return malloc(size);
     }
+    // The fast path: a small block that stays in its class stays where it is (no
+    // system call, so errno is left alone without saving it).
+    if size != 0 && size <= kmalloc::FAST_MAX {
+        // SAFETY: as the caller promised; `size` is at most FAST_MAX.
+        if unsafe { kmalloc::krealloc_fast_in_place(p.cast(), size) } {
+            return p;
+        }
+    }
+    // SAFETY: as the caller promised.
+    unsafe { realloc_slow(p, size) }
+}
+
+/// `realloc` past its fast path, with errno saved; `extern "C"` for the tail call, as
+/// [`malloc_slow`].
+///
+/// # Safety
+/// As [`realloc`], with `p` not null.
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     let p = p.cast::<u8>();
     let saved = errno::Saved::new();
     if size == 0 {
@@ -357,6 +378,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 ///
 /// # Safety
 /// `memptr` is valid for a pointer-sized write.
+#[inline]
 pub unsafe extern "C" fn posix_memalign(
     memptr: *mut *mut c_void,
     align: usize,
@@ -385,6 +407,7 @@ pub unsafe extern "C" fn posix_memalign(
 /// C `memalign`, as glibc's: an alignment of at most 16 is `malloc`, one that is not
 /// a power of two is rounded up to the next, and one above `SIZE_MAX / 2 + 1` fails
 /// with `EINVAL`. Null with `errno = ENOMEM` when memory runs out.
+#[inline]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     if align > usize::MAX / 2 + 1 {
         errno::set(EINVAL);
@@ -408,6 +431,7 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// C11 `aligned_alloc`, as glibc 2.38 and later (and ISO C17): `memalign` for an
 /// alignment that is a power of two; null with `errno = EINVAL` for any other,
 /// including 0.
+#[inline]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
         errno::set(EINVAL);

@@ -228,6 +228,38 @@ pub fn kmalloc_fast_aligned(size: usize, align: usize) -> *mut u8 {
     unsafe { kmalloc_fast16(rounded) }
 }
 
+/// The in-place case of [`krealloc_unsized`] for a slab block, inline, for C
+/// `realloc`: whether `p` already is a block of the class the fast path serves `size`
+/// bytes from (`size` rounded to 16, at most [`FAST_MAX`]), after the same pointer
+/// check as a free. False for anything else, with nothing done: the caller then takes
+/// the whole path, which checks `p` again.
+///
+/// # Safety
+/// `p` is a live block of cpuslab or a foreign one; `size <= FAST_MAX`.
+#[inline(always)]
+pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
+    if !arena::contains(p) {
+        return false;
+    }
+    let head = virt_to_head_page(p);
+    // SAFETY: `size <= FAST_MAX` (the contract), so the rounded index is in range.
+    let slot = unsafe {
+        kmalloc_static()
+            .fast
+            .get_unchecked((((size + 15) & !15) + 7) >> 3)
+    };
+    // SAFETY: descriptors of arena pages are always mapped; a slab's head descriptor
+    // names its cache while the slab holds a live object such as `p`.
+    unsafe {
+        if (*head).flags() & PG_SLAB == 0 {
+            return false;
+        }
+        let cache = (*head).cache.cast::<RawCache>();
+        ptr::eq(slot.load(Ordering::Acquire), (*cache).cpu_caches())
+            && (*cache).starts_object(head, p)
+    }
+}
+
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
 /// CPU's array cache by one restartable sequence. Its cache comes from the page
 /// descriptor, which is arithmetic on the address (the arena's first block holds one
@@ -673,9 +705,17 @@ pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mu
         // SAFETY: descriptors of arena pages are always mapped.
         let flags = unsafe { (*head).flags() };
         if flags & PG_SLAB != 0 {
+            // SAFETY: as above; the field names the slab's cache while `p` is live.
+            let own = unsafe { (*head).cache }.cast::<RawCache>();
+            // A pointer into a slab that starts no object aborts here, whatever the new
+            // size (glibc's "realloc(): invalid pointer"): the in-place case would hand
+            // it back as if it were a block.
+            // SAFETY: `head` heads `p`'s slab, of cache `own`.
+            if !unsafe { (*own).starts_object(head, p) } {
+                sys::io::fatal(format_args!("realloc(): invalid pointer {p:p}"));
+            }
             if let Kind::Slab(i) = new_kind {
-                // SAFETY: as above; the field names the slab's cache while `p` is live.
-                if ptr::eq(cache(i), unsafe { (*head).cache }.cast::<RawCache>()) {
+                if ptr::eq(cache(i), own) {
                     return p;
                 }
             }

@@ -720,7 +720,14 @@ static void test_trim_and_stats(void) {
  * mode): an interior pointer once freed a whole large block, and a double free of a
  * huge block went to glibc's free. */
 
-enum bad_op { INTERIOR_FREE, DOUBLE_FREE, INTERIOR_REALLOC, INTERIOR_USABLE, FREED_USABLE };
+enum bad_op {
+    INTERIOR_FREE,
+    DOUBLE_FREE,
+    INTERIOR_REALLOC,
+    INTERIOR_REALLOC_SAME,
+    INTERIOR_USABLE,
+    FREED_USABLE
+};
 
 /* A pointer the compiler cannot follow, so that it neither warns about nor removes
  * the deliberate misuse below. */
@@ -758,6 +765,10 @@ static void expect_abort(size_t size, enum bad_op op, const char *want) {
         case INTERIOR_REALLOC:
             free(realloc(launder(bad), size * 2));
             break;
+        case INTERIOR_REALLOC_SAME:
+            /* A size the block's class holds: realloc's in-place case. */
+            free(realloc(launder(bad), size));
+            break;
         case INTERIOR_USABLE:
             printf("%zu\n", malloc_usable_size(launder(bad)));
             break;
@@ -789,7 +800,9 @@ static void expect_abort(size_t size, enum bad_op op, const char *want) {
 }
 
 static void test_bad_pointers(void) {
-    size_t large = 100000, huge = (size_t)8 << 20;
+    size_t small = 100, large = 100000, huge = (size_t)8 << 20;
+    expect_abort(small, INTERIOR_REALLOC, "realloc(): invalid pointer");
+    expect_abort(small, INTERIOR_REALLOC_SAME, "realloc(): invalid pointer");
     expect_abort(large, INTERIOR_FREE, "free(): invalid pointer");
     expect_abort(large, DOUBLE_FREE, "free(): double free");
     expect_abort(large, INTERIOR_REALLOC, "realloc(): invalid pointer");

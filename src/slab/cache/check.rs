@@ -70,7 +70,7 @@ impl RawCache {
     /// # Safety
     /// As for [`check_in_slab`](Self::check_in_slab).
     #[inline(always)]
-    pub(super) unsafe fn starts_object(&self, slab: *mut Page, obj: *mut u8) -> bool {
+    pub(crate) unsafe fn starts_object(&self, slab: *mut Page, obj: *mut u8) -> bool {
         // SAFETY: written before the cache was published (it owns slabs, so it was).
         let c = unsafe { &*self.check.get() };
         // Offsets in the arena, which `obj` and its slab share: no base to form.
