@@ -11,7 +11,8 @@ use crate::sys::PAGE_SHIFT;
 
 /// Head of a free block on a buddy free list; `order` is valid.
 pub const PG_BUDDY: u32 = 1 << 0;
-/// Head page of a slab; `cache`, `active` and `info` (colour) are valid.
+/// Head page of a slab; `cache`, `active` and `info` (the first slot's offset in the
+/// arena) are valid.
 pub const PG_SLAB: u32 = 1 << 1;
 /// Tail page of a multi-page allocation; `head` points at its head page.
 pub const PG_TAIL: u32 = 1 << 2;
@@ -54,7 +55,8 @@ pub struct Page {
     pub prev: *mut Page,
     /// The owning cache of a slab (a `slab::RawCache`), opaque at this layer.
     pub cache: *mut (),
-    /// Slab: colour offset of the first object. Large: page count. Free: free time (ms).
+    /// Slab: the low half, the offset in its arena of the first slot (its page's offset
+    /// plus its colour). Large: page count. Free: free time (ms).
     pub info: u64,
     /// Pads the descriptor to a cache line. A one-page slab keeps its off-slab freelist
     /// here; a larger slab overlays `next..` of its last (tail) page's descriptor (see

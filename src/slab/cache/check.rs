@@ -14,11 +14,11 @@
 
 use core::ptr;
 
-use super::slabs::{slab_colour, slab_first_slot};
+use super::slabs::slab_first_slot;
 use super::{foreign_free, RawCache};
 use crate::page::arena::ARENA_MASK;
 use crate::page::desc::PG_SLAB;
-use crate::page::{arena, page_address, virt_to_head_page, Page};
+use crate::page::{arena, virt_to_head_page, Page};
 use crate::sys;
 
 /// What every free checks of its pointer, always (not only in debug mode): that it can
@@ -150,9 +150,10 @@ impl RawCache {
         // and a slab holding an object in use is neither.
         let owner = unsafe { (*slab).cache }.cast::<RawCache>();
         let ok = is_slab && ptr::eq(owner, self) && {
+            // Offsets in the arena, as `starts_object`: a slab between its growth and
+            // its colouring reads as a huge offset, never overflows.
             // SAFETY: `slab` heads a slab (`PG_SLAB`) of this cache.
-            let colour = unsafe { slab_colour(slab) };
-            let off = (slot as usize).wrapping_sub(page_address(slab) as usize + colour);
+            let off = (slot as usize & ARENA_MASK).wrapping_sub(unsafe { slab_first_slot(slab) });
             g.is_obj_offset(off)
         };
         if !ok {

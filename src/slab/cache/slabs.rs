@@ -90,8 +90,10 @@ pub(super) unsafe fn slab_first_slot(slab: *mut Page) -> usize {
 /// `slab` is the head page of a slab.
 #[inline(always)]
 pub(super) unsafe fn slab_colour(slab: *mut Page) -> usize {
+    // Wrapping: between `cache_grow_begin` and `cache_grow_end` the word is 0, and a
+    // stray pointer's check may look then (it fails either way).
     // SAFETY: as the caller promised.
-    unsafe { slab_first_slot(slab) - page_offset(slab) }
+    unsafe { slab_first_slot(slab).wrapping_sub(page_offset(slab)) }
 }
 
 // The first slot's offset in its arena fits the low half of `info`.
@@ -458,8 +460,9 @@ impl SlabCache for RawCache {
     }
 
     #[inline(always)]
-    fn shuffled(&self) -> bool {
-        self.geom().shuffled
+    fn keeps_order(&self) -> bool {
+        let g = self.geom();
+        g.shuffled || g.per_line != 0
     }
 
     #[inline(always)]
