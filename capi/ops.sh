@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Nanoseconds per C allocation operation (capi/ops.c: malloc/free pair, batches of 32,
+# calloc, posix_memalign, realloc growth) under cpuslab, glibc, and jemalloc, mimalloc
+# and tcmalloc where Debian's libraries are installed. Allocators alternate run by
+# run; each cell lists RUNS runs (default 5).
+#
+#   capi/ops.sh                   # from the repository root
+#   RUNS=9 capi/ops.sh pair batch
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-5}
+OPS=("$@")
+[ ${#OPS[@]} -gt 0 ] || OPS=(pair batch calloc memalign realloc)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpuslab-ops.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+cargo build --quiet --release -p cpuslab-preload --manifest-path "$ROOT/Cargo.toml"
+TARGET=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+"${CC:-cc}" -O2 -o "$WORK/ops" "$ROOT/capi/ops.c"
+
+ALLOCATORS=("cpuslab=$TARGET/release/libcpuslab_preload.so" "glibc=")
+for pair in jemalloc=libjemalloc.so.2 mimalloc=libmimalloc.so.2 tcmalloc=libtcmalloc_minimal.so.4; do
+    lib=/usr/lib/x86_64-linux-gnu/${pair#*=}
+    [ -f "$lib" ] && ALLOCATORS+=("${pair%%=*}=$lib")
+done
+
+for op in "${OPS[@]}"; do
+    declare -A cell=()
+    for _ in $(seq "$RUNS"); do
+        for a in "${ALLOCATORS[@]}"; do
+            name=${a%%=*}
+            v=$(LD_PRELOAD=${a#*=} "$WORK/ops" "$op" | awk '{print $2}')
+            cell[$name]="${cell[$name]:-} $v"
+        done
+    done
+    for a in "${ALLOCATORS[@]}"; do
+        name=${a%%=*}
+        printf '%-9s %-9s%s\n' "$op" "$name" "${cell[$name]}"
+    done
+    unset cell
+done
