@@ -138,18 +138,31 @@ fn foreign(p: *mut u8, op: &str) {
     huge::check_foreign(p, op);
 }
 
+/// The fast path of `malloc` and `calloc`: a slab class's restartable pop, through
+/// the by-size table of the classes up to 1 KiB or the one of the classes above, up to
+/// the largest (32 KiB). Null when it cannot serve.
+#[inline(always)]
+fn fast_alloc(size: usize) -> *mut u8 {
+    if size <= kmalloc::FAST_MAX {
+        const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
+        // SAFETY: the size is at most FAST_MAX.
+        unsafe { kmalloc::kmalloc_fast16(size) }
+    } else if size <= kmalloc::KMALLOC_MAX_CACHE_SIZE {
+        // SAFETY: above FAST_MAX, at most the largest class.
+        unsafe { kmalloc::kmalloc_fast_big(size) }
+    } else {
+        ptr::null_mut()
+    }
+}
+
 /// C `malloc`: at least `size` bytes aligned to 16, a unique block for 0; null with
 /// `errno = ENOMEM` on failure.
 #[inline]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     // The fast path makes no system call, so it leaves errno alone without saving it.
-    if size <= kmalloc::FAST_MAX {
-        const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
-        // SAFETY: the size is at most FAST_MAX.
-        let p = unsafe { kmalloc::kmalloc_fast16(size) };
-        if !p.is_null() {
-            return p.cast();
-        }
+    let p = fast_alloc(size);
+    if !p.is_null() {
+        return p.cast();
     }
     malloc_slow(size)
 }
@@ -230,14 +243,11 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     // The fast path is `malloc`'s pop and a clear of the bytes asked for: no system
     // call, so errno is left alone without saving it.
     if let Some(bytes) = n.checked_mul(size) {
-        if bytes <= kmalloc::FAST_MAX {
-            // SAFETY: at most FAST_MAX.
-            let p = unsafe { kmalloc::kmalloc_fast16(bytes) };
-            if !p.is_null() {
-                // SAFETY: the block's class holds at least `bytes`.
-                unsafe { ptr::write_bytes(p, 0, bytes) };
-                return p.cast();
-            }
+        let p = fast_alloc(bytes);
+        if !p.is_null() {
+            // SAFETY: the block's class holds at least `bytes`.
+            unsafe { ptr::write_bytes(p, 0, bytes) };
+            return p.cast();
         }
     }
     calloc_slow(n, size)

@@ -48,6 +48,11 @@ pub struct Kmalloc {
     /// index, set at boot: the fast paths go from the size to the per-CPU stacks in one
     /// load instead of two dependent ones (the class, then its cache's pointer).
     fast: [AtomicPtr<ArrayCache>; 129],
+    /// The array caches of the classes above 1 KiB, by `(size + 255) / 256` for sizes
+    /// up to [`KMALLOC_MAX_CACHE_SIZE`] (entries 0 to 4 stay null): those classes are
+    /// multiples of 256, so the rounding keeps the class. Set at boot, for the C
+    /// interface's fast paths (see [`kmalloc_fast_big`]).
+    fast_big: [AtomicPtr<ArrayCache>; 129],
     /// The caches, by class.
     pub caches: [RawCache; NR_KMALLOC],
 }
@@ -76,6 +81,7 @@ pub static KMALLOC: Kmalloc = Kmalloc {
         t
     },
     fast: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
+    fast_big: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
 
@@ -175,6 +181,9 @@ pub(crate) fn init() -> Result<(), CacheError> {
     for (slot, &class) in k.fast.iter().zip(&k.size_index) {
         slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
     }
+    for (i, slot) in k.fast_big.iter().enumerate().skip((FAST_MAX >> 8) + 1) {
+        slot.store(cache(size_index(i << 8)).cpu_caches(), Ordering::Release);
+    }
     Ok(())
 }
 
@@ -205,6 +214,19 @@ pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
     // compiler cannot see it through the rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
     fast_pop((size + 15) & !15)
+}
+
+/// The inline fast path of a C allocation above [`FAST_MAX`] and up to
+/// [`KMALLOC_MAX_CACHE_SIZE`]: the class's array caches from the second by-size table,
+/// then one restartable sequence, as [`kmalloc_fast16`]. Null when it cannot serve.
+///
+/// # Safety
+/// `FAST_MAX < size <= KMALLOC_MAX_CACHE_SIZE`.
+#[inline(always)]
+pub unsafe fn kmalloc_fast_big(size: usize) -> *mut u8 {
+    // SAFETY: the caller's bound keeps the index in 5..=128.
+    let slot = unsafe { kmalloc_static().fast_big.get_unchecked((size + 255) >> 8) };
+    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
 }
 
 /// The inline fast path for a block aligned to `align` (a power of two), for the C
@@ -802,6 +824,32 @@ mod tests {
         }
         assert_eq!(classify(KMALLOC_MAX_LARGE + 1, 8), Kind::Huge);
         assert_eq!(classify(64, 1 << 23), Kind::Huge);
+    }
+
+    /// The second by-size table names, for every size above 1 KiB up to the largest
+    /// class, the array caches of the class `classify` picks, and what
+    /// `kmalloc_fast_big` serves is of that class.
+    #[test]
+    fn the_big_fast_table_agrees_with_classify() {
+        assert!(crate::init::ensure());
+        for size in FAST_MAX + 1..=KMALLOC_MAX_CACHE_SIZE {
+            let Kind::Slab(i) = classify(size, 8) else {
+                panic!("size {size} not a slab class");
+            };
+            let slot = kmalloc_static().fast_big[(size + 255) >> 8].load(Ordering::Acquire);
+            assert_eq!(slot, cache(i).cpu_caches(), "size {size}");
+        }
+        for size in [1025, 1280, 1281, 4096, 5000, 32768] {
+            // SAFETY: within the table's bound.
+            let p = unsafe { kmalloc_fast_big(size) };
+            if !p.is_null() {
+                // SAFETY: a live block, freed once.
+                unsafe {
+                    assert!(ksize(p) >= size, "size {size}");
+                    kfree_unsized(p);
+                }
+            }
+        }
     }
 
     /// Every request `kmalloc_fast_aligned` serves lands in a class whose size is a
