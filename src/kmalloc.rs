@@ -351,6 +351,15 @@ fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
 #[cold]
 #[inline(never)]
 pub fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
+    // The classes above 1 KiB: one table load and one restartable sequence, as the
+    // inline path does below (out of line, so that every call site stays small).
+    if align <= 8 && size > FAST_MAX && size <= KMALLOC_MAX_CACHE_SIZE {
+        // SAFETY: within the table's bound, checked above.
+        let p = unsafe { kmalloc_fast_big(size) };
+        if !p.is_null() {
+            return p;
+        }
+    }
     match classify(size, align) {
         Kind::Slab(i) => kmalloc_class(i, size, align),
         _ => kmalloc_boot(size, align),
@@ -496,6 +505,18 @@ unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
     if forwarding() {
         // SAFETY: every block is glibc's (`FORWARDING`), given up by the caller.
         return unsafe { forward_free(p) };
+    }
+    if align <= 8 && size <= KMALLOC_MAX_CACHE_SIZE {
+        // A class above 1 KiB (smaller ones took the inline path): its fast free, as
+        // `kfree`'s.
+        let c = cache(size_index(size));
+        // SAFETY: `(size, align)` is the block's layout, so `c` is the cache `kmalloc`
+        // took `p` from; the caller gives `p` up.
+        if !unsafe { c.free_fast(p) } {
+            // SAFETY: as above; `free_fast` checked the pointer and left `p` live.
+            unsafe { kfree_class(c, p) };
+        }
+        return;
     }
     // `classify` is deterministic: `p`, from `kmalloc(size, align)` and given up by the
     // caller, goes back where that call served it.
