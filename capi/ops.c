@@ -2,6 +2,7 @@
  * operation, timed with CLOCK_MONOTONIC, printing nanoseconds per operation.
  *
  *   pair      malloc(64), one byte written, free: 20 M times
+ *   pair4k    the same with malloc(4096)
  *   batch     32 malloc(64), then the 32 frees: 2 M times ("malloc/free" ns each)
  *   calloc    calloc(1, 64), one byte written, free: 20 M times
  *   memalign  posix_memalign(64, 100), one byte written, free: 20 M times
@@ -30,12 +31,14 @@ int main(int argc, char **argv)
 {
     const char *op = argc > 1 ? argv[1] : "pair";
     double t0 = now();
-    if (!strcmp(op, "pair") || !strcmp(op, "calloc") || !strcmp(op, "memalign")) {
+    if (!strcmp(op, "pair") || !strcmp(op, "pair4k") || !strcmp(op, "calloc") ||
+        !strcmp(op, "memalign")) {
         long n = 20000000;
+        size_t size = strcmp(op, "pair4k") ? 64 : 4096;
         for (long i = 0; i < n; i++) {
             char *p;
             if (op[0] == 'p')
-                p = malloc(64);
+                p = malloc(size);
             else if (op[0] == 'c')
                 p = calloc(1, 64);
             else if (posix_memalign((void **)&p, 64, 100))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Nanoseconds per C allocation operation (capi/ops.c: malloc/free pair, batches of 32,
+# Nanoseconds per C allocation operation (capi/ops.c: malloc/free pairs of 64 B and
+# 4 KiB, batches of 32,
 # calloc, posix_memalign, realloc growth) under cpuslab, glibc, and jemalloc, mimalloc
 # and tcmalloc where Debian's libraries are installed. Allocators alternate run by
 # run; each cell lists RUNS runs (default 5).
@@ -11,7 +12,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-5}
 OPS=("$@")
-[ ${#OPS[@]} -gt 0 ] || OPS=(pair batch calloc memalign realloc)
+[ ${#OPS[@]} -gt 0 ] || OPS=(pair pair4k batch calloc memalign realloc)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpuslab-ops.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 

@@ -160,6 +160,23 @@ fn fast_alloc(size: usize) -> *mut u8 {
 #[inline]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
     // The fast path makes no system call, so it leaves errno alone without saving it.
+    if size <= kmalloc::FAST_MAX {
+        const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
+        // SAFETY: the size is at most FAST_MAX.
+        let p = unsafe { kmalloc::kmalloc_fast16(size) };
+        if !p.is_null() {
+            return p.cast();
+        }
+        return malloc_slow(size);
+    }
+    malloc_large(size)
+}
+
+/// `malloc` above 1 KiB: the classes up to 32 KiB by their own table, everything else
+/// (and what that cannot serve) by [`malloc_slow`]. Out of line, as the small sizes'
+/// path is measurably slower with this one beside it; `extern "C"` for the tail call.
+#[inline(never)]
+extern "C" fn malloc_large(size: usize) -> *mut c_void {
     let p = fast_alloc(size);
     if !p.is_null() {
         return p.cast();
