@@ -4,6 +4,8 @@
 //! Groups (allocator = the benchmark parameter):
 //! * `pair/<size>`: one alloc + one byte written + free, 8 B to 256 KiB (64 KiB and
 //!   256 KiB are large blocks, whole buddy pages);
+//! * `pair_align16/<size>`: the same with a 16-byte alignment (hashbrown's tables),
+//!   64 B and 4 KiB;
 //! * `batch_lifo/64` and `batch_fifo/64`: 1000 blocks allocated, then freed
 //!   newest-first or oldest-first;
 //! * `cross_thread_free/64`: batches of 1000 allocated here and freed on a
@@ -69,11 +71,12 @@ unsafe fn alloc_ok<A: GlobalAlloc>(a: &A, l: Layout) -> *mut u8 {
 struct Pair<'g, 'c> {
     g: &'g mut Group<'c>,
     size: usize,
+    align: usize,
 }
 
 impl PerAlloc for Pair<'_, '_> {
     fn run<A: GlobalAlloc + Sync>(&mut self, name: &str, a: &'static A) {
-        let l = layout(self.size);
+        let l = Layout::from_size_align(self.size, self.align).expect("layout");
         self.g
             .bench_function(BenchmarkId::from_parameter(name), |b| {
                 b.iter(|| unsafe {
@@ -194,7 +197,22 @@ fn benches(c: &mut Criterion) {
     for &size in SIZES {
         let mut g = c.benchmark_group(format!("pair/{size}"));
         g.throughput(Throughput::Elements(1));
-        each_alloc(&mut Pair { g: &mut g, size });
+        each_alloc(&mut Pair {
+            g: &mut g,
+            size,
+            align: 8,
+        });
+        g.finish();
+    }
+    // 16-byte alignment: hashbrown's tables (every std HashMap), `u128`.
+    for size in [64, 4096] {
+        let mut g = c.benchmark_group(format!("pair_align16/{size}"));
+        g.throughput(Throughput::Elements(1));
+        each_alloc(&mut Pair {
+            g: &mut g,
+            size,
+            align: 16,
+        });
         g.finish();
     }
     for lifo in [true, false] {

@@ -324,13 +324,30 @@ pub fn kmalloc(size: usize, align: usize) -> *mut u8 {
 /// or a caller's cold path around it: `CpuSlab` boots the allocator there.
 #[inline(always)]
 pub fn kmalloc_or(size: usize, align: usize, slow: fn(usize, usize) -> *mut u8) -> *mut u8 {
-    if align <= 8 && size <= FAST_MAX {
-        let obj = fast_pop(size);
+    if size <= FAST_MAX && align <= 16 {
+        // A 16-byte alignment (hashbrown's tables, `u128`) rounds the size to 16: the
+        // class of that size is a multiple of 16, as `classify` picks (see
+        // `fast_size`).
+        let obj = fast_pop(fast_size(size, align));
         if !obj.is_null() {
             return obj;
         }
     }
     slow(size, align)
+}
+
+/// The size whose entry of the by-size table holds the class `classify(size, align)`
+/// picks, for `size <= FAST_MAX` and `align <= 16`: the size itself up to an
+/// alignment of 8, else rounded to 16 (the classes above 16 bytes that are no
+/// multiple of 16, 24 alone, are then skipped). Checked for every size by
+/// `the_fast_table_agrees_with_classify`.
+#[inline(always)]
+fn fast_size(size: usize, align: usize) -> usize {
+    if align <= 8 {
+        size
+    } else {
+        (size + 15) & !15
+    }
 }
 
 /// The class-`i` request the fast path did not serve: the cache's whole per-CPU path
@@ -353,7 +370,9 @@ fn kmalloc_class(i: usize, size: usize, align: usize) -> *mut u8 {
 pub fn kmalloc_slow(size: usize, align: usize) -> *mut u8 {
     // The classes above 1 KiB: one table load and one restartable sequence, as the
     // inline path does below (out of line, so that every call site stays small).
-    if align <= 8 && size > FAST_MAX && size <= KMALLOC_MAX_CACHE_SIZE {
+    // Every class there is a multiple of 256, so an alignment up to 256 changes
+    // nothing (`classify` agrees: `the_big_fast_table_agrees_with_classify`).
+    if align <= 256 && size > FAST_MAX && size <= KMALLOC_MAX_CACHE_SIZE {
         // SAFETY: within the table's bound, checked above.
         let p = unsafe { kmalloc_fast_big(size) };
         if !p.is_null() {
@@ -474,8 +493,8 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 /// `p` came from `kmalloc(size, align)` (or `krealloc` to `size`) and is not used again.
 #[inline(always)]
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
-    if align <= 8 && size <= FAST_MAX {
-        let c = cache(kmalloc_static().size_index[(size + 7) >> 3] as usize);
+    if size <= FAST_MAX && align <= 16 {
+        let c = cache(kmalloc_static().size_index[(fast_size(size, align) + 7) >> 3] as usize);
         // SAFETY: `(size, align)` is the block's layout, so `c` is the cache `kmalloc`
         // took `p` from; the caller gives `p` up.
         if !unsafe { c.free_fast(p) } {
@@ -506,9 +525,9 @@ unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
         // SAFETY: every block is glibc's (`FORWARDING`), given up by the caller.
         return unsafe { forward_free(p) };
     }
-    if align <= 8 && size <= KMALLOC_MAX_CACHE_SIZE {
+    if align <= 256 && size > FAST_MAX && size <= KMALLOC_MAX_CACHE_SIZE {
         // A class above 1 KiB (smaller ones took the inline path): its fast free, as
-        // `kfree`'s.
+        // `kfree`'s; any alignment up to 256 is the same class, as in `kmalloc_slow`.
         let c = cache(size_index(size));
         // SAFETY: `(size, align)` is the block's layout, so `c` is the cache `kmalloc`
         // took `p` from; the caller gives `p` up.
@@ -859,6 +878,24 @@ mod tests {
             };
             let slot = kmalloc_static().fast_big[(size + 255) >> 8].load(Ordering::Acquire);
             assert_eq!(slot, cache(i).cpu_caches(), "size {size}");
+            let mut align = 16;
+            while align <= 256 {
+                assert_eq!(
+                    classify(size, align),
+                    Kind::Slab(i),
+                    "size {size} align {align}"
+                );
+                align *= 2;
+            }
+            if size.is_multiple_of(509) {
+                let p = kmalloc(size, 256);
+                assert!(
+                    !p.is_null() && (p as usize).is_multiple_of(256),
+                    "size {size}"
+                );
+                // SAFETY: a live block of that layout, freed once.
+                unsafe { kfree(p, size, 256) };
+            }
         }
         for size in [1025, 1280, 1281, 4096, 5000, 32768] {
             // SAFETY: within the table's bound.
@@ -912,6 +949,27 @@ mod tests {
         assert!(crate::init::ensure());
         // C's malloc(0) is a block of the smallest C size, through the same entry.
         assert_eq!(classify(0, 8), classify(16, 8));
+        for size in 1..=FAST_MAX {
+            // A 16-byte alignment takes the table's entry for the size rounded to 16.
+            let Kind::Slab(i) = classify(size, 16) else {
+                panic!("size {size} not a slab class");
+            };
+            assert_eq!(
+                kmalloc_static().size_index[(fast_size(size, 16) + 7) >> 3] as usize,
+                i,
+                "size {size} align 16"
+            );
+            let p = kmalloc(size, 16);
+            assert!(
+                !p.is_null() && (p as usize).is_multiple_of(16),
+                "size {size}"
+            );
+            // SAFETY: a live block of that layout, freed once.
+            unsafe {
+                assert_eq!(ksize(p), KMALLOC_SIZES[i], "size {size} align 16");
+                kfree(p, size, 16);
+            }
+        }
         for size in 0..=FAST_MAX {
             let Kind::Slab(i) = classify(size, 8) else {
                 panic!("size {size} not a slab class");
