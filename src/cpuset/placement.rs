@@ -169,7 +169,6 @@ impl CpusetTree {
 // ---- The process's placement, published for lock-free readers. ----
 
 const NODE_WORDS: usize = NodeMask::BITS / 64;
-const NO_NODE: u16 = u16::MAX;
 
 /// One cpuset's placement as the allocator reads it. Masks are written under a
 /// sequence count (`mems_allowed_seq`) so a reader never sees half of an update.
@@ -178,7 +177,9 @@ struct Published {
     mems: [AtomicU64; NODE_WORDS],
     hardwall: [AtomicU64; NODE_WORDS],
     flags: AtomicU32,
-    /// `node_for` of a CPU on node `i`, without spreading.
+    /// `node_for` of a CPU on node `i`, without spreading, plus one; 0 for none. The
+    /// offset keeps the whole table zero until it is published, so it sits in `.bss`
+    /// and costs no resident page in a program that never uses cpusets.
     nearest: [AtomicU16; MAX_NUMNODES],
 }
 
@@ -189,7 +190,7 @@ impl Published {
             mems: [const { AtomicU64::new(0) }; NODE_WORDS],
             hardwall: [const { AtomicU64::new(0) }; NODE_WORDS],
             flags: AtomicU32::new(0),
-            nearest: [const { AtomicU16::new(NO_NODE) }; MAX_NUMNODES],
+            nearest: [const { AtomicU16::new(0) }; MAX_NUMNODES],
         }
     }
 
@@ -248,7 +249,7 @@ pub(super) fn publish(tree: &CpusetTree) {
         p.flags.store(pl.flags.0, Ordering::Relaxed);
         for (from, slot) in p.nearest.iter().enumerate() {
             let node = nearest_node(from, &pl.mems, &tree.topo);
-            slot.store(node.map_or(NO_NODE, |n| n as u16), Ordering::Relaxed);
+            slot.store(node.map_or(0, |n| n as u16 + 1), Ordering::Relaxed);
         }
         p.seq.fetch_add(1, Ordering::Release);
     }
@@ -297,8 +298,8 @@ pub fn mem_node_for_kind(cpu_node: usize, kind: MemKind) -> usize {
         return node.unwrap_or(cpu_node);
     }
     match p.nearest.get(cpu_node).map(|n| n.load(Ordering::Relaxed)) {
-        Some(NO_NODE) => cpu_node,
-        Some(n) => n as usize,
+        Some(0) => cpu_node,
+        Some(n) => n as usize - 1,
         // A node past the distance table: the first allowed one.
         None => p.read().0.first().unwrap_or(cpu_node),
     }

@@ -12,16 +12,19 @@ use super::error::CpusetError;
 use super::flags::CpusetFlags;
 use super::tree::{Cpuset, CpusetTree, MAX_CPUSETS};
 use super::{attach, placement};
+use crate::ds::Deferred;
 use crate::sync::{Mutex, MutexGuard};
 use crate::sys::affinity::set_affinity;
 use crate::sys::mempolicy;
 use crate::topology::{CpuMask, NodeMask, Topology};
 
-static TREE: Mutex<CpusetTree> = Mutex::new(CpusetTree::new());
+/// The process's tree (about 120 KiB), built on first use: in `.bss` until then, so a
+/// program that never uses cpusets holds none of its pages.
+static TREE: Mutex<Deferred<CpusetTree>> = Mutex::new(Deferred::new());
 
 /// The process's tree, locked, built from this machine on first use.
-pub(super) fn tree() -> MutexGuard<'static, CpusetTree> {
-    let mut t = TREE.lock();
+pub(super) fn tree() -> MutexGuard<'static, Deferred<CpusetTree>> {
+    let mut t = tree_raw();
     if !t.is_initialized() {
         let topo = Topology::discover();
         t.update_topology(&topo);
@@ -30,16 +33,21 @@ pub(super) fn tree() -> MutexGuard<'static, CpusetTree> {
     t
 }
 
-/// The process's tree, locked, as it is (for rescan, which builds it itself).
-pub(super) fn tree_raw() -> MutexGuard<'static, CpusetTree> {
-    TREE.lock()
+/// The process's tree, locked, as it is (for rescan, which builds it itself): the
+/// top cpuset alone on a one-CPU machine until then.
+pub(super) fn tree_raw() -> MutexGuard<'static, Deferred<CpusetTree>> {
+    let mut t = TREE.lock();
+    // SAFETY: `init_in_place` writes a whole tree.
+    unsafe { t.build_in_place(CpusetTree::init_in_place) };
+    t
 }
 
 /// The process's tree if its lock is free now and it was built (no waiting, no
 /// building): for callers inside allocation paths, which must not block on the lock
 /// of a thread that allocates while holding it.
-pub(super) fn tree_try() -> Option<MutexGuard<'static, CpusetTree>> {
-    TREE.try_lock().filter(|t| t.is_initialized())
+pub(super) fn tree_try() -> Option<MutexGuard<'static, Deferred<CpusetTree>>> {
+    TREE.try_lock()
+        .filter(|t| t.is_built() && t.is_initialized())
 }
 
 /// Applies the effective CPUs to every thread whose cpuset changed or that hotplug

@@ -43,6 +43,23 @@ impl TaskTable {
         }
     }
 
+    /// Writes [`new`](Self::new)'s table at `p` slot by slot, without a whole table on
+    /// the stack.
+    ///
+    /// # Safety
+    /// `p` is valid for writes of a table; what it held is overwritten, not dropped.
+    pub unsafe fn init_in_place(p: *mut Self) {
+        // SAFETY: every field of `*p` is written once through raw pointers (the
+        // caller's contract), none read.
+        unsafe {
+            for i in 0..SEGMENT {
+                ptr::addr_of_mut!((*p).first[i]).write(Task::FREE);
+            }
+            ptr::addr_of_mut!((*p).more).write([ptr::null_mut(); MAX_SEGMENTS - 1]);
+            ptr::addr_of_mut!((*p).segments).write(1);
+        }
+    }
+
     /// Slots in the segments in use.
     pub fn len(&self) -> usize {
         self.segments * SEGMENT

@@ -8,6 +8,7 @@
 //! sets are what the process may use, as [`Topology`] reads it.
 
 use core::fmt;
+use core::ptr;
 
 use super::error::CpusetError;
 use super::flags::CpusetFlags;
@@ -65,6 +66,17 @@ impl Node {
         changed: false,
     };
 
+    /// The top cpuset of a new tree.
+    const TOP: Self = Self {
+        used: true,
+        flags: CpusetFlags(
+            CpusetFlags::CPU_EXCLUSIVE.0
+                | CpusetFlags::MEM_EXCLUSIVE.0
+                | CpusetFlags::SCHED_LOAD_BALANCE.0,
+        ),
+        ..Self::EMPTY
+    };
+
     pub fn name(&self) -> &str {
         core::str::from_utf8(&self.name[..self.name_len as usize]).unwrap_or("?")
     }
@@ -112,17 +124,35 @@ impl CpusetTree {
     /// [`update_topology`](Self::update_topology) describes the real one.
     pub const fn new() -> Self {
         let mut nodes = [Node::EMPTY; MAX_CPUSETS];
-        nodes[TOP as usize].used = true;
-        nodes[TOP as usize].flags = CpusetFlags(
-            CpusetFlags::CPU_EXCLUSIVE.0
-                | CpusetFlags::MEM_EXCLUSIVE.0
-                | CpusetFlags::SCHED_LOAD_BALANCE.0,
-        );
+        nodes[TOP as usize] = Node::TOP;
         Self {
             nodes,
             tasks: TaskTable::new(),
             topo: Topology::SINGLE,
             initialized: false,
+        }
+    }
+
+    /// Writes [`new`](Self::new)'s tree at `p` piece by piece, without a whole tree on
+    /// the stack (the first thread to use cpusets may have a small one).
+    ///
+    /// # Safety
+    /// `p` is valid for writes of a tree; what it held is overwritten, not dropped.
+    pub(super) unsafe fn init_in_place(p: *mut Self) {
+        // SAFETY: every field of `*p` is written once through raw pointers (the
+        // caller's contract), none read.
+        unsafe {
+            for i in 0..MAX_CPUSETS {
+                let node = if i == TOP as usize {
+                    Node::TOP
+                } else {
+                    Node::EMPTY
+                };
+                ptr::addr_of_mut!((*p).nodes[i]).write(node);
+            }
+            TaskTable::init_in_place(ptr::addr_of_mut!((*p).tasks));
+            ptr::addr_of_mut!((*p).topo).write(Topology::SINGLE);
+            ptr::addr_of_mut!((*p).initialized).write(false);
         }
     }
 

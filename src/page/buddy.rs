@@ -84,18 +84,23 @@ pub struct ZoneInner {
 // SAFETY: the raw pointers are only followed under the zone lock.
 unsafe impl Send for ZoneInner {}
 
-/// The page allocator of one node.
+/// The page allocator of one node. All zero bytes until it first maps an arena, so the
+/// static array of every node's zone sits in `.bss` and costs a program no resident
+/// page for the nodes it never uses (the node id is therefore the caller's to pass).
 pub struct Zone {
-    /// Node id.
-    pub node: usize,
     inner: Mutex<ZoneInner>,
 }
 
+impl Default for Zone {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Zone {
-    /// An empty zone for `node`; it maps arenas when first asked for pages.
-    pub const fn new(node: usize) -> Self {
+    /// An empty zone; it maps arenas when first asked for pages.
+    pub const fn new() -> Self {
         Self {
-            node,
             inner: Mutex::new(ZoneInner {
                 free_area: [const {
                     [const {
@@ -128,13 +133,13 @@ impl Zone {
         &self.inner
     }
 
-    /// Allocates a block of 2^order pages. Returns its head descriptor (flagged
-    /// `PG_ALLOCATED`, plus `PG_ZERO` when the block reads as zero), or null when no
-    /// memory can be had.
-    pub fn alloc(&self, order: usize) -> *mut Page {
+    /// Allocates a block of 2^order pages from this zone, which is `node`'s (the node
+    /// new arenas are bound to). Returns its head descriptor (flagged `PG_ALLOCATED`,
+    /// plus `PG_ZERO` when the block reads as zero), or null when no memory can be had.
+    pub fn alloc(&self, node: usize, order: usize) -> *mut Page {
         let mut z = self.lock();
         // SAFETY: under the zone lock.
-        let page = unsafe { z.rmqueue(order, self.node) };
+        let page = unsafe { z.rmqueue(order, node) };
         super::purge::unlock_after_alloc(self, z);
         page
     }
@@ -768,14 +773,14 @@ mod tests {
     /// merges the zone back into max-order blocks.
     #[test]
     fn split_and_merge_against_a_model() {
-        let zone = Zone::new(0);
+        let zone = Zone::new();
         let mut rng = Xs(0x1234_5678);
         let mut live: Vec<(*mut Page, usize)> = Vec::new();
         let mut used = std::collections::BTreeMap::<usize, usize>::new();
         for step in 0..20_000 {
             if live.is_empty() || !rng.next().is_multiple_of(3) {
                 let order = (rng.next() % 6) as usize;
-                let page = zone.alloc(order);
+                let page = zone.alloc(0, order);
                 assert!(!page.is_null());
                 let addr = page_address(page) as usize;
                 let len = PAGE_SIZE << order;
@@ -818,7 +823,7 @@ mod tests {
     /// time, the rest of the last one freed again; not over pages in use.
     #[test]
     fn take_following_grows_a_block_over_free_pages() {
-        let zone = Zone::new(0);
+        let zone = Zone::new();
         let mut z = zone.lock();
         // SAFETY: under the zone lock; the block's pages are ours until freed.
         unsafe {
@@ -845,7 +850,7 @@ mod tests {
     /// use, not past its max-order block, and not at a misaligned start.
     #[test]
     fn take_at_cursor_packs_blocks_end_to_end() {
-        let zone = Zone::new(0);
+        let zone = Zone::new();
         let mut z = zone.lock();
         // SAFETY: under the zone lock; every block is freed with its size.
         unsafe {
@@ -898,7 +903,7 @@ mod tests {
     /// and freeing everything merges the zone back whole.
     #[test]
     fn take_at_cursor_inside_a_free_block() {
-        let zone = Zone::new(0);
+        let zone = Zone::new();
         let mut z = zone.lock();
         // SAFETY: under the zone lock; every block is freed with its size.
         unsafe {
@@ -937,7 +942,7 @@ mod tests {
     /// second large block. Without groups, the dirty block was split first.
     #[test]
     fn slab_pages_leave_a_freed_large_block_whole() {
-        let zone = Zone::new(0);
+        let zone = Zone::new();
         let mut z = zone.lock();
         // SAFETY: under the zone lock; every block is freed with its order.
         unsafe {
@@ -972,15 +977,15 @@ mod tests {
 
     #[test]
     fn zero_state_survives_split_and_merge() {
-        let zone = Zone::new(0);
-        let a = zone.alloc(3);
+        let zone = Zone::new();
+        let a = zone.alloc(0, 3);
         // SAFETY: `a` heads a fresh 8-page block.
         unsafe {
             assert_ne!((*a).flags() & PG_ZERO, 0, "fresh memory is zero");
             page_address(a).write(1);
             zone.free(a, 3);
         }
-        let b = zone.alloc(3);
+        let b = zone.alloc(0, 3);
         // SAFETY: as above.
         unsafe {
             assert_eq!(b, a, "dirty blocks are reused first");

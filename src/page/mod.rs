@@ -24,20 +24,29 @@ use buddy::Zone;
 /// Largest buddy order: blocks of 2^MAX_ORDER pages (4 MiB).
 pub const MAX_ORDER: usize = 10;
 
-static ZONES: [Zone; MAX_NUMNODES] = {
-    let mut zones = [const { Zone::new(0) }; MAX_NUMNODES];
-    let mut node = 0;
-    while node < MAX_NUMNODES {
-        zones[node] = Zone::new(node);
-        node += 1;
-    }
-    zones
-};
+/// Every possible node's zone: zero bytes, in `.bss` (see [`Zone`]).
+static ZONES: [Zone; MAX_NUMNODES] = [const { Zone::new() }; MAX_NUMNODES];
 
-/// The zone of `node` (node 0 for an out-of-range id).
+/// `node`, or 0 for an out-of-range id (whose zone [`zone`] gives).
+#[inline]
+fn zone_id(node: usize) -> usize {
+    if node < MAX_NUMNODES {
+        node
+    } else {
+        0
+    }
+}
+
+/// The zone of `node` (node 0's for an out-of-range id).
 #[inline]
 pub fn zone(node: usize) -> &'static Zone {
-    &ZONES[if node < MAX_NUMNODES { node } else { 0 }]
+    &ZONES[zone_id(node)]
+}
+
+/// 2^order pages from the zone of `node` alone (node 0's for an out-of-range id).
+fn zone_alloc(node: usize, order: usize) -> *mut Page {
+    let node = zone_id(node);
+    ZONES[node].alloc(node, order)
 }
 
 /// The node an arena page belongs to.
@@ -72,14 +81,14 @@ pub fn alloc_pages(order: usize) -> *mut Page {
 /// 2^order pages from `node`'s zone, else from the other nodes the thread's cpuset
 /// allows (`get_page_from_freelist` walking the zonelist; never outside a hardwall).
 fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
-    let page = zone(node).alloc(order);
+    let page = zone_alloc(node, order);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
     }
     // The zonelist: the other nodes nearest first, those the thread's cpuset allows.
     for other in topology::zonelist(node).filter(|&n| n != node) {
         if cpuset::node_allowed(other) {
-            let page = zone(other).alloc(order);
+            let page = zone_alloc(other, order);
             if !page.is_null() {
                 return page;
             }
