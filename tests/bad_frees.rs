@@ -7,7 +7,10 @@
 //! child that survives prints `survived` and what the allocator handed out after the
 //! bad free (the same block twice, an overlapping block), and exits 0: that fails the
 //! test. Every case runs on both per-CPU fast paths (restartable sequences and, with
-//! `CPUSLAB_RSEQ=0`, the tried lock).
+//! `CPUSLAB_RSEQ=0`, the tried lock). The children run with `CPUSLAB_DEBUG=0`
+//! whatever the parent's setting: these are the checks of the release paths (debug
+//! mode keeps no object per CPU, and reports the same frees in its own words; see
+//! `tests/debug.rs`).
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -47,7 +50,7 @@ fn expect_abort_with(name: &str, sizes: &[usize], want: &[&str], extra: &[(&str,
     for &size in sizes {
         for path in PATHS {
             let size_s = size.to_string();
-            let mut env = vec![("HARDENING_SIZE", size_s.as_str())];
+            let mut env = vec![("HARDENING_SIZE", size_s.as_str()), ("CPUSLAB_DEBUG", "0")];
             env.extend_from_slice(path);
             env.extend_from_slice(extra);
             let (status, err) = common::run_child(name, &env);
