@@ -217,6 +217,39 @@ fn library_exports_the_c_allocator() {
     }
 }
 
+/// The library carries its own unwinder (`capi/build.rs`): a C program that preloads it
+/// loads no `libgcc_s.so.1`, and none of the unwinder's symbols is exported, so a C++
+/// program's exceptions still use its own.
+#[test]
+fn library_needs_no_libgcc_s_and_exports_no_unwinder() {
+    let out = output({
+        let mut c = Command::new("readelf");
+        c.arg("-d").arg(preload_so());
+        c
+    });
+    assert!(out.status.success());
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
+    assert!(
+        needed.iter().any(|l| l.contains("libc.so")),
+        "no libc among {needed:?}"
+    );
+    assert!(
+        !needed.iter().any(|l| l.contains("libgcc_s")),
+        "the library needs libgcc_s: {needed:?}"
+    );
+    let out = output({
+        let mut c = Command::new("nm");
+        c.args(["-D", "--defined-only"]).arg(preload_so());
+        c
+    });
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !symbols.contains("_Unwind_"),
+        "the unwinder is exported:\n{symbols}"
+    );
+}
+
 #[test]
 fn c_test_program() {
     let dir = scratch("c");
@@ -451,4 +484,44 @@ fn rust_program_with_threads() {
         String::from_utf8_lossy(&out.stderr)
     );
     compare("threads", || Command::new(&exe), &["threads"]);
+}
+
+/// A C++ program's exceptions unwind through its own `libgcc_s` while cpuslab, with
+/// the unwinder linked inside it, serves its allocations (the exception objects
+/// included: `__cxa_allocate_exception` calls `malloc`).
+#[test]
+fn cxx_exceptions_unwind_under_the_library() {
+    let dir = scratch("cxx");
+    let src = dir.join("throw.cpp");
+    fs::write(
+        &src,
+        "#include <cstdio>\n#include <stdexcept>\n#include <string>\n#include <vector>\n\
+         int main() {\n\
+         \x20   int caught = 0;\n\
+         \x20   for (int i = 0; i < 2000; i++) {\n\
+         \x20       try {\n\
+         \x20           std::vector<std::string> v(8, std::string(100 + i % 50, 'x'));\n\
+         \x20           throw std::runtime_error(\"boom \" + std::to_string(i));\n\
+         \x20       } catch (const std::exception &e) {\n\
+         \x20           caught += std::string(e.what()) == \"boom \" + std::to_string(i);\n\
+         \x20       }\n\
+         \x20   }\n\
+         \x20   std::printf(\"caught %d\\n\", caught);\n\
+         \x20   return caught == 2000 ? 0 : 1;\n\
+         }\n",
+    )
+    .expect("source file");
+    let exe = dir.join("throw");
+    let out = output({
+        let mut c = Command::new("g++");
+        c.arg("-O2").arg("-o").arg(&exe).arg(&src);
+        c
+    });
+    assert!(
+        out.status.success(),
+        "g++ failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports = compare("throw", || Command::new(&exe), &["throw"]);
+    assert!(!reports.is_empty(), "cpuslab served nothing");
 }
