@@ -29,10 +29,13 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
         scale,
         pin: pin == "pin",
     };
-    // Under cpuslab a sampler thread keeps the breakdown of where its memory sits at
-    // the most bytes in use seen (every 10 ms; each sample takes the caches' and
-    // zones' locks briefly, which the timing includes).
-    let peak = (kind.name() == "cpuslab").then(PeakSampler::start);
+    // In the suite's untimed breakdown run (SAMPLE_VAR set) a sampler thread keeps the
+    // breakdown of where cpuslab's memory sits at the most bytes in use seen (every
+    // 10 ms). Never in a timed run: each sample takes the caches' and zones' locks and
+    // the thread's own stack and buffers are resident, which cost `channel` 5% of its
+    // time and `pair64` 330 KiB of its peak RSS.
+    let sample = kind.name() == "cpuslab" && std::env::var_os(SAMPLE_VAR).is_some();
+    let peak = sample.then(PeakSampler::start);
     let start = Instant::now();
     let outcome = cpuslab_bench::run(workload, &GLOBAL, &params)
         .or_else(|| cpuslab_bench::programs::run(workload, &params));
@@ -57,6 +60,10 @@ pub(crate) fn child(args: &[String]) -> ExitCode {
 
 /// Prefix of the child's line with cpuslab's memory breakdown at its peak.
 pub(crate) const BREAKDOWN_TAG: &str = "CPUSLAB_SUITE_BREAKDOWN";
+
+/// Set in the environment of the one extra, untimed cpuslab child of each workload
+/// that samples the breakdown (see [`PeakSampler`]).
+pub(crate) const SAMPLE_VAR: &str = "CPUSLAB_SUITE_SAMPLE";
 
 /// Samples `cpuslab::stats::memory()` on a thread of its own, keeping the breakdown
 /// with the most bytes in use (live objects, large and huge blocks): the peak of the

@@ -131,8 +131,8 @@ pub(crate) fn write_report(
         let _ = writeln!(
             md,
             "\n## Where cpuslab's memory sits\n\nThe breakdown (`stats::memory().breakdown`, \
-             KiB) at the most bytes in use (live, large, huge) of each cpuslab run, sampled every 10 ms \
-             (also in `breakdown.txt`):\n"
+             KiB) at the most bytes in use (live, large, huge), sampled every 10 ms in one more, \
+             untimed cpuslab run of each workload (also in `breakdown.txt`):\n"
         );
         for l in b.lines() {
             let _ = writeln!(md, "- {l}");

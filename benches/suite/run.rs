@@ -37,7 +37,16 @@ pub(crate) struct Child<'a> {
 }
 
 pub(crate) fn run_child(ch: &Child, o: &Opts) -> Result<Sample, String> {
+    run_child_with(ch, o, false)
+}
+
+/// [`run_child`]; with `sample`, the untimed run whose child samples cpuslab's memory
+/// breakdown (its line goes to the side file, its time and RSS are not used).
+pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sample, String> {
     let mut cmd = Command::new(ch.exe);
+    if sample {
+        cmd.env(SAMPLE_VAR, "1");
+    }
     match ch.part {
         Part::Rust | Part::Programs => {
             cmd.arg("--child")
@@ -316,6 +325,30 @@ pub(crate) fn parent(args: &[String]) -> ExitCode {
                 if !tty {
                     eprintln!("[{done}/{total}] {line}");
                 }
+            }
+        }
+    }
+    // The breakdown of where cpuslab's memory sits, from one more cpuslab run of each
+    // workload of the Rust parts with the sampler on: untimed, so the sampler's locks,
+    // thread and buffers never enter the tables.
+    for sec in sections.iter().filter(|s| s.part.in_rust_child()) {
+        let Some(a) = sec.allocs.iter().find(|a| a.kind.name() == "cpuslab") else {
+            continue;
+        };
+        for w in &sec.workloads {
+            if tty {
+                eprint!("\r\x1b[2K[{done}/{total}] breakdown {} ...", w.name);
+                let _ = std::io::stderr().flush();
+            }
+            let ch = Child {
+                part: sec.part,
+                exe: &exe,
+                w,
+                a,
+                threads: if w.multi_threaded { sec.threads } else { 1 },
+            };
+            if let Err(e) = run_child_with(&ch, &o, true) {
+                eprintln!("\nbreakdown run of {} failed: {e}", w.name);
             }
         }
     }
