@@ -34,16 +34,6 @@ impl<T> Deferred<T> {
         self.built
     }
 
-    /// Builds the value with `make` unless it is built already.
-    pub fn build(&mut self, make: impl FnOnce() -> T) -> &mut T {
-        if !self.built {
-            self.value.write(make());
-            self.built = true;
-        }
-        // SAFETY: built, just now or before.
-        unsafe { self.value.assume_init_mut() }
-    }
-
     /// Builds the value in place with `init` unless it is built already: for a value
     /// too large to pass through the stack of whichever thread comes first.
     ///
@@ -58,12 +48,6 @@ impl<T> Deferred<T> {
         }
         // SAFETY: built, just now or before.
         unsafe { self.value.assume_init_mut() }
-    }
-}
-
-impl<T> Default for Deferred<T> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -107,17 +91,27 @@ mod tests {
     #[test]
     fn builds_once_and_drops_what_it_built() {
         use std::rc::Rc;
-        let counted = Rc::new(());
+        thread_local!(static COUNTED: Rc<()> = Rc::new(()));
+        unsafe fn init(p: *mut Rc<()>) {
+            // SAFETY: `p` is valid for a write (the contract of `build_in_place`).
+            unsafe { p.write(COUNTED.with(Rc::clone)) };
+        }
+        unsafe fn twice(_: *mut Rc<()>) {
+            panic!("built twice");
+        }
+        let counted = COUNTED.with(Rc::clone);
         let mut d: Deferred<Rc<()>> = Deferred::new();
         assert!(!d.is_built());
-        d.build(|| counted.clone());
-        assert_eq!(Rc::strong_count(&counted), 2);
+        // SAFETY: `init` writes a whole value.
+        unsafe { d.build_in_place(init) };
+        assert_eq!(Rc::strong_count(&counted), 3);
         // A second build keeps the first value.
-        d.build(|| panic!("built twice"));
+        // SAFETY: `twice` is never called: the value is built.
+        unsafe { d.build_in_place(twice) };
         assert!(d.is_built());
         assert!(Rc::ptr_eq(&d, &counted));
         drop(d);
-        assert_eq!(Rc::strong_count(&counted), 1);
+        assert_eq!(Rc::strong_count(&counted), 2);
     }
 
     #[test]

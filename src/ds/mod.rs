@@ -1,13 +1,13 @@
 //! Plain data structures that depend on nothing else in the crate, so that every layer,
 //! `sys` included, may use them: CPU and node bitmaps ([`CpuMask`], [`NodeMask`], the
 //! kernel's `cpumask_t` and `nodemask_t`) with the kernel's list and mask formats, and
-//! a parser of the list format that needs no bitmap, and [`Deferred`], a large value
-//! built on first use so that its static costs no resident memory before.
+//! a parser of the list format that needs no bitmap, and (inside the crate) `Deferred`,
+//! a large value built on first use so that its static costs no resident memory before.
 
 pub mod cpulist;
-pub mod deferred;
+pub(crate) mod deferred;
 pub mod mask;
 
 pub use cpulist::parse_cpulist;
-pub use deferred::Deferred;
+pub(crate) use deferred::Deferred;
 pub use mask::{Bitmap, CpuMask, MaskError, NodeMask};
