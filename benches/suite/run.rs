@@ -46,6 +46,8 @@ pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sampl
     let mut cmd = Command::new(ch.exe);
     if sample {
         cmd.env(SAMPLE_VAR, "1");
+    } else {
+        cmd.env_remove(SAMPLE_VAR);
     }
     match ch.part {
         Part::Rust | Part::Programs => {

@@ -13,7 +13,7 @@ use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
 use super::error::CpusetError;
-use super::process::{apply_and_publish, tree, tree_raw, tree_try};
+use super::process::{apply_and_publish, tree, tree_if_built, tree_try};
 use super::tasks::{MAX_SEGMENTS, SEGMENT};
 use super::tree::{Cpuset, CpusetTree, TOP};
 use crate::sys::affinity::{get_affinity, set_affinity};
@@ -283,7 +283,11 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
 /// are that thread's already. Runs in the child's atfork handler, after the tree's lock
 /// was opened.
 pub(super) fn after_fork() {
-    let mut t = tree_raw();
+    // A process that never used cpusets has no tree to fix up: building it here
+    // would write its 110 KiB in every forked child.
+    let Some(mut t) = tree_if_built() else {
+        return;
+    };
     if !t.is_initialized() {
         return;
     }

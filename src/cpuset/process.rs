@@ -42,6 +42,13 @@ pub(super) fn tree_raw() -> MutexGuard<'static, Deferred<CpusetTree>> {
     t
 }
 
+/// The process's tree, locked, if it was ever built; None (building nothing) in a
+/// process that never used cpusets, such as a forked child's handler finds it.
+pub(super) fn tree_if_built() -> Option<MutexGuard<'static, Deferred<CpusetTree>>> {
+    let t = TREE.lock();
+    t.is_built().then_some(t)
+}
+
 /// The process's tree if its lock is free now and it was built (no waiting, no
 /// building): for callers inside allocation paths, which must not block on the lock
 /// of a thread that allocates while holding it.
