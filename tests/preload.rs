@@ -217,39 +217,6 @@ fn library_exports_the_c_allocator() {
     }
 }
 
-/// The library carries its own unwinder (`capi/build.rs`): a C program that preloads it
-/// loads no `libgcc_s.so.1`, and none of the unwinder's symbols is exported, so a C++
-/// program's exceptions still use its own.
-#[test]
-fn library_needs_no_libgcc_s_and_exports_no_unwinder() {
-    let out = output({
-        let mut c = Command::new("readelf");
-        c.arg("-d").arg(preload_so());
-        c
-    });
-    assert!(out.status.success());
-    let dynamic = String::from_utf8_lossy(&out.stdout);
-    let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
-    assert!(
-        needed.iter().any(|l| l.contains("libc.so")),
-        "no libc among {needed:?}"
-    );
-    assert!(
-        !needed.iter().any(|l| l.contains("libgcc_s")),
-        "the library needs libgcc_s: {needed:?}"
-    );
-    let out = output({
-        let mut c = Command::new("nm");
-        c.args(["-D", "--defined-only"]).arg(preload_so());
-        c
-    });
-    let symbols = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !symbols.contains("_Unwind_"),
-        "the unwinder is exported:\n{symbols}"
-    );
-}
-
 #[test]
 fn c_test_program() {
     let dir = scratch("c");
@@ -486,8 +453,7 @@ fn rust_program_with_threads() {
     compare("threads", || Command::new(&exe), &["threads"]);
 }
 
-/// A C++ program's exceptions unwind through its own `libgcc_s` while cpuslab, with
-/// the unwinder linked inside it, serves its allocations (the exception objects
+/// A C++ program's exceptions unwind while cpuslab serves its allocations (the exception objects
 /// included: `__cxa_allocate_exception` calls `malloc`).
 #[test]
 fn cxx_exceptions_unwind_under_the_library() {
