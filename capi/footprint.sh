@@ -16,16 +16,8 @@ BLOCKS=${1:-1000}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpuslab-footprint.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-cargo build --quiet --release -p cpuslab-preload --manifest-path "$ROOT/Cargo.toml"
-TARGET=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+source "$ROOT/capi/allocators.sh"
 "${CC:-cc}" -O2 -o "$WORK/footprint" "$ROOT/capi/footprint.c"
-
-ALLOCATORS=("cpuslab=$TARGET/release/libcpuslab_preload.so" "glibc=")
-for pair in jemalloc=libjemalloc.so.2 mimalloc=libmimalloc.so.2 tcmalloc=libtcmalloc_minimal.so.4; do
-    lib=/usr/lib/x86_64-linux-gnu/${pair#*=}
-    [ -f "$lib" ] && ALLOCATORS+=("${pair%%=*}=$lib")
-done
 
 declare -A hwm=() file=() anon=()
 for _ in $(seq "$RUNS"); do

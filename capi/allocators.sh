@@ -1,0 +1,12 @@
+# Sourced by capi/ops.sh and capi/footprint.sh, with ROOT set to the repository root:
+# builds libcpuslab_preload.so and sets ALLOCATORS to name=library pairs (glibc with
+# an empty library), cpuslab and glibc first, then jemalloc, mimalloc and tcmalloc
+# where Debian's libraries are installed.
+cargo build --quiet --release -p cpuslab-preload --manifest-path "$ROOT/Cargo.toml"
+TARGET=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+ALLOCATORS=("cpuslab=$TARGET/release/libcpuslab_preload.so" "glibc=")
+for pair in jemalloc=libjemalloc.so.2 mimalloc=libmimalloc.so.2 tcmalloc=libtcmalloc_minimal.so.4; do
+    lib=/usr/lib/x86_64-linux-gnu/${pair#*=}
+    [ -f "$lib" ] && ALLOCATORS+=("${pair%%=*}=$lib")
+done
