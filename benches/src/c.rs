@@ -153,7 +153,17 @@ pub fn compiler() -> String {
 
 /// Compiles [`SOURCE`] with `cc -O2 -pthread` to `out_dir/workloads`.
 /// Err says why (no compiler, or the compile failed).
+/// `CPUSLAB_SUITE_C_EXE` names a ready-made binary instead, for a machine
+/// without a compiler or without this checkout's path to [`SOURCE`].
 pub fn compile(out_dir: &Path) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("CPUSLAB_SUITE_C_EXE") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("CPUSLAB_SUITE_C_EXE={} is not a file", p.display()))
+        };
+    }
     let cc = compiler();
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let exe = out_dir.join("workloads");
