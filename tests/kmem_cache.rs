@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use common::Rng;
 use cpuslab::{CacheError, KmemCache, SlabFlags};
@@ -26,6 +26,13 @@ struct Obj {
 fn holder_tag(p: NonNull<Obj>, t: u64) -> u64 {
     (p.as_ptr() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ t
 }
+
+/// Held for reading around every `cpu_dead` of `hammer`'s tuner, for writing by a test
+/// that must see every slab of its own cache come and go on its own thread:
+/// `cpu_dead` drains that CPU's array cache of every cache in the process, and the
+/// slabs it empties are destroyed on the tuner's thread, after the lock of the array
+/// cache is released, out of sight of a `shrink` running meanwhile.
+static CPU_DEAD: RwLock<()> = RwLock::new(());
 
 /// Each thread tags the objects it holds with its id and checks the tag before freeing:
 /// an object handed out twice would carry another thread's tag. Threads also pass
@@ -47,7 +54,10 @@ fn hammer(cache: &Arc<KmemCache<Obj>>, threads: u64, ops: u64, tune: bool) {
                         let limit = [1, 8, 60, 120, 500][(i / 3 % 5) as usize];
                         c.tune(limit, limit.div_ceil(2), 8).unwrap();
                     }
-                    1 => cpuslab::cpuset::cpu_dead(i as usize % nr_cpus),
+                    1 => {
+                        let _g = CPU_DEAD.read().unwrap_or_else(|e| e.into_inner());
+                        cpuslab::cpuset::cpu_dead(i as usize % nr_cpus)
+                    }
                     _ => {
                         c.shrink();
                     }
@@ -363,6 +373,9 @@ fn array_caches_live_in_percpu_chunks() {
 fn typesafe_by_rcu_defers_slab_freeing() {
     use std::sync::mpsc;
     const MARK: u64 = 0x5afe_b1c0_0000_0001;
+    // No `cpu_dead` of another test may drain this cache's slabs on its own thread: it
+    // could queue them after the `pending` read below.
+    let _no_cpu_dead = CPU_DEAD.write().unwrap_or_else(|e| e.into_inner());
     let cache = KmemCache::<[u64; 8]>::new("test_typesafe", SlabFlags::TYPESAFE_BY_RCU).unwrap();
     let objs: Vec<_> = (0..2000)
         .map(|_| {
@@ -397,10 +410,14 @@ fn typesafe_by_rcu_defers_slab_freeing() {
     let pending = cpuslab::slab::rcu_pending_pages();
     assert!(pending >= pending_before + freed);
     std::thread::sleep(std::time::Duration::from_millis(200));
+    let now = cpuslab::slab::rcu_pending_pages();
+    assert!(
+        now >= pending,
+        "slab pages went back while a reader was inside its read section: {pending} -> {now}"
+    );
     assert_eq!(
-        cpuslab::slab::rcu_pending_pages(),
-        pending,
-        "slab pages went back while a reader was inside its read section"
+        now, pending,
+        "slabs of this cache were queued for RCU after its shrink returned"
     );
     go_tx.send(()).unwrap();
     assert_eq!(reader.join().unwrap(), MARK);
