@@ -630,6 +630,14 @@ pub mod rseq {
     pub unsafe fn stack_push(_base: *mut u8, _obj: *mut u8) -> bool {
         false
     }
+
+    /// Fails.
+    ///
+    /// # Safety
+    /// None here.
+    pub unsafe fn stack_push_nonempty(_base: *mut u8, _obj: *mut u8) -> bool {
+        false
+    }
 }
 
 pub mod thread {

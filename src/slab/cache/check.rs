@@ -201,6 +201,17 @@ impl RawCache {
         ))
     }
 
+    /// Aborts for a free of `obj` found among the node's free objects (its shared cache
+    /// or its slab) while it was being freed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn double_free_at_node(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it is already free (in its slab or its node's shared cache)",
+            self.name()
+        ))
+    }
+
     /// Aborts for a free of `obj` that its slab's free map says is free already.
     #[cold]
     #[inline(never)]

@@ -22,6 +22,10 @@ use crate::slab::transfer::{self, CHUNK};
 use crate::sys;
 use crate::topology;
 
+/// Objects smaller than this (a cache line) share lines with their neighbours:
+/// [`RawCache::free_into_empty`] keeps such an object off the top of the cache.
+const SHARES_A_LINE: usize = 64;
+
 // The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
 const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
 
@@ -59,7 +63,9 @@ impl RawCache {
     }
 
     /// The free fast path: `obj` onto this CPU's array cache by restartable sequence.
-    /// False when that cannot be done; [`free`](Self::free) then frees it.
+    /// False when that cannot be done (also when the cache is empty, so that a small
+    /// object allocated elsewhere does not go on top); [`free`](Self::free) then frees
+    /// it.
     ///
     /// # Safety
     /// As for [`free`](Self::free); on true `obj` is freed.
@@ -77,7 +83,7 @@ impl RawCache {
         let base = self.cpu_cache.load(Ordering::Acquire);
         // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`. `obj`, an
         // object of this cache (the caller's contract), is not null.
-        !base.is_null() && unsafe { sys::rseq::stack_push(base.cast(), obj) }
+        !base.is_null() && unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) }
     }
 
     /// Allocates one object; null when memory ran out or the cache is not set up.
@@ -172,8 +178,8 @@ impl RawCache {
 
     /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check,
     /// then `obj` onto this CPU's array cache by restartable sequence. False when the
-    /// push cannot be done (rseq off or held, a full or stopped cache); the caller
-    /// then takes the whole path.
+    /// push cannot be done (rseq off or held, an empty, full or stopped cache); the
+    /// caller then takes the whole path.
     ///
     /// # Safety
     /// As for [`free_in_slab`](Self::free_in_slab); on true `obj` is freed.
@@ -193,7 +199,7 @@ impl RawCache {
         // SAFETY: `slab` is a slab of this cache (the caller's contract), so its head
         // descriptor is mapped; the sequences are on, as in `alloc`; `obj`, an object
         // of the slab, is not null.
-        unsafe { sys::rseq::stack_push((*slab).head.cast(), obj) }
+        unsafe { sys::rseq::stack_push_nonempty((*slab).head.cast(), obj) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
@@ -217,10 +223,10 @@ impl RawCache {
             // SAFETY: as above; `base` is the cache's array caches, not null.
             return unsafe { self.free_trylock(base, obj) };
         }
-        // A full cache is flushed; a stopped one gives the flush nothing and turns the
-        // push after it away, so `obj` goes to the node.
+        // A full cache is flushed, an empty one refilled first; a stopped one gives the
+        // flush nothing and turns the push after it away, so `obj` goes to the node.
         // SAFETY: the sequences are on; as in `alloc`. `obj`, an object, is not null.
-        if !unsafe { sys::rseq::stack_push(base.cast(), obj) } {
+        if !unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) } {
             // SAFETY: as for `free_trylock`, on the sequences.
             unsafe { self.free_flush_rseq(base, obj) };
         }
@@ -241,8 +247,13 @@ impl RawCache {
                 // glibc's tcache check: the object on top is the one freed last, so
                 // freeing it again is a double free (one load, in the line the push
                 // writes).
+                if avail == 0 {
+                    // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which
+                    // `free_into_empty` releases, and no list lock; `obj` as for `free`.
+                    return unsafe { self.free_into_empty(ac, cpu, obj) };
+                }
                 // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
-                if avail > 0 && unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
+                if unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
                     self.double_free_cached(obj);
                 }
                 // SAFETY: as above.
@@ -264,6 +275,66 @@ impl RawCache {
         }
         // SAFETY: `obj` is the cache's and no longer used, as for `free`.
         unsafe { self.free_fallback(obj) };
+    }
+
+    /// A free into the CPU's empty array cache (the caller holds its lock, which this
+    /// releases). An object freed where its class has nothing cached was most likely
+    /// allocated on another CPU, whose thread may still write the objects beside it.
+    /// Where objects are smaller than a cache line, making it the next one this CPU
+    /// hands out would put this CPU's writes on that line: the passive false sharing of
+    /// Hoard's `cache-scratch`, where each thread frees the object the main thread gave
+    /// it and then allocates, writes and frees again, over and over. So the cache first
+    /// takes a batch of its own from what the node has free (never growing a slab for
+    /// it) and `obj` goes under that batch, at the end the pops reach last and flushes
+    /// send back first. Larger objects, or a node with nothing free, just push `obj`.
+    #[cold]
+    unsafe fn free_into_empty(&self, ac: *mut ArrayCache, cpu: usize, obj: *mut u8) {
+        if self.debug() {
+            // SAFETY: the caller holds the lock of `ac`, a live header.
+            unsafe { (*ac).lock.unlock() };
+            // SAFETY: `obj` is the cache's and no longer used, as for `free`.
+            return unsafe { self.free_fallback(obj) };
+        }
+        let mut n = 0;
+        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        if self.geom().size < SHARES_A_LINE {
+            // SAFETY: the caller holds `ac`'s lock: the header is ours.
+            let room = unsafe { ((*ac).limit as usize).saturating_sub(1) };
+            let batch = (self.batchcount.load(Ordering::Relaxed) as usize)
+                .min(room)
+                .min(CHUNK);
+            let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
+            // SAFETY: the lists passed are `node`'s, locked for the call; the caller
+            // holds no list lock (its contract).
+            n = unsafe {
+                transfer::take_into(
+                    self,
+                    &mut self.node(node).list_lock.lock(),
+                    &mut buf[..batch],
+                )
+            };
+            // Found free at the node while being freed here: a double free, which the
+            // batch would otherwise hand out twice.
+            if buf[..n].contains(&obj) {
+                // SAFETY: the caller holds the lock of `ac`, a live header; the batch,
+                // the node's free objects, goes back before the report.
+                unsafe {
+                    (*ac).lock.unlock();
+                    self.give_back(&buf[..n]);
+                }
+                self.double_free_at_node(obj);
+            }
+            transfer::order_for_pops(self, &mut buf[..n]);
+        }
+        // SAFETY: the caller holds `ac`'s lock: its entries are ours; `1 + n <= limit`,
+        // within the array's capacity (a debug cache, whose limit is 0, left above).
+        unsafe {
+            let entries = ArrayCache::entries(ac);
+            *entries = obj;
+            ptr::copy_nonoverlapping(buf.as_ptr(), entries.add(1), n);
+            (*ac).avail = 1 + n as u32;
+            (*ac).lock.unlock();
+        }
     }
 
     /// The tried-lock path's free into a full array cache (the caller holds its
@@ -369,7 +440,8 @@ impl RawCache {
 
     /// The rseq path's `cache_flusharray`: moves the `batchcount` oldest objects of the
     /// CPU's full array cache to the node and pushes `obj`; when the cache is stopped by
-    /// another thread, pops what it can instead.
+    /// another thread, pops what it can instead. An empty cache goes to
+    /// [`free_into_empty`](Self::free_into_empty).
     #[cold]
     unsafe fn free_flush_rseq(&self, base: *mut ArrayCache, obj: *mut u8) {
         if self.debug() {
@@ -385,6 +457,12 @@ impl RawCache {
         // restart of the sequences on its CPU if this thread is no longer there.
         let cpu = sys::cpu::current();
         if let Some(ac) = self.stop_local(cpu) {
+            // SAFETY: the cache is stopped: its header is ours.
+            if unsafe { (*ac).avail } == 0 {
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which
+                // `free_into_empty` releases, and no list lock; `obj` as for `free`.
+                return unsafe { self.free_into_empty(ac, cpu, obj) };
+            }
             // The push cannot look below the top; the flush looks at what the pops would
             // have taken (a cold path).
             // SAFETY: the cache is stopped: its entries are ours; `avail` of them are

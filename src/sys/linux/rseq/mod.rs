@@ -188,6 +188,20 @@ pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
     unsafe { arch::stack_push(base, obj) }
 }
 
+/// [`stack_push`] onto a stack that holds entries: the same sequence, also false when
+/// the stack is empty. The slab layer's frees use it, so that a free into an empty
+/// array cache, likely of an object another CPU allocated, takes the slow path (which
+/// keeps it under a batch of the CPU's own: see `RawCache::free_into_empty`).
+///
+/// # Safety
+/// As for [`stack_push`].
+#[inline(always)]
+pub unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
+    // SAFETY: the caller's contract is the sequence's.
+    unsafe { arch::stack_push_nonempty(base, obj) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

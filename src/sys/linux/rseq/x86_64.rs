@@ -297,17 +297,12 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     ret as *mut u8
 }
 
-/// [`stack_push`](super::stack_push) as one sequence.
-///
-/// # Safety
-/// As for `stack_push`.
-#[inline(always)]
-pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
-    // Every way out but the commit jumps straight to the caller's failure path
-    // (asm goto: no answer to set and test).
-    // SAFETY: as in `stack_pop`; the entry written is at the count, below the limit
-    // the entry array holds, and `obj` is not null (the caller's contract).
-    unsafe {
+/// The push sequence of [`stack_push`] and [`stack_push_nonempty`], which differ only
+/// in where an empty stack goes (`$empty`: past the double-free check, or out to the
+/// caller's failure path). Every way out but the commit jumps straight to that path
+/// (asm goto: no answer to set and test).
+macro_rules! push_sequence {
+    ($base:expr, $obj:expr, $empty:literal) => {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -335,7 +330,7 @@ pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
             // glibc tcache's check: the entry on top is the one pushed last; pushing
             // it again is a double free, left to the caller's slow path to report.
             "test {cnt:e}, {cnt:e}",
-            "jz 7f",
+            $empty,
             "cmp {obj}, qword ptr [{tmp} - 8]",
             "je {fail}",
             "7:",
@@ -349,8 +344,8 @@ pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
             "5:",
             "jmp 6b",
             ".popsection",
-            base = in(reg) base,
-            obj = in(reg) obj,
+            base = in(reg) $base,
+            obj = in(reg) $obj,
             area = out(reg) _,
             tmp = out(reg) _,
             ac = out(reg) _,
@@ -364,7 +359,30 @@ pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
                 return false;
             },
             options(nostack),
-        );
-    }
+        )
+    };
+}
+
+/// [`stack_push`](super::stack_push) as one sequence.
+///
+/// # Safety
+/// As for `stack_push`.
+#[inline(always)]
+pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
+    // SAFETY: as in `stack_pop`; the entry written is at the count, below the limit
+    // the entry array holds, and `obj` is not null (the caller's contract).
+    unsafe { push_sequence!(base, obj, "jz 7f") };
+    true
+}
+
+/// [`stack_push_nonempty`](super::stack_push_nonempty) as one sequence: the same
+/// instructions, an empty stack taking the failure path.
+///
+/// # Safety
+/// As for `stack_push`.
+#[inline(always)]
+pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
+    // SAFETY: as in `stack_push`.
+    unsafe { push_sequence!(base, obj, "jz {fail}") };
     true
 }
