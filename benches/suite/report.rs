@@ -78,7 +78,7 @@ pub(crate) fn write_report(
     notes: &[String],
     wall: Duration,
 ) -> std::io::Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cpuslab-suite");
+    let dir = cpuslab_bench::c::target_dir().join("cpuslab-suite");
     std::fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
     let argv: Vec<String> = std::env::args()

@@ -172,7 +172,7 @@ pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sampl
 
 /// The side file that gathers the cpuslab children's breakdown lines of one suite run.
 pub(crate) fn breakdown_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/cpuslab-suite/breakdown.txt")
+    c::target_dir().join("cpuslab-suite/breakdown.txt")
 }
 
 /// Appends a child's breakdown line (minus its tag) to the side file.
