@@ -44,7 +44,8 @@
 //! 64 KiB I/O buffer, a doubling `Vec<u8>`). They work as the order-0 list does (same
 //! layout, same sequences, same stop word) with two differences: an empty list is not
 //! refilled (frees fill it: a program that allocates one buffer never holds a batch it
-//! did not ask for), and each list holds at most [`LARGE_PCP_BYTES`] per CPU.
+//! did not ask for), and each list holds at most [`LARGE_PCP_BYTES`] per CPU, less
+//! past 4 CPUs ([`LARGE_PCP_TOTAL_BYTES`] shared among them).
 
 use core::cell::UnsafeCell;
 use core::ptr;
@@ -80,10 +81,25 @@ const NR_LARGE: usize = LARGE_PCP_MAX_ORDER - LARGE_PCP_MIN_ORDER + 1;
 /// arenas and mimalloc's per-thread pages keep for the same pattern.
 pub const LARGE_PCP_BYTES: usize = 1 << 20;
 
-/// `high` of an order's list: [`LARGE_PCP_BYTES`] worth of blocks, at least 2 (so a
+/// Most bytes all CPUs together cache on each higher order's list: past 4 CPUs a
+/// CPU's share shrinks below [`LARGE_PCP_BYTES`], as the kernel sizes `pcp->high`
+/// from the zone divided among the CPUs that use it. Blocks freed on one CPU are out
+/// of reach of the others until that CPU's list overflows, so on 16 CPUs a full
+/// share each held 96 MiB that the other CPUs' allocations could not use and had to
+/// fault in afresh (C `mstress`, 16 threads).
+pub const LARGE_PCP_TOTAL_BYTES: usize = 4 << 20;
+
+/// `high` of an order's list on a machine of `nr_cpus` CPUs: the CPU's share of
+/// [`LARGE_PCP_TOTAL_BYTES`], at most [`LARGE_PCP_BYTES`], in blocks; at least 2 (so a
 /// list at `high` still keeps a block after giving its `batch` back).
-pub const fn large_high(order: usize) -> u32 {
-    let n = LARGE_PCP_BYTES >> (sys::PAGE_SHIFT as usize + order);
+pub const fn large_high(order: usize, nr_cpus: usize) -> u32 {
+    let share = LARGE_PCP_TOTAL_BYTES / if nr_cpus == 0 { 1 } else { nr_cpus };
+    let bytes = if share < LARGE_PCP_BYTES {
+        share
+    } else {
+        LARGE_PCP_BYTES
+    };
+    let n = bytes >> (sys::PAGE_SHIFT as usize + order);
     if n < 2 {
         2
     } else {
@@ -94,8 +110,8 @@ pub const fn large_high(order: usize) -> u32 {
 /// `batch` of an order's list: a quarter of `high` goes back to the zone at once when
 /// a free finds the list full, so a list at its bound takes the lock once per
 /// `batch` frees rather than on each.
-const fn large_batch(order: usize) -> u32 {
-    let b = large_high(order) / 4;
+const fn large_batch(high: u32) -> u32 {
+    let b = high / 4;
     if b < 1 {
         1
     } else {
@@ -167,7 +183,8 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
     let mut size = list_size(high);
     for (i, l) in lists.iter_mut().enumerate().skip(1) {
         let order = LARGE_PCP_MIN_ORDER + i - 1;
-        *l = (order, large_high(order), large_batch(order), 0, size);
+        let high = large_high(order, nr_cpus);
+        *l = (order, high, large_batch(high), 0, size);
         size += list_size(l.1);
     }
     let area = match percpu::alloc_reserved_percpu(size, 64) {
@@ -710,4 +727,37 @@ pub fn count(cpu: usize) -> usize {
 pub fn count_of(pcp: &PerCpuPages) -> usize {
     // SAFETY: a racy read of an aligned u32, for statistics only.
     unsafe { ptr::read_volatile(pcp.count.get()) as usize }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Up to 4 CPUs each keeps its full share of every higher order; past that the
+    /// CPUs together keep [`LARGE_PCP_TOTAL_BYTES`] (or 2 blocks each where that is
+    /// less than 2 blocks), however many there are.
+    #[test]
+    fn larger_machines_share_one_bound() {
+        for order in LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER {
+            let block = sys::PAGE_SIZE << order;
+            for nr in [1, 2, 3, 4] {
+                assert_eq!(large_high(order, nr) as usize * block, LARGE_PCP_BYTES);
+            }
+            for nr in [5, 8, 16, 64, 256, 4096] {
+                let high = large_high(order, nr) as usize;
+                assert!(high >= 2, "order {order}, {nr} CPUs: high {high}");
+                assert!(high * block < LARGE_PCP_BYTES);
+                assert!(
+                    nr * high * block <= LARGE_PCP_TOTAL_BYTES.max(nr * 2 * block),
+                    "order {order}, {nr} CPUs: {} bytes in all",
+                    nr * high * block
+                );
+            }
+            assert_eq!(
+                large_high(order, 16) as usize * block,
+                (256 << 10).max(2 * block)
+            );
+            assert!(large_batch(large_high(order, 16)) >= 1);
+        }
+    }
 }
