@@ -89,7 +89,7 @@ pub const LARGE_PCP_BYTES: usize = 1 << 20;
 /// fault in afresh (C `mstress`, 16 threads).
 pub const LARGE_PCP_TOTAL_BYTES: usize = 4 << 20;
 
-/// `high` of an order's list on a machine of `nr_cpus` CPUs: the CPU's share of
+/// `high` of an order's list on a machine of `nr_cpus` online CPUs: the CPU's share of
 /// [`LARGE_PCP_TOTAL_BYTES`], at most [`LARGE_PCP_BYTES`], in blocks; at least 2 (so a
 /// list at `high` still keeps a block after giving its `batch` back).
 pub const fn large_high(order: usize, nr_cpus: usize) -> u32 {
@@ -183,7 +183,7 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
     let mut size = list_size(high);
     for (i, l) in lists.iter_mut().enumerate().skip(1) {
         let order = LARGE_PCP_MIN_ORDER + i - 1;
-        let high = large_high(order, nr_cpus);
+        let high = large_high(order, topology::nr_online_cpus().clamp(1, nr_cpus.max(1)));
         *l = (order, high, large_batch(high), 0, size);
         size += list_size(l.1);
     }

@@ -23,6 +23,7 @@ const _: () = assert!(NR_CPUS == crate::ds::CpuMask::BITS);
 pub const MAX_NUMNODES: usize = 64;
 
 static NR_CPU_IDS: AtomicUsize = AtomicUsize::new(1);
+static NR_ONLINE_CPUS: AtomicUsize = AtomicUsize::new(1);
 static NR_NODE_IDS: AtomicUsize = AtomicUsize::new(1);
 static CPU_TO_NODE: [AtomicU16; NR_CPUS] = [const { AtomicU16::new(0) }; NR_CPUS];
 /// Each node's zonelist, as the kernel's `build_zonelists`: every node id, nearest
@@ -92,6 +93,14 @@ pub fn nr_cpu_ids() -> usize {
     NR_CPU_IDS.load(Ordering::Relaxed)
 }
 
+/// Number of CPUs online at boot (at most [`nr_cpu_ids`]): what per-CPU caches that
+/// share one bound divide it by, as the kernel divides `pcp->high` among the online
+/// CPUs of a zone, not the possible ones (a VM's hot-plug slots).
+#[inline]
+pub fn nr_online_cpus() -> usize {
+    NR_ONLINE_CPUS.load(Ordering::Relaxed)
+}
+
 /// Number of possible node ids (highest possible node + 1).
 #[inline]
 pub fn nr_node_ids() -> usize {
@@ -121,6 +130,12 @@ pub(crate) fn discover() {
         None => sys::cpu::configured(),
     };
     NR_CPU_IDS.store(nr_cpus.min(NR_CPUS), Ordering::Relaxed);
+    let mut online = 0;
+    if let Some(n) = sys::file::read(c"/sys/devices/system/cpu/online", &mut buf) {
+        parse_cpulist(&buf[..n], |_| online += 1);
+    }
+    let online = if online == 0 { nr_cpus } else { online };
+    NR_ONLINE_CPUS.store(online.clamp(1, nr_cpus.min(NR_CPUS)), Ordering::Relaxed);
 
     let mut max_node = 0;
     if let Some(n) = sys::file::read(c"/sys/devices/system/node/possible", &mut buf) {

@@ -22,8 +22,9 @@ use crate::slab::transfer::{self, CHUNK};
 use crate::sys;
 use crate::topology;
 
-/// Objects smaller than this (a cache line) share lines with their neighbours:
-/// [`RawCache::free_into_empty`] keeps such an object off the top of the cache.
+/// Objects smaller than this (a cache line) share a line with several neighbours
+/// each: [`RawCache::free_into_empty`] keeps such an object off the top of the cache.
+/// (Larger ones whose size is no multiple of 64 share a line only at their ends.)
 const SHARES_A_LINE: usize = 64;
 
 // The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
@@ -223,8 +224,9 @@ impl RawCache {
             // SAFETY: as above; `base` is the cache's array caches, not null.
             return unsafe { self.free_trylock(base, obj) };
         }
-        // A full cache is flushed, an empty one refilled first; a stopped one gives the
-        // flush nothing and turns the push after it away, so `obj` goes to the node.
+        // A full cache is flushed, an empty one takes the slow path too (for objects
+        // under a cache line, a batch goes on first); a stopped one gives the flush
+        // nothing and turns the push after it away, so `obj` goes to the node.
         // SAFETY: the sequences are on; as in `alloc`. `obj`, an object, is not null.
         if !unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) } {
             // SAFETY: as for `free_trylock`, on the sequences.
@@ -244,14 +246,14 @@ impl RawCache {
             if unsafe { (*ac).lock.try_lock() } {
                 // SAFETY: the array cache and its entries are ours while its lock is held.
                 let avail = unsafe { (*ac).avail };
-                // glibc's tcache check: the object on top is the one freed last, so
-                // freeing it again is a double free (one load, in the line the push
-                // writes).
                 if avail == 0 {
                     // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which
                     // `free_into_empty` releases, and no list lock; `obj` as for `free`.
                     return unsafe { self.free_into_empty(ac, cpu, obj) };
                 }
+                // glibc's tcache check: the object on top is the one freed last, so
+                // freeing it again is a double free (one load, in the line the push
+                // writes).
                 // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
                 if unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
                     self.double_free_cached(obj);
@@ -297,13 +299,15 @@ impl RawCache {
         }
         let mut n = 0;
         let mut buf = [ptr::null_mut::<u8>(); CHUNK];
-        if self.geom().size < SHARES_A_LINE {
-            // SAFETY: the caller holds `ac`'s lock: the header is ours.
-            let room = unsafe { ((*ac).limit as usize).saturating_sub(1) };
-            let batch = (self.batchcount.load(Ordering::Relaxed) as usize)
-                .min(room)
-                .min(CHUNK);
-            let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
+        // SAFETY: the caller holds `ac`'s lock: the header is ours.
+        let room = unsafe { ((*ac).limit as usize).saturating_sub(1) };
+        let batch = (self.batchcount.load(Ordering::Relaxed) as usize)
+            .min(room)
+            .min(CHUNK);
+        if self.geom().size < SHARES_A_LINE && batch > 0 {
+            // The CPU's own node, whatever the thread's cpuset: a CPU's array cache
+            // holds its node's objects only (`alloc_alternate` relies on it).
+            let node = topology::cpu_to_node(cpu);
             // SAFETY: the lists passed are `node`'s, locked for the call; the caller
             // holds no list lock (its contract).
             n = unsafe {
@@ -458,10 +462,29 @@ impl RawCache {
         let cpu = sys::cpu::current();
         if let Some(ac) = self.stop_local(cpu) {
             // SAFETY: the cache is stopped: its header is ours.
-            if unsafe { (*ac).avail } == 0 {
+            let (avail, limit) = unsafe { ((*ac).avail, (*ac).limit) };
+            if avail == 0 {
                 // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which
                 // `free_into_empty` releases, and no list lock; `obj` as for `free`.
                 return unsafe { self.free_into_empty(ac, cpu, obj) };
+            }
+            if avail < limit {
+                // Neither empty nor full any more: another thread on this CPU refilled
+                // or drained it since the push failed, or this thread moved. A plain
+                // push, so that `free_full` counts no overflow that did not happen.
+                // SAFETY: stopped: the entries are ours; `avail > 0` is the top's
+                // index plus one, and `avail < limit <= capacity` has room.
+                unsafe {
+                    let entries = ArrayCache::entries(ac);
+                    if *entries.add(avail as usize - 1) == obj {
+                        (*ac).lock.unlock();
+                        self.double_free_cached(obj);
+                    }
+                    *entries.add(avail as usize) = obj;
+                    (*ac).avail = avail + 1;
+                    (*ac).lock.unlock();
+                }
+                return;
             }
             // The push cannot look below the top; the flush looks at what the pops would
             // have taken (a cold path).
