@@ -151,18 +151,24 @@ pub fn compiler() -> String {
         .unwrap_or_else(|| "cc".into())
 }
 
+/// The ready-made file the environment variable `var` names, if it is set: Err when
+/// that is not a file.
+fn ready_made(var: &str) -> Option<Result<PathBuf, String>> {
+    let p = PathBuf::from(std::env::var_os(var)?);
+    Some(if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{var}={} is not a file", p.display()))
+    })
+}
+
 /// Compiles [`SOURCE`] with `cc -O2 -pthread` to `out_dir/workloads`.
 /// Err says why (no compiler, or the compile failed).
 /// `CPUSLAB_SUITE_C_EXE` names a ready-made binary instead, for a machine
 /// without a compiler or without this checkout's path to [`SOURCE`].
 pub fn compile(out_dir: &Path) -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("CPUSLAB_SUITE_C_EXE") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("CPUSLAB_SUITE_C_EXE={} is not a file", p.display()))
-        };
+    if let Some(ready) = ready_made("CPUSLAB_SUITE_C_EXE") {
+        return ready;
     }
     let cc = compiler();
     std::fs::create_dir_all(out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
@@ -196,13 +202,8 @@ pub fn target_dir() -> PathBuf {
 /// build never waits on the lock of the cargo that runs the suite, and
 /// returns its path. `CPUSLAB_PRELOAD_SO` names a ready-made one instead.
 pub fn build_preload() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("CPUSLAB_PRELOAD_SO") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("CPUSLAB_PRELOAD_SO={} is not a file", p.display()))
-        };
+    if let Some(ready) = ready_made("CPUSLAB_PRELOAD_SO") {
+        return ready;
     }
     let target = target_dir().join("cpuslab-suite/preload-build");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

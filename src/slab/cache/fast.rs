@@ -244,39 +244,52 @@ impl RawCache {
             let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
             // SAFETY: as above.
             if unsafe { (*ac).lock.try_lock() } {
-                // SAFETY: the array cache and its entries are ours while its lock is held.
-                let avail = unsafe { (*ac).avail };
-                if avail == 0 {
-                    // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which
-                    // `free_into_empty` releases, and no list lock; `obj` as for `free`.
-                    return unsafe { self.free_into_empty(ac, cpu, obj) };
-                }
-                // glibc's tcache check: the object on top is the one freed last, so
-                // freeing it again is a double free (one load, in the line the push
-                // writes).
-                // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
-                if unsafe { *ArrayCache::entries(ac).add(avail as usize - 1) } == obj {
-                    self.double_free_cached(obj);
-                }
-                // SAFETY: as above.
-                if avail < unsafe { (*ac).limit } {
-                    // SAFETY: as above; `avail < limit <= capacity`: `entry[avail]` is in
-                    // the array.
-                    unsafe {
-                        *ArrayCache::entries(ac).add(avail as usize) = obj;
-                        (*ac).avail = avail + 1;
-                        (*ac).lock.unlock();
-                    }
-                    return;
-                }
-                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), which `free_full`
-                // releases, and no list lock; `obj` as for `free`.
-                unsafe { self.free_full(ac, cpu, obj) };
-                return;
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s) and no list lock; `obj`
+                // as for `free`.
+                return unsafe { self.free_locked(ac, cpu, obj) };
             }
         }
         // SAFETY: `obj` is the cache's and no longer used, as for `free`.
         unsafe { self.free_fallback(obj) };
+    }
+
+    /// A free into the CPU's array cache `ac`, locked or stopped by the caller, which
+    /// this releases: into an empty cache by [`free_into_empty`](Self::free_into_empty),
+    /// a full one by [`free_full`](Self::free_full), else a push.
+    ///
+    /// # Safety
+    /// The caller holds `ac`'s lock (`cpu`'s cache) and no list lock; `obj` as for
+    /// [`free`](Self::free).
+    #[inline(always)]
+    unsafe fn free_locked(&self, ac: *mut ArrayCache, cpu: usize, obj: *mut u8) {
+        // SAFETY: the array cache and its entries are ours while its lock is held.
+        let (avail, limit) = unsafe { ((*ac).avail, (*ac).limit) };
+        if avail == 0 {
+            // SAFETY: the caller's contract, which `free_into_empty` shares.
+            return unsafe { self.free_into_empty(ac, cpu, obj) };
+        }
+        // SAFETY: as above.
+        let entries = unsafe { ArrayCache::entries(ac) };
+        // glibc's tcache check: the object on top is the one freed last, so freeing it
+        // again is a double free (one load, in the line the push writes).
+        // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
+        if unsafe { *entries.add(avail as usize - 1) } == obj {
+            // SAFETY: ours, locked by the caller.
+            unsafe { (*ac).lock.unlock() };
+            self.double_free_cached(obj);
+        }
+        if avail < limit {
+            // SAFETY: as above; `avail < limit <= capacity`: `entry[avail]` is in the
+            // array.
+            unsafe {
+                *entries.add(avail as usize) = obj;
+                (*ac).avail = avail + 1;
+                (*ac).lock.unlock();
+            }
+            return;
+        }
+        // SAFETY: the caller's contract, which `free_full` shares.
+        unsafe { self.free_full(ac, cpu, obj) };
     }
 
     /// A free into the CPU's empty array cache (the caller holds its lock, which this
@@ -461,30 +474,13 @@ impl RawCache {
         // restart of the sequences on its CPU if this thread is no longer there.
         let cpu = sys::cpu::current();
         if let Some(ac) = self.stop_local(cpu) {
+            // Not full (empty, or refilled or drained by another thread on this CPU
+            // since the push failed, or this thread moved): no overflow to count.
             // SAFETY: the cache is stopped: its header is ours.
-            let (avail, limit) = unsafe { ((*ac).avail, (*ac).limit) };
-            if avail == 0 {
-                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, which
-                // `free_into_empty` releases, and no list lock; `obj` as for `free`.
-                return unsafe { self.free_into_empty(ac, cpu, obj) };
-            }
-            if avail < limit {
-                // Neither empty nor full any more: another thread on this CPU refilled
-                // or drained it since the push failed, or this thread moved. A plain
-                // push, so that `free_full` counts no overflow that did not happen.
-                // SAFETY: stopped: the entries are ours; `avail > 0` is the top's
-                // index plus one, and `avail < limit <= capacity` has room.
-                unsafe {
-                    let entries = ArrayCache::entries(ac);
-                    if *entries.add(avail as usize - 1) == obj {
-                        (*ac).lock.unlock();
-                        self.double_free_cached(obj);
-                    }
-                    *entries.add(avail as usize) = obj;
-                    (*ac).avail = avail + 1;
-                    (*ac).lock.unlock();
-                }
-                return;
+            if unsafe { (*ac).avail < (*ac).limit } {
+                // SAFETY: this thread holds `ac`'s lock (`cpu`'s), settled, and no list
+                // lock; `obj` as for `free`.
+                return unsafe { self.free_locked(ac, cpu, obj) };
             }
             // The push cannot look below the top; the flush looks at what the pops would
             // have taken (a cold path).
