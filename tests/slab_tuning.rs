@@ -306,42 +306,44 @@ fn small_objects_allocated_in_turn_keep_to_their_own_lines() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
-/// A CPU that cycles through more objects of a class than its cache's limit (100 of
-/// 1 KiB against 64) grows that limit, a batch at a time, instead of passing the
-/// overflow through the node's shared cache to whichever CPU refills next: after a few
-/// rounds a round frees nothing to the node. Left idle, the reaper lowers it again.
+/// A CPU that cycles through more objects of a class than its cache's limit (bursts of
+/// 1600 of 64 B against 512) grows that limit while it frees the burst, instead of
+/// passing the overflow through the node's shared cache to whichever CPU refills next:
+/// no round, the first included, leaves an object at the node. (Growing a batch per
+/// refill-and-overflow, as before, kept flushing: the frees of one burst overflowed
+/// often enough to shrink the limit back.) Left idle, the reaper lowers it again, and
+/// the objects beyond the tuned limit leave the CPU.
 #[test]
 fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     let _pinned = common::pin();
-    let cache = KmemCache::<[u8; 1024]>::new("grow-1024", SlabFlags::NONE).unwrap();
-    let (_, _, limit, batch, shared) = row("grow-1024");
-    assert_eq!((limit, batch), (64, 27));
+    let cache = KmemCache::<[u8; 64]>::new("grow-64", SlabFlags::NONE).unwrap();
+    let (_, _, limit, batch, shared) = row("grow-64");
+    assert_eq!((limit, batch), (512, 60));
     if shared == 0 {
         eprintln!("one CPU: no shared cache to watch; skipped");
         return;
     }
-    let round = || {
-        alloc_then_free(&cache, 100);
-        shared_avail("grow-1024")
-    };
-    assert!(round() > 0, "the first round overflows the limit of 64");
-    round();
-    cache.shrink();
-    for i in 0..3 {
+    for i in 0..4 {
+        alloc_then_free(&cache, 1600);
+        let at_node = shared_avail("grow-64");
         assert_eq!(
-            round(),
-            0,
-            "round {i} after growing still flushed to the node"
+            at_node, 0,
+            "round {i} flushed {at_node} objects to the node"
         );
     }
+    let (held, ..) = row("grow-64");
+    assert!(held >= 1600, "only {held} objects stayed on the CPU");
     // Idle: two reaps (every 2 s, driven by other caches' slow paths) find it
     // untouched and lower its limit, with the objects beyond it.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(7) {
         churn_another_size();
     }
-    cache.shrink();
-    assert!(round() > 0, "the idle cache kept its grown limit");
+    let (after, ..) = row("grow-64");
+    assert!(
+        after <= limit as usize,
+        "the idle cache still holds {after} objects (tuned limit {limit})"
+    );
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
@@ -375,7 +377,8 @@ fn slab_growth_drains_idle_caches() {
 }
 
 /// A CPU that only frees (a consumer's) holds less: after twice its limit's worth of
-/// frees without a refill its limit shrinks by a batch, down to one batch. Freeing
+/// frees without a refill its limit shrinks by a batch, down to one batch. (`shrink`
+/// after the allocations empties the cache and forgets its refills.) Freeing
 /// 20,000 objects of 64 B in a row leaves at most a batch or two on the CPU (plus the
 /// node's shared cache) instead of the 512 its limit allowed.
 #[test]

@@ -41,15 +41,19 @@ pub struct ArrayCache {
     pub capacity: u32,
     /// The entry array: `capacity` pointers.
     pub entry: *mut *mut u8,
-    /// Set when the CPU refilled the cache from its node, cleared when it next
-    /// overflows: a cache that empties and fills again is cycling through more objects
-    /// than its limit holds (see `free_full`). Written outside the lock by the rseq
+    /// Refills from the node since the cache last overflowed: a cache that empties and
+    /// fills again is cycling through more objects than its limit holds, by about this
+    /// many batches (see `growth::on_overflow`). Counted outside the lock by the rseq
     /// refill, so atomic.
     pub refilled: AtomicU32,
     /// Overflows since the CPU last refilled the cache (under the lock): a cache that
-    /// overflows again and again without refilling only frees (see `free_full`).
+    /// overflows again and again without refilling only frees (see
+    /// `growth::on_overflow`).
     pub dry_flushes: u32,
-    _pad: [u32; 6],
+    /// Entries of `limit` beyond the cache's tuned limit, charged to its CPU's growth
+    /// budget (see `growth`).
+    pub grown: u32,
+    _pad: [u32; 5],
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -88,7 +92,8 @@ impl ArrayCache {
             entry: ptr::null_mut(),
             refilled: AtomicU32::new(0),
             dry_flushes: 0,
-            _pad: [0; 6],
+            grown: 0,
+            _pad: [0; 5],
         }
     }
 
@@ -134,7 +139,8 @@ impl ArrayCache {
                 entry,
                 refilled: AtomicU32::new(0),
                 dry_flushes: 0,
-                _pad: [0; 6],
+                grown: 0,
+                _pad: [0; 5],
             });
         }
     }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod debug;
 pub mod fastpath;
 mod flags;
+pub mod growth;
 pub mod layout;
 pub mod node;
 pub mod reap;

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::array_cache::ArrayCache;
 use super::cache::RawCache;
+use super::growth;
 use super::node::NodeLists;
 use super::CHAIN;
 use crate::page::list::PageList;
@@ -137,7 +138,7 @@ unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
     if let Some(ac) = cache.stop_local(cpu) {
         // SAFETY: stopped just above by this thread, which unlocks it after.
         unsafe {
-            reap_cpu_cache(cache, ac, true, &mut to_destroy);
+            reap_cpu_cache(cache, cpu, ac, true, &mut to_destroy);
             (*ac).lock.unlock();
         }
     }
@@ -150,12 +151,13 @@ unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
 /// Reaps one stopped per-CPU array cache of `cache`: clears its `touched`, or, when it
 /// was not touched since the last look, drains a fifth of its limit (everything with
 /// `all`), at least what it holds beyond its tuned limit, and lowers a grown limit back
-/// to the tuned one (`free_full` grows it).
+/// to the tuned one, paying its CPU's growth budget back (`growth` grows it).
 ///
 /// # Safety
-/// The caller holds `ac`'s lock, settled, and no list lock.
+/// The caller holds `ac`'s lock, settled, and no list lock; `ac` is `cpu`'s.
 unsafe fn reap_cpu_cache(
     cache: &RawCache,
+    cpu: usize,
     ac: *mut ArrayCache,
     all: bool,
     to_destroy: &mut PageList,
@@ -177,7 +179,8 @@ unsafe fn reap_cpu_cache(
         if nr > 0 {
             drop(cache.drain_array(ac, nr, None, None, to_destroy));
         }
-        (*ac).limit = (*ac).limit.min(base_limit.max((*ac).avail));
+        let lowered = (*ac).limit.min(base_limit.max((*ac).avail));
+        growth::set_limit(ac, cpu, cache.geom().size, base_limit, lowered);
     }
 }
 
@@ -262,8 +265,8 @@ fn cache_reap(cache: &RawCache) {
     // SAFETY: array caches are touched under their locks, tried only; no list lock is
     // held here.
     unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |_, ac| {
-            reap_cpu_cache(cache, ac, false, &mut to_destroy)
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), false, |cpu, ac| {
+            reap_cpu_cache(cache, cpu, ac, false, &mut to_destroy)
         });
         for node in 0..topology::nr_node_ids() {
             reap_node(cache, node, false, &mut to_destroy);
@@ -272,9 +275,10 @@ fn cache_reap(cache: &RawCache) {
     }
 }
 
-/// Empties every array cache of `cache` and frees all its free slabs. Waits for busy
-/// per-CPU caches, so it is for explicit calls, not allocation paths. Returns the pages
-/// given back to the page pool.
+/// Empties every array cache of `cache` and frees all its free slabs; the array
+/// caches start over at their tuned limits (`growth::reset`). Waits for busy per-CPU
+/// caches, so it is for explicit calls, not allocation paths. Returns the pages given
+/// back to the page pool.
 pub fn shrink(cache: &RawCache) -> usize {
     shrink_with(cache, true)
 }
@@ -291,8 +295,14 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |_, ac| {
+        cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+            growth::reset(
+                ac,
+                cpu,
+                cache.geom().size,
+                cache.limit.load(Ordering::Relaxed),
+            );
         });
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
@@ -339,8 +349,14 @@ pub fn drain_cpu(cpu: usize) {
         let mut to_destroy = PageList::new();
         // SAFETY: the array cache is drained while stopped.
         unsafe {
-            cache.with_stopped_caches(cpu..cpu + 1, true, |_, ac| {
+            cache.with_stopped_caches(cpu..cpu + 1, true, |cpu, ac| {
                 drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
+                growth::reset(
+                    ac,
+                    cpu,
+                    cache.geom().size,
+                    cache.limit.load(Ordering::Relaxed),
+                );
             });
             cache.destroy_slabs(&mut to_destroy, true);
         }

@@ -21,23 +21,6 @@ pub const SMALL_CACHE_BYTES: usize = 64 * 1024;
 /// Most objects a CPU's array cache of small objects holds by default.
 pub const SMALL_CACHE_MAX: u32 = 512;
 
-/// Bytes of objects a CPU's array cache may grow to hold (see [`grown_capacity`]).
-pub const GROWN_CACHE_BYTES: usize = 128 * 1024;
-
-/// The capacity a CPU's array cache of `size`-byte objects gets at setup: room for
-/// its limit to grow to [`GROWN_CACHE_BYTES`] of objects (at most [`SMALL_CACHE_MAX`]
-/// entries, at least `limit`). The limit grows only while the CPU cycles through more
-/// objects than it holds: it emptied the cache and refilled it, then overflowed it
-/// (tcmalloc's per-CPU caches grow a class's capacity on such misses). Past the limit
-/// those objects went through the node's shared cache to whichever CPU refilled next,
-/// whose accesses to them missed: `sh6bench` (batches of 1000 blocks of 1-1000 B, 2
-/// threads) ran at 1.9x its one-thread time per block with the 1 KiB class's 64. The
-/// entry arrays are committed lazily, so the room costs address space until used; the
-/// reaper lowers an idle cache's limit back.
-pub fn grown_capacity(size: usize, limit: u32) -> u32 {
-    ((GROWN_CACHE_BYTES / size.max(1)) as u32).clamp(limit, SMALL_CACHE_MAX.max(limit))
-}
-
 /// `enable_cpucache`'s table: `(limit, batchcount, shared)` for objects of `size` bytes.
 ///
 /// The kernel's per-CPU limit falls as objects grow (more than 128 KiB: 1; more than a
@@ -125,7 +108,8 @@ pub fn do_tune_cpucache(
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
             (*ac).entry = new.per_cpu_ptr(cpu).cast();
             (*ac).capacity = limit;
-            (*ac).limit = limit;
+            // A retuned cache does not grow: exactly `limit`, its growth paid back.
+            super::growth::set_limit(ac, cpu, cache.geom().size, limit, limit);
             (*ac).batchcount = batchcount;
         });
         if let Some(old) = cache.replace_entries(new) {

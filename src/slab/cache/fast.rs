@@ -17,6 +17,7 @@ use crate::page::Page;
 use crate::percpu::PCPU_UNIT_SIZE;
 use crate::slab::array_cache::ArrayCache;
 use crate::slab::fastpath;
+use crate::slab::growth;
 use crate::slab::reap;
 use crate::slab::transfer::{self, CHUNK};
 use crate::sys;
@@ -366,31 +367,17 @@ impl RawCache {
             unsafe { self.free_fallback(obj) };
             return;
         }
-        // A cache that was refilled since its last overflow is cycling through more
-        // objects than its limit: grow the limit by a batch (up to the capacity set up
-        // for it) instead of sending its oldest objects to the node, from where another
-        // CPU would take them. A cache that overflows again and again without a refill
-        // only frees (a consumer's): its objects only wait for the next flush, and how
-        // many wait does not change how often it flushes (a batch at a time either
-        // way), so after two limits' worth of such frees its limit shrinks by a batch,
-        // down to one batch, and it holds less for nobody.
-        // SAFETY: the caller holds `ac`'s lock: the header is ours.
+        // A cache cycling through more objects than its limit grows instead of sending
+        // its oldest objects to the node, from where another CPU would take them; a
+        // consumer's shrinks (see `growth::on_overflow`).
+        // SAFETY: the caller holds `ac`'s lock, `cpu`'s cache: the header is ours.
         let grown = unsafe {
-            let (limit, batch) = ((*ac).limit, (*ac).batchcount);
-            if (*ac).refilled.swap(0, Ordering::Relaxed) != 0 {
-                (*ac).dry_flushes = 0;
-                limit < (*ac).capacity && {
-                    (*ac).limit = (limit + batch).min((*ac).capacity);
-                    (*ac).avail < (*ac).limit
-                }
-            } else {
-                (*ac).dry_flushes += 1;
-                if limit > batch && (*ac).dry_flushes >= 2 * limit / batch.max(1) {
-                    (*ac).dry_flushes = 0;
-                    (*ac).limit = (limit - batch).max(batch);
-                }
-                false
-            }
+            growth::on_overflow(
+                ac,
+                cpu,
+                self.geom().size,
+                self.limit.load(Ordering::Relaxed),
+            )
         };
         if !grown {
             // Past a lowered limit it takes more than one batch.
@@ -432,10 +419,10 @@ impl RawCache {
         if n == 0 {
             return ptr::null_mut();
         }
-        // Marked for `free_full`: this CPU's cache emptied and took a batch.
+        // Counted for `free_full`: this CPU's cache emptied and took a batch.
         if let Some(ac) = self.cpu_ac(sys::cpu::current()) {
-            // SAFETY: the headers live as long as the cache; the mark is atomic.
-            unsafe { (*ac).refilled.store(1, Ordering::Relaxed) };
+            // SAFETY: the headers live as long as the cache; the count is atomic.
+            unsafe { (*ac).refilled.fetch_add(1, Ordering::Relaxed) };
         }
         transfer::order_for_pops(self, &mut buf[..n]);
         let obj = buf[n - 1];
@@ -558,9 +545,9 @@ impl RawCache {
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
-        // Marked for `free_full`, as on the rseq path.
-        // SAFETY: the caller holds `ac`'s lock; the mark is atomic.
-        unsafe { (*ac).refilled.store(1, Ordering::Relaxed) };
+        // Counted for `free_full`, as on the rseq path.
+        // SAFETY: the caller holds `ac`'s lock; the count is atomic.
+        unsafe { (*ac).refilled.fetch_add(1, Ordering::Relaxed) };
         // SAFETY: the caller holds `ac`'s lock, and no list lock.
         unsafe { transfer::alloc_refill(self, node, ac) }
     }

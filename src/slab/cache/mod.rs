@@ -249,7 +249,7 @@ impl RawCache {
             }
             self.nodes[node].store(n, Ordering::Relaxed);
         }
-        let capacity = super::tune::grown_capacity(geom.size, limit);
+        let capacity = super::growth::grown_capacity(geom.size, limit);
         let (Some(headers), Some(entries)) = (
             alloc_cpu_area(AC_HEADER, AC_HEADER, true),
             alloc_entries(capacity),
@@ -383,6 +383,14 @@ impl RawCache {
         // SAFETY: nobody uses the cache any more (the caller's contract): the cell is
         // ours.
         if let Some(p) = unsafe { (*self.headers.get()).take() } {
+            // Growth paid back to every CPU's budget.
+            for cpu in 0..topology::nr_cpu_ids() {
+                // SAFETY: `p` holds a header for every possible CPU, which nobody else
+                // uses any more.
+                unsafe {
+                    super::growth::set_limit(p.per_cpu_ptr(cpu).cast(), cpu, self.geom().size, 0, 0)
+                };
+            }
             // SAFETY: from `alloc_cpu_area` in `setup`; taken out of its cell, so freed
             // once, and no CPU uses its array cache any more.
             unsafe { percpu::free_percpu(p) };
