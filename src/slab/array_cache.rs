@@ -50,8 +50,8 @@ pub struct ArrayCache {
     /// overflows again and again without refilling only frees (see
     /// `growth::on_overflow`).
     pub dry_flushes: u32,
-    /// Entries of `limit` beyond the cache's tuned limit, charged to its CPU's growth
-    /// budget (see `growth`).
+    /// Entries of `limit` beyond what the cache may grow to without charge, charged to
+    /// its CPU's growth budget (see `growth`).
     pub grown: u32,
     _pad: [u32; 5],
 }
