@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 
 use common::Rng;
-use cpuslab::page::{self, pcp};
+use cpuslab::page::pcp;
 use cpuslab::CpuSlab;
 
 const PAGE: usize = 4096;
@@ -252,36 +252,6 @@ fn tag(addr: usize, t: u64) -> u64 {
     (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (t + 1)
 }
 
-/// Free pages in every zone plus pages on every CPU's lists.
-fn pages_free_or_cached() -> usize {
-    let zones: usize = (0..cpuslab::topology::nr_node_ids())
-        .map(|n| page::zone(n).lock().free_pages)
-        .sum();
-    zones + (0..pcp::nr_lists()).map(pcp::count).sum::<usize>()
-}
-
-/// [`pages_free_or_cached`] plus the pages in the slab caches' slabs and those taken
-/// for cpuslab's own metadata (not the large blocks': none is held when this counts,
-/// and one freed to a CPU's list is counted there). Threads that start and exit allocate
-/// and free through the slab layer, which may grow a slab or a node structure (a page
-/// taken) or give one back; the sum stays the same either way. The slabinfo is read
-/// twice: the first read's own allocations may grow a slab, the second reuses what the
-/// first freed.
-fn pages_accounted() -> usize {
-    drop(cpuslab::stats::caches());
-    let slabs: usize = cpuslab::stats::caches()
-        .iter()
-        .map(|c| c.num_slabs * c.pages_per_slab)
-        .sum();
-    let taken: usize = (0..cpuslab::topology::nr_node_ids())
-        .map(|n| {
-            let z = page::zone(n).lock();
-            z.meta_pages
-        })
-        .sum();
-    pages_free_or_cached() + slabs + taken
-}
-
 /// Threads (four times the CPUs, unpinned) allocate and free large blocks of cached
 /// and uncached sizes at random, tagging every page of a block they hold and checking
 /// every tag before the free, while another thread drains every CPU's lists over and
@@ -373,10 +343,12 @@ fn large_blocks_are_conserved_under_threads_and_drains() {
             unsafe { CpuSlab.dealloc(p, l) };
         }
         drain_all();
-        before = pages_accounted();
+        // Large blocks left out: none is held when this counts, and one freed to a
+        // CPU's list is counted there.
+        before = common::pages_accounted(false);
         start.wait();
         end.wait();
-        after = pages_accounted();
+        after = common::pages_accounted(false);
         drain_all();
         assert_eq!(large_cached(), 0, "a drained list still holds blocks");
     });

@@ -28,35 +28,6 @@ fn is_held_by_anyone(addr: *mut u8, word: u64, threads: u64) -> bool {
     (0..threads).any(|t| word == holder_tag(addr, t))
 }
 
-/// Free pages in every zone plus pages on every CPU's list.
-fn pages_free_or_cached() -> usize {
-    let zones: usize = (0..cpuslab::topology::nr_node_ids())
-        .map(|n| page::zone(n).lock().free_pages)
-        .sum();
-    zones + (0..pcp::nr_lists()).map(pcp::count).sum::<usize>()
-}
-
-/// Pages free, cached on the per-CPU lists, in the slab caches' slabs, or taken for
-/// cpuslab's own metadata and large blocks. Threads that start and exit allocate and
-/// free through the slab layer, which may grow a slab or a node structure (a page
-/// taken) or give one back; the sum stays the same either way. The slabinfo is read
-/// twice: the first read's own allocations may grow a slab, the second reuses what
-/// the first freed.
-fn pages_accounted() -> usize {
-    drop(cpuslab::stats::caches());
-    let slabs: usize = cpuslab::stats::caches()
-        .iter()
-        .map(|c| c.num_slabs * c.pages_per_slab)
-        .sum();
-    let taken: usize = (0..cpuslab::topology::nr_node_ids())
-        .map(|n| {
-            let z = page::zone(n).lock();
-            z.meta_pages + z.large_pages
-        })
-        .sum();
-    pages_free_or_cached() + slabs + taken
-}
-
 /// One test, so that nothing else in the process takes or gives pages while the
 /// first part counts them.
 #[test]
@@ -170,10 +141,10 @@ fn pages_are_conserved_under_threads_and_drains() {
         for cpu in 0..pcp::nr_lists() {
             pcp::drain_pages(cpu);
         }
-        before = pages_accounted();
+        before = common::pages_accounted(true);
         start.wait();
         end.wait();
-        after = pages_accounted();
+        after = common::pages_accounted(true);
         for cpu in 0..pcp::nr_lists() {
             pcp::drain_pages(cpu);
         }

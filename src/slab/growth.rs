@@ -9,15 +9,14 @@
 //! lists grow with use. So, as tcmalloc's caches do, a CPU's array cache grows by what
 //! it fell short (the refills since it last overflowed) while the CPU cycles through
 //! more objects than it holds, up to the capacity it was set up with, and shrinks
-//! while the CPU only frees (a consumer's cache: its objects only
-//! wait there for the next flush, and how many wait does not change how often it
-//! flushes).
+//! while the CPU only frees (a consumer's cache: its objects only wait there for the
+//! next flush, and how many wait does not change how often it flushes).
 //!
-//! What the caches of one CPU hold beyond their free growth ([`free_limit`]: 128 KiB of
-//! objects a class, as before there was a budget) comes out of one budget
-//! per CPU ([`cpu_budget`]), shared by every cache, so a program that cycles through
-//! many classes cannot make every one of them large on every CPU. The reaper gives an
-//! idle cache's growth back, and the budget with it.
+//! What the caches of one CPU hold beyond their free growth ([`free_limit`]: 128 KiB
+//! of objects a class, as before there was a budget) comes out of one budget per CPU
+//! ([`cpu_budget`]), shared by every cache, so a program that cycles through many
+//! classes cannot make every one of them large on every CPU. The reaper gives an idle
+//! cache's growth back, and the budget with it.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -30,6 +29,13 @@ pub const GROWN_CACHE_MAX: u32 = 2048;
 
 /// Most bytes of objects one CPU's array cache of a class may grow to hold.
 pub const GROWN_CACHE_BYTES: usize = 2 << 20;
+
+/// Most bytes of objects a CPU's array cache grows to hold before its growth is charged
+/// to the CPU's budget (see [`free_limit`]).
+pub const FREE_GROWTH_BYTES: usize = 128 << 10;
+
+/// Most objects a CPU's array cache grows to hold before its growth is charged.
+pub const FREE_GROWTH_MAX: u32 = 512;
 
 /// What the array caches of all CPUs together may hold beyond their free growth; each
 /// CPU's share of it is [`cpu_budget`].
@@ -49,15 +55,13 @@ static CHARGED: [AtomicUsize; NR_CPUS] = [const { AtomicUsize::new(0) }; NR_CPUS
 /// entries, at least `limit`. The entry arrays are committed lazily, so the room costs
 /// address space until it is used.
 pub fn grown_capacity(size: usize, limit: u32) -> u32 {
-    ((GROWN_CACHE_BYTES / size.max(1)) as u32).clamp(limit, GROWN_CACHE_MAX.max(limit))
+    objects_within(GROWN_CACHE_BYTES, GROWN_CACHE_MAX, size, limit)
 }
 
-/// Most bytes of objects a CPU's array cache grows to hold before its growth is charged
-/// to the CPU's budget (see [`free_limit`]).
-pub const FREE_GROWTH_BYTES: usize = 128 << 10;
-
-/// Most objects a CPU's array cache grows to hold before its growth is charged.
-pub const FREE_GROWTH_MAX: u32 = 512;
+/// How many `size`-byte objects `bytes` hold, at most `max`, never below `base`.
+fn objects_within(bytes: usize, max: u32, size: usize, base: u32) -> u32 {
+    ((bytes / size.max(1)).min(u32::MAX as usize) as u32).clamp(base, max.max(base))
+}
 
 /// The limit up to which a cache of `size`-byte objects with tuned limit `base` grows
 /// without charge: [`FREE_GROWTH_BYTES`] of objects, at most [`FREE_GROWTH_MAX`], at
@@ -66,7 +70,7 @@ pub const FREE_GROWTH_MAX: u32 = 512;
 /// large kept the others at their tuned limits, and `sh6bench` (1000 blocks of 1-1000
 /// B at a time) took 1.5x its time.
 pub fn free_limit(size: usize, base: u32) -> u32 {
-    ((FREE_GROWTH_BYTES / size.max(1)) as u32).clamp(base, FREE_GROWTH_MAX.max(base))
+    objects_within(FREE_GROWTH_BYTES, FREE_GROWTH_MAX, size, base)
 }
 
 /// Bytes one CPU's array caches may hold room for beyond their free growth, together:
@@ -98,9 +102,8 @@ pub fn charged(cpu: usize) -> usize {
 
 /// Sets the limit of `cpu`'s array cache `ac` (of `size`-byte objects, tuned limit
 /// `base`) to `want`, charging what it holds beyond [`free_limit`] to the CPU's
-/// budget. A rise
-/// the budget cannot pay for is refused: the limit stays and false is returned. A fall
-/// always succeeds and pays back.
+/// budget. A rise the budget cannot pay for is refused: the limit stays and false is
+/// returned. A fall always succeeds and pays back.
 ///
 /// # Safety
 /// The caller holds `ac`'s lock (or has it stopped); `ac` is `cpu`'s array cache.

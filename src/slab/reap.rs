@@ -184,6 +184,29 @@ unsafe fn reap_cpu_cache(
     }
 }
 
+/// Empties `cpu`'s array cache `ac` of `cache` back to the node and puts it back to
+/// its tuned limit, its growth paid back (`growth::reset`).
+///
+/// # Safety
+/// The caller has `ac` stopped and holds no list lock; `ac` is `cpu`'s.
+unsafe fn empty_cpu_cache(
+    cache: &RawCache,
+    cpu: usize,
+    ac: *mut ArrayCache,
+    to_destroy: &mut PageList,
+) {
+    // SAFETY: the caller has the cache stopped: its header and entries are ours.
+    unsafe {
+        drop(cache.drain_array(ac, (*ac).avail, None, None, to_destroy));
+        growth::reset(
+            ac,
+            cpu,
+            cache.geom().size,
+            cache.limit.load(Ordering::Relaxed),
+        );
+    }
+}
+
 /// Reaps `node`'s lists of `cache`: its shared cache and its free slabs, each when not
 /// used since the last look (clearing the mark otherwise), a fifth at a time, or
 /// entirely with `all`.
@@ -296,13 +319,7 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
         cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
-            drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-            growth::reset(
-                ac,
-                cpu,
-                cache.geom().size,
-                cache.limit.load(Ordering::Relaxed),
-            );
+            empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
         });
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
@@ -350,13 +367,7 @@ pub fn drain_cpu(cpu: usize) {
         // SAFETY: the array cache is drained while stopped.
         unsafe {
             cache.with_stopped_caches(cpu..cpu + 1, true, |cpu, ac| {
-                drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
-                growth::reset(
-                    ac,
-                    cpu,
-                    cache.geom().size,
-                    cache.limit.load(Ordering::Relaxed),
-                );
+                empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
             });
             cache.destroy_slabs(&mut to_destroy, true);
         }

@@ -166,3 +166,33 @@ pub fn compile_c(source: &str, extra: &[&str]) -> std::path::PathBuf {
     compiled.push(source.to_string());
     exe
 }
+
+/// Free pages in every zone plus pages on every CPU's lists.
+pub fn pages_free_or_cached() -> usize {
+    use cpuslab::page::{self, pcp};
+    let zones: usize = (0..cpuslab::topology::nr_node_ids())
+        .map(|n| page::zone(n).lock().free_pages)
+        .sum();
+    zones + (0..pcp::nr_lists()).map(pcp::count).sum::<usize>()
+}
+
+/// [`pages_free_or_cached`] plus the pages in the slab caches' slabs and those taken
+/// for cpuslab's own metadata, and with `large` those taken for large blocks. Threads
+/// that start and exit allocate and free through the slab layer, which may grow a slab
+/// or a node structure (a page taken) or give one back; the sum stays the same either
+/// way. The slabinfo is read twice: the first read's own allocations may grow a slab,
+/// the second reuses what the first freed.
+pub fn pages_accounted(large: bool) -> usize {
+    drop(cpuslab::stats::caches());
+    let slabs: usize = cpuslab::stats::caches()
+        .iter()
+        .map(|c| c.num_slabs * c.pages_per_slab)
+        .sum();
+    let taken: usize = (0..cpuslab::topology::nr_node_ids())
+        .map(|n| {
+            let z = cpuslab::page::zone(n).lock();
+            z.meta_pages + if large { z.large_pages } else { 0 }
+        })
+        .sum();
+    pages_free_or_cached() + slabs + taken
+}
