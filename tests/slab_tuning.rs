@@ -348,6 +348,92 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
+/// A shortfall within the growth every class gets free (128 KiB of objects: 128 of
+/// 1 KiB) grows the limit a batch at a time, as a class whose use wanders or a CPU
+/// shared by producers and consumers sees it. From a full cache of 64 (batch 27), a
+/// round of 100 objects refills twice: the limit grows to 91, not 118, so the round
+/// still flushes to the node; the next rounds grow it further and stop flushing.
+#[test]
+fn a_shortfall_within_the_free_growth_grows_a_batch_at_a_time() {
+    let _pinned = common::pin();
+    let cache = KmemCache::<[u8; 1024]>::new("walk-1024", SlabFlags::NONE).unwrap();
+    let (_, _, limit, batch, shared) = row("walk-1024");
+    assert_eq!((limit, batch), (64, 27));
+    if shared == 0 {
+        eprintln!("one CPU: no shared cache to watch; skipped");
+        return;
+    }
+    // A full cache with no refill counted: 64 objects allocated, the cache emptied
+    // and reset by `shrink`, then the 64 freed into it.
+    let objs: Vec<NonNull<[u8; 1024]>> = (0..64).map(|_| cache.alloc().unwrap()).collect();
+    cache.shrink();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    assert_eq!(shared_avail("walk-1024"), 0);
+    let round = || {
+        alloc_then_free(&cache, 100);
+        shared_avail("walk-1024")
+    };
+    assert!(
+        round() > 0,
+        "the first round grew the limit past 100 at once"
+    );
+    assert!(
+        (0..4).any(|_| round() == 0),
+        "the limit never grew past 100 a batch at a time"
+    );
+    cache.shrink();
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// Refills by another thread are no burst of the thread that frees: a producer that
+/// allocates 1600 objects of 64 B and a consumer on the same CPU that frees them grow
+/// the CPU's cache a batch per round, not to the whole 1600 at once, so every round
+/// still passes objects through the node. (The same 1600 allocated and freed by one
+/// thread stay on the CPU from the first round: `a_cycling_cache_grows_...`.)
+#[test]
+fn another_threads_refills_are_no_burst() {
+    use std::sync::mpsc;
+    let owned = KmemCache::<[u8; 64]>::new("handed-64", SlabFlags::NONE).unwrap();
+    let (_, _, limit, batch, shared) = row("handed-64");
+    assert_eq!((limit, batch), (512, 60));
+    if shared == 0 {
+        eprintln!("one CPU: no shared cache to watch; skipped");
+        return;
+    }
+    let cache = &owned;
+    let (to_consumer, objs) = mpsc::channel::<Vec<usize>>();
+    let (to_producer, done) = mpsc::channel::<usize>();
+    std::thread::scope(|s| {
+        // Both live for the whole test, so their ids differ.
+        s.spawn(move || {
+            let _pinned = common::pin();
+            for _ in 0..4 {
+                let v = (0..1600)
+                    .map(|_| cache.alloc().unwrap().as_ptr() as usize)
+                    .collect();
+                to_consumer.send(v).unwrap();
+                let at_node = done.recv().unwrap();
+                assert!(at_node > 0, "a handed-over round left nothing at the node");
+            }
+        });
+        s.spawn(move || {
+            let _pinned = common::pin();
+            for v in objs {
+                for p in v {
+                    // SAFETY: allocated from this cache by the producer, freed once.
+                    unsafe { cache.free(NonNull::new(p as *mut [u8; 64]).unwrap()) };
+                }
+                to_producer.send(shared_avail("handed-64")).unwrap();
+            }
+        });
+    });
+    owned.shrink();
+    owned.destroy().map_err(|(_, e)| e).unwrap();
+}
+
 /// Slab growth reaps what idle caches keep: after cache A's 1000 objects are freed
 /// (they stay in its per-CPU and shared caches and free slabs), 2 MiB of another
 /// cache's new slabs give them back (a growth reap every 256 KiB: the first finds A

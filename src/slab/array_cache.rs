@@ -41,9 +41,9 @@ pub struct ArrayCache {
     pub capacity: u32,
     /// The entry array: `capacity` pointers.
     pub entry: *mut *mut u8,
-    /// Refills from the node since the cache last overflowed: a cache that empties and
-    /// fills again is cycling through more objects than its limit holds, by about this
-    /// many batches (see `growth::on_overflow`). Counted outside the lock by the rseq
+    /// Objects refilled from the node since the cache last overflowed: a cache that
+    /// empties and fills again is cycling through about this many objects more than its
+    /// limit holds (see `growth::on_overflow`). Counted outside the lock by the rseq
     /// refill, so atomic.
     pub refilled: AtomicU32,
     /// Overflows since the CPU last refilled the cache (under the lock): a cache that
@@ -53,7 +53,10 @@ pub struct ArrayCache {
     /// Entries of `limit` beyond what the cache may grow to without charge, charged to
     /// its CPU's growth budget (see `growth`).
     pub grown: u32,
-    _pad: [u32; 5],
+    /// The thread that refilled the cache last (low bits of its id): only refills by
+    /// the thread that then overflows count as its burst (see `growth`).
+    pub refiller: AtomicU32,
+    _pad: [u32; 4],
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -93,7 +96,8 @@ impl ArrayCache {
             refilled: AtomicU32::new(0),
             dry_flushes: 0,
             grown: 0,
-            _pad: [0; 5],
+            refiller: AtomicU32::new(0),
+            _pad: [0; 4],
         }
     }
 
@@ -140,7 +144,8 @@ impl ArrayCache {
                 refilled: AtomicU32::new(0),
                 dry_flushes: 0,
                 grown: 0,
-                _pad: [0; 5],
+                refiller: AtomicU32::new(0),
+                _pad: [0; 4],
             });
         }
     }

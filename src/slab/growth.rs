@@ -7,8 +7,8 @@
 //! blocks and drops it, over and over, pays that round trip for each block beyond the
 //! limit: 1600 blocks of 64 B cost twice tcmalloc's time per block, whose per-thread
 //! lists grow with use. So, as tcmalloc's caches do, a CPU's array cache grows by what
-//! it fell short (the refills since it last overflowed) while the CPU cycles through
-//! more objects than it holds, up to the capacity it was set up with, and shrinks
+//! it fell short (what it refilled since it last overflowed, at once for a burst) while the
+//! CPU cycles through more objects than it holds, up to the capacity it was set up with, and shrinks
 //! while the CPU only frees (a consumer's cache: its objects only wait there for the
 //! next flush, and how many wait does not change how often it flushes).
 //!
@@ -21,6 +21,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::array_cache::ArrayCache;
+use crate::sys;
 use crate::topology::{self, NR_CPUS};
 
 /// Most objects a CPU's array cache may grow to hold (tcmalloc's per-thread lists
@@ -39,12 +40,12 @@ pub const FREE_GROWTH_MAX: u32 = 512;
 
 /// What the array caches of all CPUs together may hold beyond their free growth; each
 /// CPU's share of it is [`cpu_budget`].
-pub const GROWN_TOTAL_BYTES: usize = 4 << 20;
+pub const GROWN_TOTAL_BYTES: usize = 2 << 20;
 
 /// Bounds on one CPU's share of [`GROWN_TOTAL_BYTES`].
-pub const GROWN_CPU_MIN_BYTES: usize = 256 << 10;
+pub const GROWN_CPU_MIN_BYTES: usize = 128 << 10;
 /// See [`GROWN_CPU_MIN_BYTES`].
-pub const GROWN_CPU_MAX_BYTES: usize = 1 << 20;
+pub const GROWN_CPU_MAX_BYTES: usize = 512 << 10;
 
 /// Bytes each CPU's array caches hold room for beyond their free growth (the sum of
 /// their `grown` entries times their object sizes).
@@ -75,10 +76,11 @@ pub fn free_limit(size: usize, base: u32) -> u32 {
 
 /// Bytes one CPU's array caches may hold room for beyond their free growth, together:
 /// [`GROWN_TOTAL_BYTES`] divided among the CPUs online, within
-/// [`GROWN_CPU_MIN_BYTES`]..=[`GROWN_CPU_MAX_BYTES`] (1 MiB a CPU up to 4 CPUs,
-/// 256 KiB from 16 on). More lets a few classes' larger bursts stay on the CPU
-/// (`glibc-simple`'s 1600 blocks of 1 KiB), but a workload whose classes all wander up
-/// and down keeps it filled: `rptest` peaked 10% higher with 4 MiB a CPU, 5% with 1.
+/// [`GROWN_CPU_MIN_BYTES`]..=[`GROWN_CPU_MAX_BYTES`] (512 KiB a CPU up to 4 CPUs,
+/// 128 KiB from 16 on). More lets a few classes' larger bursts stay on the CPU
+/// (`glibc-simple`'s 1600 blocks of 1 KiB), but producers and consumers that share
+/// CPUs keep it filled: on 2 CPUs the suite's `channel` peaked at 11 MiB with 1 MiB a
+/// CPU, 10 with 512 KiB, 9 without growth; `rptest` 22, 21 and 20.
 pub fn cpu_budget() -> usize {
     budget_for(topology::nr_online_cpus())
 }
@@ -154,19 +156,48 @@ pub unsafe fn reset(ac: *mut ArrayCache, cpu: usize, size: usize, base: u32) {
     }
 }
 
+/// The low bits of the calling thread's id, as `ArrayCache::refiller` keeps them.
+fn this_thread() -> u32 {
+    sys::cpu::thread_id() as u32
+}
+
+/// Counts a refill of `n` objects into the array cache `ac`, which found it empty.
+/// A refill by another thread than the last one starts the count again: what counts
+/// as one thread's shortfall is what that thread took.
+///
+/// # Safety
+/// `ac` is a live array cache header (its count and refiller are atomic).
+pub unsafe fn note_refill(ac: *mut ArrayCache, n: u32) {
+    let me = this_thread();
+    // SAFETY: a live header (the contract); both fields are atomic.
+    unsafe {
+        if (*ac).refiller.swap(me, Ordering::Relaxed) == me {
+            (*ac).refilled.fetch_add(n, Ordering::Relaxed);
+        } else {
+            (*ac).refilled.store(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// What a full array cache does about the overflow the caller is about to handle:
 /// true when its limit grew past `avail` instead, so the free can push without a
 /// flush.
 ///
-/// The refills since the last overflow say by how much the cache fell short: a CPU
-/// that emptied it and took `r` batches from the node before filling it again cycles
-/// through about `r` batches more than it holds, so the limit grows by `r` batches (up
-/// to the capacity, and as far as the CPU's budget pays) and the next round of the same
-/// size stays on the CPU. A program that builds and drops a few thousand blocks at a
-/// time grows its cache in one round. One whose use of a class wanders up and down at
-/// random refills about once between overflows and grows a batch at a time, as slowly
-/// as before. A cache that overflows two limits' worth of objects without a refill
-/// only frees (a consumer's): its limit shrinks by a batch, down to one batch.
+/// The objects refilled since the last overflow say by how much the cache fell short:
+/// a thread that emptied it and took `r` objects from the node before filling it again
+/// cycles through about `r` objects more than it holds (refills by another thread
+/// count as one batch at most: [`note_refill`]). Where that shortfall reaches
+/// past the free growth ([`free_limit`]) it is a burst, and the limit grows by `r`
+/// (in whole batches) at once (up to the capacity, and as far as the CPU's budget pays), so that a program
+/// that builds and drops a few thousand blocks at a time keeps the next round on the
+/// CPU. Within the free growth the limit grows a batch at a time, as it always did: a
+/// class whose use wanders up and down, or producers and consumers sharing the CPU,
+/// held more for no gain when it took `r` at once. A cache that overflows two
+/// limits' worth of objects without a refill only frees (a consumer's): its limit
+/// shrinks by a batch, down to one batch, but only within the free growth: past it the
+/// frees that end each burst overflow without refills too, and shrank the limit back
+/// as fast as the bursts grew it. The reaper lowers an idle cache's growth, and the
+/// budget bounds what is left meanwhile.
 ///
 /// # Safety
 /// As for [`set_limit`].
@@ -174,10 +205,19 @@ pub unsafe fn on_overflow(ac: *mut ArrayCache, cpu: usize, size: usize, base: u3
     // SAFETY: the header is the caller's under its lock (the contract).
     unsafe {
         let (limit, batch, capacity) = ((*ac).limit, (*ac).batchcount.max(1), (*ac).capacity);
-        let refills = (*ac).refilled.swap(0, Ordering::Relaxed);
-        if refills == 0 {
+        let mut short = (*ac).refilled.swap(0, Ordering::Relaxed);
+        if (*ac).refiller.load(Ordering::Relaxed) != this_thread() {
+            // Another thread's refills (a producer's, freed here by a consumer on the
+            // same CPU) are no burst of this one: at most a batch, as a wander.
+            short = short.min(batch);
+        }
+        let free = free_limit(size, base);
+        if short == 0 {
             (*ac).dry_flushes += 1;
-            if limit > batch && (*ac).dry_flushes >= 2 * limit / batch {
+            // A burst's growth past the free growth is left to the reaper: the frees
+            // that end a burst overflow without refills too, and shrank it back as
+            // fast as it grew.
+            if limit > batch && limit <= free && (*ac).dry_flushes >= 2 * limit / batch {
                 (*ac).dry_flushes = 0;
                 set_limit(ac, cpu, size, base, (limit - batch).max(batch));
             }
@@ -187,9 +227,10 @@ pub unsafe fn on_overflow(ac: *mut ArrayCache, cpu: usize, size: usize, base: u3
         if limit >= capacity {
             return false;
         }
-        let want = limit
-            .saturating_add(refills.saturating_mul(batch))
-            .min(capacity);
+        let want = limit.saturating_add(short.div_ceil(batch).saturating_mul(batch));
+        // Within the free growth a batch at a time, as a class whose use wanders grows;
+        // a shortfall past it is a burst, and the limit takes it at once.
+        let want = if want <= free { limit + batch } else { want }.min(capacity);
         if !set_limit(ac, cpu, size, base, want) {
             // As many batches as what is left of the budget pays for (racy: another
             // cache of this CPU may take it first, and then this one is refused).
@@ -207,16 +248,16 @@ pub unsafe fn on_overflow(ac: *mut ArrayCache, cpu: usize, size: usize, base: u3
 mod tests {
     use super::*;
 
-    /// 1 MiB a CPU up to 4 CPUs, then 4 MiB divided among them, down to 256 KiB from
-    /// 16 CPUs on.
+    /// 512 KiB a CPU up to 4 CPUs, then 2 MiB divided among them, down to 128 KiB
+    /// from 16 CPUs on.
     #[test]
     fn the_budget_is_divided_among_the_cpus() {
-        assert_eq!(budget_for(0), 1 << 20);
-        assert_eq!(budget_for(2), 1 << 20);
-        assert_eq!(budget_for(4), 1 << 20);
-        assert_eq!(budget_for(8), 512 << 10);
-        assert_eq!(budget_for(16), 256 << 10);
-        assert_eq!(budget_for(256), 256 << 10);
+        assert_eq!(budget_for(0), 512 << 10);
+        assert_eq!(budget_for(2), 512 << 10);
+        assert_eq!(budget_for(4), 512 << 10);
+        assert_eq!(budget_for(8), 256 << 10);
+        assert_eq!(budget_for(16), 128 << 10);
+        assert_eq!(budget_for(256), 128 << 10);
     }
 
     /// Room to grow: 2 MiB of objects, at most 2048 entries, never below the limit.

@@ -419,10 +419,10 @@ impl RawCache {
         if n == 0 {
             return ptr::null_mut();
         }
-        // Counted for `free_full`: this CPU's cache emptied and took a batch.
+        // Counted for `free_full`: this CPU's cache emptied and took `n` objects.
         if let Some(ac) = self.cpu_ac(sys::cpu::current()) {
-            // SAFETY: the headers live as long as the cache; the count is atomic.
-            unsafe { (*ac).refilled.fetch_add(1, Ordering::Relaxed) };
+            // SAFETY: the headers live as long as the cache.
+            unsafe { growth::note_refill(ac, n as u32) };
         }
         transfer::order_for_pops(self, &mut buf[..n]);
         let obj = buf[n - 1];
@@ -545,11 +545,13 @@ impl RawCache {
         // The node the thread's cpuset places slab memory on (`cpuset_slab_spread_node`
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
-        // Counted for `free_full`, as on the rseq path.
-        // SAFETY: the caller holds `ac`'s lock; the count is atomic.
-        unsafe { (*ac).refilled.fetch_add(1, Ordering::Relaxed) };
         // SAFETY: the caller holds `ac`'s lock, and no list lock.
-        unsafe { transfer::alloc_refill(self, node, ac) }
+        let obj = unsafe { transfer::alloc_refill(self, node, ac) };
+        // Counted for `free_full`, as on the rseq path: the refill found the cache
+        // empty, so it took what it holds now and `obj`.
+        // SAFETY: the caller holds `ac`'s lock.
+        unsafe { growth::note_refill(ac, (*ac).avail + u32::from(!obj.is_null())) };
+        obj
     }
 
     /// `cache_flusharray`: makes room in the CPU's full array cache by moving its
