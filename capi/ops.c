@@ -8,6 +8,10 @@
  *   memalign  posix_memalign(64, 100), one byte written, free: 20 M times
  *   realloc   malloc(20), grown by 4 bytes to 64 with realloc, freed: 5 M times
  *             (ns per realloc)
+ *   burst64   1600 malloc(64), each filled, then each read and freed in the same
+ *             order: 2 M blocks (ns per block: a structure built and dropped)
+ *   burst512  the same with malloc(512)
+ *   burst1k   the same with malloc(1024)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +85,28 @@ int main(int argc, char **argv)
             free(p);
         }
         printf("realloc %.2f\n", (now() - t0) / n / 11);
+    } else if (!strcmp(op, "burst64") || !strcmp(op, "burst512") || !strcmp(op, "burst1k")) {
+        size_t size = !strcmp(op, "burst64") ? 64 : !strcmp(op, "burst512") ? 512 : 1024;
+        enum { COUNT = 1600 };
+        static void *v[COUNT];
+        long rounds = 2000000 / COUNT;
+        unsigned long sum = 0;
+        for (long r = 0; r < rounds; r++) {
+            for (int i = 0; i < COUNT; i++) {
+                v[i] = malloc(size);
+                if (!v[i])
+                    return 1;
+                memset(v[i], (int)(r + i), size);
+            }
+            for (int i = 0; i < COUNT; i++) {
+                const unsigned long *w = v[i];
+                for (size_t k = 0; k < size / sizeof *w; k++)
+                    sum += w[k];
+                free(v[i]);
+            }
+        }
+        escape(&sum);
+        printf("%s %.2f\n", op, (now() - t0) / (rounds * COUNT));
     } else {
         fprintf(stderr, "ops: unknown operation %s\n", op);
         return 2;

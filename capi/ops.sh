@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Nanoseconds per C allocation operation (capi/ops.c: malloc/free pairs of 64 B and
-# 4 KiB, batches of 32,
-# calloc, posix_memalign, realloc growth) under cpuslab, glibc, and jemalloc, mimalloc
-# and tcmalloc where Debian's libraries are installed. Allocators alternate run by
-# run; each cell lists RUNS runs (default 5).
+# 4 KiB, batches of 32, calloc, posix_memalign, realloc growth; on request, bursts
+# of 1600 blocks of 64 B, 512 B or 1 KiB built and dropped: burst64 burst512 burst1k)
+# under cpuslab, glibc, and jemalloc, mimalloc and tcmalloc where Debian's libraries
+# are installed. Allocators alternate run by run; each cell lists RUNS runs (default
+# 5).
 #
 #   capi/ops.sh                   # from the repository root
 #   RUNS=9 capi/ops.sh pair batch
+#   capi/ops.sh burst64 burst512 burst1k
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
