@@ -18,18 +18,28 @@
 //! when its own and the whole free max-order blocks have nothing (`__rmqueue_fallback`),
 //! the smallest block that fits; whole free max-order blocks belong to no group.
 //!
+//! A free block is clean (`PG_ZERO`), dirty, or mixed (`PG_MIXED`): a dirty block
+//! merged with clean buddies, whose head counts its clean pages. The zone's
+//! `dirty_pages` counts exactly the free pages that are resident, and taking a block
+//! adds its clean pages to `clean_taken`, which is what tells the purge policy that
+//! the footprint grows (see `purge::unlock_after_alloc`). Where the clean pages of a
+//! mixed block lie is kept by the merge itself: the head of each merged upper half
+//! keeps that half's count, so splitting the block again (in the order of the merges
+//! undone) hands each half its own count; a dirty or clean block needs none.
+//!
 //! The heap limit (`arena::charge`) counts what may be resident: pages handed out plus
-//! dirty free pages. A clean free block is not charged (the kernel backs it with no
-//! memory until it is touched); taking one out charges the pages handed out, and may
-//! be refused; a block that turns clean (freed zero, or merged into a clean block)
-//! is uncharged, and clean pages merged into a dirty block are charged again, since
-//! they are then reused as dirty. So the zone's charge is always
-//! `managed_pages - (free_pages - dirty_pages)` pages.
+//! the free pages of dirty and mixed blocks. A clean free block is not charged (the
+//! kernel backs it with no memory until it is touched); taking one out charges the
+//! pages handed out, and may be refused; a block that turns clean (freed zero, or
+//! merged into a clean block) is uncharged, and clean pages merged into a dirty block
+//! are charged again, so that taking a mixed block never fails. So the zone's charge
+//! is always `managed_pages - free_pages + dirty_pages` pages plus the clean pages of
+//! its mixed blocks.
 
 use core::ptr;
 
 use super::arena::{self, Arena, BLOCK_SIZE};
-use super::desc::{page_address, virt_to_page, Page, PG_ALLOCATED, PG_BUDDY, PG_ZERO};
+use super::desc::{page_address, virt_to_page, Page, PG_ALLOCATED, PG_BUDDY, PG_MIXED, PG_ZERO};
 use super::list::PageList;
 use super::MAX_ORDER;
 use crate::sync::{Mutex, MutexGuard};
@@ -64,16 +74,24 @@ pub struct ZoneInner {
     /// Pages of cpuslab's own blocks from `alloc_pages_exact` (cache nodes, percpu
     /// chunk headers, RCU lists and batches), for the statistics.
     pub meta_pages: usize,
-    /// Free pages whose block is not known to be zero (resident, purge candidates).
+    /// Free pages that are resident: those of dirty blocks and the dirty part of mixed
+    /// ones (purge candidates).
     pub dirty_pages: usize,
     /// Pages given back to the kernel by purging, over the zone's life.
     pub purged_pages: u64,
     /// When the zone last purged (ms).
     pub last_purge_ms: u64,
-    /// Set when an allocation had to take clean memory (never touched, or purged)
-    /// while dirty free pages sat on the lists: they could not serve it, and the
-    /// program's footprint is growing past them (see `purge::unlock_after_alloc`).
-    pub clean_taken: bool,
+    /// Clean pages (never touched, or purged) handed out since the zone lock was last
+    /// released through `purge::unlock_after_alloc`: the dirty free pages could not
+    /// serve them, and the program's footprint grows by them when they are touched.
+    pub clean_taken: usize,
+    /// The most pages this zone has had resident (in use, and dirty free) since it
+    /// last purged by age: taking clean memory purges only what would pass it (see
+    /// `purge::unlock_after_alloc`).
+    pub resident_mark: usize,
+    /// Pages of the blocks a purge took off the lists and has not freed back yet:
+    /// neither in use nor free meanwhile.
+    pub purging_pages: usize,
     /// Where the last large block of no power-of-two size ended, inside the max-order
     /// block it came from (null when it ended at that block's end), or where the last
     /// one was freed: the next such block is packed there
@@ -83,6 +101,91 @@ pub struct ZoneInner {
 
 // SAFETY: the raw pointers are only followed under the zone lock.
 unsafe impl Send for ZoneInner {}
+
+/// The clean pages of the free block of `order` headed by `page`: all, none, or the
+/// count the head of a mixed block holds.
+///
+/// # Safety
+/// `page` heads a free block of a zone whose lock the caller holds.
+unsafe fn clean_pages(page: *mut Page, order: usize) -> usize {
+    // SAFETY: the caller's contract: a free block's descriptor, under the zone lock.
+    let flags = unsafe { (*page).flags() };
+    if flags & PG_ZERO != 0 {
+        1 << order
+    } else if flags & PG_MIXED != 0 {
+        // SAFETY: as above.
+        unsafe { (*page).active as usize }
+    } else {
+        0
+    }
+}
+
+/// The clean pages of `half`, the upper half (of `order`) of a free block with
+/// `clean` clean pages: none or all of them when that block is dirty or clean, else
+/// the count the half's head kept when the halves merged.
+///
+/// # Safety
+/// The block is free (on a list, or taken off one under the zone lock the caller
+/// holds, and not yet written to).
+unsafe fn upper_clean(half: *mut Page, order: usize, clean: usize) -> usize {
+    if clean == 0 {
+        0
+    } else if clean == 2 << order {
+        1 << order
+    } else {
+        // SAFETY: the caller's contract; a mixed block's upper half has its count.
+        unsafe { (*half).active as usize }
+    }
+}
+
+/// The clean pages of the aligned block `sub` of `sub_order` inside the free block
+/// headed by `root` (of `order`, with `clean` clean pages), found down the halves as
+/// splits would go.
+///
+/// # Safety
+/// As [`upper_clean`], for the block at `root`, which holds `sub`.
+unsafe fn clean_within(
+    mut root: *mut Page,
+    mut order: usize,
+    mut clean: usize,
+    sub: *mut Page,
+    sub_order: usize,
+) -> usize {
+    while order > sub_order {
+        order -= 1;
+        // SAFETY: the upper half lies inside the block; the caller's contract.
+        let (half, half_clean) = unsafe {
+            let half = root.add(1 << order);
+            (half, upper_clean(half, order, clean))
+        };
+        if sub >= half {
+            root = half;
+            clean = half_clean;
+        } else {
+            clean -= half_clean;
+        }
+    }
+    clean
+}
+
+/// The clean pages of each block of a run freed with [`ZoneInner::free_run`].
+#[derive(Clone, Copy, Debug)]
+pub enum RunClean {
+    /// Every page was used.
+    Dirty,
+    /// Every page reads as zero.
+    Zero,
+    /// The run is the unused part of a block just taken (`take` leaves the count in
+    /// its head): each of its blocks has what it had in there.
+    Within {
+        /// The head of the block taken.
+        root: *mut Page,
+        /// Its order.
+        order: usize,
+        /// Its clean pages.
+        clean: usize,
+    },
+}
 
 /// The page allocator of one node. All zero bytes until it first maps an arena, so the
 /// static array of every node's zone sits in `.bss` and costs a program no resident
@@ -117,7 +220,9 @@ impl Zone {
                 dirty_pages: 0,
                 purged_pages: 0,
                 last_purge_ms: 0,
-                clean_taken: false,
+                clean_taken: 0,
+                resident_mark: 0,
+                purging_pages: 0,
                 large_cursor: ptr::null_mut(),
             }),
         }
@@ -254,7 +359,6 @@ impl ZoneInner {
             // The group's own clean block before the other group's dirty one, which
             // stays whole for that group.
             if arena::charge(PAGE_SIZE << order) {
-                self.clean_taken = true;
                 // SAFETY: under the zone lock; `find` saw a block on list (`g`, `o`), of
                 // an order at or above `order`.
                 return unsafe { self.take(g, o, order, group) };
@@ -287,14 +391,15 @@ impl ZoneInner {
         if !arena::charge(PAGE_SIZE << order) {
             return ptr::null_mut();
         }
-        self.clean_taken = true;
         // SAFETY: under the zone lock; list (`g`, `o`) holds the max-order block `grow`
         // just added, or the block `find` saw, of an order at or above `order`.
         unsafe { self.take(g, o, order, group) }
     }
 
     /// Takes the first block of list (`g`, `cur`) and splits it down to `order` for the
-    /// group that asked (`expand`).
+    /// group that asked (`expand`). The clean pages of the block handed out are added
+    /// to `clean_taken` and left in its head's `active` for the caller (see
+    /// [`RunClean::Within`]).
     ///
     /// # Safety
     /// Called under the zone lock; the list is not empty.
@@ -306,30 +411,48 @@ impl ZoneInner {
             // zone, whose group byte is written under the zone lock.
             unsafe { *arena::group_of(page) = group as u8 };
         }
-        let page = self.free_area[g][cur].list.pop_front();
-        // SAFETY: the list was not empty: `page` heads a free block of this zone, so
-        // its descriptor is mapped; `flags` is atomic.
-        let flags = unsafe { (*page).flags() };
-        let zero = flags & PG_ZERO;
-        // SAFETY: a free block's descriptor belongs to the zone, whose lock is held.
-        let freed_at = unsafe { (*page).info };
+        let mut page = self.free_area[g][cur].list.pop_front();
+        // SAFETY: the list was not empty: `page` heads a free block of this zone, whose
+        // descriptor belongs to the zone, under its lock.
+        let (mut clean, freed_at) = unsafe { (clean_pages(page, cur), (*page).info) };
         self.free_pages -= 1 << cur;
-        if zero == 0 {
-            self.dirty_pages -= 1 << cur;
-        }
-        // expand(): hand the upper halves back, keeping their zero state.
+        self.dirty_pages -= (1 << cur) - clean;
+        // expand(): hand one half back at each step, with its clean pages. Of a mixed
+        // block, the half with more resident pages is kept (the upper one if need
+        // be): the allocation reuses them rather than faulting in the other's.
         while cur > order {
             cur -= 1;
             // SAFETY: the upper half lies inside the block taken, whose descriptors are
-            // consecutive in its arena's descriptor block.
-            let half = unsafe { page.add(1 << cur) };
+            // consecutive in its arena's descriptor block; its count, for a mixed
+            // block, was kept by its head when it merged.
+            let (upper, upper_clean) = unsafe {
+                let upper = page.add(1 << cur);
+                (upper, upper_clean(upper, cur, clean))
+            };
+            let lower_clean = clean - upper_clean;
+            let (back, back_clean) = if upper_clean < lower_clean {
+                let lower = core::mem::replace(&mut page, upper);
+                (lower, lower_clean)
+            } else {
+                (upper, upper_clean)
+            };
+            if back_clean == 1 << cur && clean != 2 << cur {
+                // A clean half of a mixed block, charged with it, turns clean.
+                arena::uncharge(PAGE_SIZE << cur);
+            }
+            clean -= back_clean;
             // SAFETY: under the zone lock; the half is a block of this zone, free and
             // on no list since its block left its list.
-            unsafe { self.add_free(half, cur, zero, freed_at) };
+            unsafe { self.add_free(back, cur, back_clean, freed_at) };
         }
+        self.clean_taken += clean;
+        let zero = if clean == 1 << order { PG_ZERO } else { 0 };
         // SAFETY: the block is off the lists and not yet handed out: its head's
         // descriptor is the zone's alone, under its lock.
-        unsafe { (*page).init_head(PG_ALLOCATED | zero, order as u8) };
+        unsafe {
+            (*page).init_head(PG_ALLOCATED | zero, order as u8);
+            (*page).active = clean as u16;
+        }
         page
     }
 
@@ -363,7 +486,7 @@ impl ZoneInner {
         self.managed_pages += BLOCK_SIZE / PAGE_SIZE;
         // SAFETY: under the zone lock; a block fresh from its arena is on no list, and
         // the arena maps the descriptors of every block it hands out.
-        unsafe { self.add_free(virt_to_page(block), MAX_ORDER, PG_ZERO, 0) };
+        unsafe { self.add_free(virt_to_page(block), MAX_ORDER, 1 << MAX_ORDER, 0) };
         true
     }
 
@@ -379,26 +502,37 @@ impl ZoneInner {
         &mut self.free_area[g][o].list
     }
 
-    /// Puts a free block on its list (no merging).
-    unsafe fn add_free(&mut self, page: *mut Page, order: usize, zero: u32, freed_at: u64) {
+    /// Puts a free block with `clean` clean pages on its list (no merging): clean at
+    /// the back, dirty and mixed in front.
+    unsafe fn add_free(&mut self, page: *mut Page, order: usize, clean: usize, freed_at: u64) {
+        let pages = 1usize << order;
+        debug_assert!(clean <= pages);
+        let state = if clean == pages {
+            PG_ZERO
+        } else if clean == 0 {
+            0
+        } else {
+            PG_MIXED
+        };
         // SAFETY: callers pass the head of a block of this zone that is free and on no
         // list: its descriptor is the zone's, under its lock.
         unsafe {
-            (*page).set_flags(PG_BUDDY | zero);
+            (*page).set_flags(PG_BUDDY | state);
             (*page).order = order as u8;
+            (*page).active = clean as u16;
             (*page).info = freed_at;
         }
         // SAFETY: `page` heads a block of this zone.
         let list = unsafe { self.list_of(page, order) };
-        if zero != 0 {
+        if state == PG_ZERO {
             // SAFETY: `page` is a valid descriptor on no list.
             unsafe { list.push_back(page) };
         } else {
             // SAFETY: as above.
             unsafe { list.push_front(page) };
-            self.dirty_pages += 1 << order;
         }
-        self.free_pages += 1 << order;
+        self.dirty_pages += pages - clean;
+        self.free_pages += pages;
     }
 
     /// Removes a free block from its list.
@@ -413,9 +547,10 @@ impl ZoneInner {
     }
 
     /// `__free_one_page`: merge with free buddies while possible, then list the block.
-    /// The block was handed out (so charged); `zero` says it reads as zero now. A block
-    /// that ends up clean is uncharged; clean buddies merged into a dirty one are
-    /// charged (see the module's comment).
+    /// The block was handed out (so charged); `clean` of its pages read as zero now
+    /// (all of them for a block never touched or purged). A block that ends up clean
+    /// is uncharged; clean buddies merged into a dirty or mixed one are charged (see
+    /// the module's comment).
     ///
     /// # Safety
     /// Called under the zone lock with a block of this zone.
@@ -423,11 +558,11 @@ impl ZoneInner {
         &mut self,
         mut page: *mut Page,
         mut order: usize,
-        zero: u32,
+        clean: usize,
         now_ms: u64,
     ) {
-        let mut zero = zero & PG_ZERO;
         let freed_pages = 1usize << order;
+        let mut clean = clean;
         let mut clean_merged = 0usize;
         let mut addr = page_address(page) as usize;
         while order < MAX_ORDER {
@@ -441,19 +576,27 @@ impl ZoneInner {
             if bflags & PG_BUDDY == 0 || unsafe { (*buddy).order } as usize != order {
                 break;
             }
-            if bflags & PG_ZERO == 0 {
-                self.dirty_pages -= 1 << order;
-            } else {
+            // SAFETY: as above: the buddy heads a free block.
+            let buddy_clean = unsafe { clean_pages(buddy, order) };
+            self.dirty_pages -= (1 << order) - buddy_clean;
+            if bflags & PG_ZERO != 0 {
                 clean_merged += 1 << order;
             }
-            zero &= bflags;
             // SAFETY: under the zone lock; the buddy heads a free block of `order`.
             unsafe { self.del_free(buddy, order) };
+            if buddy_addr < addr {
+                // The block so far is the upper half: its head keeps its count for the
+                // split that undoes this merge (the buddy's head, an upper half, has
+                // its count already).
+                // SAFETY: `page` heads the block so far, off the lists: the zone's.
+                unsafe { (*page).active = clean as u16 };
+            }
+            clean += buddy_clean;
             addr &= buddy_addr;
+            page = virt_to_page(addr as *const u8);
             order += 1;
         }
-        page = virt_to_page(addr as *const u8);
-        if zero != 0 {
+        if clean == 1 << order {
             arena::uncharge(freed_pages << PAGE_SHIFT);
         } else if clean_merged != 0 {
             // Never refused: a free cannot fail, and these pages may now be touched.
@@ -461,14 +604,23 @@ impl ZoneInner {
         }
         // SAFETY: under the zone lock; `page` heads the freed block with the buddies
         // merged into it, taken off their lists: a block of this zone on no list.
-        unsafe { self.add_free(page, order, zero, now_ms) };
+        unsafe { self.add_free(page, order, clean, now_ms) };
     }
 
-    /// Frees a run of `npages` pages starting at `page`, as aligned power-of-two blocks.
+    /// Frees a run of `npages` pages starting at `page`, as aligned power-of-two blocks,
+    /// each with the clean pages `run` says. Returns the clean pages freed.
     ///
     /// # Safety
-    /// As [`free_one`](Self::free_one), for every page of the run.
-    pub unsafe fn free_run(&mut self, page: *mut Page, npages: usize, zero: u32, now_ms: u64) {
+    /// As [`free_one`](Self::free_one), for every page of the run; for
+    /// [`RunClean::Within`], the run lies in that block, untouched since it was taken.
+    pub unsafe fn free_run(
+        &mut self,
+        page: *mut Page,
+        npages: usize,
+        run: RunClean,
+        now_ms: u64,
+    ) -> usize {
+        let mut freed_clean = 0;
         let mut addr = page_address(page) as usize;
         let end = addr + (npages << PAGE_SHIFT);
         while addr < end {
@@ -477,10 +629,26 @@ impl ZoneInner {
             while addr + (PAGE_SIZE << order) > end {
                 order -= 1;
             }
+            let block = virt_to_page(addr as *const u8);
+            let clean = match run {
+                RunClean::Dirty => 0,
+                RunClean::Zero => 1 << order,
+                RunClean::Within {
+                    root,
+                    order: o,
+                    clean,
+                } => {
+                    // SAFETY: the block taken is off the lists and its unused part
+                    // untouched (the caller's contract).
+                    unsafe { clean_within(root, o, clean, block, order) }
+                }
+            };
+            freed_clean += clean;
             // SAFETY: the caller's contract, for this aligned block of the run.
-            unsafe { self.free_one(virt_to_page(addr as *const u8), order, zero, now_ms) };
+            unsafe { self.free_one(block, order, clean, now_ms) };
             addr += PAGE_SIZE << order;
         }
+        freed_clean
     }
 
     /// Takes the pages `[have, want)` after the start of the allocated block headed by
@@ -550,9 +718,12 @@ impl ZoneInner {
         }
         let head = virt_to_page(first as *const u8);
         // SAFETY: `head` heads the free block holding `start`, guarded by the zone lock.
-        let (first_zero, first_freed_at) = unsafe { ((*head).flags() & PG_ZERO, (*head).info) };
+        let (first_order, first_flags, first_freed_at) =
+            unsafe { ((*head).order as usize, (*head).flags(), (*head).info) };
+        // SAFETY: as above.
+        let first_clean = unsafe { clean_pages(head, first_order) };
         let before = (start - first) >> PAGE_SHIFT;
-        if first_zero != 0 {
+        if first_flags & PG_ZERO != 0 {
             // The pages before `start` stay free: not handed out, not charged.
             clean -= before;
         }
@@ -560,19 +731,20 @@ impl ZoneInner {
         if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
             return None;
         }
-        self.clean_taken |= clean != 0;
         let mut addr = first;
-        let mut last_zero = 0;
+        let mut taken_clean = 0;
+        let mut last = (head, first_order, first_clean);
         while addr < end {
             let p = virt_to_page(addr as *const u8);
             // SAFETY: the first walk found `p` heading a free block, and nothing changed
             // since but the blocks before it leaving their lists: the zone lock guards it.
-            let order = unsafe { (*p).order } as usize;
-            // SAFETY: as above.
-            last_zero = unsafe { (*p).flags() } & PG_ZERO;
-            if last_zero == 0 {
-                self.dirty_pages -= 1 << order;
-            }
+            let (order, block_clean) = unsafe {
+                let order = (*p).order as usize;
+                (order, clean_pages(p, order))
+            };
+            self.dirty_pages -= (1 << order) - block_clean;
+            taken_clean += block_clean;
+            last = (p, order, block_clean);
             // SAFETY: under the zone lock; `p` heads a free block of `order`.
             unsafe { self.del_free(p, order) };
             addr += PAGE_SIZE << order;
@@ -585,25 +757,39 @@ impl ZoneInner {
             while at + (PAGE_SIZE << order) > start {
                 order -= 1;
             }
+            let piece = virt_to_page(at as *const u8);
+            // SAFETY: a piece of the first block, off the lists and untouched.
+            let piece_clean = unsafe { clean_within(head, first_order, first_clean, piece, order) };
+            if piece_clean == 1 << order && first_clean != 1 << first_order {
+                // A clean piece of a mixed block, charged with it, turns clean.
+                arena::uncharge(PAGE_SIZE << order);
+            }
+            taken_clean -= piece_clean;
             // SAFETY: under the zone lock; a piece of the first block, which left its
             // list above, and on no list.
-            unsafe {
-                self.add_free(
-                    virt_to_page(at as *const u8),
-                    order,
-                    first_zero,
-                    first_freed_at,
-                )
-            };
+            unsafe { self.add_free(piece, order, piece_clean, first_freed_at) };
             at += PAGE_SIZE << order;
         }
         if addr > end {
             let rest = (addr - end) >> PAGE_SHIFT;
+            let (root, order, clean) = last;
+            let run = RunClean::Within { root, order, clean };
             // SAFETY: under the zone lock; `[end, addr)` is the end of the last block
             // taken, off the lists, of this zone and used by nobody.
-            unsafe { self.free_run(virt_to_page(end as *const u8), rest, last_zero, now_ms) };
+            taken_clean -=
+                unsafe { self.free_run(virt_to_page(end as *const u8), rest, run, now_ms) };
         }
+        self.clean_taken += taken_clean;
         Some(zero)
+    }
+
+    /// Whether the page at `addr` lies in a free block.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `addr` lies in an arena block of this zone.
+    pub unsafe fn holds_free(&self, addr: usize) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.free_block_holding(addr) }.is_some()
     }
 
     /// The address of the free block that holds the page at `addr`, if that page is
@@ -695,8 +881,9 @@ impl ZoneInner {
         core::array::from_fn(|o| self.free_area.iter().map(|g| g[o].list.len()).sum())
     }
 
-    /// Takes up to `max` dirty free blocks freed at or before `before_ms` off the free
-    /// lists (largest first), for purging outside the lock. Returns how many it took.
+    /// Takes up to `max` dirty or mixed free blocks freed at or before `before_ms` off
+    /// the free lists (largest first), for purging outside the lock; each head keeps
+    /// its clean pages in `active`. Returns how many it took.
     ///
     /// # Safety
     /// Called under the zone lock.
@@ -736,9 +923,11 @@ impl ZoneInner {
                 }
                 // SAFETY: as above.
                 if unsafe { (*page).info } <= before_ms {
-                    self.dirty_pages -= 1 << order;
+                    // SAFETY: as above.
+                    self.dirty_pages -= (1 << order) - unsafe { clean_pages(page, order) };
                     // SAFETY: under the zone lock; `page` heads a free block of `order`.
                     unsafe { self.del_free(page, order) };
+                    self.purging_pages += 1 << order;
                     out[n] = (page, order);
                     n += 1;
                 }
@@ -746,6 +935,18 @@ impl ZoneInner {
             }
         }
         n
+    }
+
+    /// Pages in use: handed out, on the CPUs' page lists included (not the blocks a
+    /// purge has off the lists).
+    pub fn in_use(&self) -> usize {
+        self.managed_pages - self.free_pages - self.purging_pages
+    }
+
+    /// Lowers [`resident_mark`](Self::resident_mark) to what is resident now, after a
+    /// purge by age or a full one.
+    pub fn reset_mark(&mut self) {
+        self.resident_mark = self.in_use() + self.dirty_pages;
     }
 
     /// The newest arena of this zone.
@@ -830,7 +1031,7 @@ mod tests {
             let a = z.rmqueue_group(5, 0, GROUP_LARGE);
             assert!(!a.is_null());
             // An exact allocation of 16 pages: the upper half goes back.
-            z.free_run(a.add(16), 16, 0, 0);
+            z.free_run(a.add(16), 16, RunClean::Dirty, 0);
             let free = z.free_pages;
             assert!(z.take_following(a, 16, 32, 0));
             assert_eq!(z.free_pages, free - 16);
@@ -840,7 +1041,7 @@ mod tests {
             // Pages in use are not free.
             assert!(!z.take_following(a, 16, 48, 0));
             assert_eq!(z.free_pages, free - 24);
-            z.free_run(a, 40, 0, 0);
+            z.free_run(a, 40, RunClean::Dirty, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
         }
     }
@@ -856,7 +1057,7 @@ mod tests {
         unsafe {
             let a = z.rmqueue_group(5, 0, GROUP_LARGE);
             assert!(!a.is_null());
-            z.free_run(a.add(25), 7, PG_ZERO, 0);
+            z.free_run(a.add(25), 7, RunClean::Zero, 0);
             z.set_cursor(a, 25);
             let free = z.free_pages;
             let b = z.take_at_cursor(25, 1, 0);
@@ -889,11 +1090,11 @@ mod tests {
                 z.take_at_cursor(1, 1, 0).is_null(),
                 "no cursor past the block's end"
             );
-            z.free_run(e, 512, 0, 0);
-            z.free_run(a, 25, 0, 0);
-            z.free_run(b, 25, 0, 0);
-            z.free_run(c, 3, 0, 0);
-            z.free_run(d, 4, 0, 0);
+            z.free_run(e, 512, RunClean::Dirty, 0);
+            z.free_run(a, 25, RunClean::Dirty, 0);
+            z.free_run(b, 25, RunClean::Dirty, 0);
+            z.free_run(c, 3, RunClean::Dirty, 0);
+            z.free_run(d, 4, RunClean::Dirty, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
         }
     }
@@ -910,7 +1111,7 @@ mod tests {
             let a = z.rmqueue_group(5, 0, GROUP_LARGE);
             assert!(!a.is_null());
             // Pages 24..32 free as one order-3 block; the cursor at page 27.
-            z.free_run(a.add(24), 8, 0, 0);
+            z.free_run(a.add(24), 8, RunClean::Dirty, 0);
             let (free, dirty) = (z.free_pages, z.dirty_pages);
             z.set_cursor_freed(a.add(27));
             let b = z.take_at_cursor(3, 1, 0);
@@ -928,9 +1129,9 @@ mod tests {
             assert_eq!(c, a.add(24));
             z.set_cursor_freed(a.add(26));
             assert!(z.take_at_cursor(2, 1, 0).is_null(), "page 27 is in use");
-            z.free_run(a, 24, 0, 0);
-            z.free_run(b, 3, 0, 0);
-            z.free_run(c, 3, 0, 0);
+            z.free_run(a, 24, RunClean::Dirty, 0);
+            z.free_run(b, 3, RunClean::Dirty, 0);
+            z.free_run(c, 3, RunClean::Dirty, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
             assert_eq!(z.nr_free()[MAX_ORDER] << MAX_ORDER, z.managed_pages);
         }
@@ -991,6 +1192,161 @@ mod tests {
             assert_eq!(b, a, "dirty blocks are reused first");
             assert_eq!((*b).flags() & PG_ZERO, 0, "a used block is dirty");
             zone.free(b, 3);
+        }
+    }
+
+    /// Two 8-page buddies of a fresh block: A (pages 0..8) and B (8..16).
+    ///
+    /// # Safety
+    /// Under the lock of a fresh zone.
+    unsafe fn buddies(z: &mut ZoneInner) -> (*mut Page, *mut Page) {
+        // SAFETY: the caller's contract.
+        let (a, b) = unsafe { (z.rmqueue(3, 0), z.rmqueue(3, 0)) };
+        // SAFETY: `a` heads a block of 8 pages of this zone.
+        assert_eq!(b, unsafe { a.add(8) }, "B is A's buddy");
+        (a, b)
+    }
+
+    /// A dirty block merged with clean buddies (here B, never touched, and the rest
+    /// of its max-order block) is mixed: only its own pages count as dirty, and the
+    /// splits that take it apart again give each part its own state. Before mixed
+    /// blocks, the merged block counted all 1024 pages dirty and handed B out dirty.
+    #[test]
+    fn a_mixed_block_counts_only_its_dirty_pages() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its order.
+        unsafe {
+            let (a, b) = buddies(&mut z);
+            page_address(a).write(1);
+            z.free_one(a, 3, 0, 0);
+            assert_eq!(z.dirty_pages, 8);
+            z.free_one(b, 3, 8, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "merged whole");
+            assert_eq!(z.dirty_pages, 8, "only A's pages are resident");
+            z.clean_taken = 0;
+            let c = z.rmqueue(3, 0);
+            assert_eq!(c, a, "A's resident pages are reused");
+            assert_eq!((*c).flags() & PG_ZERO, 0);
+            assert_eq!((z.clean_taken, z.dirty_pages), (0, 0));
+            let d = z.rmqueue(3, 0);
+            assert_eq!(d, b);
+            assert_ne!((*d).flags() & PG_ZERO, 0, "B comes back clean");
+            assert_eq!(z.clean_taken, 8, "and counts as clean memory taken");
+            z.free_one(c, 3, 0, 0);
+            z.free_one(d, 3, 0, 0);
+            assert_eq!(z.dirty_pages, 16);
+        }
+    }
+
+    /// Of a mixed block, the split keeps the half with the resident pages, the upper
+    /// one too: B (dirty) is handed out before A (clean), below it.
+    #[test]
+    fn a_mixed_block_hands_out_its_dirty_half_first() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its order.
+        unsafe {
+            let (a, b) = buddies(&mut z);
+            page_address(b).write(1);
+            z.free_one(a, 3, 8, 0);
+            z.free_one(b, 3, 0, 0);
+            assert_eq!(z.dirty_pages, 8);
+            z.clean_taken = 0;
+            let c = z.rmqueue(3, 0);
+            assert_eq!(c, b, "the dirty upper half");
+            assert_eq!(z.clean_taken, 0);
+            let d = z.rmqueue(3, 0);
+            assert_eq!(d, a);
+            assert_ne!((*d).flags() & PG_ZERO, 0);
+            z.free_one(c, 3, 0, 0);
+            z.free_one(d, 3, 0, 0);
+        }
+    }
+
+    /// A mixed block taken whole counts its clean pages as taken; the unused tail of a
+    /// block taken (`free_run` with [`RunClean::Within`]) goes back with the clean
+    /// pages it had: here pages 5..8 dirty (A's), 8..16 clean (B's).
+    #[test]
+    fn a_mixed_block_taken_and_its_tail_freed_keep_their_counts() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its size.
+        unsafe {
+            let (a, b) = buddies(&mut z);
+            page_address(a).write(1);
+            z.free_one(a, 3, 0, 0);
+            z.free_one(b, 3, 8, 0);
+            z.clean_taken = 0;
+            let block = z.rmqueue(4, 0);
+            assert_eq!(block, a);
+            assert_eq!(z.clean_taken, 8, "B's pages are faulted in");
+            assert_eq!((*block).flags() & PG_ZERO, 0);
+            let clean = (*block).active as usize;
+            assert_eq!(clean, 8);
+            let run = RunClean::Within {
+                root: block,
+                order: 4,
+                clean,
+            };
+            assert_eq!(z.free_run(block.add(5), 11, run, 0), 8);
+            assert_eq!(z.dirty_pages, 3, "pages 5, 6 and 7");
+            assert_ne!((*b).flags() & PG_ZERO, 0, "B is free and clean again");
+            z.free_run(block, 5, RunClean::Dirty, 0);
+            assert_eq!(z.dirty_pages, 8);
+            assert_eq!(z.free_pages, z.managed_pages);
+        }
+    }
+
+    /// Blocks a purge has off the lists count neither as free nor as in use: an
+    /// allocation made meanwhile (on another thread, under the lock) would otherwise
+    /// see the whole block as in use and move the zone's mark up by it.
+    #[test]
+    fn blocks_being_purged_are_not_in_use() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; the block is freed with its order.
+        unsafe {
+            let a = z.rmqueue(3, 0);
+            page_address(a).write(1);
+            z.free_one(a, 3, 0, 7);
+            let in_use = z.in_use();
+            // The mixed max-order block A merged into.
+            let mut out = [(ptr::null_mut(), 0); 4];
+            assert_eq!(z.take_dirty(u64::MAX, &mut out), 1);
+            assert_eq!(out[0].1, MAX_ORDER);
+            let all = 1 << MAX_ORDER;
+            assert_eq!(
+                (z.in_use(), z.purging_pages, z.dirty_pages),
+                (in_use, all, 0)
+            );
+            z.purging_pages -= all;
+            z.free_one(out[0].0, MAX_ORDER, all, 7);
+            assert_eq!((z.in_use(), z.dirty_pages), (in_use, 0));
+        }
+    }
+
+    /// A freed block's head can end up inside a free block without `PG_BUDDY`: B
+    /// freed alone, then its buddy U, whose merge takes B off its list, and the pair
+    /// merges on into L below it. `holds_free` still finds B's page free, which is how
+    /// a second free of B is told from an invalid pointer (`page::bad_large`).
+    #[test]
+    fn a_head_merged_below_is_still_found_free() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its order.
+        unsafe {
+            let l = z.rmqueue(4, 0);
+            let (b, u) = (z.rmqueue(3, 0), z.rmqueue(3, 0));
+            assert_eq!((b, u), (l.add(16), l.add(24)));
+            let b_addr = page_address(b) as usize;
+            assert!(!z.holds_free(b_addr));
+            z.free_one(l, 4, 0, 0);
+            z.free_one(b, 3, 0, 0);
+            z.free_one(u, 3, 0, 0);
+            assert_eq!((*b).flags() & PG_BUDDY, 0, "B's head merged away");
+            assert!(z.holds_free(b_addr));
+            assert_eq!(z.free_pages, z.managed_pages);
         }
     }
 }

@@ -26,6 +26,9 @@ pub const PG_ALLOCATED: u32 = 1 << 5;
 /// page lies inside a merged free block (merging leaves such pages' flags alone), so a
 /// second free of the block is reported as a double free.
 pub const PG_FREED: u32 = 1 << 6;
+/// A dirty free block with clean pages inside (purged or never used, merged in from a
+/// buddy): `active` holds how many, and only the rest is resident (see `buddy`).
+pub const PG_MIXED: u32 = 1 << 7;
 
 /// The descriptor of one page, `struct page` in the kernel.
 ///
@@ -41,6 +44,8 @@ pub struct Page {
     pub order: u8,
     _pad: u8,
     /// Objects in use in a slab; also the index of the next free slot in its freelist.
+    /// A free buddy block's head: its clean pages; kept by the head of the upper half
+    /// of a merged free block, for the split that undoes the merge (see `buddy`).
     pub active: u16,
     /// Tail page: the head page of the allocation it belongs to. A slab's head page
     /// (where it is never needed to find the head): the per-CPU array caches of the

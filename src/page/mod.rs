@@ -255,10 +255,24 @@ fn exact_locked(
         if page.is_null() {
             return page;
         }
-        let zero = (*page).flags() & PG_ZERO;
+        let mut zero = (*page).flags() & PG_ZERO;
         let extra = (1 << order) - npages;
         if extra > 0 && !packed {
-            z.free_run(page.add(npages), extra, zero, now);
+            // The block's clean pages, left by `take` in its head: the tail's go back
+            // with it, and the rest are what this allocation takes.
+            let clean = (*page).active as usize;
+            let run = buddy::RunClean::Within {
+                root: page,
+                order,
+                clean,
+            };
+            let freed_clean = z.free_run(page.add(npages), extra, run, now);
+            z.clean_taken -= freed_clean;
+            zero = if clean - freed_clean == npages {
+                PG_ZERO
+            } else {
+                0
+            };
         }
         if pack {
             z.set_cursor(page, npages);
@@ -317,7 +331,7 @@ pub unsafe fn free_pages_exact(page: *mut Page) {
         }
         // SAFETY: under the zone lock; the block's pages are of this zone (its node's),
         // handed out and no longer used.
-        unsafe { z.free_run(page, npages, 0, now) };
+        unsafe { z.free_run(page, npages, buddy::RunClean::Dirty, now) };
         if large && !npages.is_power_of_two() {
             // SAFETY: under the zone lock; `page` is a page of this zone.
             unsafe { z.set_cursor_freed(page) };
@@ -378,9 +392,11 @@ pub unsafe fn free_large(p: *mut u8) {
 #[cold]
 fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
     let aligned = p as usize & (PAGE_SIZE - 1) == 0;
-    if aligned && flags & (PG_BUDDY | PG_FREED) != 0 {
+    if aligned && (flags & (PG_BUDDY | PG_FREED) != 0 || page_is_free(p)) {
         // The page heads a free block, or headed a large block since freed (a racing
-        // free that just claimed it reads as the flags it set).
+        // free that just claimed it reads as the flags it set), or lies in a free
+        // block: a freed block's head that merged into a free buddy below it after
+        // its own buddy above had merged into it reads as neither.
         let what = if op == "free()" {
             "double free"
         } else {
@@ -391,6 +407,13 @@ fn bad_large(p: *mut u8, op: &str, flags: u32) -> ! {
     sys::io::fatal(format_args!(
         "{op}: invalid pointer {p:p}: not the start of a live block"
     ))
+}
+
+/// Whether the page at `p`, in an arena, lies in a free block of its zone.
+fn page_is_free(p: *mut u8) -> bool {
+    let z = zone(page_node(virt_to_page(p))).lock();
+    // SAFETY: under the zone lock; `p` lies in an arena block of its node's zone.
+    unsafe { z.holds_free(p as usize) }
 }
 
 /// Grows a block from [`alloc_large`] in place to `npages` pages when the pages after
@@ -436,7 +459,7 @@ pub unsafe fn shrink_pages_exact(page: *mut Page, npages: usize) {
     let mut z = zone.lock();
     // SAFETY: under the zone lock; `npages < old`, so the tail's first page lies in the
     // block, and the tail's pages are of this zone and no longer used.
-    unsafe { z.free_run(page.add(npages), old - npages, 0, now) };
+    unsafe { z.free_run(page.add(npages), old - npages, buddy::RunClean::Dirty, now) };
     z.large_pages -= old - npages;
     // SAFETY: as for `old`.
     unsafe { (*page).info = npages as u64 };

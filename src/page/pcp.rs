@@ -644,10 +644,10 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
             while i < n && page_node(pages[i]) == node {
                 // A cached large block's head reads `PG_FREED`: dirty.
                 // SAFETY: a cached block's head is a mapped descriptor; `flags` is atomic.
-                let zero = unsafe { (*pages[i]).flags() } & PG_ZERO;
+                let zero = unsafe { (*pages[i]).flags() } & PG_ZERO != 0;
                 // SAFETY: under the lock of the block's zone (`page_node`); a cached
                 // block of `order` is handed out and used by nobody.
-                unsafe { z.free_one(pages[i], order, zero, now) };
+                unsafe { z.free_one(pages[i], order, usize::from(zero) << order, now) };
                 if order > 0 {
                     // Lists above order 0 hold large kmalloc blocks only, still
                     // counted as such until they are back in the zone.
@@ -670,11 +670,11 @@ unsafe fn free_pcppages_bulk(pcp: &PerCpuPages, count: usize) {
 /// contents.
 unsafe fn free_to_zone(page: *mut Page, order: usize) {
     // SAFETY: callers pass a block's head, a mapped descriptor; `flags` is atomic.
-    let zero = unsafe { (*page).flags() } & PG_ZERO;
+    let zero = unsafe { (*page).flags() } & PG_ZERO != 0;
     let mut z = zone(page_node(page)).lock();
     // SAFETY: under the lock of the block's zone; callers pass a block of `order`
     // handed out and used by nobody.
-    unsafe { z.free_one(page, order, zero, sys::time::now_ms()) };
+    unsafe { z.free_one(page, order, usize::from(zero) << order, sys::time::now_ms()) };
     if order > 0 {
         // As in `free_pcppages_bulk`: a large kmalloc block leaves the large count.
         z.large_pages -= 1 << order;

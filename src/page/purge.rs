@@ -11,7 +11,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::buddy::{Zone, ZoneInner};
-use super::desc::{page_address, Page, PG_ZERO};
+use super::desc::{page_address, Page};
 use crate::sync::MutexGuard;
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
 
@@ -102,6 +102,7 @@ pub(crate) fn purge_zone_idle(zone: &Zone) -> usize {
             break;
         }
     }
+    zone.lock().reset_mark();
     total
 }
 
@@ -120,16 +121,28 @@ pub fn maybe_purge(zone: &Zone, now_ms: u64) {
         }
     }
     purge_zone(zone, now_ms.saturating_sub(decay), retain, now_ms);
+    zone.lock().reset_mark();
 }
 
-/// Whether the zone whose lock `z` is should purge now that an allocation took clean
-/// memory, and down to how many dirty pages: it holds more than it keeps
-/// ([`pressure_keep`]), none of which could serve that allocation. Clears the mark
-/// either way.
+/// Whether the zone whose lock `z` is should purge now that allocations took clean
+/// memory, and down to how many dirty pages (clearing the count of clean pages taken
+/// either way). Only when what it has resident (in use, and dirty free) passes its
+/// mark, the most it had since it last purged by age: below the mark, the program's
+/// peak does not grow, and purging there only makes its next allocations fault in
+/// what they would have reused. Past it, the dirty pages are purged down to what
+/// brings the zone back to its mark, but never below what it keeps
+/// ([`pressure_keep`]); the mark then rises to what stays resident.
 fn take_clean_pressure(z: &mut super::buddy::ZoneInner) -> Option<usize> {
-    let taken = core::mem::replace(&mut z.clean_taken, false);
-    let keep = pressure_keep(z);
-    (taken && z.dirty_pages > keep).then_some(keep)
+    if core::mem::replace(&mut z.clean_taken, 0) == 0 {
+        return None;
+    }
+    let in_use = z.in_use();
+    if in_use + z.dirty_pages <= z.resident_mark {
+        return None;
+    }
+    let keep = pressure_keep(z).max(z.resident_mark.saturating_sub(in_use));
+    z.resident_mark = in_use + z.dirty_pages.min(keep);
+    (z.dirty_pages > keep).then_some(keep)
 }
 
 /// Dirty free pages a zone keeps when it purges under pressure: an eighth of its pages
@@ -138,7 +151,7 @@ fn take_clean_pressure(z: &mut super::buddy::ZoneInner) -> Option<usize> {
 /// retained amount: a heap of 12 MiB keeping 4 MiB dirty while it grows peaks a third
 /// above what it uses.
 fn pressure_keep(z: &super::buddy::ZoneInner) -> usize {
-    let in_use = z.managed_pages - z.free_pages;
+    let in_use = z.in_use();
     (in_use / PRESSURE_KEEP_DIV).max(PRESSURE_KEEP_MIN)
 }
 
@@ -168,7 +181,9 @@ pub(crate) fn unlock_after_alloc(zone: &Zone, mut z: MutexGuard<'_, ZoneInner>) 
 
 /// Purges every dirty free page of `zone`. Returns the pages purged.
 pub fn purge_zone_all(zone: &Zone) -> usize {
-    purge_zone(zone, u64::MAX, 0, sys::time::now_ms())
+    let purged = purge_zone(zone, u64::MAX, 0, sys::time::now_ms());
+    zone.lock().reset_mark();
+    purged
 }
 
 /// Purges dirty free blocks freed at or before `before_ms` until at most `retain`
@@ -198,16 +213,23 @@ fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize 
         let mut z = zone.lock();
         let mut this_batch = 0;
         for (i, &(page, order)) in batch[..n].iter().enumerate() {
-            // SAFETY: the block was taken off this zone's lists above; it keeps its
-            // free time so it ages as before.
-            unsafe {
-                let freed_at = (*page).info;
-                let zero = if zeroed[i] { PG_ZERO } else { 0 };
-                z.free_one(page, order, zero, freed_at);
-            }
+            // SAFETY: the block was taken off this zone's lists above, its head still
+            // holding its clean pages (`take_dirty`); it keeps its free time so it
+            // ages as before.
+            let clean = unsafe {
+                let (freed_at, clean) = ((*page).info, (*page).active as usize);
+                z.free_one(
+                    page,
+                    order,
+                    if zeroed[i] { 1 << order } else { clean },
+                    freed_at,
+                );
+                clean
+            };
             if zeroed[i] {
-                this_batch += 1 << order;
+                this_batch += (1 << order) - clean;
             }
+            z.purging_pages -= 1 << order;
         }
         // The batch's pages only: `purged` is the running total of this call.
         z.purged_pages += this_batch as u64;
@@ -219,4 +241,54 @@ fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize 
 /// Bytes represented by `pages`.
 pub fn pages_to_bytes(pages: usize) -> usize {
     pages << PAGE_SHIFT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::buddy::Zone;
+
+    /// The mark rule, on a zone whose counts are set by hand: 10 000 pages, 6 000 in
+    /// use, 3 000 dirty free (9 000 resident).
+    #[test]
+    fn clean_memory_taken_purges_only_past_the_mark() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        z.managed_pages = 10_000;
+        z.free_pages = 4_000;
+        z.dirty_pages = 3_000;
+        z.resident_mark = 9_500;
+        assert_eq!(take_clean_pressure(&mut z), None, "nothing taken clean");
+        z.clean_taken = 16;
+        assert_eq!(take_clean_pressure(&mut z), None, "below the mark");
+        assert_eq!((z.clean_taken, z.resident_mark), (0, 9_500));
+        // Past a mark of 8 000: back to it, 2 000 dirty pages (more than an eighth of
+        // those in use, 750).
+        z.resident_mark = 8_000;
+        z.clean_taken = 16;
+        assert_eq!(take_clean_pressure(&mut z), Some(2_000));
+        assert_eq!(z.resident_mark, 8_000);
+        // In use past the mark: down to an eighth, and the mark rises to what stays.
+        z.free_pages = 1_000;
+        z.clean_taken = 16;
+        assert_eq!(take_clean_pressure(&mut z), Some(1_125));
+        assert_eq!(z.resident_mark, 9_000 + 1_125);
+        // Little dirty memory past the mark: nothing to purge, and the mark rises.
+        z.free_pages = 100;
+        z.dirty_pages = 400;
+        z.clean_taken = 16;
+        assert_eq!(take_clean_pressure(&mut z), None);
+        assert_eq!(z.resident_mark, 9_900 + 400);
+        // Blocks a purge has off the lists are not in use.
+        z.purging_pages = 200;
+        assert_eq!(z.in_use(), 9_700);
+        z.purging_pages = 0;
+        // A purge by age lowers the mark to what is resident.
+        z.dirty_pages = 100;
+        z.reset_mark();
+        assert_eq!(z.resident_mark, 10_000);
+        z.managed_pages = 0;
+        z.free_pages = 0;
+        z.dirty_pages = 0;
+    }
 }
