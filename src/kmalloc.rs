@@ -14,7 +14,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
-use crate::page::desc::{PG_LARGE, PG_SLAB, PG_ZERO};
+use crate::page::desc::{PG_LARGE, PG_SLAB, PG_TAIL, PG_ZERO};
 use crate::page::{self, arena, huge, virt_to_head_page, virt_to_page};
 use crate::slab::array_cache::ArrayCache;
 use crate::slab::{self, CacheError, RawCache};
@@ -184,6 +184,9 @@ pub(crate) fn init() -> Result<(), CacheError> {
     for (i, slot) in k.fast_big.iter().enumerate().skip((FAST_MAX >> 8) + 1) {
         slot.store(cache(size_index(i << 8)).cpu_caches(), Ordering::Release);
     }
+    // Every entry the fast paths read is set (a cache that set up has array caches).
+    debug_assert!(k.fast.iter().all(|s| !s.load(Ordering::Relaxed).is_null()));
+    sys::rseq::release(sys::rseq::HOLD_TABLES);
     Ok(())
 }
 
@@ -193,7 +196,8 @@ pub(crate) fn init() -> Result<(), CacheError> {
 fn fast_pop(size: usize) -> *mut u8 {
     // SAFETY: `size <= FAST_MAX`, checked by every caller, keeps the index in range.
     let slot = unsafe { kmalloc_static().fast.get_unchecked((size + 7) >> 3) };
-    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
+    // SAFETY: an entry of kmalloc's table.
+    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire)) }
 }
 
 /// Largest size the fast paths serve: the sizes `size_index` maps by table.
@@ -226,7 +230,8 @@ pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
 pub unsafe fn kmalloc_fast_big(size: usize) -> *mut u8 {
     // SAFETY: the caller's bound keeps the index in 5..=128.
     let slot = unsafe { kmalloc_static().fast_big.get_unchecked((size + 255) >> 8) };
-    RawCache::alloc_fast_from(slot.load(Ordering::Acquire))
+    // SAFETY: an entry of kmalloc's table.
+    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire)) }
 }
 
 /// The inline fast path for a block aligned to `align` (a power of two), for the C
@@ -293,17 +298,26 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
 /// `p` is null, a foreign block, or a live block of cpuslab not used again.
 #[inline(always)]
 pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
-    if !arena::contains(p) {
+    let Some(off) = arena::offset_in(p) else {
         return false;
-    }
-    let head = virt_to_head_page(p);
+    };
+    let page = virt_to_page(p);
     // SAFETY: descriptors of arena pages are always mapped; a slab page's descriptor
     // names its cache for as long as the slab holds a live object such as `p`. The
     // cache checks exactly that `p` starts one of the slab's objects (C's `free(p + 16)`
     // aborts, as glibc's "free(): invalid pointer").
     unsafe {
-        (*head).flags() & PG_SLAB != 0
-            && (*(*head).cache.cast::<RawCache>()).free_fast_in_slab(head, p)
+        // A slab's head page, the page of every object of a one-page slab, is told
+        // by one load of its flags; a tail page goes to its head first.
+        let flags = (*page).flags();
+        let head = if flags & PG_SLAB != 0 {
+            page
+        } else if flags & PG_TAIL != 0 && (*(*page).head).flags() & PG_SLAB != 0 {
+            (*page).head
+        } else {
+            return false;
+        };
+        (*(*head).cache.cast::<RawCache>()).free_fast_in_slab(head, p, off)
     }
 }
 

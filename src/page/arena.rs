@@ -90,12 +90,21 @@ pub unsafe fn group_of(desc: *const super::desc::Page) -> *mut u8 {
 /// out (never the descriptor block, parts of which other mappings may occupy).
 #[inline]
 pub fn contains(addr: *const u8) -> bool {
+    offset_in(addr).is_some()
+}
+
+/// `addr`'s offset in its arena (what [`ARENA_MASK`] keeps of it) when it lies in a
+/// block of one of cpuslab's arenas that the zones may hand out, as [`contains`]: the
+/// free fast path compares it with its slab's first object without masking again.
+#[inline(always)]
+pub fn offset_in(addr: *const u8) -> Option<u32> {
     let slot = addr as usize >> ARENA_SHIFT;
     let map: &[AtomicU32; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
+    let off = addr as usize as u32 & ARENA_MASK as u32;
     // The offset past the descriptor block: an address in that block wraps to a huge
     // value and fails the test, as does any address of a slot with no arena (0).
-    let off = (addr as usize as u32 & ARENA_MASK as u32).wrapping_sub(BLOCK_SIZE as u32);
-    slot < map.len() && off < map[slot].load(Ordering::Acquire)
+    (slot < map.len() && off.wrapping_sub(BLOCK_SIZE as u32) < map[slot].load(Ordering::Acquire))
+        .then_some(off)
 }
 
 /// log2 of [`BLOCK_SIZE`].

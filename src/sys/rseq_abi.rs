@@ -46,6 +46,11 @@ pub const HOLD_OFF: usize = 4;
 /// is 0, so a sequence that still runs fails before its commit.
 pub const HOLD_GONE: usize = 8;
 
+/// Hold bit: kmalloc's tables of array caches by size are not filled yet (set until its
+/// boot fills them, then released): its inline pops step aside, and so need not test a
+/// table entry for null on every allocation.
+pub const HOLD_TABLES: usize = 16;
+
 /// The hold bits under which callers must use their locked paths instead of the
 /// stack sequences: not enabled yet, or retired.
 pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;

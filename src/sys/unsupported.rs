@@ -600,6 +600,9 @@ pub mod rseq {
     /// Does nothing: everything is held.
     pub fn hold(_bits: usize) {}
 
+    /// Does nothing: everything stays held.
+    pub fn release(_bits: usize) {}
+
     /// Everything.
     #[inline(always)]
     pub fn held() -> usize {

@@ -81,6 +81,24 @@ impl RawCache {
         off < c.span as usize && (off as u64).wrapping_mul(c.div_magic) < c.div_magic
     }
 
+    /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
+    /// slot of `slab`, a slab of this cache: [`starts_object`](Self::starts_object)
+    /// without a debug cache's lead, for the free fast path alone, which no debug
+    /// cache's free completes (its per-CPU caches have limit 0, so the push fails and
+    /// the slow path checks again with the lead).
+    ///
+    /// # Safety
+    /// As for [`check_in_slab`](Self::check_in_slab), at the address of `off`.
+    #[inline(always)]
+    pub(crate) unsafe fn starts_slot(&self, slab: *mut Page, off: u32) -> bool {
+        // SAFETY: written before the cache was published (it owns slabs, so it was).
+        let c = unsafe { &*self.check.get() };
+        // SAFETY: `slab` heads a slab of this cache (the caller's contract).
+        let off = off.wrapping_sub(unsafe { slab_first_slot(slab) } as u32);
+        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
+        off < c.span && u64::from(off).wrapping_mul(c.div_magic) < c.div_magic
+    }
+
     /// Whether `obj` lacks the alignment every object of this cache has.
     #[inline(always)]
     pub(super) fn misaligned(&self, obj: *mut u8) -> bool {

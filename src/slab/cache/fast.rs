@@ -39,22 +39,34 @@ impl RawCache {
     /// Small on purpose: callers inline it and keep to the caller-saved registers.
     #[inline(always)]
     pub fn alloc_fast(&self) -> *mut u8 {
-        Self::alloc_fast_from(self.cpu_cache.load(Ordering::Acquire))
-    }
-
-    /// [`alloc_fast`](Self::alloc_fast) on the array caches `base` of a cache (its
-    /// `cpu_cache`, null before it is set up), for a caller that keeps that pointer at
-    /// hand: kmalloc's table of them by size saves the load of the class and then of
-    /// the cache's pointer, one dependent load on every small allocation.
-    #[inline(always)]
-    pub fn alloc_fast_from(base: *mut ArrayCache) -> *mut u8 {
-        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED) != 0 {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if sys::rseq::held() & (sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED) != 0
+            || base.is_null()
+        {
             return ptr::null_mut();
         }
-        if base.is_null() {
-            return base.cast();
-        }
         // SAFETY: the sequences are on (no HOLD_STOPPED bit); as in `alloc`.
+        unsafe { sys::rseq::stack_pop(base.cast()) }
+    }
+
+    /// [`alloc_fast`](Self::alloc_fast) on the array caches `base` of a cache, for
+    /// kmalloc, which keeps them in tables by size: that saves the load of the class
+    /// and then of the cache's pointer, one dependent load on every small allocation.
+    /// Its tables are full (`base` is not null) once the `HOLD_TABLES` bit is released,
+    /// so the pop tests no pointer.
+    ///
+    /// # Safety
+    /// `base` is a kmalloc cache's `cpu_cache`, read from its table: not null unless
+    /// `HOLD_TABLES` is still held.
+    #[inline(always)]
+    pub unsafe fn alloc_fast_table(base: *mut ArrayCache) -> *mut u8 {
+        let held = sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
+        if sys::rseq::held() & held != 0 {
+            return ptr::null_mut();
+        }
+        debug_assert!(!base.is_null(), "a kmalloc table entry left null");
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); `base` is a cache's array
+        // caches (the tables are filled: no HOLD_TABLES); as in `alloc`.
         unsafe { sys::rseq::stack_pop(base.cast()) }
     }
 
@@ -178,19 +190,21 @@ impl RawCache {
         unsafe { self.free_unchecked(obj) }
     }
 
-    /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check,
-    /// then `obj` onto this CPU's array cache by restartable sequence. False when the
-    /// push cannot be done (rseq off or held, an empty, full or stopped cache); the
+    /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check
+    /// (of a slot's start, see [`starts_slot`](Self::starts_slot)), then `obj` onto
+    /// this CPU's array cache by restartable sequence. False when the push cannot be
+    /// done (rseq off or held, an empty, full or stopped cache, a debug cache); the
     /// caller then takes the whole path.
     ///
     /// # Safety
-    /// As for [`free_in_slab`](Self::free_in_slab); on true `obj` is freed.
+    /// As for [`free_in_slab`](Self::free_in_slab), and `off` is `obj`'s offset in its
+    /// arena; on true `obj` is freed.
     #[inline(always)]
-    pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8) -> bool {
-        // A pointer that does not start an object goes to the slow path, which checks
-        // it again and aborts there: no call here, so no stack frame to set up.
-        // SAFETY: as in `free_in_slab`.
-        if !unsafe { self.starts_object(slab, obj) }
+    pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8, off: u32) -> bool {
+        // A pointer that does not start a slot goes to the slow path, which checks it
+        // again and aborts there: no call here, so no stack frame to set up.
+        // SAFETY: as in `free_in_slab`; `off` is `obj`'s offset in its arena.
+        if !unsafe { self.starts_slot(slab, off) }
             || sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0
         {
             return false;

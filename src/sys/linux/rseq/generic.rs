@@ -51,6 +51,12 @@ pub(super) fn hold(bits: usize) {
     let _ = bits;
 }
 
+/// Nothing to release: every hold stays (see [`held`]).
+#[inline(always)]
+pub(super) fn release(bits: usize) {
+    let _ = bits;
+}
+
 /// The callers' fast paths step aside and the stack sequences are off, always.
 #[inline(always)]
 pub(super) fn held() -> usize {

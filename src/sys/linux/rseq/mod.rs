@@ -89,6 +89,12 @@ pub fn hold(bits: usize) {
     arch::hold(bits);
 }
 
+/// Clears hold bits that were set from the start for a condition that has ended
+/// ([`HOLD_TABLES`]).
+pub fn release(bits: usize) {
+    arch::release(bits);
+}
+
 /// The hold bits in force (on x86_64 a rip-relative load; elsewhere always
 /// [`HOLD_POP`], [`HOLD_PUSH`] and [`HOLD_OFF`]).
 #[inline(always)]

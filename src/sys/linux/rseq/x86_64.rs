@@ -145,7 +145,7 @@ pub(super) unsafe fn percpu_xchg(
 // and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
 // from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off;
 // word 2: the hold bits ([`HOLD_POP`], [`HOLD_PUSH`], [`HOLD_OFF`]), which start with
-// `HOLD_OFF` set.
+// `HOLD_OFF` and `HOLD_TABLES` set.
 core::arch::global_asm!(
     ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",
     ".balign 64",
@@ -154,7 +154,7 @@ core::arch::global_asm!(
     ".type cpuslab_rseq_stack, @object",
     ".size cpuslab_rseq_stack, 24",
     "cpuslab_rseq_stack:",
-    ".quad 0, 0, 4",
+    ".quad 0, 0, 20",
     ".popsection",
 );
 
@@ -173,6 +173,19 @@ pub(super) fn hold(bits: usize) {
             .add(2);
         core::sync::atomic::AtomicUsize::from_ptr(w)
             .fetch_or(bits, core::sync::atomic::Ordering::Release);
+    }
+}
+
+/// [`release`](super::release): clears bits in word 2 of the block.
+#[inline(always)]
+pub(super) fn release(bits: usize) {
+    // SAFETY: as in `hold`.
+    unsafe {
+        let w = core::ptr::addr_of_mut!(cpuslab_rseq_stack)
+            .cast::<usize>()
+            .add(2);
+        core::sync::atomic::AtomicUsize::from_ptr(w)
+            .fetch_and(!bits, core::sync::atomic::Ordering::Release);
     }
 }
 
