@@ -12,6 +12,7 @@
  *             order: 2 M blocks (ns per block: a structure built and dropped)
  *   burst512  the same with malloc(512)
  *   burst1k   the same with malloc(1024)
+ *   burst64x10k  burst64 with 10000 blocks at a time: more than a CPU's cache holds
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,20 +86,21 @@ int main(int argc, char **argv)
             free(p);
         }
         printf("realloc %.2f\n", (now() - t0) / n / 11);
-    } else if (!strcmp(op, "burst64") || !strcmp(op, "burst512") || !strcmp(op, "burst1k")) {
-        size_t size = !strcmp(op, "burst64") ? 64 : !strcmp(op, "burst512") ? 512 : 1024;
-        enum { COUNT = 1600 };
-        static void *v[COUNT];
-        long rounds = 2000000 / COUNT;
+    } else if (!strcmp(op, "burst64") || !strcmp(op, "burst512") || !strcmp(op, "burst1k") ||
+               !strcmp(op, "burst64x10k")) {
+        size_t size = !strncmp(op, "burst64", 7) ? 64 : !strcmp(op, "burst512") ? 512 : 1024;
+        int count = strcmp(op, "burst64x10k") ? 1600 : 10000;
+        static void *v[10000];
+        long rounds = 2000000 / count;
         unsigned long sum = 0;
         for (long r = 0; r < rounds; r++) {
-            for (int i = 0; i < COUNT; i++) {
+            for (int i = 0; i < count; i++) {
                 v[i] = malloc(size);
                 if (!v[i])
                     return 1;
                 memset(v[i], (int)(r + i), size);
             }
-            for (int i = 0; i < COUNT; i++) {
+            for (int i = 0; i < count; i++) {
                 const unsigned long *w = v[i];
                 for (size_t k = 0; k < size / sizeof *w; k++)
                     sum += w[k];
@@ -106,7 +108,7 @@ int main(int argc, char **argv)
             }
         }
         escape(&sum);
-        printf("%s %.2f\n", op, (now() - t0) / (rounds * COUNT));
+        printf("%s %.2f\n", op, (now() - t0) / (rounds * count));
     } else {
         fprintf(stderr, "ops: unknown operation %s\n", op);
         return 2;
