@@ -881,24 +881,37 @@ impl ZoneInner {
         core::array::from_fn(|o| self.free_area.iter().map(|g| g[o].list.len()).sum())
     }
 
-    /// Takes up to `max` dirty or mixed free blocks freed at or before `before_ms` off
-    /// the free lists (largest first), for purging outside the lock; each head keeps
-    /// its clean pages in `active`. Returns how many it took.
+    /// Takes dirty or mixed free blocks freed at or before `before_ms` off the free
+    /// lists, for purging outside the lock, as many as `out` holds and no more than
+    /// `need` resident pages' worth, the largest first. A block with more resident
+    /// pages than what is left of `need` is passed over: a purge down to some number of
+    /// dirty pages stops within a block of it instead of emptying the zone (it took
+    /// every dirty block before, up to 32 at a time). Each head keeps its clean pages
+    /// in `active`. Returns how many blocks it took.
     ///
     /// # Safety
     /// Called under the zone lock.
-    pub unsafe fn take_dirty(&mut self, before_ms: u64, out: &mut [(*mut Page, usize)]) -> usize {
+    pub unsafe fn take_dirty(
+        &mut self,
+        before_ms: u64,
+        need: usize,
+        out: &mut [(*mut Page, usize)],
+    ) -> usize {
         let mut n = 0;
+        let mut left = need;
         for order in (0..=MAX_ORDER).rev() {
             for group in 0..NR_GROUPS {
                 // SAFETY: the caller holds the zone lock.
-                n += unsafe { self.take_dirty_from(group, order, before_ms, &mut out[n..]) };
+                n += unsafe {
+                    self.take_dirty_from(group, order, before_ms, &mut left, &mut out[n..])
+                };
             }
         }
         n
     }
 
-    /// [`take_dirty`](Self::take_dirty) from one list.
+    /// [`take_dirty`](Self::take_dirty) from one list, within `left` resident pages
+    /// (lowered by what it takes).
     ///
     /// # Safety
     /// Called under the zone lock.
@@ -907,32 +920,36 @@ impl ZoneInner {
         group: usize,
         order: usize,
         before_ms: u64,
+        left: &mut usize,
         out: &mut [(*mut Page, usize)],
     ) -> usize {
         let mut n = 0;
-        {
-            let mut page = self.free_area[group][order].list.first();
-            while !page.is_null() && n < out.len() {
-                // SAFETY: `page` is on this zone's free list, guarded by the zone lock.
-                let next = unsafe { (*page).next };
-                // SAFETY: as above.
-                let flags = unsafe { (*page).flags() };
-                if flags & PG_ZERO != 0 {
-                    // Dirty blocks sit in front of clean ones: the rest are clean.
-                    break;
-                }
-                // SAFETY: as above.
-                if unsafe { (*page).info } <= before_ms {
-                    // SAFETY: as above.
-                    self.dirty_pages -= (1 << order) - unsafe { clean_pages(page, order) };
-                    // SAFETY: under the zone lock; `page` heads a free block of `order`.
-                    unsafe { self.del_free(page, order) };
-                    self.purging_pages += 1 << order;
-                    out[n] = (page, order);
-                    n += 1;
-                }
-                page = next;
+        let mut page = self.free_area[group][order].list.first();
+        while !page.is_null() && n < out.len() && *left > 0 {
+            // SAFETY: `page` is on this zone's free list, guarded by the zone lock.
+            let (next, flags, freed_at, resident) = unsafe {
+                let clean = clean_pages(page, order);
+                (
+                    (*page).next,
+                    (*page).flags(),
+                    (*page).info,
+                    (1 << order) - clean,
+                )
+            };
+            if flags & PG_ZERO != 0 {
+                // Dirty blocks sit in front of clean ones: the rest are clean.
+                break;
             }
+            if freed_at <= before_ms && resident <= *left {
+                *left -= resident;
+                self.dirty_pages -= resident;
+                // SAFETY: under the zone lock; `page` heads a free block of `order`.
+                unsafe { self.del_free(page, order) };
+                self.purging_pages += 1 << order;
+                out[n] = (page, order);
+                n += 1;
+            }
+            page = next;
         }
         n
     }
@@ -1313,7 +1330,7 @@ mod tests {
             let in_use = z.in_use();
             // The mixed max-order block A merged into.
             let mut out = [(ptr::null_mut(), 0); 4];
-            assert_eq!(z.take_dirty(u64::MAX, &mut out), 1);
+            assert_eq!(z.take_dirty(u64::MAX, usize::MAX, &mut out), 1);
             assert_eq!(out[0].1, MAX_ORDER);
             let all = 1 << MAX_ORDER;
             assert_eq!(
@@ -1346,6 +1363,40 @@ mod tests {
             z.free_one(u, 3, 0, 0);
             assert_eq!((*b).flags() & PG_BUDDY, 0, "B's head merged away");
             assert!(z.holds_free(b_addr));
+            assert_eq!(z.free_pages, z.managed_pages);
+        }
+    }
+
+    /// A purge down to some number of dirty pages takes blocks up to what it needs,
+    /// the largest that fit first, and passes over a block larger than what is left:
+    /// of dirty blocks of 8, 4 and 1 pages, a need of 6 takes the 4 and the 1. Before,
+    /// it took all three.
+    #[test]
+    fn a_purge_takes_only_what_it_needs() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its order.
+        unsafe {
+            let (a, b) = buddies(&mut z);
+            let (c, d) = (z.rmqueue(2, 0), z.rmqueue(2, 0));
+            let (e, f) = (z.rmqueue(0, 0), z.rmqueue(0, 0));
+            assert_eq!((c, d, e, f), (a.add(16), a.add(20), a.add(24), a.add(25)));
+            for (p, order) in [(a, 3), (c, 2), (e, 0)] {
+                page_address(p).write(1);
+                z.free_one(p, order, 0, 0);
+            }
+            assert_eq!(z.dirty_pages, 13, "no dirty block merged");
+            let in_use = z.in_use();
+            let mut out = [(ptr::null_mut(), 0); 8];
+            assert_eq!(z.take_dirty(u64::MAX, 6, &mut out), 2);
+            assert_eq!(&out[..2], &[(c, 2), (e, 0)]);
+            assert_eq!((z.dirty_pages, z.purging_pages, z.in_use()), (8, 5, in_use));
+            z.purging_pages = 0;
+            z.free_one(c, 2, 4, 0);
+            z.free_one(e, 0, 1, 0);
+            for (p, order) in [(b, 3), (d, 2), (f, 0)] {
+                z.free_one(p, order, 0, 0);
+            }
             assert_eq!(z.free_pages, z.managed_pages);
         }
     }
