@@ -191,7 +191,7 @@ impl RawCache {
     }
 
     /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check
-    /// (of a slot's start, see [`starts_slot`](Self::starts_slot)), then `obj` onto
+    /// (of a slot's start, ignoring a debug cache's red zone), then `obj` onto
     /// this CPU's array cache by restartable sequence. False when the push cannot be
     /// done (rseq off or held, an empty, full or stopped cache, a debug cache); the
     /// caller then takes the whole path.
