@@ -75,6 +75,10 @@ pub struct CacheStats {
     pub batchcount: u32,
     /// The shared cache's size, in batches.
     pub shared: u32,
+    /// Frees that the CPUs' restartable push refused (a full, empty or stopped array
+    /// cache) and that took the slow path, since the cache was set up: the kernel's
+    /// `freemiss` statistic (`CONFIG_DEBUG_SLAB`). 0 on the tried-lock path.
+    pub free_misses: u64,
 }
 
 /// Every cache's slabinfo row as numbers, for a metrics exporter: each cache's counts
@@ -99,6 +103,7 @@ pub fn caches() -> Vec<CacheStats> {
             limit: cache.limit.load(Ordering::Relaxed),
             batchcount: cache.batchcount.load(Ordering::Relaxed),
             shared: cache.shared.load(Ordering::Relaxed),
+            free_misses: slab::free_misses(cache),
         });
     });
     v

@@ -56,7 +56,16 @@ pub struct ArrayCache {
     /// The thread that refilled the cache last (low bits of its id): only refills by
     /// the thread that then overflows count as its burst (see `growth`).
     pub refiller: AtomicU32,
-    _pad: [u32; 4],
+    /// Non-zero where a free may push onto this cache while it is empty, as for any
+    /// other: objects of a cache line or more. Smaller ones go under a batch of the
+    /// CPU's own instead (see `RawCache::free_into_empty`), which their fast path
+    /// leaves to the slow one. Read by the push sequence
+    /// (`sys::rseq::stack_push_nonempty`).
+    pub into_empty: u32,
+    /// Frees the push sequence refused here (a full, empty or stopped cache), which
+    /// took the slow path: the kernel's `freemiss` statistic, for `stats::caches`.
+    pub free_misses: AtomicU32,
+    _pad: [u32; 2],
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -73,6 +82,7 @@ const _: () = {
         offset_of!(ArrayCache, touched),
         offset_of!(ArrayCache, entry),
     ]));
+    assert!(offset_of!(ArrayCache, into_empty) == crate::sys::rseq::stack::INTO_EMPTY);
 };
 
 /// Bytes needed for an array cache of `capacity` entries, rounded to a cache line.
@@ -97,7 +107,9 @@ impl ArrayCache {
             dry_flushes: 0,
             grown: 0,
             refiller: AtomicU32::new(0),
-            _pad: [0; 4],
+            into_empty: 0,
+            free_misses: AtomicU32::new(0),
+            _pad: [0; 2],
         }
     }
 
@@ -145,7 +157,9 @@ impl ArrayCache {
                 dry_flushes: 0,
                 grown: 0,
                 refiller: AtomicU32::new(0),
-                _pad: [0; 4],
+                into_empty: 0,
+                free_misses: AtomicU32::new(0),
+                _pad: [0; 2],
             });
         }
     }

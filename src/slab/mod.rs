@@ -230,6 +230,16 @@ pub fn cache_counts(cache: &RawCache) -> CacheCounts {
     c
 }
 
+/// The frees `cache`'s CPUs sent to the slow path, summed over the CPUs (see
+/// `ArrayCache::free_misses`).
+pub fn free_misses(cache: &RawCache) -> u64 {
+    (0..crate::topology::nr_cpu_ids())
+        .filter_map(|cpu| cache.cpu_ac(cpu))
+        // SAFETY: the headers live as long as the cache; the count is atomic.
+        .map(|ac| u64::from(unsafe { (*ac).free_misses.load(Ordering::Relaxed) }))
+        .sum()
+}
+
 /// Empties every cache's array caches and free slabs. Returns the pages freed.
 pub fn shrink_all() -> usize {
     let chain = CHAIN.lock();

@@ -17,6 +17,9 @@ pub mod stack {
     pub const TOUCHED: usize = 16;
     /// The entry array (`*mut *mut u8`).
     pub const ENTRY: usize = 24;
+    /// Non-zero where `stack_push_nonempty` may push onto the stack while it is empty
+    /// (`u32`).
+    pub const INTO_EMPTY: usize = 48;
 
     /// Whether a structure's fields sit at these offsets, for a compile-time check:
     /// the stop word, count, limit, touched word and entry pointer, in that order.

@@ -26,7 +26,7 @@ use crate::topology;
 /// Objects smaller than this (a cache line) share a line with several neighbours
 /// each: [`RawCache::free_into_empty`] keeps such an object off the top of the cache.
 /// (Larger ones whose size is no multiple of 64 share a line only at their ends.)
-const SHARES_A_LINE: usize = 64;
+pub(super) const SHARES_A_LINE: usize = 64;
 
 // The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
 const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
@@ -474,6 +474,10 @@ impl RawCache {
         // down is no single sequence, so the cache is stopped for it: its lock, and a
         // restart of the sequences on its CPU if this thread is no longer there.
         let cpu = sys::cpu::current();
+        if let Some(ac) = self.cpu_ac(cpu) {
+            // SAFETY: the headers live as long as the cache; the count is atomic.
+            unsafe { (*ac).free_misses.fetch_add(1, Ordering::Relaxed) };
+        }
         if let Some(ac) = self.stop_local(cpu) {
             // Not full (empty, or refilled or drained by another thread on this CPU
             // since the push failed, or this thread moved): no overflow to count.

@@ -267,13 +267,19 @@ impl RawCache {
             // SAFETY: a possible CPU's copies of the fresh areas: a header of `AC_HEADER`
             // bytes and an entry array of `capacity` pointers (`alloc_entries`).
             unsafe {
+                let ac: *mut ArrayCache = headers.per_cpu_ptr(cpu).cast();
                 ArrayCache::init_with(
-                    headers.per_cpu_ptr(cpu).cast(),
+                    ac,
                     cpu_limit,
                     batchcount,
                     capacity,
                     entries.per_cpu_ptr(cpu).cast(),
-                )
+                );
+                // A free into the empty cache stays on the fast path where objects
+                // share no line: without it, an allocation and free in turn of a class
+                // whose cache holds no more than the one object went to the slow path
+                // on every free (`free_into_empty`), 15 ns a 4 KiB pair instead of 4.
+                (*ac).into_empty = u32::from(geom.size >= fast::SHARES_A_LINE);
             };
         }
         self.limit.store(cpu_limit, Ordering::Relaxed);

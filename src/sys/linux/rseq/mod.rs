@@ -195,9 +195,11 @@ pub unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
 }
 
 /// [`stack_push`] onto a stack that holds entries: the same sequence, also false when
-/// the stack is empty. The slab layer's frees use it, so that a free into an empty
-/// array cache, likely of an object another CPU allocated, takes the slow path (which
-/// keeps it under a batch of the CPU's own: see `RawCache::free_into_empty`).
+/// the stack is empty, unless its `stack::INTO_EMPTY` word is set. The slab layer's
+/// frees use it, so that a free of a small object into an empty array cache, likely of
+/// an object another CPU allocated, takes the slow path (which keeps it under a batch
+/// of the CPU's own: see `RawCache::free_into_empty`); caches of objects of a cache
+/// line or more set the word, since sharing a line is no concern of theirs.
 ///
 /// # Safety
 /// As for [`stack_push`].

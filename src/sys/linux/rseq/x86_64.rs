@@ -311,11 +311,12 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
 }
 
 /// The push sequence of [`stack_push`] and [`stack_push_nonempty`], which differ only
-/// in where an empty stack goes (`$empty`: past the double-free check, or out to the
-/// caller's failure path). Every way out but the commit jumps straight to that path
-/// (asm goto: no answer to set and test).
+/// in what an empty stack does (`$empty`: skip the double-free check, or go out to the
+/// caller's failure path unless the stack's `INTO_EMPTY` word allows it, with the
+/// operand that needs passed in `$extra`). Every way out but the commit jumps straight
+/// to that path (asm goto: no answer to set and test).
 macro_rules! push_sequence {
-    ($base:expr, $obj:expr, $empty:literal) => {
+    ($base:expr, $obj:expr, [$($empty:literal),*], $($extra:tt)*) => {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -343,7 +344,7 @@ macro_rules! push_sequence {
             // glibc tcache's check: the entry on top is the one pushed last; pushing
             // it again is a double free, left to the caller's slow path to report.
             "test {cnt:e}, {cnt:e}",
-            $empty,
+            $($empty,)*
             "cmp {obj}, qword ptr [{tmp} - 8]",
             "je {fail}",
             "7:",
@@ -368,6 +369,7 @@ macro_rules! push_sequence {
             count = const stack::COUNT,
             limit = const stack::LIMIT,
             entry = const stack::ENTRY,
+            $($extra)*
             fail = label {
                 return false;
             },
@@ -384,18 +386,32 @@ macro_rules! push_sequence {
 pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_pop`; the entry written is at the count, below the limit
     // the entry array holds, and `obj` is not null (the caller's contract).
-    unsafe { push_sequence!(base, obj, "jz 7f") };
+    unsafe { push_sequence!(base, obj, ["jz 7f"],) };
     true
 }
 
 /// [`stack_push_nonempty`](super::stack_push_nonempty) as one sequence: the same
-/// instructions, an empty stack taking the failure path.
+/// instructions, an empty stack taking the failure path unless its `INTO_EMPTY` word
+/// is set (a test and a jump more, on that branch only).
 ///
 /// # Safety
 /// As for `stack_push`.
 #[inline(always)]
 pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_push`.
-    unsafe { push_sequence!(base, obj, "jz {fail}") };
+    unsafe {
+        push_sequence!(
+            base,
+            obj,
+            [
+                "jnz 8f",
+                "cmp dword ptr [{ac} + {into_empty}], 0",
+                "je {fail}",
+                "jmp 7f",
+                "8:"
+            ],
+            into_empty = const stack::INTO_EMPTY,
+        )
+    };
     true
 }
