@@ -231,7 +231,7 @@ pub fn peak_committed() -> usize {
 }
 
 /// Counts `bytes` as committed even past the heap limit: for pages that become
-/// resident where nothing may fail (clean pages merged into a dirty free block).
+/// resident where nothing may fail (the clean part of a mixed free block handed out).
 pub fn charge_always(bytes: usize) {
     note_peak(COMMITTED.fetch_add(bytes, Ordering::Relaxed) + bytes);
 }

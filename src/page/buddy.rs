@@ -28,13 +28,12 @@
 //! undone) hands each half its own count; a dirty or clean block needs none.
 //!
 //! The heap limit (`arena::charge`) counts what may be resident: pages handed out plus
-//! the free pages of dirty and mixed blocks. A clean free block is not charged (the
-//! kernel backs it with no memory until it is touched); taking one out charges the
-//! pages handed out, and may be refused; a block that turns clean (freed zero, or
-//! merged into a clean block) is uncharged, and clean pages merged into a dirty block
-//! are charged again, so that taking a mixed block never fails. So the zone's charge
-//! is always `managed_pages - free_pages + dirty_pages` pages plus the clean pages of
-//! its mixed blocks.
+//! the resident (dirty) pages of free blocks. A clean free page is not charged (the
+//! kernel backs it with no memory until it is touched): taking a clean block out
+//! charges its pages, and may be refused; taking a mixed one charges its clean part,
+//! never refused (the block is mostly resident already); a freed block's clean pages
+//! (freed zero, or the unused part of a block taken) are uncharged. So the zone's
+//! charge is always `managed_pages - free_pages + dirty_pages` pages.
 
 use core::ptr;
 
@@ -415,6 +414,9 @@ impl ZoneInner {
         // SAFETY: the list was not empty: `page` heads a free block of this zone, whose
         // descriptor belongs to the zone, under its lock.
         let (mut clean, freed_at) = unsafe { (clean_pages(page, cur), (*page).info) };
+        // A clean block's pages are charged by the caller (`rmqueue_clean`), which may
+        // be refused; a mixed block's clean part here, never refused.
+        let charge_clean = clean != 1 << cur;
         self.free_pages -= 1 << cur;
         self.dirty_pages -= (1 << cur) - clean;
         // expand(): hand one half back at each step, with its clean pages. Of a mixed
@@ -436,16 +438,15 @@ impl ZoneInner {
             } else {
                 (upper, upper_clean)
             };
-            if back_clean == 1 << cur && clean != 2 << cur {
-                // A clean half of a mixed block, charged with it, turns clean.
-                arena::uncharge(PAGE_SIZE << cur);
-            }
             clean -= back_clean;
             // SAFETY: under the zone lock; the half is a block of this zone, free and
             // on no list since its block left its list.
             unsafe { self.add_free(back, cur, back_clean, freed_at) };
         }
         self.clean_taken += clean;
+        if charge_clean && clean != 0 {
+            arena::charge_always(clean << PAGE_SHIFT);
+        }
         let zero = if clean == 1 << order { PG_ZERO } else { 0 };
         // SAFETY: the block is off the lists and not yet handed out: its head's
         // descriptor is the zone's alone, under its lock.
@@ -548,9 +549,8 @@ impl ZoneInner {
 
     /// `__free_one_page`: merge with free buddies while possible, then list the block.
     /// The block was handed out (so charged); `clean` of its pages read as zero now
-    /// (all of them for a block never touched or purged). A block that ends up clean
-    /// is uncharged; clean buddies merged into a dirty or mixed one are charged (see
-    /// the module's comment).
+    /// (all of them for a block never touched or purged), and are uncharged (see the
+    /// module's comment).
     ///
     /// # Safety
     /// Called under the zone lock with a block of this zone.
@@ -561,9 +561,9 @@ impl ZoneInner {
         clean: usize,
         now_ms: u64,
     ) {
-        let freed_pages = 1usize << order;
+        // Its clean pages are resident no more: they stop counting.
+        arena::uncharge(clean << PAGE_SHIFT);
         let mut clean = clean;
-        let mut clean_merged = 0usize;
         let mut addr = page_address(page) as usize;
         while order < MAX_ORDER {
             let buddy_addr = addr ^ (PAGE_SIZE << order);
@@ -579,9 +579,6 @@ impl ZoneInner {
             // SAFETY: as above: the buddy heads a free block.
             let buddy_clean = unsafe { clean_pages(buddy, order) };
             self.dirty_pages -= (1 << order) - buddy_clean;
-            if bflags & PG_ZERO != 0 {
-                clean_merged += 1 << order;
-            }
             // SAFETY: under the zone lock; the buddy heads a free block of `order`.
             unsafe { self.del_free(buddy, order) };
             if buddy_addr < addr {
@@ -595,12 +592,6 @@ impl ZoneInner {
             addr &= buddy_addr;
             page = virt_to_page(addr as *const u8);
             order += 1;
-        }
-        if clean == 1 << order {
-            arena::uncharge(freed_pages << PAGE_SHIFT);
-        } else if clean_merged != 0 {
-            // Never refused: a free cannot fail, and these pages may now be touched.
-            arena::charge_always(clean_merged << PAGE_SHIFT);
         }
         // SAFETY: under the zone lock; `page` heads the freed block with the buddies
         // merged into it, taken off their lists: a block of this zone on no list.
@@ -709,25 +700,20 @@ impl ZoneInner {
                 return None;
             }
             // SAFETY: `p` heads a free block (`PG_BUDDY`), guarded by the zone lock.
-            let pages = 1usize << unsafe { (*p).order };
-            if flags & PG_ZERO != 0 {
-                clean += pages;
-            }
+            let order = unsafe { (*p).order } as usize;
+            // SAFETY: as above.
+            clean += unsafe { clean_pages(p, order) };
             zero &= flags;
-            addr += pages << PAGE_SHIFT;
+            addr += PAGE_SIZE << order;
         }
         let head = virt_to_page(first as *const u8);
         // SAFETY: `head` heads the free block holding `start`, guarded by the zone lock.
-        let (first_order, first_flags, first_freed_at) =
-            unsafe { ((*head).order as usize, (*head).flags(), (*head).info) };
+        let (first_order, first_freed_at) = unsafe { ((*head).order as usize, (*head).info) };
         // SAFETY: as above.
         let first_clean = unsafe { clean_pages(head, first_order) };
-        let before = (start - first) >> PAGE_SHIFT;
-        if first_flags & PG_ZERO != 0 {
-            // The pages before `start` stay free: not handed out, not charged.
-            clean -= before;
-        }
-        // Clean pages handed out are charged (what is given back clean is uncharged).
+        // Every clean page of the blocks taken is charged, as if handed out: those
+        // given back below are uncharged again (`free_one`, or with the pieces before
+        // `start`).
         if clean != 0 && !arena::charge(clean << PAGE_SHIFT) {
             return None;
         }
@@ -760,10 +746,7 @@ impl ZoneInner {
             let piece = virt_to_page(at as *const u8);
             // SAFETY: a piece of the first block, off the lists and untouched.
             let piece_clean = unsafe { clean_within(head, first_order, first_clean, piece, order) };
-            if piece_clean == 1 << order && first_clean != 1 << first_order {
-                // A clean piece of a mixed block, charged with it, turns clean.
-                arena::uncharge(PAGE_SIZE << order);
-            }
+            arena::uncharge(piece_clean << PAGE_SHIFT);
             taken_clean -= piece_clean;
             // SAFETY: under the zone lock; a piece of the first block, which left its
             // list above, and on no list.

@@ -230,6 +230,9 @@ fn purge_zone(zone: &Zone, before_ms: u64, retain: usize, now_ms: u64) -> usize 
             // ages as before.
             let clean = unsafe {
                 let (freed_at, clean) = ((*page).info, (*page).active as usize);
+                // `free_one` takes a block whose pages were all charged, as one handed
+                // out: the clean part of a mixed one was not.
+                super::arena::charge_always(clean << PAGE_SHIFT);
                 z.free_one(
                     page,
                     order,
