@@ -72,13 +72,12 @@ impl RawCache {
     #[inline(always)]
     pub(crate) unsafe fn starts_object(&self, slab: *mut Page, obj: *mut u8) -> bool {
         // SAFETY: written before the cache was published (it owns slabs, so it was).
-        let c = unsafe { &*self.check.get() };
-        // Offsets in the arena, which `obj` and its slab share: no base to form.
-        // SAFETY: `slab` heads a slab of this cache (the caller's contract).
-        let first = unsafe { slab_first_slot(slab) } + c.lead as usize;
-        let off = (obj as usize & ARENA_MASK).wrapping_sub(first);
-        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
-        off < c.span as usize && (off as u64).wrapping_mul(c.div_magic) < c.div_magic
+        let lead = unsafe { (*self.check.get()).lead };
+        // Offsets in the arena, which `obj` and its slab share: no base to form. The
+        // object's slot starts `lead` bytes before it.
+        let off = (obj as usize & ARENA_MASK) as u32;
+        // SAFETY: the caller's contract.
+        unsafe { self.starts_slot(slab, off.wrapping_sub(lead)) }
     }
 
     /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
