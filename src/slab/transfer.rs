@@ -248,7 +248,7 @@ pub unsafe fn flusharray<C: SlabCache>(
     to_destroy: &mut PageList,
 ) {
     // SAFETY: the caller holds `ac`'s lock (the contract).
-    let batch = unsafe { (*ac).batchcount.clamp(1, (*ac).avail.max(1)) };
+    let batch = unsafe { flush_count(ac).clamp(1, (*ac).avail.max(1)) };
     let l = c.list_lock(node).lock();
     let shared = l.shared;
     // SAFETY: the shared cache (if any) is guarded by the list lock held here.
@@ -268,12 +268,13 @@ pub unsafe fn flusharray<C: SlabCache>(
         }
         return;
     }
-    let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+    let mut buf = [ptr::null_mut::<u8>(); FLUSH_MAX];
     let mut held = Some((node, l));
     let mut left = batch;
     while left > 0 {
-        // SAFETY: `ac`'s lock is held and `buf` has room for `CHUNK` pointers.
-        let nr = unsafe { ArrayCache::take_bottom(ac, left.min(CHUNK as u32), buf.as_mut_ptr()) };
+        // SAFETY: `ac`'s lock is held and `buf` has room for `FLUSH_MAX` pointers.
+        let nr =
+            unsafe { ArrayCache::take_bottom(ac, left.min(FLUSH_MAX as u32), buf.as_mut_ptr()) };
         if nr == 0 {
             break;
         }
@@ -281,6 +282,31 @@ pub unsafe fn flusharray<C: SlabCache>(
         // which nobody else holds.
         held = unsafe { free_block(c, &buf[..nr as usize], held, to_destroy) };
         left -= nr;
+    }
+}
+
+/// Most objects one flush of a CPU's array cache moves through its buffer at a time.
+const FLUSH_MAX: usize = 4 * CHUNK;
+
+/// How many objects a flush of the full array cache `ac` sends to the node: its batch,
+/// or an eighth of its limit where it grew past its free growth (`growth`).
+///
+/// A flush slides the objects it keeps down the array. With the kernel's batch out of
+/// a cache grown to 2048 entries of 64 B, that was 33 entries moved for every object
+/// flushed, and bursts of 10000 blocks of 64 B built and dropped took 12% longer;
+/// an eighth keeps it to 7. Caches within their free growth flush their batch, as
+/// before: flushing more there left fewer objects on the CPU for the next cycle
+/// (`sh6bench`'s peak RSS grew 2%).
+///
+/// # Safety
+/// The caller holds `ac`'s lock.
+unsafe fn flush_count(ac: *mut ArrayCache) -> u32 {
+    // SAFETY: the caller holds `ac`'s lock (the contract), so its header is ours.
+    let (limit, batchcount, grown) = unsafe { ((*ac).limit, (*ac).batchcount, (*ac).grown) };
+    if grown > 0 {
+        batchcount.max(limit / 8)
+    } else {
+        batchcount
     }
 }
 
