@@ -470,8 +470,9 @@ fn own_node(page: *mut Page, node: usize, order: usize) -> *mut Page {
 }
 
 /// The rseq path's refill: takes `batch` pages from the zone, keeps one and pushes the
-/// rest one sequence at a time; what does not fit (the thread migrated, the list was
-/// stopped or filled meanwhile) goes back to the zone.
+/// rest in one sequence (one at a time where they do not all fit); what does not fit
+/// (the thread migrated, the list was stopped or filled meanwhile) goes back to the
+/// zone.
 #[cold]
 fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
     // SAFETY: every list has the same batch; CPU 0's is read.
@@ -481,7 +482,10 @@ fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
     if n == 0 {
         return ptr::null_mut();
     }
-    let mut pushed = 0;
+    // SAFETY: as in `rmqueue_pcplist`; the `n - 1` pages before the one kept are free
+    // and ours.
+    let whole = unsafe { sys::rseq::stack_push_many(base.cast(), buf.as_ptr().cast(), n - 1) };
+    let mut pushed = if whole { n - 1 } else { 0 };
     while pushed < n - 1 {
         // SAFETY: as in `rmqueue_pcplist`; the pages are free and ours.
         if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed].cast()) } {

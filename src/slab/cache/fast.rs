@@ -417,8 +417,9 @@ impl RawCache {
 
     /// The rseq path's `cache_alloc_refill`: takes up to `batchcount` objects from the
     /// node (its shared cache, its slabs, a new slab), keeps one and pushes the rest
-    /// onto the CPU's array cache one sequence at a time; what does not fit (the thread
-    /// migrated, the cache was stopped) goes back to the node.
+    /// onto the CPU's array cache in one sequence (one at a time where they do not all
+    /// fit); what does not fit (the thread migrated, the cache was stopped) goes back
+    /// to the node.
     #[cold]
     fn alloc_refill_rseq(&self, base: *mut ArrayCache) -> *mut u8 {
         if self.debug() {
@@ -440,7 +441,15 @@ impl RawCache {
         }
         transfer::order_for_pops(self, &mut buf[..n]);
         let obj = buf[n - 1];
-        let mut pushed = 0;
+        // The batch in one sequence; one at a time when it does not all fit (another
+        // thread on this CPU filled the cache meanwhile) or the cache is stopped.
+        // SAFETY: as in `alloc`; `buf` holds `n - 1` objects before `obj`.
+        let mut pushed = if unsafe { sys::rseq::stack_push_many(base.cast(), buf.as_ptr(), n - 1) }
+        {
+            n - 1
+        } else {
+            0
+        };
         while pushed < n - 1 {
             // SAFETY: as in `alloc`.
             if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) } {

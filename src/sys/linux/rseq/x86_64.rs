@@ -415,3 +415,81 @@ pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
     };
     true
 }
+
+/// [`stack_push_many`](super::stack_push_many) as one sequence.
+///
+/// # Safety
+/// As for `stack_push_many`.
+#[inline(always)]
+pub(super) unsafe fn stack_push_many(base: *mut u8, objs: *const *mut u8, n: usize) -> bool {
+    // Labels as in `stack_pop`. The copy runs inside the sequence: an abort anywhere
+    // in it restarts at 6, which checks the stack again and copies again; only the
+    // count, stored last, commits. `area` is free once the CPU number is read, and
+    // carries the entries across.
+    // SAFETY: as in `stack_pop`; the `n` entries written start at the count and end
+    // at most at the limit, which the entry array holds, and come from the caller's
+    // `n` readable entries (the contract).
+    unsafe {
+        core::arch::asm!(
+            ".pushsection __rseq_cs, \"aw\"",
+            ".balign 32",
+            "2:",
+            ".long 0, 0",
+            ".quad 3f, (4f - 3f), 5f",
+            ".popsection",
+            "6:",
+            "mov {area}, qword ptr [rip + cpuslab_rseq_stack]",
+            "lea {tmp}, [rip + 2b]",
+            "mov qword ptr fs:[{area} + 8], {tmp}",
+            "3:",
+            "mov {ac:e}, dword ptr fs:[{area} + 4]",
+            "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
+            "jae {fail}",
+            "shl {ac}, {shift}",
+            "add {ac}, {base}",
+            "cmp dword ptr [{ac} + {lock}], 0",
+            "jne {fail}",
+            "mov {cnt:e}, dword ptr [{ac} + {count}]",
+            "lea {tmp}, [{cnt} + {n}]",
+            "mov {idx:e}, dword ptr [{ac} + {limit}]",
+            "cmp {tmp}, {idx}",
+            "ja {fail}",
+            "mov {tmp}, qword ptr [{ac} + {entry}]",
+            "lea {tmp}, [{tmp} + {cnt} * 8]",
+            "xor {idx:e}, {idx:e}",
+            "7:",
+            "mov {area}, qword ptr [{objs} + {idx} * 8]",
+            "mov qword ptr [{tmp} + {idx} * 8], {area}",
+            "inc {idx}",
+            "cmp {idx}, {n}",
+            "jb 7b",
+            "add {cnt:e}, {n:e}",
+            "mov dword ptr [{ac} + {count}], {cnt:e}",
+            "4:",
+            ".pushsection __rseq_failure, \"ax\"",
+            ".byte 0x0f, 0xb9, 0x3d",
+            ".long 0x53053053",
+            "5:",
+            "jmp 6b",
+            ".popsection",
+            base = in(reg) base,
+            objs = in(reg) objs,
+            n = in(reg) n,
+            area = out(reg) _,
+            tmp = out(reg) _,
+            ac = out(reg) _,
+            cnt = out(reg) _,
+            idx = out(reg) _,
+            shift = const STACK_SHIFT,
+            lock = const stack::LOCK,
+            count = const stack::COUNT,
+            limit = const stack::LIMIT,
+            entry = const stack::ENTRY,
+            fail = label {
+                return false;
+            },
+            options(nostack),
+        )
+    };
+    true
+}
