@@ -11,7 +11,7 @@
 //! layout finds the same cache without looking at the page.
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
 use crate::page::desc::{PG_LARGE, PG_SLAB, PG_TAIL, PG_ZERO};
@@ -48,6 +48,12 @@ pub struct Kmalloc {
     /// index, set at boot: the fast paths go from the size to the per-CPU stacks in one
     /// load instead of two dependent ones (the class, then its cache's pointer).
     fast: [AtomicPtr<ArrayCache>; 129],
+    /// The alignment mask of the class `size_index` picks (see
+    /// `RawCache::misaligned`), by the same index, set at boot (a full mask before,
+    /// which no pointer passes): the sized free checks a pointer and finds the stacks
+    /// from the size alone, two independent loads beside each other, instead of the
+    /// class, then its cache's mask and stacks.
+    fast_mask: [AtomicUsize; 129],
     /// The array caches of the classes above 1 KiB, by `(size + 255) / 256` for sizes
     /// up to [`KMALLOC_MAX_CACHE_SIZE`] (entries 0 to 4 stay null): those classes are
     /// multiples of 256, so the rounding keeps the class. Set at boot, for the C
@@ -81,6 +87,7 @@ pub static KMALLOC: Kmalloc = Kmalloc {
         t
     },
     fast: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
+    fast_mask: [const { AtomicUsize::new(usize::MAX) }; 129],
     fast_big: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
@@ -178,8 +185,9 @@ pub(crate) fn init() -> Result<(), CacheError> {
         slab::link(cache);
     }
     let k = kmalloc_static();
-    for (slot, &class) in k.fast.iter().zip(&k.size_index) {
+    for ((slot, mask), &class) in k.fast.iter().zip(&k.fast_mask).zip(&k.size_index) {
         slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
+        mask.store(cache(class as usize).align_mask(), Ordering::Relaxed);
     }
     for (i, slot) in k.fast_big.iter().enumerate().skip((FAST_MAX >> 8) + 1) {
         slot.store(cache(size_index(i << 8)).cpu_caches(), Ordering::Release);
@@ -508,27 +516,35 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
 #[inline(always)]
 pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     if size <= FAST_MAX && align <= 16 {
-        let c = cache(kmalloc_static().size_index[(fast_size(size, align) + 7) >> 3] as usize);
-        // SAFETY: `(size, align)` is the block's layout, so `c` is the cache `kmalloc`
-        // took `p` from; the caller gives `p` up.
-        if !unsafe { c.free_fast(p) } {
-            // SAFETY: as above; `free_fast` checked the pointer and left `p` live.
-            unsafe { kfree_class(c, p) };
+        let i = (fast_size(size, align) + 7) >> 3;
+        let k = kmalloc_static();
+        // SAFETY: `size <= FAST_MAX` keeps the index within both tables.
+        let (slot, mask) = unsafe { (k.fast.get_unchecked(i), k.fast_mask.get_unchecked(i)) };
+        if p as usize & mask.load(Ordering::Relaxed) == 0
+            // SAFETY: `(size, align)` is the block's layout, so the table entry is the
+            // array caches of the cache `kmalloc` took `p` from, and `p`, aligned as
+            // its objects are, passed that cache's pointer check; the caller gives
+            // `p` up.
+            && unsafe { RawCache::free_fast_table(slot.load(Ordering::Acquire), p) }
+        {
+            return;
         }
+        // SAFETY: as above; the fast path left `p` live.
+        unsafe { kfree_class(cache(k.size_index[i] as usize), p) };
         return;
     }
     // SAFETY: the caller's contract, passed on.
     unsafe { kfree_slow(p, size, align) }
 }
 
-/// A free of a small class the fast path did not take: the cache's whole free path
-/// (`free_fast` checked the pointer already).
+/// A free of a small class the fast path did not take: the cache's whole free path,
+/// its pointer check included (the fast path's may have read the mask of a table not
+/// yet filled).
 #[cold]
 #[inline(never)]
 unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
-    // SAFETY: `p` is an object of `c` given up by `kfree`'s caller, checked by
-    // `free_fast`.
-    unsafe { c.free_unchecked(p) }
+    // SAFETY: `p` is an object of `c` given up by `kfree`'s caller.
+    unsafe { c.free(p) }
 }
 
 /// What the free fast path did not do, by the block's class.
@@ -991,6 +1007,14 @@ mod tests {
             let slot = kmalloc_static().fast[(size + 7) >> 3].load(Ordering::Acquire);
             assert!(!slot.is_null(), "size {size}");
             assert_eq!(slot, cache(i).cpu_caches(), "size {size}");
+            // The sized free checks pointers against the same class's mask.
+            let mask = kmalloc_static().fast_mask[(size + 7) >> 3].load(Ordering::Relaxed);
+            assert_eq!(mask, cache(i).align_mask(), "size {size}");
+            assert_ne!(
+                mask,
+                usize::MAX,
+                "size {size}: the mask of a cache not set up"
+            );
             let p = kmalloc(size, 8);
             assert!(!p.is_null());
             // SAFETY: a live block of `size` bytes, freed once with its layout.

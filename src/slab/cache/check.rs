@@ -98,6 +98,15 @@ impl RawCache {
         off < c.span && u64::from(off).wrapping_mul(c.div_magic) < c.div_magic
     }
 
+    /// The mask of the address bits every object of this cache has clear (full until
+    /// the cache is set up): what [`misaligned`](Self::misaligned) tests, for tables
+    /// that test it without the cache (kmalloc's sized free).
+    #[inline]
+    pub(crate) fn align_mask(&self) -> usize {
+        // SAFETY: written before the cache was published, as in `misaligned`.
+        unsafe { (*self.check.get()).mask }
+    }
+
     /// Whether `obj` lacks the alignment every object of this cache has.
     #[inline(always)]
     pub(super) fn misaligned(&self, obj: *mut u8) -> bool {

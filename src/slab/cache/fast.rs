@@ -70,6 +70,28 @@ impl RawCache {
         unsafe { sys::rseq::stack_pop(base.cast()) }
     }
 
+    /// [`free_fast`](Self::free_fast) on the array caches `base` of a cache, for
+    /// kmalloc's sized free, which finds them (and checks the pointer against the
+    /// class's alignment) in its tables by size. False where the push cannot be done
+    /// (as `free_fast`), or while the tables are not filled (`HOLD_TABLES`).
+    ///
+    /// # Safety
+    /// `base` is a kmalloc cache's `cpu_cache`, read from its table (not null unless
+    /// `HOLD_TABLES` is still held); `obj` is an object of that cache, aligned as its
+    /// objects are, given up by the caller. On true `obj` is freed.
+    #[inline(always)]
+    pub unsafe fn free_fast_table(base: *mut ArrayCache, obj: *mut u8) -> bool {
+        let held = sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
+        if sys::rseq::held() & held != 0 {
+            return false;
+        }
+        debug_assert!(!base.is_null(), "a kmalloc table entry left null");
+        // SAFETY: the sequences are on (no HOLD_STOPPED bit); `base` is a cache's array
+        // caches (the tables are filled: no HOLD_TABLES); as in `alloc`. `obj`, an
+        // object, is not null.
+        unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) }
+    }
+
     /// The array caches of this cache (null until it is set up).
     #[inline(always)]
     pub(crate) fn cpu_caches(&self) -> *mut ArrayCache {
