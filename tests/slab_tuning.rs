@@ -87,9 +87,10 @@ fn every_enable_cpucache_row() {
 /// slabs do not compete for the same cache sets.
 #[test]
 fn consecutive_slabs_are_coloured() {
-    // 900-byte objects: four to a page, about 490 spare bytes, seven colours.
-    let cache = KmemCache::<[u8; 900]>::new("colour-900", SlabFlags::NONE).unwrap();
-    let objs: Vec<NonNull<[u8; 900]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
+    // 1200-byte objects: three to a page, about 490 spare bytes, seven colours (the
+    // classes from 512 bytes to 1 KiB take slabs that leave almost nothing spare).
+    let cache = KmemCache::<[u8; 1200]>::new("colour-1200", SlabFlags::NONE).unwrap();
+    let objs: Vec<NonNull<[u8; 1200]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
     let mut first_offset = std::collections::BTreeMap::new();
     for o in &objs {
         let a = o.as_ptr() as usize;
