@@ -13,33 +13,6 @@ use std::ptr::NonNull;
 
 use cpuslab::{KmemCache, SlabFlags};
 
-/// The slabinfo row of cache `name`: (active_objs, limit, batchcount, shared).
-fn row(name: &str) -> (usize, u32, u32, u32) {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}:\n{info}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
-    // name active num objsize objperslab pagesperslab : tunables limit batch shared : ...
-    (
-        f[1].parse().unwrap(),
-        f[8].parse().unwrap(),
-        f[9].parse().unwrap(),
-        f[10].parse().unwrap(),
-    )
-}
-
-/// Objects in the nodes' shared caches of cache `name` (slabinfo's `sharedavail`).
-fn shared_avail(name: &str) -> usize {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}"));
-    line.split_whitespace().last().unwrap().parse().unwrap()
-}
-
 /// A CPU that only frees (a consumer's) holds less: after twice its limit's worth of
 /// frees without a refill its limit shrinks by a batch, down to one batch. (`shrink`
 /// after the allocations empties the cache and forgets its refills.) Freeing
@@ -49,7 +22,7 @@ fn shared_avail(name: &str) -> usize {
 fn a_cache_that_only_frees_shrinks() {
     let _pinned = common::pin();
     let cache = KmemCache::<[u8; 64]>::new("drain-64", SlabFlags::NONE).unwrap();
-    let (_, limit, batch, shared) = row("drain-64");
+    let (_, _, limit, batch, shared) = common::slab_row("drain-64");
     assert_eq!((limit, batch), (512, 60));
     let objs: Vec<NonNull<[u8; 64]>> = (0..20_000).map(|_| cache.alloc().unwrap()).collect();
     cache.shrink();
@@ -57,8 +30,8 @@ fn a_cache_that_only_frees_shrinks() {
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(o) };
     }
-    let (cached, ..) = row("drain-64");
-    let on_cpu = cached.saturating_sub(shared_avail("drain-64"));
+    let (cached, ..) = common::slab_row("drain-64");
+    let on_cpu = cached.saturating_sub(common::shared_avail("drain-64"));
     assert!(
         on_cpu <= 2 * batch as usize,
         "{on_cpu} objects on the CPU after 20,000 frees (limit {limit}, shared {shared})"

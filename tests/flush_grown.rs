@@ -12,41 +12,6 @@ use std::ptr::NonNull;
 
 use cpuslab::{KmemCache, SlabFlags};
 
-/// The slabinfo row of cache `name`: (active_objs, limit, batchcount).
-fn row(name: &str) -> (usize, u32, u32) {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}:\n{info}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
-    // name active num objsize objperslab pagesperslab : tunables limit batch shared : ...
-    (
-        f[1].parse().unwrap(),
-        f[8].parse().unwrap(),
-        f[9].parse().unwrap(),
-    )
-}
-
-/// Objects in the nodes' shared caches of cache `name` (slabinfo's `sharedavail`).
-fn shared_avail(name: &str) -> usize {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}"));
-    line.split_whitespace().last().unwrap().parse().unwrap()
-}
-
-/// Allocates `n` objects from `cache`, then frees them all.
-fn alloc_then_free<T>(cache: &KmemCache<T>, n: usize) {
-    let objs: Vec<NonNull<T>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
-    for o in objs {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
-}
-
 /// A cache grown past eight batches flushes an eighth of its limit at a time, not the
 /// kernel's batch: a flush slides the objects it keeps down the array, 33 entries for
 /// every object flushed from 2048 by batches of 60. After bursts of 4000 of 64 B grow
@@ -57,20 +22,20 @@ fn alloc_then_free<T>(cache: &KmemCache<T>, n: usize) {
 fn a_grown_cache_flushes_an_eighth_of_its_limit() {
     let _pinned = common::pin();
     let cache = KmemCache::<[u8; 64]>::new("flush-grown", SlabFlags::NONE).unwrap();
-    let (_, limit, batch) = row("flush-grown");
+    let (_, _, limit, batch, _) = common::slab_row("flush-grown");
     assert_eq!((limit, batch), (512, 60));
     for _ in 0..3 {
-        alloc_then_free(&cache, 4000);
+        common::alloc_then_free(&cache, 4000);
     }
     let objs: Vec<NonNull<[u8; 64]>> = (0..4000).map(|_| cache.alloc().unwrap()).collect();
-    let (mut in_use, ..) = row("flush-grown");
-    let mut shared = shared_avail("flush-grown");
+    let (mut in_use, ..) = common::slab_row("flush-grown");
+    let mut shared = common::shared_avail("flush-grown");
     let mut largest = 0;
     for o in objs {
         // SAFETY: allocated above from this cache, freed once.
         unsafe { cache.free(o) };
-        let (now_in_use, ..) = row("flush-grown");
-        let now_shared = shared_avail("flush-grown");
+        let (now_in_use, ..) = common::slab_row("flush-grown");
+        let now_shared = common::shared_avail("flush-grown");
         let moved = in_use.saturating_sub(now_in_use) + now_shared.saturating_sub(shared);
         largest = largest.max(moved);
         (in_use, shared) = (now_in_use, now_shared);

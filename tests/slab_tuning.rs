@@ -11,34 +11,6 @@ use std::time::{Duration, Instant};
 
 use cpuslab::{KmemCache, SlabFlags};
 
-/// The slabinfo row of cache `name`: (active_objs, objsize, limit, batchcount, shared).
-fn row(name: &str) -> (usize, usize, u32, u32, u32) {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}:\n{info}"));
-    let f: Vec<&str> = line.split_whitespace().collect();
-    // name active num objsize objperslab pagesperslab : tunables limit batch shared : ...
-    (
-        f[1].parse().unwrap(),
-        f[3].parse().unwrap(),
-        f[8].parse().unwrap(),
-        f[9].parse().unwrap(),
-        f[10].parse().unwrap(),
-    )
-}
-
-/// Objects in the nodes' shared caches of cache `name` (slabinfo's `sharedavail`).
-fn shared_avail(name: &str) -> usize {
-    let info = cpuslab::stats::slabinfo();
-    let line = info
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no slabinfo row for {name}"));
-    line.split_whitespace().last().unwrap().parse().unwrap()
-}
-
 /// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
 /// a page and 1 KiB, what 64 KiB holds (120 or 54 to 512) for smaller ones, batchcount
 /// half of the kernel's limit, and a shared cache of 8 batches for objects up to a page
@@ -49,7 +21,7 @@ fn every_enable_cpucache_row() {
     fn check<const N: usize>(name: &str, (limit, kernel): (u32, u32), small: bool, multi: bool) {
         let cache = KmemCache::<[u8; N]>::new(name, SlabFlags::NONE).unwrap();
         let obj = cache.alloc().unwrap();
-        let (_, size, l, b, s) = row(name);
+        let (_, size, l, b, s) = common::slab_row(name);
         assert!(size >= N, "{name}: object size {size}");
         assert_eq!(l, limit, "{name} ({size} B): limit");
         assert_eq!(b, kernel.div_ceil(2), "{name}: batchcount (the kernel's)");
@@ -122,14 +94,14 @@ fn an_idle_cache_shrinks() {
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(o) };
     }
-    let (held, ..) = row("reap-64");
+    let (held, ..) = common::slab_row("reap-64");
     assert!(held > 0, "the freed objects stay cached at first");
     let start = Instant::now();
     let mut now_held = held;
     while start.elapsed() < Duration::from_secs(15) && now_held >= held {
         // Slow paths of another size keep the periodic reap running.
         churn_another_size();
-        now_held = row("reap-64").0;
+        now_held = common::slab_row("reap-64").0;
     }
     assert!(
         now_held < held,
@@ -149,15 +121,6 @@ fn churn_another_size() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
-/// Allocates `n` objects from `cache`, then frees them all.
-fn alloc_then_free<T>(cache: &KmemCache<T>, n: usize) {
-    let objs: Vec<NonNull<T>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
-    for o in objs {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
-}
-
 /// `tune` applies what slabinfo then reports: a shared cache larger than the room a
 /// node keeps for one is grown into a block of its own (and holds that many objects),
 /// one is added to a cache that had none, and what no node could hold is refused.
@@ -165,29 +128,36 @@ fn alloc_then_free<T>(cache: &KmemCache<T>, n: usize) {
 fn tune_applies_what_it_reports() {
     // Objects above a page get no shared cache by default.
     let cache = KmemCache::<[u8; 5000]>::new("tune-big", SlabFlags::NONE).unwrap();
-    assert_eq!(row("tune-big").4, 0);
+    assert_eq!(common::slab_row("tune-big").4, 0);
     cache.tune(16, 8, 4).unwrap();
-    let (_, _, l, b, s) = row("tune-big");
+    let (_, _, l, b, s) = common::slab_row("tune-big");
     assert_eq!((l, b, s), (16, 8, 4));
-    alloc_then_free(&cache, 200);
-    assert!(shared_avail("tune-big") > 0, "no shared cache was added");
+    common::alloc_then_free(&cache, 200);
+    assert!(
+        common::shared_avail("tune-big") > 0,
+        "no shared cache was added"
+    );
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 
     // 120 x 8 = 960 shared entries: more than a node block's room (about 490).
     let cache = KmemCache::<[u8; 64]>::new("tune-grow", SlabFlags::NONE).unwrap();
     cache.tune(240, 120, 8).unwrap();
-    let (_, _, l, b, s) = row("tune-grow");
+    let (_, _, l, b, s) = common::slab_row("tune-grow");
     assert_eq!((l, b, s), (240, 120, 8));
     // Fill it: every object freed beyond the CPUs' caches can sit in the shared cache.
-    alloc_then_free(&cache, 3000);
-    let held = shared_avail("tune-grow");
+    common::alloc_then_free(&cache, 3000);
+    let held = common::shared_avail("tune-grow");
     assert!(held > 490, "the grown shared cache holds only {held}");
     assert!(matches!(
         cache.tune(4096, 4096, 64),
         Err(cpuslab::CacheError::Shared { .. })
     ));
-    assert_eq!(row("tune-grow").4, 8, "a refused tune changes nothing");
+    assert_eq!(
+        common::slab_row("tune-grow").4,
+        8,
+        "a refused tune changes nothing"
+    );
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
@@ -250,14 +220,14 @@ fn a_refill_hands_objects_out_in_address_order() {
     // Each allocation that takes a batch from the shared cache shows as a drop of its
     // count; that allocation and the ones after it from the batch must ascend.
     let mut again = Vec::new();
-    let mut shared = shared_avail("refill-order");
+    let mut shared = common::shared_avail("refill-order");
     assert!(shared >= 8, "nothing reached the shared cache ({shared})");
     let mut batches = 0;
     let mut run: Option<(usize, usize)> = None;
     while again.len() < objs.len() {
         let o = cache.alloc().unwrap();
         again.push(o);
-        let now = shared_avail("refill-order");
+        let now = common::shared_avail("refill-order");
         if now < shared {
             run = Some((again.len() - 1, shared - now));
             batches += 1;
@@ -318,21 +288,21 @@ fn small_objects_allocated_in_turn_keep_to_their_own_lines() {
 fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     let _pinned = common::pin();
     let cache = KmemCache::<[u8; 64]>::new("grow-64", SlabFlags::NONE).unwrap();
-    let (_, _, limit, batch, shared) = row("grow-64");
+    let (_, _, limit, batch, shared) = common::slab_row("grow-64");
     assert_eq!((limit, batch), (512, 60));
     if shared == 0 {
         eprintln!("one CPU: no shared cache to watch; skipped");
         return;
     }
     for i in 0..4 {
-        alloc_then_free(&cache, 1600);
-        let at_node = shared_avail("grow-64");
+        common::alloc_then_free(&cache, 1600);
+        let at_node = common::shared_avail("grow-64");
         assert_eq!(
             at_node, 0,
             "round {i} flushed {at_node} objects to the node"
         );
     }
-    let (held, ..) = row("grow-64");
+    let (held, ..) = common::slab_row("grow-64");
     assert!(held >= 1600, "only {held} objects stayed on the CPU");
     // Idle: two reaps (every 2 s, driven by other caches' slow paths) find it
     // untouched and lower its limit, with the objects beyond it.
@@ -340,7 +310,7 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     while start.elapsed() < Duration::from_secs(7) {
         churn_another_size();
     }
-    let (after, ..) = row("grow-64");
+    let (after, ..) = common::slab_row("grow-64");
     assert!(
         after <= limit as usize,
         "the idle cache still holds {after} objects (tuned limit {limit})"
@@ -358,7 +328,7 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
 fn a_shortfall_within_the_free_growth_grows_a_batch_at_a_time() {
     let _pinned = common::pin();
     let cache = KmemCache::<[u8; 1024]>::new("walk-1024", SlabFlags::NONE).unwrap();
-    let (_, _, limit, batch, shared) = row("walk-1024");
+    let (_, _, limit, batch, shared) = common::slab_row("walk-1024");
     assert_eq!((limit, batch), (64, 27));
     if shared == 0 {
         eprintln!("one CPU: no shared cache to watch; skipped");
@@ -372,10 +342,10 @@ fn a_shortfall_within_the_free_growth_grows_a_batch_at_a_time() {
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(o) };
     }
-    assert_eq!(shared_avail("walk-1024"), 0);
+    assert_eq!(common::shared_avail("walk-1024"), 0);
     let round = || {
-        alloc_then_free(&cache, 100);
-        shared_avail("walk-1024")
+        common::alloc_then_free(&cache, 100);
+        common::shared_avail("walk-1024")
     };
     assert!(
         round() > 0,
@@ -398,7 +368,7 @@ fn a_shortfall_within_the_free_growth_grows_a_batch_at_a_time() {
 fn another_threads_refills_are_no_burst() {
     use std::sync::mpsc;
     let owned = KmemCache::<[u8; 64]>::new("handed-64", SlabFlags::NONE).unwrap();
-    let (_, _, limit, batch, shared) = row("handed-64");
+    let (_, _, limit, batch, shared) = common::slab_row("handed-64");
     assert_eq!((limit, batch), (512, 60));
     if shared == 0 {
         eprintln!("one CPU: no shared cache to watch; skipped");
@@ -427,7 +397,7 @@ fn another_threads_refills_are_no_burst() {
                     // SAFETY: allocated from this cache by the producer, freed once.
                     unsafe { cache.free(NonNull::new(p as *mut [u8; 64]).unwrap()) };
                 }
-                to_producer.send(shared_avail("handed-64")).unwrap();
+                to_producer.send(common::shared_avail("handed-64")).unwrap();
             }
         });
     });
@@ -444,12 +414,12 @@ fn another_threads_refills_are_no_burst() {
 fn slab_growth_drains_idle_caches() {
     let _pinned = common::pin();
     let a = KmemCache::<[u8; 256]>::new("idle-a", SlabFlags::NONE).unwrap();
-    alloc_then_free(&a, 1000);
-    let (held, ..) = row("idle-a");
+    common::alloc_then_free(&a, 1000);
+    let (held, ..) = common::slab_row("idle-a");
     assert!(held >= 500, "only {held} objects stayed cached");
     let b = KmemCache::<[u8; 1024]>::new("grow-b", SlabFlags::NONE).unwrap();
     let objs: Vec<NonNull<[u8; 1024]>> = (0..2048).map(|_| b.alloc().unwrap()).collect();
-    let (after, ..) = row("idle-a");
+    let (after, ..) = common::slab_row("idle-a");
     for o in objs {
         // SAFETY: allocated above from this cache.
         unsafe { b.free(o) };

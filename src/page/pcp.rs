@@ -482,17 +482,11 @@ fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
     if n == 0 {
         return ptr::null_mut();
     }
-    // SAFETY: as in `rmqueue_pcplist`; the `n - 1` pages before the one kept are free
-    // and ours.
-    let whole = unsafe { sys::rseq::stack_push_many(base.cast(), buf.as_ptr().cast(), n - 1) };
-    let mut pushed = if whole { n - 1 } else { 0 };
-    while pushed < n - 1 {
-        // SAFETY: as in `rmqueue_pcplist`; the pages are free and ours.
-        if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed].cast()) } {
-            break;
-        }
-        pushed += 1;
-    }
+    // The stacks hold pages as entries of their own type: the same pointers.
+    // SAFETY: the first `n - 1` entries of `buf`, initialised above.
+    let pages = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<*mut u8>(), n - 1) };
+    // SAFETY: as in `rmqueue_pcplist`; the pages before the one kept are free and ours.
+    let pushed = unsafe { sys::rseq::stack_push_all(base.cast(), pages) };
     for &page in &buf[pushed..n - 1] {
         // SAFETY: taken from the zone above and never published.
         unsafe { free_to_zone(page, 0) };

@@ -294,9 +294,8 @@ const FLUSH_MAX: usize = 4 * CHUNK;
 /// A flush slides the objects it keeps down the array. With the kernel's batch out of
 /// a cache grown to 2048 entries of 64 B, that was 33 entries moved for every object
 /// flushed, and bursts of 10000 blocks of 64 B built and dropped took 12% longer;
-/// an eighth keeps it to 7. Caches within their free growth flush their batch, as
-/// before: flushing more there left fewer objects on the CPU for the next cycle
-/// (`sh6bench`'s peak RSS grew 2%).
+/// an eighth keeps it to 7. Caches within their free growth, whose slide is short,
+/// flush their batch as the kernel's do.
 ///
 /// # Safety
 /// The caller holds `ac`'s lock.

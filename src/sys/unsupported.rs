@@ -649,6 +649,14 @@ pub mod rseq {
     pub unsafe fn stack_push_many(_base: *mut u8, _objs: *const *mut u8, _n: usize) -> bool {
         false
     }
+
+    /// Pushes nothing.
+    ///
+    /// # Safety
+    /// None here.
+    pub unsafe fn stack_push_all(_base: *mut u8, _objs: &[*mut u8]) -> usize {
+        0
+    }
 }
 
 pub mod thread {

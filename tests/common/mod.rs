@@ -196,3 +196,46 @@ pub fn pages_accounted(large: bool) -> usize {
         .sum();
     pages_free_or_cached() + slabs + taken
 }
+
+/// `f` of the fields of cache `name`'s slabinfo line. The fields stay borrowed from
+/// the report: a test that reads the line between its own allocations must not make
+/// many more of its own (their slab growth runs the growth reap, which drains idle
+/// caches, the test's among them).
+fn slabinfo_line<R>(name: &str, f: impl FnOnce(&[&str]) -> R) -> R {
+    let info = cpuslab::stats::slabinfo();
+    let line = info
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no slabinfo row for {name}:\n{info}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    f(&fields)
+}
+
+/// The slabinfo row of cache `name`: (active_objs, objsize, limit, batchcount, shared).
+pub fn slab_row(name: &str) -> (usize, usize, u32, u32, u32) {
+    // name active num objsize objperslab pagesperslab : tunables limit batch shared : ...
+    slabinfo_line(name, |f| {
+        (
+            f[1].parse().unwrap(),
+            f[3].parse().unwrap(),
+            f[8].parse().unwrap(),
+            f[9].parse().unwrap(),
+            f[10].parse().unwrap(),
+        )
+    })
+}
+
+/// Objects in the nodes' shared caches of cache `name` (slabinfo's `sharedavail`, the
+/// line's last field).
+pub fn shared_avail(name: &str) -> usize {
+    slabinfo_line(name, |f| f.last().unwrap().parse().unwrap())
+}
+
+/// Allocates `n` objects from `cache`, then frees them all.
+pub fn alloc_then_free<T>(cache: &cpuslab::KmemCache<T>, n: usize) {
+    let objs: Vec<std::ptr::NonNull<T>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+}

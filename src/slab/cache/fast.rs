@@ -463,22 +463,9 @@ impl RawCache {
         }
         transfer::order_for_pops(self, &mut buf[..n]);
         let obj = buf[n - 1];
-        // The batch in one sequence; one at a time when it does not all fit (another
-        // thread on this CPU filled the cache meanwhile) or the cache is stopped.
-        // SAFETY: as in `alloc`; `buf` holds `n - 1` objects before `obj`.
-        let mut pushed = if unsafe { sys::rseq::stack_push_many(base.cast(), buf.as_ptr(), n - 1) }
-        {
-            n - 1
-        } else {
-            0
-        };
-        while pushed < n - 1 {
-            // SAFETY: as in `alloc`.
-            if !unsafe { sys::rseq::stack_push(base.cast(), buf[pushed]) } {
-                break;
-            }
-            pushed += 1;
-        }
+        // SAFETY: as in `alloc`; the `n - 1` objects before `obj` are the cache's and
+        // nobody else's.
+        let pushed = unsafe { sys::rseq::stack_push_all(base.cast(), &buf[..n - 1]) };
         if pushed < n - 1 {
             // SAFETY: objects of this cache nobody holds.
             unsafe { self.give_back(&buf[pushed..n - 1]) };

@@ -230,6 +230,26 @@ pub unsafe fn stack_push_many(base: *mut u8, objs: *const *mut u8, n: usize) -> 
     unsafe { arch::stack_push_many(base, objs, n) }
 }
 
+/// Pushes the entries of `objs` on the calling CPU's stack, `objs[0]` first: all of
+/// them in one sequence ([`stack_push_many`]) where they fit, else one sequence each
+/// ([`stack_push`]) until one is refused. Returns how many were pushed, a prefix of
+/// `objs`; the caller keeps the rest. The refills of the slab caches and the page
+/// lists push their batches with it.
+///
+/// # Safety
+/// As for [`stack_push_many`], for every entry of `objs`.
+#[inline]
+pub unsafe fn stack_push_all(base: *mut u8, objs: &[*mut u8]) -> usize {
+    // SAFETY: the caller's contract, for all of `objs`.
+    if unsafe { stack_push_many(base, objs.as_ptr(), objs.len()) } {
+        return objs.len();
+    }
+    // SAFETY: as above, one entry at a time.
+    objs.iter()
+        .take_while(|&&o| unsafe { stack_push(base, o) })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
