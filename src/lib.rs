@@ -90,9 +90,25 @@
 //! RCU's callback list locks are taken by RCU's own fork handlers; the background
 //! thread keeps its state in atomics.
 
+// No `std` where the allocator is whole (x86_64 Linux): what it needs of the
+// library is `core` and `alloc`, so the C library built from it (capi/) links
+// neither std's runtime nor its unwinder. Unit tests and the fallback platforms
+// keep std.
+#![cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        not(loom),
+        not(test),
+        not(cpuslab_unsupported)
+    ),
+    no_std
+)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
 
 // Under `cfg(loom)` (the models in `loom-tests/`) only the parts that loom checks are
 // built: their atomics are loom's, which no static can hold.

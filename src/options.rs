@@ -72,7 +72,7 @@ impl core::fmt::Display for OptionError {
     }
 }
 
-impl std::error::Error for OptionError {}
+impl core::error::Error for OptionError {}
 
 /// Longest decay time [`Options::decay_ms`] accepts: an hour.
 pub const MAX_DECAY_MS: u64 = 3_600_000;

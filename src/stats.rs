@@ -4,6 +4,8 @@
 //! The `write_*` functions format into any `fmt::Write` and take each lock only to copy
 //! numbers out, so they can write into a `String` (which allocates through cpuslab).
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt::{self, Write};
 use core::ptr;
 use core::sync::atomic::Ordering;

@@ -217,6 +217,56 @@ fn library_exports_the_c_allocator() {
     }
 }
 
+/// The library as built (the release profile, whose panics abort) links no std: it
+/// needs libc alone (no `libgcc_s` for std's unwinder), carries none of std's
+/// backtrace printer, and exports no stand-in for Rust's unwinding personality.
+#[test]
+fn library_links_no_std() {
+    if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some() {
+        eprintln!("skipped: CPUSLAB_PRELOAD_SO names a library built elsewhere");
+        return;
+    }
+    let out = output({
+        let mut c = Command::new("readelf");
+        c.arg("-d").arg(preload_so());
+        c
+    });
+    assert!(out.status.success());
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert_eq!(needed, ["libc.so.6"], "{dynamic}");
+    let out = output({
+        let mut c = Command::new("nm");
+        c.arg(preload_so());
+        c
+    });
+    assert!(out.status.success());
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    for std_only in ["backtrace", "gimli", "ARGV_INIT_ARRAY"] {
+        assert!(
+            !symbols.contains(std_only),
+            "std's {std_only} is linked in:\n{}",
+            symbols
+                .lines()
+                .filter(|l| l.contains(std_only))
+                .take(5)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    let out = output({
+        let mut c = Command::new("nm");
+        c.args(["-D", "--defined-only"]).arg(preload_so());
+        c
+    });
+    let exported = String::from_utf8_lossy(&out.stdout);
+    assert!(!exported.contains("rust_eh_personality"), "{exported}");
+}
+
 #[test]
 fn c_test_program() {
     let dir = scratch("c");

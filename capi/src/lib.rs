@@ -16,6 +16,14 @@
 //! needed for the allocator to work: calls that come before the constructor (from the
 //! dynamic loader, or from other libraries' constructors) boot it themselves.
 
+//!
+//! Built with `panic = "abort"` (the workspace's release profile) the library links
+//! no `std`: only cpuslab, `core` and `alloc`, so a program that preloads it maps
+//! neither std's runtime (its backtrace printer alone is half the text) nor
+//! `libgcc_s`. A panic then writes one `cpuslab:` line and aborts, as heap
+//! corruption does. Other profiles (unwinding) build it with std.
+
+#![cfg_attr(panic = "abort", no_std)]
 #![allow(clippy::missing_safety_doc)]
 
 use core::ffi::{c_int, c_void};
@@ -159,3 +167,49 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 #[used]
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = destructor;
+
+// The C library itself, named here so the library always records it (its versioned
+// symbols included): without std, the `libc` crate leaves linking it to its user when
+// its own `std` feature is on, as other crates in a build may turn it.
+#[cfg(panic = "abort")]
+#[link(name = "c")]
+extern "C" {}
+
+/// Where the library links no std: one `cpuslab:` line with the panic's message and
+/// place, then abort (nothing in the allocator unwinds).
+#[cfg(panic = "abort")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    cpuslab::sys::io::fatal(format_args!("panic: {info}"))
+}
+
+/// Where the library links no std, cpuslab's own Rust allocations (its reports'
+/// strings) come from cpuslab itself.
+#[cfg(panic = "abort")]
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+// The unwinder's personality routine, which `core` and `alloc` (shipped built for
+// unwinding) name in their unwind tables, and `std` would define. Nothing in this
+// library unwinds (a panic aborts, and C++ exceptions never cross allocator frames),
+// so it is never called: it only resolves those references. Hidden, so it never
+// stands in for the real one of a Rust library the program loads (a `std` built as a
+// shared library exports its own).
+#[cfg(all(panic = "abort", target_arch = "x86_64"))]
+core::arch::global_asm!(
+    ".globl rust_eh_personality",
+    ".hidden rust_eh_personality",
+    ".type rust_eh_personality, @function",
+    "rust_eh_personality:",
+    "jmp {unwinding}",
+    ".size rust_eh_personality, . - rust_eh_personality",
+    unwinding = sym unwinding,
+);
+
+/// See `rust_eh_personality` above; elsewhere than x86_64 it is this function itself,
+/// exported.
+#[cfg(panic = "abort")]
+#[cfg_attr(not(target_arch = "x86_64"), no_mangle)]
+extern "C" fn unwinding() -> ! {
+    cpuslab::sys::io::fatal(format_args!("unwinding through the allocator"))
+}

@@ -8,7 +8,7 @@
 //! A thread finds its cpuset in two loads: its thread-local slot, then the slot's
 //! published cpuset index, which hotplug rewrites when it moves the thread.
 
-use core::cell::Cell;
+use crate::sys::tls::ThreadWord;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU16, AtomicUsize, Ordering};
 
@@ -61,20 +61,11 @@ fn map_mirror(seg: usize) -> bool {
 /// pthread key + 1 whose destructor frees the thread's slot; 0 until created.
 static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    /// This thread's slot + 1 (0: never attached itself). Const-initialised without
-    /// drop, so reading it never allocates.
-    static ME: Cell<usize> = const { Cell::new(0) };
-    /// Whether this thread, never attached itself, was looked up for the cpuset it
-    /// inherited ([`inherited`]).
-    static LOOKED_UP: Cell<bool> = const { Cell::new(false) };
-}
-
 /// The index of the cpuset the calling thread attached to (or inherited and was
 /// looked up for already), the top otherwise; never looks anything up, so it takes no
 /// lock.
 pub(super) fn attached_index() -> usize {
-    match ME.with(Cell::get) {
+    match ThreadWord::CpusetSlot.get() {
         0 => TOP as usize,
         slot => slot_cpuset(slot - 1).map_or(TOP, |c| c.load(Ordering::Relaxed)) as usize,
     }
@@ -88,7 +79,7 @@ static ANY_ATTACHED: AtomicBool = AtomicBool::new(false);
 /// inherited from the thread that created it ([`inherited`]), else the top.
 #[inline]
 pub(super) fn current_index() -> usize {
-    if ME.with(Cell::get) == 0 {
+    if ThreadWord::CpusetSlot.get() == 0 {
         inherited()
     } else {
         attached_index()
@@ -107,13 +98,13 @@ pub(super) fn current_index() -> usize {
 /// tree's lock busy, it tries again at the next query).
 #[cold]
 fn inherited() -> usize {
-    if LOOKED_UP.with(Cell::get) || !ANY_ATTACHED.load(Ordering::Acquire) {
+    if ThreadWord::CpusetLookedUp.get() != 0 || !ANY_ATTACHED.load(Ordering::Acquire) {
         return TOP as usize;
     }
     let Some(mut t) = tree_try() else {
         return TOP as usize;
     };
-    LOOKED_UP.with(|l| l.set(true));
+    ThreadWord::CpusetLookedUp.set(1);
     let tid = gettid();
     let found = match t.thread_slot_of(tid) {
         Some(slot) => Some(slot),
@@ -122,7 +113,7 @@ fn inherited() -> usize {
     let Some(slot) = found else {
         return TOP as usize;
     };
-    ME.with(|m| m.set(slot + 1));
+    ThreadWord::CpusetSlot.set(slot + 1);
     if let Some(key) = exit_key() {
         key.set(slot + 1);
     }
@@ -193,7 +184,7 @@ impl Cpuset {
         }
         t.add_thread(self, tid)?;
         ANY_ATTACHED.store(true, Ordering::Release);
-        ME.with(|m| m.set(slot + 1));
+        ThreadWord::CpusetSlot.set(slot + 1);
         if let Some(key) = exit_key() {
             key.set(slot + 1);
         }
@@ -274,7 +265,7 @@ unsafe extern "C" fn thread_exit(value: *mut c_void) {
             c.store(TOP, Ordering::Relaxed);
         }
     }
-    ME.with(|m| m.set(0));
+    ThreadWord::CpusetSlot.set(0);
 }
 
 /// fork, child (the kernel's `cpuset_fork` for a process): the thread table is the
@@ -295,11 +286,11 @@ pub(super) fn after_fork() {
     for slot in 0..t.tasks.len() {
         t.free_slot(slot);
     }
-    ME.with(|m| m.set(0));
+    ThreadWord::CpusetSlot.set(0);
     if cs != TOP {
         let handle = t.handle(cs);
         if let Ok(slot) = t.add_thread(handle, gettid()) {
-            ME.with(|m| m.set(slot + 1));
+            ThreadWord::CpusetSlot.set(slot + 1);
             if let Some(key) = exit_key() {
                 key.set(slot + 1);
             }

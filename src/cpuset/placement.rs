@@ -14,7 +14,7 @@
 //! cpuset's answer per CPU node into atomics, and [`mem_node_for`] reads it without a
 //! lock: two loads after the thread-local lookup.
 
-use core::cell::Cell;
+use crate::sys::tls::ThreadWord;
 use core::sync::atomic::{fence, AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use super::error::CpusetError;
@@ -225,13 +225,6 @@ pub fn placement_active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-thread_local! {
-    /// Per-thread spread rotors for pages and slabs (the task's
-    /// `cpuset_mem_spread_rotor` / `cpuset_slab_spread_rotor`). Const-initialised
-    /// without drop: never allocates.
-    static ROTORS: Cell<[usize; 2]> = const { Cell::new([usize::MAX; 2]) };
-}
-
 /// Publishes the placement of every cpuset of the process's tree (the caller holds
 /// its lock, so writers never race).
 pub(super) fn publish(tree: &CpusetTree) {
@@ -291,10 +284,15 @@ pub fn mem_node_for_kind(cpu_node: usize, kind: MemKind) -> usize {
     let flags = CpusetFlags(p.flags.load(Ordering::Relaxed));
     if flags.contains(kind.spread_flag()) {
         let mems = p.read().0;
-        let k = kind as usize;
-        let mut rotors = ROTORS.with(Cell::get);
-        let node = spread_node(&mems, &mut rotors[k]);
-        ROTORS.with(|r| r.set(rotors));
+        // The thread's own rotor for this kind (the task's `cpuset_mem_spread_rotor` /
+        // `cpuset_slab_spread_rotor`).
+        let word = match kind {
+            MemKind::Page => ThreadWord::MemSpreadRotor,
+            MemKind::Slab => ThreadWord::SlabSpreadRotor,
+        };
+        let mut rotor = word.get();
+        let node = spread_node(&mems, &mut rotor);
+        word.set(rotor);
         return node.unwrap_or(cpu_node);
     }
     match p.nearest.get(cpu_node).map(|n| n.load(Ordering::Relaxed)) {

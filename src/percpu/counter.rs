@@ -14,6 +14,8 @@
 //! loom model can run it over an array of deltas (`loom-tests/`).
 
 use crate::sync::atomic::{AtomicI64, Ordering};
+#[cfg(not(loom))]
+use crate::sync::CachePadded;
 use crate::sync::Mutex;
 
 #[cfg(not(loom))]
@@ -21,7 +23,6 @@ use {
     super::{PerCpu, PercpuError, PCPU_UNIT_SIZE},
     crate::{sys, topology},
     core::cmp::Ordering as CmpOrdering,
-    crossbeam_utils::CachePadded,
 };
 
 /// A counter cheap to add to from many CPUs at once (`struct percpu_counter`).

@@ -44,4 +44,4 @@ impl fmt::Display for PercpuError {
     }
 }
 
-impl std::error::Error for PercpuError {}
+impl core::error::Error for PercpuError {}

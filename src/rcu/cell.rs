@@ -2,6 +2,7 @@
 //! `rcu_dereference`, with a safe API: a read borrows from a read guard, and replacing
 //! the value frees the old one after a grace period.
 
+use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicPtr, Ordering};
 

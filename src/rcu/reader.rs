@@ -14,7 +14,7 @@
 //! The grace-period side reaches the words through the record ([`Ctr`],
 //! [`NeedQs`]), which the thread takes back before it exits.
 
-use core::cell::Cell;
+use crate::sys::tls::ThreadWord;
 use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{
@@ -150,20 +150,9 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 /// pthread key + 1 whose destructor releases the record; 0 until created.
 static EXIT_KEY: AtomicUsize = AtomicUsize::new(0);
 
-thread_local! {
-    /// This thread's slot + 1 (0: not registered). Const-initialised without drop, so
-    /// it never allocates and stays readable during thread exit.
-    static ME: Cell<usize> = const { Cell::new(0) };
-    /// Set once the thread's record was released at exit: a record it takes after
-    /// that (a section in a later destructor) keeps its words in the record, since
-    /// the last destructor round may leave it registered after the thread's TLS is
-    /// gone.
-    static EXITING: Cell<bool> = const { Cell::new(false) };
-}
-
 /// This thread's slot, if registered.
 pub fn my_slot() -> Option<usize> {
-    let slot = ME.get();
+    let slot = ThreadWord::RcuSlot.get();
     (slot != 0).then(|| slot - 1)
 }
 
@@ -193,8 +182,8 @@ fn register() -> usize {
     };
     let rec = &READERS[slot];
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
-    ME.set(slot + 1);
-    use_words(slot, membarrier && !EXITING.get(), 0, 0);
+    ThreadWord::RcuSlot.set(slot + 1);
+    use_words(slot, membarrier && ThreadWord::RcuExiting.get() == 0, 0, 0);
     tree::reader_online(slot);
     if let Some(key) = exit_key() {
         key.set(slot + 1);
@@ -243,8 +232,8 @@ fn key_from(k: usize) -> sys::thread::ExitKey {
 /// Thread exit: releases the record (the value is its slot + 1).
 unsafe extern "C" fn reader_exit(value: *mut core::ffi::c_void) {
     let slot = value as usize - 1;
-    ME.set(0);
-    EXITING.set(true);
+    ThreadWord::RcuSlot.set(0);
+    ThreadWord::RcuExiting.set(1);
     release(slot);
     // A read section after this (a later destructor) registers again.
     let tls = sys::tls::rcu_words();

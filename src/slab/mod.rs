@@ -94,7 +94,7 @@ impl fmt::Display for CacheError {
     }
 }
 
-impl std::error::Error for CacheError {}
+impl core::error::Error for CacheError {}
 
 /// The head of the cache chain (`slab_caches`), under [`CHAIN`].
 pub struct ChainHead {

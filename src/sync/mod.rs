@@ -9,9 +9,11 @@
 //! [`prim`], which a loom model swaps for loom's (`cfg(loom)`).
 
 mod mutex;
+mod padded;
 pub mod prim;
 mod trylock;
 
 pub use mutex::{Mutex, MutexGuard};
+pub use padded::CachePadded;
 pub use prim::atomic;
 pub use trylock::TryLock;

@@ -9,6 +9,13 @@ const UNLOCKED: u32 = 0;
 const LOCKED: u32 = 1;
 const CONTENDED: u32 = 2;
 
+/// A contended lock spins 1, 2, 4 ... 2^`SPIN_STEPS` times before it yields.
+#[cfg(not(loom))]
+const SPIN_STEPS: u32 = 6;
+/// ...and yields this many times before it sleeps on the futex.
+#[cfg(not(loom))]
+const YIELD_STEPS: u32 = 4;
+
 /// A mutual-exclusion lock over `T` that never allocates.
 pub struct Mutex<T> {
     state: AtomicU32,
@@ -62,10 +69,11 @@ impl<T> Mutex<T> {
     fn lock_contended(&self) {
         // A loom model goes straight to the futex: a spin without yielding would
         // multiply the interleavings it explores.
+        // Otherwise, as crossbeam's `Backoff::snooze`: spins that double from 1 to 64
+        // pause instructions, then a few `sched_yield`s (a holder preempted on this
+        // CPU gets to run), then the futex.
         #[cfg(not(loom))]
-        let backoff = crossbeam_utils::Backoff::new();
-        #[cfg(not(loom))]
-        while !backoff.is_completed() {
+        for step in 0..=SPIN_STEPS + YIELD_STEPS {
             if self.state.load(Ordering::Relaxed) == UNLOCKED
                 && self
                     .state
@@ -74,7 +82,13 @@ impl<T> Mutex<T> {
             {
                 return;
             }
-            backoff.snooze();
+            if step <= SPIN_STEPS {
+                for _ in 0..1u32 << step {
+                    core::hint::spin_loop();
+                }
+            } else {
+                futex::yield_now();
+            }
         }
         while self.state.swap(CONTENDED, Ordering::Acquire) != UNLOCKED {
             futex::wait(&self.state, CONTENDED);

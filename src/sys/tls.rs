@@ -1,4 +1,5 @@
-//! RCU's thread-local reader words, each read or written with one instruction.
+//! The allocator's thread-local words: RCU's reader words, each read or written with
+//! one instruction, and a few words other layers keep per thread ([`ThreadWord`]).
 //!
 //! `thread_local!` on stable Rust reaches its variable through an accessor call that
 //! is not inlined across crates, which costs more than the whole RCU read side. On
@@ -11,16 +12,19 @@
 //! are a `thread_local!` array.
 //!
 //! Word 0 is the reader's `ctr`, word 1 its `rcu_special`; both start as `u64::MAX`
-//! (no record yet). Other threads reach them through [`rcu_words`].
+//! (no record yet). Other threads reach them through [`rcu_words`]. The words after
+//! them are the [`ThreadWord`]s, which the crate keeps here rather than in
+//! `thread_local!`s because on x86_64 Linux it does without `std` (so the C library
+//! links neither std's runtime nor its unwinder).
 
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The value both words start with.
 pub const RCU_WORDS_INIT: u64 = u64::MAX;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
 mod imp {
-    use core::sync::atomic::AtomicU64;
+    use core::sync::atomic::{AtomicU64, AtomicUsize};
 
     core::arch::global_asm!(
         ".pushsection .tdata.cpuslab_rcu_reader_tls,\"awT\",@progbits",
@@ -28,9 +32,11 @@ mod imp {
         ".globl cpuslab_rcu_reader_tls",
         ".hidden cpuslab_rcu_reader_tls",
         ".type cpuslab_rcu_reader_tls, @object",
-        ".size cpuslab_rcu_reader_tls, 16",
+        ".size cpuslab_rcu_reader_tls, 64",
         "cpuslab_rcu_reader_tls:",
-        ".quad -1, -1",
+        // The RCU words, then the `ThreadWord`s with their initial values
+        // (`ThreadWord::INIT`, checked by a test).
+        ".quad -1, -1, 0, 0, 0, 0, -1, -1",
         ".popsection",
     );
 
@@ -132,15 +138,43 @@ mod imp {
         // block lives as long as the thread (callers stop using it before it exits).
         unsafe { &*(tp.wrapping_add(offset()) as *const [AtomicU64; 2]) }
     }
+
+    #[inline]
+    pub fn thread_words() -> &'static [AtomicUsize; super::NR_THREAD_WORDS] {
+        // SAFETY: the thread words follow the two RCU words in this thread's block,
+        // which lives as long as the thread (its 64 bytes are 2 + 6 words).
+        unsafe {
+            &*((words() as *const [AtomicU64; 2]).add(1)
+                as *const [AtomicUsize; super::NR_THREAD_WORDS])
+        }
+    }
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
 mod imp {
-    use core::sync::atomic::{AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     std::thread_local! {
         static WORDS: [AtomicU64; 2] =
             const { [AtomicU64::new(super::RCU_WORDS_INIT), AtomicU64::new(super::RCU_WORDS_INIT)] };
+        static THREAD_WORDS: [AtomicUsize; super::NR_THREAD_WORDS] = const {
+            let init = super::ThreadWord::INIT;
+            [
+                AtomicUsize::new(init[0]),
+                AtomicUsize::new(init[1]),
+                AtomicUsize::new(init[2]),
+                AtomicUsize::new(init[3]),
+                AtomicUsize::new(init[4]),
+                AtomicUsize::new(init[5]),
+            ]
+        };
+    }
+
+    #[inline]
+    pub fn thread_words() -> &'static [AtomicUsize; super::NR_THREAD_WORDS] {
+        // SAFETY: const-initialised without drop: valid for the thread's whole life
+        // (callers stop using it before the thread exits).
+        THREAD_WORDS.with(|w| unsafe { &*(w as *const [AtomicUsize; super::NR_THREAD_WORDS]) })
     }
 
     #[inline(always)]
@@ -202,4 +236,105 @@ pub fn rcu_special() -> u64 {
 #[inline]
 pub fn rcu_words() -> &'static [AtomicU64; 2] {
     imp::words()
+}
+
+/// How many [`ThreadWord`]s there are.
+pub const NR_THREAD_WORDS: usize = 6;
+
+/// A word each thread has of its own, for the layers above: what they would otherwise
+/// keep in `thread_local!` cells (const-initialised, without destructors, readable
+/// during thread exit). Read with [`ThreadWord::get`], written with
+/// [`ThreadWord::set`]; only the thread itself touches its words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum ThreadWord {
+    /// RCU: the thread's reader slot + 1 (0: not registered).
+    RcuSlot = 0,
+    /// RCU: 1 once the thread's record was released at exit.
+    RcuExiting = 1,
+    /// cpusets: the thread's attach slot + 1 (0: never attached itself).
+    CpusetSlot = 2,
+    /// cpusets: 1 once the thread, never attached itself, was looked up for the
+    /// cpuset it inherited.
+    CpusetLookedUp = 3,
+    /// cpusets: the page spread rotor (`cpuset_mem_spread_rotor`; `usize::MAX`: unset).
+    MemSpreadRotor = 4,
+    /// cpusets: the slab spread rotor (`cpuset_slab_spread_rotor`; `usize::MAX`: unset).
+    SlabSpreadRotor = 5,
+}
+
+impl ThreadWord {
+    /// Every word's value in a new thread.
+    pub const INIT: [usize; NR_THREAD_WORDS] = [0, 0, 0, 0, usize::MAX, usize::MAX];
+
+    /// The calling thread's value of this word.
+    #[inline]
+    pub fn get(self) -> usize {
+        imp::thread_words()[self as usize].load(Ordering::Relaxed)
+    }
+
+    /// Sets the calling thread's value of this word.
+    #[inline]
+    pub fn set(self, value: usize) {
+        imp::thread_words()[self as usize].store(value, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ThreadWord, NR_THREAD_WORDS};
+
+    const ALL: [ThreadWord; NR_THREAD_WORDS] = [
+        ThreadWord::RcuSlot,
+        ThreadWord::RcuExiting,
+        ThreadWord::CpusetSlot,
+        ThreadWord::CpusetLookedUp,
+        ThreadWord::MemSpreadRotor,
+        ThreadWord::SlabSpreadRotor,
+    ];
+
+    /// A new thread starts with `INIT` in every word (the asm block's initial values
+    /// on x86_64 Linux); a word one thread sets is its own.
+    #[test]
+    fn thread_words_start_as_init_and_stay_per_thread() {
+        std::thread::spawn(|| {
+            for w in ALL {
+                assert_eq!(
+                    w.get(),
+                    ThreadWord::INIT[w as usize],
+                    "{w:?} in a new thread"
+                );
+            }
+            for w in ALL {
+                w.set(1000 + w as usize);
+            }
+            std::thread::spawn(|| {
+                for w in ALL {
+                    assert_eq!(w.get(), ThreadWord::INIT[w as usize], "{w:?} in another");
+                }
+            })
+            .join()
+            .unwrap();
+            for w in ALL {
+                assert_eq!(w.get(), 1000 + w as usize, "{w:?} kept");
+            }
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The thread words do not overlap the RCU words.
+    #[test]
+    fn thread_words_leave_the_rcu_words_alone() {
+        std::thread::spawn(|| {
+            let before = (super::rcu_ctr(), super::rcu_special());
+            for w in ALL {
+                w.set(7);
+            }
+            assert_eq!((super::rcu_ctr(), super::rcu_special()), before);
+            assert!(ALL.iter().all(|w| w.get() == 7));
+        })
+        .join()
+        .unwrap();
+    }
 }

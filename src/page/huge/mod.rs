@@ -474,11 +474,11 @@ pub fn check_foreign(p: *const u8, op: &str) {
     }
 }
 
-/// Whether a block just returned by [`alloc`] reads as zero (carved from clean
+/// Whether a block just returned by [`alloc`](fn@alloc) reads as zero (carved from clean
 /// extents only; a reused one holds what its last user left).
 ///
 /// # Safety
-/// `block` was returned by [`alloc`] and not freed.
+/// `block` was returned by [`alloc`](fn@alloc) and not freed.
 pub unsafe fn is_zero(block: *mut u8) -> bool {
     // SAFETY: `block` is live, from `alloc`: its header page is mapped, and `zero` is
     // written only when the block is registered.
@@ -489,7 +489,7 @@ pub unsafe fn is_zero(block: *mut u8) -> bool {
 /// past the budget are purged.
 ///
 /// # Safety
-/// `block` was returned by [`alloc`] or [`realloc`] and is not used any more.
+/// `block` was returned by [`alloc`](fn@alloc) or [`realloc`] and is not used any more.
 pub unsafe fn free(block: *mut u8) {
     let now = sys::time::now_ms();
     {
@@ -514,7 +514,7 @@ pub unsafe fn free(block: *mut u8) {
 /// leaving the block intact, when none of that can be done (the caller copies).
 ///
 /// # Safety
-/// `block` was returned by [`alloc`] with an alignment of at most a page.
+/// `block` was returned by [`alloc`](fn@alloc) with an alignment of at most a page.
 pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     let Some(new_len) = new_size
         .checked_add(2 * PAGE_SIZE - 1)

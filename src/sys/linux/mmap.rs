@@ -183,7 +183,7 @@ pub fn populate(addr: *mut u8, len: usize) -> bool {
     if unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) } == 0 {
         return true;
     }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
+    super::errno::get() == libc::EINVAL
 }
 
 /// Asks the kernel not to back `[addr, addr + len)` with transparent huge pages, for
