@@ -15,7 +15,11 @@
  *
  * The program times the measured part itself (threads started and joined
  * included, set-up of the process excluded) and prints one line:
- *   CPUSLAB_C_RESULT workload=... threads=... time_ns=... checksum=... allocs=...
+ *   CPUSLAB_C_RESULT workload=... threads=... time_ns=... peak_rss_kib=...
+ *                    checksum=... allocs=...
+ * peak_rss_kib is the process's VmHWM read at its end: its own peak since exec,
+ * which the parent's ru_maxrss is not (a child spawned by vfork or posix_spawn
+ * is charged its parent's peak at exec).
  * The checksum is the digest of everything allocated: it depends only on the
  * workload, threads and scale, never on the allocator, which the suite checks.
  *
@@ -25,6 +29,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -705,6 +710,23 @@ static void expect_lib(void)
     }
 }
 
+/* The process's peak resident set (VmHWM) in KiB, -1 if unreadable. Read with
+ * read(2) on a stack buffer, so that measuring allocates nothing. */
+static long peak_rss_kib(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/status", O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = 0;
+    const char *hwm = strstr(buf, "VmHWM:");
+    return hwm ? strtol(hwm + 6, NULL, 10) : -1;
+}
+
 int main(int argc, char **argv)
 {
     size_t nw = sizeof WORKLOADS / sizeof WORKLOADS[0];
@@ -740,8 +762,9 @@ int main(int argc, char **argv)
             return 3;
         }
         long long ns = (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-        printf("CPUSLAB_C_RESULT workload=%s threads=%d time_ns=%lld checksum=%016llx allocs=%llu\n",
-               g_name, threads, ns, (unsigned long long)g_allocated,
+        printf("CPUSLAB_C_RESULT workload=%s threads=%d time_ns=%lld peak_rss_kib=%ld "
+               "checksum=%016llx allocs=%llu\n",
+               g_name, threads, ns, peak_rss_kib(), (unsigned long long)g_allocated,
                (unsigned long long)g_allocs);
         return 0;
     }

@@ -106,8 +106,8 @@ pub(crate) fn write_report(
     let _ = writeln!(
         md,
         "## Results\n\nMedian wall time of the workload alone (the C programs time themselves) \
-         and median peak RSS (the child's VmHWM in the Rust parts, its ru_maxrss from wait4 in \
-         the C part) over {} rounds; ×N is the ratio to {} (below 1: faster or smaller). \
+         and median peak RSS (the child's VmHWM, which it reads at its end) over {} rounds; \
+         ×N is the ratio to {} (below 1: faster or smaller). \
          FAILED: a run crashed, timed out, failed verification, or its checksum disagreed.",
         o.rounds,
         sections

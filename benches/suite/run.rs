@@ -89,8 +89,7 @@ pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sampl
     };
     let out = drain(Box::new(child.stdout.take().expect("piped")));
     let err = drain(Box::new(child.stderr.take().expect("piped")));
-    // Reaped with wait4 rather than Child::wait for the child's own rusage:
-    // its ru_maxrss is the C part's peak RSS.
+    // Reaped with wait4 and WNOHANG, so a child past the deadline is killed.
     let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + o.timeout;
     let mut status: libc::c_int = 0;
@@ -160,12 +159,9 @@ pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sampl
     let num = |k: &str| field(k)?.parse::<u64>().map_err(|e| format!("{k}: {e}"));
     Ok(Sample {
         time: Duration::from_nanos(num("time_ns")?),
-        rss_kib: if ch.part.in_rust_child() {
-            num("peak_rss_kib")?
-        } else {
-            // ru_maxrss is in KiB on Linux.
-            ru.ru_maxrss.max(0) as u64
-        },
+        // Both kinds of child read their own VmHWM at their end: wait4's ru_maxrss would
+        // charge a spawned child with this process's peak, which its exec inherits.
+        rss_kib: num("peak_rss_kib")?,
         checksum: u64::from_str_radix(field("checksum")?, 16).map_err(|e| e.to_string())?,
     })
 }

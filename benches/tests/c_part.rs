@@ -102,6 +102,29 @@ fn a_preload_that_did_not_take_effect_fails() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("malloc comes from"));
 }
 
+/// The peak RSS a run reports is the program's own: a tiny workload's is a
+/// small C program's, far below this (Rust) test process's, which a spawned
+/// child's `ru_maxrss` would include; malloc-large's covers the blocks it
+/// writes (four live at a time, 5 to 25 MiB each).
+#[test]
+fn the_peak_rss_is_the_programs_own() {
+    let Some(exe) = program() else { return };
+    let peak = |workload: &str| {
+        let o = run(exe, workload, 1, None, "libc.so");
+        checksum(&o, workload);
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        stdout
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("peak_rss_kib="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{workload}: no peak_rss_kib in {stdout}"))
+    };
+    let tiny = peak("pair64");
+    assert!((100..4096).contains(&tiny), "pair64 peaked at {tiny} KiB");
+    let large = peak("malloc-large");
+    assert!(large > 20 << 10, "malloc-large peaked at {large} KiB");
+}
+
 /// A malloc that now and then hands out the block it handed out last while
 /// that block is still live (and never frees anything, so glibc never sees a
 /// double free): two live blocks overlap.
