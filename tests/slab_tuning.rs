@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use cpuslab::{KmemCache, SlabFlags};
 
-/// Every row of `enable_cpucache`: the per-CPU limit for objects of more than 128 KiB,
-/// a page and 1 KiB, what 64 KiB holds (120 or 54 to 512) for smaller ones, batchcount
-/// half of the kernel's limit, and a shared cache of 8 batches for objects up to a page
-/// when there is more than one CPU.
+/// Every row of `enable_cpucache`: what 64 KiB holds, from the kernel's limit (120 or
+/// 54) to 512 for objects up to 1 KiB and from 2 to the kernel's (24 up to a page, 8
+/// above) for larger ones; batchcount half of the kernel's limit, or of the limit where
+/// that is less; and a shared cache of 8 batches for objects up to a page when there
+/// is more than one CPU.
 #[test]
 fn every_enable_cpucache_row() {
     let multi = cpuslab::topology::nr_cpu_ids() > 1;
@@ -24,7 +25,11 @@ fn every_enable_cpucache_row() {
         let (_, size, l, b, s) = common::slab_row(name);
         assert!(size >= N, "{name}: object size {size}");
         assert_eq!(l, limit, "{name} ({size} B): limit");
-        assert_eq!(b, kernel.div_ceil(2), "{name}: batchcount (the kernel's)");
+        assert_eq!(
+            b,
+            kernel.div_ceil(2).min(limit.div_ceil(2)),
+            "{name}: batchcount (the kernel's, at most half the limit)"
+        );
         assert_eq!(s, if small && multi { 8 } else { 0 }, "{name}: shared");
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(obj) };
@@ -38,10 +43,13 @@ fn every_enable_cpucache_row() {
     check::<256>("tune-256", (256, 120), true, multi);
     check::<257>("tune-257", (248, 54), true, multi); // 264-byte objects
     check::<1024>("tune-1024", (64, 54), true, multi);
+    // Above 1 KiB: 64 KiB of objects, from 2 to the kernel's 24 (8 above a page).
     check::<1025>("tune-1025", (24, 24), true, multi);
-    check::<4096>("tune-4096", (24, 24), true, multi);
+    check::<2048>("tune-2048", (24, 24), true, multi);
+    check::<4096>("tune-4096", (16, 24), true, multi);
     check::<4097>("tune-4097", (8, 8), false, multi);
-    check::<131072>("tune-128k", (8, 8), false, multi);
+    check::<16384>("tune-16k", (4, 8), false, multi);
+    check::<131072>("tune-128k", (2, 8), false, multi);
     // Objects above 128 KiB need slabs past the largest order: no cache takes them
     // (`TooLarge`), so their row is the table's alone.
     assert!(matches!(
