@@ -89,26 +89,24 @@ pub(crate) fn run_child_with(ch: &Child, o: &Opts, sample: bool) -> Result<Sampl
     };
     let out = drain(Box::new(child.stdout.take().expect("piped")));
     let err = drain(Box::new(child.stderr.take().expect("piped")));
-    // Reaped with wait4 and WNOHANG, so a child past the deadline is killed.
+    // Reaped with waitpid and WNOHANG, so a child past the deadline is killed.
     let pid = child.id() as libc::pid_t;
     let deadline = Instant::now() + o.timeout;
     let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let timed_out = loop {
-        // SAFETY: waits for our own child; status and ru are valid for writes.
-        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        // SAFETY: waits for our own child; status is valid for writes.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
             break false;
         }
         if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-            return Err(format!("wait4: {}", std::io::Error::last_os_error()));
+            return Err(format!("waitpid: {}", std::io::Error::last_os_error()));
         }
         if Instant::now() >= deadline {
             // SAFETY: the child is not reaped yet, so the pid is still ours.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
-                libc::wait4(pid, &mut status, 0, &mut ru);
+                libc::waitpid(pid, &mut status, 0);
             }
             break true;
         }

@@ -17,13 +17,22 @@
 //! dynamic loader, or from other libraries' constructors) boot it themselves.
 
 //!
-//! Built with `panic = "abort"` (the workspace's release profile) the library links
-//! no `std`: only cpuslab, `core` and `alloc`, so a program that preloads it maps
-//! neither std's runtime (its backtrace printer alone is half the text) nor
-//! `libgcc_s`. A panic then writes one `cpuslab:` line and aborts, as heap
-//! corruption does. Other profiles (unwinding) build it with std.
+//! Built with `panic = "abort"` (the workspace's release profile) for x86_64 Linux,
+//! where cpuslab itself is `no_std`, the library links no `std`: only cpuslab, `core`
+//! and `alloc`, so a program that preloads it maps neither std's runtime (its
+//! backtrace printer alone is half the text) nor `libgcc_s`. A panic then writes one
+//! `cpuslab:` line and aborts, as heap corruption does. Other profiles (unwinding) and
+//! platforms build it with std.
 
-#![cfg_attr(panic = "abort", no_std)]
+#![cfg_attr(
+    all(
+        panic = "abort",
+        target_arch = "x86_64",
+        target_os = "linux",
+        not(cpuslab_unsupported)
+    ),
+    no_std
+)]
 #![allow(clippy::missing_safety_doc)]
 
 use core::ffi::{c_int, c_void};
@@ -168,16 +177,30 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = destructor;
 
-// The C library itself, named here so the library always records it (its versioned
-// symbols included): without std, the `libc` crate leaves linking it to its user when
-// its own `std` feature is on, as other crates in a build may turn it.
-#[cfg(panic = "abort")]
+// The C libraries themselves, named here so the library always records what it needs
+// (with their symbol versions): without std, the `libc` crate leaves linking them to
+// its user when its own `std` feature is on, as other crates of a build may turn it.
+// Before glibc 2.34 `dlsym` is libdl's and the thread calls libpthread's; from 2.34 on
+// libc has them and the linker, linking as needed, records libc alone.
+#[cfg(all(
+    panic = "abort",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(cpuslab_unsupported)
+))]
 #[link(name = "c")]
+#[link(name = "dl")]
+#[link(name = "pthread")]
 extern "C" {}
 
 /// Where the library links no std: one `cpuslab:` line with the panic's message and
 /// place, then abort (nothing in the allocator unwinds).
-#[cfg(panic = "abort")]
+#[cfg(all(
+    panic = "abort",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(cpuslab_unsupported)
+))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cpuslab::sys::io::fatal(format_args!("panic: {info}"))
@@ -185,7 +208,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 /// Where the library links no std, cpuslab's own Rust allocations (its reports'
 /// strings) come from cpuslab itself.
-#[cfg(panic = "abort")]
+#[cfg(all(
+    panic = "abort",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(cpuslab_unsupported)
+))]
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
@@ -195,21 +223,31 @@ static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 // so it is never called: it only resolves those references. Hidden, so it never
 // stands in for the real one of a Rust library the program loads (a `std` built as a
 // shared library exports its own).
-#[cfg(all(panic = "abort", target_arch = "x86_64"))]
+#[cfg(all(
+    panic = "abort",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(cpuslab_unsupported)
+))]
 core::arch::global_asm!(
+    ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
     ".globl rust_eh_personality",
     ".hidden rust_eh_personality",
     ".type rust_eh_personality, @function",
     "rust_eh_personality:",
     "jmp {unwinding}",
     ".size rust_eh_personality, . - rust_eh_personality",
+    ".popsection",
     unwinding = sym unwinding,
 );
 
-/// See `rust_eh_personality` above; elsewhere than x86_64 it is this function itself,
-/// exported.
-#[cfg(panic = "abort")]
-#[cfg_attr(not(target_arch = "x86_64"), no_mangle)]
+/// What `rust_eh_personality` above jumps to.
+#[cfg(all(
+    panic = "abort",
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(cpuslab_unsupported)
+))]
 extern "C" fn unwinding() -> ! {
     cpuslab::sys::io::fatal(format_args!("unwinding through the allocator"))
 }

@@ -77,7 +77,7 @@ pub const LARGE_PCP_MAX_ORDER: usize = 6;
 const NR_LARGE: usize = LARGE_PCP_MAX_ORDER - LARGE_PCP_MIN_ORDER + 1;
 /// Most bytes one CPU caches on each higher order's list: 32 blocks of 8 KiB, 4 of 64
 /// KiB, 2 of 256 KiB (a list keeps at least 2). A program cycling a few buffers of one
-/// size reuses them from its CPU's list; the worst case is 1.5 MiB a CPU. At 1 MiB an
+/// size reuses them from its CPU's list; the worst case is 1.75 MiB a CPU. At 1 MiB an
 /// order (16 blocks of 64 KiB) a C program cycling a few 64-256 KiB blocks among
 /// smaller ones (`mstress`) peaked 1.7 MiB higher, 2.6 MiB on the lists, and ran no
 /// faster.
@@ -86,8 +86,8 @@ pub const LARGE_PCP_BYTES: usize = 256 << 10;
 /// Most bytes all CPUs together cache on each higher order's list: past 16 CPUs a
 /// CPU's share shrinks below [`LARGE_PCP_BYTES`], as the kernel sizes `pcp->high`
 /// from the zone divided among the CPUs that use it. Blocks freed on one CPU are out
-/// of reach of the others until that CPU's list overflows, so on 16 CPUs a full
-/// share each held 96 MiB that the other CPUs' allocations could not use and had to
+/// of reach of the others until that CPU's list overflows, so on 16 CPUs full 1 MiB
+/// shares held 96 MiB that the other CPUs' allocations could not use and had to
 /// fault in afresh (C `mstress`, 16 threads).
 pub const LARGE_PCP_TOTAL_BYTES: usize = 4 << 20;
 

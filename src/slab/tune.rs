@@ -43,12 +43,13 @@ pub const LARGE_CACHE_BYTES: usize = 64 * 1024;
 /// 1.6x slower, most of it in the program's own accesses to the blocks.
 ///
 /// Larger objects keep less: what [`LARGE_CACHE_BYTES`] holds, at least 2 (the
-/// kernel's 1 past 128 KiB) and at most the kernel's limit (4 KiB: 16, 8 KiB: 8, 16 KiB: 4, 32 KiB and up: 2), with a
-/// batchcount of at most half of that. The kernel's count of 8 for every class from 4
-/// to 32 KiB kept up to 1.5 MiB a CPU in the twelve classes there; a C program
-/// cycling a few of each (`mstress`) peaked 10% lower with this (17.4 against 15.8
-/// MiB, medians of 7 runs, with the page lists' smaller bound) and took the same time,
-/// as did `rptest`, whose sizes spread over those classes.
+/// kernel's 1 past 128 KiB) and at most the kernel's limit (4 KiB: 16, 8 KiB: 8,
+/// 16 KiB: 4, 32 KiB and up: 2), with the kernel's batchcount or half the limit,
+/// rounded up, where that is less. The kernel's count of 8 for every class from 4 to
+/// 32 KiB kept up to 1.5 MiB a CPU in the twelve classes there; a C program cycling a
+/// few of each (`mstress`) peaked 10% lower with this (17.4 against 15.8 MiB, medians
+/// of 7 runs, with the page lists' smaller bound) and took the same time, as did
+/// `rptest`, whose sizes spread over those classes.
 pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
     let kernel: u32 = if size > 128 * 1024 {
         1

@@ -123,8 +123,9 @@ mod imp {
         v
     }
 
+    /// The calling thread's copy of the block.
     #[inline]
-    pub fn words() -> &'static [AtomicU64; 2] {
+    fn block() -> *const u8 {
         let tp: usize;
         // SAFETY: `%fs:0` holds the thread pointer itself (the x86_64 TLS ABI).
         unsafe {
@@ -134,18 +135,25 @@ mod imp {
                 options(nostack, readonly, pure, preserves_flags)
             );
         }
-        // SAFETY: thread pointer + offset is the block's address in this thread; the
-        // block lives as long as the thread (callers stop using it before it exits).
-        unsafe { &*(tp.wrapping_add(offset()) as *const [AtomicU64; 2]) }
+        // Thread pointer + offset is the block's address in this thread.
+        tp.wrapping_add(offset()) as *const u8
+    }
+
+    #[inline]
+    pub fn words() -> &'static [AtomicU64; 2] {
+        // SAFETY: the block's first 16 bytes are the RCU words; the block lives as
+        // long as the thread (callers stop using it before it exits).
+        unsafe { &*block().cast::<[AtomicU64; 2]>() }
     }
 
     #[inline]
     pub fn thread_words() -> &'static [AtomicUsize; super::NR_THREAD_WORDS] {
-        // SAFETY: the thread words follow the two RCU words in this thread's block,
-        // which lives as long as the thread (its 64 bytes are 2 + 6 words).
+        // SAFETY: the thread words follow the two RCU words in this thread's block
+        // (its 64 bytes are 2 + 6 words), which lives as long as the thread.
         unsafe {
-            &*((words() as *const [AtomicU64; 2]).add(1)
-                as *const [AtomicUsize; super::NR_THREAD_WORDS])
+            &*block()
+                .add(16)
+                .cast::<[AtomicUsize; super::NR_THREAD_WORDS]>()
         }
     }
 }

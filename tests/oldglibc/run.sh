@@ -117,6 +117,34 @@ grep -q 'libc.so.6 => .*'"$root" < <(LD_TRACE_LOADED_OBJECTS=1 "$work/capi_test"
   fail "capi_test did not load the sysroot's glibc"
 say "$(grep '^capi_test: ok' "$log")"
 
+# The library must bring what it needs itself: on 2.31 `dlsym` is libdl's and the
+# thread calls libpthread's, which a program linked without -ldl and -pthread does not
+# load. Immediate binding reports any symbol left unresolved at start.
+say "a program linked without -ldl or -pthread, under LD_PRELOAD, bound at start"
+cat >"$work/plain.c" <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(void)
+{
+    for (int i = 0; i < 100000; i++) {
+        char *p = malloc(16 + i % 4000);
+        if (!p)
+            return 1;
+        memset(p, 1, 16);
+        free(p);
+    }
+    puts("plain: ok");
+    return 0;
+}
+EOF
+plain_flags=()
+for f in "${cflags[@]}"; do [ "$f" = -pthread ] || plain_flags+=("$f"); done
+gcc "${plain_flags[@]}" "$work/plain.c" -o "$work/plain"
+result=$(LD_BIND_NOW=1 LD_PRELOAD="$out/libcpuslab_preload.so" "$work/plain" 2>&1) ||
+  fail "plain program under the library: exit $?: $result"
+grep -q '^plain: ok' <<<"$result" || fail "plain program under the library: $result"
+
 say "dlclose_host: a cdylib on CpuSlab loaded late, unloaded, loaded again (3 runs)"
 for round in 1 2 3; do
   result=$("$work/dlclose_host" "$out/libcpuslab_test_plugin.so" 2>&1) ||
