@@ -177,77 +177,57 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 #[link_section = ".fini_array"]
 static DESTRUCTOR: extern "C" fn() = destructor;
 
-// The C libraries themselves, named here so the library always records what it needs
-// (with their symbol versions): without std, the `libc` crate leaves linking them to
-// its user when its own `std` feature is on, as other crates of a build may turn it.
-// Before glibc 2.34 `dlsym` is libdl's and the thread calls libpthread's; from 2.34 on
-// libc has them and the linker, linking as needed, records libc alone.
+/// What `std` would give the library, where it links none (see the crate docs): the
+/// C libraries it needs, a panic handler, a global allocator and the unwinder's
+/// personality routine.
 #[cfg(all(
     panic = "abort",
     target_arch = "x86_64",
     target_os = "linux",
     not(cpuslab_unsupported)
 ))]
-#[link(name = "c")]
-#[link(name = "dl")]
-#[link(name = "pthread")]
-extern "C" {}
+mod no_std_runtime {
+    // The C libraries themselves, named here so the library always records what it
+    // needs (with their symbol versions): without std, the `libc` crate leaves linking
+    // them to its user when its own `std` feature is on, as other crates of a build may
+    // turn it. Before glibc 2.34 `dlsym` is libdl's and the thread calls libpthread's;
+    // from 2.34 on libc has them and the linker, linking as needed, records libc alone.
+    #[link(name = "c")]
+    #[link(name = "dl")]
+    #[link(name = "pthread")]
+    extern "C" {}
 
-/// Where the library links no std: one `cpuslab:` line with the panic's message and
-/// place, then abort (nothing in the allocator unwinds).
-#[cfg(all(
-    panic = "abort",
-    target_arch = "x86_64",
-    target_os = "linux",
-    not(cpuslab_unsupported)
-))]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    cpuslab::sys::io::fatal(format_args!("panic: {info}"))
-}
+    /// One `cpuslab:` line with the panic's message and place, then abort (nothing in
+    /// the allocator unwinds).
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        cpuslab::sys::io::fatal(format_args!("panic: {info}"))
+    }
 
-/// Where the library links no std, cpuslab's own Rust allocations (its reports'
-/// strings) come from cpuslab itself.
-#[cfg(all(
-    panic = "abort",
-    target_arch = "x86_64",
-    target_os = "linux",
-    not(cpuslab_unsupported)
-))]
-#[global_allocator]
-static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+    /// cpuslab's own Rust allocations (its reports' strings) come from cpuslab itself.
+    #[global_allocator]
+    static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
 
-// The unwinder's personality routine, which `core` and `alloc` (shipped built for
-// unwinding) name in their unwind tables, and `std` would define. Nothing in this
-// library unwinds (a panic aborts, and C++ exceptions never cross allocator frames),
-// so it is never called: it only resolves those references. Hidden, so it never
-// stands in for the real one of a Rust library the program loads (a `std` built as a
-// shared library exports its own).
-#[cfg(all(
-    panic = "abort",
-    target_arch = "x86_64",
-    target_os = "linux",
-    not(cpuslab_unsupported)
-))]
-core::arch::global_asm!(
-    ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
-    ".globl rust_eh_personality",
-    ".hidden rust_eh_personality",
-    ".type rust_eh_personality, @function",
-    "rust_eh_personality:",
-    "jmp {unwinding}",
-    ".size rust_eh_personality, . - rust_eh_personality",
-    ".popsection",
-    unwinding = sym unwinding,
-);
+    // The unwinder's personality routine, which `core` and `alloc` (shipped built for
+    // unwinding) name in their unwind tables, and `std` would define. Nothing in this
+    // library unwinds (a panic aborts, and C++ exceptions never cross allocator
+    // frames), so it is never called: it only resolves those references. Hidden, so it
+    // never stands in for the real one of a Rust library the program loads (a `std`
+    // built as a shared library exports its own).
+    core::arch::global_asm!(
+        ".pushsection .text.rust_eh_personality,\"ax\",@progbits",
+        ".globl rust_eh_personality",
+        ".hidden rust_eh_personality",
+        ".type rust_eh_personality, @function",
+        "rust_eh_personality:",
+        "jmp {unwinding}",
+        ".size rust_eh_personality, . - rust_eh_personality",
+        ".popsection",
+        unwinding = sym unwinding,
+    );
 
-/// What `rust_eh_personality` above jumps to.
-#[cfg(all(
-    panic = "abort",
-    target_arch = "x86_64",
-    target_os = "linux",
-    not(cpuslab_unsupported)
-))]
-extern "C" fn unwinding() -> ! {
-    cpuslab::sys::io::fatal(format_args!("unwinding through the allocator"))
+    /// What `rust_eh_personality` above jumps to.
+    extern "C" fn unwinding() -> ! {
+        cpuslab::sys::io::fatal(format_args!("unwinding through the allocator"))
+    }
 }

@@ -123,20 +123,11 @@ mod imp {
         v
     }
 
-    /// The calling thread's copy of the block.
+    /// The calling thread's copy of the block: the thread pointer (which
+    /// `thread_id` is here) plus the block's offset.
     #[inline]
     fn block() -> *const u8 {
-        let tp: usize;
-        // SAFETY: `%fs:0` holds the thread pointer itself (the x86_64 TLS ABI).
-        unsafe {
-            core::arch::asm!(
-                "mov {tp}, qword ptr fs:[0]",
-                tp = out(reg) tp,
-                options(nostack, readonly, pure, preserves_flags)
-            );
-        }
-        // Thread pointer + offset is the block's address in this thread.
-        tp.wrapping_add(offset()) as *const u8
+        crate::sys::cpu::thread_id().wrapping_add(offset()) as *const u8
     }
 
     #[inline]
