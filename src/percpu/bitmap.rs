@@ -1,9 +1,9 @@
-//! The area map of a chunk: bitmaps of 4-byte granules (`PCPU_MIN_ALLOC_SIZE`) and the
+//! The area map of a chunk: bitmaps of 8-byte granules (`PCPU_MIN_ALLOC_SIZE`) and the
 //! per-block metadata (`pcpu_block_md`) that lets a fit be found without scanning the
 //! whole bitmap.
 //!
 //! A block is one page of a unit: [`BLOCK_BITS`] granules. Its metadata is recomputed
-//! from its 16 bitmap words whenever an allocation or a free touches it, and the chunk's
+//! from its 8 bitmap words whenever an allocation or a free touches it, and the chunk's
 //! own metadata is folded from its blocks, so a search reads at most one hint per block
 //! and scans the words of a block only when the hints say a fit may be there but its
 //! alignment does not work out at the hinted start.
@@ -11,7 +11,7 @@
 use crate::sys::PAGE_SIZE;
 
 /// log2 of the allocation granule.
-pub const PCPU_MIN_ALLOC_SHIFT: usize = 2;
+pub const PCPU_MIN_ALLOC_SHIFT: usize = 3;
 /// The allocation granule: every area is a whole number of these, at an offset that is
 /// a multiple of it.
 pub const PCPU_MIN_ALLOC_SIZE: usize = 1 << PCPU_MIN_ALLOC_SHIFT;
@@ -273,7 +273,7 @@ impl BlockMd {
         if let Some(at) = fit_in_run(s, s + self.contig_hint as usize, bits, align) {
             return Some(at);
         }
-        // Bounded by the block: at most its 16 words.
+        // Bounded by the block: at most its 8 words.
         let end = start + self.nr_bits as usize;
         let mut pos = start + self.first_free as usize;
         while pos < end {
@@ -348,7 +348,8 @@ mod tests {
             let blocks: [BlockMd; 4] =
                 core::array::from_fn(|b| BlockMd::scan(&map, b * BLOCK_BITS, BLOCK_BITS));
             for (b, md) in blocks.iter().enumerate() {
-                let words = &map[b * 16..b * 16 + 16];
+                let w = BLOCK_BITS / 64;
+                let words = &map[b * w..b * w + w];
                 let (s, l) = brute_contig(words, BLOCK_BITS);
                 assert_eq!(md.contig_hint as usize, l);
                 if l > 0 {
