@@ -1,8 +1,8 @@
 //! Links the library with `hot-text.ld` (see `hot-text.sh`): the functions programs
-//! run first in the text, so that a small program keeps two 64 KiB windows of it
-//! resident rather than all of it. On Linux only, where the GNU linker and lld read
-//! the script; `CPUSLAB_NO_HOT_TEXT=1` links in the linker's own order (for a linker
-//! without linker scripts, such as mold).
+//! run first in the text, so that a small program keeps one or two 64 KiB windows of
+//! it resident rather than all of it. On Linux only, where the GNU linker and lld
+//! read the script; `CPUSLAB_NO_HOT_TEXT=1` links in the linker's own order (for a
+//! linker that rejects the script).
 
 use std::env;
 use std::fs;
@@ -16,7 +16,11 @@ fn main() {
     if linux && !off {
         let dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
         let script = Path::new(&dir).join("hot-text.ld");
-        println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+        // `-Xlinker` rather than `-Wl,`, which would split a path at its commas.
+        for arg in ["-Xlinker", "-T", "-Xlinker"] {
+            println!("cargo:rustc-cdylib-link-arg={arg}");
+        }
+        println!("cargo:rustc-cdylib-link-arg={}", script.display());
         // The link reads the script, which rustc does not track: an output that
         // changes with it makes cargo link again when it changes.
         let text = fs::read(&script).expect("capi/hot-text.ld is readable");

@@ -13,23 +13,30 @@
 #      rseq abort handlers;
 #   2. the suite's C workloads (benches/c/workloads.c) at a small scale: threads,
 #      remote frees, larger and huge blocks, reallocation.
-# Hash suffixes are cut from the names, so the file holds across builds and
-# toolchains; `tests/preload.rs` checks that every entry still names a function and
-# that a small program keeps at most two windows of the text resident.
+# Only Rust functions (their hashes cut: `17h<hash>E` and a crate's `Cs<hash>_`) and
+# the library's exports are named: the start files' functions sit in plain .text,
+# which the script's first line takes whole. Entries of cpuslab's own code hold
+# across builds; those of core and alloc are best effort (what inlining leaves out
+# of line changes with the toolchain). `tests/preload.rs` checks that cpuslab's
+# entries still name functions and that a small program keeps at most 96 KiB of the
+# text resident.
 #
-#   sudo capi/hot-text.sh   # from anywhere; needs perf, tracefs and a C compiler
+# Needs root (uprobes, tracefs) and a C compiler; builds nothing itself, so build
+# the library first and give its path when it is not target/release's:
+#
+#   cargo build --release -p cpuslab-preload
+#   sudo capi/hot-text.sh [path/to/libcpuslab_preload.so]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$ROOT/capi/hot-text.ld
+LIB=$(realpath "${1:-$ROOT/target/release/libcpuslab_preload.so}")
+[ -f "$LIB" ] || { echo "hot-text.sh: no library at $LIB (build it first)" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpuslab-hot-text.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-cd "$ROOT"
-cargo build --release -p cpuslab-preload >&2
-LIB=$ROOT/target/release/libcpuslab_preload.so
-"${CC:-cc}" -O2 -o "$WORK/footprint" capi/footprint.c
-"${CC:-cc}" -O2 -pthread -o "$WORK/workloads" benches/c/workloads.c
+"${CC:-cc}" -O2 -o "$WORK/footprint" "$ROOT/capi/footprint.c"
+"${CC:-cc}" -O2 -pthread -o "$WORK/workloads" "$ROOT/benches/c/workloads.c"
 
 T=/sys/kernel/tracing
 [ -w "$T/uprobe_events" ] || T=/sys/kernel/debug/tracing
@@ -39,20 +46,27 @@ GROUP=cpuslab_hot
 # folded into one share it), at its file offset.
 read -r seg_off seg_addr < <(readelf -lW "$LIB" | awk '$1 == "LOAD" && / R E / { print $2, $3 }')
 nm "$LIB" | awk '$2 ~ /^[tT]$/ { print $1, $3 }' | sort >"$WORK/syms"
+nm -D --defined-only "$LIB" | awk '$2 == "T" { print $3 }' >"$WORK/exports"
 awk '{ print $1 }' "$WORK/syms" | uniq >"$WORK/addrs"
+old_size=$(cat "$T/buffer_size_kb")
+old_overwrite=$(cat "$T/options/overwrite")
 remove_probes() {
-    [ -e "$T/events/$GROUP/enable" ] && echo 0 >"$T/events/$GROUP/enable"
+    if [ -e "$T/events/$GROUP/enable" ]; then echo 0 >"$T/events/$GROUP/enable"; fi
     grep -o "^p:$GROUP/[a-z0-9]*" "$T/uprobe_events" | sed 's/^p:/-:/' >"$WORK/del" || true
-    [ -s "$WORK/del" ] && cat "$WORK/del" >>"$T/uprobe_events"
+    if [ -s "$WORK/del" ]; then cat "$WORK/del" >>"$T/uprobe_events"; fi
     echo 0 >"$T/tracing_on"
-    return 0
+    echo "$old_size" >"$T/buffer_size_kb"
+    echo "$old_overwrite" >"$T/options/overwrite"
 }
 trap 'remove_probes; rm -rf "$WORK"' EXIT
 remove_probes
 while read -r a; do
     printf 'p:%s/f%s %s:0x%x\n' "$GROUP" "$a" "$LIB" $((0x$a - seg_addr + seg_off))
 done <"$WORK/addrs" >>"$T/uprobe_events"
+# Events that do not fit are dropped, and counted, rather than written over the
+# first calls, which decide the order.
 echo 65536 >"$T/buffer_size_kb"
+echo 0 >"$T/options/overwrite"
 echo 1 >"$T/events/$GROUP/enable"
 
 # The addresses of the library's functions a program runs, in order of first call
@@ -62,6 +76,10 @@ run_fns() {
     echo 1 >"$T/tracing_on"
     LD_PRELOAD="$LIB" "$@" >/dev/null 2>&1
     echo 0 >"$T/tracing_on"
+    if grep -h "^dropped events: *[1-9]" "$T"/per_cpu/cpu*/stats >&2; then
+        echo "hot-text.sh: the trace buffer overflowed during $*" >&2
+        exit 1
+    fi
     sed -n 's/.*: f\([0-9a-f]*\): (0x.*/\1/p' "$T/trace" | awk '!seen[$0]++'
 }
 
@@ -71,40 +89,41 @@ run_fns() {
     for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
         run_fns "$WORK/workloads" "$w" 2 0.002
     done
-} | awk '!seen[$0]++' >"$WORK/hit"
-# Every name at each address, in the order hit.
-awk 'NR == FNR { names[$1] = names[$1] " " $2; next }
+} >"$WORK/hits"
+awk '!seen[$0]++' "$WORK/hits" >"$WORK/hit"
+# Every name at each address, in the order hit: Rust functions and exports only.
+awk 'FILENAME == ARGV[1] { exported[$1] = 1; next }
+     FILENAME == ARGV[2] { names[$1] = names[$1] " " $2; next }
      $0 == "@rseq_failure" { print; next }
-     { n = split(names[$0], a, " "); for (i = 1; i <= n; i++) print a[i] }' \
-    "$WORK/syms" "$WORK/hit" >"$WORK/fns"
+     {
+         n = split(names[$0], a, " ")
+         for (i = 1; i <= n; i++)
+             if (a[i] ~ /^_ZN/ || a[i] ~ /^_R/ || a[i] in exported) print a[i]
+     }' "$WORK/exports" "$WORK/syms" "$WORK/hit" >"$WORK/fns"
+found=$(grep -c . "$WORK/fns" || true)
+if [ "$found" -lt 100 ] || ! grep -qx malloc "$WORK/fns"; then
+    echo "hot-text.sh: the traces named $found functions (and malloc?): not written" >&2
+    exit 1
+fi
 
 # One input-section pattern a function, in both the plain and the cold (`#[cold]`:
-# .text.unlikely.) sections, the hash cut: "_ZN...17h<16 hex>E" -> "_ZN...17h*".
+# .text.unlikely.) sections, the hashes cut.
 {
-    cat <<'EOF'
-/* Generated by capi/hot-text.sh: the code libcpuslab_preload.so runs, gathered at
- * the start of its text (see the script). Functions not named here follow in the
- * linker's order; a missing name costs RSS, never correctness. */
-SECTIONS
-{
-  .text.hot :
-  {
-    *(.text)
-EOF
+    printf '%s\n' \
+        "/* Generated by capi/hot-text.sh: the code libcpuslab_preload.so runs, gathered at" \
+        " * the start of its text (see the script). Functions not named here follow in the" \
+        " * linker's order; a missing name costs RSS, never correctness. */" \
+        "SECTIONS" "{" "  .text.hot :" "  {" "    *(.text)"
     awk '
         $0 == "@rseq_failure" { print "    *(__rseq_failure)"; next }
-        /^0x/ { next }
         {
             name = $0
             sub(/17h[0-9a-f]+E$/, "17h*", name)
+            gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", name)
             if (name in seen) next
             seen[name] = 1
             printf "    *(.text.%s .text.unlikely.%s)\n", name, name
         }' "$WORK/fns"
-    cat <<'EOF'
-  }
-}
-INSERT BEFORE .text;
-EOF
+    printf '%s\n' "  }" "}" "INSERT BEFORE .text;"
 } >"$OUT"
 echo "wrote $OUT ($(grep -c '^    \*(\.text\.' "$OUT") functions)" >&2

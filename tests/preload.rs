@@ -274,6 +274,12 @@ fn library_links_no_std() {
 /// and all of the text stays resident.
 #[test]
 fn small_program_keeps_little_library_code() {
+    if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some()
+        || std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_some()
+    {
+        eprintln!("skipped: the library is built elsewhere or in the linker's order");
+        return;
+    }
     let dir = scratch("text");
     let exe = dir.join("text_resident");
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
@@ -314,9 +320,11 @@ fn small_program_keeps_little_library_code() {
     );
 }
 
-/// Every function `capi/hot-text.ld` names is still one of the library's: a renamed
-/// or removed function leaves a stale entry, and its replacement in the linker's
-/// order (`capi/hot-text.sh` regenerates the file).
+/// Every function of cpuslab's own that `capi/hot-text.ld` names is still one of the
+/// library's: a renamed or removed function leaves a stale entry, and its replacement
+/// in the linker's order (`capi/hot-text.sh` regenerates the file). Entries of core
+/// and alloc are not checked: what inlining leaves out of line changes with the
+/// toolchain.
 #[test]
 fn hot_text_names_functions_of_the_library() {
     if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some() {
@@ -338,8 +346,9 @@ fn hot_text_names_functions_of_the_library() {
         .filter_map(|l| l.trim().strip_prefix("*(.text."))
         .filter_map(|l| l.split(' ').next())
         .map(|n| n.trim_end_matches('*'))
+        .filter(|n| n.contains("cpuslab") || !n.starts_with("_Z") && !n.starts_with("_R"))
         .collect();
-    assert!(names.len() > 100, "{} entries", names.len());
+    assert!(names.len() > 80, "{} entries of cpuslab's", names.len());
     let stale: Vec<&&str> = names
         .iter()
         .filter(|n| !symbols.iter().any(|s| s.starts_with(**n)))

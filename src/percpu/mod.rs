@@ -7,7 +7,7 @@
 //!  alloc_percpu / free_percpu ── slots of chunks by largest free run   (alloc)
 //!        │                    └─ balance: empty pages LOW..HIGH, free empty chunks
 //!  chunk: one unit a CPU, 64 KiB each, MAP_NORESERVE, mbind'ed to the CPU's node
-//!        └─ bitmap of 4-byte granules + per-page block hints + populated bitmap
+//!        └─ bitmap of 8-byte granules + per-page block hints + populated bitmap
 //! ```
 //!
 //! A chunk is one reservation holding a unit for every possible CPU; CPU `c`'s copy of

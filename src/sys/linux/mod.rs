@@ -22,6 +22,7 @@ pub mod process;
 pub mod rseq;
 pub mod thread;
 pub mod time;
+pub mod vdso;
 
 /// Whether cpuslab can run on this platform (here: yes; the kernel's page size is
 /// checked at boot).

@@ -1,4 +1,5 @@
-//! A monotonic clock that does not allocate (vDSO `clock_gettime`).
+//! A monotonic clock that does not allocate (the vDSO's `clock_gettime`, see
+//! [`vdso`](super::vdso)).
 
 /// Nanoseconds on the monotonic clock.
 pub fn now_ns() -> u64 {
@@ -8,7 +9,7 @@ pub fn now_ns() -> u64 {
     };
     // SAFETY: `ts` is a valid out-parameter.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        super::vdso::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -24,7 +25,7 @@ pub fn now_ms() -> u64 {
     };
     // SAFETY: `ts` is a valid out-parameter.
     unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+        super::vdso::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
     }
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
