@@ -127,6 +127,72 @@ unsafe fn find_symbol(base: usize, name: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// A minimal ELF image in a buffer, laid out as the kernel's vDSO is (linked at
+    /// 0, one load segment, a dynamic section): the header, two program headers, the
+    /// dynamic entries, a `DT_HASH` table of `nsyms` symbols, the symbols, the names.
+    /// With `hash` false the dynamic section names no hash table.
+    fn image(hash: bool) -> Vec<u64> {
+        let mut b = vec![0u64; 128];
+        let bytes = b.as_mut_ptr().cast::<u8>();
+        let (phoff, dynoff, hashoff, symoff, stroff) = (64usize, 176, 256, 288, 384);
+        // SAFETY: every write below lies inside the 1 KiB buffer, at offsets aligned
+        // for the structure written.
+        unsafe {
+            let eh = &mut *bytes.cast::<libc::Elf64_Ehdr>();
+            eh.e_ident[..5].copy_from_slice(b"\x7fELF\x02");
+            eh.e_phoff = phoff as u64;
+            eh.e_phnum = 2;
+            let ph = bytes.add(phoff).cast::<libc::Elf64_Phdr>();
+            (*ph).p_type = libc::PT_LOAD;
+            (*ph.add(1)).p_type = libc::PT_DYNAMIC;
+            (*ph.add(1)).p_vaddr = dynoff as u64;
+            let d = bytes.add(dynoff).cast::<Dyn>();
+            let tags = [(DT_SYMTAB, symoff), (DT_STRTAB, stroff), (DT_HASH, hashoff)];
+            for (i, &(tag, at)) in tags.iter().take(if hash { 3 } else { 2 }).enumerate() {
+                *d.add(i) = Dyn {
+                    d_tag: tag,
+                    d_val: at as u64,
+                };
+            }
+            // nbucket 1, nchain 3: the null symbol, a variable and a function.
+            let h = bytes.add(hashoff).cast::<u32>();
+            (*h, *h.add(1)) = (1, 3);
+            let s = bytes.add(symoff).cast::<libc::Elf64_Sym>();
+            for (i, (name, kind, value)) in [(1u32, 1u8, 0x500u64), (5, STT_FUNC, 0x700)]
+                .iter()
+                .enumerate()
+            {
+                let sym = &mut *s.add(i + 1);
+                sym.st_name = *name;
+                sym.st_info = *kind;
+                sym.st_shndx = 7;
+                sym.st_value = *value;
+            }
+            // The string table: an empty name at 0, then "var" at 1 and "fun" at 5.
+            let names: &[u8] = b"\0var\0fun\0";
+            bytes.add(stroff).copy_from(names.as_ptr(), names.len());
+        }
+        b
+    }
+
+    /// The walk finds a function by name, at the image's address plus its value, and
+    /// nothing for a variable, a missing name or an image without a hash table.
+    #[test]
+    fn finds_functions_in_an_image() {
+        let with = image(true);
+        let base = with.as_ptr() as usize;
+        // SAFETY: `with` is a whole image, built above, alive for the calls.
+        unsafe {
+            assert_eq!(find_symbol(base, b"fun"), Some(base + 0x700));
+            assert_eq!(find_symbol(base, b"var"), None, "not a function");
+            assert_eq!(find_symbol(base, b"none"), None);
+        }
+        let without = image(false);
+        // SAFETY: as above.
+        let found = unsafe { find_symbol(without.as_ptr() as usize, b"fun") };
+        assert_eq!(found, None, "no DT_HASH, no walk");
+    }
+
     /// The vDSO defines the function on x86_64 Linux, and its clock agrees with libc's.
     #[test]
     fn finds_the_vdso_clock_and_it_agrees_with_libc() {
