@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Regenerates capi/hot-text.ld, the order of libcpuslab_preload.so's code: the
-# functions programs run, first, so that they share a few pages.
+# Regenerates capi/hot-text.ld, the order of libcpuslab_preload.so's code: what a
+# small program runs first, what no traced program ran last.
 #
 # The kernel maps a file's pages 64 KiB around each page fault ("fault around"), and
 # a program's peak RSS counts them. With the linker's order, boot, the allocation
-# paths and exit touch code in every 64 KiB of the library's text, and a small
-# program keeps all of it resident; gathered, they fit in the first two windows.
+# paths, the reclaim thread's ticks and exit touch code in every 64 KiB of the
+# library's text, and a small program keeps all of it resident. The script writes
+# two output sections around the linker's `.text`:
+#   - `.text.hot`, before it: the rseq abort handlers and every function a small
+#     program runs (capi/footprint.c, and tests/capi/text_resident.c, which stays
+#     1.3 s so that the reclaim thread ticks and drains), in order of first call;
+#   - `.text.cold`, after it: every function that none of the traced programs ran,
+#     the suite's C workloads at a small scale included (threads, remote frees,
+#     larger and huge blocks, reallocation).
+# What neither names (the workloads' paths, and any function added, renamed, or
+# left out of line by the inliner since the file was made) stays in `.text`, between
+# the two: near the start, never in a cold window.
 #
 # The functions are those a uprobe on every function of the library sees run
-# (natively: valgrind would run no restartable sequence), in order of first call:
-#   1. capi/footprint.c, a small program: boot, blocks of 16-215 B, exit; then the
-#      rseq abort handlers;
-#   2. the suite's C workloads (benches/c/workloads.c) at a small scale: threads,
-#      remote frees, larger and huge blocks, reallocation.
-# Only Rust functions (their hashes cut: `17h<hash>E` and a crate's `Cs<hash>_`) and
-# the library's exports are named: the start files' functions sit in plain .text,
-# which the script's first line takes whole. Entries of cpuslab's own code hold
-# across builds; those of core and alloc are best effort (what inlining leaves out
-# of line changes with the toolchain). `tests/preload.rs` checks that cpuslab's
-# entries still name functions and that a small program keeps at most 96 KiB of the
-# text resident.
+# (natively: valgrind would run no restartable sequence). Only Rust functions (their
+# hashes cut: `17h<hash>E` and a crate's `Cs<hash>_`) and the library's exports are
+# named; a name is cold only if none of the functions it matches ran.
+# `tests/preload.rs` checks that cpuslab's entries still name functions and that a
+# small program keeps at most 96 KiB of the text resident.
 #
 # Needs root (uprobes, tracefs) and a C compiler; builds nothing itself, so build
 # the library first and give its path when it is not target/release's:
@@ -36,6 +39,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/cpuslab-hot-text.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 "${CC:-cc}" -O2 -o "$WORK/footprint" "$ROOT/capi/footprint.c"
+"${CC:-cc}" -O2 -o "$WORK/text_resident" "$ROOT/tests/capi/text_resident.c"
 "${CC:-cc}" -O2 -pthread -o "$WORK/workloads" "$ROOT/benches/c/workloads.c"
 
 T=/sys/kernel/tracing
@@ -85,45 +89,54 @@ run_fns() {
 
 {
     run_fns "$WORK/footprint" 1000
-    echo "@rseq_failure"
-    for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
-        run_fns "$WORK/workloads" "$w" 2 0.002
-    done
-} >"$WORK/hits"
-awk '!seen[$0]++' "$WORK/hits" >"$WORK/hit"
-# Every name at each address, in the order hit: Rust functions and exports only.
-awk 'FILENAME == ARGV[1] { exported[$1] = 1; next }
-     FILENAME == ARGV[2] { names[$1] = names[$1] " " $2; next }
-     $0 == "@rseq_failure" { print; next }
-     {
-         n = split(names[$0], a, " ")
-         for (i = 1; i <= n; i++)
-             if (a[i] ~ /^_ZN/ || a[i] ~ /^_R/ || a[i] in exported) print a[i]
-     }' "$WORK/exports" "$WORK/syms" "$WORK/hit" >"$WORK/fns"
-found=$(grep -c . "$WORK/fns" || true)
-if [ "$found" -lt 100 ] || ! grep -qx malloc "$WORK/fns"; then
-    echo "hot-text.sh: the traces named $found functions (and malloc?): not written" >&2
+    run_fns "$WORK/text_resident"
+} | awk '!seen[$0]++' >"$WORK/hot"
+for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
+    run_fns "$WORK/workloads" "$w" 2 0.002
+done | cat "$WORK/hot" - | awk '!seen[$0]++' >"$WORK/ran"
+if [ "$(grep -c . "$WORK/hot")" -lt 100 ]; then
+    echo "hot-text.sh: the traces found $(grep -c . "$WORK/hot") functions: not written" >&2
     exit 1
 fi
+# Names (Rust functions and exports) with their hashes cut, one a line, for the
+# addresses in file $1, in its order; "@all" for every function of the library.
+names() {
+    awk -v all="$1" '
+        FILENAME == ARGV[1] { exported[$1] = 1; next }
+        FILENAME == ARGV[2] { addrs[++n] = $1; names[$1] = names[$1] " " $2; next }
+        all != "@all" { order[++m] = $1; next }
+        END {
+            if (all == "@all") for (i = 1; i <= n; i++) order[++m] = addrs[i]
+            for (i = 1; i <= m; i++) {
+                k = split(names[order[i]], a, " ")
+                for (j = 1; j <= k; j++) {
+                    if (!(a[j] ~ /^_ZN/ || a[j] ~ /^_R/ || a[j] in exported)) continue
+                    name = a[j]
+                    sub(/17h[0-9a-f]+E$/, "17h*", name)
+                    gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", name)
+                    if (!(name in seen)) { seen[name] = 1; print name }
+                }
+            }
+        }' "$WORK/exports" "$WORK/syms" "${1/@all//dev/null}"
+}
+names "$WORK/hot" >"$WORK/hot.names"
+names "$WORK/ran" >"$WORK/ran.names"
+names @all | grep -vxF -f "$WORK/ran.names" >"$WORK/cold.names" || true
 
-# One input-section pattern a function, in both the plain and the cold (`#[cold]`:
-# .text.unlikely.) sections, the hashes cut.
+# One input-section pattern a name, in both the plain and the cold (`#[cold]`:
+# .text.unlikely.) sections.
+patterns() {
+    awk '{ printf "    *(.text.%s .text.unlikely.%s)\n", $0, $0 }' "$1"
+}
 {
     printf '%s\n' \
-        "/* Generated by capi/hot-text.sh: the code libcpuslab_preload.so runs, gathered at" \
-        " * the start of its text (see the script). Functions not named here follow in the" \
-        " * linker's order; a missing name costs RSS, never correctness. */" \
-        "SECTIONS" "{" "  .text.hot :" "  {" "    *(.text)"
-    awk '
-        $0 == "@rseq_failure" { print "    *(__rseq_failure)"; next }
-        {
-            name = $0
-            sub(/17h[0-9a-f]+E$/, "17h*", name)
-            gsub(/Cs[0-9A-Za-z]+_/, "Cs*_", name)
-            if (name in seen) next
-            seen[name] = 1
-            printf "    *(.text.%s .text.unlikely.%s)\n", name, name
-        }' "$WORK/fns"
-    printf '%s\n' "  }" "}" "INSERT BEFORE .text;"
+        "/* Generated by capi/hot-text.sh: the code a small program runs before the" \
+        " * linker's .text, the code no traced program ran after it (see the script). A" \
+        " * name missing here costs RSS, never correctness. */" \
+        "SECTIONS" "{" "  .text.hot :" "  {" "    *(__rseq_failure)"
+    patterns "$WORK/hot.names"
+    printf '%s\n' "  }" "}" "INSERT BEFORE .text;" "" "SECTIONS" "{" "  .text.cold :" "  {"
+    patterns "$WORK/cold.names"
+    printf '%s\n' "  }" "}" "INSERT AFTER .text;"
 } >"$OUT"
-echo "wrote $OUT ($(grep -c '^    \*(\.text\.' "$OUT") functions)" >&2
+echo "wrote $OUT ($(grep -c . "$WORK/hot.names") hot, $(grep -c . "$WORK/cold.names") cold)" >&2

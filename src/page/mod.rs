@@ -179,11 +179,12 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
         let page = pcp::rmqueue_large(order, node);
         if !page.is_null() {
             // SAFETY: a whole block of 2^order pages just taken off the list, ours; its
-            // contents are unknown (no `PG_ZERO`), and its tail pages kept their
-            // descriptors from when it was last handed out.
+            // contents are unknown (no `PG_ZERO`), and its descriptors kept what they
+            // held when it was last handed out, its page count included (not written
+            // again here: the zone's first-fit walk reads it under the zone lock).
             unsafe {
+                debug_assert_eq!((*page).info, npages as u64);
                 (*page).set_flags(PG_ALLOCATED | PG_LARGE);
-                (*page).info = npages as u64;
             }
             return page;
         }
@@ -233,14 +234,19 @@ fn exact_locked(
         } else {
             buddy::GROUP_SLAB
         };
-        // A large block of no power-of-two size: a dirty block is resident already and
-        // preferred; else it is packed after the last such block (see
-        // `take_at_cursor`, which takes exactly `npages`) rather than given a clean
-        // power-of-two block of its own; else the rest of `rmqueue_group`.
+        // A large block of no power-of-two size: the first run of dirty pages that
+        // holds it (`take_first_fit`), else a dirty block of its order, both resident
+        // already; else it is packed after the last such block (see `take_at_cursor`,
+        // which takes exactly `npages`) rather than given a clean power-of-two block of
+        // its own; else a clean block.
         let pack = large && !npages.is_power_of_two();
         let mut packed = false;
         let page = if pack {
-            let mut page = z.rmqueue_dirty(order, group);
+            let mut page = z.take_first_fit(npages, 1 << min_order, now);
+            packed = !page.is_null();
+            if page.is_null() {
+                page = z.rmqueue_dirty(order, group);
+            }
             if page.is_null() {
                 page = z.take_at_cursor(npages, 1 << min_order, now);
                 packed = !page.is_null();
@@ -525,4 +531,97 @@ pub fn alloc_pages_cold(order: usize) -> *mut Page {
         }
     }
     alloc_from_zones(node, order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::buddy::{RunClean, Zone};
+
+    /// A large block of no power-of-two size goes to the lowest run of dirty free pages
+    /// that holds it, though no dirty buddy block of its order exists and the packing
+    /// cursor was moved elsewhere: a 529-page table where a 600-page one was freed (as
+    /// blocks of 512, 64, 16 and 8 pages), not over a 9-page block freed later in
+    /// another max-order block, whose other pages are clean.
+    #[test]
+    fn a_large_block_fits_the_lowest_dirty_run() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        let take = |z: &mut buddy::ZoneInner, npages: usize| {
+            let page = exact_locked(
+                z,
+                0,
+                npages,
+                order_for_bytes(npages << PAGE_SHIFT),
+                0,
+                true,
+                0,
+            );
+            assert!(!page.is_null());
+            page
+        };
+        let free = |z: &mut buddy::ZoneInner, page: *mut Page, npages: usize| {
+            // SAFETY: under the zone lock; `page` heads a block of `npages` pages taken
+            // by `take` and no longer used.
+            unsafe {
+                z.large_pages -= npages;
+                z.free_run(page, npages, RunClean::Dirty, 0);
+                z.set_cursor_freed(page);
+            }
+        };
+        // A fills a max-order block with X; C sits in another.
+        let a = take(&mut z, 600);
+        let x = take(&mut z, 424);
+        // SAFETY: both in one max-order block, whose descriptors are consecutive.
+        assert_eq!(x, unsafe { a.add(600) }, "packed end to end");
+        let c = take(&mut z, 9);
+        free(&mut z, a, 600);
+        free(&mut z, c, 9);
+        z.clean_taken = 0;
+        let d = take(&mut z, 529);
+        assert_eq!(d, a, "placed over the 600 pages freed");
+        assert_eq!(z.clean_taken, 0, "no clean page taken");
+        free(&mut z, d, 529);
+        free(&mut z, x, 424);
+    }
+
+    /// The first fit takes dirty pages only: a 600-page block goes to a whole dirty
+    /// max-order block, not to an earlier one that is mostly clean (8 dirty pages
+    /// merged with 1016 never touched), which would fault in 592 pages.
+    #[test]
+    fn a_large_block_takes_no_mostly_clean_run() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        let take = |z: &mut buddy::ZoneInner, npages: usize| {
+            let page = exact_locked(
+                z,
+                0,
+                npages,
+                order_for_bytes(npages << PAGE_SHIFT),
+                0,
+                true,
+                0,
+            );
+            assert!(!page.is_null());
+            page
+        };
+        let a = take(&mut z, 8);
+        let b = take(&mut z, 1 << MAX_ORDER);
+        assert!(a < b);
+        // SAFETY: under the zone lock; both blocks were taken above and are unused.
+        unsafe {
+            z.large_pages -= 8 + (1 << MAX_ORDER);
+            z.free_run(a, 8, RunClean::Dirty, 0);
+            z.free_run(b, 1 << MAX_ORDER, RunClean::Dirty, 0);
+        }
+        z.clean_taken = 0;
+        let c = take(&mut z, 600);
+        assert_eq!(c, b, "placed in the dirty block");
+        assert_eq!(z.clean_taken, 0, "no clean page taken");
+        // SAFETY: as above.
+        unsafe {
+            z.large_pages -= 600;
+            z.free_run(c, 600, RunClean::Dirty, 0);
+        }
+    }
 }
