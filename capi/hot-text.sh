@@ -12,7 +12,8 @@
 #     1.3 s so that the reclaim thread ticks and drains), in order of first call;
 #   - `.text.cold`, after it: every function that none of the traced programs ran,
 #     the suite's C workloads at a small scale included (threads, remote frees,
-#     larger and huge blocks, reallocation).
+#     larger and huge blocks, reallocation), and the small program again without
+#     restartable sequences (`CPUSLAB_RSEQ=0`).
 # What neither names (the workloads' paths, and any function added, renamed, or
 # left out of line by the inliner since the file was made) stays in `.text`, between
 # the two: near the start, never in a cold window.
@@ -91,9 +92,14 @@ run_fns() {
     run_fns "$WORK/footprint" 1000
     run_fns "$WORK/text_resident"
 } | awk '!seen[$0]++' >"$WORK/hot"
-for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
-    run_fns "$WORK/workloads" "$w" 2 0.002
-done | cat "$WORK/hot" - | awk '!seen[$0]++' >"$WORK/ran"
+{
+    for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
+        run_fns "$WORK/workloads" "$w" 2 0.002
+    done
+    # The paths of a machine without restartable sequences (the per-CPU caches'
+    # tried locks).
+    run_fns env CPUSLAB_RSEQ=0 "$WORK/footprint" 1000
+} | cat "$WORK/hot" - | awk '!seen[$0]++' >"$WORK/ran"
 if [ "$(grep -c . "$WORK/hot")" -lt 100 ]; then
     echo "hot-text.sh: the traces found $(grep -c . "$WORK/hot") functions: not written" >&2
     exit 1
