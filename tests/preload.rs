@@ -184,15 +184,20 @@ fn compare(name: &str, mut make: impl FnMut() -> Command, served: &[&str]) -> Ve
     reports
 }
 
-#[test]
-fn library_exports_the_c_allocator() {
+/// What `nm` with `flags` lists of the library's symbols (failing when it fails).
+fn nm(flags: &[&str]) -> String {
     let out = output({
         let mut c = Command::new("nm");
-        c.args(["-D", "--defined-only"]).arg(preload_so());
+        c.args(flags).arg(preload_so());
         c
     });
-    assert!(out.status.success());
-    let symbols = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nm failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn library_exports_the_c_allocator() {
+    let symbols = nm(&["-D", "--defined-only"]);
     for name in [
         "malloc",
         "free",
@@ -239,13 +244,7 @@ fn library_links_no_std() {
         .filter_map(|l| l.split('[').nth(1)?.split(']').next())
         .collect();
     assert_eq!(needed, ["libc.so.6"], "{dynamic}");
-    let out = output({
-        let mut c = Command::new("nm");
-        c.arg(preload_so());
-        c
-    });
-    assert!(out.status.success());
-    let symbols = String::from_utf8_lossy(&out.stdout);
+    let symbols = nm(&[]);
     for std_only in ["backtrace", "gimli", "ARGV_INIT_ARRAY"] {
         assert!(
             !symbols.contains(std_only),
@@ -258,12 +257,7 @@ fn library_links_no_std() {
                 .join("\n")
         );
     }
-    let out = output({
-        let mut c = Command::new("nm");
-        c.args(["-D", "--defined-only"]).arg(preload_so());
-        c
-    });
-    let exported = String::from_utf8_lossy(&out.stdout);
+    let exported = nm(&["-D", "--defined-only"]);
     assert!(!exported.contains("rust_eh_personality"), "{exported}");
 }
 
@@ -340,14 +334,8 @@ fn hot_text_names_functions_of_the_library() {
     }
     let script = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("capi/hot-text.ld"))
         .expect("capi/hot-text.ld");
-    let out = output({
-        let mut c = Command::new("nm");
-        c.arg(preload_so());
-        c
-    });
-    assert!(out.status.success());
-    let nm = String::from_utf8_lossy(&out.stdout);
-    let symbols: Vec<&str> = nm.lines().filter_map(|l| l.split(' ').nth(2)).collect();
+    let listed = nm(&[]);
+    let symbols: Vec<&str> = listed.lines().filter_map(|l| l.split(' ').nth(2)).collect();
     let names: Vec<&str> = script
         .lines()
         .filter_map(|l| l.trim().strip_prefix("*(.text."))

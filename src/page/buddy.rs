@@ -831,15 +831,25 @@ impl ZoneInner {
         }
         // SAFETY: under the zone lock; `fits` keeps `[start, end)` inside the cursor's
         // max-order block, of this zone.
-        match unsafe { self.take_range(start, end, now_ms) } {
-            Some(zero) => {
-                // SAFETY: `cur` heads the run just taken off the lists, not yet handed
-                // out: the zone's alone.
-                unsafe { (*cur).init_head(PG_ALLOCATED | zero, 0) };
-                cur
-            }
-            None => ptr::null_mut(),
-        }
+        unsafe { self.take_run(start, end, now_ms) }
+    }
+
+    /// [`take_range`](Self::take_range) of `[start, end)` as one allocated block: its
+    /// head descriptor (flagged `PG_ALLOCATED`, plus `PG_ZERO` when all of it reads as
+    /// zero), or null when a page there is not free or cannot be charged.
+    ///
+    /// # Safety
+    /// As for `take_range`.
+    unsafe fn take_run(&mut self, start: usize, end: usize, now_ms: u64) -> *mut Page {
+        // SAFETY: the caller's contract.
+        let Some(zero) = (unsafe { self.take_range(start, end, now_ms) }) else {
+            return ptr::null_mut();
+        };
+        let head = virt_to_page(start as *const u8);
+        // SAFETY: `head` heads the run just taken off the lists, not yet handed out: the
+        // zone's alone.
+        unsafe { (*head).init_head(PG_ALLOCATED | zero, 0) };
+        head
     }
 
     /// First fit of `npages` pages (no power of two) at a multiple of `align` pages,
@@ -847,8 +857,9 @@ impl ZoneInner {
     /// order within each arena (the newest arena first): glibc's and jemalloc's
     /// placement for such blocks. Runs of wholly dirty blocks first; then runs that
     /// may hold mixed blocks (dirty ones with clean pages merged in, as purges under
-    /// pressure leave them), never wholly clean ones. A table grown by doubling (each made before the one it replaces is
-    /// freed) then lands where the same table landed in the last round, every round:
+    /// pressure leave them), never wholly clean ones. A table grown by doubling (each
+    /// made before the one it replaces is freed) then lands where the same table
+    /// landed in the last round, every round:
     /// the smaller ones in the run the last round's smaller ones left, the largest in
     /// the run the largest left. Taking dirty blocks by order instead (the buddy's own
     /// choice) scatters the smaller ones over the run the largest needs, which then
@@ -925,19 +936,9 @@ impl ZoneInner {
                             if at + bytes <= next && at + bytes <= end {
                                 // SAFETY: under the zone lock; `[at, at + bytes)` lies
                                 // inside this max-order block, on the free blocks just
-                                // walked.
-                                return match unsafe { self.take_range(at, at + bytes, now_ms) } {
-                                    Some(zero) => {
-                                        let head = virt_to_page(at as *const u8);
-                                        // SAFETY: `head` heads the run just taken off the
-                                        // lists, not yet handed out: the zone's alone.
-                                        unsafe { (*head).init_head(PG_ALLOCATED | zero, 0) };
-                                        head
-                                    }
-                                    // Past the heap limit (the run had no clean page to
-                                    // charge, so this does not happen).
-                                    None => ptr::null_mut(),
-                                };
+                                // walked. Null only past the heap limit (a mixed run's
+                                // clean pages are charged).
+                                return unsafe { self.take_run(at, at + bytes, now_ms) };
                             }
                         }
                         PAGE_SIZE << order

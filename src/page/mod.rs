@@ -538,6 +538,15 @@ mod tests {
     use super::*;
     use crate::page::buddy::{RunClean, Zone};
 
+    /// A large block of `npages` pages from the zone whose lock `z` is, as `alloc_large`
+    /// takes one.
+    fn take(z: &mut buddy::ZoneInner, npages: usize) -> *mut Page {
+        let order = order_for_bytes(npages << PAGE_SHIFT);
+        let page = exact_locked(z, 0, npages, order, 0, true, 0);
+        assert!(!page.is_null());
+        page
+    }
+
     /// A large block of no power-of-two size goes to the lowest run of dirty free pages
     /// that holds it, though no dirty buddy block of its order exists and the packing
     /// cursor was moved elsewhere: a 529-page table where a 600-page one was freed (as
@@ -547,19 +556,6 @@ mod tests {
     fn a_large_block_fits_the_lowest_dirty_run() {
         let zone = Zone::new();
         let mut z = zone.lock();
-        let take = |z: &mut buddy::ZoneInner, npages: usize| {
-            let page = exact_locked(
-                z,
-                0,
-                npages,
-                order_for_bytes(npages << PAGE_SHIFT),
-                0,
-                true,
-                0,
-            );
-            assert!(!page.is_null());
-            page
-        };
         let free = |z: &mut buddy::ZoneInner, page: *mut Page, npages: usize| {
             // SAFETY: under the zone lock; `page` heads a block of `npages` pages taken
             // by `take` and no longer used.
@@ -592,19 +588,6 @@ mod tests {
     fn a_large_block_takes_no_mostly_clean_run() {
         let zone = Zone::new();
         let mut z = zone.lock();
-        let take = |z: &mut buddy::ZoneInner, npages: usize| {
-            let page = exact_locked(
-                z,
-                0,
-                npages,
-                order_for_bytes(npages << PAGE_SHIFT),
-                0,
-                true,
-                0,
-            );
-            assert!(!page.is_null());
-            page
-        };
         let a = take(&mut z, 8);
         let b = take(&mut z, 1 << MAX_ORDER);
         assert!(a < b);
