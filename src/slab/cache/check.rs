@@ -192,7 +192,7 @@ impl RawCache {
     /// Aborts for a free of `obj`, an arena address that is not an object of this
     /// cache, saying what it is instead.
     #[cold]
-    unsafe fn bad_free(&self, obj: *mut u8) -> ! {
+    pub(super) unsafe fn bad_free(&self, obj: *mut u8) -> ! {
         let head = virt_to_head_page(obj);
         // SAFETY: callers pass an arena address, whose head descriptor is mapped.
         let owner = unsafe { (*head).cache }.cast::<RawCache>();

@@ -11,7 +11,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::RawCache;
-use crate::page::arena::ARENA_SIZE;
+use crate::page::arena::{ARENA_MASK, ARENA_SIZE};
 use crate::page::desc::{page_offset, PG_ALLOCATED, PG_SLAB, PG_TAIL};
 use crate::page::list::PageList;
 use crate::page::{self, page_address, Page};
@@ -279,9 +279,11 @@ impl RawCache {
     /// in every build, before the freelist would hold it twice.
     #[inline]
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8) {
+        // Offsets in the arena, which the slab and its object share (as the free's
+        // check): the slab's first slot is one word of its descriptor.
         // SAFETY: `slab` heads a slab of this cache, `obj` one of its objects (the
         // caller's contract).
-        let off = obj as usize - (page_address(slab) as usize + unsafe { slab_colour(slab) });
+        let off = (obj as usize & ARENA_MASK) - unsafe { slab_first_slot(slab) };
         let idx = self.geom().obj_to_index(off);
         // The map is by position (`Geometry::position`); the freelist array, by index.
         let pos = self.geom().position(idx);
@@ -474,6 +476,28 @@ impl SlabCache for RawCache {
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
         // SAFETY: it checks `obj` itself; it needs nothing of the caller.
         unsafe { RawCache::obj_to_slab(self, obj) }
+    }
+
+    #[inline(always)]
+    unsafe fn slab_span(&self, slab: *mut Page) -> (usize, usize) {
+        // SAFETY: written before the cache was published (it owns slabs, so it was).
+        let span = unsafe { (*self.check.get()).span } as usize;
+        // SAFETY: `slab` heads a slab of this cache (the contract): its first slot's
+        // offset is in its descriptor, in the arena whose base its address carries.
+        let first = (slab as usize & !ARENA_MASK) + unsafe { slab_first_slot(slab) };
+        (first, span)
+    }
+
+    #[inline(always)]
+    unsafe fn check_in_span(&self, slab: *mut Page, obj: *mut u8) {
+        // The offsets of the slots, not of the objects: the objects `free_block` puts
+        // back are what the array caches hold, which are slots.
+        // SAFETY: `slab` is a slab of this cache and `obj` lies in its span (the
+        // contract), so in its arena.
+        if !unsafe { self.starts_slot(slab, (obj as usize & ARENA_MASK) as u32) } {
+            // SAFETY: as above, an arena address.
+            unsafe { self.bad_free(obj) };
+        }
     }
 
     #[inline(always)]
