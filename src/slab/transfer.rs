@@ -550,9 +550,16 @@ pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut 
 /// [`SlabCache::keeps_order`]): shuffled, which objects neighbour each other must stay
 /// unpredictable; spread over lines, two small objects allocated in turn must not
 /// share one.
+///
+/// A refill from the shared cache is the tail of one CPU's flush and the head of
+/// another, each in the order it was freed: a few ordered runs, which
+/// [`runsort`](crate::ds::runsort) merges in linear time. A comparison sort of such a
+/// batch, whose comparisons the branch predictor misses about every other time, cost
+/// `xmalloc-test` (64 B blocks made by two threads and freed by two others) a tenth of
+/// its time.
 pub fn order_for_pops<C: SlabCache>(c: &C, objs: &mut [*mut u8]) {
     if !c.keeps_order() {
-        objs.sort_unstable_by(|a, b| b.cmp(a));
+        crate::ds::runsort::sort_descending(objs);
     }
 }
 
