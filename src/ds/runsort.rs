@@ -1,13 +1,14 @@
 //! Sorting a short batch of addresses that arrives as a few ordered runs, in time
-//! linear in its length for a fixed number of runs, with no heap and no branch that
-//! depends on how two random addresses compare.
+//! linear in its length for a fixed number of runs, with no heap, and with branches
+//! that follow the runs rather than how two scattered addresses compare.
 //!
 //! A batch of objects a CPU takes from its node is the tail of one flush and the head
 //! of another, each in the order its CPU freed them: two or three runs, ascending or
 //! descending. A comparison sort of such a batch (the standard library's pattern-
 //! defeating quicksort sees only one leading run) mispredicts about every other
 //! comparison. Here the runs are found in one pass, ascending ones reversed, and the
-//! runs merged pairwise, the merge's choice made without a branch.
+//! runs merged pairwise, the merge's choice written as values (which the compiler
+//! may turn into conditional moves).
 
 /// Longest slice [`sort_descending`] merges in its stack buffer; longer ones are
 /// sorted by the standard library.
@@ -80,7 +81,7 @@ fn merge_descending<T: Copy + Ord>(v: &mut [T], mid: usize, buf: &mut [T; RUN_SO
     let (mut i, mut j) = (0, mid);
     for slot in v.iter_mut() {
         // Take from the left run unless it is used up, or the right run's head is
-        // larger; computed as values, which the compiler turns into conditional moves.
+        // larger; the indices advance by the choice as a value, not down two paths.
         let take_right = i == mid || (j < n && buf[j] > buf[i]);
         let from = if take_right { j } else { i };
         *slot = buf[from];

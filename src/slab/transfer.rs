@@ -552,8 +552,8 @@ pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut 
 /// share one.
 ///
 /// A refill from the shared cache is the tail of one CPU's flush and the head of
-/// another, each in the order it was freed: a few ordered runs, which
-/// [`runsort`](crate::ds::runsort) merges in linear time. A comparison sort of such a
+/// another, each in the order it was freed: a few ordered runs, which `ds::runsort`
+/// merges in linear time. A comparison sort of such a
 /// batch, whose comparisons the branch predictor misses about every other time, cost
 /// `xmalloc-test` (64 B blocks made by two threads and freed by two others) a tenth of
 /// its time.

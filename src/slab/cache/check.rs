@@ -5,7 +5,9 @@
 //! ([`FreeCheck`]): that the pointer is aligned as the cache's objects are, or, where
 //! the caller has the slab's descriptor at hand (`free_in_slab`), that it is exactly
 //! an object's start. The slow paths make the full check (`check_obj`: an arena
-//! address, in a slab of this cache, at an object's start). A pointer that fails is
+//! address, in a slab of this cache, at an object's start), but for an object of the
+//! slab the object before it in a `free_block` batch proved, whose slot offset alone
+//! is checked (`starts_slot`). A pointer that fails is
 //! heap corruption and aborts, with a message that says what the pointer is instead
 //! (another cache's object, not a cpuslab address) or which double free was caught;
 //! the one exception is a foreign block that reaches a cache which never set up, which
@@ -82,9 +84,10 @@ impl RawCache {
 
     /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
     /// slot of `slab`, a slab of this cache: [`starts_object`](Self::starts_object)
-    /// without a debug cache's lead, for the free fast path alone, which no debug
-    /// cache's free completes (its per-CPU caches have limit 0, so the push fails and
-    /// the slow path checks again with the lead).
+    /// without a debug cache's lead. For the free fast path, which no debug cache's
+    /// free completes (its per-CPU caches have limit 0, so the push fails and the slow
+    /// path checks again with the lead), and for `free_block`'s objects of a run, which
+    /// are slots (what the array caches and the node paths hold).
     ///
     /// # Safety
     /// As for [`check_in_slab`](Self::check_in_slab), at the address of `off`.
@@ -177,7 +180,8 @@ impl RawCache {
         let owner = unsafe { (*slab).cache }.cast::<RawCache>();
         let ok = is_slab && ptr::eq(owner, self) && {
             // Offsets in the arena, as `starts_object`: a slab between its growth and
-            // its colouring reads as a huge offset, never overflows.
+            // its colouring (first slot 0) reads as the pointer's own arena offset,
+            // past the descriptor block and so past any slab's span; never overflows.
             // SAFETY: `slab` heads a slab (`PG_SLAB`) of this cache.
             let off = (slot as usize & ARENA_MASK).wrapping_sub(unsafe { slab_first_slot(slab) });
             g.is_obj_offset(off)
