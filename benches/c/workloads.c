@@ -609,6 +609,104 @@ static void mstress(int threads, double scale)
     free(ms.boxes);
 }
 
+/* ------------------------------------------------------------ xmalloc-test */
+
+/* Lever and Boreham's producer/consumer test: `threads` producers fill
+ * batches of XM_BATCH blocks of 64 B (the batch itself a 32 KiB block) and
+ * queue them; `threads` consumers take whole batches and free every block, so
+ * every object is freed by a thread other than the one that made it. The queue
+ * holds at most XM_QUEUE batches, as the original's. A fixed number of batches
+ * instead of a fixed time, so that the suite can time it. */
+enum { XM_BATCH = 4096, XM_QUEUE = 100, XM_SIZE = 64 };
+
+typedef struct xm_batch {
+    struct xm_batch *next;
+    uint64_t first; /* tag of objects[0]; the rest follow */
+    void *objects[XM_BATCH];
+} xm_batch_t;
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t nonempty, nonfull;
+    xm_batch_t *head;
+    int len, producers_left;
+} xm_queue_t;
+
+static void *xm_producer(void *arg)
+{
+    targ_t *a = arg;
+    xm_queue_t *q = a->shared;
+    uint64_t batches = per_thread(600, a->scale, a->threads);
+    for (uint64_t b = 0; b < batches; b++) {
+        xm_batch_t *batch = malloc(sizeof *batch);
+        if (!batch)
+            fail("malloc returned NULL", batch, sizeof *batch, 0, 0);
+        batch->first = ((uint64_t)a->index << 40) | (b * XM_BATCH);
+        for (int i = 0; i < XM_BATCH; i++)
+            batch->objects[i] = get(XM_SIZE, mix(batch->first + (uint64_t)i));
+        pthread_mutex_lock(&q->lock);
+        while (q->len >= XM_QUEUE)
+            pthread_cond_wait(&q->nonfull, &q->lock);
+        batch->next = q->head;
+        q->head = batch;
+        q->len++;
+        pthread_cond_signal(&q->nonempty);
+        pthread_mutex_unlock(&q->lock);
+    }
+    pthread_mutex_lock(&q->lock);
+    q->producers_left--;
+    pthread_cond_broadcast(&q->nonempty);
+    pthread_mutex_unlock(&q->lock);
+    flush_ledger();
+    return NULL;
+}
+
+static void *xm_consumer(void *arg)
+{
+    targ_t *a = arg;
+    xm_queue_t *q = a->shared;
+    for (;;) {
+        pthread_mutex_lock(&q->lock);
+        while (!q->head && q->producers_left > 0)
+            pthread_cond_wait(&q->nonempty, &q->lock);
+        xm_batch_t *batch = q->head;
+        if (batch) {
+            q->head = batch->next;
+            q->len--;
+            pthread_cond_signal(&q->nonfull);
+        }
+        pthread_mutex_unlock(&q->lock);
+        if (!batch)
+            break;
+        for (int i = 0; i < XM_BATCH; i++)
+            put(batch->objects[i], XM_SIZE, mix(batch->first + (uint64_t)i));
+        free(batch);
+    }
+    flush_ledger();
+    return NULL;
+}
+
+static void xmalloc_test(int threads, double scale)
+{
+    xm_queue_t q = {.head = NULL, .len = 0, .producers_left = threads};
+    pthread_mutex_init(&q.lock, NULL);
+    pthread_cond_init(&q.nonempty, NULL);
+    pthread_cond_init(&q.nonfull, NULL);
+    targ_t *a = thread_args(threads, scale, &q);
+    pthread_t *t = malloc(sizeof *t * 2 * (size_t)threads);
+    if (!t)
+        fail("malloc returned NULL", t, 0, 0, 0);
+    for (int i = 0; i < threads; i++) {
+        spawn(&t[2 * i], xm_consumer, &a[i]);
+        spawn(&t[2 * i + 1], xm_producer, &a[i]);
+    }
+    for (int i = 0; i < 2 * threads; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    free(a);
+    flush_ledger();
+}
+
 /* ------------------------------------------------------------ malloc-large */
 
 /* Blocks of 5-25 MiB, four live at a time, every page written: how an
@@ -688,6 +786,7 @@ static const struct {
     {"cache-thrash", cache_thrash},
     {"cache-scratch", cache_scratch},
     {"mstress", mstress},
+    {"xmalloc-test", xmalloc_test},
     {"malloc-large", malloc_large},
     {"threads256", threads256},
 };

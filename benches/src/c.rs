@@ -59,6 +59,11 @@ pub const C_WORKLOADS: &[WorkloadInfo] = &[
         "mixed lifetimes 16 B..256 KiB, realloc growth, a quarter of medium blocks freed by the next thread",
     ),
     w(
+        "xmalloc-test",
+        true,
+        "producers fill batches of 4096 blocks of 64 B, consumers on other threads free them",
+    ),
+    w(
         "malloc-large",
         false,
         "blocks of 5 to 25 MiB, four live, every page touched",
