@@ -53,7 +53,8 @@ read -r seg_off seg_addr < <(readelf -lW "$LIB" | awk '$1 == "LOAD" && / R E / {
 nm "$LIB" | awk '$2 ~ /^[tT]$/ { print $1, $3 }' | sort >"$WORK/syms"
 nm -D --defined-only "$LIB" | awk '$2 == "T" { print $3 }' >"$WORK/exports"
 awk '{ print $1 }' "$WORK/syms" | uniq >"$WORK/addrs"
-old_size=$(cat "$T/buffer_size_kb")
+# Before the buffer was first used it reads "7 (expanded: 1408)": the number alone.
+old_size=$(awk '{ print $1; exit }' "$T/buffer_size_kb")
 old_overwrite=$(cat "$T/options/overwrite")
 remove_probes() {
     if [ -e "$T/events/$GROUP/enable" ]; then echo 0 >"$T/events/$GROUP/enable"; fi

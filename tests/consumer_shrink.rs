@@ -30,8 +30,8 @@ fn a_cache_that_only_frees_shrinks() {
         // SAFETY: allocated above from this cache.
         unsafe { cache.free(o) };
     }
-    let (cached, ..) = common::slab_row("drain-64");
-    let on_cpu = cached.saturating_sub(common::shared_avail("drain-64"));
+    let (cached, at_node) = common::active_and_shared("drain-64");
+    let on_cpu = cached.saturating_sub(at_node);
     assert!(
         on_cpu <= 2 * batch as usize,
         "{on_cpu} objects on the CPU after 20,000 frees (limit {limit}, shared {shared})"

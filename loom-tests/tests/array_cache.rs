@@ -205,7 +205,7 @@ impl Cache {
                     (*ac).avail = avail - 1;
                     *ArrayCache::entries(ac).add(avail as usize - 1)
                 } else {
-                    transfer::alloc_refill(self, 0, ac)
+                    transfer::alloc_refill(self, 0, ac, (*ac).batchcount, (*ac).batchcount)
                 };
                 (*ac).lock.unlock();
                 obj
@@ -220,21 +220,26 @@ impl Cache {
         })
     }
 
-    /// `RawCache::free` on the tried-lock path, as CPU `cpu`: push, after
-    /// `cache_flusharray` if the cache is full; to the node when it is stopped.
+    /// `RawCache::free` on the tried-lock path, as CPU `cpu`: push, after taking a
+    /// batch out if the cache is full (given to the node once the cache is released);
+    /// to the node when it is stopped.
     fn free(&self, cpu: usize, obj: *mut u8, to_destroy: &mut PageList) {
         self.release(obj);
         let ac = self.acs[cpu];
         // SAFETY: as in `alloc`; the caller held `obj`.
         unsafe {
             if (*ac).lock.try_lock() {
+                let mut buf = transfer::ObjBuf::new();
+                let mut n = 0;
                 if (*ac).avail >= (*ac).limit {
-                    transfer::flusharray(self, 0, ac, to_destroy);
+                    n = transfer::flush_take(ac, &mut buf);
                 }
                 let avail = (*ac).avail;
                 *ArrayCache::entries(ac).add(avail as usize) = obj;
                 (*ac).avail = avail + 1;
                 (*ac).lock.unlock();
+                // The flushed batch reaches the node after the cache is released.
+                transfer::give_back(self, 0, buf.objs(n), to_destroy);
             } else {
                 transfer::free_to_node(self, 0, obj, to_destroy);
             }

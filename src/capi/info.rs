@@ -123,7 +123,11 @@ pub extern "C" fn mallinfo2() -> Mallinfo2 {
         info.fsmblks += c.shared * c.size;
         slab_free += c.free * c.size;
     });
-    info.fordblks = (m.dirty_free_bytes + m.pcp_bytes + slab_free).min(info.arena);
+    // The CPUs' array caches and the alien caches count as free, as the shared caches
+    // do: a CPU may hold a couple of thousand objects of a class, and a program that
+    // freed that many would see its `uordblks` stay where it was.
+    let cached = m.breakdown.cpu_cache_bytes + m.breakdown.alien_bytes;
+    info.fordblks = (m.dirty_free_bytes + m.pcp_bytes + slab_free + cached).min(info.arena);
     info.uordblks = info.arena - info.fordblks;
     saved.restore();
     info

@@ -12,7 +12,7 @@
 
 /// Longest slice [`sort_descending`] merges in its stack buffer; longer ones are
 /// sorted by the standard library.
-pub const RUN_SORT_MAX: usize = 64;
+pub const RUN_SORT_MAX: usize = 256;
 
 /// Most runs a slice may have for the merge: with more, the slice is scattered enough
 /// that the standard library's sort is as good.
@@ -51,7 +51,26 @@ pub fn sort_descending<T: Copy + Ord>(v: &mut [T]) {
         runs += 1;
         start = end;
     }
-    let mut buf = [v[0]; RUN_SORT_MAX];
+    // The merge buffer is filled when it is made: a short batch, a refill of one
+    // batch, takes a short one (a producer's refills reach `RUN_SORT_MAX`).
+    if v.len() <= SHORT {
+        merge_runs::<T, SHORT>(v, &mut ends, runs);
+    } else {
+        merge_runs::<T, RUN_SORT_MAX>(v, &mut ends, runs);
+    }
+}
+
+/// Length up to which [`sort_descending`] merges through a buffer of this size.
+const SHORT: usize = 64;
+
+/// Merges the `runs` descending runs of `v` (`ends[k]` one past run `k`) into one,
+/// through a buffer of `N >= v.len()` elements.
+fn merge_runs<T: Copy + Ord, const N: usize>(
+    v: &mut [T],
+    ends: &mut [usize; MAX_RUNS],
+    mut runs: usize,
+) {
+    let mut buf = [v[0]; N];
     // Merge neighbouring runs until one is left.
     while runs > 1 {
         let mut merged = 0;
@@ -75,7 +94,7 @@ pub fn sort_descending<T: Copy + Ord>(v: &mut [T]) {
 }
 
 /// Merges the descending runs `v[..mid]` and `v[mid..]` into one, through `buf`.
-fn merge_descending<T: Copy + Ord>(v: &mut [T], mid: usize, buf: &mut [T; RUN_SORT_MAX]) {
+fn merge_descending<T: Copy + Ord, const N: usize>(v: &mut [T], mid: usize, buf: &mut [T; N]) {
     let n = v.len();
     buf[..n].copy_from_slice(v);
     let (mut i, mut j) = (0, mid);
@@ -114,7 +133,7 @@ mod tests {
         check((0..200).map(|i| (i * 7919) % 211).collect());
         // Every run count up to more than the merge takes, at every length.
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for len in 0..=70 {
+        for len in (0..=70).chain([100, 191, 255, 256, 257, 300]) {
             for runs in 1..=10 {
                 let mut v = Vec::new();
                 for r in 0..runs {

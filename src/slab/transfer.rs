@@ -11,6 +11,7 @@
 //! Slabs to free are collected on a list for the caller, which frees them once it holds
 //! no list lock.
 
+use core::mem::MaybeUninit;
 use core::ptr;
 
 use super::array_cache::ArrayCache;
@@ -203,15 +204,20 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
     }
 }
 
-/// `cache_alloc_refill`: fills the empty array cache `ac` with up to `batchcount`
-/// objects of `node` (its shared cache, else its slabs, else a new slab) and pops one.
-/// Null when memory ran out.
+/// `cache_alloc_refill`: fills the empty array cache `ac` with up to `batch` objects
+/// of `node` (its shared cache, else its slabs, else new slabs, as [`fill_buf`] with
+/// the cache's own batch `plain`) and pops one. Null when memory ran out.
 ///
 /// # Safety
-/// The caller holds `ac`'s lock and no list lock.
-pub unsafe fn alloc_refill<C: SlabCache>(c: &C, node: usize, ac: *mut ArrayCache) -> *mut u8 {
-    // SAFETY: the caller holds `ac`'s lock (the contract).
-    let batch = unsafe { (*ac).batchcount }.max(1);
+/// The caller holds `ac`'s lock and no list lock; `batch` is at most `ac`'s limit.
+pub unsafe fn alloc_refill<C: SlabCache>(
+    c: &C,
+    node: usize,
+    ac: *mut ArrayCache,
+    batch: u32,
+    plain: u32,
+) -> *mut u8 {
+    let batch = batch.max(1);
     {
         let mut l = c.list_lock(node).lock();
         let shared = l.shared;
@@ -220,19 +226,22 @@ pub unsafe fn alloc_refill<C: SlabCache>(c: &C, node: usize, ac: *mut ArrayCache
         if !shared.is_null() && unsafe { ArrayCache::transfer(ac, shared, batch) } > 0 {
             // SAFETY: as above.
             unsafe { (*shared).touched = 1 };
-        } else {
-            // SAFETY: `l` is locked and `ac`'s lock held; `ac` has room for `batch`, as
-            // a cache keeps its batchcount within its arrays' capacity.
-            unsafe { refill_from_slabs(c, &mut l, ac, batch) };
         }
+        // SAFETY: `l` is locked and `ac`'s lock held; `ac` has room for `batch` (at
+        // most its limit); nothing to do where the shared cache gave it all.
+        unsafe { refill_from_slabs(c, &mut l, ac, batch) };
     }
-    // SAFETY: `ac`'s lock is held.
-    if unsafe { (*ac).avail } == 0 {
-        // SAFETY: the list lock was dropped with the block above, and the caller holds
-        // no other (the contract).
+    let enough = batch.saturating_sub(plain).max(1);
+    loop {
+        // SAFETY: `ac`'s lock is held; `refill_from_slabs` raises `avail` under it.
+        if unsafe { (*ac).avail } >= enough {
+            break;
+        }
+        // SAFETY: the list lock was dropped with the block above (or the loop's), and
+        // the caller holds no other (the contract).
         let slab = unsafe { c.cache_grow_begin(node) };
         if slab.is_null() {
-            return ptr::null_mut();
+            break;
         }
         // The page pool may have fallen back to another allowed node.
         // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
@@ -261,61 +270,73 @@ pub unsafe fn alloc_refill<C: SlabCache>(c: &C, node: usize, ac: *mut ArrayCache
     }
 }
 
-/// `cache_flusharray`: makes room in the full array cache `ac` of a CPU of `node` by
-/// moving its `batchcount` oldest objects to the node's shared cache, or back to their
-/// slabs.
+/// The first half of `cache_flusharray`: takes the `batchcount` oldest objects of the
+/// full array cache `ac` (`flush_count`'s share) out into `out`, for the caller to hand
+/// to the node ([`give_back`]) once it has released `ac`. Returns how many.
+///
+/// The kernel moves them to the node's shared cache with the CPU's cache held (its
+/// interrupts off), which costs nothing there. Here the cache stays stopped while its
+/// holder waits for the node's list lock, and a thread preempted in that wait left
+/// every other thread on the CPU freeing one object at a time through that same lock:
+/// in a producer/consumer program (`xmalloc-test`, two producers and two consumers on
+/// two CPUs) those one-object frees were 5% of the samples, and under 1% once the
+/// objects were taken out first, to cross to the node while the CPU's cache is
+/// already in use again.
 ///
 /// # Safety
-/// The caller holds `ac`'s lock and no list lock.
-pub unsafe fn flusharray<C: SlabCache>(
-    c: &C,
-    node: usize,
-    ac: *mut ArrayCache,
-    to_destroy: &mut PageList,
-) {
+/// The caller holds `ac`'s lock.
+pub unsafe fn flush_take(ac: *mut ArrayCache, out: &mut ObjBuf) -> usize {
     // SAFETY: the caller holds `ac`'s lock (the contract).
-    let batch = unsafe { flush_count(ac).clamp(1, (*ac).avail.max(1)) };
-    let l = c.list_lock(node).lock();
-    let shared = l.shared;
-    // SAFETY: the shared cache (if any) is guarded by the list lock held here.
-    let room = unsafe { shared_room(shared) };
-    if room > 0 {
-        // SAFETY: both caches' locks are held. The shared cache has room for `max`
-        // entries from `entry[avail]` (below its limit and capacity), in an array apart
-        // from `ac`'s.
-        unsafe {
-            let max = batch.min(room);
-            let nr = ArrayCache::take_bottom(
-                ac,
-                max,
-                ArrayCache::entries(shared).add((*shared).avail as usize),
-            );
-            (*shared).avail += nr;
-        }
-        return;
+    let batch = unsafe { flush_count(ac) }.clamp(1, FLUSH_MAX as u32);
+    // SAFETY: as above; `out` has room for `FLUSH_MAX >= batch` pointers and is apart
+    // from the cache's array.
+    unsafe { ArrayCache::take_bottom(ac, batch, out.as_mut_ptr()) as usize }
+}
+
+/// Most objects one flush of a CPU's array cache takes out at a time ([`flush_take`]),
+/// or one refill takes in: an eighth of the largest array cache.
+pub const FLUSH_MAX: usize = 4 * CHUNK;
+
+/// A stack buffer for up to [`FLUSH_MAX`] objects on their way between a CPU's cache
+/// and its node, left uninitialised: zeroing its 2 KiB on every refill and flush cost
+/// more than the copies through it.
+pub struct ObjBuf([MaybeUninit<*mut u8>; FLUSH_MAX]);
+
+impl ObjBuf {
+    /// An empty buffer.
+    #[inline(always)]
+    pub fn new() -> Self {
+        Self([MaybeUninit::uninit(); FLUSH_MAX])
     }
-    let mut buf = [ptr::null_mut::<u8>(); FLUSH_MAX];
-    let mut held = Some((node, l));
-    let mut left = batch;
-    while left > 0 {
-        // SAFETY: `ac`'s lock is held and `buf` has room for `FLUSH_MAX` pointers.
-        let nr =
-            unsafe { ArrayCache::take_bottom(ac, left.min(FLUSH_MAX as u32), buf.as_mut_ptr()) };
-        if nr == 0 {
-            break;
-        }
-        // SAFETY: objects just taken out of the array cache: the cache's free objects,
-        // which nobody else holds.
-        held = unsafe { free_block(c, &buf[..nr as usize], held, to_destroy) };
-        left -= nr;
+
+    /// Where its objects go: room for [`FLUSH_MAX`] pointers.
+    #[inline(always)]
+    pub fn as_mut_ptr(&mut self) -> *mut *mut u8 {
+        self.0.as_mut_ptr().cast()
+    }
+
+    /// Its first `n` objects.
+    ///
+    /// # Safety
+    /// They were written; `n <= FLUSH_MAX`.
+    #[inline(always)]
+    pub unsafe fn objs(&mut self, n: usize) -> &mut [*mut u8] {
+        debug_assert!(n <= FLUSH_MAX);
+        // SAFETY: the first `n` slots are written (the contract), inside the array;
+        // `MaybeUninit<T>` has `T`'s layout.
+        unsafe { core::slice::from_raw_parts_mut(self.as_mut_ptr(), n) }
     }
 }
 
-/// Most objects one flush of a CPU's array cache moves through its buffer at a time.
-const FLUSH_MAX: usize = 4 * CHUNK;
+impl Default for ObjBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// How many objects a flush of the full array cache `ac` sends to the node: its batch,
-/// or an eighth of its limit where it grew past its free growth (`growth`).
+/// or an eighth of its limit where it grew past its free growth (`growth`); never more
+/// than [`FLUSH_MAX`] (the caller's clamp).
 ///
 /// A flush slides the objects it keeps down the array. With the kernel's batch out of
 /// a cache grown to 2048 entries of 64 B, that was 33 entries moved for every object
@@ -493,31 +514,37 @@ pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8
     Some(obj)
 }
 
-/// Moves objects from the node's shared cache, then its slabs, into `out`. Returns how
-/// many.
+/// Moves up to `len` objects from the node's shared cache, then its slabs, to `out`.
+/// Returns how many.
 ///
 /// # Safety
-/// `l` is the node's lists, locked.
-pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut u8]) -> usize {
+/// `l` is the node's lists, locked; `out` has room for `len` pointers, apart from
+/// every array cache.
+pub unsafe fn take_into<C: SlabCache>(
+    c: &C,
+    l: &mut NodeLists,
+    out: *mut *mut u8,
+    len: usize,
+) -> usize {
     let mut n = 0;
     let shared = l.shared;
     // SAFETY: the shared cache is guarded by `l`'s lock, held (the contract).
     if !shared.is_null() && unsafe { (*shared).avail } > 0 {
         // SAFETY: as above. The top `nr <= avail` entries move to `out`, which has room
-        // for them and, a unique borrow, does not overlap the array.
+        // for them and does not overlap the array (the contract).
         unsafe {
-            let nr = ((*shared).avail as usize).min(out.len());
+            let nr = ((*shared).avail as usize).min(len);
             (*shared).avail -= nr as u32;
             ptr::copy_nonoverlapping(
                 ArrayCache::entries(shared).add((*shared).avail as usize),
-                out.as_mut_ptr(),
+                out,
                 nr,
             );
             (*shared).touched = 1;
             n = nr;
         }
     }
-    while n < out.len() {
+    while n < len {
         let slab = l.get_first_slab();
         if slab.is_null() {
             break;
@@ -525,8 +552,8 @@ pub unsafe fn take_into<C: SlabCache>(c: &C, l: &mut NodeLists, out: &mut [*mut 
         // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
         let was_free = unsafe { (*slab).active } == 0;
         // SAFETY: `l` is locked and the slab, partial or free, has a free object; the
-        // `out.len() - n` slots from `out[n]` are in `out` (`n < out.len()`).
-        let got = unsafe { c.slab_get_objs(slab, out.as_mut_ptr().add(n), out.len() - n) };
+        // `len - n` slots from `out[n]` are in `out` (`n < len`).
+        let got = unsafe { c.slab_get_objs(slab, out.add(n), len - n) };
         n += got;
         l.free_objects -= got;
         // SAFETY: as in `take_one`.
@@ -568,30 +595,47 @@ pub fn order_for_pops<C: SlabCache>(c: &C, objs: &mut [*mut u8]) {
     }
 }
 
-/// Fills `buf` from `node`: its shared cache first, then its slabs, growing a slab
-/// when both are empty. Returns how many objects it got (0: out of memory).
+/// Fills `buf` with up to `want` objects of `node`: its shared cache first, then its
+/// slabs, growing a slab when both are empty. Returns how many objects it got (0: out
+/// of memory).
+///
+/// As the kernel's refill, one new slab is enough for a refill of `batch` (a slab may
+/// hold fewer): the objects of a second would wait on the CPU. A larger one (a
+/// producer's, see `growth::refill_count`) grows slabs until at most `batch` of it is
+/// missing, as its one-batch refills would have, one after the other.
 ///
 /// # Safety
 /// The caller holds no list lock.
-pub unsafe fn fill_buf<C: SlabCache>(c: &C, node: usize, buf: &mut [*mut u8]) -> usize {
-    // SAFETY: the lists passed are `node`'s, locked for the call.
-    let n = unsafe { take_into(c, &mut c.list_lock(node).lock(), buf) };
-    if n > 0 {
-        return n;
+pub unsafe fn fill_buf<C: SlabCache>(
+    c: &C,
+    node: usize,
+    buf: &mut ObjBuf,
+    want: usize,
+    batch: usize,
+) -> usize {
+    let want = want.clamp(1, FLUSH_MAX);
+    let out = buf.as_mut_ptr();
+    // SAFETY: the lists passed are `node`'s, locked for the call; `buf` has room for
+    // `want <= FLUSH_MAX` objects.
+    let mut n = unsafe { take_into(c, &mut c.list_lock(node).lock(), out, want) };
+    let enough = want.saturating_sub(batch).max(1);
+    while n < enough {
+        // SAFETY: the lock above went with its statement, as does the one below, and
+        // the caller holds no other (the contract).
+        let slab = unsafe { c.cache_grow_begin(node) };
+        if slab.is_null() {
+            break;
+        }
+        // The page pool may have fallen back to another allowed node.
+        // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
+        let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
+        // SAFETY: `l` is the lists of the slab's node, locked.
+        unsafe { c.cache_grow_end(&mut l, slab) };
+        // SAFETY: as above; `n < want`, so the `want - n` slots from `out[n]` are in
+        // `buf`.
+        n += unsafe { take_into(c, &mut l, out.add(n), want - n) };
     }
-    // SAFETY: the lock above went with its statement, and the caller holds no other
-    // (the contract).
-    let slab = unsafe { c.cache_grow_begin(node) };
-    if slab.is_null() {
-        return 0;
-    }
-    // The page pool may have fallen back to another allowed node.
-    // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
-    let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
-    // SAFETY: `l` is the lists of the slab's node, locked.
-    unsafe { c.cache_grow_end(&mut l, slab) };
-    // SAFETY: as above.
-    unsafe { take_into(c, &mut l, buf) }
+    n
 }
 
 /// Gives objects to `node`: into its shared cache while it has room, the rest to their

@@ -231,6 +231,15 @@ pub fn shared_avail(name: &str) -> usize {
     slabinfo_line(name, |f| f.last().unwrap().parse().unwrap())
 }
 
+/// Objects of cache `name` in use or cached (slabinfo's `active_objs`) and in the nodes'
+/// shared caches, from one reading of its line: read apart, the reaper may drain the
+/// shared cache between the two.
+pub fn active_and_shared(name: &str) -> (usize, usize) {
+    slabinfo_line(name, |f| {
+        (f[1].parse().unwrap(), f.last().unwrap().parse().unwrap())
+    })
+}
+
 /// Allocates `n` objects from `cache`, then frees them all.
 pub fn alloc_then_free<T>(cache: &cpuslab::KmemCache<T>, n: usize) {
     let objs: Vec<std::ptr::NonNull<T>> = (0..n).map(|_| cache.alloc().unwrap()).collect();

@@ -19,7 +19,7 @@ use crate::slab::array_cache::ArrayCache;
 use crate::slab::fastpath;
 use crate::slab::growth;
 use crate::slab::reap;
-use crate::slab::transfer::{self, CHUNK};
+use crate::slab::transfer::{self, ObjBuf, CHUNK};
 use crate::sys;
 use crate::topology;
 
@@ -348,7 +348,7 @@ impl RawCache {
             return unsafe { self.free_fallback(obj) };
         }
         let mut n = 0;
-        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
+        let mut buf = ObjBuf::new();
         // SAFETY: the caller holds `ac`'s lock: the header is ours.
         let room = unsafe { ((*ac).limit as usize).saturating_sub(1) };
         let batch = (self.batchcount.load(Ordering::Relaxed) as usize)
@@ -360,32 +360,37 @@ impl RawCache {
             let node = topology::cpu_to_node(cpu);
             // SAFETY: the lists passed are `node`'s, locked for the call; the caller
             // holds no list lock (its contract).
+            // `batch <= CHUNK`: `buf` has room.
             n = unsafe {
                 transfer::take_into(
                     self,
                     &mut self.node(node).list_lock.lock(),
-                    &mut buf[..batch],
+                    buf.as_mut_ptr(),
+                    batch,
                 )
             };
+            // SAFETY: `take_into` wrote the first `n`.
+            let objs = unsafe { buf.objs(n) };
             // Found free at the node while being freed here: a double free, which the
             // batch would otherwise hand out twice.
-            if buf[..n].contains(&obj) {
+            if objs.contains(&obj) {
                 // SAFETY: the caller holds the lock of `ac`, a live header; the batch,
                 // the node's free objects, goes back before the report.
                 unsafe {
                     (*ac).lock.unlock();
-                    self.give_back(&buf[..n]);
+                    self.give_back(objs);
                 }
                 self.double_free_at_node(obj);
             }
-            transfer::order_for_pops(self, &mut buf[..n]);
+            transfer::order_for_pops(self, objs);
         }
         // SAFETY: the caller holds `ac`'s lock: its entries are ours; `1 + n <= limit`,
         // within the array's capacity (a debug cache, whose limit is 0, left above).
+        // The first `n` of `buf` were written above.
         unsafe {
             let entries = ArrayCache::entries(ac);
             *entries = obj;
-            ptr::copy_nonoverlapping(buf.as_ptr(), entries.add(1), n);
+            ptr::copy_nonoverlapping(buf.as_mut_ptr(), entries.add(1), n);
             (*ac).avail = 1 + n as u32;
             (*ac).lock.unlock();
         }
@@ -415,15 +420,22 @@ impl RawCache {
                 self.limit.load(Ordering::Relaxed),
             )
         };
+        let node = topology::cpu_to_node(cpu);
+        let mut buf = ObjBuf::new();
+        let mut n = 0;
         if !grown {
-            // Past a lowered limit it takes more than one batch.
             loop {
-                // SAFETY: the caller holds `ac`'s lock (`cpu`'s) and no list lock.
-                unsafe { self.cache_flusharray(ac, cpu) };
+                // SAFETY: the caller holds `ac`'s lock (`cpu`'s).
+                n = unsafe { transfer::flush_take(ac, &mut buf) };
                 // SAFETY: as above.
                 if unsafe { (*ac).avail < (*ac).limit || (*ac).avail == 0 } {
                     break;
                 }
+                // Past a lowered limit it takes more than one batch: all but the last
+                // go to the node with the cache still held (a rare path).
+                // SAFETY: objects just taken out of the cache (the first `n` of `buf`),
+                // held by nobody else; the caller holds no list lock.
+                unsafe { self.give_back_to(node, buf.objs(n)) };
             }
         }
         // SAFETY: ours under its lock; the flush took at least one object off the full
@@ -434,6 +446,10 @@ impl RawCache {
             (*ac).avail = avail + 1;
             (*ac).lock.unlock();
         }
+        // The batch crosses to the node once the cache is released (see
+        // `transfer::flush_take`).
+        // SAFETY: as above; no lock is held now.
+        unsafe { self.give_back_to(node, buf.objs(n)) };
         reap::maybe_reap();
     }
 
@@ -449,19 +465,35 @@ impl RawCache {
         }
         let cpu_node = topology::cpu_to_node(sys::cpu::current());
         let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
-        let batch = (self.batchcount.load(Ordering::Relaxed) as usize).clamp(1, CHUNK);
-        let mut buf = [ptr::null_mut::<u8>(); CHUNK];
-        // SAFETY: objects move between the node's lists (under its lock) and `buf`.
-        let n = unsafe { self.fill_buf(node, &mut buf[..batch]) };
+        let plain = self.batchcount.load(Ordering::Relaxed);
+        let mut batch = plain;
+        let ac = self.cpu_ac(sys::cpu::current());
+        if let Some(ac) = ac {
+            // SAFETY: the headers live as long as the cache.
+            batch = unsafe {
+                growth::refill_count(
+                    ac,
+                    self.geom().size,
+                    batch,
+                    self.limit.load(Ordering::Relaxed),
+                )
+            };
+        }
+        let mut buf = ObjBuf::new();
+        // SAFETY: objects move between the node's lists (under its lock) and `buf`; the
+        // caller holds no list lock.
+        let n = unsafe { transfer::fill_buf(self, node, &mut buf, batch as usize, plain as usize) };
         if n == 0 {
             return ptr::null_mut();
         }
         // Counted for `free_full`: this CPU's cache emptied and took `n` objects.
-        if let Some(ac) = self.cpu_ac(sys::cpu::current()) {
+        if let Some(ac) = ac {
             // SAFETY: the headers live as long as the cache.
             unsafe { growth::note_refill(ac, n as u32) };
         }
-        transfer::order_for_pops(self, &mut buf[..n]);
+        // SAFETY: `fill_buf` wrote the first `n`.
+        let buf = unsafe { buf.objs(n) };
+        transfer::order_for_pops(self, buf);
         let obj = buf[n - 1];
         // SAFETY: as in `alloc`; the `n - 1` objects before `obj` are the cache's and
         // nobody else's.
@@ -553,19 +585,25 @@ impl RawCache {
         reap::maybe_reap();
     }
 
-    /// Fills `buf` from `node` ([`transfer::fill_buf`]).
-    unsafe fn fill_buf(&self, node: usize, buf: &mut [*mut u8]) -> usize {
-        // SAFETY: the caller holds no list lock.
-        unsafe { transfer::fill_buf(self, node, buf) }
-    }
-
     /// Gives objects back to the calling CPU's node: into its shared cache while it has
     /// room, the rest to their slabs.
     unsafe fn give_back(&self, objs: &[*mut u8]) {
-        let node = topology::cpu_to_node(sys::cpu::current());
+        // SAFETY: the caller's contract.
+        unsafe { self.give_back_to(topology::cpu_to_node(sys::cpu::current()), objs) };
+    }
+
+    /// Gives objects back to `node`: into its shared cache while it has room, the rest
+    /// to their slabs. Nothing to do for none.
+    ///
+    /// # Safety
+    /// The objects are the cache's and held by nobody else; the caller holds no list
+    /// lock.
+    unsafe fn give_back_to(&self, node: usize, objs: &[*mut u8]) {
+        if objs.is_empty() {
+            return;
+        }
         let mut to_destroy = PageList::new();
-        // SAFETY: the caller's objects are the cache's and held by nobody else; it
-        // holds no list lock.
+        // SAFETY: the caller's contract.
         unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
         // SAFETY: `free_block` put there only empty slabs of this cache, off every list.
         unsafe { self.destroy_slabs(&mut to_destroy, false) };
@@ -582,22 +620,16 @@ impl RawCache {
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
         // SAFETY: the caller holds `ac`'s lock, and no list lock.
-        let obj = unsafe { transfer::alloc_refill(self, node, ac) };
+        // A refill of at most half the cache's own limit (the one under its lock) fits.
+        let obj = unsafe {
+            let plain = (*ac).batchcount;
+            let batch = growth::refill_count(ac, self.geom().size, plain, (*ac).limit);
+            transfer::alloc_refill(self, node, ac, batch, plain)
+        };
         // Counted for `free_full`, as on the rseq path: the refill found the cache
         // empty, so it took what it holds now and `obj`.
         // SAFETY: the caller holds `ac`'s lock.
         unsafe { growth::note_refill(ac, (*ac).avail + u32::from(!obj.is_null())) };
         obj
-    }
-
-    /// `cache_flusharray`: makes room in the CPU's full array cache by moving its
-    /// `batchcount` oldest objects to the shared cache, or back to their slabs.
-    #[cold]
-    unsafe fn cache_flusharray(&self, ac: *mut ArrayCache, cpu: usize) {
-        let mut to_destroy = PageList::new();
-        // SAFETY: the caller holds `ac`'s lock and no list lock.
-        unsafe { transfer::flusharray(self, topology::cpu_to_node(cpu), ac, &mut to_destroy) };
-        // SAFETY: as in `give_back`.
-        unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 }
