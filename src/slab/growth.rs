@@ -184,10 +184,11 @@ pub unsafe fn note_refill(ac: *mut ArrayCache, n: u32) {
 }
 
 /// How many objects the next refill of the empty array cache `ac` (of `size`-byte
-/// objects) takes from the node: its `batchcount`, or more for a thread that keeps
-/// emptying the cache without ever filling it (a producer, whose objects other CPUs
-/// free): half of what it refilled since the cache last overflowed, up to half the
-/// cache's tuned `limit`, [`REFILL_BYTES`] of objects and [`FLUSH_MAX`].
+/// objects, holding at most `limit`: its own limit, which growth and a consumer's
+/// overflows move) takes from the node: its `batchcount`, or more for a thread that
+/// keeps emptying the cache without ever filling it (a producer, whose objects other
+/// CPUs free): half of what it refilled since the cache last overflowed, up to half of
+/// `limit`, [`REFILL_BYTES`] of objects and [`FLUSH_MAX`].
 ///
 /// Every refill takes the node's list lock, which the consumers' flushes take too, and
 /// the lock's cache line crosses between their CPUs each time: in a producer/consumer

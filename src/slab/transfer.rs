@@ -205,8 +205,13 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
 }
 
 /// `cache_alloc_refill`: fills the empty array cache `ac` with up to `batch` objects
-/// of `node` (its shared cache, else its slabs, else new slabs, as [`fill_buf`] with
-/// the cache's own batch `plain`) and pops one. Null when memory ran out.
+/// of `node` (its shared cache, topped up from its slabs, then new slabs, as
+/// [`fill_buf`] with the cache's own batch `plain`) and pops one. Null when memory ran
+/// out.
+///
+/// A refill of more than `plain` (a producer's) may grow several slabs with `ac`
+/// locked: other threads on the CPU meanwhile take the node path. Only the tried-lock
+/// path (no restartable sequences) refills this way.
 ///
 /// # Safety
 /// The caller holds `ac`'s lock and no list lock; `batch` is at most `ac`'s limit.
@@ -270,9 +275,11 @@ pub unsafe fn alloc_refill<C: SlabCache>(
     }
 }
 
-/// The first half of `cache_flusharray`: takes the `batchcount` oldest objects of the
-/// full array cache `ac` (`flush_count`'s share) out into `out`, for the caller to hand
-/// to the node ([`give_back`]) once it has released `ac`. Returns how many.
+/// The first half of `cache_flusharray`: takes the oldest objects of the full array
+/// cache `ac` (`flush_count`'s share, at most [`FLUSH_MAX`]; a caller that still has
+/// no room takes again) out into `out`, for the caller to hand to the node
+/// ([`give_back`]: its shared cache as far as it has room, the rest to their slabs)
+/// once it has released `ac`. Returns how many.
 ///
 /// The kernel moves them to the node's shared cache with the CPU's cache held (its
 /// interrupts off), which costs nothing there. Here the cache stays stopped while its
@@ -596,8 +603,7 @@ pub fn order_for_pops<C: SlabCache>(c: &C, objs: &mut [*mut u8]) {
 }
 
 /// Fills `buf` with up to `want` objects of `node`: its shared cache first, then its
-/// slabs, growing a slab when both are empty. Returns how many objects it got (0: out
-/// of memory).
+/// slabs, then new slabs. Returns how many objects it got (0: out of memory).
 ///
 /// As the kernel's refill, one new slab is enough for a refill of `batch` (a slab may
 /// hold fewer): the objects of a second would wait on the CPU. A larger one (a

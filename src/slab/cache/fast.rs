@@ -453,11 +453,11 @@ impl RawCache {
         reap::maybe_reap();
     }
 
-    /// The rseq path's `cache_alloc_refill`: takes up to `batchcount` objects from the
-    /// node (its shared cache, its slabs, a new slab), keeps one and pushes the rest
-    /// onto the CPU's array cache in one sequence (one at a time where they do not all
-    /// fit); what does not fit (the thread migrated, the cache was stopped) goes back
-    /// to the node.
+    /// The rseq path's `cache_alloc_refill`: takes `batchcount` objects from the node
+    /// (its shared cache, its slabs, new slabs), or more for a producer
+    /// (`growth::refill_count`), keeps one and pushes the rest onto the CPU's array
+    /// cache in one sequence (one at a time where they do not all fit); what does not
+    /// fit (the thread migrated, the cache was stopped) goes back to the node.
     #[cold]
     fn alloc_refill_rseq(&self, base: *mut ArrayCache) -> *mut u8 {
         if self.debug() {
@@ -469,15 +469,15 @@ impl RawCache {
         let mut batch = plain;
         let ac = self.cpu_ac(sys::cpu::current());
         if let Some(ac) = ac {
+            // The CPU's own limit, which a consumer's overflows may have lowered below
+            // the tuned one: a refill sized by the tuned limit would not fit, and what
+            // did not would go straight back to the node. Read outside the cache's lock,
+            // as the statistics read `avail`: a hint, and a refill that no longer fits
+            // is given back below.
             // SAFETY: the headers live as long as the cache.
-            batch = unsafe {
-                growth::refill_count(
-                    ac,
-                    self.geom().size,
-                    batch,
-                    self.limit.load(Ordering::Relaxed),
-                )
-            };
+            let limit = unsafe { ptr::read_volatile(ptr::addr_of!((*ac).limit)) };
+            // SAFETY: as above.
+            batch = unsafe { growth::refill_count(ac, self.geom().size, batch, limit) };
         }
         let mut buf = ObjBuf::new();
         // SAFETY: objects move between the node's lists (under its lock) and `buf`; the
@@ -485,11 +485,6 @@ impl RawCache {
         let n = unsafe { transfer::fill_buf(self, node, &mut buf, batch as usize, plain as usize) };
         if n == 0 {
             return ptr::null_mut();
-        }
-        // Counted for `free_full`: this CPU's cache emptied and took `n` objects.
-        if let Some(ac) = ac {
-            // SAFETY: the headers live as long as the cache.
-            unsafe { growth::note_refill(ac, n as u32) };
         }
         // SAFETY: `fill_buf` wrote the first `n`.
         let buf = unsafe { buf.objs(n) };
@@ -501,6 +496,12 @@ impl RawCache {
         if pushed < n - 1 {
             // SAFETY: objects of this cache nobody holds.
             unsafe { self.give_back(&buf[pushed..n - 1]) };
+        }
+        // Counted for `free_full` and the next refill's size: this CPU's cache emptied
+        // and kept `pushed + 1` objects (what went back to the node was not taken).
+        if let Some(ac) = ac {
+            // SAFETY: the headers live as long as the cache.
+            unsafe { growth::note_refill(ac, pushed as u32 + 1) };
         }
         reap::maybe_reap();
         obj
@@ -609,8 +610,9 @@ impl RawCache {
         unsafe { self.destroy_slabs(&mut to_destroy, false) };
     }
 
-    /// `cache_alloc_refill`: fills the CPU's empty array cache with up to `batchcount`
-    /// objects and pops one. The caller holds the array cache's lock.
+    /// `cache_alloc_refill`: fills the CPU's empty array cache with `batchcount`
+    /// objects, or more for a producer (`growth::refill_count`), and pops one. The
+    /// caller holds the array cache's lock.
     #[cold]
     unsafe fn cache_alloc_refill(&self, ac: *mut ArrayCache, cpu: usize) -> *mut u8 {
         if self.debug() {
@@ -620,7 +622,8 @@ impl RawCache {
         // with SPREAD_SLAB), normally the CPU's own.
         let node = cpuset::mem_node_for_kind(topology::cpu_to_node(cpu), MemKind::Slab);
         // SAFETY: the caller holds `ac`'s lock, and no list lock.
-        // A refill of at most half the cache's own limit (the one under its lock) fits.
+        // Sized by the cache's own limit (read under its lock): at most its batch or
+        // half that limit, either within it.
         let obj = unsafe {
             let plain = (*ac).batchcount;
             let batch = growth::refill_count(ac, self.geom().size, plain, (*ac).limit);
