@@ -244,15 +244,9 @@ pub unsafe fn alloc_refill<C: SlabCache>(
         }
         // SAFETY: the list lock was dropped with the block above (or the loop's), and
         // the caller holds no other (the contract).
-        let slab = unsafe { c.cache_grow_begin(node) };
-        if slab.is_null() {
+        let Some(mut l) = (unsafe { grow_locked(c, node) }) else {
             break;
-        }
-        // The page pool may have fallen back to another allowed node.
-        // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
-        let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
-        // SAFETY: `l` is the lists of the slab's node, locked.
-        unsafe { c.cache_grow_end(&mut l, slab) };
+        };
         // SAFETY: as for the first refill.
         unsafe { refill_from_slabs(c, &mut l, ac, batch) };
     }
@@ -602,6 +596,25 @@ pub fn order_for_pops<C: SlabCache>(c: &C, objs: &mut [*mut u8]) {
     }
 }
 
+/// Grows a slab for `node` and puts it on the free list of the node its pages are on
+/// (the page pool may fall back to another allowed node), whose lists it returns,
+/// locked. None when memory ran out.
+///
+/// # Safety
+/// The caller holds no list lock.
+pub unsafe fn grow_locked<C: SlabCache>(c: &C, node: usize) -> Option<MutexGuard<'_, NodeLists>> {
+    // SAFETY: the caller holds no list lock (the contract).
+    let slab = unsafe { c.cache_grow_begin(node) };
+    if slab.is_null() {
+        return None;
+    }
+    // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
+    let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
+    // SAFETY: `l` is the lists of the slab's node, locked.
+    unsafe { c.cache_grow_end(&mut l, slab) };
+    Some(l)
+}
+
 /// Fills `buf` with up to `want` objects of `node`: its shared cache first, then its
 /// slabs, then new slabs. Returns how many objects it got (0: out of memory).
 ///
@@ -626,18 +639,12 @@ pub unsafe fn fill_buf<C: SlabCache>(
     let mut n = unsafe { take_into(c, &mut c.list_lock(node).lock(), out, want) };
     let enough = want.saturating_sub(batch).max(1);
     while n < enough {
-        // SAFETY: the lock above went with its statement, as does the one below, and
-        // the caller holds no other (the contract).
-        let slab = unsafe { c.cache_grow_begin(node) };
-        if slab.is_null() {
+        // SAFETY: the lock above went with its statement, as does the loop's, and the
+        // caller holds no other (the contract).
+        let Some(mut l) = (unsafe { grow_locked(c, node) }) else {
             break;
-        }
-        // The page pool may have fallen back to another allowed node.
-        // SAFETY: a slab of the cache, fresh from `cache_grow_begin`.
-        let mut l = c.list_lock(unsafe { c.slab_node(slab) }).lock();
-        // SAFETY: `l` is the lists of the slab's node, locked.
-        unsafe { c.cache_grow_end(&mut l, slab) };
-        // SAFETY: as above; `n < want`, so the `want - n` slots from `out[n]` are in
+        };
+        // SAFETY: `l` is locked; `n < want`, so the `want - n` slots from `out[n]` are in
         // `buf`.
         n += unsafe { take_into(c, &mut l, out.add(n), want - n) };
     }

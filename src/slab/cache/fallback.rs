@@ -64,13 +64,10 @@ impl RawCache {
                     return obj;
                 }
             }
-            let slab = self.cache_grow_begin(node);
-            if slab.is_null() {
-                return ptr::null_mut();
+            match transfer::grow_locked(self, node) {
+                Some(mut l) => transfer::take_one(self, &mut l).unwrap_or(ptr::null_mut()),
+                None => ptr::null_mut(),
             }
-            let mut l = self.node(page::page_node(slab)).list_lock.lock();
-            self.cache_grow_end(&mut l, slab);
-            transfer::take_one(self, &mut l).unwrap_or(ptr::null_mut())
         }
     }
 

@@ -594,15 +594,12 @@ impl RawCache {
     }
 
     /// Gives objects back to `node`: into its shared cache while it has room, the rest
-    /// to their slabs. Nothing to do for none.
+    /// to their slabs.
     ///
     /// # Safety
     /// The objects are the cache's and held by nobody else; the caller holds no list
     /// lock.
     unsafe fn give_back_to(&self, node: usize, objs: &[*mut u8]) {
-        if objs.is_empty() {
-            return;
-        }
         let mut to_destroy = PageList::new();
         // SAFETY: the caller's contract.
         unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
