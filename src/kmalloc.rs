@@ -14,10 +14,11 @@ use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
-use crate::page::desc::{PG_LARGE, PG_SLAB, PG_TAIL, PG_ZERO};
+use crate::page::desc::{PG_LARGE, PG_SLAB, PG_ZERO};
 use crate::page::{self, arena, huge, virt_to_head_page, virt_to_page};
-use crate::slab::array_cache::ArrayCache;
-use crate::slab::{self, CacheError, RawCache};
+use crate::percpu;
+use crate::slab::array_cache::{ArrayCache, AC_HEADER};
+use crate::slab::{self, CacheError, RawCache, TagCheck};
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
 
 /// Object sizes of the kmalloc caches: 8, 16, 24, 32, then four classes per doubling.
@@ -59,6 +60,11 @@ pub struct Kmalloc {
     /// multiples of 256, so the rounding keeps the class. Set at boot, for the C
     /// interface's fast paths (see [`kmalloc_fast_big`]).
     fast_big: [AtomicPtr<ArrayCache>; 129],
+    /// The caches' per-CPU array cache headers, side by side: class `i`'s at `i *
+    /// AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`), so that a free that finds
+    /// the class by its page tag (`page::tag`, class plus one) forms the address of its
+    /// stacks from the class with no further load. Set at boot.
+    headers: AtomicPtr<ArrayCache>,
     /// The caches, by class.
     pub caches: [RawCache; NR_KMALLOC],
 }
@@ -89,8 +95,15 @@ pub static KMALLOC: Kmalloc = Kmalloc {
     fast: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
     fast_mask: [const { AtomicUsize::new(usize::MAX) }; 129],
     fast_big: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
+    headers: AtomicPtr::new(ptr::null_mut()),
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
+
+/// The free's test of a pointer by its page's tag (`page::tag`): class `i`'s cache
+/// tags its slabs' pages `i + 1`, and entry `i + 1` holds that cache's slot test. Every
+/// tag a byte can hold has an entry, so a tag needs no range check; those no class has
+/// (0 among them: pages of no kmalloc slab) pass no pointer.
+static TAGS: [TagCheck; 256] = [const { TagCheck::new() }; 256];
 
 /// [`KMALLOC`], reached without a GOT load.
 #[inline(always)]
@@ -164,6 +177,15 @@ fn classify_aligned(size: usize, align: usize) -> Kind {
 pub(crate) fn init() -> Result<(), CacheError> {
     // `free_rcu` frees the blocks it defers through kmalloc (RCU sits below it).
     crate::rcu::set_block_free(&RCU_BLOCK_FREE);
+    let k = kmalloc_static();
+    if k.headers.load(Ordering::Relaxed).is_null() {
+        // From cpuslab's reserved per-CPU chunk, as a cache's own headers would be.
+        let area = percpu::alloc_reserved_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER)
+            .or_else(|_| percpu::alloc_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER))
+            .map_err(|_| CacheError::NoMemory)?;
+        k.headers.store(area.as_ptr().cast(), Ordering::Relaxed);
+    }
+    let headers = k.headers.load(Ordering::Relaxed);
     for (i, cache) in KMALLOC.caches.iter().enumerate() {
         if !cache
             .cpu_cache
@@ -180,11 +202,15 @@ pub(crate) fn init() -> Result<(), CacheError> {
         // `classify` promises: 24576-byte objects are 8 KiB aligned, so colours step
         // by 8 KiB too, and debug slots keep the alignment.
         let align = 1 << size.trailing_zeros();
-        // SAFETY: boot runs on one thread; the cache is published by `setup`.
-        unsafe { cache.setup(name, size, align, 0)? };
+        // SAFETY: boot runs on one thread; the cache is published by `setup_in`. Its
+        // headers are its slot of the area above, which lives as long as the process.
+        unsafe {
+            cache.set_tag(i as u8 + 1);
+            cache.setup_in(name, size, align, 0, Some(headers.byte_add(i * AC_HEADER)))?;
+        }
+        TAGS[i + 1].set(cache);
         slab::link(cache);
     }
-    let k = kmalloc_static();
     for ((slot, mask), &class) in k.fast.iter().zip(&k.fast_mask).zip(&k.size_index) {
         slot.store(cache(class as usize).cpu_caches(), Ordering::Release);
         mask.store(cache(class as usize).align_mask(), Ordering::Relaxed);
@@ -273,34 +299,32 @@ pub fn kmalloc_fast_aligned(size: usize, align: usize) -> *mut u8 {
 /// `p` is a live block of cpuslab or a foreign one; `size <= FAST_MAX`.
 #[inline(always)]
 pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
-    if !arena::contains(p) {
+    let Some(off) = arena::offset_in(p) else {
         return false;
-    }
-    let head = virt_to_head_page(p);
-    // SAFETY: `size <= FAST_MAX` (the contract), so the rounded index is in range.
-    let slot = unsafe {
-        kmalloc_static()
-            .fast
-            .get_unchecked((((size + 15) & !15) + 7) >> 3)
     };
-    // SAFETY: descriptors of arena pages are always mapped; a slab's head descriptor
-    // names its cache while the slab holds a live object such as `p`.
-    unsafe {
-        if (*head).flags() & PG_SLAB == 0 {
-            return false;
-        }
-        let cache = (*head).cache.cast::<RawCache>();
-        ptr::eq(slot.load(Ordering::Acquire), (*cache).cpu_caches())
-            && (*cache).starts_object(head, p)
-    }
+    // SAFETY: `off` is `p`'s offset in its arena.
+    let tag = unsafe { page::tag::tag_at(p, off) } as usize;
+    // SAFETY: `size <= FAST_MAX` (the contract), so the rounded index is in range.
+    let class = unsafe {
+        *kmalloc_static()
+            .size_index
+            .get_unchecked((((size + 15) & !15) + 7) >> 3)
+    } as usize;
+    // The page's tag is that of the class serving `size` (`class + 1`), and `p` starts
+    // one of its slots: a block of that class already.
+    let tags: &[TagCheck; 256] = sys::local_static!(TAGS);
+    tag == class + 1 && tags[tag].starts_slot(off)
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
-/// CPU's array cache by one restartable sequence. Its cache comes from the page
-/// descriptor, which is arithmetic on the address (the arena's first block holds one
-/// per page), after the arena map says the address is cpuslab's. False, with nothing
-/// done, for anything else (null, a foreign, large or huge block, rseq off, a full
-/// cache); the caller then takes the whole path.
+/// CPU's array cache by one restartable sequence. Its class comes from its page's tag
+/// (`page::tag`: one byte per page, at an address that is arithmetic on the block's,
+/// in a table a few KiB long where the page descriptors would be a cache line each),
+/// after the arena map says the address is cpuslab's; the tag's entry in `TAGS`
+/// checks that the pointer starts a slot, and the class's array caches are at a fixed
+/// offset from the tag. False, with nothing done, for anything else (null, a foreign,
+/// large or huge block, an interior pointer, rseq off, a full cache); the caller then
+/// takes the whole path, which looks at the page descriptor.
 ///
 /// # Safety
 /// `p` is null, a foreign block, or a live block of cpuslab not used again.
@@ -309,23 +333,24 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
     let Some(off) = arena::offset_in(p) else {
         return false;
     };
-    let page = virt_to_page(p);
-    // SAFETY: descriptors of arena pages are always mapped; a slab page's descriptor
-    // names its cache for as long as the slab holds a live object such as `p`. The
-    // cache checks exactly that `p` starts one of the slab's objects (C's `free(p + 16)`
-    // aborts, as glibc's "free(): invalid pointer").
+    // SAFETY: `off` is `p`'s offset in its arena.
+    let tag = unsafe { page::tag::tag_at(p, off) } as usize;
+    // Tag 0's slot, before the area: the address is one shift and one add on the tag.
+    let headers = kmalloc_static()
+        .headers
+        .load(Ordering::Relaxed)
+        .wrapping_byte_sub(AC_HEADER);
+    let tags: &[TagCheck; 256] = sys::local_static!(TAGS);
+    // SAFETY: a tag is a byte, so within the table; an entry passes `p` only when its
+    // page's tag is that of a kmalloc class (`tag - 1`), whose array caches are that
+    // class's slot of the headers. The caller gives `p` up.
     unsafe {
-        // A slab's head page, the page of every object of a one-page slab, is told
-        // by one load of its flags; a tail page goes to its head first.
-        let flags = (*page).flags();
-        let head = if flags & PG_SLAB != 0 {
-            page
-        } else if flags & PG_TAIL != 0 && (*(*page).head).flags() & PG_SLAB != 0 {
-            (*page).head
-        } else {
-            return false;
-        };
-        (*(*head).cache.cast::<RawCache>()).free_fast_in_slab(head, p, off)
+        RawCache::free_fast_tagged(
+            tags.get_unchecked(tag),
+            p,
+            off,
+            headers.wrapping_byte_add(tag * AC_HEADER),
+        )
     }
 }
 

@@ -47,12 +47,7 @@ pub struct Page {
     /// A free buddy block's head: its clean pages; kept by the head of the upper half
     /// of a merged free block, for the split that undoes the merge (see `buddy`).
     pub active: u16,
-    /// Tail page: the head page of the allocation it belongs to. A slab's head page
-    /// (where it is never needed to find the head): the per-CPU array caches of the
-    /// slab's cache (its `cpu_cache`, opaque at this layer, as the kernel's `struct
-    /// page` overlays slab fields on `compound_head`), so a free that finds its slab by
-    /// address reaches this CPU's cache with one load from the descriptor instead of
-    /// two (descriptor, then cache).
+    /// Tail page: the head page of the allocation it belongs to. A head page: itself.
     pub head: *mut Page,
     /// List links: buddy free lists, per-CPU page lists, slab lists.
     pub next: *mut Page,

@@ -9,6 +9,7 @@ pub mod list;
 pub mod pcp;
 pub mod purge;
 pub mod setup;
+pub mod tag;
 
 pub use desc::{page_address, virt_to_head_page, virt_to_page, Page};
 

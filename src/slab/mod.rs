@@ -16,7 +16,7 @@ pub mod reap;
 pub mod transfer;
 pub mod tune;
 
-pub use cache::RawCache;
+pub use cache::{RawCache, TagCheck};
 pub use flags::SlabFlags;
 
 /// Pages of `TYPESAFE_BY_RCU` slabs waiting for a grace period before they go back to

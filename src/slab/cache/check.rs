@@ -15,6 +15,7 @@
 //! so the paths that check stay small.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::slabs::slab_first_slot;
 use super::{foreign_free, RawCache};
@@ -48,6 +49,59 @@ impl FreeCheck {
         span: 0,
         lead: 0,
     };
+}
+
+/// What a free found by its page tag (`page::tag`) checks of its pointer, copied from
+/// the tagged cache into its owner's table (kmalloc's, by tag), beside the other tags'
+/// entries: that the pointer starts a slot of its slab. A tagged cache's slabs have no
+/// colour and, as buddy blocks, are aligned to their size in the arena, so the slot's
+/// offset in its slab is the low bits of the pointer's offset in its arena: no
+/// descriptor is read. An entry never set (a tag no cache has) passes no pointer.
+#[repr(C, align(16))]
+pub struct TagCheck {
+    /// Bytes from a slab's first slot to the end of its last (0: no cache).
+    span: AtomicU32,
+    /// A slab's bytes less one.
+    slab_mask: AtomicU32,
+    /// The slot size's `Geometry::div_magic`.
+    div_magic: AtomicU64,
+}
+
+impl Default for TagCheck {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TagCheck {
+    /// An entry no cache has: every test fails.
+    pub const fn new() -> Self {
+        Self {
+            span: AtomicU32::new(0),
+            slab_mask: AtomicU32::new(0),
+            div_magic: AtomicU64::new(0),
+        }
+    }
+
+    /// Fills the entry from `cache`, a set-up cache whose tag it is; done at boot,
+    /// before any page has the tag.
+    pub fn set(&self, cache: &RawCache) {
+        let (span, slab_mask, div_magic) = cache.tag_check_values();
+        self.slab_mask.store(slab_mask, Ordering::Relaxed);
+        self.div_magic.store(div_magic, Ordering::Relaxed);
+        self.span.store(span, Ordering::Relaxed);
+    }
+
+    /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
+    /// slot of the slab holding it, given that its page's tag is this entry's. No
+    /// debug cache is tagged, so no red zone is allowed for.
+    #[inline(always)]
+    pub fn starts_slot(&self, off: u32) -> bool {
+        let off = off & self.slab_mask.load(Ordering::Relaxed);
+        let magic = self.div_magic.load(Ordering::Relaxed);
+        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
+        off < self.span.load(Ordering::Relaxed) && u64::from(off).wrapping_mul(magic) < magic
+    }
 }
 
 impl RawCache {
@@ -99,6 +153,15 @@ impl RawCache {
         let off = off.wrapping_sub(unsafe { slab_first_slot(slab) } as u32);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
         off < c.span && u64::from(off).wrapping_mul(c.div_magic) < c.div_magic
+    }
+
+    /// The slot test of a free found by page tag, for [`TagCheck::set`].
+    pub(crate) fn tag_check_values(&self) -> (u32, u32, u64) {
+        // SAFETY: written before the cache was published (the caller sets a table up
+        // from a set-up cache).
+        let c = unsafe { &*self.check.get() };
+        let slab_mask = ((crate::sys::PAGE_SIZE << self.geom().order) - 1) as u32;
+        (c.span, slab_mask, c.div_magic)
     }
 
     /// The mask of the address bits every object of this cache has clear (full until

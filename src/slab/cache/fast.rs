@@ -10,7 +10,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::RawCache;
+use super::{RawCache, TagCheck};
 use crate::cpuset::{self, MemKind};
 use crate::page::list::PageList;
 use crate::page::Page;
@@ -212,32 +212,36 @@ impl RawCache {
         unsafe { self.free_unchecked(obj) }
     }
 
-    /// The fast path of [`free_in_slab`](Self::free_in_slab): the same exact check
-    /// (of a slot's start, ignoring a debug cache's red zone), then `obj` onto
+    /// The fast path of [`free_in_slab`](Self::free_in_slab) for an object found by its
+    /// page tag (`page::tag`) rather than its descriptor: the same exact check (of a
+    /// slot's start), from the offset alone (`check`, the tag's entry), then `obj` onto
     /// this CPU's array cache by restartable sequence. False when the push cannot be
-    /// done (rseq off or held, an empty, full or stopped cache, a debug cache); the
-    /// caller then takes the whole path.
+    /// done (rseq off or held, an empty, full or stopped cache); the caller then takes
+    /// the whole path.
     ///
     /// # Safety
-    /// As for [`free_in_slab`](Self::free_in_slab), and `off` is `obj`'s offset in its
-    /// arena; on true `obj` is freed.
+    /// `obj` lies in a page whose tag is that of the cache `check` was set from (a
+    /// slab page of that cache), `off` is its offset in its arena
+    /// (`arena::offset_in`), `cpu_cache` is that cache's array caches (its
+    /// `cpu_cache`, which the caller may know without loading it: see `setup_in`),
+    /// and the caller gives `obj` up: on true it is freed.
     #[inline(always)]
-    pub unsafe fn free_fast_in_slab(&self, slab: *mut Page, obj: *mut u8, off: u32) -> bool {
+    pub unsafe fn free_fast_tagged(
+        check: &TagCheck,
+        obj: *mut u8,
+        off: u32,
+        cpu_cache: *mut ArrayCache,
+    ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
-        // again and aborts there: no call here, so no stack frame to set up.
-        // SAFETY: as in `free_in_slab`; `off` is `obj`'s offset in its arena.
-        if !unsafe { self.starts_slot(slab, off) }
+        // again (from the descriptor) and aborts there.
+        if !check.starts_slot(off)
             || sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0
         {
             return false;
         }
-        // The slab's head descriptor holds `cpu_cache` (set when the slab grew, never
-        // null: a cache with slabs is set up), in the line whose flags the caller read:
-        // the push's address does not wait for a load from the cache itself.
-        // SAFETY: `slab` is a slab of this cache (the caller's contract), so its head
-        // descriptor is mapped; the sequences are on, as in `alloc`; `obj`, an object
-        // of the slab, is not null.
-        unsafe { sys::rseq::stack_push_nonempty((*slab).head.cast(), obj) }
+        // SAFETY: `cpu_cache` is the cache's array caches (a cache with slabs is set
+        // up); the sequences are on, as in `alloc`; `obj`, an object, is not null.
+        unsafe { sys::rseq::stack_push_nonempty(cpu_cache.cast(), obj) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),

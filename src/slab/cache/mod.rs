@@ -44,6 +44,7 @@ use crate::sys::PAGE_SIZE;
 use crate::topology::{self, MAX_NUMNODES};
 use check::FreeCheck;
 
+pub use check::TagCheck;
 pub(crate) use slabs::RCU_PENDING_PAGES;
 
 /// A per-CPU area from the reserved chunk while it has room (cpuslab's own static
@@ -113,7 +114,8 @@ pub struct RawCache {
     pub(crate) cpu_cache: AtomicPtr<ArrayCache>,
     /// The pointer checks of every free, derived from `geom` and `dbg`.
     check: UnsafeCell<FreeCheck>,
-    /// The per-CPU area of the headers, for teardown.
+    /// The per-CPU area of the headers, for teardown, when the cache has its own
+    /// (see `setup_in`).
     headers: UnsafeCell<Option<PcpuPtr>>,
     /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
     /// cache chain lock.
@@ -124,6 +126,10 @@ pub struct RawCache {
     /// The cache's stream of freelist-permutation seeds: each new slab takes a step.
     random: AtomicU64,
     name: UnsafeCell<[u8; NAME_LEN]>,
+    /// The page tag of this cache's slabs (`page::tag`), 0 for none: set by the owner
+    /// of a table of caches (kmalloc, by class) before `setup`, which drops it for a
+    /// debug cache.
+    tag: UnsafeCell<u8>,
     /// `SlabFlags` bits.
     pub(crate) flags: AtomicU32,
     /// Tunables as last set, for slabinfo.
@@ -135,7 +141,7 @@ pub struct RawCache {
     pub(crate) next: AtomicPtr<RawCache>,
 }
 
-// SAFETY: `geom`, `check`, `dbg`, `name` and `headers` are written only while the
+// SAFETY: `geom`, `check`, `dbg`, `name`, `tag` and `headers` are written only while the
 // cache is being set up, before it is published; `entries` only under the cache chain
 // lock; everything else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
@@ -168,6 +174,7 @@ impl RawCache {
             dbg: UnsafeCell::new(DebugLayout::off(0)),
             random: AtomicU64::new(0),
             name: UnsafeCell::new([0; NAME_LEN]),
+            tag: UnsafeCell::new(0),
             flags: AtomicU32::new(0),
             limit: AtomicU32::new(0),
             batchcount: AtomicU32::new(0),
@@ -190,6 +197,28 @@ impl RawCache {
         align: usize,
         flags: u32,
     ) -> Result<(), CacheError> {
+        // SAFETY: the caller's contract.
+        unsafe { self.setup_in(name, size, align, flags, None) }
+    }
+
+    /// [`setup`](Self::setup), with the per-CPU array cache headers at `headers` (CPU
+    /// 0's; CPU `c`'s [`PCPU_UNIT_SIZE`]` * c` bytes further) when given, instead of an
+    /// area of the cache's own: a table of caches (kmalloc's) keeps its caches' headers
+    /// side by side, so that a free that knows a cache's index forms its header's
+    /// address without a load.
+    ///
+    /// # Safety
+    /// As for [`setup`](Self::setup); `headers`, if given, is [`AC_HEADER`] writable,
+    /// aligned bytes in every possible CPU's unit of a per-CPU area that outlives the
+    /// cache and that nothing else uses.
+    pub unsafe fn setup_in(
+        &self,
+        name: &str,
+        size: usize,
+        align: usize,
+        flags: u32,
+        headers: Option<*mut ArrayCache>,
+    ) -> Result<(), CacheError> {
         // Above a page only for kmalloc's naturally aligned classes (KmemCache stops
         // at a page): slabs are aligned to their size, so such objects still fit.
         if !align.is_power_of_two() || align > PAGE_SIZE << layout::MAX_SLAB_ORDER {
@@ -208,6 +237,18 @@ impl RawCache {
         } else {
             (plain, DebugLayout::off(plain.size))
         };
+        // SAFETY: not shared yet (the caller's contract).
+        let tag = unsafe { &mut *self.tag.get() };
+        let mut geom = geom;
+        if dbg.on {
+            // A debug cache's frees all take the checked path: nothing to find fast.
+            *tag = 0;
+        } else if *tag != 0 {
+            // A tagged free finds its slot from the page alone: every slab's first
+            // slot is its first byte (no colour). SLUB, mimalloc and tcmalloc colour
+            // nothing either; the kernel's SLAB coloured for direct-mapped caches.
+            geom.colour = 0;
+        }
         // SAFETY: `setup` runs once, before the cache is shared (the caller's contract):
         // nothing reads these cells yet.
         unsafe {
@@ -250,24 +291,32 @@ impl RawCache {
             self.nodes[node].store(n, Ordering::Relaxed);
         }
         let capacity = super::growth::grown_capacity(geom.size, limit);
+        let own = match headers {
+            Some(_) => None,
+            None => alloc_cpu_area(AC_HEADER, AC_HEADER, true),
+        };
         let (Some(headers), Some(entries)) = (
-            alloc_cpu_area(AC_HEADER, AC_HEADER, true),
+            headers.or(own.map(|p| p.as_ptr().cast())),
             alloc_entries(capacity),
         ) else {
-            // SAFETY: as above.
-            unsafe { self.teardown() };
+            // SAFETY: not shared yet, as above; the cell holds what it must free.
+            unsafe {
+                *self.headers.get() = own;
+                self.teardown();
+            }
             return Err(CacheError::NoMemory);
         };
         // SAFETY: not shared yet, as above.
         unsafe {
-            *self.headers.get() = Some(headers);
+            *self.headers.get() = own;
             *self.entries.get() = Some(entries);
         }
         for cpu in 0..topology::nr_cpu_ids() {
-            // SAFETY: a possible CPU's copies of the fresh areas: a header of `AC_HEADER`
-            // bytes and an entry array of `capacity` pointers (`alloc_entries`).
+            // SAFETY: a possible CPU's copies of the areas: a header of `AC_HEADER`
+            // bytes (its own, or the caller's) and an entry array of `capacity`
+            // pointers (`alloc_entries`).
             unsafe {
-                let ac: *mut ArrayCache = headers.per_cpu_ptr(cpu).cast();
+                let ac: *mut ArrayCache = headers.byte_add(cpu * PCPU_UNIT_SIZE);
                 ArrayCache::init_with(
                     ac,
                     cpu_limit,
@@ -285,8 +334,7 @@ impl RawCache {
         self.limit.store(cpu_limit, Ordering::Relaxed);
         self.batchcount.store(batchcount, Ordering::Relaxed);
         self.shared.store(shared, Ordering::Relaxed);
-        self.cpu_cache
-            .store(headers.as_ptr().cast(), Ordering::Release);
+        self.cpu_cache.store(headers, Ordering::Release);
         Ok(())
     }
 
@@ -306,6 +354,23 @@ impl RawCache {
             fastpath::fence(Some(cpu));
         }
         Some(ac)
+    }
+
+    /// Gives this cache's slabs the page tag `tag` (`page::tag`, not 0), by which a
+    /// free without the cache finds it ([`free_fast_tagged`](Self::free_fast_tagged)).
+    ///
+    /// # Safety
+    /// Called before [`setup`](Self::setup), before the cache is shared.
+    pub unsafe fn set_tag(&self, tag: u8) {
+        // SAFETY: not shared yet (the caller's contract).
+        unsafe { *self.tag.get() = tag };
+    }
+
+    /// The page tag of this cache's slabs (0: none).
+    #[inline(always)]
+    pub(crate) fn tag(&self) -> u8 {
+        // SAFETY: written only before the cache is published.
+        unsafe { *self.tag.get() }
     }
 
     /// Whether `setup` finished: the cache serves.
@@ -385,20 +450,29 @@ impl RawCache {
     /// # Safety
     /// No thread uses the cache any more and it holds no slab.
     pub(crate) unsafe fn teardown(&self) {
-        self.cpu_cache.store(ptr::null_mut(), Ordering::Release);
+        let headers = self.cpu_cache.swap(ptr::null_mut(), Ordering::AcqRel);
+        if !headers.is_null() {
+            // Growth paid back to every CPU's budget.
+            for cpu in 0..topology::nr_cpu_ids() {
+                // SAFETY: a set-up cache has a header for every possible CPU, which
+                // nobody else uses any more (the caller's contract).
+                unsafe {
+                    super::growth::set_limit(
+                        headers.byte_add(cpu * PCPU_UNIT_SIZE),
+                        cpu,
+                        self.geom().size,
+                        0,
+                        0,
+                    )
+                };
+            }
+        }
         // SAFETY: nobody uses the cache any more (the caller's contract): the cell is
         // ours.
         if let Some(p) = unsafe { (*self.headers.get()).take() } {
-            // Growth paid back to every CPU's budget.
-            for cpu in 0..topology::nr_cpu_ids() {
-                // SAFETY: `p` holds a header for every possible CPU, which nobody else
-                // uses any more.
-                unsafe {
-                    super::growth::set_limit(p.per_cpu_ptr(cpu).cast(), cpu, self.geom().size, 0, 0)
-                };
-            }
             // SAFETY: from `alloc_cpu_area` in `setup`; taken out of its cell, so freed
-            // once, and no CPU uses its array cache any more.
+            // once, and no CPU uses its array cache any more. (Headers of the caller's
+            // area, `setup_in`'s, are not the cache's to free.)
             unsafe { percpu::free_percpu(p) };
         }
         // SAFETY: as for `headers`.

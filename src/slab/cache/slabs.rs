@@ -328,8 +328,6 @@ impl RawCache {
             (*slab).order = g.order as u8;
             (*slab).active = 0;
             (*slab).cache = (self as *const RawCache).cast_mut().cast();
-            // The head page's `head` holds the array caches for `free_fast_in_slab`.
-            (*slab).head = self.cpu_cache.load(Ordering::Acquire).cast();
             // Colour 0 until `cache_grow_end` sets it; the high half may hold the map.
             (*slab).info = 0;
         }
@@ -341,6 +339,10 @@ impl RawCache {
                 (*tail).head = slab;
                 (*tail).set_flags(PG_TAIL);
             }
+        }
+        if self.tag() != 0 {
+            // SAFETY: the block's pages are ours, as above.
+            unsafe { page::tag::set_tags(slab, 1 << g.order, self.tag()) };
         }
         if g.shuffled {
             // shuffle_freelist: a permutation of its own for every slab.
@@ -407,6 +409,10 @@ impl RawCache {
                 // SAFETY: `list` holds empty slabs of this cache, taken off every node
                 // list (by `free_block` or the reaper): their descriptors are ours.
                 unsafe { (*slab.add(i)).set_flags(0) };
+            }
+            if self.tag() != 0 {
+                // SAFETY: as above: so are their pages.
+                unsafe { page::tag::set_tags(slab, 1 << order, 0) };
             }
             // SAFETY: as above.
             unsafe { (*slab).cache = ptr::null_mut() };

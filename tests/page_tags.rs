@@ -1,0 +1,115 @@
+//! The page tags the C `free` finds a block's class by (`page::tag`): every page of a
+//! kmalloc slab carries its class's tag while the slab lives, and none once the slab's
+//! pages went back to the page pool; the tag's test accepts exactly the slots' starts,
+//! in a slab's tail pages as in its head. In a binary of its own: another test's slabs
+//! could take the pages this one watches go back.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use cpuslab::kmalloc::{self, KMALLOC_SIZES};
+use cpuslab::page::desc::PG_SLAB;
+use cpuslab::page::{arena, tag};
+use cpuslab::CpuSlab;
+
+/// The tag of the page holding `p`, an address inside an arena block.
+fn tag_of(p: *const u8) -> u8 {
+    let off = arena::offset_in(p).expect("an arena address");
+    // SAFETY: `off` is `p`'s offset in its arena.
+    unsafe { tag::tag_at(p, off) }
+}
+
+/// Classes of one-page slabs and of multi-page ones (640 B and up: 2 to 8 pages).
+const SIZES: [usize; 7] = [64, 200, 640, 1000, 3000, 5000, 20000];
+
+#[test]
+fn slab_pages_carry_their_class_while_the_slab_lives() {
+    assert!(cpuslab::supported());
+    for size in SIZES {
+        let class = KMALLOC_SIZES.iter().position(|&s| s >= size).unwrap();
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // Enough blocks for several slabs of every class.
+        let n = (256 << 10) / KMALLOC_SIZES[class];
+        // SAFETY: valid layouts; every block is freed with its own.
+        let blocks: Vec<*mut u8> = (0..n).map(|_| unsafe { CpuSlab.alloc(l) }).collect();
+        let mut pages = Vec::new();
+        for &p in &blocks {
+            assert!(!p.is_null());
+            // Every page the block spans, its first and last byte's included.
+            let mut a = p as usize & !4095;
+            while a < p as usize + size {
+                assert_eq!(
+                    usize::from(tag_of(a as *const u8)),
+                    class + 1,
+                    "page {a:#x} of a block of {size} B ({p:p})"
+                );
+                pages.push(a);
+                a += 4096;
+            }
+            // The tag's test: the block's start is a slot, a pointer inside it none,
+            // and `realloc` to a size of the same class keeps it in place (the C
+            // interface's test, which reads the tag too), to another class not.
+            if size <= kmalloc::FAST_MAX {
+                // SAFETY: `p` is a live block of `size` bytes; the tests read only.
+                unsafe {
+                    assert!(kmalloc::krealloc_fast_in_place(p, size));
+                    assert!(!kmalloc::krealloc_fast_in_place(p.add(16), size));
+                    assert!(!kmalloc::krealloc_fast_in_place(p, size * 2 + 16));
+                }
+            }
+        }
+        for &p in &blocks {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { CpuSlab.dealloc(p, l) };
+        }
+        // Empty slabs go back to the page pool: their pages lose the tag. A slab that
+        // still holds another allocation's block of the class stays, tagged.
+        cpuslab::trim();
+        pages.sort_unstable();
+        pages.dedup();
+        let mut gone = 0;
+        for &a in &pages {
+            let head = cpuslab::page::virt_to_head_page(a as *const u8);
+            // SAFETY: the descriptor of an arena page, always mapped.
+            let slab = unsafe { (*head).flags() } & PG_SLAB != 0;
+            let t = tag_of(a as *const u8);
+            // A page of another cache's slab may be untagged (a `KmemCache`'s).
+            assert!(
+                t == 0 || slab,
+                "page {a:#x} of {size} B: tag {t}, in no slab"
+            );
+            gone += usize::from(!slab);
+        }
+        assert!(
+            gone * 2 > pages.len(),
+            "{gone} of {} pages of {size} B left their slabs",
+            pages.len()
+        );
+    }
+}
+
+#[test]
+fn the_tagged_free_refuses_what_starts_no_slot() {
+    assert!(cpuslab::supported());
+    for size in SIZES {
+        let l = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: valid layouts; every block is freed with its own.
+        let blocks: Vec<*mut u8> = (0..64).map(|_| unsafe { CpuSlab.alloc(l) }).collect();
+        for &p in &blocks {
+            for q in [p.wrapping_add(8), p.wrapping_add(size / 2)] {
+                // SAFETY: `q` lies inside the live block `p`, so it starts no slot: the
+                // fast path must turn it down with nothing done.
+                assert!(
+                    !unsafe { kmalloc::kfree_unsized_fast(q) },
+                    "a free of {q:p} (block {p:p} of {size} B) was taken"
+                );
+            }
+        }
+        for &p in &blocks {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { CpuSlab.dealloc(p, l) };
+        }
+    }
+}
