@@ -297,18 +297,73 @@ typedef struct {
     rng_t r;
     uint64_t left; /* replacements still to do on this chain */
     int *live;     /* chains not finished; the threads are detached */
+    int nslots;    /* LARSON_SLOTS, or LARSON_SPARSE_SLOTS for larson-sparse */
+    size_t min;    /* smallest block */
+    int sparse;    /* only the blocks' first and last words written and checked */
 } chain_t;
+
+/* larson-sparse: Larson as mimalloc-bench runs it (5000 slots a thread, 8-1000 B,
+ * 2.5 MB live a thread), the program writing little of each block: most of its
+ * time is the allocator's, and which of its own lines (metadata, free lists) a
+ * free of a block allocated long ago has to fetch. */
+enum { LARSON_SPARSE_SLOTS = 5000 };
+
+/* get() and put() writing and checking only a block's first and last words (the
+ * first alone below 16 bytes, where they would overlap). */
+static inline void *get_sparse(size_t n, uint64_t tag)
+{
+    unsigned char *p = malloc(n);
+    if (!p)
+        fail("malloc returned NULL", p, n, tag, 0);
+    if ((uintptr_t)p % 8 != 0)
+        fail("misaligned block", p, n, tag, 0);
+    *(uint64_t *)p = pat(tag, 0);
+    if (n >= 16)
+        memcpy(p + n - 8, &(uint64_t){pat(tag, n)}, 8);
+    escape(p);
+    t_allocated += digest(tag, n);
+    t_allocs++;
+    return p;
+}
+
+static inline void put_sparse(void *p, size_t n, uint64_t tag)
+{
+    uint64_t last;
+    memcpy(&last, (unsigned char *)p + n - 8, 8);
+    if (*(uint64_t *)p != pat(tag, 0))
+        fail("contents changed", p, n, tag, 0);
+    if (n >= 16 && last != pat(tag, n))
+        fail("contents changed", p, n, tag, n - 8);
+    t_freed += digest(tag, n);
+    free(p);
+}
+
+static inline void chain_put(const chain_t *c, const slot_t *s)
+{
+    if (c->sparse)
+        put_sparse(s->p, s->n, s->tag);
+    else
+        put(s->p, s->n, s->tag);
+}
+
+static inline void chain_get(chain_t *c, slot_t *s)
+{
+    s->n = rrange(&c->r, c->min, 1000);
+    s->tag = rnext(&c->r);
+    s->p = c->sparse ? get_sparse(s->n, s->tag) : get(s->n, s->tag);
+}
 
 static void *larson_worker(void *arg)
 {
     chain_t *c = arg;
-    uint64_t n = c->left < LARSON_ROUND ? c->left : LARSON_ROUND;
+    /* larson-sparse: as larson's own threads, 100 replacements a slot before the
+     * successor takes over. */
+    uint64_t round = c->sparse ? 100 * (uint64_t)c->nslots : LARSON_ROUND;
+    uint64_t n = c->left < round ? c->left : round;
     for (uint64_t i = 0; i < n; i++) {
-        slot_t *s = &c->slots[rnext(&c->r) % LARSON_SLOTS];
-        put(s->p, s->n, s->tag);
-        s->n = rrange(&c->r, 16, 1000);
-        s->tag = rnext(&c->r);
-        s->p = get(s->n, s->tag);
+        slot_t *s = &c->slots[rnext(&c->r) % (uint64_t)c->nslots];
+        chain_put(c, s);
+        chain_get(c, s);
     }
     c->left -= n;
     flush_ledger();
@@ -323,7 +378,7 @@ static void *larson_worker(void *arg)
     return NULL;
 }
 
-static void larson(int threads, double scale)
+static void larson_run(int threads, double scale, int sparse)
 {
     /* The last thread of each chain counts it done: a successor is started
      * by its predecessor, so the main thread cannot join it. */
@@ -333,17 +388,16 @@ static void larson(int threads, double scale)
         fail("aligned_alloc returned NULL", c, 0, 0, 0);
     memset(c, 0, (size_t)threads * sizeof *c);
     for (int i = 0; i < threads; i++) {
-        c[i].slots = malloc(sizeof(slot_t) * LARSON_SLOTS);
+        c[i].sparse = sparse;
+        c[i].nslots = sparse ? LARSON_SPARSE_SLOTS : LARSON_SLOTS;
+        c[i].min = sparse ? 8 : 16;
+        c[i].slots = malloc(sizeof(slot_t) * (size_t)c[i].nslots);
         if (!c[i].slots)
             fail("malloc returned NULL", NULL, 0, 0, 0);
-        c[i].r.s = mix(0x6c61ull + (uint64_t)i);
-        c[i].left = per_thread(4e6, scale, threads);
-        for (int k = 0; k < LARSON_SLOTS; k++) {
-            slot_t *s = &c[i].slots[k];
-            s->n = rrange(&c[i].r, 16, 1000);
-            s->tag = rnext(&c[i].r);
-            s->p = get(s->n, s->tag);
-        }
+        c[i].r.s = mix((sparse ? 0x6c73ull : 0x6c61ull) + (uint64_t)i);
+        c[i].left = per_thread(sparse ? 16e6 : 4e6, scale, threads);
+        for (int k = 0; k < c[i].nslots; k++)
+            chain_get(&c[i], &c[i].slots[k]);
         c[i].live = &live;
     }
     flush_ledger();
@@ -355,12 +409,22 @@ static void larson(int threads, double scale)
     while (__atomic_load_n(&live, __ATOMIC_ACQUIRE) > 0)
         usleep(200);
     for (int i = 0; i < threads; i++) {
-        for (int k = 0; k < LARSON_SLOTS; k++)
-            put(c[i].slots[k].p, c[i].slots[k].n, c[i].slots[k].tag);
+        for (int k = 0; k < c[i].nslots; k++)
+            chain_put(&c[i], &c[i].slots[k]);
         free(c[i].slots);
     }
     free(c);
     flush_ledger();
+}
+
+static void larson(int threads, double scale)
+{
+    larson_run(threads, scale, 0);
+}
+
+static void larson_sparse(int threads, double scale)
+{
+    larson_run(threads, scale, 1);
 }
 
 /* ----------------------------------------------- cache-thrash, cache-scratch */
@@ -783,6 +847,7 @@ static const struct {
     {"pair64", pair64},
     {"mixed-batch", mixed_batch},
     {"larson", larson},
+    {"larson-sparse", larson_sparse},
     {"cache-thrash", cache_thrash},
     {"cache-scratch", cache_scratch},
     {"mstress", mstress},

@@ -44,6 +44,11 @@ pub const C_WORKLOADS: &[WorkloadInfo] = &[
         "larson: random-slot replace, 16..1000 B, slot arrays filled by main and handed to successor threads",
     ),
     w(
+        "larson-sparse",
+        true,
+        "larson as mimalloc-bench runs it: 5000 slots a thread, 8..1000 B, only each block's first and last words written",
+    ),
+    w(
         "cache-thrash",
         true,
         "active false sharing: each thread allocs an 8 B object, writes it 500 times, frees it",
