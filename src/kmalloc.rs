@@ -60,11 +60,6 @@ pub struct Kmalloc {
     /// multiples of 256, so the rounding keeps the class. Set at boot, for the C
     /// interface's fast paths (see [`kmalloc_fast_big`]).
     fast_big: [AtomicPtr<ArrayCache>; 129],
-    /// The caches' per-CPU array cache headers, side by side: class `i`'s at `i *
-    /// AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`), so that a free that finds
-    /// the class by its page tag (`page::tag`, class plus one) forms the address of its
-    /// stacks from the class with no further load. Set at boot.
-    headers: AtomicPtr<ArrayCache>,
     /// The caches, by class.
     pub caches: [RawCache; NR_KMALLOC],
 }
@@ -95,15 +90,30 @@ pub static KMALLOC: Kmalloc = Kmalloc {
     fast: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
     fast_mask: [const { AtomicUsize::new(usize::MAX) }; 129],
     fast_big: [const { AtomicPtr::new(ptr::null_mut()) }; 129],
-    headers: AtomicPtr::new(ptr::null_mut()),
     caches: [const { RawCache::new() }; NR_KMALLOC],
 };
 
-/// The free's test of a pointer by its page's tag (`page::tag`): class `i`'s cache
-/// tags its slabs' pages `i + 1`, and entry `i + 1` holds that cache's slot test. Every
-/// tag a byte can hold has an entry, so a tag needs no range check; those no class has
-/// (0 among them: pages of no kmalloc slab) pass no pointer.
-static TAGS: [TagCheck; 256] = [const { TagCheck::new() }; 256];
+/// What a free without a size needs, by its page's tag (`page::tag`): class `i`'s
+/// cache tags its slabs' pages `i + 1`.
+#[repr(C)]
+struct Tags {
+    /// The caches' per-CPU array cache headers lie side by side in one percpu area,
+    /// class `i`'s at `i * AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`); this
+    /// is that area less `AC_HEADER`, where tag 0's would be, so that the stacks of
+    /// tag `t` are `t * AC_HEADER` further, with no load after the tag's. Set at boot.
+    headers: AtomicPtr<ArrayCache>,
+    /// Entry `t` holds the slot test of the cache whose tag is `t`. Every tag a byte
+    /// can hold has an entry, so a tag needs no range check; those no class has (0
+    /// among them: pages of no kmalloc slab) pass no pointer.
+    checks: [TagCheck; 256],
+}
+
+/// The tag table, beside nothing else so that the free reaches both parts from one
+/// address.
+static TAGS: Tags = Tags {
+    headers: AtomicPtr::new(ptr::null_mut()),
+    checks: [const { TagCheck::new() }; 256],
+};
 
 /// [`KMALLOC`], reached without a GOT load.
 #[inline(always)]
@@ -178,14 +188,18 @@ pub(crate) fn init() -> Result<(), CacheError> {
     // `free_rcu` frees the blocks it defers through kmalloc (RCU sits below it).
     crate::rcu::set_block_free(&RCU_BLOCK_FREE);
     let k = kmalloc_static();
-    if k.headers.load(Ordering::Relaxed).is_null() {
+    if TAGS.headers.load(Ordering::Relaxed).is_null() {
         // From cpuslab's reserved per-CPU chunk, as a cache's own headers would be.
         let area = percpu::alloc_reserved_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER)
             .or_else(|_| percpu::alloc_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER))
             .map_err(|_| CacheError::NoMemory)?;
-        k.headers.store(area.as_ptr().cast(), Ordering::Relaxed);
+        let tag0 = area.as_ptr().wrapping_sub(AC_HEADER).cast();
+        TAGS.headers.store(tag0, Ordering::Relaxed);
     }
-    let headers = k.headers.load(Ordering::Relaxed);
+    let headers = TAGS
+        .headers
+        .load(Ordering::Relaxed)
+        .wrapping_byte_add(AC_HEADER);
     for (i, cache) in KMALLOC.caches.iter().enumerate() {
         if !cache
             .cpu_cache
@@ -208,7 +222,7 @@ pub(crate) fn init() -> Result<(), CacheError> {
             cache.set_tag(i as u8 + 1);
             cache.setup_in(name, size, align, 0, Some(headers.byte_add(i * AC_HEADER)))?;
         }
-        TAGS[i + 1].set(cache);
+        TAGS.checks[i + 1].set(cache);
         slab::link(cache);
     }
     for ((slot, mask), &class) in k.fast.iter().zip(&k.fast_mask).zip(&k.size_index) {
@@ -303,7 +317,7 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
         return false;
     };
     // SAFETY: `off` is `p`'s offset in its arena.
-    let tag = unsafe { page::tag::tag_at(p, off) } as usize;
+    let tag = unsafe { page::tag::tag_at(p, off) };
     // SAFETY: `size <= FAST_MAX` (the contract), so the rounded index is in range.
     let class = unsafe {
         *kmalloc_static()
@@ -312,8 +326,8 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
     } as usize;
     // The page's tag is that of the class serving `size` (`class + 1`), and `p` starts
     // one of its slots: a block of that class already.
-    let tags: &[TagCheck; 256] = sys::local_static!(TAGS);
-    tag == class + 1 && tags[tag].starts_slot(off)
+    let tags: &Tags = sys::local_static!(TAGS);
+    tag == class + 1 && tags.checks[tag].starts_slot(off)
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
@@ -334,19 +348,15 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
         return false;
     };
     // SAFETY: `off` is `p`'s offset in its arena.
-    let tag = unsafe { page::tag::tag_at(p, off) } as usize;
-    // Tag 0's slot, before the area: the address is one shift and one add on the tag.
-    let headers = kmalloc_static()
-        .headers
-        .load(Ordering::Relaxed)
-        .wrapping_byte_sub(AC_HEADER);
-    let tags: &[TagCheck; 256] = sys::local_static!(TAGS);
+    let tag = unsafe { page::tag::tag_at(p, off) };
+    let tags: &Tags = sys::local_static!(TAGS);
+    let headers = tags.headers.load(Ordering::Relaxed);
     // SAFETY: a tag is a byte, so within the table; an entry passes `p` only when its
     // page's tag is that of a kmalloc class (`tag - 1`), whose array caches are that
     // class's slot of the headers. The caller gives `p` up.
     unsafe {
         RawCache::free_fast_tagged(
-            tags.get_unchecked(tag),
+            tags.checks.get_unchecked(tag),
             p,
             off,
             headers.wrapping_byte_add(tag * AC_HEADER),

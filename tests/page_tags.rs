@@ -15,7 +15,7 @@ use cpuslab::page::{arena, tag};
 use cpuslab::CpuSlab;
 
 /// The tag of the page holding `p`, an address inside an arena block.
-fn tag_of(p: *const u8) -> u8 {
+fn tag_of(p: *const u8) -> usize {
     let off = arena::offset_in(p).expect("an arena address");
     // SAFETY: `off` is `p`'s offset in its arena.
     unsafe { tag::tag_at(p, off) }
@@ -41,7 +41,7 @@ fn slab_pages_carry_their_class_while_the_slab_lives() {
             let mut a = p as usize & !4095;
             while a < p as usize + size {
                 assert_eq!(
-                    usize::from(tag_of(a as *const u8)),
+                    tag_of(a as *const u8),
                     class + 1,
                     "page {a:#x} of a block of {size} B ({p:p})"
                 );

@@ -32,12 +32,12 @@ const _: () = assert!(core::mem::size_of::<Arena>() <= BLOCK_SIZE >> PAGE_SHIFT)
 /// # Safety
 /// `off` is `arena::offset_in(addr)`, not `None`.
 #[inline(always)]
-pub unsafe fn tag_at(addr: *const u8, off: u32) -> u8 {
+pub unsafe fn tag_at(addr: *const u8, off: u32) -> usize {
     let t = (addr as usize & !ARENA_MASK) + (off as usize >> PAGE_SHIFT);
     // SAFETY: the tag lies in the first page's worth of descriptors of the descriptor
     // block (64 KiB of bytes, one per page of the arena), mapped with every arena; read
     // atomically, as the owner of another page may set its tag beside it.
-    unsafe { (*(t as *const AtomicU8)).load(Ordering::Relaxed) }
+    usize::from(unsafe { (*(t as *const AtomicU8)).load(Ordering::Relaxed) })
 }
 
 /// Sets the tags of the `pages` pages starting at the one `head` describes.
