@@ -108,6 +108,9 @@ struct Tags {
     checks: [TagCheck; 256],
 }
 
+// Every class has a tag of its own, class plus one, in a byte.
+const _: () = assert!(NR_KMALLOC < 255);
+
 /// The tag table, beside nothing else so that the free reaches both parts from one
 /// address.
 static TAGS: Tags = Tags {
@@ -213,8 +216,9 @@ pub(crate) fn init() -> Result<(), CacheError> {
         let _ = core::fmt::write(&mut name, format_args!("kmalloc-{size}"));
         let name = core::str::from_utf8(name.as_bytes()).unwrap_or("kmalloc");
         // Objects are aligned to the largest power of two dividing their size, which
-        // `classify` promises: 24576-byte objects are 8 KiB aligned, so colours step
-        // by 8 KiB too, and debug slots keep the alignment.
+        // `classify` promises: 24576-byte objects are 8 KiB aligned, and debug slots
+        // keep the alignment (the tagged caches have no colour; a debug cache's step
+        // by the alignment too).
         let align = 1 << size.trailing_zeros();
         // SAFETY: boot runs on one thread; the cache is published by `setup_in`. Its
         // headers are its slot of the area above, which lives as long as the process.
@@ -222,7 +226,10 @@ pub(crate) fn init() -> Result<(), CacheError> {
             cache.set_tag(i as u8 + 1);
             cache.setup_in(name, size, align, 0, Some(headers.byte_add(i * AC_HEADER)))?;
         }
-        TAGS.checks[i + 1].set(cache);
+        if cache.tag() != 0 {
+            // Before any page has the tag: the cache has no slab yet.
+            TAGS.checks[i + 1].set(cache);
+        }
         slab::link(cache);
     }
     for ((slot, mask), &class) in k.fast.iter().zip(&k.fast_mask).zip(&k.size_index) {

@@ -44,8 +44,9 @@ pub unsafe fn tag_at(addr: *const u8, off: u32) -> usize {
 ///
 /// # Safety
 /// `head` is the descriptor of an arena page the caller owns, with `pages - 1` more
-/// after it in the same arena, all owned by the caller.
-pub unsafe fn set_tags(head: *const Page, pages: usize, tag: u8) {
+/// after it in the same arena, all owned by the caller; a tag other than 0 says what
+/// the pages are to every reader of tags (the slab layer's kmalloc caches').
+pub(crate) unsafe fn set_tags(head: *const Page, pages: usize, tag: u8) {
     let d = head as usize;
     let first = (d & !ARENA_MASK) + ((d & ARENA_MASK) >> DESC_SHIFT);
     for i in 0..pages {

@@ -205,9 +205,10 @@ impl Geometry {
             // 16 KiB slab do (jemalloc's slabs waste nothing). So these classes take the
             // first slab of up to 16 KiB that wastes at most 1/32, as SLUB takes larger
             // slabs: the suite's `json` 8% faster, its peak 2% lower. Not above 1 KiB,
-            // where that takes slabs of 32 to 128 KiB: a C `free` of an object beyond a
-            // slab's first page reads one descriptor more (C `larson` and `threads256`,
-            // whose blocks reach 1 KiB, took 4% longer with the 640-896 B classes alone).
+            // where that takes slabs of 32 to 128 KiB: measured when a C `free` of an
+            // object beyond a slab's first page read one descriptor more (C `larson` and
+            // `threads256`, whose blocks reach 1 KiB, took 4% longer with the 640-896 B
+            // classes alone), which the page tags have since removed.
             for order in 0..=DENSE_MAX_ORDER {
                 if let Some(g) = geometry(order) {
                     if g.leftover() * 32 <= g.slab_bytes() {

@@ -83,8 +83,10 @@ impl TagCheck {
         }
     }
 
-    /// Fills the entry from `cache`, a set-up cache whose tag it is; done at boot,
-    /// before any page has the tag.
+    /// Fills the entry from `cache`, a set-up cache whose tag it is. Done at boot,
+    /// before any page has the tag: a reader reaches the entry only through a tag read
+    /// from a page, which the cache sets when it grows a slab, after this, and which the
+    /// reader's block was allocated from; so relaxed stores suffice.
     pub fn set(&self, cache: &RawCache) {
         let (span, slab_mask, div_magic) = cache.tag_check_values();
         self.slab_mask.store(slab_mask, Ordering::Relaxed);

@@ -360,8 +360,10 @@ impl RawCache {
     /// free without the cache finds it ([`free_fast_tagged`](Self::free_fast_tagged)).
     ///
     /// # Safety
-    /// Called before [`setup`](Self::setup), before the cache is shared.
-    pub unsafe fn set_tag(&self, tag: u8) {
+    /// Called before [`setup`](Self::setup), before the cache is shared; `tag` is this
+    /// cache's alone, and the table the tagged free reads (kmalloc's) maps it to this
+    /// cache's slot test and array caches.
+    pub(crate) unsafe fn set_tag(&self, tag: u8) {
         // SAFETY: not shared yet (the caller's contract).
         unsafe { *self.tag.get() = tag };
     }
