@@ -22,7 +22,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 /// The value both words start with.
 pub const RCU_WORDS_INIT: u64 = u64::MAX;
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom)))]
+// Not with `--cfg cpuslab_unsupported`: that build's `sys::cpu::thread_id` is no
+// thread pointer, which the block's address is formed from (the words read another
+// thread-local's neighbours instead, and RCU's reader slot came back as garbage once
+// the layout moved).
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom),
+    not(cpuslab_unsupported)
+))]
 mod imp {
     use core::sync::atomic::{AtomicU64, AtomicUsize};
 
@@ -149,7 +158,12 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom))))]
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    not(loom),
+    not(cpuslab_unsupported)
+)))]
 mod imp {
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
