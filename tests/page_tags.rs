@@ -28,19 +28,20 @@ const SIZES: [usize; 7] = [64, 200, 640, 1000, 3000, 5000, 20000];
 /// before its trim gives them back.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Whether the kmalloc caches are tagged: debug caches (`CPUSLAB_DEBUG=1`) are not,
-/// as every free of theirs takes the checked path.
-fn tagged() -> bool {
+/// This test's turn (see [`SERIAL`]), or `None` where the kmalloc caches are not
+/// tagged: debug caches (`CPUSLAB_DEBUG=1`) are not, as every free of theirs takes the
+/// checked path.
+fn serial_if_tagged() -> Option<std::sync::MutexGuard<'static, ()>> {
     assert!(cpuslab::supported());
-    !cpuslab::slab::debug::enabled()
+    let turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    (!cpuslab::slab::debug::enabled()).then_some(turn)
 }
 
 #[test]
 fn slab_pages_carry_their_class_while_the_slab_lives() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !tagged() {
+    let Some(_turn) = serial_if_tagged() else {
         return;
-    }
+    };
     for size in SIZES {
         let class = KMALLOC_SIZES.iter().position(|&s| s >= size).unwrap();
         let l = Layout::from_size_align(size, 8).unwrap();
@@ -108,10 +109,9 @@ fn slab_pages_carry_their_class_while_the_slab_lives() {
 
 #[test]
 fn the_tagged_free_refuses_what_starts_no_slot() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !tagged() {
+    let Some(_turn) = serial_if_tagged() else {
         return;
-    }
+    };
     for size in SIZES {
         let l = Layout::from_size_align(size, 8).unwrap();
         // SAFETY: valid layouts; every block is freed with its own.

@@ -88,10 +88,12 @@ impl TagCheck {
     /// from a page, which the cache sets when it grows a slab, after this, and which the
     /// reader's block was allocated from; so relaxed stores suffice.
     pub fn set(&self, cache: &RawCache) {
-        let (span, slab_mask, div_magic) = cache.tag_check_values();
-        self.slab_mask.store(slab_mask, Ordering::Relaxed);
-        self.div_magic.store(div_magic, Ordering::Relaxed);
-        self.span.store(span, Ordering::Relaxed);
+        // SAFETY: written before the cache was published (the caller's is set up).
+        let c = unsafe { &*cache.check.get() };
+        let slab_mask = (crate::sys::PAGE_SIZE << cache.geom().order) - 1;
+        self.slab_mask.store(slab_mask as u32, Ordering::Relaxed);
+        self.div_magic.store(c.div_magic, Ordering::Relaxed);
+        self.span.store(c.span, Ordering::Relaxed);
     }
 
     /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
@@ -155,15 +157,6 @@ impl RawCache {
         let off = off.wrapping_sub(unsafe { slab_first_slot(slab) } as u32);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
         off < c.span && u64::from(off).wrapping_mul(c.div_magic) < c.div_magic
-    }
-
-    /// The slot test of a free found by page tag, for [`TagCheck::set`].
-    pub(crate) fn tag_check_values(&self) -> (u32, u32, u64) {
-        // SAFETY: written before the cache was published (the caller sets a table up
-        // from a set-up cache).
-        let c = unsafe { &*self.check.get() };
-        let slab_mask = ((crate::sys::PAGE_SIZE << self.geom().order) - 1) as u32;
-        (c.span, slab_mask, c.div_magic)
     }
 
     /// The mask of the address bits every object of this cache has clear (full until
