@@ -195,6 +195,31 @@ fn failed_boot_backs_off_and_keeps_the_limit() {
     assert!(why[0].contains("CPUSLAB_HEAP_LIMIT"), "{stderr}");
 }
 
+/// A small C program holds at most 16 MiB more address space under cpuslab than under
+/// glibc: `ulimit -v` counts every mapping, touched or not, so what the allocator
+/// reserves at boot is room the program's own mappings lack under a tight limit. It
+/// held 23 MiB more (a first arena of 16 MiB and a 4 MiB arena map covering 48 bits of
+/// address space); the first arena now maps one usable block and the map covers the
+/// 47 bits of user space.
+#[test]
+fn small_program_reserves_little_address_space() {
+    let exe = common::compile_c("vm_size.c", &[]);
+    let kib = |preload: bool| -> u64 {
+        let mut cmd = Command::new(&exe);
+        if preload {
+            cmd.env("LD_PRELOAD", preload_so());
+        }
+        let (out, stdout, stderr) = run(cmd);
+        assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+        stdout.trim().parse().expect("VmSize in KiB")
+    };
+    let (glibc, cpuslab) = (kib(false), kib(true));
+    assert!(
+        cpuslab <= glibc + 16 * 1024,
+        "cpuslab {cpuslab} KiB of address space, glibc {glibc} KiB"
+    );
+}
+
 /// Under an address-space limit (`ulimit -v`, which counts every mapping, touched or
 /// not) cpuslab serves at least 90% of what glibc serves before malloc returns null
 /// (with `ENOMEM`, and a block again after freeing): arenas map only what their turn

@@ -4,13 +4,14 @@
 //! are handed to the node's buddy zone one max-order block at a time, as needed. Pages
 //! are committed by the kernel when first touched (`MAP_NORESERVE`).
 //!
-//! An arena maps only part of its slot at first and the next one more: 4 blocks (16
-//! MiB), then 8, 16, 32 and the whole 64 from the fifth on, so a small program holds
-//! little address space, and under an address-space limit (`RLIMIT_AS`, which counts
-//! every mapping, touched or not) an arena that does not fit is made smaller, down to
-//! one usable block, instead of refused. Of the descriptor block only the
-//! descriptors of the mapped blocks are mapped (64 KiB a block); the rest of that block
-//! is left to the kernel for other mappings, which the arena map never takes for
+//! An arena maps only part of its slot at first and the next one more: 2 blocks (the
+//! descriptors and one usable block, 4 MiB of it), then 4, 8, 16, 32 and the whole 64
+//! from the sixth on, so a small program holds little address space. Under an
+//! address-space limit (`RLIMIT_AS`, which counts every mapping, touched or not) an
+//! arena maps at most a sixteenth of the limit, and one that does not fit is made
+//! smaller, down to one usable block, instead of refused. Of the descriptor block only
+//! the descriptors of the mapped blocks are mapped (64 KiB a block); the rest of that
+//! block is left to the kernel for other mappings, which the arena map never takes for
 //! cpuslab's: it records, per slot, the blocks an arena uses.
 
 use core::ptr;
@@ -34,13 +35,19 @@ pub const BLOCKS_PER_ARENA: usize = ARENA_SIZE / BLOCK_SIZE;
 
 const _: () = assert!((ARENA_SIZE >> PAGE_SHIFT) << DESC_SHIFT == BLOCK_SIZE);
 
-/// One word per possible arena slot of a 48-bit address space: the bytes the slot's
+/// Bits of the user address space the arena map covers: x86_64's lower half with
+/// 4-level page tables. With 5-level tables the kernel maps above it only where a hint
+/// asks for it, which cpuslab's mappings never give.
+const USER_BITS: u32 = 47;
+
+/// One word per possible arena slot of the user address space: the bytes the slot's
 /// arena maps after its descriptor block (0: no arena), so any address can be
 /// recognised as ours without a lock, by one subtraction and one comparison with its
-/// offset in the slot (see [`contains`]). 4 MiB of zeroes, of which only the pages
-/// holding used slots are ever written.
-static ARENA_MAP: [AtomicU32; 1 << (48 - ARENA_SHIFT)] =
-    [const { AtomicU32::new(0) }; 1 << (48 - ARENA_SHIFT)];
+/// offset in the slot (see [`contains`]). 2 MiB of zeroes, of which only the pages
+/// holding used slots are ever written; its address space counts under `RLIMIT_AS`
+/// all the same.
+static ARENA_MAP: [AtomicU32; 1 << (USER_BITS - ARENA_SHIFT)] =
+    [const { AtomicU32::new(0) }; 1 << (USER_BITS - ARENA_SHIFT)];
 
 // An arena's bytes past its descriptor block fit a word.
 const _: () = assert!(ARENA_SIZE <= 1 << 32);
@@ -99,7 +106,7 @@ pub fn contains(addr: *const u8) -> bool {
 #[inline(always)]
 pub fn offset_in(addr: *const u8) -> Option<u32> {
     let slot = addr as usize >> ARENA_SHIFT;
-    let map: &[AtomicU32; 1 << (48 - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
+    let map: &[AtomicU32; 1 << (USER_BITS - ARENA_SHIFT)] = crate::sys::local_static!(ARENA_MAP);
     let off = addr as usize as u32 & ARENA_MASK as u32;
     // The offset past the descriptor block: an address in that block wraps to a huge
     // value and fails the test, as does any address of a slot with no arena (0).
@@ -111,7 +118,7 @@ pub fn offset_in(addr: *const u8) -> Option<u32> {
 const BLOCK_SHIFT: u32 = MAX_ORDER as u32 + PAGE_SHIFT;
 const _: () = assert!(1 << BLOCK_SHIFT == BLOCK_SIZE);
 
-/// Arenas created so far: the next one maps `4 << CREATED` blocks, up to a whole slot.
+/// Arenas created so far: the next one maps `2 << CREATED` blocks, up to a whole slot.
 static CREATED: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes of descriptors that `nr_blocks` blocks need, rounded to whole pages.
@@ -122,8 +129,15 @@ const fn desc_bytes(nr_blocks: usize) -> usize {
 /// Maps a new arena for `node`: the size its turn calls for, or the largest smaller
 /// one the kernel grants (down to one usable block). Null when not even that maps.
 pub fn create(node: usize) -> *mut Arena {
-    let turn = CREATED.load(Ordering::Relaxed).min(4);
-    let mut nr_blocks = (4usize << turn).min(BLOCKS_PER_ARENA);
+    let turn = CREATED.load(Ordering::Relaxed).min(5);
+    let mut nr_blocks = (2usize << turn).min(BLOCKS_PER_ARENA);
+    // Under an address-space limit, which counts every mapping whether touched or not,
+    // an arena reserves at most a sixteenth of it beyond its descriptors: what it holds
+    // unused is room the program's own mappings may need (a Python under `ulimit -v`
+    // got MemoryError for its 1 MiB pools while a 16 MiB arena stood mostly empty).
+    if let Some(limit) = sys::process::address_space_limit() {
+        nr_blocks = nr_blocks.min(limit / 16 / BLOCK_SIZE + 1).max(2);
+    }
     loop {
         let arena = create_blocks(node, nr_blocks);
         if !arena.is_null() || nr_blocks == 2 {
@@ -146,7 +160,8 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
     }
     let slot = base as usize >> ARENA_SHIFT;
     if slot >= ARENA_MAP.len() {
-        // An address beyond 48 bits (LA57 with a hint): not representable in the map.
+        // An address beyond the map's bits (5-level tables and a hint): not
+        // representable in it.
         sys::mmap::unmap(base, len);
         return ptr::null_mut();
     }
@@ -274,7 +289,7 @@ pub unsafe fn desc_resident_bytes(arena: *const Arena) -> usize {
     sys::mmap::resident_pages(arena.cast(), len) << PAGE_SHIFT
 }
 
-/// Resident bytes of the arena map (one word per slot, 4 MiB of which only the pages
+/// Resident bytes of the arena map (one word per slot, 2 MiB of which only the pages
 /// holding used slots are ever written).
 pub fn map_resident_bytes() -> usize {
     let start = ARENA_MAP.as_ptr() as usize;
