@@ -6,10 +6,10 @@
 //!
 //! An arena maps only part of its slot at first and the next one more: 2 blocks (the
 //! descriptors and one usable block, 4 MiB of it), then 4, 8, 16, 32 and the whole 64
-//! from the sixth on, so a small program holds little address space. Under an
+//! from the sixth on, so a small program holds little address space, and under an
 //! address-space limit (`RLIMIT_AS`, which counts every mapping, touched or not) an
-//! arena maps at most a sixteenth of the limit, and one that does not fit is made
-//! smaller, down to one usable block, instead of refused. Of the descriptor block only
+//! arena that does not fit is made smaller, down to one usable block, instead of
+//! refused. Of the descriptor block only
 //! the descriptors of the mapped blocks are mapped (64 KiB a block); the rest of that
 //! block is left to the kernel for other mappings, which the arena map never takes for
 //! cpuslab's: it records, per slot, the blocks an arena uses.
@@ -131,13 +131,6 @@ const fn desc_bytes(nr_blocks: usize) -> usize {
 pub fn create(node: usize) -> *mut Arena {
     let turn = CREATED.load(Ordering::Relaxed).min(5);
     let mut nr_blocks = (2usize << turn).min(BLOCKS_PER_ARENA);
-    // Under an address-space limit, which counts every mapping whether touched or not,
-    // an arena reserves at most a sixteenth of it beyond its descriptors: what it holds
-    // unused is room the program's own mappings may need (a Python under `ulimit -v`
-    // got MemoryError for its 1 MiB pools while a 16 MiB arena stood mostly empty).
-    if let Some(limit) = sys::process::address_space_limit() {
-        nr_blocks = nr_blocks.min(limit / 16 / BLOCK_SIZE + 1).max(2);
-    }
     loop {
         let arena = create_blocks(node, nr_blocks);
         if !arena.is_null() || nr_blocks == 2 {

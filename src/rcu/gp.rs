@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use super::reader::{self, READERS};
+use super::reader::{self, record};
 use super::trace::{self, Event};
 use super::tree::{self, LEAF_FANOUT};
 use super::{callbacks, kfree, seq};
@@ -247,7 +247,7 @@ fn force_quiescent_states(gp: u64, start_ms: u64) {
         while bits != 0 {
             let slot = leaf * LEAF_FANOUT + bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let r = &READERS[slot];
+            let r = record(slot);
             let quiescent = |c: u64| c == 0 || seq::done(c, gp);
             if quiescent(r.ctr.load(Ordering::Acquire)) {
                 tree::report_qs(slot);

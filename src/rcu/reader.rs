@@ -131,8 +131,59 @@ impl RcuReader {
     }
 }
 
-/// Every reader record; slot `i` sits under leaf `i / 16`.
-pub static READERS: [RcuReader; MAX_READERS] = [const { RcuReader::new() }; MAX_READERS];
+/// Records in each chunk of the reader table (64 KiB of them).
+const CHUNK: usize = 1024;
+/// Chunks the table may have.
+const NR_CHUNKS: usize = MAX_READERS / CHUNK;
+const _: () = assert!(MAX_READERS.is_multiple_of(CHUNK));
+
+/// The first chunk of the reader table: the records of the first 1024 reader threads
+/// alive at once, which most processes never pass.
+static FIRST: [RcuReader; CHUNK] = [const { RcuReader::new() }; CHUNK];
+
+/// The other chunks, each mapped (zeroed: every field of a new record is 0) the first
+/// time one of its slots is taken, under the registry lock, and kept for the life of
+/// the process. A static table for all 65536 readers was 4 MiB of `.bss`: untouched,
+/// but address space that `ulimit -v` counts in every process.
+static CHUNKS: [AtomicPtr<RcuReader>; NR_CHUNKS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; NR_CHUNKS];
+
+/// Reader record `slot` (slot `i` sits under leaf `i / 16`), of a slot that was taken
+/// at some time: its chunk is mapped. Any other is a bug, reported as fatal.
+pub fn record(slot: usize) -> &'static RcuReader {
+    if slot < CHUNK {
+        return &FIRST[slot];
+    }
+    // Acquire pairs with `map_chunk`'s release: the chunk's zeroes are seen.
+    let chunk = CHUNKS
+        .get(slot / CHUNK)
+        .map_or(ptr::null_mut(), |c| c.load(Ordering::Acquire));
+    if chunk.is_null() {
+        sys::io::fatal(format_args!("rcu: reader record {slot} was never taken"));
+    }
+    // SAFETY: a mapped chunk holds `CHUNK` records and is never unmapped.
+    unsafe { &*chunk.add(slot % CHUNK) }
+}
+
+/// Maps the chunk of `slot` unless it is the first or already mapped; false when the
+/// kernel has no memory for it. Called under the registry lock, which orders the
+/// mappings.
+fn map_chunk(slot: usize) -> bool {
+    if slot < CHUNK {
+        return true;
+    }
+    let c = &CHUNKS[slot / CHUNK];
+    if !c.load(Ordering::Relaxed).is_null() {
+        return true;
+    }
+    let bytes = CHUNK * core::mem::size_of::<RcuReader>();
+    let chunk = sys::mmap::map_aligned(bytes, sys::PAGE_SIZE, false);
+    if chunk.is_null() {
+        return false;
+    }
+    c.store(chunk.cast(), Ordering::Release);
+    true
+}
 
 struct Registry {
     used: [u64; MAX_READERS / 64],
@@ -161,7 +212,7 @@ fn my_words() -> Option<&'static Words> {
     if sys::tls::rcu_ctr() != STAND_IN {
         return Some(sys::tls::rcu_words());
     }
-    my_slot().map(|slot| &READERS[slot].own)
+    my_slot().map(|slot| &record(slot).own)
 }
 
 #[cold]
@@ -175,12 +226,19 @@ fn register() -> usize {
             sys::io::fatal(format_args!("rcu: more than {MAX_READERS} reader threads"));
         };
         let bit = (!r.used[word]).trailing_zeros() as usize;
+        if !map_chunk(word * 64 + bit) {
+            drop(r);
+            sys::io::fatal(format_args!(
+                "rcu: no memory for the records of more than {} reader threads",
+                word * 64 + bit
+            ));
+        }
         r.used[word] |= 1 << bit;
         r.nr += 1;
         r.high = r.high.max(word * 64 + bit + 1);
         word * 64 + bit
     };
-    let rec = &READERS[slot];
+    let rec = record(slot);
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
     ThreadWord::RcuSlot.set(slot + 1);
     use_words(slot, membarrier && ThreadWord::RcuExiting.get() == 0, 0, 0);
@@ -195,7 +253,7 @@ fn register() -> usize {
 /// `ctr` and `special`: the thread-local ones with membarrier; without, the record's
 /// own, the thread-local ones saying [`STAND_IN`] to send every section out of line.
 fn use_words(slot: usize, membarrier: bool, ctr: u64, special: u64) {
-    let rec = &READERS[slot];
+    let rec = record(slot);
     let tls = sys::tls::rcu_words();
     let (words, tls_value) = if membarrier {
         (tls, [ctr, special])
@@ -244,7 +302,7 @@ unsafe extern "C" fn reader_exit(value: *mut core::ffi::c_void) {
 /// Takes reader `slot` out of every grace period and frees its slot. Its words read
 /// as 0 (not reading) from here on, and nobody reaches its thread's TLS any more.
 fn release(slot: usize) {
-    let rec = &READERS[slot];
+    let rec = record(slot);
     rec.ctr.0.retarget(ptr::null());
     rec.need_qs.0.retarget(ptr::null());
     if tree::reader_offline(slot) {
@@ -297,7 +355,7 @@ fn lock_slow() {
         Some(w) => w,
         None => {
             let slot = register();
-            my_words().unwrap_or(&READERS[slot].own)
+            my_words().unwrap_or(&record(slot).own)
         }
     };
     if w[0].load(Ordering::Relaxed) == 0 {
@@ -385,7 +443,7 @@ pub(crate) fn forget_other_readers_after_fork() {
     };
     // Users caught at the fork are threads of the parent: none will leave. Any record
     // ever used may have some (a grace period may look at a slot being released).
-    for rec in &READERS[..high] {
+    for rec in (0..high).map(record) {
         rec.ctr.0.users.store(0, Ordering::Relaxed);
         rec.need_qs.0.users.store(0, Ordering::Relaxed);
     }
@@ -439,6 +497,44 @@ mod tests {
             "the drop did not report"
         );
         waiter.join().unwrap();
+    }
+
+    /// More reader threads alive at once than the first chunk of records holds: the
+    /// later ones get records from a chunk mapped for them, each its own, named after
+    /// its thread, and grace periods still end.
+    #[test]
+    fn readers_past_the_first_chunk_get_records() {
+        let n = CHUNK + 64;
+        let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let barrier = barrier.clone();
+                std::thread::Builder::new()
+                    .stack_size(64 << 10)
+                    .spawn(move || {
+                        let g = read_lock();
+                        let slot = my_slot().expect("registered");
+                        let named =
+                            record(slot).tid.load(Ordering::Relaxed) == sys::thread::gettid();
+                        barrier.wait();
+                        drop(g);
+                        (slot, named)
+                    })
+                    .expect("thread")
+            })
+            .collect();
+        barrier.wait();
+        let mut slots: Vec<_> = threads
+            .into_iter()
+            .map(|t| t.join().expect("reader thread"))
+            .inspect(|&(slot, named)| assert!(named, "record {slot} names another thread"))
+            .map(|(slot, _)| slot)
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), n, "two readers alive at once shared a record");
+        assert!(*slots.last().unwrap() >= CHUNK, "{slots:?}");
+        super::super::synchronize();
     }
 
     /// Threads that read once and exit, while grace periods scan their thread-local
@@ -534,15 +630,15 @@ mod tests {
         .unwrap();
         let slot = LEFT.load(Ordering::Relaxed);
         assert!(slot != 0, "the destructor never read");
-        let rec = &READERS[slot - 1];
+        let rec = record(slot - 1);
         // The slot may have gone to another test's thread meanwhile; then there is
         // nothing left to check.
         if rec.tid.load(Ordering::Relaxed) == TID.load(Ordering::Relaxed) {
-            let table = READERS.as_ptr_range();
+            let own = rec.own.as_ptr_range();
             for word in [&rec.ctr.0.word, &rec.need_qs.0.word] {
-                let p = word.load(Ordering::Relaxed) as *const RcuReader;
+                let p = word.load(Ordering::Relaxed) as *const AtomicU64;
                 assert!(
-                    p.is_null() || table.contains(&p),
+                    p.is_null() || own.contains(&p),
                     "a record points at the TLS of a thread that exited"
                 );
             }
