@@ -35,17 +35,18 @@ pub const BLOCKS_PER_ARENA: usize = ARENA_SIZE / BLOCK_SIZE;
 
 const _: () = assert!((ARENA_SIZE >> PAGE_SHIFT) << DESC_SHIFT == BLOCK_SIZE);
 
-/// Bits of the user address space the arena map covers: x86_64's lower half with
-/// 4-level page tables. With 5-level tables the kernel maps above it only where a hint
-/// asks for it, which cpuslab's mappings never give.
-const USER_BITS: u32 = 47;
+/// Bits of the user address space the arena map covers. On x86_64, the lower half
+/// with 4-level page tables: with 5-level tables the kernel maps above it only where a
+/// hint asks for it, and cpuslab's hints all lie below addresses the kernel chose.
+/// Elsewhere (aarch64's 48-bit user space) 48.
+const USER_BITS: u32 = if cfg!(target_arch = "x86_64") { 47 } else { 48 };
 
 /// One word per possible arena slot of the user address space: the bytes the slot's
 /// arena maps after its descriptor block (0: no arena), so any address can be
 /// recognised as ours without a lock, by one subtraction and one comparison with its
-/// offset in the slot (see [`contains`]). 2 MiB of zeroes, of which only the pages
-/// holding used slots are ever written; its address space counts under `RLIMIT_AS`
-/// all the same.
+/// offset in the slot (see [`contains`]). 2 MiB of zeroes on x86_64, of which only the
+/// pages holding used slots are ever written; its address space counts under
+/// `RLIMIT_AS` all the same.
 static ARENA_MAP: [AtomicU32; 1 << (USER_BITS - ARENA_SHIFT)] =
     [const { AtomicU32::new(0) }; 1 << (USER_BITS - ARENA_SHIFT)];
 

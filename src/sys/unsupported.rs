@@ -466,6 +466,18 @@ pub mod mmap {
         core::ptr::null_mut()
     }
 
+    /// `len` bytes of zeroed memory, aligned to 4096, that is never given back, from
+    /// the system allocator (the platform's own, which this build links). Null when
+    /// it has none.
+    pub fn map_zeroed(len: usize) -> *mut u8 {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        match Layout::from_size_align(len.max(1), 4096) {
+            // SAFETY: the layout has a non-zero size.
+            Ok(layout) => unsafe { System.alloc_zeroed(layout) },
+            Err(_) => core::ptr::null_mut(),
+        }
+    }
+
     /// Nothing was mapped.
     pub fn unmap(_addr: *mut u8, _len: usize) {}
 

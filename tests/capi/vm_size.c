@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Where the blocks' addresses go, so that the compiler keeps the calls. */
+void *volatile sink;
+
 int main(void)
 {
     void *p[100];
@@ -12,6 +15,7 @@ int main(void)
         if (!p[i])
             return 1;
         memset(p[i], i, 16);
+        sink = p[i];
     }
     for (int i = 0; i < 100; i++)
         free(p[i]);

@@ -173,6 +173,13 @@ pub fn map_fixed(addr: *mut u8, len: usize) -> bool {
     map_at(addr, len, flags) == Some(addr)
 }
 
+/// `len` bytes of zeroed, page-aligned read-write memory that is never given back
+/// (tables that grow by chunks, such as RCU's reader records). Null when the kernel
+/// refuses.
+pub fn map_zeroed(len: usize) -> *mut u8 {
+    map_aligned(len, super::PAGE_SIZE, false)
+}
+
 /// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
 /// later touch cannot fail for want of memory. Returns false when the kernel has no
 /// memory for them. Kernels older than 5.14 lack the advice: there the pages are left
