@@ -9,10 +9,10 @@
 //! from the sixth on, so a small program holds little address space, and under an
 //! address-space limit (`RLIMIT_AS`, which counts every mapping, touched or not) an
 //! arena that does not fit is made smaller, down to one usable block, instead of
-//! refused. Of the descriptor block only
-//! the descriptors of the mapped blocks are mapped (64 KiB a block); the rest of that
-//! block is left to the kernel for other mappings, which the arena map never takes for
-//! cpuslab's: it records, per slot, the blocks an arena uses.
+//! refused. Of the descriptor block only the descriptors of the mapped blocks are
+//! mapped (64 KiB a block); the rest of that block is left to the kernel for other
+//! mappings, which the arena map never takes for cpuslab's: it records, per slot, the
+//! blocks an arena uses.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};

@@ -229,17 +229,17 @@ fn register() -> usize {
             sys::io::fatal(format_args!("rcu: more than {MAX_READERS} reader threads"));
         };
         let bit = (!r.used[word]).trailing_zeros() as usize;
-        if !map_chunk(word * 64 + bit) {
+        let slot = word * 64 + bit;
+        if !map_chunk(slot) {
             drop(r);
             sys::io::fatal(format_args!(
-                "rcu: no memory for the records of more than {} reader threads",
-                word * 64 + bit
+                "rcu: no memory for the records of more than {slot} reader threads"
             ));
         }
         r.used[word] |= 1 << bit;
         r.nr += 1;
-        r.high = r.high.max(word * 64 + bit + 1);
-        word * 64 + bit
+        r.high = r.high.max(slot + 1);
+        slot
     };
     let rec = record(slot);
     rec.tid.store(sys::thread::gettid(), Ordering::Relaxed);
