@@ -321,6 +321,87 @@ fn small_program_keeps_little_library_code() {
     );
 }
 
+/// Runs `exe` with `preload` (none: glibc's malloc) and the default configuration, and
+/// returns the page faults it took after its last count of its own: those of `exit`.
+fn exit_faults(exe: &Path, preload: Option<&Path>) -> i64 {
+    let mut c = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CPUSLAB_") {
+            c.env_remove(name);
+        }
+    }
+    c.env_remove("LD_PRELOAD");
+    if let Some(so) = preload {
+        c.env("LD_PRELOAD", so);
+    }
+    // Reaped by wait4 below, which gives its resource use (`Child::wait` does not).
+    #[allow(clippy::zombie_processes)]
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout)
+        .expect("read");
+    let mut status = 0;
+    // SAFETY: all zeros is a valid rusage, which wait4 fills in.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, reaped by nobody else (`child` is never waited).
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{stdout}"
+    );
+    let last: i64 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("a count");
+    (ru.ru_minflt + ru.ru_majflt) - last
+}
+
+/// A program's `exit` faults in no more pages under the library than under glibc's
+/// malloc: the library's destructor and its call of `__cxa_finalize` run code that is
+/// resident already. Its destructor's frame once took 16 KiB of stack, probed page by
+/// page, and the PLT entry of `__cxa_finalize` sat after the cold code: three faults
+/// and a window of cold text that a parent's `wait4` counted in the peak RSS.
+#[test]
+fn exit_faults_in_nothing_new() {
+    if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some()
+        || std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_some()
+    {
+        eprintln!("skipped: the library is built elsewhere or in the linker's order");
+        return;
+    }
+    let dir = scratch("exit");
+    let exe = dir.join("exit_faults");
+    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
+    let out = output({
+        let mut c = Command::new(cc);
+        c.args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&exe)
+            .arg(source("exit_faults.c"));
+        c
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The fewest of three runs each: a fault of a file page the page cache had
+    // dropped meanwhile would count once more.
+    let glibc = (0..3).map(|_| exit_faults(&exe, None)).min().unwrap();
+    let cpuslab = (0..3)
+        .map(|_| exit_faults(&exe, Some(preload_so())))
+        .min()
+        .unwrap();
+    assert!(
+        cpuslab <= glibc,
+        "exit took {cpuslab} page faults under the library, {glibc} under glibc's malloc"
+    );
+}
+
 /// Every function of cpuslab's own that `capi/hot-text.ld` names is still one of the
 /// library's: a renamed or removed function leaves a stale entry, and its replacement
 /// in the linker's order (`capi/hot-text.sh` regenerates the file). Entries of core
