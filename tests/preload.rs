@@ -261,27 +261,28 @@ fn library_links_no_std() {
     assert!(!exported.contains("rust_eh_personality"), "{exported}");
 }
 
-/// The code a small program runs sits at the start of the library's text
-/// (`capi/hot-text.ld`): of its 190-odd KiB, the program keeps at most 96 KiB
-/// resident. The kernel maps the file's pages 64 KiB around each fault; in the
-/// linker's own order, boot, the allocation paths and exit fault in every window
-/// and all of the text stays resident.
-#[test]
-fn small_program_keeps_little_library_code() {
-    if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some()
-        || std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_some()
-    {
+/// Whether a test of the hot-text layout (`capi/hot-text.ld`) has nothing to check:
+/// the library was built elsewhere, or in the linker's own order. Says so when it
+/// skips.
+fn skipped_without_hot_text() -> bool {
+    let skip = std::env::var_os("CPUSLAB_PRELOAD_SO").is_some()
+        || std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_some();
+    if skip {
         eprintln!("skipped: the library is built elsewhere or in the linker's order");
-        return;
     }
-    let dir = scratch("text");
-    let exe = dir.join("text_resident");
+    skip
+}
+
+/// Compiles `tests/capi/<name>.c` with warnings as errors into a fresh scratch
+/// directory `dir`, returning the program's path.
+fn compile_c(dir: &str, name: &str) -> PathBuf {
+    let exe = scratch(dir).join(name);
     let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
     let out = output({
         let mut c = Command::new(cc);
         c.args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
             .arg(&exe)
-            .arg(source("text_resident.c"));
+            .arg(source(&format!("{name}.c")));
         c
     });
     assert!(
@@ -289,15 +290,34 @@ fn small_program_keeps_little_library_code() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = output({
-        let mut c = Command::new(&exe);
-        // The default configuration: options such as `CPUSLAB_RSEQ=0` (which a CI
-        // step sets for every test) take paths that a small program does not.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("CPUSLAB_") {
-                c.env_remove(name);
-            }
+    exe
+}
+
+/// `exe` to run in the default configuration: options such as `CPUSLAB_RSEQ=0`
+/// (which a CI step sets for every test) take paths that a small program does not.
+fn default_config(exe: &Path) -> Command {
+    let mut c = Command::new(exe);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CPUSLAB_") {
+            c.env_remove(name);
         }
+    }
+    c
+}
+
+/// The code a small program runs sits at the start of the library's text
+/// (`capi/hot-text.ld`): of its 190-odd KiB, the program keeps at most 96 KiB
+/// resident. The kernel maps the file's pages 64 KiB around each fault; in the
+/// linker's own order, boot, the allocation paths and exit fault in every window
+/// and all of the text stays resident.
+#[test]
+fn small_program_keeps_little_library_code() {
+    if skipped_without_hot_text() {
+        return;
+    }
+    let exe = compile_c("text", "text_resident");
+    let out = output({
+        let mut c = default_config(&exe);
         c.env("LD_PRELOAD", preload_so());
         c
     });
@@ -324,12 +344,7 @@ fn small_program_keeps_little_library_code() {
 /// Runs `exe` with `preload` (none: glibc's malloc) and the default configuration, and
 /// returns the page faults it took after its last count of its own: those of `exit`.
 fn exit_faults(exe: &Path, preload: Option<&Path>) -> i64 {
-    let mut c = Command::new(exe);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("CPUSLAB_") {
-            c.env_remove(name);
-        }
-    }
+    let mut c = default_config(exe);
     c.env_remove("LD_PRELOAD");
     if let Some(so) = preload {
         c.env("LD_PRELOAD", so);
@@ -368,27 +383,10 @@ fn exit_faults(exe: &Path, preload: Option<&Path>) -> i64 {
 /// and a window of cold text that a parent's `wait4` counted in the peak RSS.
 #[test]
 fn exit_faults_in_nothing_new() {
-    if std::env::var_os("CPUSLAB_PRELOAD_SO").is_some()
-        || std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_some()
-    {
-        eprintln!("skipped: the library is built elsewhere or in the linker's order");
+    if skipped_without_hot_text() {
         return;
     }
-    let dir = scratch("exit");
-    let exe = dir.join("exit_faults");
-    let cc = std::env::var_os("CC").unwrap_or_else(|| "cc".into());
-    let out = output({
-        let mut c = Command::new(cc);
-        c.args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
-            .arg(&exe)
-            .arg(source("exit_faults.c"));
-        c
-    });
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exe = compile_c("exit", "exit_faults");
     // The fewest of three runs each: a fault of a file page the page cache had
     // dropped meanwhile would count once more.
     let glibc = (0..3).map(|_| exit_faults(&exe, None)).min().unwrap();
