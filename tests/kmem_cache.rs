@@ -322,9 +322,10 @@ fn bad_parameters_are_errors() {
     assert!(msg.contains("limit 5000"), "{msg}");
 }
 
-/// A cache's per-CPU array caches are two areas of the percpu allocator (headers and
-/// entry arrays), sized by the CPUs that exist; retuning swaps the entry area and frees
-/// the old one at once, and destroying the cache frees both. Run in a child so no other
+/// A cache's per-CPU array caches are areas of the percpu allocator (headers, small
+/// first entry arrays, and the full ones once a CPU fills its first), sized by the CPUs
+/// that exist; retuning swaps the entry areas for one and frees the old ones at once,
+/// and destroying the cache frees what is left. Run in a child so no other
 /// test's caches move the counts.
 #[test]
 fn array_caches_live_in_percpu_chunks() {
@@ -334,25 +335,32 @@ fn array_caches_live_in_percpu_chunks() {
         return;
     }
     use cpuslab::percpu::stats::percpu_stats;
+    // The global allocator's own caches of this CPU move to their full arrays first.
+    common::settle_entry_arrays();
     let before = percpu_stats();
     assert_eq!(before.nr_units, cpuslab::topology::nr_cpu_ids());
     let cache = KmemCache::<[u64; 3]>::new("test_percpu_host", SlabFlags::NONE).unwrap();
     let made = percpu_stats();
+    // The headers and the small first entry arrays.
     assert_eq!(made.nr_cur_alloc, before.nr_cur_alloc + 2);
-    // The default limit for 24-byte objects is 120 entries: 960 bytes a CPU.
-    assert!(made.max_alloc_size >= 120 * 8);
     let objs: Vec<_> = (0..500).map(|_| cache.alloc().unwrap()).collect();
     for &o in &objs {
         // SAFETY: allocated above, freed once.
         unsafe { cache.free(o) };
     }
+    // The frees filled the first array: the full ones (2048 entries for 24-byte
+    // objects) are a third area.
+    let widened = percpu_stats();
+    assert_eq!(widened.nr_cur_alloc, made.nr_cur_alloc + 1);
+    assert!(widened.max_alloc_size >= 2048 * 8);
     cache.tune(1000, 500, 8).unwrap();
     let tuned = percpu_stats();
     assert_eq!(
         tuned.nr_cur_alloc, made.nr_cur_alloc,
         "old entries not freed"
     );
-    assert_eq!(tuned.nr_dealloc, made.nr_dealloc + 1);
+    // The full arrays and the first ones.
+    assert_eq!(tuned.nr_dealloc, made.nr_dealloc + 2);
     assert!(tuned.max_alloc_size >= 1000 * 8);
     let objs: Vec<_> = (0..3000).map(|_| cache.alloc().unwrap()).collect();
     let distinct: HashSet<_> = objs.iter().map(|p| p.as_ptr() as usize).collect();

@@ -3,8 +3,9 @@
 //! node's list lock).
 //!
 //! A per-CPU cache is two per-CPU areas: the header, which stays where it is for the
-//! cache's lifetime, and the entry array it points to, which retuning replaces under
-//! the header's lock. Nothing reaches the entries without that lock, or inside a
+//! cache's lifetime, and the entry array it points to, which the CPU's first overflow
+//! of a small first array (`RawCache::widen`) and retuning replace under the header's
+//! lock. Nothing reaches the entries without that lock, or inside a
 //! restartable sequence that checks it and is restarted before the swap (see
 //! `fastpath`), so the old array can be freed as soon as every CPU has switched — no
 //! grace period needed. A shared
@@ -65,7 +66,11 @@ pub struct ArrayCache {
     /// Frees the push sequence refused here (a full, empty or stopped cache), which
     /// took the slow path: the kernel's `freemiss` statistic, for `stats::caches`.
     pub free_misses: AtomicU32,
-    _pad: [u32; 2],
+    /// Non-zero while `entry` is the cache's first, small array (see
+    /// `RawCache::widen`): a CPU's cache moves to its full array the first time it
+    /// fills the small one.
+    pub first_array: u32,
+    _pad: u32,
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -109,7 +114,8 @@ impl ArrayCache {
             refiller: AtomicU32::new(0),
             into_empty: 0,
             free_misses: AtomicU32::new(0),
-            _pad: [0; 2],
+            first_array: 0,
+            _pad: 0,
         }
     }
 
@@ -159,7 +165,8 @@ impl ArrayCache {
                 refiller: AtomicU32::new(0),
                 into_empty: 0,
                 free_misses: AtomicU32::new(0),
-                _pad: [0; 2],
+                first_array: 0,
+                _pad: 0,
             });
         }
     }

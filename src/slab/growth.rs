@@ -8,7 +8,7 @@
 //! limit: 1600 blocks of 64 B cost twice tcmalloc's time per block, whose per-thread
 //! lists grow with use. So, as tcmalloc's caches do, a CPU's array cache grows by what
 //! it fell short (what it refilled since it last overflowed, at once for a burst) while the
-//! CPU cycles through more objects than it holds, up to the capacity it was set up with, and shrinks
+//! CPU cycles through more objects than it holds, up to the capacity of its full array, and shrinks
 //! while the CPU only frees (a consumer's cache: its objects only wait there for the
 //! next flush, and how many wait does not change how often it flushes).
 //!

@@ -88,7 +88,7 @@ pub fn enable_cpucache_params(size: usize) -> (u32, u32, u32) {
 /// on the rseq path every sequence in flight restarted), drained back to the slabs and
 /// switched to its new array. The entries are only reached under that lock or inside a
 /// sequence that checks it, so once every CPU has switched nobody can reach the old
-/// arrays and they are freed at once.
+/// arrays (full and first ones) and they are freed at once.
 pub fn do_tune_cpucache(
     cache: &RawCache,
     limit: u32,
@@ -126,12 +126,14 @@ pub fn do_tune_cpucache(
             drop(cache.drain_array(ac, (*ac).avail, None, None, &mut to_destroy));
             (*ac).entry = new.per_cpu_ptr(cpu).cast();
             (*ac).capacity = limit;
+            (*ac).first_array = 0;
             // A retuned cache does not grow: exactly `limit`, its growth paid back.
             super::growth::set_limit(ac, cpu, cache.geom().size, limit, limit);
             (*ac).batchcount = batchcount;
         });
-        if let Some(old) = cache.replace_entries(new) {
-            percpu::free_percpu(old);
+        let (old, first) = cache.replace_entries(new);
+        for area in [old, first].into_iter().flatten() {
+            percpu::free_percpu(area);
         }
         let num = cache.geom().num;
         for node in 0..topology::nr_node_ids() {

@@ -94,6 +94,29 @@ pub fn pin() -> Option<usize> {
     core_affinity::set_for_current(cpu).then_some(cpu.id)
 }
 
+/// Pins the calling thread (as [`pin`]) and moves its CPU's kmalloc caches to their
+/// full entry arrays: a cache starts on a small first array and moves, allocating a
+/// percpu area, when it first fills it. A test that counts percpu areas or bytes then
+/// sees only its own, as long as it stays on the CPU.
+#[allow(dead_code)]
+pub fn settle_entry_arrays() {
+    pin();
+    for &size in cpuslab::kmalloc::KMALLOC_SIZES.iter() {
+        let layout = std::alloc::Layout::from_size_align(size, 8).unwrap();
+        for _ in 0..3 {
+            // SAFETY: a layout of non-zero size.
+            let v: Vec<*mut u8> = (0..300)
+                .map(|_| unsafe { std::alloc::alloc(layout) })
+                .collect();
+            for p in v {
+                assert!(!p.is_null());
+                // SAFETY: allocated above with `layout`.
+                unsafe { std::alloc::dealloc(p, layout) };
+            }
+        }
+    }
+}
+
 /// Whether this process is a child started by [`run_child`].
 pub fn is_child() -> bool {
     std::env::var_os("CPUSLAB_CHILD").is_some()

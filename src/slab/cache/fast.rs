@@ -412,17 +412,24 @@ impl RawCache {
             unsafe { self.free_fallback(obj) };
             return;
         }
+        // A cache that filled its small first array moves to its full one, where its
+        // tuned limit may leave room already (see `widen`).
+        // SAFETY: the caller holds `ac`'s lock, `cpu`'s cache, settled.
+        let widened = unsafe {
+            (*ac).first_array != 0 && (*ac).limit >= (*ac).capacity && self.widen(ac, cpu)
+        };
         // A cache cycling through more objects than its limit grows instead of sending
         // its oldest objects to the node, from where another CPU would take them; a
         // consumer's shrinks (see `growth::on_overflow`).
         // SAFETY: the caller holds `ac`'s lock, `cpu`'s cache: the header is ours.
         let grown = unsafe {
-            growth::on_overflow(
-                ac,
-                cpu,
-                self.geom().size,
-                self.limit.load(Ordering::Relaxed),
-            )
+            (widened && (*ac).avail < (*ac).limit)
+                || growth::on_overflow(
+                    ac,
+                    cpu,
+                    self.geom().size,
+                    self.limit.load(Ordering::Relaxed),
+                )
         };
         let node = topology::cpu_to_node(cpu);
         let mut buf = ObjBuf::new();
@@ -457,6 +464,30 @@ impl RawCache {
         reap::maybe_reap();
     }
 
+    /// Whether `ac`, on its first array, empties as a producer's cache does, so that its
+    /// next refill, sized by the tuned limit, would take more than the first array's
+    /// limit lets it: a producer never overflows, so it moves to its full array here
+    /// (see [`widen`](Self::widen)).
+    ///
+    /// # Safety
+    /// `ac` is a live header of this cache (read without its lock: a hint, checked
+    /// again under it).
+    #[inline]
+    unsafe fn producer_outgrew_first_array(&self, ac: *mut ArrayCache) -> bool {
+        // SAFETY: a live header (the contract); plain fields read as the statistics read
+        // them, without the lock.
+        unsafe {
+            if ptr::read_volatile(ptr::addr_of!((*ac).first_array)) == 0 {
+                return false;
+            }
+            let (size, plain) = (self.geom().size, self.batchcount.load(Ordering::Relaxed));
+            let limit = ptr::read_volatile(ptr::addr_of!((*ac).limit));
+            let tuned = self.limit.load(Ordering::Relaxed);
+            growth::refill_count(ac, size, plain, tuned)
+                > growth::refill_count(ac, size, plain, limit)
+        }
+    }
+
     /// The rseq path's `cache_alloc_refill`: takes `batchcount` objects from the node
     /// (its shared cache, its slabs, new slabs), or more for a producer
     /// (`growth::refill_count`), keeps one and pushes the rest onto the CPU's array
@@ -471,8 +502,21 @@ impl RawCache {
         let node = cpuset::mem_node_for_kind(cpu_node, MemKind::Slab);
         let plain = self.batchcount.load(Ordering::Relaxed);
         let mut batch = plain;
-        let ac = self.cpu_ac(sys::cpu::current());
+        let cpu = sys::cpu::current();
+        let ac = self.cpu_ac(cpu);
         if let Some(ac) = ac {
+            // SAFETY: the headers live as long as the cache.
+            if unsafe { self.producer_outgrew_first_array(ac) } {
+                if let Some(ac) = self.stop_local(cpu) {
+                    // SAFETY: stopped above: the header is ours; `cpu`'s cache.
+                    unsafe {
+                        if (*ac).first_array != 0 {
+                            self.widen(ac, cpu);
+                        }
+                        (*ac).lock.unlock();
+                    }
+                }
+            }
             // The CPU's own limit, which a consumer's overflows may have lowered below
             // the tuned one: a refill sized by the tuned limit would not fit, and what
             // did not would go straight back to the node. Read outside the cache's lock,
@@ -626,6 +670,9 @@ impl RawCache {
         // Sized by the cache's own limit (read under its lock): at most its batch or
         // half that limit, either within it.
         let obj = unsafe {
+            if self.producer_outgrew_first_array(ac) {
+                self.widen(ac, cpu);
+            }
             let plain = (*ac).batchcount;
             let batch = growth::refill_count(ac, self.geom().size, plain, (*ac).limit);
             transfer::alloc_refill(self, node, ac, batch, plain)

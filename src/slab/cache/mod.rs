@@ -58,6 +58,18 @@ fn alloc_cpu_area(size: usize, align: usize, reserved: bool) -> Option<PcpuPtr> 
     percpu::alloc_percpu(size, align).ok()
 }
 
+/// Entries of a CPU's first array cache array, where its full array would take half a
+/// page or more (see [`RawCache::widen`]): 512 bytes, eight classes' first arrays to a
+/// page.
+pub(crate) const FIRST_ENTRIES: u32 = 64;
+
+/// States of [`RawCache`]'s full entry arrays (`wide`).
+const WIDE_NONE: u32 = 0;
+/// See [`WIDE_NONE`]: a CPU is allocating them.
+const WIDE_FILLING: u32 = 1;
+/// See [`WIDE_NONE`]: allocated, in `entries`.
+const WIDE_READY: u32 = 2;
+
 /// Allocates the entry arrays of `capacity` pointers for every possible CPU. Lazily
 /// committed: an entry is never read before it is written, and a small class's array
 /// is 4 KiB a CPU, which only the CPUs that use the class should pay for. An array of
@@ -117,9 +129,19 @@ pub struct RawCache {
     /// The per-CPU area of the headers, for teardown, when the cache has its own
     /// (see `setup_in`).
     headers: UnsafeCell<Option<PcpuPtr>>,
-    /// The per-CPU area of the entry arrays; replaced by `do_tune_cpucache` under the
-    /// cache chain lock.
+    /// The per-CPU area of the full entry arrays: from setup, or from the first CPU that
+    /// fills its first array ([`widen`](Self::widen), published by `wide`); replaced by
+    /// `do_tune_cpucache` under the cache chain lock.
     entries: UnsafeCell<Option<PcpuPtr>>,
+    /// The per-CPU area of the small first arrays ([`FIRST_ENTRIES`] each), where the
+    /// full ones are allocated on first use; freed by `do_tune_cpucache` once every CPU
+    /// has left it, or at teardown.
+    first: UnsafeCell<Option<PcpuPtr>>,
+    /// `WIDE_NONE`, `WIDE_FILLING` or `WIDE_READY`: whether `entries` holds the full
+    /// arrays yet.
+    wide: AtomicU32,
+    /// Capacity of the full entry arrays.
+    full_capacity: AtomicU32,
     geom: UnsafeCell<Geometry>,
     /// Where objects sit in their slots: debugging on or off, for the cache's life.
     dbg: UnsafeCell<DebugLayout>,
@@ -142,8 +164,10 @@ pub struct RawCache {
 }
 
 // SAFETY: `geom`, `check`, `dbg`, `name`, `tag` and `headers` are written only while the
-// cache is being set up, before it is published; `entries` only under the cache chain
-// lock; everything else is atomic or behind the node and per-CPU locks.
+// cache is being set up, before it is published; `entries` by the one CPU that moves
+// `wide` from `WIDE_NONE` to `WIDE_FILLING` (read after `WIDE_READY`), or under the cache
+// chain lock once no CPU can widen (all left their first arrays), as `first`; everything
+// else is atomic or behind the node and per-CPU locks.
 unsafe impl Sync for RawCache {}
 // SAFETY: as above.
 unsafe impl Send for RawCache {}
@@ -158,6 +182,9 @@ impl RawCache {
             check: UnsafeCell::new(FreeCheck::NONE),
             headers: UnsafeCell::new(None),
             entries: UnsafeCell::new(None),
+            first: UnsafeCell::new(None),
+            wide: AtomicU32::new(WIDE_NONE),
+            full_capacity: AtomicU32::new(0),
             geom: UnsafeCell::new(Geometry {
                 size: 0,
                 align: 0,
@@ -291,13 +318,23 @@ impl RawCache {
             self.nodes[node].store(n, Ordering::Relaxed);
         }
         let capacity = super::growth::grown_capacity(geom.size, limit);
+        // Full arrays of half a page or more each take a page of their own on every CPU
+        // that writes one entry: 42 classes a CPU, most of which a program uses only a
+        // few objects deep. Such caches start on a small first array, eight to a page,
+        // and a CPU moves to the full array when it first fills the small one.
+        let first_cap = if capacity > FIRST_ENTRIES && capacity as usize * 8 >= PAGE_SIZE / 2 {
+            FIRST_ENTRIES
+        } else {
+            capacity
+        };
+        self.full_capacity.store(capacity, Ordering::Relaxed);
         let own = match headers {
             Some(_) => None,
             None => alloc_cpu_area(AC_HEADER, AC_HEADER, true),
         };
         let (Some(headers), Some(entries)) = (
             headers.or(own.map(|p| p.as_ptr().cast())),
-            alloc_entries(capacity),
+            alloc_entries(first_cap),
         ) else {
             // SAFETY: not shared yet, as above; the cell holds what it must free.
             unsafe {
@@ -306,24 +343,31 @@ impl RawCache {
             }
             return Err(CacheError::NoMemory);
         };
+        let on_first = first_cap < capacity;
         // SAFETY: not shared yet, as above.
         unsafe {
             *self.headers.get() = own;
-            *self.entries.get() = Some(entries);
+            if on_first {
+                *self.first.get() = Some(entries);
+            } else {
+                *self.entries.get() = Some(entries);
+                self.wide.store(WIDE_READY, Ordering::Relaxed);
+            }
         }
         for cpu in 0..topology::nr_cpu_ids() {
             // SAFETY: a possible CPU's copies of the areas: a header of `AC_HEADER`
-            // bytes (its own, or the caller's) and an entry array of `capacity`
+            // bytes (its own, or the caller's) and an entry array of `first_cap`
             // pointers (`alloc_entries`).
             unsafe {
                 let ac: *mut ArrayCache = headers.byte_add(cpu * PCPU_UNIT_SIZE);
                 ArrayCache::init_with(
                     ac,
-                    cpu_limit,
+                    cpu_limit.min(first_cap),
                     batchcount,
-                    capacity,
+                    first_cap,
                     entries.per_cpu_ptr(cpu).cast(),
                 );
+                (*ac).first_array = u32::from(on_first);
                 // A free into the empty cache stays on the fast path where objects
                 // share no line: without it, an allocation and free in turn of a class
                 // whose cache holds no more than the one object went to the slow path
@@ -436,15 +480,93 @@ impl RawCache {
         }
     }
 
-    /// Makes `new` the per-CPU area of the entry arrays; returns the old one.
+    /// Makes `new` the per-CPU area of the entry arrays; returns the old full arrays
+    /// and first arrays, either of which may be absent.
     ///
     /// # Safety
     /// The caller holds the cache chain lock and every CPU's array cache points into
-    /// `new` already.
-    pub(crate) unsafe fn replace_entries(&self, new: PcpuPtr) -> Option<PcpuPtr> {
-        // SAFETY: `entries` is written only under the cache chain lock, which the
-        // caller holds.
-        unsafe { (*self.entries.get()).replace(new) }
+    /// `new` already: no CPU is on its first array, so none widens any more.
+    pub(crate) unsafe fn replace_entries(
+        &self,
+        new: PcpuPtr,
+    ) -> (Option<PcpuPtr>, Option<PcpuPtr>) {
+        // No CPU can be between `WIDE_FILLING` and `WIDE_READY`: each widens under its
+        // cache's lock, which the caller took and released after the widening.
+        self.wide.store(WIDE_READY, Ordering::Release);
+        // SAFETY: the cells are written only by a widening CPU, which no longer exists
+        // (the contract), or under the cache chain lock, which the caller holds.
+        unsafe {
+            (
+                (*self.entries.get()).replace(new),
+                (*self.first.get()).take(),
+            )
+        }
+    }
+
+    /// The `first_array` cache `ac` (`cpu`'s, whose lock the caller holds, settled)
+    /// filled its small first array: moves its entries to its full array, allocated
+    /// for every CPU by the first CPU that needs it, and raises its limit to the tuned
+    /// one where the first array held it below. False when the full arrays cannot be
+    /// had now (no memory, or another CPU is allocating them): the cache stays where
+    /// it is, and its overflow is handled as any other.
+    ///
+    /// The small array stays in its area until a retune or teardown frees the area: it
+    /// is eight classes to a page, and other CPUs may still use their copies.
+    ///
+    /// # Safety
+    /// The caller holds `ac`'s lock (`cpu`'s cache), settled as for any overflow.
+    #[cold]
+    #[inline(never)]
+    pub(super) unsafe fn widen(&self, ac: *mut ArrayCache, cpu: usize) -> bool {
+        let full = match self.wide.load(Ordering::Acquire) {
+            WIDE_READY => {
+                // SAFETY: written before `WIDE_READY` was stored, which the load saw,
+                // and not again while a CPU is on its first array (this one is).
+                unsafe { *self.entries.get() }
+            }
+            WIDE_NONE => {
+                if self
+                    .wide
+                    .compare_exchange(
+                        WIDE_NONE,
+                        WIDE_FILLING,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return false;
+                }
+                // Percpu takes its own mutex and pages from the page pool, never a slab
+                // cache's lock: safe under this cache's CPU lock.
+                let p = alloc_entries(self.full_capacity.load(Ordering::Relaxed));
+                // SAFETY: this CPU moved `wide` to `WIDE_FILLING`: the cell is its alone
+                // until it publishes `WIDE_READY`.
+                unsafe { *self.entries.get() = p };
+                let next = if p.is_some() { WIDE_READY } else { WIDE_NONE };
+                self.wide.store(next, Ordering::Release);
+                p
+            }
+            _ => None,
+        };
+        let Some(full) = full else {
+            return false;
+        };
+        // SAFETY: the caller holds `ac`'s lock: its header and entries are ours; the
+        // full array of `cpu` has `full_capacity` entries, more than the `avail` of
+        // the first array (at most `FIRST_ENTRIES`), and no other CPU writes it.
+        unsafe {
+            let to: *mut *mut u8 = full.per_cpu_ptr(cpu).cast();
+            ptr::copy_nonoverlapping(ArrayCache::entries(ac), to, (*ac).avail as usize);
+            (*ac).entry = to;
+            (*ac).capacity = self.full_capacity.load(Ordering::Relaxed);
+            (*ac).first_array = 0;
+            let base = self.limit.load(Ordering::Relaxed);
+            if (*ac).limit < base {
+                super::growth::set_limit(ac, cpu, self.geom().size, base, base);
+            }
+        }
+        true
     }
 
     /// Frees the node structures and array caches of a cache whose slabs are all gone.
@@ -477,12 +599,15 @@ impl RawCache {
             // area, `setup_in`'s, are not the cache's to free.)
             unsafe { percpu::free_percpu(p) };
         }
-        // SAFETY: as for `headers`.
-        if let Some(p) = unsafe { (*self.entries.get()).take() } {
-            // SAFETY: the entry arrays in use (`alloc_entries`; a retune frees the ones
-            // it replaces); taken out of the cell, so freed once.
-            unsafe { percpu::free_percpu(p) };
+        for cell in [&self.entries, &self.first] {
+            // SAFETY: as for `headers`.
+            if let Some(p) = unsafe { (*cell.get()).take() } {
+                // SAFETY: entry arrays of this cache (`alloc_entries`; a retune frees
+                // the ones it replaces); taken out of the cell, so freed once.
+                unsafe { percpu::free_percpu(p) };
+            }
         }
+        self.wide.store(WIDE_NONE, Ordering::Relaxed);
         for slot in &self.nodes {
             let n = slot.swap(ptr::null_mut(), Ordering::AcqRel);
             if !n.is_null() {

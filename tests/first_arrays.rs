@@ -1,0 +1,161 @@
+//! A CPU's array cache starts on a small first array and moves to its full one when it
+//! first fills it (`RawCache::widen`): a program that keeps a few objects of many
+//! classes on a CPU pays a page for eight classes' entries, not a page for each, and
+//! the move keeps every object, also while a retune replaces the arrays.
+
+#[global_allocator]
+static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
+
+mod common;
+
+use std::collections::HashSet;
+use std::ptr::NonNull;
+use std::sync::Mutex;
+
+use cpuslab::{KmemCache, SlabFlags};
+
+/// One test at a time: the first counts resident percpu pages, which the others' caches
+/// and retunes change.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Resident bytes of the percpu chunks.
+fn percpu_resident() -> usize {
+    cpuslab::stats::memory().breakdown.percpu_bytes
+}
+
+/// Allocates `n` objects of `cache` and frees them: the frees leave them on this CPU's
+/// array cache.
+fn cycle<const N: usize>(cache: &KmemCache<[u8; N]>, n: usize) {
+    let objs: Vec<NonNull<[u8; N]>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+}
+
+/// 24 caches of 64 B to 4 KiB objects, whose full arrays (4 to 16 KiB a CPU) are page
+/// aligned: with a few objects of each on one CPU, their entries took 24 pages of that
+/// CPU's unit when every cache started on its full array; on first arrays of 512 bytes
+/// they take 3 or 4.
+#[test]
+fn a_few_objects_of_many_caches_share_entry_pages() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::pin();
+    macro_rules! caches {
+        ($($n:literal)*) => {
+            ($(KmemCache::<[u8; $n]>::new(concat!("first-", $n), SlabFlags::NONE).unwrap(),)*)
+        };
+    }
+    let c = caches!(64 96 128 160 192 224 256 320 384 448 512 640 768 896 1024 1280 1536 1792
+        2048 2560 3072 3584 4096 2000);
+    // The headers (populated when the caches are made) are in the figure already.
+    let before = percpu_resident();
+    cycle(&c.0, 8);
+    cycle(&c.1, 8);
+    cycle(&c.2, 8);
+    cycle(&c.3, 8);
+    cycle(&c.4, 8);
+    cycle(&c.5, 8);
+    cycle(&c.6, 8);
+    cycle(&c.7, 8);
+    cycle(&c.8, 8);
+    cycle(&c.9, 8);
+    cycle(&c.10, 8);
+    cycle(&c.11, 8);
+    cycle(&c.12, 8);
+    cycle(&c.13, 8);
+    cycle(&c.14, 8);
+    cycle(&c.15, 8);
+    cycle(&c.16, 8);
+    cycle(&c.17, 8);
+    cycle(&c.18, 8);
+    cycle(&c.19, 8);
+    cycle(&c.20, 8);
+    cycle(&c.21, 8);
+    cycle(&c.22, 8);
+    cycle(&c.23, 8);
+    let grew = percpu_resident().saturating_sub(before);
+    assert!(
+        grew <= 8 * 4096,
+        "24 caches' entries for a few objects each made {} KiB of percpu memory resident",
+        grew >> 10
+    );
+}
+
+/// A CPU that frees thousands of objects moves to its full array at the 64th and keeps
+/// growing there: every object comes back exactly once, and none is lost.
+#[test]
+fn moving_to_the_full_array_keeps_every_object() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::pin();
+    let cache = KmemCache::<[u64; 8]>::new("first-move", SlabFlags::NONE).unwrap();
+    for round in 0..4u64 {
+        let objs: Vec<NonNull<[u64; 8]>> = (0..3000u64)
+            .map(|i| cache.alloc_with([round << 32 | i; 8]).unwrap())
+            .collect();
+        let distinct: HashSet<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
+        assert_eq!(
+            distinct.len(),
+            objs.len(),
+            "round {round}: an object handed out twice"
+        );
+        for (i, o) in objs.iter().enumerate() {
+            // SAFETY: allocated above and not freed yet.
+            let v = unsafe { o.as_ptr().read() };
+            assert_eq!(
+                v,
+                [round << 32 | i as u64; 8],
+                "round {round}: object {i} overwritten"
+            );
+        }
+        for o in objs {
+            // SAFETY: allocated above from this cache.
+            unsafe { cache.free(o) };
+        }
+    }
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "objects lost");
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
+/// Threads move their CPUs' caches of a new cache to the full arrays while another
+/// thread retunes it (which replaces every array and frees the first ones): every
+/// object stays its holder's alone, and the cache ends empty.
+#[test]
+fn moving_races_a_retune() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for k in 0..20u64 {
+        let cache = KmemCache::<[u64; 16]>::new("first-race", SlabFlags::NONE).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..3u64 {
+                let cache = &cache;
+                s.spawn(move || {
+                    for round in 0..20u64 {
+                        let n = 40 + (round * 37 + t * 11 + k) % 400;
+                        let tag = t << 48 | round << 16;
+                        let objs: Vec<NonNull<[u64; 16]>> = (0..n)
+                            .map(|i| cache.alloc_with([tag | i; 16]).unwrap())
+                            .collect();
+                        for (i, o) in objs.iter().enumerate() {
+                            // SAFETY: allocated above and not freed yet.
+                            let v = unsafe { o.as_ptr().read() };
+                            assert_eq!(v, [tag | i as u64; 16], "thread {t} round {round}");
+                        }
+                        for o in objs {
+                            // SAFETY: allocated above from this cache.
+                            unsafe { cache.free(o) };
+                        }
+                    }
+                });
+            }
+            for i in 0..3u32 {
+                std::thread::yield_now();
+                let limit = [120, 512, 1000][i as usize];
+                cache.tune(limit, 60, 8).unwrap();
+            }
+        });
+        cache.shrink();
+        assert_eq!(cache.active_objects(), 0, "cache {k}: objects lost or kept");
+        cache.destroy().map_err(|(_, e)| e).unwrap();
+    }
+}
