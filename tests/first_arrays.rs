@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 
 use cpuslab::{KmemCache, SlabFlags};
 
@@ -40,7 +40,9 @@ fn cycle<const N: usize>(cache: &KmemCache<[u8; N]>, n: usize) {
 #[test]
 fn a_few_objects_of_many_caches_share_entry_pages() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    common::pin();
+    // Pinned, with the global allocator's own caches of this CPU on their full arrays
+    // already: none of them moves (and allocates) inside the window counted.
+    common::settle_entry_arrays();
     macro_rules! caches {
         ($($n:literal)*) => {
             ($(KmemCache::<[u8; $n]>::new(concat!("first-", $n), SlabFlags::NONE).unwrap(),)*)
@@ -82,8 +84,9 @@ fn a_few_objects_of_many_caches_share_entry_pages() {
     );
 }
 
-/// A CPU that frees thousands of objects moves to its full array at the 64th and keeps
-/// growing there: every object comes back exactly once, and none is lost.
+/// A CPU that cycles thousands of objects moves to its full array (as a producer whose
+/// refills grow) and keeps growing there: every object comes back exactly once, and
+/// none is lost.
 #[test]
 fn moving_to_the_full_array_keeps_every_object() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -118,6 +121,39 @@ fn moving_to_the_full_array_keeps_every_object() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
+/// 120 objects allocated (two refills of a batch, too few to move as a producer) and
+/// freed: the 65th free finds the first array full and moves its 64 entries to the
+/// full array, then the rest follow. The next 120 allocations pop exactly the 120
+/// objects freed, the copied ones included.
+#[test]
+fn the_move_copies_the_cached_objects() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    common::settle_entry_arrays();
+    let cache = KmemCache::<[u64; 8]>::new("first-copy", SlabFlags::NONE).unwrap();
+    let objs: Vec<NonNull<[u64; 8]>> = (0..120u64)
+        .map(|i| cache.alloc_with([i; 8]).unwrap())
+        .collect();
+    let freed: HashSet<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
+    assert_eq!(freed.len(), 120);
+    for o in objs {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    let again: Vec<NonNull<[u64; 8]>> = (0..120).map(|_| cache.alloc().unwrap()).collect();
+    let got: HashSet<usize> = again.iter().map(|p| p.as_ptr() as usize).collect();
+    assert_eq!(
+        got, freed,
+        "the cache did not hand back what was freed into it"
+    );
+    for o in again {
+        // SAFETY: allocated above from this cache.
+        unsafe { cache.free(o) };
+    }
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "objects lost");
+    cache.destroy().map_err(|(_, e)| e).unwrap();
+}
+
 /// Threads move their CPUs' caches of a new cache to the full arrays while another
 /// thread retunes it (which replaces every array and frees the first ones): every
 /// object stays its holder's alone, and the cache ends empty.
@@ -126,10 +162,12 @@ fn moving_races_a_retune() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for k in 0..20u64 {
         let cache = KmemCache::<[u64; 16]>::new("first-race", SlabFlags::NONE).unwrap();
+        let start = Barrier::new(4);
         std::thread::scope(|s| {
             for t in 0..3u64 {
-                let cache = &cache;
+                let (cache, start) = (&cache, &start);
                 s.spawn(move || {
+                    start.wait();
                     for round in 0..20u64 {
                         let n = 40 + (round * 37 + t * 11 + k) % 400;
                         let tag = t << 48 | round << 16;
@@ -148,9 +186,13 @@ fn moving_races_a_retune() {
                     }
                 });
             }
-            for i in 0..3u32 {
-                std::thread::yield_now();
-                let limit = [120, 512, 1000][i as usize];
+            start.wait();
+            // The first retune races the threads' first moves (it replaces every
+            // array, first ones included); the others race the growth on tuned ones.
+            for (i, limit) in [120, 512, 1000].into_iter().enumerate() {
+                for _ in 0..i * (k as usize % 4) {
+                    std::thread::yield_now();
+                }
                 cache.tune(limit, 60, 8).unwrap();
             }
         });

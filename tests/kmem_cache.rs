@@ -348,11 +348,10 @@ fn array_caches_live_in_percpu_chunks() {
         // SAFETY: allocated above, freed once.
         unsafe { cache.free(o) };
     }
-    // The frees filled the first array: the full ones (2048 entries for 24-byte
-    // objects) are a third area.
+    // The allocations (a producer's growing refills) or the frees filled the first
+    // array: the full ones (2048 entries for 24-byte objects) are a third area.
     let widened = percpu_stats();
     assert_eq!(widened.nr_cur_alloc, made.nr_cur_alloc + 1);
-    assert!(widened.max_alloc_size >= 2048 * 8);
     cache.tune(1000, 500, 8).unwrap();
     let tuned = percpu_stats();
     assert_eq!(

@@ -131,7 +131,7 @@ pub fn do_tune_cpucache(
             super::growth::set_limit(ac, cpu, cache.geom().size, limit, limit);
             (*ac).batchcount = batchcount;
         });
-        let (old, first) = cache.replace_entries(new);
+        let (old, first) = cache.replace_entries(new, limit);
         for area in [old, first].into_iter().flatten() {
             percpu::free_percpu(area);
         }

@@ -412,11 +412,16 @@ impl RawCache {
             unsafe { self.free_fallback(obj) };
             return;
         }
-        // A cache that filled its small first array moves to its full one, where its
-        // tuned limit may leave room already (see `widen`).
+        // A cache that filled its small first array, or whose refills since its last
+        // overflow would grow it past that array, moves to its full one, where its
+        // tuned limit may leave room already (see `widen`): growth then takes the whole
+        // shortfall, as it would have on the full array.
         // SAFETY: the caller holds `ac`'s lock, `cpu`'s cache, settled.
         let widened = unsafe {
-            (*ac).first_array != 0 && (*ac).limit >= (*ac).capacity && self.widen(ac, cpu)
+            (*ac).first_array != 0
+                && ((*ac).limit >= (*ac).capacity
+                    || (*ac).limit + (*ac).refilled.load(Ordering::Relaxed) > (*ac).capacity)
+                && self.widen(ac, cpu)
         };
         // A cache cycling through more objects than its limit grows instead of sending
         // its oldest objects to the node, from where another CPU would take them; a

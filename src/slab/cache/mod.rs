@@ -480,8 +480,8 @@ impl RawCache {
         }
     }
 
-    /// Makes `new` the per-CPU area of the entry arrays; returns the old full arrays
-    /// and first arrays, either of which may be absent.
+    /// Makes `new`, of `capacity` entries a CPU, the per-CPU area of the entry arrays;
+    /// returns the old full arrays and first arrays, either of which may be absent.
     ///
     /// # Safety
     /// The caller holds the cache chain lock and every CPU's array cache points into
@@ -489,7 +489,10 @@ impl RawCache {
     pub(crate) unsafe fn replace_entries(
         &self,
         new: PcpuPtr,
+        capacity: u32,
     ) -> (Option<PcpuPtr>, Option<PcpuPtr>) {
+        // What a widening would take as the full arrays' capacity, were there one.
+        self.full_capacity.store(capacity, Ordering::Relaxed);
         // No CPU can be between `WIDE_FILLING` and `WIDE_READY`: each widens under its
         // cache's lock, which the caller took and released after the widening.
         self.wide.store(WIDE_READY, Ordering::Release);
