@@ -23,14 +23,20 @@ fn percpu_resident() -> usize {
     cpuslab::stats::memory().breakdown.percpu_bytes
 }
 
-/// Allocates `n` objects of `cache` and frees them: the frees leave them on this CPU's
-/// array cache.
-fn cycle<const N: usize>(cache: &KmemCache<[u8; N]>, n: usize) {
-    let objs: Vec<NonNull<[u8; N]>> = (0..n).map(|_| cache.alloc().unwrap()).collect();
+/// Frees `objs`, all of `cache`.
+fn free_all<T>(cache: &KmemCache<T>, objs: Vec<NonNull<T>>) {
     for o in objs {
-        // SAFETY: allocated above from this cache.
+        // SAFETY: allocated from this cache by the caller, freed once.
         unsafe { cache.free(o) };
     }
+}
+
+/// Empties `cache`'s CPU caches and free slabs, checks that no object is left in use,
+/// and destroys it.
+fn shrink_and_destroy<T>(cache: KmemCache<T>, what: &str) {
+    cache.shrink();
+    assert_eq!(cache.active_objects(), 0, "{what}");
+    cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
 /// 24 caches of 64 B to 4 KiB objects, whose full arrays (4 to 16 KiB a CPU) are page
@@ -43,39 +49,24 @@ fn a_few_objects_of_many_caches_share_entry_pages() {
     // Pinned, with the global allocator's own caches of this CPU on their full arrays
     // already: none of them moves (and allocates) inside the window counted.
     common::settle_entry_arrays();
+    // Each cache with a closure that allocates 8 of its objects and frees them, which
+    // leaves them on this CPU's array cache.
     macro_rules! caches {
         ($($n:literal)*) => {
-            ($(KmemCache::<[u8; $n]>::new(concat!("first-", $n), SlabFlags::NONE).unwrap(),)*)
+            [$({
+                let c = KmemCache::<[u8; $n]>::new(concat!("first-", $n), SlabFlags::NONE)
+                    .unwrap();
+                Box::new(move || common::alloc_then_free(&c, 8)) as Box<dyn Fn()>
+            },)*]
         };
     }
-    let c = caches!(64 96 128 160 192 224 256 320 384 448 512 640 768 896 1024 1280 1536 1792
-        2048 2560 3072 3584 4096 2000);
+    let cycles = caches!(64 96 128 160 192 224 256 320 384 448 512 640 768 896 1024 1280 1536
+        1792 2048 2560 3072 3584 4096 2000);
     // The headers (populated when the caches are made) are in the figure already.
     let before = percpu_resident();
-    cycle(&c.0, 8);
-    cycle(&c.1, 8);
-    cycle(&c.2, 8);
-    cycle(&c.3, 8);
-    cycle(&c.4, 8);
-    cycle(&c.5, 8);
-    cycle(&c.6, 8);
-    cycle(&c.7, 8);
-    cycle(&c.8, 8);
-    cycle(&c.9, 8);
-    cycle(&c.10, 8);
-    cycle(&c.11, 8);
-    cycle(&c.12, 8);
-    cycle(&c.13, 8);
-    cycle(&c.14, 8);
-    cycle(&c.15, 8);
-    cycle(&c.16, 8);
-    cycle(&c.17, 8);
-    cycle(&c.18, 8);
-    cycle(&c.19, 8);
-    cycle(&c.20, 8);
-    cycle(&c.21, 8);
-    cycle(&c.22, 8);
-    cycle(&c.23, 8);
+    for cycle in &cycles {
+        cycle();
+    }
     let grew = percpu_resident().saturating_sub(before);
     assert!(
         grew <= 8 * 4096,
@@ -111,14 +102,9 @@ fn moving_to_the_full_array_keeps_every_object() {
                 "round {round}: object {i} overwritten"
             );
         }
-        for o in objs {
-            // SAFETY: allocated above from this cache.
-            unsafe { cache.free(o) };
-        }
+        free_all(&cache, objs);
     }
-    cache.shrink();
-    assert_eq!(cache.active_objects(), 0, "objects lost");
-    cache.destroy().map_err(|(_, e)| e).unwrap();
+    shrink_and_destroy(cache, "objects lost");
 }
 
 /// 120 objects allocated (two refills of a batch, too few to move as a producer) and
@@ -135,23 +121,15 @@ fn the_move_copies_the_cached_objects() {
         .collect();
     let freed: HashSet<usize> = objs.iter().map(|p| p.as_ptr() as usize).collect();
     assert_eq!(freed.len(), 120);
-    for o in objs {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
+    free_all(&cache, objs);
     let again: Vec<NonNull<[u64; 8]>> = (0..120).map(|_| cache.alloc().unwrap()).collect();
     let got: HashSet<usize> = again.iter().map(|p| p.as_ptr() as usize).collect();
     assert_eq!(
         got, freed,
         "the cache did not hand back what was freed into it"
     );
-    for o in again {
-        // SAFETY: allocated above from this cache.
-        unsafe { cache.free(o) };
-    }
-    cache.shrink();
-    assert_eq!(cache.active_objects(), 0, "objects lost");
-    cache.destroy().map_err(|(_, e)| e).unwrap();
+    free_all(&cache, again);
+    shrink_and_destroy(cache, "objects lost");
 }
 
 /// Threads move their CPUs' caches of a new cache to the full arrays while another
@@ -179,10 +157,7 @@ fn moving_races_a_retune() {
                             let v = unsafe { o.as_ptr().read() };
                             assert_eq!(v, [tag | i as u64; 16], "thread {t} round {round}");
                         }
-                        for o in objs {
-                            // SAFETY: allocated above from this cache.
-                            unsafe { cache.free(o) };
-                        }
+                        free_all(cache, objs);
                     }
                 });
             }
@@ -196,8 +171,6 @@ fn moving_races_a_retune() {
                 cache.tune(limit, 60, 8).unwrap();
             }
         });
-        cache.shrink();
-        assert_eq!(cache.active_objects(), 0, "cache {k}: objects lost or kept");
-        cache.destroy().map_err(|(_, e)| e).unwrap();
+        shrink_and_destroy(cache, &format!("cache {k}: objects lost or kept"));
     }
 }
