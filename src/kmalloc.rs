@@ -34,6 +34,18 @@ pub const KMALLOC_MAX_CACHE_SIZE: usize = 32768;
 /// Largest size (and alignment) served by the page pool.
 pub const KMALLOC_MAX_LARGE: usize = BLOCK_SIZE;
 
+/// Objects below this size share cache lines: their caches return those freed on
+/// another CPU to the CPU that took them from their slab (`slab::cache::remote`).
+const SMALL_SIZE: usize = 64;
+/// The classes below [`SMALL_SIZE`], the first ones: their tags are 1 to this.
+const SMALL_CLASSES: usize = {
+    let mut i = 0;
+    while KMALLOC_SIZES[i] < SMALL_SIZE {
+        i += 1;
+    }
+    i
+};
+
 /// Index of the first class above 1 KiB (1280).
 const FIRST_GEOMETRIC: usize = 22;
 
@@ -367,6 +379,7 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
             p,
             off,
             headers.wrapping_byte_add(tag * AC_HEADER),
+            tag.wrapping_sub(1) < SMALL_CLASSES,
         )
     }
 }
@@ -567,7 +580,13 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
             // array caches of the cache `kmalloc` took `p` from, and `p`, aligned as
             // its objects are, passed that cache's pointer check; the caller gives
             // `p` up.
-            && unsafe { RawCache::free_fast_table(slot.load(Ordering::Acquire), p) }
+            && unsafe {
+                RawCache::free_fast_table(
+                    slot.load(Ordering::Acquire),
+                    p,
+                    fast_size(size, align) < SMALL_SIZE,
+                )
+            }
         {
             return;
         }

@@ -182,8 +182,10 @@ pub struct MemoryBreakdown {
     pub cpu_cache_bytes: usize,
     /// Free objects in the nodes' shared caches.
     pub shared_cache_bytes: usize,
-    /// Remote frees in flight in the alien caches (objects of one node freed on
-    /// another, waiting to go home; 0 on a machine of one node).
+    /// Remote frees in flight: in the alien caches (objects of one node freed on
+    /// another, waiting to go home; none on a machine of one node) and in the CPUs'
+    /// inboxes (small objects freed on another CPU than the one that took them from
+    /// their slab, waiting for its next refill).
     pub alien_bytes: usize,
     /// Free objects in partial slabs (slots, at their slot size).
     pub partial_free_bytes: usize,
@@ -328,7 +330,8 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
         }
         // A per-CPU count read without its lock may be ahead of the slabs' counts.
         let shared_objs = shared_objs.min(in_slabs);
-        let alien_objs = cache.alien_objects().min(in_slabs - shared_objs);
+        let alien_objs =
+            (cache.alien_objects() + cache.inbox_objects()).min(in_slabs - shared_objs);
         let cpu_objs = cpu_objs.min(in_slabs - shared_objs - alien_objs);
         let live = in_slabs - shared_objs - alien_objs - cpu_objs;
         b.cpu_cache_bytes += cpu_objs * g.size;

@@ -2,7 +2,7 @@
 //! that `virt_to_page` is arithmetic on the address (no lock, no lookup).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 #[cfg(not(loom))]
 use super::arena::{ARENA_MASK, DESC_SHIFT};
@@ -42,7 +42,10 @@ pub struct Page {
     pub flags: AtomicU32,
     /// Buddy order of a free block, or the order of a slab.
     pub order: u8,
-    _pad: u8,
+    /// The CPU that last took objects of this slab page into its array cache, plus
+    /// one (0: none): the slab layer returns small objects freed on another CPU to it
+    /// (see `slab::cache::remote`). Atomic: frees read it without a lock.
+    pub owner: AtomicU8,
     /// Objects in use in a slab; also the index of the next free slot in its freelist.
     /// A free buddy block's head: its clean pages; kept by the head of the upper half
     /// of a merged free block, for the split that undoes the merge (see `buddy`).
@@ -85,6 +88,7 @@ impl Page {
     pub fn init_head(&mut self, flags: u32, order: u8) {
         self.set_flags(flags);
         self.order = order;
+        self.owner.store(0, Ordering::Relaxed);
         self.active = 0;
         self.head = self;
         self.next = ptr::null_mut();

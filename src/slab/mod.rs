@@ -204,7 +204,9 @@ pub struct CacheCounts {
     pub num_slabs: usize,
     /// Objects in the nodes' shared caches.
     pub shared_avail: usize,
-    /// Objects of one node freed on another, waiting in the alien caches to go home.
+    /// Remote frees waiting: objects of one node freed on another, in the alien
+    /// caches, and small objects freed on another CPU than their slab's owner, in the
+    /// CPUs' inboxes.
     pub alien_avail: usize,
 }
 
@@ -226,7 +228,7 @@ pub fn cache_counts(cache: &RawCache) -> CacheCounts {
             c.shared_avail += unsafe { (*l.shared).avail } as usize;
         }
     }
-    c.alien_avail = cache.alien_objects();
+    c.alien_avail = cache.alien_objects() + cache.inbox_objects();
     c
 }
 

@@ -282,8 +282,10 @@ fn cache_reap(cache: &RawCache) {
     if cache.cpu_ac(0).is_none() {
         return;
     }
-    // `reap_alien`: remote frees go home at least this often.
+    // `reap_alien`: remote frees go home at least this often, and so do the inboxes
+    // of CPUs that have not refilled since.
     cache.drain_aliens();
+    cache.drain_inboxes(0..topology::nr_cpu_ids());
     let mut to_destroy = PageList::new();
     // SAFETY: array caches are touched under their locks, tried only; no list lock is
     // held here.
@@ -315,6 +317,7 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     // Remote frees first: they go to their nodes' shared caches and slabs, which are
     // emptied below.
     cache.drain_aliens();
+    cache.drain_inboxes(0..topology::nr_cpu_ids());
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
@@ -364,6 +367,7 @@ pub fn drain_cpu(cpu: usize) {
         // SAFETY: caches on the chain stay alive while the chain lock is held.
         let cache = unsafe { &*c };
         let mut to_destroy = PageList::new();
+        cache.drain_inboxes(cpu..cpu + 1);
         // SAFETY: the array cache is drained while stopped.
         unsafe {
             cache.with_stopped_caches(cpu..cpu + 1, true, |cpu, ac| {

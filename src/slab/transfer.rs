@@ -107,6 +107,16 @@ pub trait SlabCache {
         got
     }
 
+    /// A CPU's refill takes objects of `slab` into its array cache (see
+    /// `slab::cache::remote`); nothing by default.
+    ///
+    /// # Safety
+    /// `slab` heads a slab of this cache; the caller holds its list lock.
+    #[inline(always)]
+    unsafe fn claim(&self, slab: *mut Page) {
+        let _ = slab;
+    }
+
     /// Whether the slabs hand their objects out in an order of their own, which a
     /// refill keeps and [`order_for_pops`] would otherwise undo: a random one
     /// (`CPUSLAB_FREELIST_RANDOM`), or one that spreads small objects allocated in
@@ -194,8 +204,12 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
                 (batch - (*ac).avail) as usize,
             )
         };
-        // SAFETY: `ac`'s lock is held; its `got` new entries were written above.
-        unsafe { (*ac).avail += got as u32 };
+        // SAFETY: `ac`'s lock is held; its `got` new entries were written above. The
+        // slab, locked, is this cache's.
+        unsafe {
+            (*ac).avail += got as u32;
+            c.claim(slab);
+        }
         l.free_objects -= got;
         // SAFETY: `l` is locked; `get_first_slab` takes a partial slab before a free
         // one, so the slab was on the free list exactly when none of its objects was in
@@ -555,6 +569,8 @@ pub unsafe fn take_into<C: SlabCache>(
         // SAFETY: `l` is locked and the slab, partial or free, has a free object; the
         // `len - n` slots from `out[n]` are in `out` (`n < len`).
         let got = unsafe { c.slab_get_objs(slab, out.add(n), len - n) };
+        // SAFETY: a slab of the cache, under its list lock.
+        unsafe { c.claim(slab) };
         n += got;
         l.free_objects -= got;
         // SAFETY: as in `take_one`.

@@ -581,6 +581,12 @@ pub mod rseq {
         false
     }
 
+    /// Meaningless: no sequences (see the Linux `stack_cpu`).
+    #[inline(always)]
+    pub fn stack_cpu() -> usize {
+        usize::MAX
+    }
+
     /// Fails.
     ///
     /// # Safety

@@ -10,7 +10,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::{RawCache, TagCheck};
+use super::{remote, RawCache, TagCheck};
 use crate::cpuset::{self, MemKind};
 use crate::page::list::PageList;
 use crate::page::Page;
@@ -78,11 +78,17 @@ impl RawCache {
     /// # Safety
     /// `base` is a kmalloc cache's `cpu_cache`, read from its table (not null unless
     /// `HOLD_TABLES` is still held); `obj` is an object of that cache, aligned as its
-    /// objects are, given up by the caller. On true `obj` is freed.
+    /// objects are, given up by the caller. On true `obj` is freed. `small`: the
+    /// cache's objects are smaller than a line, so that one another CPU took from its
+    /// slab goes back to that CPU by the slow path (`remote`).
     #[inline(always)]
-    pub unsafe fn free_fast_table(base: *mut ArrayCache, obj: *mut u8) -> bool {
+    pub unsafe fn free_fast_table(base: *mut ArrayCache, obj: *mut u8, small: bool) -> bool {
         let held = sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
         if sys::rseq::held() & held != 0 {
+            return false;
+        }
+        // SAFETY: an object of a slab cache lies in an arena page.
+        if small && unsafe { remote::owned_elsewhere(obj, sys::rseq::stack_cpu()) } {
             return false;
         }
         debug_assert!(!base.is_null(), "a kmalloc table entry left null");
@@ -224,13 +230,15 @@ impl RawCache {
     /// slab page of that cache), `off` is its offset in its arena
     /// (`arena::offset_in`), `cpu_cache` is that cache's array caches (its
     /// `cpu_cache`, which the caller may know without loading it: see `setup_in`),
-    /// and the caller gives `obj` up: on true it is freed.
+    /// and the caller gives `obj` up: on true it is freed. `small` as for
+    /// [`free_fast_table`](Self::free_fast_table).
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,
         obj: *mut u8,
         off: u32,
         cpu_cache: *mut ArrayCache,
+        small: bool,
     ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
@@ -238,6 +246,15 @@ impl RawCache {
             || sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0
         {
             return false;
+        }
+        if small {
+            // Laid out of line: the C free of every larger class pays its test alone
+            // (a jump around this block cost the 64-byte pair 2%).
+            remote::unlikely();
+            // SAFETY: `obj` lies in a slab page (the contract).
+            if unsafe { remote::owned_elsewhere(obj, sys::rseq::stack_cpu()) } {
+                return false;
+            }
         }
         // SAFETY: `cpu_cache` is the cache's array caches (a cache with slabs is set
         // up); the sequences are on, as in `alloc`; `obj`, an object, is not null.
@@ -254,6 +271,10 @@ impl RawCache {
         // SAFETY: `obj` is the cache's and no longer used (the caller's contract); no
         // list lock is held on a free.
         if topology::nr_node_ids() > 1 && unsafe { self.free_alien(obj) } {
+            return;
+        }
+        // SAFETY: as above; an object of this cache is in an arena.
+        if unsafe { self.free_remote(obj) } {
             return;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
@@ -533,9 +554,13 @@ impl RawCache {
             batch = unsafe { growth::refill_count(ac, self.geom().size, batch, limit) };
         }
         let mut buf = ObjBuf::new();
-        // SAFETY: objects move between the node's lists (under its lock) and `buf`; the
-        // caller holds no list lock.
-        let n = unsafe { transfer::fill_buf(self, node, &mut buf, batch as usize, plain as usize) };
+        // Objects of this CPU that other CPUs freed come home first (see `remote`).
+        let mut n = self.inbox_take(cpu, &mut buf);
+        if n == 0 {
+            // SAFETY: objects move between the node's lists (under its lock) and `buf`;
+            // the caller holds no list lock.
+            n = unsafe { transfer::fill_buf(self, node, &mut buf, batch as usize, plain as usize) };
+        }
         if n == 0 {
             return ptr::null_mut();
         }
@@ -547,8 +572,9 @@ impl RawCache {
         // nobody else's.
         let pushed = unsafe { sys::rseq::stack_push_all(base.cast(), &buf[..n - 1]) };
         if pushed < n - 1 {
-            // SAFETY: objects of this cache nobody holds.
-            unsafe { self.give_back(&buf[pushed..n - 1]) };
+            // SAFETY: objects of this cache nobody holds; no list lock is held. (Each
+            // to its own node: an inbox's may come from a node the thread left.)
+            unsafe { self.send_home(&buf[pushed..n - 1]) };
         }
         // Counted for `free_full` and the next refill's size: this CPU's cache emptied
         // and kept `pushed + 1` objects (what went back to the node was not taken).
@@ -652,7 +678,7 @@ impl RawCache {
     /// # Safety
     /// The objects are the cache's and held by nobody else; the caller holds no list
     /// lock.
-    unsafe fn give_back_to(&self, node: usize, objs: &[*mut u8]) {
+    pub(super) unsafe fn give_back_to(&self, node: usize, objs: &[*mut u8]) {
         let mut to_destroy = PageList::new();
         // SAFETY: the caller's contract.
         unsafe { transfer::give_back(self, node, objs, &mut to_destroy) };
@@ -678,6 +704,9 @@ impl RawCache {
             if self.producer_outgrew_first_array(ac) {
                 self.widen(ac, cpu);
             }
+            if let Some(obj) = self.refill_from_inbox(ac, cpu) {
+                return obj;
+            }
             let plain = (*ac).batchcount;
             let batch = growth::refill_count(ac, self.geom().size, plain, (*ac).limit);
             transfer::alloc_refill(self, node, ac, batch, plain)
@@ -687,5 +716,36 @@ impl RawCache {
         // SAFETY: the caller holds `ac`'s lock.
         unsafe { growth::note_refill(ac, (*ac).avail + u32::from(!obj.is_null())) };
         obj
+    }
+
+    /// The tried-lock refill from the CPU's inbox (`remote`): what fits under the
+    /// empty cache's limit goes in, one object is popped, the rest goes to the node.
+    /// None when the inbox is empty.
+    ///
+    /// # Safety
+    /// The caller holds `ac`'s lock (`cpu`'s cache, empty) and no list lock.
+    unsafe fn refill_from_inbox(&self, ac: *mut ArrayCache, cpu: usize) -> Option<*mut u8> {
+        let mut buf = ObjBuf::new();
+        let n = self.inbox_take(cpu, &mut buf);
+        if n == 0 {
+            return None;
+        }
+        // SAFETY: `inbox_take` wrote the first `n`.
+        let objs = unsafe { buf.objs(n) };
+        transfer::order_for_pops(self, objs);
+        let obj = objs[n - 1];
+        // SAFETY: the caller holds `ac`'s lock: its header is ours.
+        let keep = unsafe { ((*ac).limit as usize).min(n - 1) };
+        // SAFETY: as above, and the cache is empty: the first `keep <= limit` entries
+        // are in its array; `objs` is a stack buffer apart from it.
+        unsafe {
+            ptr::copy_nonoverlapping(objs[n - 1 - keep..].as_ptr(), ArrayCache::entries(ac), keep);
+            (*ac).avail = keep as u32;
+            (*ac).touched = 1;
+            growth::note_refill(ac, keep as u32 + 1);
+        }
+        // SAFETY: objects of this cache held by nobody; no list lock is held.
+        unsafe { self.send_home(&objs[..n - 1 - keep]) };
+        Some(obj)
     }
 }

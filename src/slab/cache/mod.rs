@@ -21,12 +21,15 @@
 //!   cache, a cpuset placing memory off the CPU's node) and the frees of remote objects
 //!   through the alien caches;
 //! - `check`: the checks a freed pointer passes, and the aborts when it fails them;
+//! - `remote`: the inboxes that return small objects freed on another CPU to the CPU
+//!   that took them from their slab;
 //! - `slabs`: inside a slab (its colour, free map and freelist), growing and destroying
 //!   slabs, and the `transfer::SlabCache` operations that the batch moves use.
 
 mod check;
 mod fallback;
 mod fast;
+mod remote;
 mod slabs;
 
 use core::cell::UnsafeCell;
@@ -140,6 +143,12 @@ pub struct RawCache {
     /// `WIDE_NONE`, `WIDE_FILLING` or `WIDE_READY`: whether `entries` holds the full
     /// arrays yet.
     wide: AtomicU32,
+    /// CPU 0's inbox of remote frees (`remote`), CPU `c`'s `c * PCPU_UNIT_SIZE` bytes
+    /// further; null for a cache that keeps none (objects of a cache line or more, a
+    /// debug or untagged cache).
+    inboxes: AtomicPtr<AtomicU64>,
+    /// The per-CPU area of the inboxes, for teardown.
+    inbox_area: UnsafeCell<Option<PcpuPtr>>,
     /// Capacity of the full entry arrays.
     full_capacity: AtomicU32,
     geom: UnsafeCell<Geometry>,
@@ -184,6 +193,8 @@ impl RawCache {
             entries: UnsafeCell::new(None),
             first: UnsafeCell::new(None),
             wide: AtomicU32::new(WIDE_NONE),
+            inboxes: AtomicPtr::new(ptr::null_mut()),
+            inbox_area: UnsafeCell::new(None),
             full_capacity: AtomicU32::new(0),
             geom: UnsafeCell::new(Geometry {
                 size: 0,
@@ -374,6 +385,21 @@ impl RawCache {
                 // on every free (`free_into_empty`), 15 ns a 4 KiB pair instead of 4.
                 (*ac).into_empty = u32::from(geom.size >= fast::SHARES_A_LINE);
             };
+        }
+        // Objects that share lines go back to the CPU that took them from their slab
+        // when another CPU frees them (`remote`): the caches a free finds by page tag,
+        // whose pages name an owner CPU in a byte.
+        if *tag != 0
+            && geom.size < fast::SHARES_A_LINE
+            && topology::nr_cpu_ids() <= remote::MAX_OWNER_CPUS
+        {
+            // A line of its own on every CPU: remote CPUs write it, and no neighbour
+            // of the owner's should move with it.
+            if let Some(area) = alloc_cpu_area(64, 64, true) {
+                // SAFETY: not shared yet, as above.
+                unsafe { *self.inbox_area.get() = Some(area) };
+                self.inboxes.store(area.as_ptr().cast(), Ordering::Relaxed);
+            }
         }
         self.limit.store(cpu_limit, Ordering::Relaxed);
         self.batchcount.store(batchcount, Ordering::Relaxed);
@@ -602,7 +628,8 @@ impl RawCache {
             // area, `setup_in`'s, are not the cache's to free.)
             unsafe { percpu::free_percpu(p) };
         }
-        for cell in [&self.entries, &self.first] {
+        self.inboxes.store(ptr::null_mut(), Ordering::Relaxed);
+        for cell in [&self.entries, &self.first, &self.inbox_area] {
             // SAFETY: as for `headers`.
             if let Some(p) = unsafe { (*cell.get()).take() } {
                 // SAFETY: entry arrays of this cache (`alloc_entries`; a retune frees

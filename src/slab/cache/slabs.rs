@@ -479,6 +479,12 @@ impl SlabCache for RawCache {
     }
 
     #[inline(always)]
+    unsafe fn claim(&self, slab: *mut Page) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.claim_slab(slab) }
+    }
+
+    #[inline(always)]
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
         // SAFETY: it checks `obj` itself; it needs nothing of the caller.
         unsafe { RawCache::obj_to_slab(self, obj) }

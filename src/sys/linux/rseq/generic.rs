@@ -115,3 +115,9 @@ pub(super) unsafe fn stack_push_many(base: *mut u8, objs: *const *mut u8, n: usi
     let _ = (base, objs, n);
     false
 }
+
+/// No sequences, so no caller asks: `usize::MAX`, a CPU no cache has.
+#[inline(always)]
+pub(super) fn stack_cpu() -> usize {
+    usize::MAX
+}

@@ -102,6 +102,16 @@ pub fn held() -> usize {
     arch::held()
 }
 
+/// The CPU the calling thread runs on, read from its rseq area the way the stack
+/// sequences read it: for a fast path that has seen the sequences on ([`held`]
+/// without [`HOLD_STOPPED`]) and decides something per CPU before its sequence. A
+/// hint: the thread may move before the sequence runs. Meaningless while the
+/// sequences are off.
+#[inline(always)]
+pub fn stack_cpu() -> usize {
+    arch::stack_cpu()
+}
+
 /// Turns the stack sequences ([`stack_pop`], [`stack_push`]) on for CPUs below
 /// `nr_cpus`. Until then (and where rseq is not [`available`]) they do nothing and
 /// fail. Called once, at boot, before any stack is used.

@@ -204,6 +204,26 @@ pub(super) fn held() -> usize {
     v
 }
 
+/// [`stack_cpu`](super::stack_cpu): the `cpu_id` of the calling thread's rseq area,
+/// found by the offset in word 0 of the block: two loads, no call.
+#[inline(always)]
+pub(super) fn stack_cpu() -> usize {
+    let cpu: u32;
+    // SAFETY: word 0 of the block is this thread's rseq area offset once the stack
+    // sequences are on (the caller's contract, as for the sequences); `cpu_id` is the
+    // u32 at offset 4 of the area, which the kernel keeps for every thread.
+    unsafe {
+        core::arch::asm!(
+            "mov {off}, qword ptr [rip + cpuslab_rseq_stack]",
+            "mov {cpu:e}, dword ptr fs:[{off} + 4]",
+            off = out(reg) _,
+            cpu = out(reg) cpu,
+            options(nostack, readonly, preserves_flags)
+        );
+    }
+    cpu as usize
+}
+
 /// [`enable_stacks`](super::enable_stacks) once rseq is known to be available: writes
 /// the area offset and the CPU bound into the block, then clears [`HOLD_OFF`].
 #[inline(always)]

@@ -1,0 +1,266 @@
+//! Small objects freed on another CPU go back to the CPU that took them from their
+//! slab (`slab::cache::remote`): they wait in its inbox for its next refill instead of
+//! going on top of the freeing CPU's array cache, where that CPU's next allocations
+//! would write the lines their owner still writes. The test's own allocations go
+//! through `CpuSlab` directly; the harness runs on the system allocator.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::collections::HashSet;
+use std::sync::{mpsc, Mutex, MutexGuard};
+
+use cpuslab::CpuSlab;
+
+/// 40 bytes: the 48-byte class, under a cache line.
+const SMALL: usize = 40;
+
+fn small() -> Layout {
+    Layout::from_size_align(SMALL, 8).unwrap()
+}
+
+fn alloc_small(n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|_| {
+            // SAFETY: a layout of non-zero size.
+            let p = unsafe { CpuSlab.alloc(small()) };
+            assert!(!p.is_null());
+            p as usize
+        })
+        .collect()
+}
+
+fn free_small(objs: &[usize]) {
+    for &p in objs {
+        // SAFETY: allocated by `alloc_small` with this layout, freed once.
+        unsafe { CpuSlab.dealloc(p as *mut u8, small()) };
+    }
+}
+
+/// Two CPUs to pin to, or None (the test is then skipped).
+fn two_cpus() -> Option<(core_affinity::CoreId, core_affinity::CoreId)> {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    Some((*cpus.first()?, *cpus.get(1)?))
+}
+
+/// The tests one at a time: each counts what waits in the inboxes, which another's
+/// frees or trim would change.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Objects waiting in inboxes and alien caches, in bytes (`alien_bytes`).
+fn in_flight() -> usize {
+    cpuslab::stats::memory().breakdown.alien_bytes
+}
+
+#[test]
+fn a_small_object_freed_on_another_cpu_goes_back_to_its_owner() {
+    let _serial = serial();
+    let Some((owner, other)) = two_cpus() else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return;
+    };
+    assert!(core_affinity::set_for_current(owner));
+    let given = alloc_small(50);
+    let before = in_flight();
+    let seen_there = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            free_small(&given);
+            let waiting = in_flight();
+            // The other CPU's own allocations: none of them may be an object it just
+            // freed, which would then share lines with the owner's.
+            let there = alloc_small(50);
+            free_small(&there);
+            (waiting, there)
+        })
+        .join()
+        .unwrap()
+    });
+    let (waiting, there) = seen_there;
+    assert!(
+        waiting >= before + 50 * 48,
+        "the 50 objects freed on the other CPU are not waiting for their owner \
+         ({before} bytes in flight before, {waiting} after)"
+    );
+    let given_set: HashSet<usize> = given.iter().copied().collect();
+    let reused = there.iter().filter(|p| given_set.contains(p)).count();
+    assert_eq!(
+        reused, 0,
+        "the other CPU handed out {reused} of the objects it freed for its owner"
+    );
+    // Back on the owner: its next refill takes them home. Its array cache may hold
+    // up to a few hundred objects first.
+    let mut back = Vec::new();
+    let mut found = HashSet::new();
+    while found.len() < given.len() && back.len() < 4000 {
+        let p = alloc_small(1)[0];
+        if given_set.contains(&p) {
+            found.insert(p);
+        }
+        back.push(p);
+    }
+    free_small(&back);
+    assert_eq!(
+        found.len(),
+        given.len(),
+        "only {} of the {} objects came back to their owner in {} allocations",
+        found.len(),
+        given.len(),
+        back.len()
+    );
+}
+
+#[test]
+fn trimming_empties_the_inboxes() {
+    let _serial = serial();
+    let Some((owner, other)) = two_cpus() else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return;
+    };
+    assert!(core_affinity::set_for_current(owner));
+    let given = alloc_small(100);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            free_small(&given);
+            assert!(in_flight() >= 100 * 48, "nothing waits in the inbox");
+            cpuslab::trim();
+            assert_eq!(in_flight(), 0, "trim left remote frees in flight");
+        });
+    });
+}
+
+/// Two threads on two CPUs hand objects of every class under a cache line back and
+/// forth and free what they receive: each object keeps the stamp its allocator wrote
+/// until its free, and none is handed out twice while live.
+#[test]
+fn objects_crossing_cpus_are_conserved() {
+    let _serial = serial();
+    let Some((a, b)) = two_cpus() else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return;
+    };
+    const ROUNDS: usize = 200;
+    const BATCH: usize = 300;
+    let live = std::sync::Mutex::new(HashSet::<usize>::new());
+    let (to_b, from_a) = mpsc::sync_channel::<Vec<(usize, usize, u64)>>(4);
+    let (to_a, from_b) = mpsc::sync_channel::<Vec<(usize, usize, u64)>>(4);
+    let worker = |cpu: core_affinity::CoreId,
+                  me: u64,
+                  tx: mpsc::SyncSender<Vec<(usize, usize, u64)>>,
+                  rx: mpsc::Receiver<Vec<(usize, usize, u64)>>| {
+        let live = &live;
+        move || {
+            assert!(core_affinity::set_for_current(cpu));
+            let mut rng = common::Rng::new(me);
+            for round in 0..ROUNDS {
+                let mut out = Vec::with_capacity(BATCH);
+                for i in 0..BATCH {
+                    let size = [8, 16, 24, 32, 40, 48][rng.below(6) as usize];
+                    let layout = Layout::from_size_align(size, 8).unwrap();
+                    // SAFETY: a layout of non-zero size.
+                    let p = unsafe { CpuSlab.alloc(layout) };
+                    assert!(!p.is_null());
+                    assert!(
+                        live.lock().unwrap().insert(p as usize),
+                        "{p:p} handed out while live"
+                    );
+                    let stamp = me << 48 | (round * BATCH + i) as u64;
+                    // SAFETY: at least 8 bytes, aligned to 8, ours.
+                    unsafe { p.cast::<u64>().write(stamp) };
+                    out.push((p as usize, size, stamp));
+                }
+                // Keep half, send half: frees on both CPUs of objects of both.
+                let sent = out.split_off(BATCH / 2);
+                tx.send(sent).unwrap();
+                let got = rx.recv().unwrap();
+                for (p, size, stamp) in out.into_iter().chain(got) {
+                    // SAFETY: written when allocated, live until the free below.
+                    assert_eq!(
+                        unsafe { (p as *const u64).read() },
+                        stamp,
+                        "{p:#x} overwritten"
+                    );
+                    assert!(live.lock().unwrap().remove(&p));
+                    let layout = Layout::from_size_align(size, 8).unwrap();
+                    // SAFETY: allocated with `layout`, freed once.
+                    unsafe { CpuSlab.dealloc(p as *mut u8, layout) };
+                }
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        s.spawn(worker(a, 1, to_b, from_b));
+        s.spawn(worker(b, 2, to_a, from_a));
+    });
+    assert!(live.lock().unwrap().is_empty());
+}
+
+/// The object freed last onto an inbox, freed again: glibc's tcache check, made at
+/// the push.
+#[test]
+fn a_second_free_onto_an_inbox_aborts() {
+    if !common::is_child() {
+        if two_cpus().is_none() {
+            eprintln!("fewer than two CPUs to pin to; skipped");
+            return;
+        }
+        let (status, stderr) = common::run_child("a_second_free_onto_an_inbox_aborts", &[]);
+        assert!(!status.success(), "the double free went unnoticed");
+        assert!(
+            stderr.contains("cpuslab:") && stderr.contains("double free"),
+            "no report: {stderr}"
+        );
+        return;
+    }
+    let (owner, other) = two_cpus().unwrap();
+    assert!(core_affinity::set_for_current(owner));
+    let given = alloc_small(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            free_small(&given);
+            free_small(&given);
+        });
+    });
+    eprintln!("not reached");
+}
+
+/// A freed object's first word written after its free, while it waits in an inbox:
+/// the owner's refill finds a link that is no object of the cache and aborts, as
+/// glibc does on a corrupted free list.
+#[test]
+fn a_block_written_in_an_inbox_aborts_at_the_refill() {
+    if !common::is_child() {
+        if two_cpus().is_none() {
+            eprintln!("fewer than two CPUs to pin to; skipped");
+            return;
+        }
+        let (status, stderr) =
+            common::run_child("a_block_written_in_an_inbox_aborts_at_the_refill", &[]);
+        assert!(!status.success(), "the corrupted link went unnoticed");
+        assert!(
+            stderr.contains("cpuslab:") && stderr.contains("remote free list"),
+            "no report: {stderr}"
+        );
+        return;
+    }
+    let (owner, other) = two_cpus().unwrap();
+    assert!(core_affinity::set_for_current(owner));
+    let given = alloc_small(1);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            free_small(&given);
+        });
+    });
+    // SAFETY: none: a write after free, which is the point of the test (the block
+    // stays mapped, in its slab).
+    unsafe { (given[0] as *mut u64).write(0xdead_beef_0000) };
+    // The owner's cache empties within a few hundred allocations and refills.
+    let _ = alloc_small(4000);
+    eprintln!("not reached");
+}
