@@ -282,8 +282,8 @@ fn cache_reap(cache: &RawCache) {
     if cache.cpu_ac(0).is_none() {
         return;
     }
-    // `reap_alien`: remote frees go home at least this often, and so do the inboxes
-    // of CPUs that have not refilled since.
+    // `reap_alien`: remote frees go home at least this often, and so does every
+    // CPU's inbox, whatever its owner is doing (a busy owner refills from the node).
     cache.drain_aliens();
     cache.drain_inboxes(0..topology::nr_cpu_ids());
     let mut to_destroy = PageList::new();

@@ -11,8 +11,9 @@
 //! ran at 3.4 s of CPU time against 2.6 s with both workers on one CPU, and at 3.0 s
 //! with every class under 64 bytes rounded to 64.
 //!
-//! So each slab page of such a cache records the CPU that last took its objects into
-//! its array cache (`Page::owner`, set by [`claim_slab`](RawCache::claim_slab)), and a free of
+//! So each slab page of such a cache records the CPU that last took objects of its
+//! slab from the node's lists into its array cache (a refill from the shared cache
+//! leaves the owner as it was) (`Page::owner`, set by [`claim_slab`](RawCache::claim_slab)), and a free of
 //! one of them on another CPU pushes it onto that CPU's *inbox*: a lock-free stack
 //! linked through the objects' first words, one word per cache and CPU with the
 //! head's address and the count. The owner's next refill takes its whole inbox before
@@ -21,7 +22,8 @@
 //! compare-and-swap on the owner's word, where a free to the CPU's own cache is a
 //! restartable sequence: the same trade mimalloc makes.
 //!
-//! An inbox holds at most [`inbox_bound`](RawCache::inbox_bound) objects: the free that
+//! An inbox holds at most [`inbox_bound`](RawCache::inbox_bound) objects (256, or the
+//! cache's tuned limit where lower): the free that
 //! finds it full takes it all and sends it, with its own object, to the node, so a CPU
 //! that stopped allocating (its thread moved) holds little. The reaper, shrinking and
 //! a CPU's drain empty inboxes to the node as they do alien caches.
@@ -45,11 +47,12 @@ const PTR_MASK: u64 = (1 << PTR_BITS) - 1;
 /// no inboxes and every free stays on the freeing CPU.
 pub(crate) const MAX_OWNER_CPUS: usize = 254;
 
-/// Whether `obj`, an object of a slab page whose owner byte the caller may read (a
-/// slab of a cache with inboxes, or any arena page: the byte is 0 elsewhere or names
-/// a CPU), belongs on another CPU's inbox than `cpu`'s: its page has an owner, and
-/// it is not `cpu`. For the free fast paths, which then leave the object to the slow
-/// one.
+/// Whether `obj`, an object of a slab page, may belong on another CPU's inbox than
+/// `cpu`'s: its page names an owner, and it is not `cpu`. For the free fast paths,
+/// which then leave the object to the slow one ([`RawCache::free_remote`] decides).
+/// The byte of a page that never had an owner is 0; one left from an earlier slab of
+/// the page names a CPU all the same, which only sends the object to that CPU's inbox
+/// of the freeing cache.
 ///
 /// # Safety
 /// `obj` lies in an arena page that the zones hand out (its descriptor is mapped).
@@ -130,7 +133,12 @@ impl RawCache {
         // SAFETY: `obj` is an object of this cache, in an arena (the contract).
         let owner = unsafe { (*page::virt_to_page(obj)).owner.load(Ordering::Relaxed) };
         let cpu = sys::cpu::current();
-        if owner == 0 || owner as usize == cpu + 1 {
+        // An owner on another node (its thread moved while it claimed the slab) does
+        // not get the object: a CPU's array cache holds its node's objects only.
+        if owner == 0
+            || owner as usize == cpu + 1
+            || topology::cpu_to_node(owner as usize - 1) != topology::cpu_to_node(cpu)
+        {
             return false;
         }
         let Some(inbox) = self.inbox(owner as usize - 1) else {
@@ -143,7 +151,7 @@ impl RawCache {
             if head == obj {
                 // The object freed last onto this inbox, freed again: glibc's tcache
                 // check, as the array cache's push makes it.
-                self.double_free_cached(obj);
+                self.double_free_inbox(obj);
             }
             let count = word >> PTR_BITS;
             if count >= bound {
@@ -219,21 +227,28 @@ impl RawCache {
             }
             n += 1;
         }
-        if !obj.is_null() {
+        // A link written over (a null before the count, or a pointer past the end)
+        // would lose the rest of the list, or hand out what is not free.
+        if n != count || !obj.is_null() {
             self.corrupt_inbox(obj);
         }
         n
     }
 
-    /// Whether `obj` lies in a page the zones hand out whose tag is this cache's (or,
-    /// for an untagged cache, in an arena at all): a link of an inbox may be followed.
+    /// Whether `obj` starts a slot of a slab of this cache, by its page's tag (caches
+    /// with inboxes are tagged) and its slab's first slot: a link of an inbox that may
+    /// be followed.
     fn in_a_slab_page(&self, obj: *mut u8) -> bool {
         let Some(off) = arena::offset_in(obj) else {
             return false;
         };
         // SAFETY: `off` is `obj`'s offset in its arena.
-        let tag = unsafe { page::tag::tag_at(obj, off) };
-        self.tag() == 0 || tag == self.tag() as usize
+        if unsafe { page::tag::tag_at(obj, off) } != self.tag() as usize {
+            return false;
+        }
+        // SAFETY: a page tagged with this cache's tag is a page of one of its slabs,
+        // whose head descriptor is mapped.
+        unsafe { self.starts_slot(page::virt_to_head_page(obj), off) }
     }
 
     /// A link of an inbox that is no object of the cache: aborts, as glibc does on a
@@ -243,6 +258,16 @@ impl RawCache {
     fn corrupt_inbox(&self, link: *mut u8) -> ! {
         sys::io::fatal(format_args!(
             "remote free list of cache {} corrupted at {link:p}: a block written after its free",
+            self.name()
+        ))
+    }
+
+    /// A second free of the object on top of an inbox.
+    #[cold]
+    #[inline(never)]
+    fn double_free_inbox(&self, obj: *mut u8) -> ! {
+        sys::io::fatal(format_args!(
+            "double free of {obj:p} in cache {}: it waits in its owner CPU's remote free list",
             self.name()
         ))
     }
@@ -257,9 +282,18 @@ impl RawCache {
             // SAFETY: the caller's contract; every object is node 0's.
             return unsafe { self.give_back_to(0, objs) };
         }
-        for &obj in objs {
-            // SAFETY: the caller's contract.
-            unsafe { self.free_fallback(obj) };
+        // Runs of one node (an inbox's objects are most likely all of one), each under
+        // one hold of its node's lock.
+        let mut rest = objs;
+        while let Some(&first) = rest.first() {
+            let node = page::addr_node(first);
+            let run = rest
+                .iter()
+                .take_while(|&&o| page::addr_node(o) == node)
+                .count();
+            // SAFETY: the caller's contract; the run's objects are `node`'s.
+            unsafe { self.give_back_to(node, &rest[..run]) };
+            rest = &rest[run..];
         }
     }
 
