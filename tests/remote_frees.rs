@@ -234,33 +234,51 @@ fn objects_crossing_cpus_are_conserved() {
     assert!(live.lock().unwrap().is_empty());
 }
 
-/// The object freed last onto an inbox, freed again: glibc's tcache check, made at
-/// the push.
-#[test]
-fn a_second_free_onto_an_inbox_aborts() {
-    if !common::is_child() {
-        if two_cpus().is_none() {
-            eprintln!("fewer than two CPUs to pin to; skipped");
-            return;
-        }
-        let (status, stderr) = common::run_child("a_second_free_onto_an_inbox_aborts", &[]);
-        assert!(!status.success(), "the double free went unnoticed");
-        assert!(
-            stderr.contains("cpuslab:") && stderr.contains("double free"),
-            "no report: {stderr}"
-        );
+/// Runs `test` of this binary in a child process (where two CPUs can be pinned) and
+/// requires it to abort with a `cpuslab:` line that says `report`.
+fn expect_abort(test: &str, report: &str, unnoticed: &str) {
+    if two_cpus().is_none() {
+        eprintln!("fewer than two CPUs to pin to; skipped");
         return;
     }
+    let (status, stderr) = common::run_child(test, &[]);
+    assert!(!status.success(), "{unnoticed}");
+    assert!(
+        stderr.contains("cpuslab:") && stderr.contains(report),
+        "no report: {stderr}"
+    );
+}
+
+/// In a child: one small block allocated on the first CPU and freed `times` times on
+/// the second, which sends it to the first one's inbox; returns it.
+fn free_on_the_other_cpu(times: usize) -> Vec<usize> {
     let (owner, other) = two_cpus().unwrap();
     assert!(core_affinity::set_for_current(owner));
     let given = alloc_small(1);
     std::thread::scope(|s| {
         s.spawn(|| {
             assert!(core_affinity::set_for_current(other));
-            free_small(&given);
-            free_small(&given);
+            for _ in 0..times {
+                free_small(&given);
+            }
         });
     });
+    // Back on the owner, where the caller goes on.
+    given
+}
+
+/// The object freed last onto an inbox, freed again: glibc's tcache check, made at
+/// the push.
+#[test]
+fn a_second_free_onto_an_inbox_aborts() {
+    if !common::is_child() {
+        return expect_abort(
+            "a_second_free_onto_an_inbox_aborts",
+            "double free",
+            "the double free went unnoticed",
+        );
+    }
+    free_on_the_other_cpu(2);
     eprintln!("not reached");
 }
 
@@ -270,28 +288,13 @@ fn a_second_free_onto_an_inbox_aborts() {
 #[test]
 fn a_block_written_in_an_inbox_aborts_at_the_refill() {
     if !common::is_child() {
-        if two_cpus().is_none() {
-            eprintln!("fewer than two CPUs to pin to; skipped");
-            return;
-        }
-        let (status, stderr) =
-            common::run_child("a_block_written_in_an_inbox_aborts_at_the_refill", &[]);
-        assert!(!status.success(), "the corrupted link went unnoticed");
-        assert!(
-            stderr.contains("cpuslab:") && stderr.contains("remote free list"),
-            "no report: {stderr}"
+        return expect_abort(
+            "a_block_written_in_an_inbox_aborts_at_the_refill",
+            "remote free list",
+            "the corrupted link went unnoticed",
         );
-        return;
     }
-    let (owner, other) = two_cpus().unwrap();
-    assert!(core_affinity::set_for_current(owner));
-    let given = alloc_small(1);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            assert!(core_affinity::set_for_current(other));
-            free_small(&given);
-        });
-    });
+    let given = free_on_the_other_cpu(1);
     // SAFETY: none: a write after free, which is the point of the test (the block
     // stays mapped, in its slab).
     unsafe { (given[0] as *mut u64).write(0xdead_beef_0000) };

@@ -215,7 +215,7 @@ impl RawCache {
         let mut obj = (word & PTR_MASK) as *mut u8;
         let mut n = 0;
         while n < count && !obj.is_null() {
-            if !self.in_a_slab_page(obj) {
+            if !self.starts_a_slot(obj) {
                 self.corrupt_inbox(obj);
             }
             // SAFETY: `n < count <= FLUSH_MAX`, within `buf`; `obj` is an object of
@@ -238,7 +238,7 @@ impl RawCache {
     /// Whether `obj` starts a slot of a slab of this cache, by its page's tag (caches
     /// with inboxes are tagged) and its slab's first slot: a link of an inbox that may
     /// be followed.
-    fn in_a_slab_page(&self, obj: *mut u8) -> bool {
+    fn starts_a_slot(&self, obj: *mut u8) -> bool {
         let Some(off) = arena::offset_in(obj) else {
             return false;
         };
