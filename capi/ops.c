@@ -13,6 +13,9 @@
  *   burst512  the same with malloc(512)
  *   burst1k   the same with malloc(1024)
  *   burst64x10k  burst64 with 10000 blocks at a time: more than a CPU's cache holds
+ *   churn-large  8 live blocks of 64-256 KiB (random sizes), one replaced at random
+ *             and the new one written whole: 20 000 times (ns per replacement;
+ *             buffers of varying sizes)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +112,25 @@ int main(int argc, char **argv)
         }
         escape(&sum);
         printf("%s %.2f\n", op, (now() - t0) / (rounds * count));
+    } else if (!strcmp(op, "churn-large")) {
+        enum { LIVE = 8, REPLACEMENTS = 20000 };
+        void *v[LIVE] = {0};
+        unsigned long long x = 88172645463325252ull;
+        for (int i = 0; i < REPLACEMENTS; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            int k = (int)(x % LIVE);
+            size_t size = (64 << 10) + (size_t)((x >> 20) % (192 << 10));
+            free(v[k]);
+            v[k] = malloc(size);
+            if (!v[k])
+                return 1;
+            memset(v[k], i, size);
+        }
+        for (int k = 0; k < LIVE; k++)
+            free(v[k]);
+        printf("%s %.2f\n", op, (now() - t0) / REPLACEMENTS);
     } else {
         fprintf(stderr, "ops: unknown operation %s\n", op);
         return 2;

@@ -2,7 +2,8 @@
 # Nanoseconds per C allocation operation (capi/ops.c: malloc/free pairs of 64 B and
 # 4 KiB, batches of 32, calloc, posix_memalign, realloc growth; on request, bursts
 # of 1600 blocks of 64 B, 512 B or 1 KiB built and dropped: burst64 burst512 burst1k;
-# and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k)
+# and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k; 8 live
+# blocks of 64-256 KiB replaced at random: churn-large)
 # under cpuslab, glibc, and jemalloc, mimalloc and tcmalloc where Debian's libraries
 # are installed. Allocators alternate run by run; each cell lists RUNS runs (default
 # 5).
