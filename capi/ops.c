@@ -127,6 +127,7 @@ int main(int argc, char **argv)
             if (!v[k])
                 return 1;
             memset(v[k], i, size);
+            escape(v[k]);
         }
         for (int k = 0; k < LIVE; k++)
             free(v[k]);

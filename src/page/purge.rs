@@ -181,11 +181,14 @@ const PRESSURE_KEEP_DIV: usize = 16;
 /// faults each (mimalloc 4.0 us). Sparing the last few milliseconds' frees leaves such a
 /// churn its working set (3.7 us, 1 fault per 20 replacements), while memory that sat
 /// free for longer, which a program that grows past it will not reuse soon, still goes.
+/// Free times come from the coarse clock (`sys::time::now_ms`), which advances by the
+/// kernel's tick (4 ms at 250 Hz), so the age spared is 5 ms rounded to ticks.
 const PRESSURE_AGE_MS: u64 = 5;
 
 /// Drops the zone lock `z` of `zone` after an allocation under it; when
 /// [`take_clean_pressure`] says so, then purges the dirty free pages beyond what it
-/// keeps, whatever their age. Every allocation path of the zone unlocks through here.
+/// keeps, whatever their age past the last few milliseconds'. Every allocation path
+/// of the zone unlocks through here.
 /// The program's
 /// footprint is growing past free memory that did not fit what it asked for; keeping
 /// that memory resident while new pages are touched is what raises the peak (the
