@@ -177,9 +177,10 @@ const PRESSURE_KEEP_DIV: usize = 16;
 /// allocating another, takes clean memory whenever no freed run fits the next size;
 /// a purge at each of those took the blocks just freed, which the next allocations
 /// would have reused, and they faulted them in again: 8 live blocks of 64-256 KiB
-/// replaced at random, each written whole, ran at 7.3 us a replacement with 2 page
-/// faults each (mimalloc 4.0 us). Sparing the last few milliseconds' frees leaves such a
-/// churn its working set (3.7 us, 1 fault per 20 replacements), while memory that sat
+/// replaced at random, each written whole, ran at 6.9-7.3 us a replacement with 2 page
+/// faults each (`capi/ops.sh churn-large`; mimalloc 3.65 us). Sparing the last few
+/// milliseconds' frees leaves such a churn its working set (3.40 us, 1 fault per 20
+/// replacements), while memory that sat
 /// free for longer, which a program that grows past it will not reuse soon, still goes.
 /// Free times come from the coarse clock (`sys::time::now_ms`), which advances by the
 /// kernel's tick (4 ms at 250 Hz), so the age spared is 5 ms rounded to ticks.
