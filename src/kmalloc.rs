@@ -20,6 +20,7 @@ use crate::percpu;
 use crate::slab::array_cache::{ArrayCache, AC_HEADER};
 use crate::slab::{self, CacheError, RawCache, TagCheck};
 use crate::sys::{self, PAGE_SHIFT, PAGE_SIZE};
+use crate::topology;
 
 /// Object sizes of the kmalloc caches: 8, 16, 24, 32, then four classes per doubling.
 pub const KMALLOC_SIZES: [usize; NR_KMALLOC] = [
@@ -106,22 +107,35 @@ pub static KMALLOC: Kmalloc = Kmalloc {
 };
 
 /// What a free without a size needs, by its page's tag (`page::tag`): class `i`'s
-/// cache tags its slabs' pages `i + 1`.
+/// cache tags its slabs' pages `i + 1`, and where it returns remote frees to their
+/// owners (the [`SMALL_CLASSES`]), CPU `c`'s slabs `owner_tag(i, c)`.
 #[repr(C)]
 struct Tags {
     /// The caches' per-CPU array cache headers lie side by side in one percpu area,
-    /// class `i`'s at `i * AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`); this
-    /// is that area less `AC_HEADER`, where tag 0's would be, so that the stacks of
-    /// tag `t` are `t * AC_HEADER` further, with no load after the tag's. Set at boot.
+    /// class `i`'s at `i * AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`), so
+    /// that a CPU's headers of every class share a few pages. Set at boot.
     headers: AtomicPtr<ArrayCache>,
-    /// Entry `t` holds the slot test of the cache whose tag is `t`. Every tag a byte
-    /// can hold has an entry, so a tag needs no range check; those no class has (0
-    /// among them: pages of no kmalloc slab) pass no pointer.
+    /// Entry `t` holds the slot test, array caches and owner of the pages whose tag is
+    /// `t`. Every tag a byte can hold has an entry, so a tag needs no range check;
+    /// those no class has (0 among them: pages of no kmalloc slab) pass no pointer.
     checks: [TagCheck; 256],
 }
 
 // Every class has a tag of its own, class plus one, in a byte.
 const _: () = assert!(NR_KMALLOC < 255);
+
+/// How many CPUs have a page tag of their own for each small class: the tags left in
+/// a byte past the classes' own, shared among the small classes (42 for 42 classes
+/// and 5 small ones). A CPU past them names itself in its pages' descriptors alone.
+const OWNER_TAG_CPUS: usize = (255 - NR_KMALLOC) / SMALL_CLASSES;
+
+/// The page tag of small class `class`'s slabs that CPU `cpu` (below
+/// [`OWNER_TAG_CPUS`]) claimed: past the classes' own tags, a run per class.
+const fn owner_tag(class: usize, cpu: usize) -> usize {
+    NR_KMALLOC + 1 + class * OWNER_TAG_CPUS + cpu
+}
+
+const _: () = assert!(owner_tag(SMALL_CLASSES - 1, OWNER_TAG_CPUS - 1) <= 255);
 
 /// The tag table, beside nothing else so that the free reaches both parts from one
 /// address.
@@ -129,6 +143,13 @@ static TAGS: Tags = Tags {
     headers: AtomicPtr::new(ptr::null_mut()),
     checks: [const { TagCheck::new() }; 256],
 };
+
+/// The entry of the tag table (`TAGS`) for `tag`, which a page's tag byte can hold; for
+/// tests and reports, which learn the class (`cache_tag() - 1`) and owner (see
+/// `TagCheck::owner`) of a page by it.
+pub fn tag_entry(tag: u8) -> &'static TagCheck {
+    &TAGS.checks[usize::from(tag)]
+}
 
 /// [`KMALLOC`], reached without a GOT load.
 #[inline(always)]
@@ -208,13 +229,9 @@ pub(crate) fn init() -> Result<(), CacheError> {
         let area = percpu::alloc_reserved_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER)
             .or_else(|_| percpu::alloc_percpu(NR_KMALLOC * AC_HEADER, AC_HEADER))
             .map_err(|_| CacheError::NoMemory)?;
-        let tag0 = area.as_ptr().wrapping_sub(AC_HEADER).cast();
-        TAGS.headers.store(tag0, Ordering::Relaxed);
+        TAGS.headers.store(area.as_ptr().cast(), Ordering::Relaxed);
     }
-    let headers = TAGS
-        .headers
-        .load(Ordering::Relaxed)
-        .wrapping_byte_add(AC_HEADER);
+    let headers = TAGS.headers.load(Ordering::Relaxed);
     for (i, cache) in KMALLOC.caches.iter().enumerate() {
         if !cache
             .cpu_cache
@@ -239,8 +256,21 @@ pub(crate) fn init() -> Result<(), CacheError> {
             cache.setup_in(name, size, align, 0, Some(headers.byte_add(i * AC_HEADER)))?;
         }
         if cache.tag() != 0 {
-            // Before any page has the tag: the cache has no slab yet.
-            TAGS.checks[i + 1].set(cache);
+            // Before any page has the tags: the cache has no slab yet. A small class's
+            // own tag is on the slabs no CPU with a tag of its own claimed: their
+            // descriptors say whose they are.
+            let mut own = TagCheck::NO_OWNER;
+            if i < SMALL_CLASSES {
+                let cpus = OWNER_TAG_CPUS.min(topology::nr_cpu_ids());
+                for cpu in 0..cpus {
+                    TAGS.checks[owner_tag(i, cpu)].set(cache, cpu as u32 + 1);
+                }
+                // SAFETY: boot, before the cache's first slab; the tags of the run
+                // are its alone, each mapped to it and its CPU above.
+                unsafe { cache.set_owner_tags(owner_tag(i, 0) as u8, cpus as u8) };
+                own = TagCheck::ASK_PAGE;
+            }
+            TAGS.checks[i + 1].set(cache, own);
         }
         slab::link(cache);
     }
@@ -343,10 +373,11 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
             .size_index
             .get_unchecked((((size + 15) & !15) + 7) >> 3)
     } as usize;
-    // The page's tag is that of the class serving `size` (`class + 1`), and `p` starts
-    // one of its slots: a block of that class already.
+    // The page's tag is one of the class serving `size` (its own, `class + 1`, or an
+    // owner's), and `p` starts one of its slots: a block of that class already.
     let tags: &Tags = sys::local_static!(TAGS);
-    tag == class + 1 && tags.checks[tag].starts_slot(off)
+    let entry = &tags.checks[tag];
+    entry.cache_tag() == class + 1 && entry.starts_slot(off)
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this
@@ -354,10 +385,11 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
 /// (`page::tag`: one byte per page, at an address that is arithmetic on the block's,
 /// in a table a few KiB long where the page descriptors would be a cache line each),
 /// after the arena map says the address is cpuslab's; the tag's entry in `TAGS`
-/// checks that the pointer starts a slot, and the class's array caches are at a fixed
-/// offset from the tag. False, with nothing done, for anything else (null, a foreign,
-/// large or huge block, an interior pointer, rseq off, a full cache); the caller then
-/// takes the whole path, which looks at the page descriptor.
+/// checks that the pointer starts a slot, holds the class's array caches, and for a
+/// small class names the CPU that owns the page's objects. False, with nothing done,
+/// for anything else (null, a foreign, large or huge block, an interior pointer, rseq
+/// off, a full cache, another CPU's small object); the caller then takes the whole
+/// path, which looks at the page descriptor.
 ///
 /// # Safety
 /// `p` is null, a foreign block, or a live block of cpuslab not used again.
@@ -369,19 +401,42 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
     // SAFETY: `off` is `p`'s offset in its arena.
     let tag = unsafe { page::tag::tag_at(p, off) };
     let tags: &Tags = sys::local_static!(TAGS);
-    let headers = tags.headers.load(Ordering::Relaxed);
-    // SAFETY: a tag is a byte, so within the table; an entry passes `p` only when its
-    // page's tag is that of a kmalloc class (`tag - 1`), whose array caches are that
-    // class's slot of the headers. The caller gives `p` up.
-    unsafe {
-        RawCache::free_fast_tagged(
-            tags.checks.get_unchecked(tag),
-            p,
-            off,
-            headers.wrapping_byte_add(tag * AC_HEADER),
-            tag.wrapping_sub(1) < SMALL_CLASSES,
-        )
+    // SAFETY: a tag is a byte, so within the table.
+    let entry = unsafe { tags.checks.get_unchecked(tag) };
+    let cpu_caches = |cpu: usize| {
+        let owner = entry.owner();
+        let mine = (cpu as u32).wrapping_add(1);
+        // No owner, or this CPU: 0 either way. Without a branch, so that the one below
+        // is taken the same way on every free that stays on its CPU: which class a
+        // block is, small or not, is as random as a program's sizes, and a branch on
+        // it would be mispredicted as often (`glibc-thread` lost 9% to one).
+        if (owner ^ mine).min(owner) != 0 {
+            // SAFETY: `p` lies in a page with the entry's tag.
+            return unsafe { other_owner(entry, p, cpu) };
+        }
+        entry.cpu_caches()
+    };
+    // SAFETY: an entry passes `p` only when its page's tag is that of a kmalloc
+    // class, and `cpu_caches` gives that class's array caches, the entry's. The
+    // caller gives `p` up.
+    unsafe { RawCache::free_fast_tagged(entry, p, off, cpu_caches) }
+}
+
+/// Where the free of `p`, in a page whose tag's `entry` names an owner that is not
+/// CPU `cpu`, goes on `cpu`: nowhere (null: the slow path sends it to its owner), or,
+/// where the entry leaves the owner to the page's descriptor and that names `cpu` or
+/// none, the entry's array caches.
+///
+/// # Safety
+/// `p` lies in a page with `entry`'s tag.
+#[cold]
+#[inline(always)]
+unsafe fn other_owner(entry: &TagCheck, p: *mut u8, cpu: usize) -> *mut ArrayCache {
+    // SAFETY: the caller's contract.
+    if entry.owner() != TagCheck::ASK_PAGE || unsafe { entry.owned_elsewhere(p, cpu) } {
+        return ptr::null_mut();
     }
+    entry.cpu_caches()
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure, and
@@ -575,17 +630,18 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
         let k = kmalloc_static();
         // SAFETY: `size <= FAST_MAX` keeps the index within both tables.
         let (slot, mask) = unsafe { (k.fast.get_unchecked(i), k.fast_mask.get_unchecked(i)) };
+        let small = fast_size(size, align) < SMALL_SIZE;
+        // SAFETY: `p` is an object of a kmalloc slab (the layout is a slab class's),
+        // in an arena; the test runs once the tables are filled, so not for a block of
+        // glibc's while cpuslab forwards.
+        let elsewhere = |cpu| small && unsafe { owned_elsewhere(p, cpu) };
         if p as usize & mask.load(Ordering::Relaxed) == 0
             // SAFETY: `(size, align)` is the block's layout, so the table entry is the
             // array caches of the cache `kmalloc` took `p` from, and `p`, aligned as
             // its objects are, passed that cache's pointer check; the caller gives
             // `p` up.
             && unsafe {
-                RawCache::free_fast_table(
-                    slot.load(Ordering::Acquire),
-                    p,
-                    fast_size(size, align) < SMALL_SIZE,
-                )
+                RawCache::free_fast_table(slot.load(Ordering::Acquire), p, elsewhere)
             }
         {
             return;
@@ -596,6 +652,22 @@ pub unsafe fn kfree(p: *mut u8, size: usize, align: usize) {
     }
     // SAFETY: the caller's contract, passed on.
     unsafe { kfree_slow(p, size, align) }
+}
+
+/// Whether `p`, an object of a small class's slab, belongs to another CPU than `cpu`
+/// (`slab::cache::remote`), by its page's tag (see [`Tags`]).
+///
+/// # Safety
+/// `p` is an object of a kmalloc slab, so in a page the zones handed out.
+#[inline(always)]
+unsafe fn owned_elsewhere(p: *mut u8, cpu: usize) -> bool {
+    let off = (p as usize & arena::ARENA_MASK) as u32;
+    // SAFETY: `off` is `p`'s offset in its arena, which `offset_in` would return for
+    // an address in a block the zones hand out (the contract).
+    let tag = unsafe { page::tag::tag_at(p, off) };
+    let tags: &Tags = sys::local_static!(TAGS);
+    // SAFETY: a byte indexes the table; `p` lies in a page with that tag.
+    unsafe { tags.checks.get_unchecked(tag).owned_elsewhere(p, cpu) }
 }
 
 /// A free of a small class the fast path did not take: the cache's whole free path,

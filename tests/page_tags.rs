@@ -132,3 +132,81 @@ fn the_tagged_free_refuses_what_starts_no_slot() {
         }
     }
 }
+
+/// The small classes, whose objects go back to the CPU that took them from their slab
+/// (`slab::cache::remote`), tag that CPU's slabs with a tag of its own: the tagged free
+/// learns the owner from the tag byte, where it read the page's descriptor before, and
+/// turns away, with nothing done, a block another CPU owns.
+#[test]
+fn small_slabs_carry_their_owners_tag() {
+    let Some(_turn) = serial_if_tagged() else {
+        return;
+    };
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let (Some(&owner), Some(&other)) = (cpus.first(), cpus.get(1)) else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return;
+    };
+    if cpus.len() > 42 || owner.id >= 42 {
+        eprintln!("CPU {} has no owner tag of its own; skipped", owner.id);
+        return;
+    }
+    let l = Layout::from_size_align(16, 8).unwrap();
+    let class = KMALLOC_SIZES.iter().position(|&s| s >= 16).unwrap();
+    assert!(core_affinity::set_for_current(owner));
+    // The CPU's next refills take objects from the slabs, which it claims.
+    cpuslab::trim();
+    // SAFETY: a valid layout; every block is freed below.
+    let blocks: Vec<*mut u8> = (0..600).map(|_| unsafe { CpuSlab.alloc(l) }).collect();
+    let mut named = 0;
+    for &p in &blocks {
+        assert!(!p.is_null());
+        let t = tag_of(p);
+        let entry = kmalloc::tag_entry(t as u8);
+        assert_eq!(entry.cache_tag(), class + 1, "tag {t} of {p:p}");
+        if entry.owner() == owner.id as u32 + 1 {
+            named += 1;
+            // The tag and the descriptor name the same owner.
+            let page = cpuslab::page::virt_to_page(p);
+            // SAFETY: the descriptor of an arena page, always mapped.
+            let byte = unsafe { &(*page).owner }.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(usize::from(byte), owner.id + 1, "{p:p}'s descriptor");
+        }
+    }
+    // Another thread of the harness may have claimed a slab of the class meanwhile.
+    assert!(
+        named * 10 >= blocks.len() * 9,
+        "only {named} of {} blocks' pages name CPU {} in their tag",
+        blocks.len(),
+        owner.id
+    );
+    let (mine, theirs) = blocks.split_at(blocks.len() / 2);
+    let theirs: Vec<usize> = theirs.iter().map(|&p| p as usize).collect();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            for &p in &theirs {
+                let p = p as *mut u8;
+                let t = tag_of(p);
+                let owned = kmalloc::tag_entry(t as u8).owner() == owner.id as u32 + 1;
+                // SAFETY: a live block, freed once: by the fast path, or when it turns
+                // it away (as it must for the owner's), by the whole path.
+                unsafe {
+                    let taken = kmalloc::kfree_unsized_fast(p);
+                    assert!(!(owned && taken), "{p:p}, CPU {}'s, freed here", owner.id);
+                    if !taken {
+                        kmalloc::kfree_unsized(p);
+                    }
+                }
+            }
+        });
+    });
+    for &p in mine {
+        // SAFETY: a live block, freed once.
+        unsafe {
+            if !kmalloc::kfree_unsized_fast(p) {
+                kmalloc::kfree_unsized(p);
+            }
+        }
+    }
+}

@@ -37,6 +37,19 @@ fn free_small(objs: &[usize]) {
     }
 }
 
+/// [`free_small`] as C `free` does it, without the size: the owner comes from the
+/// page's tag (`kmalloc::kfree_unsized_fast`), or the slow path's descriptor.
+fn free_small_unsized(objs: &[usize]) {
+    for &p in objs {
+        // SAFETY: allocated by `alloc_small`, freed once.
+        unsafe {
+            if !cpuslab::kmalloc::kfree_unsized_fast(p as *mut u8) {
+                cpuslab::kmalloc::kfree_unsized(p as *mut u8);
+            }
+        }
+    }
+}
+
 /// Two CPUs to pin to, or None (the test is then skipped): past 254 CPUs the caches
 /// keep no inboxes.
 fn two_cpus() -> Option<(core_affinity::CoreId, core_affinity::CoreId)> {
@@ -62,7 +75,15 @@ fn in_flight() -> usize {
 #[test]
 fn a_small_object_freed_on_another_cpu_goes_back_to_its_owner() {
     let _serial = serial();
-    goes_back_to_its_owner();
+    goes_back_to_its_owner(free_small);
+}
+
+/// The same through the free without a size, which learns the owner from the page
+/// tag of its owner CPU.
+#[test]
+fn a_small_object_freed_unsized_on_another_cpu_goes_back_to_its_owner() {
+    let _serial = serial();
+    goes_back_to_its_owner(free_small_unsized);
 }
 
 /// The same on the tried-lock paths (no restartable sequences): the free's slow path
@@ -70,7 +91,7 @@ fn a_small_object_freed_on_another_cpu_goes_back_to_its_owner() {
 #[test]
 fn a_small_object_goes_back_to_its_owner_without_rseq() {
     if common::is_child() {
-        return goes_back_to_its_owner();
+        return goes_back_to_its_owner(free_small);
     }
     let (status, stderr) = common::run_child(
         "a_small_object_goes_back_to_its_owner_without_rseq",
@@ -79,7 +100,7 @@ fn a_small_object_goes_back_to_its_owner_without_rseq() {
     assert!(status.success(), "{stderr}");
 }
 
-fn goes_back_to_its_owner() {
+fn goes_back_to_its_owner(free: fn(&[usize])) {
     let Some((owner, other)) = two_cpus() else {
         eprintln!("fewer than two CPUs to pin to; skipped");
         return;
@@ -93,7 +114,7 @@ fn goes_back_to_its_owner() {
     let seen_there = std::thread::scope(|s| {
         s.spawn(|| {
             assert!(core_affinity::set_for_current(other));
-            free_small(&given);
+            free(&given);
             let waiting = in_flight();
             // The other CPU's own allocations: none of them may be an object it just
             // freed, which would then share lines with the owner's.

@@ -15,10 +15,10 @@
 //! so the paths that check stay small.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::slabs::slab_first_slot;
-use super::{foreign_free, RawCache};
+use super::{foreign_free, remote, ArrayCache, RawCache};
 use crate::page::arena::ARENA_MASK;
 use crate::page::desc::PG_SLAB;
 use crate::page::{arena, virt_to_head_page, Page};
@@ -51,13 +51,19 @@ impl FreeCheck {
     };
 }
 
-/// What a free found by its page tag (`page::tag`) checks of its pointer, copied from
-/// the tagged cache into its owner's table (kmalloc's, by tag), beside the other tags'
-/// entries: that the pointer starts a slot of its slab. A tagged cache's slabs have no
-/// colour and, as buddy blocks, are aligned to their size in the arena, so the slot's
-/// offset in its slab is the low bits of the pointer's offset in its arena: no
-/// descriptor is read. An entry never set (a tag no cache has) passes no pointer.
-#[repr(C, align(16))]
+/// What a free found by its page tag (`page::tag`) needs, copied from the tagged
+/// cache into its owner's table (kmalloc's, by tag), beside the other tags' entries:
+/// the test that the pointer starts a slot of its slab, the cache's array caches, and
+/// the CPU that owns the page's objects where the tag names one.
+///
+/// A tagged cache's slabs have no colour and, as buddy blocks, are aligned to their
+/// size in the arena, so the slot's offset in its slab is the low bits of the pointer's
+/// offset in its arena: no descriptor is read. A cache with inboxes (`remote`) has a
+/// tag for each owner CPU besides its own (see `RawCache::set_owner_tags`): its
+/// entries carry that CPU, so a free learns whether the object is its CPU's from the
+/// tag byte alone, 64 pages to a cache line, where the page descriptor's owner byte is
+/// a line a page. An entry never set (a tag no cache has) passes no pointer.
+#[repr(C, align(32))]
 pub struct TagCheck {
     /// Bytes from a slab's first slot to the end of its last (0: no cache).
     span: AtomicU32,
@@ -65,6 +71,14 @@ pub struct TagCheck {
     slab_mask: AtomicU32,
     /// The slot size's `Geometry::div_magic`.
     div_magic: AtomicU64,
+    /// The cache's array caches (its `cpu_cache`).
+    cpu_cache: AtomicPtr<ArrayCache>,
+    /// The owner of the objects of pages with this tag: [`NO_OWNER`](Self::NO_OWNER),
+    /// a CPU's index plus one, or [`ASK_PAGE`](Self::ASK_PAGE).
+    owner: AtomicU32,
+    /// The cache's own tag (the class's, for kmalloc: its index plus one), which
+    /// every tag of the cache maps to.
+    cache_tag: AtomicU32,
 }
 
 impl Default for TagCheck {
@@ -80,20 +94,35 @@ impl TagCheck {
             span: AtomicU32::new(0),
             slab_mask: AtomicU32::new(0),
             div_magic: AtomicU64::new(0),
+            cpu_cache: AtomicPtr::new(ptr::null_mut()),
+            owner: AtomicU32::new(0),
+            cache_tag: AtomicU32::new(0),
         }
     }
 
-    /// Fills the entry from `cache`, a set-up cache whose tag it is. Done at boot,
-    /// before any page has the tag: a reader reaches the entry only through a tag read
-    /// from a page, which the cache sets when it grows a slab, after this, and which the
-    /// reader's block was allocated from; so relaxed stores suffice.
-    pub fn set(&self, cache: &RawCache) {
+    /// [`owner`](Self::owner) of a tag whose pages any CPU keeps the objects of.
+    pub const NO_OWNER: u32 = 0;
+    /// [`owner`](Self::owner) of a tag whose pages name their owner in their page
+    /// descriptors (`Page::owner`) alone.
+    pub const ASK_PAGE: u32 = u32::MAX;
+
+    /// Fills the entry from `cache`, a set-up cache with this tag: its own, or with
+    /// `owner` a CPU's index plus one, the tag of its slabs that CPU claimed (see
+    /// `RawCache::set_owner_tags`). Done at boot, before any page has the tag: a
+    /// reader reaches the entry only through a tag read from a page, which the cache
+    /// sets when it grows or claims a slab, after this, and which the reader's block
+    /// was allocated from; so relaxed stores suffice.
+    pub fn set(&self, cache: &RawCache, owner: u32) {
         // SAFETY: written before the cache was published (the caller's is set up).
         let c = unsafe { &*cache.check.get() };
         let slab_mask = (crate::sys::PAGE_SIZE << cache.geom().order) - 1;
         self.slab_mask.store(slab_mask as u32, Ordering::Relaxed);
         self.div_magic.store(c.div_magic, Ordering::Relaxed);
         self.span.store(c.span, Ordering::Relaxed);
+        self.cpu_cache.store(cache.cpu_caches(), Ordering::Relaxed);
+        self.cache_tag
+            .store(u32::from(cache.tag()), Ordering::Relaxed);
+        self.owner.store(owner, Ordering::Relaxed);
     }
 
     /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
@@ -105,6 +134,49 @@ impl TagCheck {
         let magic = self.div_magic.load(Ordering::Relaxed);
         // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
         off < self.span.load(Ordering::Relaxed) && u64::from(off).wrapping_mul(magic) < magic
+    }
+
+    /// The array caches of the entry's cache (null for an entry never set).
+    #[inline(always)]
+    pub fn cpu_caches(&self) -> *mut ArrayCache {
+        self.cpu_cache.load(Ordering::Relaxed)
+    }
+
+    /// The tag of the entry's cache (0 for an entry never set): the same for every
+    /// owner's tag of the cache.
+    #[inline(always)]
+    pub fn cache_tag(&self) -> usize {
+        self.cache_tag.load(Ordering::Relaxed) as usize
+    }
+
+    /// The owner of the objects of pages with this tag: [`NO_OWNER`](Self::NO_OWNER),
+    /// a CPU's index plus one, or [`ASK_PAGE`](Self::ASK_PAGE).
+    #[inline(always)]
+    pub fn owner(&self) -> u32 {
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    /// Whether `obj`, in a page with this entry's tag, belongs to another CPU than
+    /// `cpu` (`sys::rseq::stack_cpu`), so that its free goes to that CPU's inbox by
+    /// the slow path. One compare for the caches without owners, laid out of line
+    /// past it for the rest.
+    ///
+    /// # Safety
+    /// `obj` lies in a page whose tag is this entry's.
+    #[inline(always)]
+    pub unsafe fn owned_elsewhere(&self, obj: *const u8, cpu: usize) -> bool {
+        let owner = self.owner();
+        if owner == Self::NO_OWNER {
+            return false;
+        }
+        // Laid out of line: the free of every larger class pays the test alone (a jump
+        // around this block cost the 64-byte pair 2%).
+        remote::unlikely();
+        if owner == Self::ASK_PAGE {
+            // SAFETY: a tagged page is a slab page (the contract), in an arena.
+            return unsafe { remote::owned_elsewhere(obj, cpu) };
+        }
+        owner != (cpu as u32).wrapping_add(1)
     }
 }
 

@@ -10,7 +10,7 @@
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use super::{remote, RawCache, TagCheck};
+use super::{RawCache, TagCheck};
 use crate::cpuset::{self, MemKind};
 use crate::page::list::PageList;
 use crate::page::Page;
@@ -78,17 +78,18 @@ impl RawCache {
     /// # Safety
     /// `base` is a kmalloc cache's `cpu_cache`, read from its table (not null unless
     /// `HOLD_TABLES` is still held); `obj` is an object of that cache, aligned as its
-    /// objects are, given up by the caller. On true `obj` is freed. `small`: the
-    /// cache's objects are smaller than a line, so that one another CPU took from its
-    /// slab goes back to that CPU by the slow path (`remote`).
+    /// objects are, given up by the caller. On true `obj` is freed. `elsewhere(cpu)`
+    /// says whether `obj` belongs to another CPU than `cpu` (`remote`), which then
+    /// gets it by the slow path; called only once the sequences are on and the tables
+    /// filled, so that it may read the object's page.
     #[inline(always)]
-    pub unsafe fn free_fast_table(base: *mut ArrayCache, obj: *mut u8, small: bool) -> bool {
+    pub unsafe fn free_fast_table(
+        base: *mut ArrayCache,
+        obj: *mut u8,
+        elsewhere: impl FnOnce(usize) -> bool,
+    ) -> bool {
         let held = sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
-        if sys::rseq::held() & held != 0 {
-            return false;
-        }
-        // SAFETY: an object of a slab cache lies in an arena page.
-        if small && unsafe { remote::owned_elsewhere(obj, sys::rseq::stack_cpu()) } {
+        if sys::rseq::held() & held != 0 || elsewhere(sys::rseq::stack_cpu()) {
             return false;
         }
         debug_assert!(!base.is_null(), "a kmalloc table entry left null");
@@ -221,24 +222,24 @@ impl RawCache {
     /// The fast path of [`free_in_slab`](Self::free_in_slab) for an object found by its
     /// page tag (`page::tag`) rather than its descriptor: the same exact check (of a
     /// slot's start), from the offset alone (`check`, the tag's entry), then `obj` onto
-    /// this CPU's array cache by restartable sequence. False when the push cannot be
-    /// done (rseq off or held, an empty, full or stopped cache); the caller then takes
-    /// the whole path.
+    /// this CPU's array cache by restartable sequence: the array caches
+    /// `cpu_caches(cpu)` names for the CPU the sequence reads, or none (null) where
+    /// `obj` belongs to another CPU (see [`TagCheck::owned_elsewhere`]). False when the
+    /// push cannot be done (rseq off or held, an empty, full or stopped cache, another
+    /// owner); the caller then takes the whole path.
     ///
     /// # Safety
-    /// `obj` lies in a page whose tag is that of the cache `check` was set from (a
-    /// slab page of that cache), `off` is its offset in its arena
-    /// (`arena::offset_in`), `cpu_cache` is that cache's array caches (its
-    /// `cpu_cache`, which the caller may know without loading it: see `setup_in`),
-    /// and the caller gives `obj` up: on true it is freed. `small` as for
-    /// [`free_fast_table`](Self::free_fast_table).
+    /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
+    /// set from), `off` is its offset in its arena (`arena::offset_in`), and the
+    /// caller gives `obj` up: on true it is freed. A pointer `cpu_caches` returns is
+    /// that cache's array caches (its `cpu_cache`, which the caller may compute
+    /// without loading it: see `setup_in`).
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,
         obj: *mut u8,
         off: u32,
-        cpu_cache: *mut ArrayCache,
-        small: bool,
+        cpu_caches: impl FnOnce(usize) -> *mut ArrayCache,
     ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
@@ -247,18 +248,13 @@ impl RawCache {
         {
             return false;
         }
-        if small {
-            // Laid out of line: the C free of every larger class pays its test alone
-            // (a jump around this block cost the 64-byte pair 2%).
-            remote::unlikely();
-            // SAFETY: `obj` lies in a slab page (the contract).
-            if unsafe { remote::owned_elsewhere(obj, sys::rseq::stack_cpu()) } {
-                return false;
-            }
+        let base = cpu_caches(sys::rseq::stack_cpu());
+        if base.is_null() {
+            return false;
         }
-        // SAFETY: `cpu_cache` is the cache's array caches (a cache with slabs is set
-        // up); the sequences are on, as in `alloc`; `obj`, an object, is not null.
-        unsafe { sys::rseq::stack_push_nonempty(cpu_cache.cast(), obj) }
+        // SAFETY: the cache's array caches (the contract); the sequences are on, as in
+        // `alloc`; `obj`, an object, is not null.
+        unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),

@@ -149,6 +149,9 @@ pub struct RawCache {
     inboxes: AtomicPtr<AtomicU64>,
     /// The per-CPU area of the inboxes, for teardown.
     inbox_area: UnsafeCell<Option<PcpuPtr>>,
+    /// The page tags that name an owner CPU (`set_owner_tags`): CPU `c`'s slabs carry
+    /// tag `base + c` for `c` below the count; `base << 8 | count`, 0 for none.
+    owner_tags: AtomicU32,
     /// Capacity of the full entry arrays.
     full_capacity: AtomicU32,
     geom: UnsafeCell<Geometry>,
@@ -195,6 +198,7 @@ impl RawCache {
             wide: AtomicU32::new(WIDE_NONE),
             inboxes: AtomicPtr::new(ptr::null_mut()),
             inbox_area: UnsafeCell::new(None),
+            owner_tags: AtomicU32::new(0),
             full_capacity: AtomicU32::new(0),
             geom: UnsafeCell::new(Geometry {
                 size: 0,
@@ -629,6 +633,7 @@ impl RawCache {
             unsafe { percpu::free_percpu(p) };
         }
         self.inboxes.store(ptr::null_mut(), Ordering::Relaxed);
+        self.owner_tags.store(0, Ordering::Relaxed);
         for cell in [&self.entries, &self.first, &self.inbox_area] {
             // SAFETY: as for `headers`.
             if let Some(p) = unsafe { (*cell.get()).take() } {

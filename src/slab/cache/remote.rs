@@ -95,8 +95,43 @@ impl RawCache {
         (self.limit.load(Ordering::Relaxed) as u64).clamp(1, FLUSH_MAX as u64)
     }
 
+    /// Gives the slabs this cache's CPUs below `count` claim page tags of their own,
+    /// `base + cpu`, where the tag a slab grows with is the cache's own: the owner
+    /// table (kmalloc's `TAGS`) maps each to this cache and that CPU, so that a free
+    /// finds a small object's owner in the tag byte it reads anyway (64 pages to a
+    /// cache line) rather than in the page's descriptor. CPUs from `count` on still
+    /// name themselves in the descriptor alone. Nothing for a cache without inboxes.
+    ///
+    /// # Safety
+    /// Called once, at boot, after [`setup`](Self::setup) and before any slab of the
+    /// cache was claimed; the tags `base..base + count` are this cache's alone, each
+    /// mapped to it and its CPU before this call, and within a byte.
+    pub(crate) unsafe fn set_owner_tags(&self, base: u8, count: u8) {
+        if self.has_inboxes() {
+            let word = u32::from(base) << 8 | u32::from(count);
+            self.owner_tags.store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// The owner tags' base and count (see [`set_owner_tags`](Self::set_owner_tags));
+    /// a count of 0 for none.
+    #[inline]
+    fn owner_tags(&self) -> (usize, usize) {
+        let word = self.owner_tags.load(Ordering::Relaxed) as usize;
+        (word >> 8, word & 0xff)
+    }
+
+    /// Whether `tag` is one this cache's slabs carry: its own or an owner's.
+    #[inline]
+    pub(crate) fn has_page_tag(&self, tag: usize) -> bool {
+        let (base, count) = self.owner_tags();
+        tag == usize::from(self.tag()) || tag.wrapping_sub(base) < count
+    }
+
     /// Records the calling CPU as the owner of `slab`'s pages: it takes objects of the
-    /// slab into its array cache. Nothing for a cache without inboxes.
+    /// slab into its array cache. In every page's descriptor, and in the pages' tags
+    /// where the CPU has one (else the cache's own tag, which sends a free to the
+    /// descriptor). Nothing for a cache without inboxes.
     ///
     /// # Safety
     /// `slab` heads a slab of this cache.
@@ -110,11 +145,24 @@ impl RawCache {
             return;
         }
         let owner = cpu as u8 + 1;
-        for i in 0..1usize << self.geom().order {
+        let pages = 1usize << self.geom().order;
+        for i in 0..pages {
             // SAFETY: the slab's pages have their descriptors side by side (the
             // contract); the byte is atomic, read by frees on any CPU.
             unsafe { (*slab.add(i)).owner.store(owner, Ordering::Relaxed) };
         }
+        let (base, count) = self.owner_tags();
+        let tag = if cpu < count {
+            (base + cpu) as u8
+        } else {
+            self.tag()
+        };
+        // After the descriptors: a free that reads the cache's own tag meanwhile reads
+        // the descriptor, and one that reads the old owner's tag sends the object
+        // there, as a free a moment earlier would have. Every tag is this cache's.
+        // SAFETY: the slab's pages are this cache's (the contract), tagged while it
+        // lives.
+        unsafe { page::tag::set_tags(slab, pages, tag) };
     }
 
     /// The free of `obj` when it belongs on another CPU's inbox: pushes it there and
@@ -243,7 +291,7 @@ impl RawCache {
             return false;
         };
         // SAFETY: `off` is `obj`'s offset in its arena.
-        if unsafe { page::tag::tag_at(obj, off) } != self.tag() as usize {
+        if !self.has_page_tag(unsafe { page::tag::tag_at(obj, off) }) {
             return false;
         }
         // SAFETY: a page tagged with this cache's tag is a page of one of its slabs,
