@@ -1157,4 +1157,46 @@ mod tests {
             }
         }
     }
+
+    /// The small classes' tags: CPU `c`'s owner tag of each names `c` and the class;
+    /// the class's own tag asks the page descriptor (the slabs of CPUs past
+    /// `OWNER_TAG_CPUS`, and those no CPU claimed), and a free found by it takes a
+    /// block of its CPU's or of no CPU's onto the class's array caches and turns
+    /// another CPU's away.
+    #[test]
+    fn a_tag_that_asks_the_page_follows_its_descriptor() {
+        assert!(crate::init::ensure());
+        for class in 0..SMALL_CLASSES {
+            let own = &TAGS.checks[class + 1];
+            assert_eq!(own.owner(), TagCheck::ASK_PAGE, "class {class}");
+            for cpu in 0..OWNER_TAG_CPUS.min(topology::nr_cpu_ids()) {
+                let e = &TAGS.checks[owner_tag(class, cpu)];
+                assert_eq!(e.owner(), cpu as u32 + 1, "class {class} cpu {cpu}");
+                assert_eq!(e.cache_tag(), class + 1, "class {class} cpu {cpu}");
+                assert_eq!(e.cpu_caches(), cache(class).cpu_caches());
+            }
+        }
+        let p = kmalloc(16, 8);
+        assert!(!p.is_null());
+        let c = cache(size_index(16));
+        let entry = &TAGS.checks[size_index(16) + 1];
+        // SAFETY: the descriptor of an arena page, always mapped. Another test's free
+        // of a block of this page meanwhile only goes to another CPU's remote list.
+        let byte = unsafe { &(*virt_to_page(p)).owner };
+        let saved = byte.load(Ordering::Relaxed);
+        for (owner, cpu, takes) in [(0u8, 3usize, true), (4, 3, true), (5, 3, false)] {
+            byte.store(owner, Ordering::Relaxed);
+            // SAFETY: `p` lies in a page of the class, tagged with one of its tags.
+            let got = unsafe { other_owner(entry, p, cpu) };
+            let want = if takes {
+                c.cpu_caches()
+            } else {
+                ptr::null_mut()
+            };
+            assert_eq!(got, want, "owner byte {owner}, CPU {cpu}");
+        }
+        byte.store(saved, Ordering::Relaxed);
+        // SAFETY: a live block of that layout, freed once.
+        unsafe { kfree(p, 16, 8) };
+    }
 }

@@ -15,6 +15,7 @@ mod alien;
 mod hotplug;
 mod migrate;
 mod mix;
+mod owners;
 mod percpu;
 mod place;
 mod spread;
@@ -30,6 +31,7 @@ const TESTS: &[(&str, fn())] = &[
     ("alien", alien::run),
     ("hotplug", hotplug::run),
     ("memory_migrate", migrate::run),
+    ("owner_tags", owners::run),
 ];
 
 fn main() {
