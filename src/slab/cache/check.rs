@@ -112,7 +112,7 @@ impl TagCheck {
     /// reader reaches the entry only through a tag read from a page, which the cache
     /// sets when it grows or claims a slab, after this, and which the reader's block
     /// was allocated from; so relaxed stores suffice.
-    pub fn set(&self, cache: &RawCache, owner: u32) {
+    pub(crate) fn set(&self, cache: &RawCache, owner: u32) {
         // SAFETY: written before the cache was published (the caller's is set up).
         let c = unsafe { &*cache.check.get() };
         let slab_mask = (crate::sys::PAGE_SIZE << cache.geom().order) - 1;
@@ -162,7 +162,8 @@ impl TagCheck {
     /// past it for the rest.
     ///
     /// # Safety
-    /// `obj` lies in a page whose tag is this entry's.
+    /// `obj` lies in an arena page the zones handed out (its descriptor is mapped),
+    /// for the answer to mean anything one whose tag is this entry's.
     #[inline(always)]
     pub unsafe fn owned_elsewhere(&self, obj: *const u8, cpu: usize) -> bool {
         let owner = self.owner();
@@ -173,7 +174,7 @@ impl TagCheck {
         // around this block cost the 64-byte pair 2%).
         remote::unlikely();
         if owner == Self::ASK_PAGE {
-            // SAFETY: a tagged page is a slab page (the contract), in an arena.
+            // SAFETY: an arena page the zones handed out (the contract).
             return unsafe { remote::owned_elsewhere(obj, cpu) };
         }
         owner != (cpu as u32).wrapping_add(1)

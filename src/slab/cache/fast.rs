@@ -232,8 +232,7 @@ impl RawCache {
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
     /// set from), `off` is its offset in its arena (`arena::offset_in`), and the
     /// caller gives `obj` up: on true it is freed. A pointer `cpu_caches` returns is
-    /// that cache's array caches (its `cpu_cache`, which the caller may compute
-    /// without loading it: see `setup_in`).
+    /// that cache's array caches (its `cpu_cache`).
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,

@@ -160,7 +160,8 @@ pub struct RawCache {
     /// The cache's stream of freelist-permutation seeds: each new slab takes a step.
     random: AtomicU64,
     name: UnsafeCell<[u8; NAME_LEN]>,
-    /// The page tag of this cache's slabs (`page::tag`), 0 for none: set by the owner
+    /// The page tag of this cache's slabs (`page::tag`), 0 for none, which they carry
+    /// unless a CPU with an owner tag claimed them (`owner_tags`): set by the owner
     /// of a table of caches (kmalloc, by class) before `setup`, which drops it for a
     /// debug cache.
     tag: UnsafeCell<u8>,
@@ -246,8 +247,7 @@ impl RawCache {
     /// [`setup`](Self::setup), with the per-CPU array cache headers at `headers` (CPU
     /// 0's; CPU `c`'s [`PCPU_UNIT_SIZE`]` * c` bytes further) when given, instead of an
     /// area of the cache's own: a table of caches (kmalloc's) keeps its caches' headers
-    /// side by side, so that a free that knows a cache's index forms its header's
-    /// address without a load.
+    /// side by side, so that a CPU's headers of every class share a few pages.
     ///
     /// # Safety
     /// As for [`setup`](Self::setup); `headers`, if given, is [`AC_HEADER`] writable,

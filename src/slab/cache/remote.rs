@@ -157,9 +157,10 @@ impl RawCache {
         } else {
             self.tag()
         };
-        // After the descriptors: a free that reads the cache's own tag meanwhile reads
-        // the descriptor, and one that reads the old owner's tag sends the object
-        // there, as a free a moment earlier would have. Every tag is this cache's.
+        // A free on another CPU may meanwhile read the old tag or the new, and the old
+        // descriptor byte or the new (relaxed: no order between them): it then sends
+        // the object to the old owner or the new one, or keeps it, which costs only
+        // where the object goes next. Every tag it can read is this cache's.
         // SAFETY: the slab's pages are this cache's (the contract), tagged while it
         // lives.
         unsafe { page::tag::set_tags(slab, pages, tag) };
