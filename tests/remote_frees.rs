@@ -60,6 +60,19 @@ fn two_cpus() -> Option<(core_affinity::CoreId, core_affinity::CoreId)> {
     Some((*cpus.first()?, *cpus.get(1)?))
 }
 
+/// Pins the calling thread to the first of [`two_cpus`], the owner, and trims what
+/// another test left (objects of the class cached on either CPU whose slabs the other
+/// one claimed since); returns the other CPU, or None (the test is then skipped).
+fn on_the_owner() -> Option<core_affinity::CoreId> {
+    let Some((owner, other)) = two_cpus() else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return None;
+    };
+    assert!(core_affinity::set_for_current(owner));
+    cpuslab::trim();
+    Some(other)
+}
+
 /// The tests one at a time: each counts what waits in the inboxes, which another's
 /// frees or trim would change.
 fn serial() -> MutexGuard<'static, ()> {
@@ -101,14 +114,9 @@ fn a_small_object_goes_back_to_its_owner_without_rseq() {
 }
 
 fn goes_back_to_its_owner(free: fn(&[usize])) {
-    let Some((owner, other)) = two_cpus() else {
-        eprintln!("fewer than two CPUs to pin to; skipped");
+    let Some(other) = on_the_owner() else {
         return;
     };
-    assert!(core_affinity::set_for_current(owner));
-    // What another test left: objects of the class cached on either CPU whose slabs
-    // the other one claimed since.
-    cpuslab::trim();
     let given = alloc_small(50);
     let before = in_flight();
     let seen_there = std::thread::scope(|s| {
@@ -162,12 +170,9 @@ fn goes_back_to_its_owner(free: fn(&[usize])) {
 #[test]
 fn a_full_inbox_goes_to_the_node_and_trimming_empties_them() {
     let _serial = serial();
-    let Some((owner, other)) = two_cpus() else {
-        eprintln!("fewer than two CPUs to pin to; skipped");
+    let Some(other) = on_the_owner() else {
         return;
     };
-    assert!(core_affinity::set_for_current(owner));
-    cpuslab::trim();
     let given = alloc_small(100);
     let more = alloc_small(300);
     std::thread::scope(|s| {
