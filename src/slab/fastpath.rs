@@ -69,9 +69,9 @@ fn encode(p: FastPath) -> u8 {
 /// ever used both ways.
 pub(crate) fn init() {
     if crate::topology::nr_node_ids() > 1 {
-        // A free may be of another node's object (an alien free), which only the
-        // full free path looks at.
-        sys::rseq::hold(sys::rseq::HOLD_PUSH);
+        // A free may be of another node's object (an alien free), which must go home
+        // rather than onto this CPU's cache: the push fast paths compare nodes first.
+        sys::rseq::hold(sys::rseq::HOLD_NODES);
     }
     let choice = if sys::env::get(c"CPUSLAB_RSEQ") == Some(b"0") {
         FastPath::TryLockByRequest

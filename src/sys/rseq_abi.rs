@@ -35,9 +35,10 @@ pub mod stack {
 /// Hold bit: the callers' inline pop fast paths step aside for their full paths (a
 /// placement policy wants to see every allocation).
 pub const HOLD_POP: usize = 1;
-/// Hold bit: the callers' inline push fast paths step aside (frees may belong to
-/// another node).
-pub const HOLD_PUSH: usize = 2;
+/// Hold bit: the machine has more than one node, so a free may be of another node's
+/// object, which must not go onto this CPU's array cache (`cache_free_alien`): the
+/// callers' inline push fast paths compare the object's node with the CPU's first.
+pub const HOLD_NODES: usize = 2;
 
 /// Hold bit: the stack sequences are off (set until `rseq::enable_stacks`). Their area
 /// offset is meaningless then: a sequence would write its descriptor into the thread

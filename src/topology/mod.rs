@@ -111,7 +111,9 @@ pub fn nr_node_ids() -> usize {
 #[inline]
 pub fn cpu_to_node(cpu: usize) -> usize {
     if cpu < NR_CPUS {
-        CPU_TO_NODE[cpu].load(Ordering::Relaxed) as usize
+        // Without a GOT entry: the free fast path reads it on machines of several nodes.
+        let map: &[AtomicU16; NR_CPUS] = crate::sys::local_static!(CPU_TO_NODE);
+        map[cpu].load(Ordering::Relaxed) as usize
     } else {
         0
     }

@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 use super::{RawCache, TagCheck};
 use crate::cpuset::{self, MemKind};
 use crate::page::list::PageList;
-use crate::page::Page;
+use crate::page::{self, Page};
 use crate::percpu::PCPU_UNIT_SIZE;
 use crate::slab::array_cache::ArrayCache;
 use crate::slab::fastpath;
@@ -30,6 +30,35 @@ pub(super) const SHARES_A_LINE: usize = 64;
 
 // The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
 const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
+
+/// Whether a push fast path must leave `obj` to the whole free path: while any of the
+/// hold bits `stop` is held, or, on a machine of several nodes ([`HOLD_NODES`]), when
+/// `obj` is another node's than the calling CPU's (an alien free, which goes home).
+/// On one node this is the one test of the hold word the push paths always made; the
+/// node test costs only where there are nodes to tell apart.
+///
+/// The CPU is the one the sequence is about to run on as far as it can be known
+/// before the sequence: a thread that moves to another node in between pushes one
+/// object onto that node's cache, as the whole path's `free_alien` may. That is a
+/// matter of placement only: an object that goes back to slabs goes to its own, under
+/// its own node's lock (`transfer::free_block`).
+///
+/// [`HOLD_NODES`]: sys::rseq::HOLD_NODES
+///
+/// # Safety
+/// `obj` lies in an arena (its arena's header, which names its node, is mapped).
+#[inline(always)]
+unsafe fn push_held(stop: usize, obj: *mut u8) -> bool {
+    let held = sys::rseq::held();
+    if held & (stop | sys::rseq::HOLD_NODES) == 0 {
+        return false;
+    }
+    // Out of the straight line of one node's free.
+    super::remote::unlikely();
+    // Not `stop` (which includes `HOLD_STOPPED`): the sequences are on, so the CPU
+    // read from the rseq area is meaningful.
+    held & stop != 0 || page::addr_node(obj) != topology::cpu_to_node(sys::rseq::stack_cpu())
+}
 
 impl RawCache {
     /// The allocation fast path: one object off this CPU's array cache by restartable
@@ -88,8 +117,9 @@ impl RawCache {
         obj: *mut u8,
         elsewhere: impl FnOnce(usize) -> bool,
     ) -> bool {
-        let held = sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
-        if sys::rseq::held() & held != 0 || elsewhere(sys::rseq::stack_cpu()) {
+        let stop = sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
+        // SAFETY: an object of a cache lies in an arena.
+        if unsafe { push_held(stop, obj) } || elsewhere(sys::rseq::stack_cpu()) {
             return false;
         }
         debug_assert!(!base.is_null(), "a kmalloc table entry left null");
@@ -120,7 +150,8 @@ impl RawCache {
             unsafe { self.misaligned_free(obj) };
             return true;
         }
-        if sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0 {
+        // SAFETY: an object of this cache (the caller's contract) lies in an arena.
+        if unsafe { push_held(sys::rseq::HOLD_STOPPED, obj) } {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
@@ -242,9 +273,8 @@ impl RawCache {
     ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
-        if !check.starts_slot(off)
-            || sys::rseq::held() & (sys::rseq::HOLD_PUSH | sys::rseq::HOLD_STOPPED) != 0
-        {
+        // SAFETY: `off` is an offset in an arena (the contract), so `obj` lies in one.
+        if !check.starts_slot(off) || unsafe { push_held(sys::rseq::HOLD_STOPPED, obj) } {
             return false;
         }
         let base = cpu_caches(sys::rseq::stack_cpu());

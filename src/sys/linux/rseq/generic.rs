@@ -9,7 +9,7 @@
 //! [`available`]: super::available
 //! [`held`]: super::held
 
-use super::{HOLD_OFF, HOLD_POP, HOLD_PUSH};
+use super::{HOLD_OFF, HOLD_POP};
 
 /// Whether this architecture has the sequences (it does not).
 pub(super) const SEQUENCES: bool = false;
@@ -60,7 +60,7 @@ pub(super) fn release(bits: usize) {
 /// The callers' fast paths step aside and the stack sequences are off, always.
 #[inline(always)]
 pub(super) fn held() -> usize {
-    HOLD_POP | HOLD_PUSH | HOLD_OFF
+    HOLD_POP | HOLD_OFF
 }
 
 /// Nothing to turn on (never called: rseq is not available here).

@@ -96,7 +96,7 @@ pub fn release(bits: usize) {
 }
 
 /// The hold bits in force (on x86_64 a rip-relative load; elsewhere always
-/// [`HOLD_POP`], [`HOLD_PUSH`] and [`HOLD_OFF`]).
+/// [`HOLD_POP`] and [`HOLD_OFF`]).
 #[inline(always)]
 pub fn held() -> usize {
     arch::held()

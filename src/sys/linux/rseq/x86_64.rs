@@ -144,7 +144,7 @@ pub(super) unsafe fn percpu_xchg(
 // from the program's code goes through the GOT in a position-independent executable),
 // and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
 // from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off;
-// word 2: the hold bits ([`HOLD_POP`], [`HOLD_PUSH`], [`HOLD_OFF`]), which start with
+// word 2: the hold bits ([`HOLD_POP`], [`HOLD_NODES`], [`HOLD_OFF`]), which start with
 // `HOLD_OFF` and `HOLD_TABLES` set.
 core::arch::global_asm!(
     ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",

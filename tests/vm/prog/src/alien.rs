@@ -154,3 +154,143 @@ pub fn run() {
         verdict("alien.destroy", false, format_args!("{e}"));
     }
 }
+
+/// Blocks of each kmalloc size [`fast`] allocates on the first node.
+const FAST_N: usize = 400;
+/// The sizes: a class with its page tag and no owner (64 B, inline fast paths) and one
+/// above 1 KiB (the sized free's out-of-line `free_fast`).
+const FAST_SIZES: [usize; 2] = [64, 2048];
+
+/// The push fast paths on several nodes: a free of the CPU's own node's block goes onto
+/// its array cache (C `free`'s inline path takes it), another node's is turned away
+/// and goes home (neither the C nor the Rust fast path keeps it: the freeing node's
+/// next allocations of the class are none of them).
+pub fn fast() {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use cpuslab::kmalloc;
+    use cpuslab::slab::fastpath::{fast_path, FastPath};
+    use cpuslab::CpuSlab;
+
+    let nodes = cpu_nodes();
+    let (Some(&a), Some(&b)) = (nodes.first(), nodes.last()) else {
+        verdict("alien_fast", false, format_args!("no node with CPUs"));
+        return;
+    };
+    if a == b {
+        verdict("alien_fast", false, format_args!("needs 2 nodes with CPUs"));
+        return;
+    }
+    if fast_path() != FastPath::Rseq {
+        println!(
+            "SKIP alien_fast: no restartable sequences ({})",
+            fast_path()
+        );
+        return;
+    }
+    let (cpus_a, cpus_b) = (node_cpus(a), node_cpus(b));
+    for size in FAST_SIZES {
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        let name = format!("alien_fast.{size}");
+        let r = std::thread::scope(|s| {
+            // Node a allocates, and frees a few of its own through C `free`'s fast path.
+            let (ptrs, local_fast) = s
+                .spawn(|| {
+                    confine(
+                        &format!("fast_a{size}"),
+                        &cpus_a,
+                        &one_node(a),
+                        CpusetFlags::NONE,
+                    )?;
+                    // SAFETY: a valid layout; each block is freed once, here or by b.
+                    let ptrs: Vec<usize> = (0..FAST_N)
+                        .map(|_| unsafe { CpuSlab.alloc(layout) } as usize)
+                        .collect();
+                    if ptrs.contains(&0) {
+                        return Err("out of memory".to_string());
+                    }
+                    let (own, rest) = ptrs.split_at(8);
+                    let mut local_fast = 0;
+                    for &p in own {
+                        // SAFETY: a live block of cpuslab, freed once.
+                        unsafe {
+                            if kmalloc::kfree_unsized_fast(p as *mut u8) {
+                                local_fast += 1;
+                            } else {
+                                kmalloc::kfree_unsized(p as *mut u8);
+                            }
+                        }
+                    }
+                    Ok::<_, String>((rest.to_vec(), local_fast))
+                })
+                .join()
+                .map_err(|_| "node-a thread panicked".to_string())??;
+            // Node b frees the rest, half without their size (C) and half with (Rust),
+            // then allocates as many.
+            let cpus_b = &cpus_b;
+            s.spawn(move || {
+                confine(
+                    &format!("fast_b{size}"),
+                    cpus_b,
+                    &one_node(b),
+                    CpusetFlags::NONE,
+                )?;
+                let (unsized_, sized) = ptrs.split_at(ptrs.len() / 2);
+                let mut kept = 0;
+                for &p in unsized_ {
+                    // SAFETY: a live block of cpuslab, freed once.
+                    unsafe {
+                        if kmalloc::kfree_unsized_fast(p as *mut u8) {
+                            kept += 1;
+                        } else {
+                            kmalloc::kfree_unsized(p as *mut u8);
+                        }
+                    }
+                }
+                for &p in sized {
+                    // SAFETY: a live block of this layout, freed once.
+                    unsafe { CpuSlab.dealloc(p as *mut u8, layout) };
+                }
+                // SAFETY: a valid layout; freed below.
+                let again: Vec<usize> = (0..ptrs.len())
+                    .map(|_| unsafe { CpuSlab.alloc(layout) } as usize)
+                    .collect();
+                let foreign = again
+                    .iter()
+                    .filter(|&&p| p != 0 && page::addr_node(p as *const u8) == a)
+                    .count();
+                for p in again.into_iter().filter(|&p| p != 0) {
+                    // SAFETY: allocated just above, freed once.
+                    unsafe { CpuSlab.dealloc(p as *mut u8, layout) };
+                }
+                Ok::<_, String>((local_fast, kept, foreign, ptrs.len()))
+            })
+            .join()
+            .map_err(|_| "node-b thread panicked".to_string())?
+        });
+        match r {
+            Ok((local_fast, kept, foreign, n)) => {
+                // The first free may find the cache empty, which a push leaves to the
+                // slow path for some classes; the other 7 go on.
+                verdict(
+                    &name,
+                    local_fast >= 7,
+                    format_args!(
+                        "node {a}'s CPU freed {local_fast} of 8 of its own node's blocks on \
+                         C free's fast path (at least 7)"
+                    ),
+                );
+                verdict(
+                    &name,
+                    kept == 0 && foreign == 0,
+                    format_args!(
+                        "node {b}'s CPU kept {kept} of node {a}'s blocks on C free's fast \
+                         path, and {foreign} of its next {n} allocations were node {a}'s \
+                         (0 and 0: another node's block goes home)"
+                    ),
+                );
+            }
+            Err(e) => verdict(&name, false, format_args!("{e}")),
+        }
+    }
+}

@@ -29,6 +29,7 @@ const TESTS: &[(&str, fn())] = &[
     ("spread_slab", spread::slab),
     ("percpu", percpu::run),
     ("alien", alien::run),
+    ("alien_fast", alien::fast),
     ("hotplug", hotplug::run),
     ("memory_migrate", migrate::run),
     ("owner_tags", owners::run),

@@ -7,11 +7,7 @@
 //! objects out again.
 //!
 //! Needs an online CPU from 42 on and one below it on the same node (manycpu); SKIP
-//! elsewhere. On a machine of several nodes every free takes the whole path (a free
-//! may be of another node's object), so there the tags are checked, and that the
-//! frees reach the owner; the fast path's own test of the tags' owners is
-//! `kmalloc`'s unit test `a_tag_that_asks_the_page_follows_its_descriptor`, and
-//! `tests/page_tags.rs`.
+//! elsewhere.
 
 use std::alloc::{GlobalAlloc, Layout};
 
@@ -155,12 +151,9 @@ fn check(name: &str, owner: usize, other: usize, tagged: bool) {
             }
         }
     }
-    // Without restartable sequences, or with more than one node (where a free may be
-    // of another node's object, which only the whole path looks at), every free takes
-    // the whole path.
+    // Without restartable sequences every free takes the whole path.
     let rseq = cpuslab::slab::fastpath::fast_path() == cpuslab::slab::fastpath::FastPath::Rseq;
-    let fast_frees = rseq && cpuslab::topology::nr_node_ids() == 1;
-    let want_fast = if fast_frees { back.len() - 1 } else { 0 };
+    let want_fast = if rseq { back.len() - 1 } else { 0 };
     // SAFETY: a valid layout; freed below.
     let again: Vec<usize> = (0..back.len())
         .map(|_| unsafe { CpuSlab.alloc(layout()) } as usize)
