@@ -65,20 +65,56 @@ impl FreeCheck {
 /// a line a page. An entry never set (a tag no cache has) passes no pointer.
 #[repr(C, align(32))]
 pub struct TagCheck {
-    /// Bytes from a slab's first slot to the end of its last (0: no cache).
-    span: AtomicU32,
     /// A slab's bytes less one.
     slab_mask: AtomicU32,
-    /// The slot size's `Geometry::div_magic`.
-    div_magic: AtomicU64,
+    /// The bound of the slot test (see [`slot_test`]; 0: no cache).
+    slot_limit: AtomicU32,
+    /// The multiplier of the slot test (see [`slot_test`]).
+    slot_magic: AtomicU64,
     /// The cache's array caches (its `cpu_cache`).
     cpu_cache: AtomicPtr<ArrayCache>,
-    /// The owner of the objects of pages with this tag: [`NO_OWNER`](Self::NO_OWNER),
-    /// a CPU's index plus one, or [`ASK_PAGE`](Self::ASK_PAGE).
-    owner: AtomicU32,
-    /// The cache's own tag (the class's, for kmalloc: its index plus one), which
-    /// every tag of the cache maps to.
-    cache_tag: AtomicU32,
+    /// The index of the CPU that owns the objects of pages with this tag, or
+    /// [`OWNER_BITS`] where the page descriptor says (see
+    /// [`is_elsewhere`](Self::is_elsewhere)).
+    owner_cpu: AtomicU32,
+    /// In its low 16 bits [`OWNER_BITS`] where the pages have an owner
+    /// ([`owner_cpu`](Self::owner_cpu)'s, or the descriptor's), 0 where any CPU keeps
+    /// their objects; above them the cache's own tag (the class's, for kmalloc: its
+    /// index plus one), which every tag of the cache maps to. One word, so that the
+    /// owner test reads both of its operands from memory.
+    owner_mask: AtomicU32,
+}
+
+/// The bits of a CPU index the owner test compares (`NR_CPUS` is below 2^16).
+const OWNER_BITS: u32 = 0xffff;
+const _: () = assert!(crate::topology::NR_CPUS <= OWNER_BITS as usize);
+
+/// The multiplier and bound of a test that an offset `off < 2^32` in a slab starts one
+/// of its `span / size` slots, in one multiply and one compare:
+/// `u64::from(off) * magic (mod 2^64) < limit`, where the usual test (a divisibility
+/// test by multiply, then a range check) takes two of each.
+///
+/// - A size that is not a power of two: `magic = ceil(2^64 / size)`, and
+///   `e = size * magic - 2^64` lies in `1..size`. A slot's start `k * size` maps to
+///   `k * e`, below `limit = (span / size) * e` exactly for the `k` of the slab's
+///   slots; any other offset maps to `magic` or more (its remainder `r` contributes
+///   `r * magic`, which does not wrap for sizes up to 2^31), and `magic >= 2^33 > limit`.
+/// - A power of two `2^s`: `magic = 2^(64-s) + 1` maps an offset to itself plus its
+///   low `s` bits shifted to the top, so a slot's start (low bits clear) maps to
+///   itself, below `limit = span` exactly within the slab, and any other offset to
+///   `2^(64-s)` or more, above every span.
+///
+/// Sizes from 2 to 2^31 and spans below 2^32; tested against the plain test for every
+/// offset of every kmalloc class's slab (`slot_test_is_exact`).
+pub(crate) const fn slot_test(size: u64, span: u64) -> (u64, u32) {
+    if size.is_power_of_two() {
+        let magic = (1u64 << (64 - size.trailing_zeros())) + 1;
+        (magic, span as u32)
+    } else {
+        let magic = u64::MAX / size + 1;
+        let e = size.wrapping_mul(magic);
+        (magic, ((span / size) * e) as u32)
+    }
 }
 
 impl Default for TagCheck {
@@ -91,12 +127,12 @@ impl TagCheck {
     /// An entry no cache has: every test fails.
     pub const fn new() -> Self {
         Self {
-            span: AtomicU32::new(0),
             slab_mask: AtomicU32::new(0),
-            div_magic: AtomicU64::new(0),
+            slot_limit: AtomicU32::new(0),
+            slot_magic: AtomicU64::new(0),
             cpu_cache: AtomicPtr::new(ptr::null_mut()),
-            owner: AtomicU32::new(0),
-            cache_tag: AtomicU32::new(0),
+            owner_cpu: AtomicU32::new(0),
+            owner_mask: AtomicU32::new(0),
         }
     }
 
@@ -117,12 +153,19 @@ impl TagCheck {
         let c = unsafe { &*cache.check.get() };
         let slab_mask = (crate::sys::PAGE_SIZE << cache.geom().order) - 1;
         self.slab_mask.store(slab_mask as u32, Ordering::Relaxed);
-        self.div_magic.store(c.div_magic, Ordering::Relaxed);
-        self.span.store(c.span, Ordering::Relaxed);
+        let (magic, limit) = slot_test(cache.geom().size as u64, u64::from(c.span));
+        self.slot_magic.store(magic, Ordering::Relaxed);
+        self.slot_limit.store(limit, Ordering::Relaxed);
         self.cpu_cache.store(cache.cpu_caches(), Ordering::Relaxed);
-        self.cache_tag
-            .store(u32::from(cache.tag()), Ordering::Relaxed);
-        self.owner.store(owner, Ordering::Relaxed);
+        let (cpu, mask) = match owner {
+            Self::NO_OWNER => (0, 0),
+            Self::ASK_PAGE => (OWNER_BITS, OWNER_BITS),
+            // A CPU index, below `NR_CPUS`, so below `OWNER_BITS`.
+            o => (o - 1, OWNER_BITS),
+        };
+        self.owner_cpu.store(cpu, Ordering::Relaxed);
+        self.owner_mask
+            .store(u32::from(cache.tag()) << 16 | mask, Ordering::Relaxed);
     }
 
     /// Whether the address at offset `off` in its arena (`arena::offset_in`) starts a
@@ -131,9 +174,10 @@ impl TagCheck {
     #[inline(always)]
     pub fn starts_slot(&self, off: u32) -> bool {
         let off = off & self.slab_mask.load(Ordering::Relaxed);
-        let magic = self.div_magic.load(Ordering::Relaxed);
-        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
-        off < self.span.load(Ordering::Relaxed) && u64::from(off).wrapping_mul(magic) < magic
+        // One multiply and one compare (see `slot_test`); an entry never set has
+        // bound 0, which nothing is below.
+        u64::from(off).wrapping_mul(self.slot_magic.load(Ordering::Relaxed))
+            < u64::from(self.slot_limit.load(Ordering::Relaxed))
     }
 
     /// The array caches of the entry's cache (null for an entry never set).
@@ -146,38 +190,60 @@ impl TagCheck {
     /// owner's tag of the cache.
     #[inline(always)]
     pub fn cache_tag(&self) -> usize {
-        self.cache_tag.load(Ordering::Relaxed) as usize
+        (self.owner_mask.load(Ordering::Relaxed) >> 16) as usize
     }
 
     /// The owner of the objects of pages with this tag: [`NO_OWNER`](Self::NO_OWNER),
     /// a CPU's index plus one, or [`ASK_PAGE`](Self::ASK_PAGE).
     #[inline(always)]
     pub fn owner(&self) -> u32 {
-        self.owner.load(Ordering::Relaxed)
+        match (
+            self.owner_cpu.load(Ordering::Relaxed),
+            self.owner_mask.load(Ordering::Relaxed) & OWNER_BITS,
+        ) {
+            (_, 0) => Self::NO_OWNER,
+            (OWNER_BITS, _) => Self::ASK_PAGE,
+            (cpu, _) => cpu + 1,
+        }
+    }
+
+    /// Whether the entry sends the free of its pages' objects on CPU `cpu` elsewhere:
+    /// to another CPU's inbox, or to the page descriptor's answer
+    /// ([`ASK_PAGE`](Self::ASK_PAGE)). False for no owner and for `cpu`'s own. Without
+    /// a branch: an exclusive or with the owner's index and an and with the mask,
+    /// both from the entry, so the caller's one branch goes the same way on every free
+    /// that stays on its CPU, whatever the class.
+    #[inline(always)]
+    pub fn is_elsewhere(&self, cpu: usize) -> bool {
+        // Both CPU indexes are below 2^16, so the cache tag above the mask's low bits
+        // meets zeroes.
+        (cpu as u32 ^ self.owner_cpu.load(Ordering::Relaxed))
+            & self.owner_mask.load(Ordering::Relaxed)
+            != 0
     }
 
     /// Whether `obj`, in a page with this entry's tag, belongs to another CPU than
     /// `cpu` (`sys::rseq::stack_cpu`), so that its free goes to that CPU's inbox by
-    /// the slow path. One compare for the caches without owners, laid out of line
-    /// past it for the rest.
+    /// the slow path. [`is_elsewhere`](Self::is_elsewhere)'s test for the caches
+    /// without owners and a CPU's own objects, laid out of line past it for the rest.
     ///
     /// # Safety
     /// `obj` lies in an arena page the zones handed out (its descriptor is mapped),
     /// for the answer to mean anything one whose tag is this entry's.
     #[inline(always)]
     pub unsafe fn owned_elsewhere(&self, obj: *const u8, cpu: usize) -> bool {
-        let owner = self.owner();
-        if owner == Self::NO_OWNER {
+        if !self.is_elsewhere(cpu) {
             return false;
         }
-        // Laid out of line: the free of every larger class pays the test alone (a jump
-        // around this block cost the 64-byte pair 2%).
+        // Laid out of line: the free of every larger class, and of a small one on its
+        // owner, pays the test alone (a jump around this block cost the 64-byte pair
+        // 2%).
         remote::unlikely();
-        if owner == Self::ASK_PAGE {
+        if self.owner_cpu.load(Ordering::Relaxed) == OWNER_BITS {
             // SAFETY: an arena page the zones handed out (the contract).
             return unsafe { remote::owned_elsewhere(obj, cpu) };
         }
-        owner != (cpu as u32).wrapping_add(1)
+        true
     }
 }
 
@@ -381,5 +447,43 @@ impl RawCache {
             "double free of {obj:p} in cache {}: it is already free in its slab",
             self.name()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_test;
+
+    /// The plain test `slot_test` replaces: below the span, at a multiple of the size.
+    fn plain(size: u64, span: u64, off: u64) -> bool {
+        off < span && off.is_multiple_of(size)
+    }
+
+    /// `slot_test`'s one multiply and compare against the plain test, for every size
+    /// up to 4 KiB and a few larger ones, spans of whole and partial slabs, every
+    /// offset up to two slots past the span, and offsets spread up to 2^32.
+    #[test]
+    fn slot_test_is_exact() {
+        let sizes = (2..=4096u64).chain([6144, 8192, 12288, 16384, 24576, 32768, 1 << 20, 1 << 31]);
+        for size in sizes {
+            for slots in [1u64, 2, 3, 7, 64, 1000] {
+                let span = size * slots;
+                if span >= 1 << 32 {
+                    continue;
+                }
+                let (magic, limit) = slot_test(size, span);
+                let test = |off: u64| off.wrapping_mul(magic) < u64::from(limit);
+                let near =
+                    (0..(span + 2 * size).min(1 << 20)).chain(span.saturating_sub(2)..span + 2);
+                let far = (0..64u64).map(|i| (i * 0x9e37_79b9_7f4a_7c15) >> 32);
+                for off in near.chain(far) {
+                    assert_eq!(
+                        test(off),
+                        plain(size, span, off),
+                        "size {size} span {span} offset {off}"
+                    );
+                }
+            }
+        }
     }
 }
