@@ -134,13 +134,14 @@ names @all | grep -vxF -f "$WORK/ran.names" >"$WORK/cold.names" || true
 # rustc aligns functions to 16 bytes, and where that left `free`'s inline path
 # across one line more, a malloc/free pair of 64 B took 4.7 ns instead of 4.1
 # (`capi/ops.sh pair`). Those the small program did not run go at the end of the
-# hot code, aligned the same way, unless no traced program ran them.
+# hot code, unless no traced program ran them: those stay in the cold code, aligned
+# all the same (a few bytes of padding). `valloc` and `pvalloc` are left as they are.
 ENTRIES="malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign malloc_usable_size"
 printf '%s\n' $ENTRIES | grep -vxF -f "$WORK/hot.names" | grep -vxF -f "$WORK/cold.names" \
     >>"$WORK/hot.names" || true
 
 # One input-section pattern a name, in both the plain and the cold (`#[cold]`:
-# .text.unlikely.) sections; an entry point's aligned.
+# .text.unlikely.) sections; an entry point's after an alignment to 64 bytes.
 patterns() {
     awk -v entries="$ENTRIES" 'BEGIN { n = split(entries, e, " "); for (i = 1; i <= n; i++) entry[e[i]] = 1 }
         { if ($0 in entry) print "    . = ALIGN(64);"; printf "    *(.text.%s .text.unlikely.%s)\n", $0, $0 }' "$1"

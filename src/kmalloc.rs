@@ -389,8 +389,8 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
 /// checks that the pointer starts a slot, holds the class's array caches, and for a
 /// small class names the CPU that owns the page's objects. False, with nothing done,
 /// for anything else (null, a foreign, large or huge block, an interior pointer, rseq
-/// off, a full cache, another CPU's small object); the caller then takes the whole
-/// path, which looks at the page descriptor.
+/// off, a full cache, another CPU's small object, another node's object); the caller
+/// then takes the whole path, which looks at the page descriptor.
 ///
 /// # Safety
 /// `p` is null, a foreign block, or a live block of cpuslab not used again.

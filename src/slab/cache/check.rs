@@ -73,8 +73,8 @@ pub struct TagCheck {
     slot_magic: AtomicU64,
     /// The cache's array caches (its `cpu_cache`).
     cpu_cache: AtomicPtr<ArrayCache>,
-    /// The index of the CPU that owns the objects of pages with this tag, or
-    /// [`OWNER_BITS`] where the page descriptor says (see
+    /// The index of the CPU that owns the objects of pages with this tag,
+    /// [`OWNER_BITS`] where the page descriptor says, 0 where there is no owner (see
     /// [`is_elsewhere`](Self::is_elsewhere)).
     owner_cpu: AtomicU32,
     /// In its low 16 bits [`OWNER_BITS`] where the pages have an owner
@@ -88,6 +88,19 @@ pub struct TagCheck {
 /// The bits of a CPU index the owner test compares (`NR_CPUS` is below 2^16).
 const OWNER_BITS: u32 = 0xffff;
 const _: () = assert!(crate::topology::NR_CPUS <= OWNER_BITS as usize);
+// An entry is half a cache line, so that two share one, aligned.
+const _: () = assert!(core::mem::size_of::<TagCheck>() == 32);
+
+/// The entry's `(owner_cpu, low bits of owner_mask)` for an owner as
+/// [`TagCheck::owner`] gives it.
+const fn owner_fields(owner: u32) -> (u32, u32) {
+    match owner {
+        TagCheck::NO_OWNER => (0, 0),
+        TagCheck::ASK_PAGE => (OWNER_BITS, OWNER_BITS),
+        // A CPU index, below `NR_CPUS`, so below `OWNER_BITS`.
+        o => (o - 1, OWNER_BITS),
+    }
+}
 
 /// The multiplier and bound of a test that an offset `off < 2^32` in a slab starts one
 /// of its `span / size` slots, in one multiply and one compare:
@@ -107,6 +120,7 @@ const _: () = assert!(crate::topology::NR_CPUS <= OWNER_BITS as usize);
 /// Sizes from 2 to 2^31 and spans below 2^32; tested against the plain test for every
 /// offset of every kmalloc class's slab (`slot_test_is_exact`).
 pub(crate) const fn slot_test(size: u64, span: u64) -> (u64, u32) {
+    assert!(size >= 2 && size <= 1 << 31 && span < 1 << 32 && span.is_multiple_of(size));
     if size.is_power_of_two() {
         let magic = (1u64 << (64 - size.trailing_zeros())) + 1;
         (magic, span as u32)
@@ -157,12 +171,7 @@ impl TagCheck {
         self.slot_magic.store(magic, Ordering::Relaxed);
         self.slot_limit.store(limit, Ordering::Relaxed);
         self.cpu_cache.store(cache.cpu_caches(), Ordering::Relaxed);
-        let (cpu, mask) = match owner {
-            Self::NO_OWNER => (0, 0),
-            Self::ASK_PAGE => (OWNER_BITS, OWNER_BITS),
-            // A CPU index, below `NR_CPUS`, so below `OWNER_BITS`.
-            o => (o - 1, OWNER_BITS),
-        };
+        let (cpu, mask) = owner_fields(owner);
         self.owner_cpu.store(cpu, Ordering::Relaxed);
         self.owner_mask
             .store(u32::from(cache.tag()) << 16 | mask, Ordering::Relaxed);
@@ -215,8 +224,10 @@ impl TagCheck {
     /// that stays on its CPU, whatever the class.
     #[inline(always)]
     pub fn is_elsewhere(&self, cpu: usize) -> bool {
-        // Both CPU indexes are below 2^16, so the cache tag above the mask's low bits
-        // meets zeroes.
+        // A CPU index is below 2^16, so the cache tag above the mask's low bits meets
+        // zeroes. A CPU read as more (a thread without rseq registration reads
+        // `u32::MAX`) may pass, but fails the sequence's bound on CPUs, so its free
+        // takes the slow path all the same.
         (cpu as u32 ^ self.owner_cpu.load(Ordering::Relaxed))
             & self.owner_mask.load(Ordering::Relaxed)
             != 0
@@ -452,7 +463,8 @@ impl RawCache {
 
 #[cfg(test)]
 mod tests {
-    use super::slot_test;
+    use super::{owner_fields, slot_test, TagCheck, OWNER_BITS};
+    use core::sync::atomic::Ordering;
 
     /// The plain test `slot_test` replaces: below the span, at a multiple of the size.
     fn plain(size: u64, span: u64, off: u64) -> bool {
@@ -460,12 +472,13 @@ mod tests {
     }
 
     /// `slot_test`'s one multiply and compare against the plain test, for every size
-    /// up to 4 KiB and a few larger ones, spans of whole and partial slabs, every
-    /// offset up to two slots past the span, and offsets spread up to 2^32.
+    /// up to 4 KiB and a few larger ones, spans of whole slabs of 1 to 1000 slots, the
+    /// offsets of the first 64 KiB and of two slots either side of the span's end, and
+    /// offsets spread up to 2^32.
     #[test]
     fn slot_test_is_exact() {
-        let sizes = (2..=4096u64).chain([6144, 8192, 12288, 16384, 24576, 32768, 1 << 20, 1 << 31]);
-        for size in sizes {
+        let large = [6144, 8192, 12288, 16384, 24576, 32768, 1 << 20, 1 << 31];
+        for size in (2..=4096u64).chain(large) {
             for slots in [1u64, 2, 3, 7, 64, 1000] {
                 let span = size * slots;
                 if span >= 1 << 32 {
@@ -473,9 +486,9 @@ mod tests {
                 }
                 let (magic, limit) = slot_test(size, span);
                 let test = |off: u64| off.wrapping_mul(magic) < u64::from(limit);
-                let near =
-                    (0..(span + 2 * size).min(1 << 20)).chain(span.saturating_sub(2)..span + 2);
-                let far = (0..64u64).map(|i| (i * 0x9e37_79b9_7f4a_7c15) >> 32);
+                let near = (0..(span + 2 * size).min(1 << 16))
+                    .chain(span.saturating_sub(2 * size)..span + 2 * size);
+                let far = (0..64u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32);
                 for off in near.chain(far) {
                     assert_eq!(
                         test(off),
@@ -485,5 +498,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The owner test without a branch agrees with the one it replaced,
+    /// `min(owner ^ (cpu + 1), owner) != 0`, for no owner, `ASK_PAGE` and every owner
+    /// CPU below 64, on CPUs 0 to 99; and `owner()` gives back what was set.
+    #[test]
+    fn owner_test_matches_the_owner() {
+        let owners = [TagCheck::NO_OWNER, TagCheck::ASK_PAGE]
+            .into_iter()
+            .chain(1..=64);
+        for owner in owners {
+            let e = TagCheck::new();
+            let (cpu, mask) = owner_fields(owner);
+            e.owner_cpu.store(cpu, Ordering::Relaxed);
+            e.owner_mask.store(42 << 16 | mask, Ordering::Relaxed);
+            assert_eq!(e.owner(), owner);
+            assert_eq!(e.cache_tag(), 42);
+            for cpu in 0..100usize {
+                let mine = cpu as u32 + 1;
+                let old = (owner ^ mine).min(owner) != 0;
+                assert_eq!(e.is_elsewhere(cpu), old, "owner {owner} cpu {cpu}");
+            }
+        }
+        assert_eq!(owner_fields(TagCheck::ASK_PAGE), (OWNER_BITS, OWNER_BITS));
     }
 }

@@ -49,6 +49,9 @@ const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
 /// `obj` lies in an arena (its arena's header, which names its node, is mapped).
 #[inline(always)]
 unsafe fn push_held(stop: usize, obj: *mut u8) -> bool {
+    // The node test reads the CPU from the rseq area, meaningful only while the
+    // sequences are on: every caller stops for `HOLD_STOPPED` (folded to a constant).
+    let stop = stop | sys::rseq::HOLD_STOPPED;
     let held = sys::rseq::held();
     if held & (stop | sys::rseq::HOLD_NODES) == 0 {
         return false;
@@ -257,7 +260,7 @@ impl RawCache {
     /// `cpu_caches(cpu)` names for the CPU the sequence reads, or none (null) where
     /// `obj` belongs to another CPU (see [`TagCheck::owned_elsewhere`]). False when the
     /// push cannot be done (rseq off or held, an empty, full or stopped cache, another
-    /// owner); the caller then takes the whole path.
+    /// owner, another node's object); the caller then takes the whole path.
     ///
     /// # Safety
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was

@@ -188,7 +188,16 @@ pub fn fast() {
         );
         return;
     }
-    let (cpus_a, cpus_b) = (node_cpus(a), node_cpus(b));
+    // One CPU of each node: a thread that moved between CPUs of its node would leave
+    // a block wrongly kept on one CPU's cache out of the next allocations' reach.
+    let first_cpu = |node: usize| {
+        let mut m = CpuMask::new();
+        if let Some(c) = node_cpus(node).iter().next() {
+            m.set(c);
+        }
+        m
+    };
+    let (cpus_a, cpus_b) = (first_cpu(a), first_cpu(b));
     for size in FAST_SIZES {
         let layout = Layout::from_size_align(size, 8).unwrap();
         let name = format!("alien_fast.{size}");
