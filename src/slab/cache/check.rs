@@ -117,8 +117,9 @@ const fn owner_fields(owner: u32) -> (u32, u32) {
 ///   itself, below `limit = span` exactly within the slab, and any other offset to
 ///   `2^(64-s)` or more, above every span.
 ///
-/// Sizes from 2 to 2^31 and spans below 2^32; tested against the plain test for every
-/// offset of every kmalloc class's slab (`slot_test_is_exact`).
+/// Sizes from 2 to 2^31 and spans below 2^32 that are a multiple of the size; tested
+/// against the plain test for every size up to 4 KiB (`slot_test_is_exact`) and every
+/// offset of every kmalloc class's slab (`tag_entries_pass_exactly_the_slot_starts`).
 pub(crate) const fn slot_test(size: u64, span: u64) -> (u64, u32) {
     assert!(size >= 2 && size <= 1 << 31 && span < 1 << 32 && span.is_multiple_of(size));
     if size.is_power_of_two() {
