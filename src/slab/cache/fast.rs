@@ -31,8 +31,8 @@ pub(super) const SHARES_A_LINE: usize = 64;
 // The stack sequences address CPU `c`'s header at `base + c * STACK_STRIDE`.
 const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
 
-/// Whether a push fast path must leave `obj` to the whole free path: while any of the
-/// hold bits `stop` is held, or, on a machine of several nodes ([`HOLD_NODES`]), when
+/// Whether a push fast path must leave `obj` to the whole free path: while the
+/// sequences are stopped or any of the caller's hold bits `also` is held, or, on a machine of several nodes ([`HOLD_NODES`]), when
 /// `obj` is another node's than the calling CPU's (an alien free, which goes home).
 /// On one node this is the one test of the hold word the push paths always made; the
 /// node test costs only where there are nodes to tell apart.
@@ -48,10 +48,10 @@ const _: () = assert!(PCPU_UNIT_SIZE == sys::rseq::STACK_STRIDE);
 /// # Safety
 /// `obj` lies in an arena (its arena's header, which names its node, is mapped).
 #[inline(always)]
-unsafe fn push_held(stop: usize, obj: *mut u8) -> bool {
+unsafe fn push_held(also: usize, obj: *mut u8) -> bool {
     // The node test reads the CPU from the rseq area, meaningful only while the
-    // sequences are on: every caller stops for `HOLD_STOPPED` (folded to a constant).
-    let stop = stop | sys::rseq::HOLD_STOPPED;
+    // sequences are on: every push stops for `HOLD_STOPPED`.
+    let stop = also | sys::rseq::HOLD_STOPPED;
     let held = sys::rseq::held();
     if held & (stop | sys::rseq::HOLD_NODES) == 0 {
         return false;
@@ -120,9 +120,8 @@ impl RawCache {
         obj: *mut u8,
         elsewhere: impl FnOnce(usize) -> bool,
     ) -> bool {
-        let stop = sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
         // SAFETY: an object of a cache lies in an arena.
-        if unsafe { push_held(stop, obj) } || elsewhere(sys::rseq::stack_cpu()) {
+        if unsafe { push_held(sys::rseq::HOLD_TABLES, obj) } || elsewhere(sys::rseq::stack_cpu()) {
             return false;
         }
         debug_assert!(!base.is_null(), "a kmalloc table entry left null");
@@ -154,7 +153,7 @@ impl RawCache {
             return true;
         }
         // SAFETY: an object of this cache (the caller's contract) lies in an arena.
-        if unsafe { push_held(sys::rseq::HOLD_STOPPED, obj) } {
+        if unsafe { push_held(0, obj) } {
             return false;
         }
         let base = self.cpu_cache.load(Ordering::Acquire);
@@ -277,7 +276,7 @@ impl RawCache {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
         // SAFETY: `off` is an offset in an arena (the contract), so `obj` lies in one.
-        if !check.starts_slot(off) || unsafe { push_held(sys::rseq::HOLD_STOPPED, obj) } {
+        if !check.starts_slot(off) || unsafe { push_held(0, obj) } {
             return false;
         }
         let base = cpu_caches(sys::rseq::stack_cpu());

@@ -14,7 +14,9 @@ use cpuslab::slab::{self, reap};
 use cpuslab::topology::CpuMask;
 use cpuslab::{KmemCache, SlabFlags};
 
-use crate::util::{confine, cpu_nodes, info, node_cpus, one_node, touch, verdict, NodeCounts};
+use crate::util::{
+    confine, cpu_nodes, free_unsized, info, node_cpus, one_node, touch, verdict, NodeCounts,
+};
 
 const N: usize = 3000;
 const CACHE: &str = "vm_alien";
@@ -44,16 +46,25 @@ fn nodes_of(obj: *mut Obj, zone: &mut NodeCounts, kernel: &mut NodeCounts) {
 
 /// Node a allocates, node b frees, node b allocates again: none of node a's objects
 /// may come back to node b.
-pub fn run() {
+/// The first and the last node with CPUs, or a failed verdict for `name` where there
+/// are not two.
+fn two_nodes(name: &str) -> Option<(usize, usize)> {
     let nodes = cpu_nodes();
     let (Some(&a), Some(&b)) = (nodes.first(), nodes.last()) else {
-        verdict("alien", false, format_args!("no node with CPUs"));
-        return;
+        verdict(name, false, format_args!("no node with CPUs"));
+        return None;
     };
     if a == b {
-        verdict("alien", false, format_args!("needs 2 nodes with CPUs"));
-        return;
+        verdict(name, false, format_args!("needs 2 nodes with CPUs"));
+        return None;
     }
+    Some((a, b))
+}
+
+pub fn run() {
+    let Some((a, b)) = two_nodes("alien") else {
+        return;
+    };
     let cache = KmemCache::<Obj>::new(CACHE, SlabFlags::NONE).expect("KmemCache::new");
     let (cpus_a, cpus_b) = (node_cpus(a), node_cpus(b));
 
@@ -168,19 +179,12 @@ const FAST_SIZES: [usize; 2] = [64, 2048];
 pub fn fast() {
     use std::alloc::{GlobalAlloc, Layout};
 
-    use cpuslab::kmalloc;
     use cpuslab::slab::fastpath::{fast_path, FastPath};
     use cpuslab::CpuSlab;
 
-    let nodes = cpu_nodes();
-    let (Some(&a), Some(&b)) = (nodes.first(), nodes.last()) else {
-        verdict("alien_fast", false, format_args!("no node with CPUs"));
+    let Some((a, b)) = two_nodes("alien_fast") else {
         return;
     };
-    if a == b {
-        verdict("alien_fast", false, format_args!("needs 2 nodes with CPUs"));
-        return;
-    }
     if fast_path() != FastPath::Rseq {
         println!(
             "SKIP alien_fast: no restartable sequences ({})",
@@ -219,17 +223,11 @@ pub fn fast() {
                         return Err("out of memory".to_string());
                     }
                     let (own, rest) = ptrs.split_at(8);
-                    let mut local_fast = 0;
-                    for &p in own {
-                        // SAFETY: a live block of cpuslab, freed once.
-                        unsafe {
-                            if kmalloc::kfree_unsized_fast(p as *mut u8) {
-                                local_fast += 1;
-                            } else {
-                                kmalloc::kfree_unsized(p as *mut u8);
-                            }
-                        }
-                    }
+                    // SAFETY: live blocks of cpuslab, each freed once.
+                    let local_fast = own
+                        .iter()
+                        .filter(|&&p| unsafe { free_unsized(p as *mut u8) })
+                        .count();
                     Ok::<_, String>((rest.to_vec(), local_fast))
                 })
                 .join()
@@ -245,17 +243,11 @@ pub fn fast() {
                     CpusetFlags::NONE,
                 )?;
                 let (unsized_, sized) = ptrs.split_at(ptrs.len() / 2);
-                let mut kept = 0;
-                for &p in unsized_ {
-                    // SAFETY: a live block of cpuslab, freed once.
-                    unsafe {
-                        if kmalloc::kfree_unsized_fast(p as *mut u8) {
-                            kept += 1;
-                        } else {
-                            kmalloc::kfree_unsized(p as *mut u8);
-                        }
-                    }
-                }
+                // SAFETY: live blocks of cpuslab, each freed once.
+                let kept = unsized_
+                    .iter()
+                    .filter(|&&p| unsafe { free_unsized(p as *mut u8) })
+                    .count();
                 for &p in sized {
                     // SAFETY: a live block of this layout, freed once.
                     unsafe { CpuSlab.dealloc(p as *mut u8, layout) };

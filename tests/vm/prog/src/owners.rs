@@ -15,7 +15,7 @@ use cpuslab::kmalloc::{self, KMALLOC_SIZES};
 use cpuslab::page::{arena, tag};
 use cpuslab::CpuSlab;
 
-use crate::util::{cpu_node, info, online_cpus, verdict};
+use crate::util::{cpu_node, free_unsized, info, online_cpus, verdict};
 
 /// CPUs from this one on have no owner tag of their own (`kmalloc`'s 42).
 const TAGGED_CPUS: usize = 42;
@@ -117,13 +117,7 @@ fn check(name: &str, owner: usize, other: usize, tagged: bool) {
                 };
                 // SAFETY: a live block, freed once: by the fast path, or by the whole
                 // path when the fast path turns it away.
-                unsafe {
-                    let fast = kmalloc::kfree_unsized_fast(p);
-                    taken += usize::from(fast && owned);
-                    if !fast {
-                        kmalloc::kfree_unsized(p);
-                    }
-                }
+                taken += usize::from(unsafe { free_unsized(p) } && owned);
             }
             taken
         })
@@ -140,17 +134,11 @@ fn check(name: &str, owner: usize, other: usize, tagged: bool) {
     // empty, which the fast path leaves to the slow one for objects under a line
     // (`free_into_empty`: a batch goes on first, the block on top).
     let (back, rest) = kept.split_at(8);
-    let mut fast = 0;
-    for &b in back {
-        // SAFETY: a live block, freed once.
-        unsafe {
-            if kmalloc::kfree_unsized_fast(b as *mut u8) {
-                fast += 1;
-            } else {
-                kmalloc::kfree_unsized(b as *mut u8);
-            }
-        }
-    }
+    // SAFETY: live blocks, each freed once.
+    let fast = back
+        .iter()
+        .filter(|&&b| unsafe { free_unsized(b as *mut u8) })
+        .count();
     // Without restartable sequences every free takes the whole path.
     let rseq = cpuslab::slab::fastpath::fast_path() == cpuslab::slab::fastpath::FastPath::Rseq;
     let want_fast = if rseq { back.len() - 1 } else { 0 };

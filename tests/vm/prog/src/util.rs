@@ -15,6 +15,22 @@ pub const PAGE: usize = 4096;
 
 static FAILED: AtomicBool = AtomicBool::new(false);
 
+/// C `free` of `p` as the preload library does it: its inline fast path, else the
+/// whole path. Whether the fast path took it.
+///
+/// # Safety
+/// `p` is a live block of cpuslab, not used again.
+pub unsafe fn free_unsized(p: *mut u8) -> bool {
+    // SAFETY: the caller's contract; the whole path frees what the fast path left.
+    unsafe {
+        let fast = cpuslab::kmalloc::kfree_unsized_fast(p);
+        if !fast {
+            cpuslab::kmalloc::kfree_unsized(p);
+        }
+        fast
+    }
+}
+
 /// Prints `PASS name: detail` or `FAIL name: detail`.
 pub fn verdict(name: &str, ok: bool, detail: fmt::Arguments<'_>) {
     println!("{} {name}: {detail}", if ok { "PASS" } else { "FAIL" });
