@@ -42,6 +42,7 @@ trap 'rm -rf "$WORK"' EXIT
 "${CC:-cc}" -O2 -o "$WORK/footprint" "$ROOT/capi/footprint.c"
 "${CC:-cc}" -O2 -o "$WORK/text_resident" "$ROOT/tests/capi/text_resident.c"
 "${CC:-cc}" -O2 -pthread -o "$WORK/workloads" "$ROOT/benches/c/workloads.c"
+"${CXX:-c++}" -O2 -std=c++17 -pthread -o "$WORK/cxx_test" "$ROOT/tests/capi/cxx_test.cc" -ldl
 
 T=/sys/kernel/tracing
 [ -w "$T/uprobe_events" ] || T=/sys/kernel/debug/tracing
@@ -97,6 +98,8 @@ run_fns() {
     for w in pair64 mixed-batch larson cache-scratch mstress threads256 malloc-large; do
         run_fns "$WORK/workloads" "$w" 2 0.002
     done
+    # C++'s operators, which the C programs never call.
+    run_fns "$WORK/cxx_test" cpuslab
     # The paths of a machine without restartable sequences (the per-CPU caches'
     # tried locks).
     run_fns env CPUSLAB_RSEQ=0 "$WORK/footprint" 1000
@@ -136,7 +139,7 @@ names @all | grep -vxF -f "$WORK/ran.names" >"$WORK/cold.names" || true
 # (`capi/ops.sh pair`). Those the small program did not run go at the end of the
 # hot code, unless no traced program ran them: those stay in the cold code, aligned
 # all the same (a few bytes of padding). `valloc` and `pvalloc` are left as they are.
-ENTRIES="malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign malloc_usable_size"
+ENTRIES="malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign malloc_usable_size free_sized free_aligned_sized _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t"
 printf '%s\n' $ENTRIES | grep -vxF -f "$WORK/hot.names" | grep -vxF -f "$WORK/cold.names" \
     >>"$WORK/hot.names" || true
 

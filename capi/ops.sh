@@ -3,7 +3,8 @@
 # 4 KiB, batches of 32, calloc, posix_memalign, realloc growth; on request, bursts
 # of 1600 blocks of 64 B, 512 B or 1 KiB built and dropped: burst64 burst512 burst1k;
 # and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k; 8 live
-# blocks of 64-256 KiB replaced at random: churn-large)
+# blocks of 64-256 KiB replaced at random: churn-large; C++'s new and delete of a
+# 64-byte object, capi/ops_new.cc: new (sized delete) new-unsized)
 # under cpuslab, glibc, and jemalloc, mimalloc and tcmalloc where Debian's libraries
 # are installed. Allocators alternate run by run; each cell lists RUNS runs (default
 # 5).
@@ -22,13 +23,18 @@ trap 'rm -rf "$WORK"' EXIT
 
 source "$ROOT/capi/allocators.sh"
 "${CC:-cc}" -O2 -o "$WORK/ops" "$ROOT/capi/ops.c"
+if printf '%s\n' "${OPS[@]}" | grep -q '^new'; then
+    "${CXX:-c++}" -O2 -o "$WORK/ops_new" "$ROOT/capi/ops_new.cc"
+fi
 
 for op in "${OPS[@]}"; do
     declare -A cell=()
     for _ in $(seq "$RUNS"); do
         for a in "${ALLOCATORS[@]}"; do
             name=${a%%=*}
-            v=$(LD_PRELOAD=${a#*=} "$WORK/ops" "$op" | awk '{print $2}')
+            bin=$WORK/ops
+            case $op in new*) bin=$WORK/ops_new ;; esac
+            v=$(LD_PRELOAD=${a#*=} "$bin" "$op" | awk '{print $2}')
             cell[$name]="${cell[$name]:-} $v"
         done
     done

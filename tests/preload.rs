@@ -435,7 +435,16 @@ fn hot_text_names_functions_of_the_library() {
     // took 4.7 ns where `free` began 16 bytes into one, 4.1 at a line's start).
     if std::env::var_os("CPUSLAB_NO_HOT_TEXT").is_none_or(|v| v != "1") {
         let exports = nm(&["-D", "--defined-only"]);
-        for name in ["malloc", "free", "calloc", "realloc", "posix_memalign"] {
+        for name in [
+            "malloc",
+            "free",
+            "calloc",
+            "realloc",
+            "posix_memalign",
+            "_Znwm",
+            "_ZdlPv",
+            "_ZdlPvm",
+        ] {
             let addr = exports
                 .lines()
                 .find(|l| l.split(' ').nth(2) == Some(name))
@@ -499,6 +508,93 @@ fn c_test_program() {
             assert!(reports.iter().all(|r| r.comm == "capi_test"), "{reports:?}");
         } else {
             assert!(reports.is_empty());
+        }
+    }
+}
+
+/// C++'s `operator new` and `operator delete`, every form the Itanium ABI names.
+const CXX_OPERATORS: [&str; 20] = [
+    "_Znwm",
+    "_Znam",
+    "_ZnwmRKSt9nothrow_t",
+    "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_t",
+    "_ZnamSt11align_val_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t",
+    "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_ZdlPv",
+    "_ZdaPv",
+    "_ZdlPvm",
+    "_ZdaPvm",
+    "_ZdlPvRKSt9nothrow_t",
+    "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_t",
+    "_ZdaPvSt11align_val_t",
+    "_ZdlPvmSt11align_val_t",
+    "_ZdaPvmSt11align_val_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+    "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+];
+
+/// The library exports C++'s operators, as tcmalloc's, jemalloc's and mimalloc's
+/// do, and C23's sized frees; `tests/capi/cxx_test.cc` meets libstdc++'s own
+/// behaviour under it: every form of `new` and `delete`, the alignments, a sized
+/// delete with the wrong size, `std::bad_alloc` and the `new_handler` when memory
+/// runs out (the failure path jumps to libstdc++'s operator, which throws through
+/// no frame of cpuslab's), blocks deleted on another thread.
+#[test]
+fn cxx_test_program() {
+    let exports = nm(&["-D", "--defined-only"]);
+    let exported: Vec<&str> = exports
+        .lines()
+        .filter_map(|l| l.split(' ').nth(2))
+        .collect();
+    for name in CXX_OPERATORS
+        .iter()
+        .chain(&["free_sized", "free_aligned_sized"])
+    {
+        assert!(exported.contains(name), "{name} not exported");
+    }
+    let dir = scratch("cxx");
+    let exe = dir.join("cxx_test");
+    let cxx = std::env::var_os("CXX").unwrap_or_else(|| "c++".into());
+    let out = output({
+        let mut c = Command::new(cxx);
+        c.args([
+            "-O2",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-std=c++17",
+            "-pthread",
+            "-o",
+        ])
+        .arg(&exe)
+        .arg(source("cxx_test.cc"))
+        .arg("-ldl");
+        c
+    });
+    assert!(
+        out.status.success(),
+        "compiling cxx_test.cc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (mode, preload) in [("glibc", None), ("cpuslab", Some(preload_so()))] {
+        for round in 0..2 {
+            let mut c = Command::new(&exe);
+            c.arg(mode);
+            if let Some(so) = preload {
+                c.env("LD_PRELOAD", so);
+            }
+            let out = output(c);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.starts_with("cxx_test: ok"),
+                "cxx_test {mode} (round {round}): {}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

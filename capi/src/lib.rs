@@ -158,6 +158,127 @@ pub extern "C" fn malloc_stats() {
     capi::malloc_stats()
 }
 
+/// C23 `free_sized`; see [`capi::free_sized`].
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: usize) {
+    // SAFETY: the C caller's contract is `capi::free_sized`'s.
+    unsafe { capi::free_sized(p, size) }
+}
+
+/// C23 `free_aligned_sized`; see [`capi::free_aligned_sized`].
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: usize, size: usize) {
+    // SAFETY: the C caller's contract is `capi::free_aligned_sized`'s.
+    unsafe { capi::free_aligned_sized(p, align, size) }
+}
+
+/// C++'s `operator new` and `operator delete` in every form, under their Itanium ABI
+/// names (see [`capi::cxx`]); on x86_64 Linux, where the failure path's jump to the C++
+/// runtime is written. Elsewhere the runtime's own operators call `malloc` and `free`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(cpuslab_unsupported)))]
+mod cxx {
+    use core::ffi::c_void;
+
+    use cpuslab::capi::cxx;
+
+    /// `operator new(size_t)`.
+    #[export_name = "_Znwm"]
+    pub extern "C" fn new(size: usize) -> *mut c_void {
+        cxx::new(size)
+    }
+
+    /// `operator new[](size_t)`.
+    #[export_name = "_Znam"]
+    pub extern "C" fn new_array(size: usize) -> *mut c_void {
+        cxx::new_array(size)
+    }
+
+    /// `operator new(size_t, const std::nothrow_t &)`.
+    #[export_name = "_ZnwmRKSt9nothrow_t"]
+    pub extern "C" fn new_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
+        cxx::new_nothrow(size, tag)
+    }
+
+    /// `operator new[](size_t, const std::nothrow_t &)`.
+    #[export_name = "_ZnamRKSt9nothrow_t"]
+    pub extern "C" fn new_array_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
+        cxx::new_array_nothrow(size, tag)
+    }
+
+    /// `operator new(size_t, std::align_val_t)`.
+    #[export_name = "_ZnwmSt11align_val_t"]
+    pub extern "C" fn new_aligned(size: usize, align: usize) -> *mut c_void {
+        cxx::new_aligned(size, align)
+    }
+
+    /// `operator new[](size_t, std::align_val_t)`.
+    #[export_name = "_ZnamSt11align_val_t"]
+    pub extern "C" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
+        cxx::new_array_aligned(size, align)
+    }
+
+    /// `operator new(size_t, std::align_val_t, const std::nothrow_t &)`.
+    #[export_name = "_ZnwmSt11align_val_tRKSt9nothrow_t"]
+    pub extern "C" fn new_aligned_nothrow(
+        size: usize,
+        align: usize,
+        tag: *const c_void,
+    ) -> *mut c_void {
+        cxx::new_aligned_nothrow(size, align, tag)
+    }
+
+    /// `operator new[](size_t, std::align_val_t, const std::nothrow_t &)`.
+    #[export_name = "_ZnamSt11align_val_tRKSt9nothrow_t"]
+    pub extern "C" fn new_array_aligned_nothrow(
+        size: usize,
+        align: usize,
+        tag: *const c_void,
+    ) -> *mut c_void {
+        cxx::new_array_aligned_nothrow(size, align, tag)
+    }
+
+    /// Defines the `operator delete` forms, each [`cxx::delete`] of its first argument
+    /// (the others, a size, an alignment or a `nothrow_t`, say nothing `free` needs).
+    macro_rules! deletes {
+        ($($(#[$doc:meta])* $name:literal $f:ident($($arg:ident),*);)*) => {$(
+            $(#[$doc])*
+            #[export_name = $name]
+            pub unsafe extern "C" fn $f(p: *mut c_void $(, $arg: usize)*) {
+                $(let _ = $arg;)*
+                // SAFETY: the C++ caller's contract is `cxx::delete`'s.
+                unsafe { cxx::delete(p) }
+            }
+        )*};
+    }
+
+    deletes! {
+        /// `operator delete(void *)`.
+        "_ZdlPv" delete();
+        /// `operator delete[](void *)`.
+        "_ZdaPv" delete_array();
+        /// `operator delete(void *, size_t)`.
+        "_ZdlPvm" delete_sized(size);
+        /// `operator delete[](void *, size_t)`.
+        "_ZdaPvm" delete_array_sized(size);
+        /// `operator delete(void *, const std::nothrow_t &)`.
+        "_ZdlPvRKSt9nothrow_t" delete_nothrow(tag);
+        /// `operator delete[](void *, const std::nothrow_t &)`.
+        "_ZdaPvRKSt9nothrow_t" delete_array_nothrow(tag);
+        /// `operator delete(void *, std::align_val_t)`.
+        "_ZdlPvSt11align_val_t" delete_aligned(align);
+        /// `operator delete[](void *, std::align_val_t)`.
+        "_ZdaPvSt11align_val_t" delete_array_aligned(align);
+        /// `operator delete(void *, size_t, std::align_val_t)`.
+        "_ZdlPvmSt11align_val_t" delete_sized_aligned(size, align);
+        /// `operator delete[](void *, size_t, std::align_val_t)`.
+        "_ZdaPvmSt11align_val_t" delete_array_sized_aligned(size, align);
+        /// `operator delete(void *, std::align_val_t, const std::nothrow_t &)`.
+        "_ZdlPvSt11align_val_tRKSt9nothrow_t" delete_aligned_nothrow(align, tag);
+        /// `operator delete[](void *, std::align_val_t, const std::nothrow_t &)`.
+        "_ZdaPvSt11align_val_tRKSt9nothrow_t" delete_array_aligned_nothrow(align, tag);
+    }
+}
+
 extern "C" fn constructor() {
     capi::on_load();
 }

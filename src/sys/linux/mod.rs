@@ -7,6 +7,8 @@ use super::PAGE_SIZE;
 pub mod affinity;
 pub mod console;
 pub mod cpu;
+#[cfg(target_arch = "x86_64")]
+pub mod cxx;
 pub mod dl;
 pub mod env;
 pub mod errno;
