@@ -1,8 +1,10 @@
 //! The C allocation interface (feature `capi`): `malloc`, `free`, `calloc`, `realloc`,
 //! `reallocarray`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`,
-//! `malloc_usable_size`, `cfree`, `malloc_trim` and `malloc_stats` with glibc's
-//! semantics, over kmalloc; `mallinfo`, `mallinfo2`, `mallopt` and `malloc_info` with
-//! cpuslab's figures in glibc's forms (`info`).
+//! `malloc_usable_size`, `cfree`, `malloc_trim`, `malloc_stats` and C23's
+//! `free_sized` and `free_aligned_sized` with glibc's semantics, over kmalloc;
+//! `mallinfo`, `mallinfo2`, `mallopt` and `malloc_info` with cpuslab's figures in
+//! glibc's forms (`info`); C++'s `operator new` and `operator delete` on x86_64 Linux
+//! (`cxx`).
 //!
 //! These are Rust functions with the C ABI and C semantics; the `cpuslab-preload`
 //! crate (`capi/`) exports them under their C names from `libcpuslab_preload.so`, to
