@@ -42,7 +42,7 @@ trap 'rm -rf "$WORK"' EXIT
 "${CC:-cc}" -O2 -o "$WORK/footprint" "$ROOT/capi/footprint.c"
 "${CC:-cc}" -O2 -o "$WORK/text_resident" "$ROOT/tests/capi/text_resident.c"
 "${CC:-cc}" -O2 -pthread -o "$WORK/workloads" "$ROOT/benches/c/workloads.c"
-"${CXX:-c++}" -O2 -std=c++17 -pthread -o "$WORK/cxx_test" "$ROOT/tests/capi/cxx_test.cc" -ldl
+"${CXX:-c++}" -O2 -std=c++17 -fsized-deallocation -pthread -o "$WORK/cxx_test" "$ROOT/tests/capi/cxx_test.cc" -ldl
 
 T=/sys/kernel/tracing
 [ -w "$T/uprobe_events" ] || T=/sys/kernel/debug/tracing

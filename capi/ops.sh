@@ -24,7 +24,7 @@ trap 'rm -rf "$WORK"' EXIT
 source "$ROOT/capi/allocators.sh"
 "${CC:-cc}" -O2 -o "$WORK/ops" "$ROOT/capi/ops.c"
 if printf '%s\n' "${OPS[@]}" | grep -q '^new'; then
-    "${CXX:-c++}" -O2 -o "$WORK/ops_new" "$ROOT/capi/ops_new.cc"
+    "${CXX:-c++}" -O2 -fsized-deallocation -o "$WORK/ops_new" "$ROOT/capi/ops_new.cc"
 fi
 
 for op in "${OPS[@]}"; do

@@ -180,102 +180,99 @@ mod cxx {
     use core::ffi::c_void;
 
     use cpuslab::capi::cxx;
+    use cpuslab::sys::cxx as rt;
 
-    /// `operator new(size_t)`.
-    #[export_name = "_Znwm"]
-    pub extern "C" fn new(size: usize) -> *mut c_void {
-        cxx::new(size)
+    /// Defines the `operator new` forms over their [`cxx`] functions.
+    macro_rules! news {
+        ($($(#[$doc:meta])* $name:literal $f:ident($($arg:ident: $ty:ty),*);)*) => {$(
+            $(#[$doc])*
+            #[export_name = $name]
+            pub unsafe extern "C" fn $f($($arg: $ty),*) -> *mut c_void {
+                // SAFETY: called as the C++ operator, the contract of `cxx`'s.
+                unsafe { cxx::$f($($arg),*) }
+            }
+        )*};
     }
 
-    /// `operator new[](size_t)`.
-    #[export_name = "_Znam"]
-    pub extern "C" fn new_array(size: usize) -> *mut c_void {
-        cxx::new_array(size)
+    news! {
+        /// `operator new(size_t)`.
+        "_Znwm" new(size: usize);
+        /// `operator new[](size_t)`.
+        "_Znam" new_array(size: usize);
+        /// `operator new(size_t, const std::nothrow_t &)`.
+        "_ZnwmRKSt9nothrow_t" new_nothrow(size: usize, tag: *const c_void);
+        /// `operator new[](size_t, const std::nothrow_t &)`.
+        "_ZnamRKSt9nothrow_t" new_array_nothrow(size: usize, tag: *const c_void);
+        /// `operator new(size_t, std::align_val_t)`.
+        "_ZnwmSt11align_val_t" new_aligned(size: usize, align: usize);
+        /// `operator new[](size_t, std::align_val_t)`.
+        "_ZnamSt11align_val_t" new_array_aligned(size: usize, align: usize);
+        /// `operator new(size_t, std::align_val_t, const std::nothrow_t &)`.
+        "_ZnwmSt11align_val_tRKSt9nothrow_t"
+            new_aligned_nothrow(size: usize, align: usize, tag: *const c_void);
+        /// `operator new[](size_t, std::align_val_t, const std::nothrow_t &)`.
+        "_ZnamSt11align_val_tRKSt9nothrow_t"
+            new_array_aligned_nothrow(size: usize, align: usize, tag: *const c_void);
     }
 
-    /// `operator new(size_t, const std::nothrow_t &)`.
-    #[export_name = "_ZnwmRKSt9nothrow_t"]
-    pub extern "C" fn new_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
-        cxx::new_nothrow(size, tag)
+    /// Whether `a` and `b` are the same bytes (at compile time: each `delete` form's index
+    /// must name it in `rt::NAMES`).
+    const fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
     }
 
-    /// `operator new[](size_t, const std::nothrow_t &)`.
-    #[export_name = "_ZnamRKSt9nothrow_t"]
-    pub extern "C" fn new_array_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
-        cxx::new_array_nothrow(size, tag)
-    }
-
-    /// `operator new(size_t, std::align_val_t)`.
-    #[export_name = "_ZnwmSt11align_val_t"]
-    pub extern "C" fn new_aligned(size: usize, align: usize) -> *mut c_void {
-        cxx::new_aligned(size, align)
-    }
-
-    /// `operator new[](size_t, std::align_val_t)`.
-    #[export_name = "_ZnamSt11align_val_t"]
-    pub extern "C" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
-        cxx::new_array_aligned(size, align)
-    }
-
-    /// `operator new(size_t, std::align_val_t, const std::nothrow_t &)`.
-    #[export_name = "_ZnwmSt11align_val_tRKSt9nothrow_t"]
-    pub extern "C" fn new_aligned_nothrow(
-        size: usize,
-        align: usize,
-        tag: *const c_void,
-    ) -> *mut c_void {
-        cxx::new_aligned_nothrow(size, align, tag)
-    }
-
-    /// `operator new[](size_t, std::align_val_t, const std::nothrow_t &)`.
-    #[export_name = "_ZnamSt11align_val_tRKSt9nothrow_t"]
-    pub extern "C" fn new_array_aligned_nothrow(
-        size: usize,
-        align: usize,
-        tag: *const c_void,
-    ) -> *mut c_void {
-        cxx::new_array_aligned_nothrow(size, align, tag)
-    }
-
-    /// Defines the `operator delete` forms, each [`cxx::delete`] of its first argument
-    /// (the others, a size, an alignment or a `nothrow_t`, say nothing `free` needs).
+    /// Defines the `operator delete` forms: [`cxx::delete`] of the form's index in
+    /// `rt::NAMES`, with up to two arguments after the pointer (a size, an alignment
+    /// or a `nothrow_t`, which `free` does not need but forwarding passes on).
     macro_rules! deletes {
-        ($($(#[$doc:meta])* $name:literal $f:ident($($arg:ident),*);)*) => {$(
+        ($($(#[$doc:meta])* $name:literal $index:literal
+            $f:ident($($arg:ident),*) => ($a:expr, $b:expr);)*) => {$(
             $(#[$doc])*
             #[export_name = $name]
             pub unsafe extern "C" fn $f(p: *mut c_void $(, $arg: usize)*) {
-                $(let _ = $arg;)*
-                // SAFETY: the C++ caller's contract is `cxx::delete`'s.
-                unsafe { cxx::delete(p) }
+                const _: () = assert!(same(rt::NAMES[rt::DELETE + $index].to_bytes(), $name.as_bytes()));
+                // SAFETY: called as the C++ operator, the contract of `cxx::delete`;
+                // arguments the form does not have are passed as 0.
+                unsafe { cxx::delete::<{ rt::DELETE + $index }>(p, $a, $b) }
             }
         )*};
     }
 
     deletes! {
         /// `operator delete(void *)`.
-        "_ZdlPv" delete();
+        "_ZdlPv" 0 delete() => (0, 0);
         /// `operator delete[](void *)`.
-        "_ZdaPv" delete_array();
+        "_ZdaPv" 1 delete_array() => (0, 0);
         /// `operator delete(void *, size_t)`.
-        "_ZdlPvm" delete_sized(size);
+        "_ZdlPvm" 2 delete_sized(size) => (size, 0);
         /// `operator delete[](void *, size_t)`.
-        "_ZdaPvm" delete_array_sized(size);
+        "_ZdaPvm" 3 delete_array_sized(size) => (size, 0);
         /// `operator delete(void *, const std::nothrow_t &)`.
-        "_ZdlPvRKSt9nothrow_t" delete_nothrow(tag);
+        "_ZdlPvRKSt9nothrow_t" 4 delete_nothrow(tag) => (tag, 0);
         /// `operator delete[](void *, const std::nothrow_t &)`.
-        "_ZdaPvRKSt9nothrow_t" delete_array_nothrow(tag);
+        "_ZdaPvRKSt9nothrow_t" 5 delete_array_nothrow(tag) => (tag, 0);
         /// `operator delete(void *, std::align_val_t)`.
-        "_ZdlPvSt11align_val_t" delete_aligned(align);
+        "_ZdlPvSt11align_val_t" 6 delete_aligned(align) => (align, 0);
         /// `operator delete[](void *, std::align_val_t)`.
-        "_ZdaPvSt11align_val_t" delete_array_aligned(align);
+        "_ZdaPvSt11align_val_t" 7 delete_array_aligned(align) => (align, 0);
         /// `operator delete(void *, size_t, std::align_val_t)`.
-        "_ZdlPvmSt11align_val_t" delete_sized_aligned(size, align);
+        "_ZdlPvmSt11align_val_t" 8 delete_sized_aligned(size, align) => (size, align);
         /// `operator delete[](void *, size_t, std::align_val_t)`.
-        "_ZdaPvmSt11align_val_t" delete_array_sized_aligned(size, align);
+        "_ZdaPvmSt11align_val_t" 9 delete_array_sized_aligned(size, align) => (size, align);
         /// `operator delete(void *, std::align_val_t, const std::nothrow_t &)`.
-        "_ZdlPvSt11align_val_tRKSt9nothrow_t" delete_aligned_nothrow(align, tag);
+        "_ZdlPvSt11align_val_tRKSt9nothrow_t" 10 delete_aligned_nothrow(align, tag) => (align, tag);
         /// `operator delete[](void *, std::align_val_t, const std::nothrow_t &)`.
-        "_ZdaPvSt11align_val_tRKSt9nothrow_t" delete_array_aligned_nothrow(align, tag);
+        "_ZdaPvSt11align_val_tRKSt9nothrow_t" 11 delete_array_aligned_nothrow(align, tag) => (align, tag);
     }
 }
 

@@ -18,6 +18,12 @@
 //!   glibc ignores it (see [`free_sized`](super::free_sized) for why), so a wrong one,
 //!   undefined in C++ and harmless under glibc, is harmless here too.
 //! - The aligned forms of `new` are `memalign`'s paths.
+//! - Where the program replaces some of the operators itself, every form forwards to
+//!   the runtime's, whose defaults call the program's replacements
+//!   (`sys::cxx::decide_operators`): one load and branch on each fast path.
+//!
+//! The `new` forms are `unsafe`: on failure a C++ exception leaves them, which Rust
+//! code must never call them into.
 
 use core::ffi::c_void;
 
@@ -32,7 +38,7 @@ fn new_with(
     tag: usize,
     slow: extern "C" fn(usize, usize) -> *mut c_void,
 ) -> *mut c_void {
-    if size <= kmalloc::FAST_MAX {
+    if size <= kmalloc::FAST_MAX && rt::operators_ours() {
         const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
         // SAFETY: the size is at most FAST_MAX.
         let p = unsafe { kmalloc::kmalloc_fast16(size) };
@@ -50,9 +56,11 @@ fn new_with(
 #[cold]
 #[inline(never)]
 extern "C" fn new_slow<const OP: usize>(size: usize, tag: usize) -> *mut c_void {
-    let p = malloc(size);
-    if !p.is_null() {
-        return p;
+    if rt::decide_operators() {
+        let p = malloc(size);
+        if !p.is_null() {
+            return p;
+        }
     }
     // SAFETY: variant OP's arguments, the size and, for a nothrow form, its tag.
     unsafe { cpuslab_cxx_next(size, tag, 0, OP) }
@@ -66,7 +74,7 @@ fn new_aligned_with(
     tag: usize,
     slow: extern "C" fn(usize, usize, usize) -> *mut c_void,
 ) -> *mut c_void {
-    if align.is_power_of_two() {
+    if align.is_power_of_two() && rt::operators_ours() {
         let p = kmalloc::kmalloc_fast_aligned(size, align.max(MIN_ALIGN));
         if !p.is_null() {
             return p.cast();
@@ -84,9 +92,11 @@ extern "C" fn new_aligned_slow<const OP: usize>(
     align: usize,
     tag: usize,
 ) -> *mut c_void {
-    let p = memalign(align, size);
-    if !p.is_null() {
-        return p;
+    if rt::decide_operators() {
+        let p = memalign(align, size);
+        if !p.is_null() {
+            return p;
+        }
     }
     // SAFETY: variant OP's arguments: the size, the alignment and, for a nothrow
     // form, its tag.
@@ -95,39 +105,59 @@ extern "C" fn new_aligned_slow<const OP: usize>(
 
 /// `operator new(size_t)`: `size` bytes aligned to 16; when memory runs out, the C++
 /// runtime's `new_handler` loop and `std::bad_alloc`.
+///
+/// # Safety
+/// Called only as C++'s operator (from C++ code, through the exported symbol): on
+/// failure a C++ exception unwinds out of it, which Rust code must not see. The same
+/// holds for every `new` form here.
 #[inline]
-pub extern "C" fn new(size: usize) -> *mut c_void {
+pub unsafe extern "C" fn new(size: usize) -> *mut c_void {
     new_with(size, 0, new_slow::<{ rt::NEW }>)
 }
 
 /// `operator new[](size_t)`: as [`new`].
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_array(size: usize) -> *mut c_void {
+pub unsafe extern "C" fn new_array(size: usize) -> *mut c_void {
     new_with(size, 0, new_slow::<{ rt::NEW_ARRAY }>)
 }
 
 /// `operator new(size_t, const std::nothrow_t &)`: as [`new`], null where that throws.
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
+pub unsafe extern "C" fn new_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
     new_with(size, tag as usize, new_slow::<{ rt::NEW_NOTHROW }>)
 }
 
 /// `operator new[](size_t, const std::nothrow_t &)`: as [`new_nothrow`].
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_array_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
+pub unsafe extern "C" fn new_array_nothrow(size: usize, tag: *const c_void) -> *mut c_void {
     new_with(size, tag as usize, new_slow::<{ rt::NEW_ARRAY_NOTHROW }>)
 }
 
 /// `operator new(size_t, std::align_val_t)`: `size` bytes aligned to `align` (a power
 /// of two), as `memalign`; when memory runs out, as [`new`].
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_aligned(size: usize, align: usize) -> *mut c_void {
+pub unsafe extern "C" fn new_aligned(size: usize, align: usize) -> *mut c_void {
     new_aligned_with(size, align, 0, new_aligned_slow::<{ rt::NEW_ALIGNED }>)
 }
 
 /// `operator new[](size_t, std::align_val_t)`: as [`new_aligned`].
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
+pub unsafe extern "C" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
     new_aligned_with(
         size,
         align,
@@ -138,8 +168,11 @@ pub extern "C" fn new_array_aligned(size: usize, align: usize) -> *mut c_void {
 
 /// `operator new(size_t, std::align_val_t, const std::nothrow_t &)`: as
 /// [`new_aligned`], null where that throws.
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_aligned_nothrow(
+pub unsafe extern "C" fn new_aligned_nothrow(
     size: usize,
     align: usize,
     tag: *const c_void,
@@ -154,8 +187,11 @@ pub extern "C" fn new_aligned_nothrow(
 
 /// `operator new[](size_t, std::align_val_t, const std::nothrow_t &)`: as
 /// [`new_aligned_nothrow`].
+///
+/// # Safety
+/// As for [`new`].
 #[inline]
-pub extern "C" fn new_array_aligned_nothrow(
+pub unsafe extern "C" fn new_array_aligned_nothrow(
     size: usize,
     align: usize,
     tag: *const c_void,
@@ -168,13 +204,37 @@ pub extern "C" fn new_array_aligned_nothrow(
     )
 }
 
-/// `operator delete` in every form (array, sized, nothrow, aligned): [`free`] of its
-/// first argument.
+/// `operator delete` in every form (array, sized, nothrow, aligned; `OP`, an index of
+/// `sys::cxx::NAMES`, says which, and `a` and `b` are its arguments after the
+/// pointer): [`free`] of `p`, or, where the program replaces some operators, the
+/// runtime's form.
 ///
 /// # Safety
-/// `p` is null or a live block of cpuslab's or glibc's, not used again.
+/// `p` is null or a live block of cpuslab's or glibc's, not used again; called only as
+/// C++'s operator `OP`.
 #[inline]
-pub unsafe extern "C" fn delete(p: *mut c_void) {
-    // SAFETY: as the caller promised.
-    unsafe { free(p) }
+pub unsafe extern "C" fn delete<const OP: usize>(p: *mut c_void, a: usize, b: usize) {
+    if rt::operators_ours() {
+        // SAFETY: as the caller promised.
+        unsafe { free(p) }
+    } else {
+        // SAFETY: as the caller promised.
+        unsafe { delete_slow::<OP>(p, a, b) }
+    }
+}
+
+/// [`delete`] before the first decision, or forwarding.
+///
+/// # Safety
+/// As for [`delete`].
+#[cold]
+#[inline(never)]
+unsafe extern "C" fn delete_slow<const OP: usize>(p: *mut c_void, a: usize, b: usize) {
+    if rt::decide_operators() {
+        // SAFETY: as the caller promised.
+        unsafe { free(p) }
+    } else {
+        // SAFETY: operator OP's arguments, as the caller promised.
+        unsafe { cpuslab_cxx_next(p as usize, a, b, OP) };
+    }
 }

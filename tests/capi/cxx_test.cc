@@ -3,6 +3,7 @@
 // `cxx_test cpuslab` that the preloaded library's operators are the ones called and
 // meet them. Prints "cxx_test: ok" and exits 0, or names the first failure and exits 1.
 #include <dlfcn.h>
+#include <execinfo.h>
 #include <malloc.h>
 
 #include <atomic>
@@ -55,8 +56,15 @@ struct alignas(4096) Page {
     char b[100];
 };
 
-static int handler_calls;
+// Whether the handler saw a frame of the preloaded library on the stack: the
+// library's operator must have left by a tail jump into the runtime's.
+static int handler_calls, library_frames;
 static void handler() {
+    void *frames[64];
+    int n = backtrace(frames, 64);
+    for (int i = 0; i < n; i++)
+        if (std::strstr(object_of(frames[i]), "cpuslab_preload"))
+            library_frames++;
     if (++handler_calls == 3)
         std::set_new_handler(nullptr);
 }
@@ -98,14 +106,14 @@ int main(int argc, char **argv) {
 
     // Over-aligned types and explicit alignments take the aligned forms.
     for (int i = 0; i < 100; i++) {
-        Line *l = new Line;
-        Page *pg = new Page;
+        Line *l = static_cast<Line *>(escape(new Line));
+        Page *pg = static_cast<Page *>(escape(new Page));
         CHECK((uintptr_t)l % 64 == 0 && (uintptr_t)pg % 4096 == 0);
         std::memset(l, 1, sizeof *l);
         std::memset(pg, 2, sizeof *pg);
         delete l;
         delete pg;
-        Line *ls = new Line[i + 1];
+        Line *ls = static_cast<Line *>(escape(new Line[i + 1]));
         CHECK((uintptr_t)ls % 64 == 0);
         delete[] ls;
     }
@@ -117,6 +125,21 @@ int main(int argc, char **argv) {
         p = escape(::operator new[](100, std::align_val_t(align), std::nothrow));
         CHECK(p != nullptr && (uintptr_t)p % align == 0);
         ::operator delete[](p, std::align_val_t(align), std::nothrow);
+    }
+
+    // The delete forms no expression above emits, called by name.
+    for (int i = 0; i < 100; i++) {
+        ::operator delete(escape(::operator new(48, std::nothrow)), std::nothrow);
+        ::operator delete[](escape(::operator new[](48, std::nothrow)), std::nothrow);
+        ::operator delete(escape(::operator new(48, std::align_val_t(256))),
+                          std::align_val_t(256));
+        ::operator delete[](escape(::operator new[](48, std::align_val_t(256))),
+                            std::align_val_t(256));
+        ::operator delete[](escape(::operator new[](48, std::align_val_t(256))), 48,
+                            std::align_val_t(256));
+        ::operator delete(escape(::operator new(48, std::align_val_t(256), std::nothrow)),
+                          std::align_val_t(256), std::nothrow);
+        ::operator delete[](escape(::operator new[](48)), 48);
     }
 
     // A sized delete with the wrong size (undefined in C++, harmless under glibc)
@@ -173,6 +196,16 @@ int main(int argc, char **argv) {
         caught = true;
     }
     CHECK(caught && handler_calls == 3);
+    CHECK(library_frames == 0);
+    handler_calls = 0;
+    std::set_new_handler(handler);
+    caught = false;
+    try {
+        escape(::operator new[](huge, std::align_val_t(128)));
+    } catch (const std::bad_alloc &) {
+        caught = true;
+    }
+    CHECK(caught && handler_calls == 3 && library_frames == 0);
 
     // Blocks cross threads: made by one, deleted by another, sized and not.
     std::vector<Counted *> made(20000);
