@@ -563,20 +563,8 @@ fn cxx_test_program() {
     }
     let exe = compile_cxx("cxx_test");
     for (mode, preload) in [("glibc", None), ("cpuslab", Some(preload_so()))] {
-        for round in 0..2 {
-            let mut c = Command::new(&exe);
-            c.arg(mode);
-            if let Some(so) = preload {
-                c.env("LD_PRELOAD", so);
-            }
-            let out = output(c);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.starts_with("cxx_test: ok"),
-                "cxx_test {mode} (round {round}): {}\n{stdout}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+        for _ in 0..2 {
+            run_cxx(&exe, &[mode], preload, "cxx_test: ok");
         }
     }
 }
@@ -591,24 +579,34 @@ fn cxx_test_program() {
 fn cxx_replaced_operators_are_kept() {
     let exe = compile_cxx("cxx_replaced");
     for preload in [None, Some(preload_so())] {
-        let mut c = Command::new(&exe);
-        if let Some(so) = preload {
-            c.env("LD_PRELOAD", so);
-        }
-        let out = output(c);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.starts_with("cxx_replaced: ok"),
-            "cxx_replaced (preload {preload:?}): {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_cxx(&exe, &[], preload, "cxx_replaced: ok");
     }
+}
+
+/// Runs `exe` with `args`, under `preload` where given, and asserts that it succeeds
+/// and that its output starts with `ok`.
+#[cfg(target_arch = "x86_64")]
+fn run_cxx(exe: &Path, args: &[&str], preload: Option<&Path>, ok: &str) {
+    let mut c = Command::new(exe);
+    c.args(args);
+    if let Some(so) = preload {
+        c.env("LD_PRELOAD", so);
+    }
+    let out = output(c);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with(ok),
+        "{} {args:?} (preload {preload:?}): {}\n{stdout}\n{}",
+        exe.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Compiles `tests/capi/{name}.cc` as a position-independent executable (so that
 /// taking an operator's address resolves it as calls do) with sized deallocation (a
 /// compiler default since C++14 for g++, not for every clang).
+#[cfg(target_arch = "x86_64")]
 fn compile_cxx(name: &str) -> PathBuf {
     let dir = scratch(name);
     let exe = dir.join(name);
