@@ -289,13 +289,14 @@ pub(crate) fn init() -> Result<(), CacheError> {
 }
 
 /// The fast path's pop for `size <= FAST_MAX`: the class's array caches from the
-/// by-size table, then one restartable sequence. Null when it cannot serve.
+/// by-size table, then one restartable sequence. Null when it cannot serve, or while
+/// any of the hold bits `also` is held.
 #[inline(always)]
-fn fast_pop(size: usize) -> *mut u8 {
+fn fast_pop(size: usize, also: usize) -> *mut u8 {
     // SAFETY: `size <= FAST_MAX`, checked by every caller, keeps the index in range.
     let slot = unsafe { kmalloc_static().fast.get_unchecked((size + 7) >> 3) };
     // SAFETY: an entry of kmalloc's table.
-    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire)) }
+    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire), also) }
 }
 
 /// Largest size the fast paths serve: the sizes `size_index` maps by table.
@@ -312,10 +313,22 @@ pub const FAST_MAX: usize = 1024;
 /// `size <= FAST_MAX`.
 #[inline(always)]
 pub unsafe fn kmalloc_fast16(size: usize) -> *mut u8 {
+    // SAFETY: the caller's bound.
+    unsafe { kmalloc_fast16_unless(size, 0) }
+}
+
+/// [`kmalloc_fast16`], also null while any of the hold bits `also` is held: a
+/// caller's own condition for its fast path (C++'s operators: `HOLD_CXX`), tested
+/// with the bits the pop tests already, in one instruction.
+///
+/// # Safety
+/// `size <= FAST_MAX`.
+#[inline(always)]
+pub unsafe fn kmalloc_fast16_unless(size: usize, also: usize) -> *mut u8 {
     // SAFETY: every caller checks the bound, which keeps the table index in range (the
     // compiler cannot see it through the rounding).
     unsafe { core::hint::assert_unchecked(size <= FAST_MAX) };
-    fast_pop((size + 15) & !15)
+    fast_pop((size + 15) & !15, also)
 }
 
 /// The inline fast path of a C allocation above [`FAST_MAX`] and up to
@@ -329,7 +342,7 @@ pub unsafe fn kmalloc_fast_big(size: usize) -> *mut u8 {
     // SAFETY: the caller's bound keeps the index in 5..=128.
     let slot = unsafe { kmalloc_static().fast_big.get_unchecked((size + 255) >> 8) };
     // SAFETY: an entry of kmalloc's table.
-    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire)) }
+    unsafe { RawCache::alloc_fast_table(slot.load(Ordering::Acquire), 0) }
 }
 
 /// The inline fast path for a block aligned to `align` (a power of two), for the C
@@ -396,6 +409,17 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
 /// `p` is null, a foreign block, or a live block of cpuslab not used again.
 #[inline(always)]
 pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    unsafe { kfree_unsized_fast_unless(p, 0) }
+}
+
+/// [`kfree_unsized_fast`], also false while any of the hold bits `also` is held (see
+/// [`kmalloc_fast16_unless`]).
+///
+/// # Safety
+/// As for [`kfree_unsized_fast`].
+#[inline(always)]
+pub unsafe fn kfree_unsized_fast_unless(p: *mut u8, also: usize) -> bool {
     let Some(off) = arena::offset_in(p) else {
         return false;
     };
@@ -419,7 +443,7 @@ pub unsafe fn kfree_unsized_fast(p: *mut u8) -> bool {
     // SAFETY: an entry passes `p` only when its page's tag is that of a kmalloc
     // class, and `cpu_caches` gives that class's array caches, the entry's. The
     // caller gives `p` up.
-    unsafe { RawCache::free_fast_tagged(entry, p, off, cpu_caches) }
+    unsafe { RawCache::free_fast_tagged(entry, p, off, also, cpu_caches) }
 }
 
 /// Where the free of `p`, in a page whose tag's `entry` names an owner that is not
@@ -461,7 +485,7 @@ pub fn kmalloc_or(size: usize, align: usize, slow: fn(usize, usize) -> *mut u8) 
         // A 16-byte alignment (hashbrown's tables, `u128`) rounds the size to 16: the
         // class of that size is a multiple of 16, as `classify` picks (see
         // `fast_size`).
-        let obj = fast_pop(fast_size(size, align));
+        let obj = fast_pop(fast_size(size, align), 0);
         if !obj.is_null() {
             return obj;
         }

@@ -20,28 +20,32 @@
 //! - The aligned forms of `new` are `memalign`'s paths.
 //! - Where the program replaces some of the operators itself, every form forwards to
 //!   the runtime's, whose defaults call the program's replacements
-//!   (`sys::cxx::decide_operators`): one load and branch on each fast path.
+//!   (`sys::cxx::decide_operators`). Until that is decided, or where it forwards,
+//!   the hold bit `HOLD_CXX` turns the fast paths away; `malloc`'s and `free`'s test
+//!   of their own hold bits tests it too, so serving costs nothing.
 //!
 //! The `new` forms are `unsafe`: on failure a C++ exception leaves them, which Rust
 //! code must never call them into.
 
 use core::ffi::c_void;
 
-use super::{free, malloc, memalign, MIN_ALIGN};
+use super::{free_slow, malloc, memalign, MIN_ALIGN};
 use crate::kmalloc;
 use crate::sys::cxx::{self as rt, cpuslab_cxx_next};
+use crate::sys::rseq::HOLD_CXX;
 
-/// The fast path of the unaligned forms: `malloc`'s pop; `slow` for the rest.
+/// The fast path of the unaligned forms: `malloc`'s pop, unless `HOLD_CXX` is held;
+/// `slow` for the rest.
 #[inline(always)]
 fn new_with(
     size: usize,
     tag: usize,
     slow: extern "C" fn(usize, usize) -> *mut c_void,
 ) -> *mut c_void {
-    if size <= kmalloc::FAST_MAX && rt::operators_ours() {
+    if size <= kmalloc::FAST_MAX {
         const { assert!(MIN_ALIGN == 16, "kmalloc_fast16 rounds to 16") };
         // SAFETY: the size is at most FAST_MAX.
-        let p = unsafe { kmalloc::kmalloc_fast16(size) };
+        let p = unsafe { kmalloc::kmalloc_fast16_unless(size, HOLD_CXX) };
         if !p.is_null() {
             return p.cast();
         }
@@ -206,24 +210,25 @@ pub unsafe extern "C" fn new_array_aligned_nothrow(
 
 /// `operator delete` in every form (array, sized, nothrow, aligned; `OP`, an index of
 /// `sys::cxx::NAMES`, says which, and `a` and `b` are its arguments after the
-/// pointer): [`free`] of `p`, or, where the program replaces some operators, the
-/// runtime's form.
+/// pointer): [`free`](super::free) of `p`, or, where the program replaces some
+/// operators, the runtime's form.
 ///
 /// # Safety
 /// `p` is null or a live block of cpuslab's or glibc's, not used again; called only as
 /// C++'s operator `OP`.
 #[inline]
 pub unsafe extern "C" fn delete<const OP: usize>(p: *mut c_void, a: usize, b: usize) {
-    if rt::operators_ours() {
-        // SAFETY: as the caller promised.
-        unsafe { free(p) }
-    } else {
-        // SAFETY: as the caller promised.
-        unsafe { delete_slow::<OP>(p, a, b) }
+    // SAFETY: as the caller promised. `free`'s fast path, turned away while HOLD_CXX
+    // is held.
+    if unsafe { kmalloc::kfree_unsized_fast_unless(p.cast(), HOLD_CXX) } {
+        return;
     }
+    // SAFETY: as the caller promised.
+    unsafe { delete_slow::<OP>(p, a, b) }
 }
 
-/// [`delete`] before the first decision, or forwarding.
+/// [`delete`] past its fast path: `free`'s whole path, or the runtime's form where the
+/// operators forward.
 ///
 /// # Safety
 /// As for [`delete`].
@@ -232,7 +237,7 @@ pub unsafe extern "C" fn delete<const OP: usize>(p: *mut c_void, a: usize, b: us
 unsafe extern "C" fn delete_slow<const OP: usize>(p: *mut c_void, a: usize, b: usize) {
     if rt::decide_operators() {
         // SAFETY: as the caller promised.
-        unsafe { free(p) }
+        unsafe { free_slow(p) }
     } else {
         // SAFETY: operator OP's arguments, as the caller promised.
         unsafe { cpuslab_cxx_next(p as usize, a, b, OP) };

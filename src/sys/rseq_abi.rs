@@ -55,6 +55,13 @@ pub const HOLD_GONE: usize = 8;
 /// table entry for null on every allocation.
 pub const HOLD_TABLES: usize = 16;
 
+/// Hold bit: whether the preload library's C++ operators serve the program is not
+/// decided yet, or they forward to the C++ runtime's (the program replaces some
+/// operators: `sys::cxx::decide_operators`). Set from the start and released once they
+/// are decided to serve; only the operators' inline paths test it, folded into the
+/// test of the bits they test already.
+pub const HOLD_CXX: usize = 32;
+
 /// The hold bits under which callers must use their locked paths instead of the
 /// stack sequences: not enabled yet, or retired.
 pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;

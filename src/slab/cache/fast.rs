@@ -87,12 +87,15 @@ impl RawCache {
     /// Its tables are full (`base` is not null) once the `HOLD_TABLES` bit is released,
     /// so the pop tests no pointer.
     ///
+    /// Also null while any of the hold bits `also` is held (a caller's own condition,
+    /// tested with the others in one test).
+    ///
     /// # Safety
     /// `base` is a kmalloc cache's `cpu_cache`, read from its table: not null unless
     /// `HOLD_TABLES` is still held.
     #[inline(always)]
-    pub unsafe fn alloc_fast_table(base: *mut ArrayCache) -> *mut u8 {
-        let held = sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES;
+    pub unsafe fn alloc_fast_table(base: *mut ArrayCache, also: usize) -> *mut u8 {
+        let held = sys::rseq::HOLD_POP | sys::rseq::HOLD_STOPPED | sys::rseq::HOLD_TABLES | also;
         if sys::rseq::held() & held != 0 {
             return ptr::null_mut();
         }
@@ -259,7 +262,8 @@ impl RawCache {
     /// `cpu_caches(cpu)` names for the CPU the sequence reads, or none (null) where
     /// `obj` belongs to another CPU (see [`TagCheck::owned_elsewhere`]). False when the
     /// push cannot be done (rseq off or held, an empty, full or stopped cache, another
-    /// owner, another node's object); the caller then takes the whole path.
+    /// owner, another node's object, any of the hold bits `also` held); the caller
+    /// then takes the whole path.
     ///
     /// # Safety
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
@@ -271,12 +275,13 @@ impl RawCache {
         check: &TagCheck,
         obj: *mut u8,
         off: u32,
+        also: usize,
         cpu_caches: impl FnOnce(usize) -> *mut ArrayCache,
     ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
         // SAFETY: `off` is an offset in an arena (the contract), so `obj` lies in one.
-        if !check.starts_slot(off) || unsafe { push_held(0, obj) } {
+        if !check.starts_slot(off) || unsafe { push_held(also, obj) } {
             return false;
         }
         let base = cpu_caches(sys::rseq::stack_cpu());

@@ -81,12 +81,12 @@ const OURS: u8 = 1;
 /// See [`STATE`]: every operator of the library's forwards to the C++ runtime's.
 const FORWARD: u8 = 2;
 
-/// Whether the library's operators serve the program: true once decided so. Inline on
-/// every operator's fast path (one load of a line that stays shared).
+/// Whether the library's operators serve the program: true once decided so, when
+/// [`decide_operators`] releases the hold bit `HOLD_CXX`, which the unaligned forms'
+/// fast paths test with `malloc`'s and `free`'s own hold bits.
 #[inline(always)]
 pub fn operators_ours() -> bool {
-    let state: &AtomicU8 = crate::sys::local_static!(STATE);
-    state.load(Ordering::Relaxed) == OURS
+    crate::sys::rseq::held() & crate::sys::rseq::HOLD_CXX == 0
 }
 
 /// [`operators_ours`], deciding it at the first call.
@@ -115,6 +115,9 @@ pub fn decide_operators() -> bool {
             OURS
         };
         STATE.store(state, Ordering::Release);
+        if state == OURS {
+            crate::sys::rseq::release(crate::sys::rseq::HOLD_CXX);
+        }
     }
     state == OURS
 }
@@ -275,6 +278,19 @@ mod tests {
                 assert_eq!(name.contains("align_val_t"), op >= NEW_ALIGNED, "{name}");
             }
         }
+    }
+
+    /// In a program that defines no operator of its own (this test binary), the first
+    /// decision makes the library's operators serve and releases the hold bit their
+    /// fast paths test; before that, and while they forward, the bit turns them away.
+    #[test]
+    fn serving_releases_the_operators_hold() {
+        assert!(decide_operators());
+        assert!(operators_ours());
+        assert_eq!(crate::sys::rseq::held() & crate::sys::rseq::HOLD_CXX, 0);
+        // Decided once: a second call changes nothing.
+        assert!(decide_operators());
+        assert_eq!(STATE.load(Ordering::Relaxed), OURS);
     }
 
     /// A nothrow `new` that fails returns null through the stub: the runtime's

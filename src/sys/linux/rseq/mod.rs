@@ -90,7 +90,7 @@ pub fn hold(bits: usize) {
 }
 
 /// Clears hold bits that were set from the start for a condition that has ended
-/// ([`HOLD_TABLES`]).
+/// ([`HOLD_TABLES`], [`HOLD_CXX`]).
 pub fn release(bits: usize) {
     arch::release(bits);
 }

@@ -144,8 +144,8 @@ pub(super) unsafe fn percpu_xchg(
 // from the program's code goes through the GOT in a position-independent executable),
 // and it works the same in the LD_PRELOAD library. Word 0: the rseq area's offset
 // from the thread pointer; word 1: the CPU bound, 0 while the stack sequences are off;
-// word 2: the hold bits ([`HOLD_POP`], [`HOLD_NODES`], [`HOLD_OFF`]), which start with
-// `HOLD_OFF` and `HOLD_TABLES` set.
+// word 2: the hold bits ([`HOLD_POP`], [`HOLD_NODES`], [`HOLD_OFF`], ...), which start
+// with `HOLD_OFF`, `HOLD_TABLES` and `HOLD_CXX` set.
 core::arch::global_asm!(
     ".pushsection .data.cpuslab_rseq_stack,\"aw\",@progbits",
     ".balign 64",
@@ -154,8 +154,9 @@ core::arch::global_asm!(
     ".type cpuslab_rseq_stack, @object",
     ".size cpuslab_rseq_stack, 24",
     "cpuslab_rseq_stack:",
-    ".quad 0, 0, 20",
+    ".quad 0, 0, {held}",
     ".popsection",
+    held = const super::HOLD_OFF | super::HOLD_TABLES | super::HOLD_CXX,
 );
 
 extern "C" {
