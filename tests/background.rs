@@ -77,6 +77,44 @@ fn build_and_cross_free(mb: usize) -> usize {
     peak_rss_bytes()
 }
 
+/// Sleeps without an allocator call until `done(rss)` holds for the resident set, or
+/// [`IDLE_DEADLINE`] passed; the last resident set and the time slept. The reclaim
+/// thread takes 3 s here on an idle machine (the goal, measured in
+/// `docs/figures.md`); the deadline leaves room for a test machine busy with other
+/// tests, whose threads can keep the reclaim thread off the CPUs.
+fn idle_until(done: impl Fn(usize) -> bool) -> (usize, Duration) {
+    let start = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let rss = rss_now();
+        if done(rss) || start.elapsed() >= IDLE_DEADLINE {
+            return (rss, start.elapsed());
+        }
+    }
+}
+
+/// The resident set in bytes, read without an allocator call (unlike
+/// `common::rss_bytes`), so that polling it leaves the program idle.
+fn rss_now() -> usize {
+    let mut buf = [0u8; 256];
+    // SAFETY: a NUL-terminated path; `read` writes inside `buf`; the fd is closed.
+    let n = unsafe {
+        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0);
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    assert!(n > 0);
+    let text = core::str::from_utf8(&buf[..n as usize]).unwrap();
+    let pages: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
+}
+
+/// How long [`idle_until`] waits at most.
+const IDLE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Runs `test` again in a child process with `env`, requiring it to pass.
 fn in_child(test: &str, env: &[(&str, &str)]) {
     let (status, err) = common::run_child(test, env);
@@ -84,20 +122,20 @@ fn in_child(test: &str, env: &[(&str, &str)]) {
 }
 
 /// After the program stops allocating, the reclaim thread drains the caches and
-/// purges the free pages: within 3 s the resident set is a small part of the peak.
+/// purges the free pages: the resident set falls to a small part of the peak (within
+/// 3 s on an idle machine; see [`idle_until`]).
 #[test]
 fn idle_rust_program_gives_memory_back() {
     if !common::is_child() {
         return in_child("idle_rust_program_gives_memory_back", &[]);
     }
     let peak = build_and_cross_free(100);
-    std::thread::sleep(Duration::from_secs(3));
-    let rss = common::rss_bytes();
+    let (rss, waited) = idle_until(|rss| rss * 10 < peak);
     let s = cpuslab::background::stats();
-    eprintln!("peak {peak} rss {rss} {s:?}");
+    eprintln!("peak {peak} rss {rss} after {waited:?} {s:?}");
     assert!(
         rss * 10 < peak,
-        "peak {peak} -> rss {rss} after 3 s idle ({s:?})"
+        "peak {peak} -> rss {rss} after {waited:?} idle ({s:?})"
     );
     assert!(s.idle_drains >= 1, "{s:?}");
 }
@@ -150,10 +188,9 @@ fn forked_child_restarts_the_reclaim_thread() {
             let before = common::rss_bytes();
             let peak = build_and_cross_free(100);
             assert!(reclaim_thread_exists(), "no reclaim thread in the child");
-            std::thread::sleep(Duration::from_secs(3));
-            let rss = common::rss_bytes();
+            let (rss, waited) = idle_until(|rss| rss.saturating_sub(before) * 10 < peak - before);
             let s = cpuslab::background::stats();
-            eprintln!("child: before {before} peak {peak} rss {rss} {s:?}");
+            eprintln!("child: before {before} peak {peak} rss {rss} after {waited:?} {s:?}");
             assert!(
                 rss.saturating_sub(before) * 10 < peak - before,
                 "child: {before} -> peak {peak} -> rss {rss} ({s:?})"
