@@ -29,20 +29,26 @@ fn reclaim_thread_exists() -> bool {
     })
 }
 
-/// The process's thread count (`Threads:` of /proc/self/status), read into a stack
-/// buffer: nothing is allocated.
-fn threads_now() -> usize {
-    let mut buf = [0u8; 4096];
+/// The text of the `/proc` file `path`, read into `buf` by one `read`, with no
+/// allocator call.
+fn read_proc<'a>(path: &core::ffi::CStr, buf: &'a mut [u8]) -> &'a str {
     // SAFETY: a NUL-terminated path; `read` writes inside `buf`; the fd is closed.
     let n = unsafe {
-        let fd = libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY);
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
         assert!(fd >= 0);
         let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
         libc::close(fd);
         n
     };
     assert!(n > 0);
-    let text = core::str::from_utf8(&buf[..n as usize]).unwrap();
+    core::str::from_utf8(&buf[..n as usize]).unwrap()
+}
+
+/// The process's thread count (`Threads:` of /proc/self/status), read into a stack
+/// buffer: nothing is allocated.
+fn threads_now() -> usize {
+    let mut buf = [0u8; 4096];
+    let text = read_proc(c"/proc/self/status", &mut buf);
     let line = text.lines().find(|l| l.starts_with("Threads:")).unwrap();
     line["Threads:".len()..].trim().parse().unwrap()
 }
@@ -97,16 +103,7 @@ fn idle_until(done: impl Fn(usize) -> bool) -> (usize, Duration) {
 /// `common::rss_bytes`), so that polling it leaves the program idle.
 fn rss_now() -> usize {
     let mut buf = [0u8; 256];
-    // SAFETY: a NUL-terminated path; `read` writes inside `buf`; the fd is closed.
-    let n = unsafe {
-        let fd = libc::open(c"/proc/self/statm".as_ptr(), libc::O_RDONLY);
-        assert!(fd >= 0);
-        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-        libc::close(fd);
-        n
-    };
-    assert!(n > 0);
-    let text = core::str::from_utf8(&buf[..n as usize]).unwrap();
+    let text = read_proc(c"/proc/self/statm", &mut buf);
     let pages: usize = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize
