@@ -1,6 +1,6 @@
 //! The budget of array-cache growth: what one CPU's caches hold room for beyond their
 //! tuned limits stays within `growth::cpu_budget()` however many classes cycle there,
-//! and `shrink` pays it back. One test in its own binary, so that no other test's
+//! all CPUs' within `growth::pool()`, and `shrink` pays it back. One test in its own binary, so that no other test's
 //! caches charge the same CPU meanwhile.
 
 #[global_allocator]
@@ -34,10 +34,10 @@ fn alloc_then_free(caches: &[KmemCache<Big>], n: usize) {
 fn growth_stays_within_the_cpu_budget_and_is_paid_back() {
     let cpu = common::pin().expect("no CPU to pin to");
     let budget = growth::cpu_budget();
-    assert_eq!(
-        budget,
-        growth::budget_for(cpuslab::topology::nr_online_cpus())
-    );
+    let nr = cpuslab::topology::nr_online_cpus();
+    assert_eq!(budget, growth::cpu_budget_for(nr));
+    let pool = growth::pool();
+    assert_eq!(pool, growth::pool_for(nr));
     let caches: Vec<KmemCache<Big>> = (0..4)
         .map(|i| KmemCache::new(&format!("budget-{i}"), SlabFlags::NONE).unwrap())
         .collect();
@@ -51,6 +51,11 @@ fn growth_stays_within_the_cpu_budget_and_is_paid_back() {
         assert!(
             charged <= budget,
             "round {round}: {charged} bytes of growth on CPU {cpu}, budget {budget}"
+        );
+        let total = growth::total_charged();
+        assert!(
+            charged <= total && total <= pool,
+            "round {round}: {total} bytes of growth on all CPUs ({charged} on CPU {cpu}), pool {pool}"
         );
     }
     let charged = growth::charged(cpu);
@@ -67,6 +72,11 @@ fn growth_stays_within_the_cpu_budget_and_is_paid_back() {
     assert!(
         after <= before + 64 * 1024,
         "{after} bytes still charged after shrinking (before the rounds {before})"
+    );
+    assert!(
+        growth::total_charged() >= after,
+        "the pool lost count: {} given out, CPU {cpu} alone holds {after}",
+        growth::total_charged()
     );
     for c in caches {
         c.destroy().map_err(|(_, e)| e).unwrap();
