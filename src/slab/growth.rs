@@ -150,18 +150,28 @@ pub fn total_charged() -> usize {
     TOTAL.load(Ordering::Relaxed)
 }
 
-/// Whether a CPU whose caches are charged `cpu_charged` bytes may take `extra` more
-/// while all CPUs' are charged `total`, on a machine of `nr_cpus` CPUs: within the
-/// CPU's budget and what the pool has left.
-pub const fn may_charge(cpu_charged: usize, total: usize, extra: usize, nr_cpus: usize) -> bool {
-    cpu_charged + extra <= cpu_budget_for(nr_cpus) && total + extra <= pool_for(nr_cpus)
+/// Bytes a CPU whose caches are charged `cpu_charged` bytes may still take while all
+/// CPUs' are charged `total`, on a machine of `nr_cpus` CPUs: what is left of the
+/// CPU's budget and of the pool, the smaller.
+pub const fn room_for(cpu_charged: usize, total: usize, nr_cpus: usize) -> usize {
+    let own = cpu_budget_for(nr_cpus).saturating_sub(cpu_charged);
+    let pool = pool_for(nr_cpus).saturating_sub(total);
+    if own < pool {
+        own
+    } else {
+        pool
+    }
 }
 
-/// Bytes `cpu` may still charge now: what is left of its budget and of the pool.
+/// Whether a CPU whose caches are charged `cpu_charged` bytes may take `extra` more
+/// while all CPUs' are charged `total`, on a machine of `nr_cpus` CPUs.
+pub const fn may_charge(cpu_charged: usize, total: usize, extra: usize, nr_cpus: usize) -> bool {
+    extra <= room_for(cpu_charged, total, nr_cpus)
+}
+
+/// Bytes `cpu` may still charge now ([`room_for`]).
 fn room(cpu: usize) -> usize {
-    let nr = topology::nr_online_cpus();
-    let own = cpu_budget_for(nr).saturating_sub(charged(cpu));
-    own.min(pool_for(nr).saturating_sub(total_charged()))
+    room_for(charged(cpu), total_charged(), topology::nr_online_cpus())
 }
 
 /// Sets the limit of `cpu`'s array cache `ac` (of `size`-byte objects, tuned limit
@@ -197,8 +207,9 @@ pub unsafe fn set_limit(
             return false;
         }
     } else {
-        charged.fetch_sub((old - new) * size, Ordering::Relaxed);
-        TOTAL.fetch_sub((old - new) * size, Ordering::Relaxed);
+        let back = (old - new) * size;
+        charged.fetch_sub(back, Ordering::Relaxed);
+        TOTAL.fetch_sub(back, Ordering::Relaxed);
     }
     // SAFETY: as above.
     unsafe {
