@@ -65,3 +65,113 @@ fn a_free_into_an_empty_cache_is_not_handed_out_next() {
     // Nothing lost on the way: every object is back, so the cache can go.
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
+
+/// A small xorshift generator: the same sequence in every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Two threads on two CPUs, each churning a table of its own short strings through
+/// `malloc`'s small classes (inserts, removals, the whole table dropped and built
+/// again every epoch, as a `HashMap<u64, String>` is): their live blocks share few
+/// cache lines. When a refill took whichever partial slab came first, each thread's
+/// next refills filled the holes its own frees left and the holes the other's left
+/// alike, and a fifth of one thread's lines held blocks of the other's.
+#[test]
+fn two_cpus_churning_their_own_blocks_share_few_lines() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let (Some(&a), Some(&b)) = (cpus.first(), cpus.get(1)) else {
+        eprintln!("fewer than two CPUs to pin to; skipped");
+        return;
+    };
+    const KEYS: u64 = 1 << 16;
+    const EPOCH: u64 = 250_000;
+    const EPOCHS: u64 = 4;
+    let layout = |key: u64| Layout::from_size_align(4 + (key as usize * 11) % 45, 1).unwrap();
+    let barrier = std::sync::Barrier::new(2);
+    let live: Vec<Vec<usize>> = std::thread::scope(|s| {
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .enumerate()
+            .map(|(t, cpu)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    assert!(core_affinity::set_for_current(cpu));
+                    let mut rng = Rng(0x4A54_0001 + t as u64 * 7919);
+                    let mut table: Vec<*mut u8> = vec![std::ptr::null_mut(); KEYS as usize];
+                    let drop_all = |table: &mut Vec<*mut u8>| {
+                        for (key, p) in table.iter_mut().enumerate() {
+                            if !p.is_null() {
+                                // SAFETY: allocated below with this key's layout, freed once.
+                                unsafe { cpuslab::CpuSlab.dealloc(*p, layout(key as u64)) };
+                                *p = std::ptr::null_mut();
+                            }
+                        }
+                    };
+                    let mut snapshot = Vec::new();
+                    for op in 0..EPOCHS * EPOCH {
+                        let key = rng.below(KEYS);
+                        let slot = &mut table[key as usize];
+                        match rng.below(100) {
+                            0..=44 => {
+                                if !slot.is_null() {
+                                    // SAFETY: as in `drop_all`.
+                                    unsafe { cpuslab::CpuSlab.dealloc(*slot, layout(key)) };
+                                }
+                                // SAFETY: a layout of non-zero size.
+                                let p = unsafe { cpuslab::CpuSlab.alloc(layout(key)) };
+                                assert!(!p.is_null());
+                                // SAFETY: the block holds at least 4 bytes.
+                                unsafe { p.write_bytes(key as u8, 4) };
+                                *slot = p;
+                            }
+                            45..=79 if !slot.is_null() => {
+                                // SAFETY: as in `drop_all`.
+                                unsafe { cpuslab::CpuSlab.dealloc(*slot, layout(key)) };
+                                *slot = std::ptr::null_mut();
+                            }
+                            _ => {}
+                        }
+                        if op == EPOCHS * EPOCH - EPOCH / 2 {
+                            barrier.wait();
+                            snapshot = table
+                                .iter()
+                                .filter(|p| !p.is_null())
+                                .map(|&p| p as usize)
+                                .collect();
+                            barrier.wait();
+                        }
+                        if (op + 1) % EPOCH == 0 {
+                            drop_all(&mut table);
+                        }
+                    }
+                    snapshot
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let lines = |blocks: &[usize]| blocks.iter().map(|&p| line(p)).collect::<HashSet<_>>();
+    let (first, second) = (lines(&live[0]), lines(&live[1]));
+    let shared = first.intersection(&second).count();
+    eprintln!(
+        "{} and {} blocks on {} and {} lines, {shared} lines shared",
+        live[0].len(),
+        live[1].len(),
+        first.len(),
+        second.len()
+    );
+    assert!(
+        shared * 10 < first.len(),
+        "{shared} of the first thread's {} lines hold blocks of the other thread",
+        first.len()
+    );
+}

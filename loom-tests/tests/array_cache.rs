@@ -126,17 +126,9 @@ impl Cache {
             })
             .collect();
         let shared = new_ac(SHARED_LIMIT, BATCH);
-        let mut lists = NodeLists {
-            slabs_partial: PageList::new(),
-            slabs_full: PageList::new(),
-            slabs_free: PageList::new(),
-            total_slabs: SLABS,
-            free_objects: OBJS,
-            free_limit: FREE_LIMIT,
-            colour_next: 0,
-            free_touched: false,
-            shared,
-        };
+        let mut lists = NodeLists::new(FREE_LIMIT, shared);
+        lists.total_slabs = SLABS;
+        lists.free_objects = OBJS;
         for s in slabs.iter() {
             // SAFETY: a fresh slab on no list.
             unsafe { lists.slabs_free.push_back(ptr::addr_of!(s.page).cast_mut()) };

@@ -1,5 +1,10 @@
 //! `struct kmem_cache_node`: a cache's slabs on one NUMA node, sorted into full,
 //! partial and free lists, and the node's shared array cache, all under `list_lock`.
+//!
+//! A cache whose slabs record the CPU that last refilled from them (small objects,
+//! which share cache lines: `slab::cache::remote`) keeps its partial slabs on one list
+//! per owner CPU, and a refill takes from its own CPU's first: its free objects lie
+//! between objects that CPU still holds, where another CPU's would share their lines.
 
 #[cfg(not(loom))]
 use core::ptr;
@@ -16,7 +21,8 @@ use crate::{page, sys::PAGE_SIZE};
 
 /// The per-node lists, under the node's `list_lock`.
 pub struct NodeLists {
-    /// Slabs with some objects in use.
+    /// Slabs with some objects in use that no CPU's list of [`owned`](Self::owned)
+    /// holds.
     pub slabs_partial: PageList,
     /// Slabs with every object in use.
     pub slabs_full: PageList,
@@ -34,6 +40,33 @@ pub struct NodeLists {
     pub free_touched: bool,
     /// The node's shared array cache (null when the cache has none).
     pub shared: *mut ArrayCache,
+    /// The partial slabs of each CPU that owns slabs here (see the module's docs).
+    owned: OwnedPartials,
+}
+
+/// The partial slabs of a node's cache, one list per owner CPU: a block of
+/// `len` lists, given to a cache that records owners before its first slab is claimed.
+struct OwnedPartials {
+    /// The lists, indexed by CPU; null while `len` is 0.
+    lists: *mut PageList,
+    /// CPUs with a list: 0 for a cache that records no owners, or whose block could
+    /// not be had. Fixed once `decided`.
+    len: usize,
+    /// Slabs on all the lists together.
+    slabs: usize,
+    /// Whether `len` is fixed: from the first refill that may claim a slab on.
+    decided: bool,
+}
+
+/// A list a slab with free objects lies on, in its node's [`NodeLists`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlabList {
+    /// The free list: no object in use.
+    Free,
+    /// The partial list of slabs no CPU owns (or that a CPU without a list owns).
+    Partial,
+    /// The partial slabs owned by this CPU.
+    Owned(usize),
 }
 
 // SAFETY: only touched under the list lock.
@@ -94,17 +127,7 @@ impl KmemCacheNode {
         // block, or an object of the node cache, whose objects are node structures).
         unsafe {
             n.write(KmemCacheNode {
-                list_lock: Mutex::new(NodeLists {
-                    slabs_partial: PageList::new(),
-                    slabs_full: PageList::new(),
-                    slabs_free: PageList::new(),
-                    total_slabs: 0,
-                    free_objects: 0,
-                    free_limit,
-                    colour_next: 0,
-                    free_touched: false,
-                    shared: ptr::null_mut(),
-                }),
+                list_lock: Mutex::new(NodeLists::new(free_limit, ptr::null_mut())),
                 shared_ac: core::cell::UnsafeCell::new(ArrayCache::empty()),
                 own_block,
                 aliens,
@@ -205,10 +228,16 @@ impl KmemCacheNode {
     /// Nobody references `n` any more and its lists are empty.
     pub unsafe fn destroy(n: *mut KmemCacheNode) {
         // SAFETY: nobody references `n`: its lists may be read without the lock.
-        let shared = unsafe { (*(*n).list_lock.data_ptr()).shared };
+        let lists = unsafe { &mut *(*n).list_lock.data_ptr() };
+        let shared = lists.shared;
         if !shared.is_null() {
             // SAFETY: the node's shared cache, referenced by nobody now.
             unsafe { Self::free_entries(shared) };
+        }
+        if !lists.owned.lists.is_null() {
+            // SAFETY: `start_owners` took the block from `alloc_pages_exact`; the lists
+            // are empty (the contract) and nobody reads them again.
+            unsafe { page::free_pages_exact(page::virt_to_page(lists.owned.lists.cast())) };
         }
         // SAFETY: nobody references the node, so nobody its alien caches, which the
         // cache drained before its teardown.
@@ -260,13 +289,142 @@ pub unsafe fn shared_room(ac: *mut ArrayCache) -> u32 {
 }
 
 impl NodeLists {
-    /// The slab to allocate from next: a partial one, else a free one.
-    pub fn get_first_slab(&mut self) -> *mut Page {
+    /// Empty lists, with free slabs beyond `free_limit` free objects going back to the
+    /// page pool, and `shared` as the shared cache (null: none).
+    pub const fn new(free_limit: usize, shared: *mut ArrayCache) -> Self {
+        NodeLists {
+            slabs_partial: PageList::new(),
+            slabs_full: PageList::new(),
+            slabs_free: PageList::new(),
+            total_slabs: 0,
+            free_objects: 0,
+            free_limit,
+            colour_next: 0,
+            free_touched: false,
+            shared,
+            owned: OwnedPartials {
+                lists: core::ptr::null_mut(),
+                len: 0,
+                slabs: 0,
+                decided: false,
+            },
+        }
+    }
+
+    /// Gives the node one partial list per CPU that may own slabs (up to `cpus`), once:
+    /// called before the first slab of a cache that records owners is claimed here, so
+    /// that every partial slab lies on the list its owner names ([`partial_of`]).
+    /// Without memory for the lists, all partial slabs stay on the one list.
+    ///
+    /// [`partial_of`]: Self::partial_of
+    pub fn start_owners(&mut self, cpus: usize) {
+        if self.owned.decided {
+            return;
+        }
+        self.owned.decided = true;
+        #[cfg(not(loom))]
+        {
+            let bytes = cpus * size_of::<PageList>();
+            let page = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE).max(1), 0);
+            if page.is_null() {
+                return;
+            }
+            let lists = page::page_address(page).cast::<PageList>();
+            for i in 0..cpus {
+                // SAFETY: the block holds `cpus` lists, and is ours alone.
+                unsafe { lists.add(i).write(PageList::new()) };
+            }
+            self.owned.lists = lists;
+            self.owned.len = cpus;
+        }
+        #[cfg(loom)]
+        let _ = cpus;
+    }
+
+    /// The partial list of a slab owned by `owner` (None: no owner recorded).
+    #[inline]
+    pub fn partial_of(&self, owner: Option<usize>) -> SlabList {
+        match owner {
+            Some(cpu) if cpu < self.owned.len => SlabList::Owned(cpu),
+            _ => SlabList::Partial,
+        }
+    }
+
+    fn list(&mut self, which: SlabList) -> &mut PageList {
+        match which {
+            SlabList::Free => &mut self.slabs_free,
+            SlabList::Partial => &mut self.slabs_partial,
+            // SAFETY: `partial_of` and `pick_slab` name an owned list only below `len`,
+            // in the block `start_owners` gave, which lives as long as the node.
+            SlabList::Owned(cpu) => unsafe { &mut *self.owned.lists.add(cpu) },
+        }
+    }
+
+    /// Takes `slab` off the list `from`.
+    ///
+    /// # Safety
+    /// `slab` is on that list.
+    pub unsafe fn remove_from(&mut self, from: SlabList, slab: *mut Page) {
+        if let SlabList::Owned(_) = from {
+            self.owned.slabs -= 1;
+        }
+        // SAFETY: on that list (the contract).
+        unsafe { self.list(from).remove(slab) };
+    }
+
+    /// Puts `slab` on the list `to`, at its front (`front`: taken from first) or back.
+    ///
+    /// # Safety
+    /// `slab` is on no list.
+    pub unsafe fn push_to(&mut self, to: SlabList, slab: *mut Page, front: bool) {
+        if let SlabList::Owned(_) = to {
+            self.owned.slabs += 1;
+        }
+        let list = self.list(to);
+        // SAFETY: on no list (the contract).
+        unsafe {
+            if front {
+                list.push_front(slab)
+            } else {
+                list.push_back(slab)
+            }
+        }
+    }
+
+    /// The slab to take free objects from next, and the list it is on, for CPU `me`
+    /// (None: a caller that claims no slab): a partial one of `me`'s own, else one
+    /// nobody owns, else a free one, else a partial one of another CPU. None when the
+    /// node has no free object in its slabs.
+    ///
+    /// A free slab comes before another CPU's partial one: taking the latter puts
+    /// this CPU's objects between that CPU's on the same lines (two threads each
+    /// churning a map of short strings on their own CPU shared a fifth of their lines
+    /// when a refill took whichever partial slab came first). That CPU's next refills
+    /// take its own partial slabs, so they do not wait unused while it allocates; those
+    /// of a CPU that stopped allocating are taken before the cache grows.
+    pub fn pick_slab(&mut self, me: Option<usize>) -> Option<(*mut Page, SlabList)> {
+        if let Some(cpu) = me.filter(|&cpu| cpu < self.owned.len) {
+            let mine = SlabList::Owned(cpu);
+            let p = self.list(mine).first();
+            if !p.is_null() {
+                return Some((p, mine));
+            }
+        }
         let p = self.slabs_partial.first();
         if !p.is_null() {
-            return p;
+            return Some((p, SlabList::Partial));
         }
         self.free_touched = true;
-        self.slabs_free.first()
+        let p = self.slabs_free.first();
+        if !p.is_null() {
+            return Some((p, SlabList::Free));
+        }
+        if self.owned.slabs == 0 {
+            return None;
+        }
+        (0..self.owned.len).find_map(|cpu| {
+            let p = self.list(SlabList::Owned(cpu)).first();
+            (!p.is_null()).then_some((p, SlabList::Owned(cpu)))
+        })
     }
 }

@@ -15,7 +15,7 @@ use core::mem::MaybeUninit;
 use core::ptr;
 
 use super::array_cache::ArrayCache;
-use super::node::{shared_room, NodeLists};
+use super::node::{shared_room, NodeLists, SlabList};
 use crate::page::list::PageList;
 use crate::page::Page;
 use crate::sync::{Mutex, MutexGuard};
@@ -117,6 +117,31 @@ pub trait SlabCache {
         let _ = slab;
     }
 
+    /// How many CPUs may own slabs of this cache ([`claim`](Self::claim) records the
+    /// owner), each with a partial list of its own on every node; 0 (the default) for
+    /// a cache that records no owner.
+    #[inline]
+    fn owner_cpus(&self) -> usize {
+        0
+    }
+
+    /// The CPU a claim now would record as the owner: the calling one, when it is
+    /// below [`owner_cpus`](Self::owner_cpus).
+    #[inline]
+    fn claimer(&self) -> Option<usize> {
+        None
+    }
+
+    /// The CPU the last claim of `slab` recorded, for a cache that records owners.
+    ///
+    /// # Safety
+    /// `slab` heads a slab of this cache; the caller holds its list lock.
+    #[inline]
+    unsafe fn slab_owner(&self, slab: *mut Page) -> Option<usize> {
+        let _ = slab;
+        None
+    }
+
     /// Whether the slabs hand their objects out in an order of their own, which a
     /// refill keeps and [`order_for_pops`] would otherwise undo: a random one
     /// (`CPUSLAB_FREELIST_RANDOM`), or one that spreads small objects allocated in
@@ -148,31 +173,26 @@ pub trait SlabCache {
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page);
 }
 
-/// Moves `slab` to the list its new fill level belongs on after objects were taken
-/// from it.
+/// Moves `slab` to the list its new fill level (and its owner, which a claim may have
+/// just changed) belongs on after objects were taken from it.
 ///
 /// # Safety
-/// `l` is locked and `slab` was on its free list (`was_free`) or its partial list.
+/// `l` is locked and `slab` was on its list `from`.
 pub unsafe fn fix_slab_list<C: SlabCache>(
     c: &C,
     l: &mut NodeLists,
     slab: *mut Page,
-    was_free: bool,
+    from: SlabList,
 ) {
-    if was_free {
-        // SAFETY: on the free list (the contract).
-        unsafe { l.slabs_free.remove(slab) };
-    } else {
-        // SAFETY: on the partial list (the contract).
-        unsafe { l.slabs_partial.remove(slab) };
-    }
+    // SAFETY: on that list (the contract).
+    unsafe { l.remove_from(from, slab) };
     // SAFETY: a slab of `l`, whose lock (held) guards its count.
     if unsafe { (*slab).active } as usize == c.num() {
         // SAFETY: just taken off its list, so on none.
         unsafe { l.slabs_full.push_back(slab) };
     } else {
-        // SAFETY: as above.
-        unsafe { l.slabs_partial.push_front(slab) };
+        // SAFETY: as above; the owner is read under the list lock, held.
+        unsafe { l.push_to(l.partial_of(c.slab_owner(slab)), slab, true) };
     }
 }
 
@@ -186,14 +206,15 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
     ac: *mut ArrayCache,
     batch: u32,
 ) {
+    let me = c.claimer();
+    if me.is_some() {
+        l.start_owners(c.owner_cpus());
+    }
     // SAFETY: the caller holds `ac`'s lock (the contract), so its count is ours.
     while unsafe { (*ac).avail } < batch {
-        let slab = l.get_first_slab();
-        if slab.is_null() {
+        let Some((slab, from)) = l.pick_slab(me) else {
             return;
-        }
-        // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
-        let was_free = unsafe { (*slab).active } == 0;
+        };
         // SAFETY: `l` is locked and the slab, partial or free, has a free object. `ac`
         // has room for `batch` (the contract), so the `batch - avail` slots from
         // `entry[avail]` are in its array, which its lock keeps in place.
@@ -211,10 +232,8 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
             c.claim(slab);
         }
         l.free_objects -= got;
-        // SAFETY: `l` is locked; `get_first_slab` takes a partial slab before a free
-        // one, so the slab was on the free list exactly when none of its objects was in
-        // use.
-        unsafe { fix_slab_list(c, l, slab, was_free) };
+        // SAFETY: `l` is locked and the slab was on `from`.
+        unsafe { fix_slab_list(c, l, slab, from) };
     }
 }
 
@@ -438,13 +457,16 @@ pub unsafe fn free_block<'a, C: SlabCache>(
         if !was_full && !empty {
             continue;
         }
+        // SAFETY: the owner is read under the list lock, held; no claim changes it
+        // while the slab is on a partial list.
+        let partial = l.partial_of(unsafe { c.slab_owner(slab) });
         if was_full {
             // SAFETY: a full slab is on its node's full list.
             unsafe { l.slabs_full.remove(slab) };
         } else {
             // SAFETY: `obj` was in use, so the slab was not free: it is on the partial
-            // list.
-            unsafe { l.slabs_partial.remove(slab) };
+            // list its owner names.
+            unsafe { l.remove_from(partial, slab) };
         }
         if empty {
             if l.free_objects > l.free_limit {
@@ -458,7 +480,7 @@ pub unsafe fn free_block<'a, C: SlabCache>(
             }
         } else {
             // SAFETY: as above.
-            unsafe { l.slabs_partial.push_back(slab) };
+            unsafe { l.push_to(partial, slab, false) };
         }
     }
     held
@@ -514,18 +536,13 @@ pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8
             return Some(*ArrayCache::entries(shared).add((*shared).avail as usize));
         }
     }
-    let slab = l.get_first_slab();
-    if slab.is_null() {
-        return None;
-    }
-    // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
-    let was_free = unsafe { (*slab).active } == 0;
+    // No claim: the slab keeps its owner, and its list.
+    let (slab, from) = l.pick_slab(None)?;
     // SAFETY: `l` is locked and the slab, partial or free, has a free object.
     let obj = unsafe { c.slab_get_obj(slab) };
     l.free_objects -= 1;
-    // SAFETY: `l` is locked; the slab was on the free list exactly when none of its
-    // objects was in use (`get_first_slab` takes a partial one first).
-    unsafe { fix_slab_list(c, l, slab, was_free) };
+    // SAFETY: `l` is locked and the slab was on `from`.
+    unsafe { fix_slab_list(c, l, slab, from) };
     Some(obj)
 }
 
@@ -559,13 +576,14 @@ pub unsafe fn take_into<C: SlabCache>(
             n = nr;
         }
     }
+    let me = c.claimer();
+    if me.is_some() && n < len {
+        l.start_owners(c.owner_cpus());
+    }
     while n < len {
-        let slab = l.get_first_slab();
-        if slab.is_null() {
+        let Some((slab, from)) = l.pick_slab(me) else {
             break;
-        }
-        // SAFETY: a slab on `l`'s lists, whose lock (held) guards its count.
-        let was_free = unsafe { (*slab).active } == 0;
+        };
         // SAFETY: `l` is locked and the slab, partial or free, has a free object; the
         // `len - n` slots from `out[n]` are in `out` (`n < len`).
         let got = unsafe { c.slab_get_objs(slab, out.add(n), len - n) };
@@ -573,8 +591,8 @@ pub unsafe fn take_into<C: SlabCache>(
         unsafe { c.claim(slab) };
         n += got;
         l.free_objects -= got;
-        // SAFETY: as in `take_one`.
-        unsafe { fix_slab_list(c, l, slab, was_free) };
+        // SAFETY: `l` is locked and the slab was on `from`.
+        unsafe { fix_slab_list(c, l, slab, from) };
     }
     n
 }

@@ -88,6 +88,43 @@ impl RawCache {
         !self.inboxes.load(Ordering::Relaxed).is_null()
     }
 
+    /// How many CPUs may own slabs of this cache: those below [`MAX_OWNER_CPUS`], for
+    /// a cache that keeps inboxes; 0 otherwise.
+    pub(super) fn owner_cpus(&self) -> usize {
+        if self.has_inboxes() {
+            topology::nr_cpu_ids().min(MAX_OWNER_CPUS)
+        } else {
+            0
+        }
+    }
+
+    /// The CPU [`claim_slab`](Self::claim_slab) would record now: the calling one, for
+    /// a cache that keeps inboxes and a CPU a page's owner byte can name.
+    #[inline]
+    pub(super) fn claimer(&self) -> Option<usize> {
+        if !self.has_inboxes() {
+            return None;
+        }
+        let cpu = sys::cpu::current();
+        (cpu < MAX_OWNER_CPUS).then_some(cpu)
+    }
+
+    /// The CPU that last claimed `slab`, for a cache that keeps inboxes (a slab never
+    /// claimed may name one from an earlier slab of its page, which does no harm:
+    /// only the list it waits on while partial follows it).
+    ///
+    /// # Safety
+    /// `slab` heads a slab of this cache.
+    #[inline]
+    pub(super) unsafe fn slab_owner(&self, slab: *mut Page) -> Option<usize> {
+        if !self.has_inboxes() {
+            return None;
+        }
+        // SAFETY: a slab's head descriptor (the contract); the byte is atomic.
+        let owner = unsafe { (*slab).owner.load(Ordering::Relaxed) };
+        (owner != 0).then(|| owner as usize - 1)
+    }
+
     /// Most objects an inbox holds: the cache's tuned limit, as many as the owner's
     /// array cache would have kept, and no more than one refill takes.
     #[inline]

@@ -484,6 +484,22 @@ impl SlabCache for RawCache {
         unsafe { self.claim_slab(slab) }
     }
 
+    #[inline]
+    fn owner_cpus(&self) -> usize {
+        RawCache::owner_cpus(self)
+    }
+
+    #[inline]
+    fn claimer(&self) -> Option<usize> {
+        RawCache::claimer(self)
+    }
+
+    #[inline]
+    unsafe fn slab_owner(&self, slab: *mut Page) -> Option<usize> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { RawCache::slab_owner(self, slab) }
+    }
+
     #[inline(always)]
     unsafe fn obj_to_slab(&self, obj: *mut u8) -> *mut Page {
         // SAFETY: it checks `obj` itself; it needs nothing of the caller.
