@@ -311,19 +311,21 @@ impl NodeLists {
         }
     }
 
-    /// Gives the node one partial list per CPU that may own slabs (up to `cpus`), once:
-    /// called before the first slab of a cache that records owners is claimed here, so
-    /// that every partial slab lies on the list its owner names ([`partial_of`]).
+    /// Gives the node one partial list per CPU that may own slabs (`cpus`; 0 for a
+    /// cache that records no owner), once: at the first [`pick_slab`], before any slab
+    /// of the node was taken from, so before any was partial or claimed, and every
+    /// partial slab lies on the list its owner names ([`partial_of`]) from the start.
     /// Without memory for the lists, all partial slabs stay on the one list.
     ///
+    /// [`pick_slab`]: Self::pick_slab
     /// [`partial_of`]: Self::partial_of
-    pub fn start_owners(&mut self, cpus: usize) {
+    fn start_owners(&mut self, cpus: usize) {
         if self.owned.decided {
             return;
         }
         self.owned.decided = true;
         #[cfg(not(loom))]
-        {
+        if cpus > 0 {
             let bytes = cpus * size_of::<PageList>();
             let page = page::alloc_pages_exact(bytes.div_ceil(PAGE_SIZE).max(1), 0);
             if page.is_null() {
@@ -392,9 +394,10 @@ impl NodeLists {
     }
 
     /// The slab to take free objects from next, and the list it is on, for CPU `me`
-    /// (None: a caller that claims no slab): a partial one of `me`'s own, else one
-    /// nobody owns, else a free one, else a partial one of another CPU. None when the
-    /// node has no free object in its slabs.
+    /// (None: a caller that claims no slab) of a cache whose slabs `owner_cpus` CPUs
+    /// may own (0: none): a partial one of `me`'s own, else one nobody owns, else a
+    /// free one, else a partial one of another CPU. None when the node has no free
+    /// object in its slabs.
     ///
     /// A free slab comes before another CPU's partial one: taking the latter puts
     /// this CPU's objects between that CPU's on the same lines (two threads each
@@ -402,7 +405,12 @@ impl NodeLists {
     /// when a refill took whichever partial slab came first). That CPU's next refills
     /// take its own partial slabs, so they do not wait unused while it allocates; those
     /// of a CPU that stopped allocating are taken before the cache grows.
-    pub fn pick_slab(&mut self, me: Option<usize>) -> Option<(*mut Page, SlabList)> {
+    pub fn pick_slab(
+        &mut self,
+        me: Option<usize>,
+        owner_cpus: usize,
+    ) -> Option<(*mut Page, SlabList)> {
+        self.start_owners(owner_cpus);
         if let Some(cpu) = me.filter(|&cpu| cpu < self.owned.len) {
             let mine = SlabList::Owned(cpu);
             let p = self.list(mine).first();

@@ -207,12 +207,9 @@ pub unsafe fn refill_from_slabs<C: SlabCache>(
     batch: u32,
 ) {
     let me = c.claimer();
-    if me.is_some() {
-        l.start_owners(c.owner_cpus());
-    }
     // SAFETY: the caller holds `ac`'s lock (the contract), so its count is ours.
     while unsafe { (*ac).avail } < batch {
-        let Some((slab, from)) = l.pick_slab(me) else {
+        let Some((slab, from)) = l.pick_slab(me, c.owner_cpus()) else {
             return;
         };
         // SAFETY: `l` is locked and the slab, partial or free, has a free object. `ac`
@@ -537,7 +534,7 @@ pub unsafe fn take_one<C: SlabCache>(c: &C, l: &mut NodeLists) -> Option<*mut u8
         }
     }
     // No claim: the slab keeps its owner, and its list.
-    let (slab, from) = l.pick_slab(None)?;
+    let (slab, from) = l.pick_slab(None, c.owner_cpus())?;
     // SAFETY: `l` is locked and the slab, partial or free, has a free object.
     let obj = unsafe { c.slab_get_obj(slab) };
     l.free_objects -= 1;
@@ -577,11 +574,8 @@ pub unsafe fn take_into<C: SlabCache>(
         }
     }
     let me = c.claimer();
-    if me.is_some() && n < len {
-        l.start_owners(c.owner_cpus());
-    }
     while n < len {
-        let Some((slab, from)) = l.pick_slab(me) else {
+        let Some((slab, from)) = l.pick_slab(me, c.owner_cpus()) else {
             break;
         };
         // SAFETY: `l` is locked and the slab, partial or free, has a free object; the
