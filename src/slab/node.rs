@@ -44,8 +44,8 @@ pub struct NodeLists {
     owned: OwnedPartials,
 }
 
-/// The partial slabs of a node's cache, one list per owner CPU: a block of
-/// `len` lists, given to a cache that records owners before its first slab is claimed.
+/// The partial slabs of a node's cache, one list per owner CPU: a block of `len`
+/// lists, given to the node of a cache that records owners at its first take.
 struct OwnedPartials {
     /// The lists, indexed by CPU; null while `len` is 0.
     lists: *mut PageList,
@@ -54,7 +54,7 @@ struct OwnedPartials {
     len: usize,
     /// Slabs on all the lists together.
     slabs: usize,
-    /// Whether `len` is fixed: from the first refill that may claim a slab on.
+    /// Whether `len` is fixed: from the node's first [`NodeLists::pick_slab`] on.
     decided: bool,
 }
 
