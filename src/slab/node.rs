@@ -21,8 +21,8 @@ use crate::{page, sys::PAGE_SIZE};
 
 /// The per-node lists, under the node's `list_lock`.
 pub struct NodeLists {
-    /// Slabs with some objects in use that no CPU's list of [`owned`](Self::owned)
-    /// holds.
+    /// Slabs with some objects in use that no CPU's own partial list holds (see the
+    /// module's docs).
     pub slabs_partial: PageList,
     /// Slabs with every object in use.
     pub slabs_full: PageList,
