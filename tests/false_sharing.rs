@@ -169,8 +169,17 @@ fn two_cpus_churning_their_own_blocks_share_few_lines() {
         first.len(),
         second.len()
     );
+    // On the tried-lock path (`CPUSLAB_RSEQ=0`) a free that finds its CPU's cache busy
+    // goes straight to the node, a second way between the CPUs: 1-13% of lines shared
+    // there, against 1-5% with restartable sequences and 24% before the lists.
+    let tried_lock = std::env::var("CPUSLAB_RSEQ").is_ok_and(|v| v == "0");
+    let most = if tried_lock {
+        first.len() / 5
+    } else {
+        first.len() / 10
+    };
     assert!(
-        shared * 10 < first.len(),
+        shared < most,
         "{shared} of the first thread's {} lines hold blocks of the other thread",
         first.len()
     );
