@@ -317,6 +317,19 @@ impl RawCache {
         unsafe { (&mut *self.name.get())[..n].copy_from_slice(&name.as_bytes()[..n]) };
         self.flags.store(flags, Ordering::Relaxed);
         let (limit, batchcount, shared) = super::tune::enable_cpucache_params(geom.size);
+        // Objects that share lines go back to the CPU that took them from their slab
+        // when another CPU frees them (`remote`): the caches a free finds by page tag,
+        // whose pages name an owner CPU in a byte.
+        let owned = *tag != 0
+            && geom.size < fast::SHARES_A_LINE
+            && topology::nr_cpu_ids() <= remote::MAX_OWNER_CPUS;
+        // Their slabs sit on their owner's partial list (`NodeLists::pick_slab`), and a
+        // node's shared cache would undo that: a CPU's overflow went there and the
+        // other CPU's next refill took it, so two threads churning their own short
+        // strings shared a fifth of their lines in one run of three. Without it a flush
+        // puts the objects back in their slabs, on their owner's list, as SLUB's
+        // per-CPU partial slabs do; remote frees come home through the inboxes anyway.
+        let shared = if owned { 0 } else { shared };
         // A debug cache keeps no object per CPU: every operation takes a checked path.
         let cpu_limit = if dbg.on { 0 } else { limit };
         for node in 0..topology::nr_node_ids() {
@@ -390,13 +403,7 @@ impl RawCache {
                 (*ac).into_empty = u32::from(geom.size >= fast::SHARES_A_LINE);
             };
         }
-        // Objects that share lines go back to the CPU that took them from their slab
-        // when another CPU frees them (`remote`): the caches a free finds by page tag,
-        // whose pages name an owner CPU in a byte.
-        if *tag != 0
-            && geom.size < fast::SHARES_A_LINE
-            && topology::nr_cpu_ids() <= remote::MAX_OWNER_CPUS
-        {
+        if owned {
             // A line of its own on every CPU: remote CPUs write it, and no neighbour
             // of the owner's should move with it.
             if let Some(area) = alloc_cpu_area(64, 64, true) {
