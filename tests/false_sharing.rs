@@ -169,10 +169,12 @@ fn two_cpus_churning_their_own_blocks_share_few_lines() {
         first.len(),
         second.len()
     );
-    // 0-5% with restartable sequences or without, on a loaded machine. Before the
-    // per-owner lists 24%; with them but with the node's shared cache still passing
-    // one CPU's overflow to the other's refills, 20% in one run of three.
-    let most = first.len() / 10;
+    // 0.5-8% with restartable sequences or without, with a busy loop on one of the
+    // CPUs (what is left: a refill that finds no slab of its own and no free one
+    // takes the other CPU's partial slab). Before the per-owner lists 24%; with them
+    // but with the node's shared cache still passing one CPU's overflow to the
+    // other's refills, 13-20% in one run of three.
+    let most = first.len() / 8;
     assert!(
         shared < most,
         "{shared} of the first thread's {} lines hold blocks of the other thread",
