@@ -194,6 +194,12 @@ fn a_flush_of_small_objects_leaves_none_for_other_cpus() {
         eprintln!("fewer than two CPUs; skipped");
         return;
     };
+    // Past 254 possible CPUs a page's owner byte cannot name them all, and the class
+    // keeps no inboxes and its shared cache.
+    if cpuslab::topology::nr_cpu_ids() > 254 {
+        eprintln!("more CPUs than an owner byte names; skipped");
+        return;
+    }
     std::thread::spawn(move || {
         assert!(core_affinity::set_for_current(a));
         let layout = Layout::from_size_align(16, 8).unwrap();
