@@ -9,6 +9,9 @@ use std::collections::HashSet;
 use cpuslab::slab::SlabFlags;
 use cpuslab::KmemCache;
 
+mod common;
+use common::Rng;
+
 /// Cache lines of 64 bytes.
 fn line(p: usize) -> usize {
     p / 64
@@ -64,18 +67,6 @@ fn a_free_into_an_empty_cache_is_not_handed_out_next() {
     }
     // Nothing lost on the way: every object is back, so the cache can go.
     cache.destroy().map_err(|(_, e)| e).unwrap();
-}
-
-/// A small xorshift generator: the same sequence in every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 /// Two threads on two CPUs, each churning a table of its own short strings through
