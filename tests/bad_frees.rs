@@ -130,6 +130,38 @@ fn double_free_is_caught_when_the_cache_is_trimmed() {
     );
 }
 
+/// A double free with another free of the same slab between the two: the top check
+/// of the array cache passes it, and the trim hands `free_block` all three in one run
+/// of the slab, whose map is written once for the run (`slab_put_objs`). The run's own
+/// bits must count as set when the second copy comes.
+#[test]
+fn double_free_is_caught_within_one_run_of_its_slab() {
+    if common::is_child() {
+        pin();
+        cpuslab::trim();
+        let (p, _keep, l) = two_blocks(child_size());
+        // SAFETY: a valid layout.
+        let q = unsafe { CpuSlab.alloc(l) };
+        assert!(!q.is_null());
+        // SAFETY: deliberately wrong: `p` is freed twice, `q` between the two.
+        unsafe {
+            CpuSlab.dealloc(p, l);
+            CpuSlab.dealloc(q, l);
+            CpuSlab.dealloc(p, l);
+            cpuslab::trim();
+        }
+        survived(p, l);
+        return;
+    }
+    // Slabs of at least three objects, so that `q` can share `p`'s slab.
+    let sizes: Vec<usize> = SIZES.into_iter().filter(|&s| s < 8192).collect();
+    expect_abort(
+        "double_free_is_caught_within_one_run_of_its_slab",
+        &sizes,
+        &["double free of", "already free"],
+    );
+}
+
 #[test]
 fn double_free_is_caught_after_the_object_reached_its_slab() {
     if common::is_child() {

@@ -89,6 +89,24 @@ pub trait SlabCache {
     /// The caller holds the slab's list lock and `obj` is an object of `slab`.
     unsafe fn slab_put_obj(&self, slab: *mut Page, obj: *mut u8);
 
+    /// `slab_put_obj` for each of `objs`, a run of objects of `slab` that lie in its
+    /// [`slab_span`](Self::slab_span), each checked as
+    /// [`check_in_span`](Self::check_in_span) checks.
+    ///
+    /// # Safety
+    /// The caller holds the slab's list lock; the objects lie in the span of `slab`, a
+    /// slab of the cache, and nobody else holds them.
+    #[inline]
+    unsafe fn slab_put_objs(&self, slab: *mut Page, objs: &[*mut u8]) {
+        for &obj in objs {
+            // SAFETY: the caller's contract, for each object of the run.
+            unsafe {
+                self.check_in_span(slab, obj);
+                self.slab_put_obj(slab, obj);
+            }
+        }
+    }
+
     /// `slab_get_obj` up to `n` times while `slab` has free objects, writing the
     /// objects to `out`; returns how many it took.
     ///
@@ -400,57 +418,58 @@ pub unsafe fn free_block<'a, C: SlabCache>(
     to_destroy: &mut PageList,
 ) -> Held<'a> {
     let num = c.num();
-    // The slab of the last object and its span: objects freed in the order they were
-    // allocated, or a refill's objects coming back together, arrive in runs of one
-    // slab, and an object of the run needs only its offset checked, not the arena,
-    // descriptor and owner lookups (a third of the work per object) that found the
-    // slab, nor a prefetch of a descriptor already read.
-    let mut run: (*mut Page, usize, usize) = (ptr::null_mut(), 0, 0);
     // Each object's page descriptor is a likely cache miss of its own: ask for the one
     // PREFETCH_AHEAD objects on while this one is put back.
     for &obj in objs.iter().take(PREFETCH_AHEAD) {
         c.prefetch_obj(obj);
     }
-    for (i, &obj) in objs.iter().enumerate() {
-        if let Some(&next) = objs.get(i + PREFETCH_AHEAD) {
-            if (next as usize).wrapping_sub(run.1) >= run.2 {
-                c.prefetch_obj(next);
-            }
+    let mut i = 0;
+    while i < objs.len() {
+        // SAFETY: `objs[i]` is the cache's (the contract).
+        let slab = unsafe { c.obj_to_slab(objs[i]) };
+        // SAFETY: the slab holding it, a slab of the cache.
+        let node = unsafe { c.slab_node(slab) };
+        if held.as_ref().map(|h| h.0) != Some(node) {
+            drop(held.take());
+            held = Some((node, c.list_lock(node).lock()));
         }
-        let slab = if (obj as usize).wrapping_sub(run.1) < run.2 {
-            // SAFETY: `obj` lies in the span of `run.0`, a slab of the cache that an
-            // earlier object of the batch proved; the lock of its node is held.
-            unsafe { c.check_in_span(run.0, obj) };
-            run.0
-        } else {
-            // SAFETY: `obj` is the cache's (the contract).
-            let slab = unsafe { c.obj_to_slab(obj) };
-            // SAFETY: the slab holding `obj`, a slab of the cache.
-            let node = unsafe { c.slab_node(slab) };
-            if held.as_ref().map(|h| h.0) != Some(node) {
-                drop(held.take());
-                held = Some((node, c.list_lock(node).lock()));
+        // The run of objects of this slab that starts here: objects freed in the order
+        // they were allocated, or a refill's objects coming back together, arrive a
+        // slab at a time. The rest of the run needs only its offsets checked, not the
+        // arena, descriptor and owner lookups (a third of the work per object) that
+        // found the slab, nor a prefetch of a descriptor already read; and the slab's
+        // count and list are seen to once for the run.
+        // SAFETY: as above.
+        let (first, bytes) = unsafe { c.slab_span(slab) };
+        let mut end = i + 1;
+        while end < objs.len() && (objs[end] as usize).wrapping_sub(first) < bytes {
+            if let Some(&next) = objs.get(end + PREFETCH_AHEAD) {
+                if (next as usize).wrapping_sub(first) >= bytes {
+                    c.prefetch_obj(next);
+                }
             }
-            // SAFETY: as above.
-            let (first, bytes) = unsafe { c.slab_span(slab) };
-            run = (slab, first, bytes);
-            slab
-        };
+            end += 1;
+        }
+        if let Some(&next) = objs.get(end + PREFETCH_AHEAD) {
+            c.prefetch_obj(next);
+        }
+        let run = &objs[i..end];
+        i = end;
         let Some((_, l)) = held.as_mut() else {
             continue;
         };
         // SAFETY: `l` is the lists of the slab's node, locked: it guards the slab's
         // count.
         let was_full = unsafe { (*slab).active } as usize == num;
-        // SAFETY: as above; `obj` is an object of the slab, which nobody else holds
-        // (the contract).
-        unsafe { c.slab_put_obj(slab, obj) };
-        l.free_objects += 1;
+        // SAFETY: as above; the run's objects lie in the slab's span (the first is the
+        // object that found it) and nobody else holds them (the contract).
+        unsafe { c.slab_put_objs(slab, run) };
+        l.free_objects += run.len();
         // SAFETY: as above.
         let empty = unsafe { (*slab).active } == 0;
         // A partial slab that stays partial keeps its place: moving it (the kernel
         // moves it to the tail) writes the descriptors of both its neighbours, two
-        // cache lines more for every object freed out of a large batch.
+        // cache lines more for every run freed out of a large batch.
         if !was_full && !empty {
             continue;
         }
@@ -461,8 +480,8 @@ pub unsafe fn free_block<'a, C: SlabCache>(
             // SAFETY: a full slab is on its node's full list.
             unsafe { l.slabs_full.remove(slab) };
         } else {
-            // SAFETY: `obj` was in use, so the slab was not free: it is on the partial
-            // list its owner names.
+            // SAFETY: the run's objects were in use, so the slab was not free: it is
+            // on the partial list its owner names.
             unsafe { l.remove_from(partial, slab) };
         }
         if empty {
