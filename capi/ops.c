@@ -12,6 +12,8 @@
  *             order: 2 M blocks (ns per block: a structure built and dropped)
  *   burst512  the same with malloc(512)
  *   burst1k   the same with malloc(1024)
+ *   burst2k   the same with malloc(2048)
+ *   burst4k   the same with malloc(4096)
  *   burst64x10k  burst64 with 10000 blocks at a time: more than a CPU's cache holds
  *   churn-large  8 live blocks of 64-256 KiB (random sizes), one replaced at random
  *             and the new one written whole: 20 000 times (ns per replacement;
@@ -90,8 +92,12 @@ int main(int argc, char **argv)
         }
         printf("realloc %.2f\n", (now() - t0) / n / 11);
     } else if (!strcmp(op, "burst64") || !strcmp(op, "burst512") || !strcmp(op, "burst1k") ||
-               !strcmp(op, "burst64x10k")) {
-        size_t size = !strncmp(op, "burst64", 7) ? 64 : !strcmp(op, "burst512") ? 512 : 1024;
+               !strcmp(op, "burst2k") || !strcmp(op, "burst4k") || !strcmp(op, "burst64x10k")) {
+        size_t size = !strncmp(op, "burst64", 7) ? 64
+                      : !strcmp(op, "burst512")  ? 512
+                      : !strcmp(op, "burst2k")   ? 2048
+                      : !strcmp(op, "burst4k")   ? 4096
+                                                 : 1024;
         int count = strcmp(op, "burst64x10k") ? 1600 : 10000;
         static void *v[10000];
         long rounds = 2000000 / count;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Nanoseconds per C allocation operation (capi/ops.c: malloc/free pairs of 64 B and
 # 4 KiB, batches of 32, calloc, posix_memalign, realloc growth; on request, bursts
-# of 1600 blocks of 64 B, 512 B or 1 KiB built and dropped: burst64 burst512 burst1k;
+# of 1600 blocks of 64 B, 512 B, 1, 2 or 4 KiB built and dropped: burst64 burst512
+# burst1k burst2k burst4k;
 # and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k; 8 live
 # blocks of 64-256 KiB replaced at random: churn-large; C++'s new and delete of a
 # 64-byte object, capi/ops_new.cc: new (sized delete) new-unsized)

@@ -81,7 +81,9 @@ fn consecutive_slabs_are_coloured() {
     let mut first_offset = std::collections::BTreeMap::new();
     for o in &objs {
         let a = o.as_ptr() as usize;
-        let e = first_offset.entry(a & !(slab_bytes - 1)).or_insert(usize::MAX);
+        let e = first_offset
+            .entry(a & !(slab_bytes - 1))
+            .or_insert(usize::MAX);
         *e = (*e).min(a & (slab_bytes - 1));
     }
     let colours: std::collections::BTreeSet<usize> = first_offset.values().copied().collect();

@@ -226,13 +226,13 @@ impl Geometry {
             // A page holds one to three such objects, and every slab a CPU empties or
             // fills on its way through the node costs list moves, and a slab given
             // back or grown, that a few objects share: 1600 blocks of 4 KiB built and
-            // dropped (more than a CPU's cache holds) took 193 ns a block with one to
-            // a slab, 125 with four (tcmalloc 68). So, as SLUB asks a minimum of
+            // dropped (more than a CPU's cache holds) took 194 ns a block with one to
+            // a slab, 116 with four (tcmalloc 71). So, as SLUB asks a minimum of
             // objects of its slabs, these classes take the first slab of up to 16 KiB
             // that holds four and wastes at most 1/8. Not more: a class a program
             // uses for a few blocks keeps a slab of it resident, and with eight to a
-            // slab (up to 32 KiB) the suite's small programs peaked 5-9% higher
-            // (`glibc-simple`, `larson-sized`), with four 3-7%.
+            // slab (up to 32 KiB) the suite's small programs peaked 9% higher
+            // (`glibc-simple`, `larson-sized`), with four 3-8%.
             for order in 0..=FEW_MAX_ORDER {
                 if let Some(g) = geometry(order) {
                     if g.num >= FEW_MIN_OBJECTS && g.leftover() * 8 <= g.slab_bytes() {
