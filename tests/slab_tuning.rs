@@ -67,24 +67,15 @@ fn every_enable_cpucache_row() {
 /// slabs do not compete for the same cache sets.
 #[test]
 fn consecutive_slabs_are_coloured() {
-    // 1200-byte objects: six to a slab of two pages, about 990 spare bytes, fifteen
-    // colours (the classes from 512 bytes to 1 KiB take slabs that leave almost
-    // nothing spare). A slab's pages are a buddy block, aligned to its size.
+    // 1200-byte objects: three to a page, about 490 spare bytes, seven colours (the
+    // classes from 512 bytes to 1 KiB take slabs that leave almost nothing spare).
     let cache = KmemCache::<[u8; 1200]>::new("colour-1200", SlabFlags::NONE).unwrap();
     let objs: Vec<NonNull<[u8; 1200]>> = (0..200).map(|_| cache.alloc().unwrap()).collect();
-    let slab_bytes = cpuslab::stats::caches()
-        .into_iter()
-        .find(|c| c.name == "colour-1200")
-        .unwrap()
-        .pages_per_slab
-        * 4096;
     let mut first_offset = std::collections::BTreeMap::new();
     for o in &objs {
         let a = o.as_ptr() as usize;
-        let e = first_offset
-            .entry(a & !(slab_bytes - 1))
-            .or_insert(usize::MAX);
-        *e = (*e).min(a & (slab_bytes - 1));
+        let e = first_offset.entry(a & !4095).or_insert(usize::MAX);
+        *e = (*e).min(a & 4095);
     }
     let colours: std::collections::BTreeSet<usize> = first_offset.values().copied().collect();
     for o in objs {

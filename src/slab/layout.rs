@@ -44,11 +44,6 @@ pub const DENSE_MIN_SIZE: usize = 512;
 pub const DENSE_MAX_SIZE: usize = 1024;
 /// Largest order a slab grows to under [`DENSE_MIN_SIZE`]'s rule.
 pub const DENSE_MAX_ORDER: usize = 2;
-/// Objects a slab of a class above [`DENSE_MAX_SIZE`], up to a page, holds at least,
-/// in slabs of up to [`FEW_MAX_ORDER`] (see [`Geometry::calculate`]).
-pub const FEW_MIN_OBJECTS: usize = 4;
-/// See [`FEW_MIN_OBJECTS`].
-pub const FEW_MAX_ORDER: usize = 2;
 /// Offset of the off-slab freelist inside a tail page's descriptor (from `Page::next`).
 pub const OFF_SLAB_TAIL_OFFSET: usize = 16;
 /// Offset of the off-slab freelist inside a one-page slab's descriptor (`Page::spare`).
@@ -217,25 +212,6 @@ impl Geometry {
             for order in 0..=DENSE_MAX_ORDER {
                 if let Some(g) = geometry(order) {
                     if g.leftover() * 32 <= g.slab_bytes() {
-                        return Some(g);
-                    }
-                }
-            }
-        }
-        if size > DENSE_MAX_SIZE && size <= PAGE_SIZE {
-            // A page holds one to three such objects, and every slab a CPU empties or
-            // fills on its way through the node costs list moves, and a slab given
-            // back or grown, that a few objects share: 1600 blocks of 4 KiB built and
-            // dropped (more than a CPU's cache holds) took 194 ns a block with one to
-            // a slab, 116 with four (tcmalloc 71). So, as SLUB asks a minimum of
-            // objects of its slabs, these classes take the first slab of up to 16 KiB
-            // that holds four and wastes at most 1/8. Not more: a class a program
-            // uses for a few blocks keeps a slab of it resident, and with eight to a
-            // slab (up to 32 KiB) the suite's small programs peaked 9% higher
-            // (`glibc-simple`, `larson-sized`), with four 3-8%.
-            for order in 0..=FEW_MAX_ORDER {
-                if let Some(g) = geometry(order) {
-                    if g.num >= FEW_MIN_OBJECTS && g.leftover() * 8 <= g.slab_bytes() {
                         return Some(g);
                     }
                 }
@@ -547,36 +523,22 @@ mod tests {
     }
 
     #[test]
-    fn power_of_two_classes_fill_their_slabs() {
-        for (size, order) in [(512, 0), (1024, 0), (2048, 1), (4096, 2)] {
+    fn page_sized_classes_use_one_page() {
+        for size in [512, 1024, 2048, 4096] {
             for shuffled in [true, false] {
                 let g = Geometry::calculate(size, size.min(PAGE_SIZE), shuffled).unwrap();
-                assert_eq!((g.order, g.leftover()), (order, 0), "size {size}: {g:?}");
-            }
-        }
-    }
-
-    /// Every class above 1 KiB up to a page holds at least four objects a slab, in
-    /// slabs of at most 16 KiB that waste at most 1/8.
-    #[test]
-    fn classes_up_to_a_page_hold_four_a_slab() {
-        for size in [1280, 1536, 1792, 2048, 2560, 3072, 3584, 4096] {
-            for shuffled in [true, false] {
-                let g = Geometry::calculate(size, 8, shuffled).unwrap();
-                assert!(g.num >= FEW_MIN_OBJECTS, "size {size}: {g:?}");
-                assert!(g.order <= FEW_MAX_ORDER, "size {size}: {g:?}");
-                assert!(g.leftover() * 8 <= g.slab_bytes(), "size {size}: {g:?}");
+                assert_eq!((g.order, g.leftover()), (0, 0), "size {size}: {g:?}");
             }
         }
     }
 
     /// The 640-, 768- and 896-byte classes waste at most 1/32 of their slabs, in slabs
     /// of up to 16 KiB (the kernel's rule left them a page each, 6 objects and 256
-    /// bytes unused for 640); above 1 KiB four objects a slab (1280 bytes: 6 in two
-    /// pages, where the kernel's rule put 3 in one).
+    /// bytes unused for 640); above 1 KiB the kernel's rule stands (1280 bytes: 3 to a
+    /// page).
     #[test]
     fn mid_sized_classes_get_dense_slabs() {
-        for (size, order, num) in [(640, 2, 25), (768, 2, 21), (896, 1, 9), (1280, 1, 6)] {
+        for (size, order, num) in [(640, 2, 25), (768, 2, 21), (896, 1, 9), (1280, 0, 3)] {
             let g = Geometry::calculate(size, 128, false).unwrap();
             assert_eq!((g.order, g.num), (order, num), "size {size}: {g:?}");
             if size <= DENSE_MAX_SIZE {
