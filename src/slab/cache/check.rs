@@ -42,6 +42,14 @@ pub(super) struct FreeCheck {
 }
 
 impl FreeCheck {
+    /// Whether `off`, a byte offset from a slab's first slot, starts a slot: below the
+    /// slots' end and a multiple of the slot size. `off < span < 2^32`, where the
+    /// multiply test is exact (as `is_obj_offset`).
+    #[inline(always)]
+    pub(super) fn is_slot(&self, off: u32) -> bool {
+        off < self.span && u64::from(off).wrapping_mul(self.div_magic) < self.div_magic
+    }
+
     /// A cache not set up: no pointer passes.
     pub(super) const NONE: Self = Self {
         mask: usize::MAX,
@@ -303,11 +311,17 @@ impl RawCache {
     #[inline(always)]
     pub(crate) unsafe fn starts_slot(&self, slab: *mut Page, off: u32) -> bool {
         // SAFETY: written before the cache was published (it owns slabs, so it was).
-        let c = unsafe { &*self.check.get() };
+        let c = unsafe { *self.check.get() };
         // SAFETY: `slab` heads a slab of this cache (the caller's contract).
-        let off = off.wrapping_sub(unsafe { slab_first_slot(slab) } as u32);
-        // `off < span < 2^32`, where the multiply test is exact (as `is_obj_offset`).
-        off < c.span && u64::from(off).wrapping_mul(c.div_magic) < c.div_magic
+        c.is_slot(off.wrapping_sub(unsafe { slab_first_slot(slab) } as u32))
+    }
+
+    /// The cache's free check, copied: what [`FreeCheck::is_slot`] tests offsets with,
+    /// for a loop over many objects to keep in registers.
+    #[inline(always)]
+    pub(super) fn free_check(&self) -> FreeCheck {
+        // SAFETY: written before the cache was published; callers hold a slab of it.
+        unsafe { *self.check.get() }
     }
 
     /// The mask of the address bits every object of this cache has clear (full until

@@ -348,6 +348,10 @@ impl RawCache {
             }
             return;
         }
+        // The geometry and the slot test in locals: the map's bytes are written through
+        // a pointer that could alias the cache's cells, so read through `self` they
+        // would be read again for every object.
+        let (g, check) = (*g, self.free_check());
         // SAFETY: `slab` heads a slab of this cache (the contract).
         let (first, map) = unsafe { (slab_first_slot(slab), self.free_map(slab)) };
         // SAFETY: the descriptor is ours under the list lock.
@@ -356,9 +360,13 @@ impl RawCache {
         let mut at = usize::MAX;
         let mut byte = 0u8;
         for &obj in objs {
-            // SAFETY: `obj` lies in the span of `slab` (the contract).
-            unsafe { self.check_in_span(slab, obj) };
-            let pos = g.position(g.obj_to_index((obj as usize & ARENA_MASK) - first));
+            // Its slot's offset in the slab, checked as `check_in_span` checks it.
+            let off = ((obj as usize & ARENA_MASK) as u32).wrapping_sub(first as u32);
+            if !check.is_slot(off) {
+                // SAFETY: `obj` lies in the slab's span (the contract), so in the arena.
+                unsafe { self.bad_free(obj) };
+            }
+            let pos = g.position(g.obj_to_index(off as usize));
             if pos / 8 != at {
                 if at != usize::MAX {
                     // SAFETY: byte `at` of the map, ours under the list lock.
