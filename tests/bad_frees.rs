@@ -137,9 +137,7 @@ fn double_free_is_caught_when_the_cache_is_trimmed() {
 #[test]
 fn double_free_is_caught_within_one_run_of_its_slab() {
     if common::is_child() {
-        pin();
-        cpuslab::trim();
-        let (p, _keep, l) = two_blocks(child_size());
+        let (p, _keep, l) = pinned_two_blocks();
         // SAFETY: a valid layout.
         let q = unsafe { CpuSlab.alloc(l) };
         assert!(!q.is_null());
@@ -233,6 +231,18 @@ fn double_free_is_caught_by_the_flush_of_a_full_array_cache() {
     );
 }
 
+/// In a child: [`two_blocks`] of `HARDENING_SIZE` bytes taken on a pinned thread
+/// after a trim, so that consecutive frees meet the same array cache. The CPU's next
+/// refill then takes objects from the slabs and owns them: one from the shared cache
+/// could belong to a slab another CPU owns (the harness's threads ran there), and the
+/// small classes' frees would send it to that CPU's remote free list, whose own top
+/// check would report it (tests/remote_frees.rs).
+fn pinned_two_blocks() -> (*mut u8, *mut u8, Layout) {
+    pin();
+    cpuslab::trim();
+    two_blocks(child_size())
+}
+
 /// The cheap check every push makes, as glibc's tcache does: freeing the object that
 /// is on top of the CPU's array cache (the one freed last) aborts at once, with no
 /// trim or flush, on both fast paths and through the C ABI's unsized free (the
@@ -240,13 +250,7 @@ fn double_free_is_caught_by_the_flush_of_a_full_array_cache() {
 #[test]
 fn double_free_on_top_of_the_array_cache_aborts_at_once() {
     if common::is_child() {
-        pin();
-        // The CPU's next refill then takes objects from the slabs and owns them: one
-        // from the shared cache could belong to a slab another CPU owns (the harness's
-        // threads ran there), and the small classes' frees would send it to that CPU's
-        // remote free list, whose own top check would report it (tests/remote_frees.rs).
-        cpuslab::trim();
-        let (p, _keep, l) = two_blocks(child_size());
+        let (p, _keep, l) = pinned_two_blocks();
         // SAFETY: deliberately wrong: `p` is freed twice in a row.
         unsafe {
             if std::env::var_os("HARDENING_UNSIZED").is_some() {

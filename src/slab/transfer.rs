@@ -98,13 +98,8 @@ pub trait SlabCache {
     /// slab of the cache, and nobody else holds them.
     #[inline]
     unsafe fn slab_put_objs(&self, slab: *mut Page, objs: &[*mut u8]) {
-        for &obj in objs {
-            // SAFETY: the caller's contract, for each object of the run.
-            unsafe {
-                self.check_in_span(slab, obj);
-                self.slab_put_obj(slab, obj);
-            }
-        }
+        // SAFETY: the same contract.
+        unsafe { put_each(self, slab, objs) }
     }
 
     /// `slab_get_obj` up to `n` times while `slab` has free objects, writing the
@@ -189,6 +184,24 @@ pub trait SlabCache {
     /// # Safety
     /// `l` is the slab's node's lists, locked.
     unsafe fn cache_grow_end(&self, l: &mut NodeLists, slab: *mut Page);
+}
+
+/// [`SlabCache::slab_put_objs`] one object at a time: each checked as
+/// [`check_in_span`](SlabCache::check_in_span) checks, then
+/// [`slab_put_obj`](SlabCache::slab_put_obj). The default, and what a cache whose
+/// slabs keep a freelist in order (a shuffled one) does.
+///
+/// # Safety
+/// As for [`SlabCache::slab_put_objs`].
+#[inline]
+pub unsafe fn put_each<C: SlabCache + ?Sized>(c: &C, slab: *mut Page, objs: &[*mut u8]) {
+    for &obj in objs {
+        // SAFETY: the caller's contract, for each object of the run.
+        unsafe {
+            c.check_in_span(slab, obj);
+            c.slab_put_obj(slab, obj);
+        }
+    }
 }
 
 /// Moves `slab` to the list its new fill level (and its owner, which a claim may have

@@ -339,14 +339,9 @@ impl RawCache {
     unsafe fn slab_put_objs(&self, slab: *mut Page, objs: &[*mut u8]) {
         let g = self.geom();
         if g.shuffled {
-            for &obj in objs {
-                // SAFETY: the caller's contract, for each object of the run.
-                unsafe {
-                    self.check_in_span(slab, obj);
-                    self.slab_put_obj(slab, obj);
-                }
-            }
-            return;
+            // Each object takes the freelist entry at the count, in turn.
+            // SAFETY: the caller's contract.
+            return unsafe { transfer::put_each(self, slab, objs) };
         }
         // The geometry and the slot test in locals: the map's bytes are written through
         // a pointer that could alias the cache's cells, so read through `self` they
