@@ -242,7 +242,8 @@ pub(crate) fn init() -> Result<(), CacheError> {
         }
         let size = KMALLOC_SIZES[i];
         let mut name = sys::io::StackBuf::<32>::new();
-        let _ = core::fmt::write(&mut name, format_args!("kmalloc-{size}"));
+        name.push_str("kmalloc-");
+        name.push_decimal(size as u64);
         let name = core::str::from_utf8(name.as_bytes()).unwrap_or("kmalloc");
         // Objects are aligned to the largest power of two dividing their size, which
         // `classify` promises: 24576-byte objects are 8 KiB aligned, and debug slots
