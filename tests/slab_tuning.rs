@@ -413,6 +413,47 @@ fn another_threads_refills_are_no_burst() {
     owned.destroy().map_err(|(_, e)| e).unwrap();
 }
 
+/// A cache cycling through the same slabs is not the program growing: one that builds
+/// and drops 2048 objects of 1 KiB, more than its caches keep, frees slabs at the end
+/// of every round and grows them back in the next. Those 20 rounds leave an idle
+/// cache's objects where they are, where its first round, the growth, drains them
+/// (see `slab_growth_drains_idle_caches`). In a child process, so that no other test's
+/// growth reaps this CPU's caches meanwhile.
+#[test]
+fn slab_cycling_leaves_idle_caches_alone() {
+    if !common::is_child() {
+        let (status, err) = common::run_child("slab_cycling_leaves_idle_caches_alone", &[]);
+        assert!(status.success(), "child failed: {err}");
+        return;
+    }
+    let _pinned = common::pin();
+    let b = KmemCache::<[u8; 1024]>::new("cycle-b", SlabFlags::NONE).unwrap();
+    let mut objs: Vec<NonNull<[u8; 1024]>> = Vec::with_capacity(2048);
+    let mut round = || {
+        objs.extend((0..2048).map(|_| b.alloc().unwrap()));
+        for o in objs.drain(..) {
+            // SAFETY: allocated above from this cache.
+            unsafe { b.free(o) };
+        }
+    };
+    round();
+    let a = KmemCache::<[u8; 256]>::new("idle-c", SlabFlags::NONE).unwrap();
+    common::alloc_then_free(&a, 1000);
+    let (held, ..) = common::slab_row("idle-c");
+    assert!(held >= 500, "only {held} objects stayed cached");
+    for _ in 0..20 {
+        round();
+    }
+    let (after, ..) = common::slab_row("idle-c");
+    assert!(
+        after >= held / 2,
+        "{after} of {held} idle objects left after 20 rounds of one cache's cycling"
+    );
+    a.destroy().map_err(|(_, e)| e).unwrap();
+    b.shrink();
+    b.destroy().map_err(|(_, e)| e).unwrap();
+}
+
 /// Slab growth reaps what idle caches keep: after cache A's 1000 objects are freed
 /// (they stay in its per-CPU and shared caches and free slabs), 2 MiB of another
 /// cache's new slabs give them back (a growth reap every 256 KiB: the first finds A

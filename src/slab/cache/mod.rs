@@ -121,7 +121,7 @@ fn foreign_free() -> Option<unsafe fn(*mut u8)> {
 ///
 /// `repr(C)` and 32-byte aligned so that `cpu_cache` and `check`, the 32 bytes every
 /// free reads, share one cache line (in the kmalloc table and in the cache of caches
-/// alike), while the size (736 bytes) keeps the table's stride one multiplication.
+/// alike), while the size (800 bytes) keeps the table's stride one multiplication.
 #[repr(C, align(32))]
 pub struct RawCache {
     /// CPU 0's array cache header; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
@@ -171,6 +171,11 @@ pub struct RawCache {
     pub(crate) limit: AtomicU32,
     pub(crate) batchcount: AtomicU32,
     pub(crate) shared: AtomicU32,
+    /// Pages of this cache's slabs that frees emptied and gave back since the last
+    /// timed reap: slabs grown again within them are the cache cycling through the
+    /// same memory, not the program's slabs growing, and count for no growth reap
+    /// (see `reap::note_growth`).
+    pub(crate) regrow_credit: AtomicU32,
     nodes: [AtomicPtr<KmemCacheNode>; MAX_NUMNODES],
     /// Next cache on the cache chain.
     pub(crate) next: AtomicPtr<RawCache>,
@@ -222,6 +227,7 @@ impl RawCache {
             limit: AtomicU32::new(0),
             batchcount: AtomicU32::new(0),
             shared: AtomicU32::new(0),
+            regrow_credit: AtomicU32::new(0),
             nodes: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_NUMNODES],
             next: AtomicPtr::new(ptr::null_mut()),
         }

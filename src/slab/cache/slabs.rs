@@ -401,7 +401,17 @@ impl RawCache {
         if slab.is_null() {
             return slab;
         }
-        crate::slab::reap::note_growth(crate::sys::PAGE_SIZE << g.order);
+        // A slab grown where frees of this cache gave slabs back lately is the cache
+        // cycling through the same memory (a program building and dropping more
+        // objects than its caches keep, round after round): no growth of the
+        // program's footprint, and no reason to drain the other caches for it.
+        let pages = 1u32 << g.order;
+        let credit = self.regrow_credit.load(Ordering::Relaxed);
+        if credit >= pages {
+            self.regrow_credit.fetch_sub(pages, Ordering::Relaxed);
+        } else {
+            crate::slab::reap::note_growth(crate::sys::PAGE_SIZE << g.order);
+        }
         // SAFETY: the head descriptor of a fresh block, ours until `cache_grow_end`
         // puts the slab on a list.
         unsafe {
@@ -484,6 +494,16 @@ impl RawCache {
         loop {
             let slab = list.pop_front();
             if slab.is_null() {
+                if !cold && pages > 0 {
+                    // Frees emptied these slabs: growing them back soon is cycling,
+                    // not growth (see `cache_grow_begin`).
+                    let add = u32::try_from(pages).unwrap_or(u32::MAX);
+                    let _ = self.regrow_credit.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |c| Some(c.saturating_add(add)),
+                    );
+                }
                 return pages;
             }
             for i in 1..(1usize << order) {
