@@ -406,10 +406,13 @@ impl RawCache {
         // objects than its caches keep, round after round): no growth of the
         // program's footprint, and no reason to drain the other caches for it.
         let pages = 1u32 << g.order;
-        let credit = self.regrow_credit.load(Ordering::Relaxed);
-        if credit >= pages {
-            self.regrow_credit.fetch_sub(pages, Ordering::Relaxed);
-        } else {
+        let cycling = self
+            .regrow_credit
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                c.checked_sub(pages)
+            })
+            .is_ok();
+        if !cycling {
             crate::slab::reap::note_growth(crate::sys::PAGE_SIZE << g.order);
         }
         // SAFETY: the head descriptor of a fresh block, ours until `cache_grow_end`
