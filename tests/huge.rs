@@ -242,9 +242,9 @@ fn dirty_budget_follows_the_recent_peak() {
     }
 }
 
-/// Past the budget, the oldest dirty extent's top is purged, by as much as the budget
-/// is exceeded; `CPUSLAB_RETAIN` sets the budget's floor, and 0 keeps nothing (the
-/// region is unmapped once empty).
+/// A free that leaves the live blocks below their recent peak adds its block to the
+/// budget: `CPUSLAB_RETAIN` sets the budget's floor, and 0 keeps nothing (the region is
+/// unmapped once empty).
 #[test]
 fn retain_sets_the_budget_and_zero_keeps_nothing() {
     if common::is_child() {
@@ -268,12 +268,20 @@ fn retain_sets_the_budget_and_zero_keeps_nothing() {
                 assert_eq!(kept, 0, "CPUSLAB_RETAIN=0 kept {kept}");
                 assert!(!mapped(a as usize), "the empty region was not unmapped");
             } else {
-                // a, b and c merged: 19 MiB dirty over a budget of max(4 MiB, the
-                // 13 MiB peak); the top 6 MiB are purged.
-                assert_eq!(kept, blk(6) + blk(7), "CPUSLAB_RETAIN={retain} kept {kept}");
-                let top = a.add(blk(6) + blk(7));
-                assert_eq!(resident_pages(top, 6 * MIB), 0, "the excess is resident");
-                assert_eq!(resident_pages(a, 12 * MIB), 12 * MIB / PAGE);
+                // a, b and c merged: 19 MiB dirty, within a budget of max(4 MiB, the
+                // 13 MiB peak) plus the 13 MiB the live blocks are below it. (The
+                // peak alone purged the top 6 MiB.)
+                let all = 2 * blk(6) + blk(7);
+                assert_eq!(kept, all, "CPUSLAB_RETAIN={retain} kept {kept}");
+                // A request for all of it reuses it with every page still resident.
+                let d = CpuSlab.alloc(layout(all - PAGE));
+                assert_eq!(d, a, "the merged extent was not reused");
+                assert_eq!(
+                    resident_pages(d, all - PAGE),
+                    (all - PAGE) / PAGE,
+                    "pages of the reused extent were purged"
+                );
+                CpuSlab.dealloc(d, layout(all - PAGE));
             }
         }
         eprintln!("child done");
@@ -287,6 +295,57 @@ fn retain_sets_the_budget_and_zero_keeps_nothing() {
         assert!(status.success(), "CPUSLAB_RETAIN={retain}: {err}");
         assert!(err.contains("child done"), "{err}");
     }
+}
+
+/// Past the budget, the oldest dirty extent's top is purged, by as much as the budget
+/// is exceeded, by an allocation as by a free: once the peak restarts (a decay period
+/// after it was set) from a small block carved out of a large freed one, the rest of
+/// that one is over the budget at once.
+#[test]
+fn past_the_budget_the_excess_is_purged() {
+    if common::is_child() {
+        let blk = |mib: usize| mib * MIB + PAGE;
+        // SAFETY: as above.
+        unsafe {
+            let a = CpuSlab.alloc(layout(20 * MIB));
+            touch(a, 20 * MIB, 1);
+            // Freed after 900 ms: a peak of 20 MiB, within the decay period.
+            std::thread::sleep(std::time::Duration::from_millis(900));
+            CpuSlab.dealloc(a, layout(20 * MIB));
+            assert_eq!(cached(), blk(20), "a free under the peak purged");
+            // 1100 ms after the peak was set, 200 after the free: the next growth
+            // restarts the peak, and the freed extent has not decayed.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let b = CpuSlab.alloc(layout(5 * MIB));
+            assert_eq!(b, a, "the small block was not carved from the freed one");
+            // The peak is b alone: the budget is max(4 MiB, b), and the 15 MiB left of
+            // a are over it by all but that much, purged from their top.
+            assert_eq!(cached(), blk(5), "the allocation left the excess");
+            // b's range is its header page and 5 MiB: the rest starts 5 MiB past b.
+            let rest = a.add(5 * MIB);
+            assert_eq!(resident_pages(rest, blk(5)), blk(5) / PAGE);
+            assert_eq!(
+                resident_pages(rest.add(blk(5)), blk(20) - 2 * blk(5)),
+                0,
+                "the excess is resident"
+            );
+            // b's free adds b to the budget: both stay.
+            CpuSlab.dealloc(b, layout(5 * MIB));
+            assert_eq!(cached(), 2 * blk(5));
+        }
+        eprintln!("child done");
+        return;
+    }
+    let (status, err) = common::run_child(
+        "past_the_budget_the_excess_is_purged",
+        &[
+            ("CPUSLAB_RETAIN", "256K"),
+            ("CPUSLAB_DECAY_MS", "1000"),
+            ("CPUSLAB_BACKGROUND", "0"),
+        ],
+    );
+    assert!(status.success(), "child failed: {err}");
+    assert!(err.contains("child done"), "{err}");
 }
 
 #[test]
@@ -479,8 +538,10 @@ fn threads_reuse_and_free_concurrently() {
         h.join().unwrap();
     }
     // Each thread holds at most 3 blocks of at most 16 MiB + 2 pages: the recent
-    // peak, and so the budget, is at most that for the four.
-    let bound = (64 * MIB).max(4 * 3 * (16 * MIB + 2 * PAGE));
+    // peak is at most that for the four, and with nothing live the budget is at most
+    // the larger of it and 64 MiB, plus it.
+    let peak = 4 * 3 * (16 * MIB + 2 * PAGE);
+    let bound = (64 * MIB).max(peak) + peak;
     assert!(cached() <= bound, "{} bytes kept", cached());
     assert!(cached() > 0, "nothing was cached");
 }
@@ -588,13 +649,15 @@ fn random_churn_keeps_every_block_whole() {
                     assert!(a + len <= b || b + qlen <= a, "live blocks overlap");
                 }
             }
-            // The default budget: the larger of 16 × CPUSLAB_RETAIN (4M) and the
-            // recent peak of live bytes (at most the peak of the whole run).
+            // The default budget, settled by every huge alloc, free and resize: the
+            // larger of 16 × CPUSLAB_RETAIN (4M) and the recent peak of live bytes (at
+            // most the peak of the whole run), plus what is live below that peak.
             let m = cpuslab::stats::memory();
-            peak = peak.max(m.breakdown.huge_live_bytes);
+            let live = m.breakdown.huge_live_bytes;
+            peak = peak.max(live);
             assert!(
-                m.huge_cached_bytes <= peak.max(64 * MIB),
-                "{} bytes kept over a peak of {peak}",
+                m.huge_cached_bytes <= peak.max(64 * MIB) + (peak - live),
+                "{} bytes kept over a peak of {peak} with {live} live",
                 m.huge_cached_bytes
             );
         }
