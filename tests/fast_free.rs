@@ -1,8 +1,10 @@
-//! A free into a CPU's empty array cache stays on the fast path for objects of a cache
-//! line or more (the push sequence's `INTO_EMPTY` word); only smaller ones, which could
-//! share a line with another CPU's, go to the slow path to be put under a batch of the
-//! CPU's own (`RawCache::free_into_empty`). One test in its own binary, so that no other
-//! test's frees count in the caches it watches.
+//! The free fast paths. A free into a CPU's empty array cache stays on the fast path
+//! for objects of a cache line or more (the push sequence's `INTO_EMPTY` word); only
+//! smaller ones, which could share a line with another CPU's, go to the slow path to be
+//! put under a batch of the CPU's own (`RawCache::free_into_empty`). And a kmalloc
+//! free writes the block, so that its line leaves the free in the freeing CPU's cache
+//! (`own_line`). In their own binary, so that no other test's frees count in the
+//! caches they watch.
 
 #[global_allocator]
 static GLOBAL: cpuslab::CpuSlab = cpuslab::CpuSlab;
@@ -53,4 +55,49 @@ fn frees_into_an_empty_cache_stay_fast_for_large_objects() {
         missed < 50,
         "{missed} of 1000 frees of 8 KiB took the slow path"
     );
+}
+
+/// The free fast paths, sized (`GlobalAlloc`) and unsized (C `free`), store to the
+/// first word of the block they free: its line leaves the free modified in the
+/// freeing CPU's cache, as a free list's link leaves it (a producer's stores into a
+/// block its consumer had only read stalled). Before, the word kept its last value.
+#[test]
+fn a_free_writes_the_block() {
+    if fast_path() != FastPath::Rseq {
+        // The tried-lock path does not store.
+        return;
+    }
+    common::pin();
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    // SAFETY: a valid layout; each block is written, freed once, and its first word
+    // read after the free, which is the point of the test (the block stays mapped in
+    // its slab, cached on this CPU).
+    unsafe {
+        // Several in turn, so that the cache is not empty (an empty one may send the
+        // free to the slow path) when the one watched is freed.
+        let warm: Vec<*mut u8> = (0..8).map(|_| CpuSlab.alloc(layout)).collect();
+        for &p in &warm {
+            CpuSlab.dealloc(p, layout);
+        }
+        let p = CpuSlab.alloc(layout);
+        let q = CpuSlab.alloc(layout);
+        assert!(!p.is_null() && !q.is_null());
+        p.cast::<u64>().write(u64::MAX);
+        q.cast::<u64>().write(u64::MAX);
+        CpuSlab.dealloc(p, layout);
+        assert_eq!(
+            p.cast::<u64>().read_volatile(),
+            0,
+            "the sized free left the block"
+        );
+        assert!(
+            cpuslab::kmalloc::kfree_unsized_fast(q),
+            "the unsized free was not fast"
+        );
+        assert_eq!(
+            q.cast::<u64>().read_volatile(),
+            0,
+            "the unsized free left the block"
+        );
+    }
 }

@@ -328,3 +328,41 @@ fn a_block_written_in_an_inbox_aborts_at_the_refill() {
     let _ = alloc_small(4000);
     eprintln!("not reached");
 }
+
+/// A block waiting in its owner's inbox, freed again on the owner: that free's store
+/// to the block (`own_line`) overwrites the inbox's link through it, and the owner's
+/// refill finds the list cut short and aborts. Before, the block went onto the owner's
+/// array cache as well and was handed out twice, unnoticed. (The tried-lock path's
+/// free does not store: there it still goes unnoticed.)
+#[test]
+fn a_block_freed_again_on_its_owner_while_in_its_inbox_aborts() {
+    use cpuslab::slab::fastpath::{fast_path, FastPath};
+    if !common::is_child() {
+        // Booted here as in the child, which has the same environment.
+        free_small(&alloc_small(1));
+        if fast_path() != FastPath::Rseq {
+            eprintln!("no restartable sequences; skipped");
+            return;
+        }
+        return expect_abort(
+            "a_block_freed_again_on_its_owner_while_in_its_inbox_aborts",
+            "remote free list",
+            "the double free went unnoticed",
+        );
+    }
+    let (owner, other) = two_cpus().unwrap();
+    assert!(core_affinity::set_for_current(owner));
+    let given = alloc_small(2);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(core_affinity::set_for_current(other));
+            // The second on top of the owner's inbox, linked to the first.
+            free_small(&given);
+        });
+    });
+    // On the owner, the one on top freed again: its link is written over.
+    free_small(&given[1..]);
+    // The owner's cache empties within a few hundred allocations and refills.
+    let _ = alloc_small(4000);
+    eprintln!("not reached");
+}
