@@ -8,9 +8,9 @@
 //! of any size its free neighbours make room for, reuses pages already faulted in (as
 //! tcmalloc's page heap and jemalloc's retained extents do) instead of faulting every
 //! page of a fresh mapping again. Dirty extents are purged (`MADV_DONTNEED`), oldest
-//! first, past a budget (see [`budget`]: what keeps live and cached huge bytes together
-//! within twice the recent peak of live ones, or 16 × `CPUSLAB_RETAIN`, 64 MiB by
-//! default, where that is more); and when they were freed
+//! first, past a budget (see `budget`: what keeps live and cached huge bytes together
+//! within the larger of 16 × `CPUSLAB_RETAIN`, 64 MiB by default, and the recent peak
+//! of live ones, plus that peak); and when they were freed
 //! `CPUSLAB_DECAY_MS` ago, from the next slow path that looks (a huge alloc or free,
 //! a page purge check, the background thread); [`drain_cache`] (from `trim`) purges
 //! them all. `CPUSLAB_RETAIN=0` or `CPUSLAB_DECAY_MS=0` keep none. A region left with
