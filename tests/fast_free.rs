@@ -57,24 +57,35 @@ fn frees_into_an_empty_cache_stay_fast_for_large_objects() {
     );
 }
 
-/// The free fast paths, sized (`GlobalAlloc`) and unsized (C `free`), store to the
-/// first word of the block they free: its line leaves the free modified in the
-/// freeing CPU's cache, as a free list's link leaves it (a producer's stores into a
-/// block its consumer had only read stalled). Before, the word kept its last value.
+/// The free fast paths, sized (`GlobalAlloc`) and unsized (C `free`), and C `free`'s
+/// slow path store to the first word of the block they free: its line leaves the free
+/// modified in the freeing CPU's cache, as a free list's link leaves it (a producer's
+/// stores into a block its consumer had only read stalled). Before, the word kept its
+/// last value.
 #[test]
 fn a_free_writes_the_block() {
-    if fast_path() != FastPath::Rseq {
-        // The tried-lock path does not store.
-        return;
-    }
     common::pin();
     let layout = Layout::from_size_align(64, 8).unwrap();
     // SAFETY: a valid layout; each block is written, freed once, and its first word
     // read after the free, which is the point of the test (the block stays mapped in
-    // its slab, cached on this CPU).
+    // its slab, cached on this CPU or back in the slab).
     unsafe {
+        // C `free`'s slow path, the only one where restartable sequences are off.
+        let r = CpuSlab.alloc(layout);
+        assert!(!r.is_null());
+        r.cast::<u64>().write(u64::MAX);
+        cpuslab::kmalloc::kfree_unsized(r);
+        assert_eq!(
+            r.cast::<u64>().read_volatile(),
+            0,
+            "the slow free left the block"
+        );
+        if fast_path() != FastPath::Rseq {
+            // The fast paths are restartable sequences.
+            return;
+        }
         // Several in turn, so that the cache is not empty (an empty one may send the
-        // free to the slow path) when the one watched is freed.
+        // free to the slow path) when the ones watched are freed.
         let warm: Vec<*mut u8> = (0..8).map(|_| CpuSlab.alloc(layout)).collect();
         for &p in &warm {
             CpuSlab.dealloc(p, layout);

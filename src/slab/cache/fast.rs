@@ -274,6 +274,9 @@ impl RawCache {
     /// [`free`](Self::free) of a pointer whose head page descriptor `slab` (a slab of
     /// this cache) the caller has loaded already: checks exactly that `obj` starts an
     /// object of the slab (C `free`, which finds the cache through that descriptor).
+    /// An object of a kmalloc cache then gets the fast frees' store to its first word
+    /// (`own_line`): C `free` comes this way whenever it leaves the fast path, on
+    /// every free where restartable sequences are off (C libraries before 2.35).
     ///
     /// # Safety
     /// As for [`free`](Self::free); `slab` is `virt_to_head_page(obj)`, a slab of this
@@ -283,6 +286,11 @@ impl RawCache {
         // SAFETY: `slab` is `virt_to_head_page(obj)`, a slab of this cache (the caller's
         // contract).
         unsafe { self.check_in_slab(slab, obj) };
+        if self.tag() != 0 {
+            // SAFETY: `obj` starts an object of this cache (just checked), a kmalloc
+            // cache (only kmalloc's are tagged), which the caller gives up.
+            unsafe { own_line(obj) };
+        }
         // SAFETY: the caller's contract; the exact check `obj` passed implies the
         // pointer check.
         unsafe { self.free_unchecked(obj) }
