@@ -275,12 +275,13 @@ fn expect_abort(test: &str, report: &str, unnoticed: &str) {
     );
 }
 
-/// In a child: one small block allocated on the first CPU and freed `times` times on
-/// the second, which sends it to the first one's inbox; returns it.
-fn free_on_the_other_cpu(times: usize) -> Vec<usize> {
+/// In a child: `blocks` small blocks allocated on the first CPU and freed, in order,
+/// `times` times on the second, which sends them to the first one's inbox (the last
+/// on top, linked to the one before); returns them.
+fn free_on_the_other_cpu(blocks: usize, times: usize) -> Vec<usize> {
     let (owner, other) = two_cpus().unwrap();
     assert!(core_affinity::set_for_current(owner));
-    let given = alloc_small(1);
+    let given = alloc_small(blocks);
     std::thread::scope(|s| {
         s.spawn(|| {
             assert!(core_affinity::set_for_current(other));
@@ -304,7 +305,7 @@ fn a_second_free_onto_an_inbox_aborts() {
             "the double free went unnoticed",
         );
     }
-    free_on_the_other_cpu(2);
+    free_on_the_other_cpu(1, 2);
     eprintln!("not reached");
 }
 
@@ -320,7 +321,7 @@ fn a_block_written_in_an_inbox_aborts_at_the_refill() {
             "the corrupted link went unnoticed",
         );
     }
-    let given = free_on_the_other_cpu(1);
+    let given = free_on_the_other_cpu(1, 1);
     // SAFETY: none: a write after free, which is the point of the test (the block
     // stays mapped, in its slab).
     unsafe { (given[0] as *mut u64).write(0xdead_beef_0000) };
@@ -350,16 +351,8 @@ fn a_block_freed_again_on_its_owner_while_in_its_inbox_aborts() {
             "the double free went unnoticed",
         );
     }
-    let (owner, other) = two_cpus().unwrap();
-    assert!(core_affinity::set_for_current(owner));
-    let given = alloc_small(2);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            assert!(core_affinity::set_for_current(other));
-            // The second on top of the owner's inbox, linked to the first.
-            free_small(&given);
-        });
-    });
+    // The second on top of the owner's inbox, linked to the first.
+    let given = free_on_the_other_cpu(2, 1);
     // On the owner, the one on top freed again: its link is written over.
     free_small(&given[1..]);
     // The owner's cache empties within a few hundred allocations and refills.
