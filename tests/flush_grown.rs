@@ -14,9 +14,9 @@ use cpuslab::{KmemCache, SlabFlags};
 
 /// A cache grown past eight batches flushes an eighth of its limit at a time, not the
 /// kernel's batch: a flush slides the objects it keeps down the array, 33 entries for
-/// every object flushed from 2048 by batches of 60. After bursts of 4000 of 64 B grow
-/// the limit towards 2048, each overflow of the final round's frees moves at least
-/// 200 objects to the node at once (to the shared cache, or to the slabs, which shows
+/// every object flushed from 2048 by batches of 60. After bursts of 6000 of 64 B grow
+/// the limit towards its capacity (4096), each overflow of the final round's frees
+/// moves at least 200 objects to the node at once (to the shared cache, or to the slabs, which shows
 /// as a drop of the objects in use); it moved 60.
 #[test]
 fn a_grown_cache_flushes_an_eighth_of_its_limit() {
@@ -25,9 +25,9 @@ fn a_grown_cache_flushes_an_eighth_of_its_limit() {
     let (_, _, limit, batch, _) = common::slab_row("flush-grown");
     assert_eq!((limit, batch), (512, 60));
     for _ in 0..3 {
-        common::alloc_then_free(&cache, 4000);
+        common::alloc_then_free(&cache, 6000);
     }
-    let objs: Vec<NonNull<[u8; 64]>> = (0..4000).map(|_| cache.alloc().unwrap()).collect();
+    let objs: Vec<NonNull<[u8; 64]>> = (0..6000).map(|_| cache.alloc().unwrap()).collect();
     let (mut in_use, ..) = common::slab_row("flush-grown");
     let mut shared = common::shared_avail("flush-grown");
     let mut largest = 0;

@@ -29,9 +29,12 @@ use super::transfer::FLUSH_MAX;
 use crate::sys;
 use crate::topology::{self, NR_CPUS};
 
-/// Most objects a CPU's array cache may grow to hold (tcmalloc's per-thread lists
-/// stop growing at 8192).
-pub const GROWN_CACHE_MAX: u32 = 2048;
+/// Most objects a CPU's array cache may grow to hold: an entry array of 32 KiB, the
+/// largest percpu area (tcmalloc's per-thread lists stop growing at 8192). With 2048,
+/// bursts of 3000-4096 blocks of 64 B, which the CPU's budget pays for, passed the
+/// excess through the node on every round: 20.6-23.7 ns a block freed out of order
+/// and allocated again, against 13.8-15.2 with 4096 (mimalloc 12.6, tcmalloc 11.6).
+pub const GROWN_CACHE_MAX: u32 = (crate::percpu::PCPU_MAX_ALLOC_SIZE / 8) as u32;
 
 /// Most bytes of objects one CPU's array cache of a class may grow to hold.
 pub const GROWN_CACHE_BYTES: usize = 2 << 20;
@@ -443,10 +446,11 @@ mod tests {
         assert_eq!(unsafe { refill_count(ac, 64, 60, 512) }, 60);
     }
 
-    /// Room to grow: 2 MiB of objects, at most 2048 entries, never below the limit.
+    /// Room to grow: 2 MiB of objects, at most 4096 entries, never below the limit.
     #[test]
     fn capacity_follows_the_object_size() {
-        assert_eq!(grown_capacity(64, 512), 2048);
+        assert_eq!(grown_capacity(64, 512), 4096);
+        assert_eq!(grown_capacity(512, 128), 4096);
         assert_eq!(grown_capacity(1024, 64), 2048);
         assert_eq!(grown_capacity(8192, 8), 256);
         assert_eq!(grown_capacity(32768, 8), 64);
