@@ -16,8 +16,8 @@ use cpuslab::{KmemCache, SlabFlags};
 /// kernel's batch: a flush slides the objects it keeps down the array, 33 entries for
 /// every object flushed from 2048 by batches of 60. After bursts of 6000 of 64 B grow
 /// the limit towards its capacity (4096), each overflow of the final round's frees
-/// moves at least 200 objects to the node at once (to the shared cache, or to the slabs, which shows
-/// as a drop of the objects in use); it moved 60.
+/// moves at least 200 objects to the node at once (to the shared cache, or to the
+/// slabs, which shows as a drop of the objects in use); it moved 60.
 #[test]
 fn a_grown_cache_flushes_an_eighth_of_its_limit() {
     let _pinned = common::pin();

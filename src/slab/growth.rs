@@ -34,7 +34,8 @@ use crate::topology::{self, NR_CPUS};
 /// bursts of 3000-4096 blocks of 64 B, which the CPU's budget pays for, passed the
 /// excess through the node on every round: 20.6-23.7 ns a block freed out of order
 /// and allocated again, against 13.8-15.2 with 4096 (mimalloc 12.6, tcmalloc 11.6).
-pub const GROWN_CACHE_MAX: u32 = (crate::percpu::PCPU_MAX_ALLOC_SIZE / 8) as u32;
+pub const GROWN_CACHE_MAX: u32 =
+    (crate::percpu::PCPU_MAX_ALLOC_SIZE / core::mem::size_of::<*mut u8>()) as u32;
 
 /// Most bytes of objects one CPU's array cache of a class may grow to hold.
 pub const GROWN_CACHE_BYTES: usize = 2 << 20;
