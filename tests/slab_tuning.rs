@@ -327,33 +327,6 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }
 
-/// Bursts of more objects than the 2048 entries a cache once grew to at most (3000
-/// of 64 B, which the CPU's growth budget pays for) stay on the CPU as well: the cache
-/// grows to hold them (up to 4096 entries, the largest percpu area), and no round
-/// leaves an object at the node. With 2048 every round passed the excess through it.
-#[test]
-fn a_burst_past_2048_objects_stays_on_the_cpu() {
-    let _pinned = common::pin();
-    let cache = KmemCache::<[u8; 64]>::new("burst-64", SlabFlags::NONE).unwrap();
-    let (.., shared) = common::slab_row("burst-64");
-    if shared == 0 {
-        eprintln!("one CPU: no shared cache to watch; skipped");
-        return;
-    }
-    for i in 0..4 {
-        common::alloc_then_free(&cache, 3000);
-        let at_node = common::shared_avail("burst-64");
-        assert_eq!(
-            at_node, 0,
-            "round {i} flushed {at_node} objects to the node"
-        );
-    }
-    let (held, ..) = common::slab_row("burst-64");
-    assert!(held >= 3000, "only {held} objects stayed on the CPU");
-    cache.shrink();
-    cache.destroy().map_err(|(_, e)| e).unwrap();
-}
-
 /// A shortfall within the growth every class gets free (128 KiB of objects: 128 of
 /// 1 KiB) grows the limit a batch at a time, as a class whose use wanders or a CPU
 /// shared by producers and consumers sees it. From a full cache of 64 (batch 27), a
