@@ -15,6 +15,9 @@
  *   burst2k   the same with malloc(2048)
  *   burst4k   the same with malloc(4096)
  *   burst64x10k  burst64 with 10000 blocks at a time: more than a CPU's cache holds
+ *   shuffle64x4k  4096 blocks of 64 B freed in a shuffled order, then allocated and
+ *             filled again: 4 M blocks (ns per block: a burst past 2048 blocks whose
+ *             frees come out of order)
  *   churn-large  8 live blocks of 64-256 KiB (random sizes), one replaced at random
  *             and the new one written whole: 20 000 times (ns per replacement;
  *             buffers of varying sizes)
@@ -118,6 +121,42 @@ int main(int argc, char **argv)
         }
         escape(&sum);
         printf("%s %.2f\n", op, (now() - t0) / (rounds * count));
+    } else if (!strcmp(op, "shuffle64x4k")) {
+        enum { COUNT = 4096, ROUNDS = 1000 };
+        static void *v[COUNT];
+        static int order[COUNT];
+        unsigned long long x = 88172645463325252ull;
+        unsigned long sum = 0;
+        for (int i = 0; i < COUNT; i++) {
+            if (!(v[i] = malloc(64)))
+                return 1;
+            memset(v[i], i, 64);
+            order[i] = i;
+        }
+        t0 = now();
+        for (int r = 0; r < ROUNDS; r++) {
+            for (int i = COUNT - 1; i > 0; i--) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                int j = (int)(x % (unsigned long long)(i + 1));
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+            for (int i = 0; i < COUNT; i++)
+                free(v[order[i]]);
+            for (int i = 0; i < COUNT; i++) {
+                if (!(v[i] = malloc(64)))
+                    return 1;
+                memset(v[i], r, 64);
+            }
+            sum += ((unsigned char *)v[r % COUNT])[63];
+        }
+        escape(&sum);
+        printf("%s %.2f\n", op, (now() - t0) / ((double)ROUNDS * COUNT));
+        for (int i = 0; i < COUNT; i++)
+            free(v[i]);
     } else if (!strcmp(op, "churn-large")) {
         enum { LIVE = 8, REPLACEMENTS = 20000 };
         void *v[LIVE] = {0};

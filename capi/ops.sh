@@ -3,7 +3,8 @@
 # 4 KiB, batches of 32, calloc, posix_memalign, realloc growth; on request, bursts
 # of 1600 blocks of 64 B, 512 B, 1, 2 or 4 KiB built and dropped: burst64 burst512
 # burst1k burst2k burst4k;
-# and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k; 8 live
+# and of 10000 blocks of 64 B, more than a CPU's cache holds: burst64x10k; 4096
+# blocks of 64 B freed out of order and allocated again: shuffle64x4k; 8 live
 # blocks of 64-256 KiB replaced at random: churn-large; C++'s new and delete of a
 # 64-byte object, capi/ops_new.cc: new (sized delete) new-unsized)
 # under cpuslab, glibc, and jemalloc, mimalloc and tcmalloc where Debian's libraries
