@@ -23,16 +23,7 @@ fn a_burst_past_2048_objects_stays_on_the_cpu() {
         eprintln!("one CPU: no shared cache to watch; skipped");
         return;
     }
-    for i in 0..4 {
-        common::alloc_then_free(&cache, 3000);
-        let at_node = common::shared_avail("burst-64");
-        assert_eq!(
-            at_node, 0,
-            "round {i} flushed {at_node} objects to the node"
-        );
-    }
-    let (held, ..) = common::slab_row("burst-64");
-    assert!(held >= 3000, "only {held} objects stayed on the CPU");
+    common::bursts_stay_on_the_cpu(&cache, "burst-64", 3000);
     cache.shrink();
     cache.destroy().map_err(|(_, e)| e).unwrap();
 }

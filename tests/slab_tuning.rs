@@ -302,16 +302,7 @@ fn a_cycling_cache_grows_and_an_idle_one_shrinks_back() {
         eprintln!("one CPU: no shared cache to watch; skipped");
         return;
     }
-    for i in 0..4 {
-        common::alloc_then_free(&cache, 1600);
-        let at_node = common::shared_avail("grow-64");
-        assert_eq!(
-            at_node, 0,
-            "round {i} flushed {at_node} objects to the node"
-        );
-    }
-    let (held, ..) = common::slab_row("grow-64");
-    assert!(held >= 1600, "only {held} objects stayed on the CPU");
+    common::bursts_stay_on_the_cpu(&cache, "grow-64", 1600);
     // Idle: two reaps (every 2 s, driven by other caches' slow paths) find it
     // untouched and lower its limit, with the objects beyond it.
     let start = Instant::now();

@@ -271,3 +271,20 @@ pub fn alloc_then_free<T>(cache: &cpuslab::KmemCache<T>, n: usize) {
         unsafe { cache.free(o) };
     }
 }
+
+/// Four bursts of `n` objects of `cache` (slabinfo's `name`), each allocated and then
+/// freed: asserts that no round leaves an object in the node's shared cache, and that
+/// at least `n` stay cached on the CPU afterwards. For a caller pinned to one CPU.
+#[allow(dead_code)]
+pub fn bursts_stay_on_the_cpu<T>(cache: &cpuslab::KmemCache<T>, name: &str, n: usize) {
+    for i in 0..4 {
+        alloc_then_free(cache, n);
+        let at_node = shared_avail(name);
+        assert_eq!(
+            at_node, 0,
+            "round {i} flushed {at_node} objects to the node"
+        );
+    }
+    let (held, ..) = slab_row(name);
+    assert!(held >= n, "only {held} objects stayed on the CPU");
+}
