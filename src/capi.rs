@@ -74,9 +74,10 @@ fn is_ours(p: *mut u8) -> bool {
     arena::contains(p) || huge::is_huge(p)
 }
 
-/// Whether a null from kmalloc means cpuslab cannot serve at all (not booted: a call
-/// from inside boot, or a boot that failed), rather than out of memory, and glibc
-/// may serve instead (not under a heap limit, which glibc would not respect).
+/// Whether glibc may serve a request kmalloc returned null for: cpuslab not booted (a
+/// call from inside boot, or a boot that failed), or the kernel refusing it memory
+/// (an address-space limit), but not a heap limit's refusal, which glibc would not
+/// respect (`init::may_forward`).
 #[inline]
 fn unavailable() -> bool {
     crate::init::may_forward()
@@ -376,7 +377,14 @@ unsafe extern "C" fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
         // SAFETY: a live block of cpuslab with (at most) the default alignment class
         // of its size; realloc's result needs only 16 bytes of alignment, which every
         // class of a rounded request has.
-        unsafe { kmalloc::krealloc_unsized(p, request, 8) }
+        let q = unsafe { kmalloc::krealloc_unsized(p, request, 8) };
+        if q.is_null() && unavailable() {
+            // SAFETY: `p` is a live block of cpuslab (the branch), left live by the
+            // failed krealloc.
+            unsafe { realloc_into_glibc(p, size) }
+        } else {
+            q
+        }
     } else {
         foreign(p, "realloc()");
         // SAFETY: not cpuslab's, so glibc's malloc served it.
@@ -388,6 +396,29 @@ unsafe extern "C" fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
         saved.restore();
     }
     q.cast()
+}
+
+/// Moves a block of cpuslab that cpuslab could not resize into a block of glibc's
+/// malloc of `size` bytes (see [`unavailable`]): its first `size` bytes, or all it
+/// holds when less. Null, with `p` untouched, when glibc has no block either.
+///
+/// # Safety
+/// `p` is a live block of cpuslab; on a non-null return it is freed.
+#[cold]
+unsafe fn realloc_into_glibc(p: *mut u8, size: usize) -> *mut u8 {
+    let q = sys::glibc::malloc(size);
+    if q.is_null() {
+        return q;
+    }
+    // SAFETY: `p` is a live block of cpuslab (the contract).
+    let keep = unsafe { kmalloc::ksize(p) }.min(size);
+    // SAFETY: `p` has `ksize(p)` readable bytes and `q` at least `size`; they are
+    // distinct blocks. `p` is cpuslab's and, moved, is not used again.
+    unsafe {
+        ptr::copy_nonoverlapping(p, q, keep);
+        kmalloc::kfree_unsized(p);
+    }
+    q
 }
 
 /// Resizes a block of glibc's malloc: glibc resizes it (so exactly its live bytes
@@ -797,6 +828,31 @@ mod tests {
             assert!(is_ours(q));
             assert!((0..40).all(|i| *q.add(i) == 0x5A));
             free(q.cast());
+        }
+    }
+
+    #[test]
+    fn a_block_cpuslab_cannot_resize_moves_to_glibc() {
+        // What `realloc` does with a block of cpuslab when kmalloc refuses the new
+        // size while glibc may serve (the kernel refused an arena).
+        // SAFETY: blocks from `malloc` and `realloc_into_glibc`, used within their
+        // sizes and freed once.
+        unsafe {
+            for (from, to) in [(100usize, 5000usize), (5000, 100), (64, 64 << 10)] {
+                let p = malloc(from).cast::<u8>();
+                assert!(is_ours(p));
+                for i in 0..from {
+                    p.add(i).write(i as u8);
+                }
+                let q = realloc_into_glibc(p, to);
+                assert!(!q.is_null() && !is_ours(q), "{from} -> {to}");
+                assert!(malloc_usable_size(q.cast()) >= to);
+                assert!(
+                    (0..from.min(to)).all(|i| *q.add(i) == i as u8),
+                    "{from} -> {to}"
+                );
+                free(q.cast());
+            }
         }
     }
 }

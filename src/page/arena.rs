@@ -15,7 +15,7 @@
 //! blocks an arena uses.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::MAX_ORDER;
 use crate::sys::{self, PAGE_SHIFT};
@@ -127,17 +127,42 @@ const fn desc_bytes(nr_blocks: usize) -> usize {
     nr_blocks * (BLOCK_SIZE >> PAGE_SHIFT << DESC_SHIFT)
 }
 
+/// When the kernel last refused every size of arena (`sys::time::now_ms`; 0: never).
+static REFUSED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// How long after the kernel refused an arena no new one is asked for, in
+/// milliseconds. Under an address-space limit every allocation that finds no free page
+/// would otherwise cost a futile `mmap` per arena size tried, while the C interface
+/// serves it from glibc meanwhile (`init::may_forward`); a limit that frees up (a
+/// block unmapped, the limit raised) is seen again after this long.
+pub const REFUSED_RETRY_MS: u64 = 10;
+
+/// Whether the kernel has refused an arena of every size in this process: then a
+/// request cpuslab fails may still fit where an allocator that maps less at a time
+/// would grow (see `init::may_forward`).
+pub fn refused() -> bool {
+    REFUSED_AT.load(Ordering::Relaxed) != 0
+}
+
 /// Maps a new arena for `node`: the size its turn calls for, or the largest smaller
-/// one the kernel grants (down to one usable block). Null when not even that maps.
+/// one the kernel grants (down to one usable block). Null when not even that maps, and
+/// without asking for [`REFUSED_RETRY_MS`] after the kernel refused.
 pub fn create(node: usize) -> *mut Arena {
+    let refused = REFUSED_AT.load(Ordering::Relaxed);
+    if refused != 0 && sys::time::now_ms().wrapping_sub(refused) < REFUSED_RETRY_MS {
+        return ptr::null_mut();
+    }
     let turn = CREATED.load(Ordering::Relaxed).min(5);
     let mut nr_blocks = (2usize << turn).min(BLOCKS_PER_ARENA);
     loop {
         let arena = create_blocks(node, nr_blocks);
-        if !arena.is_null() || nr_blocks == 2 {
-            if !arena.is_null() {
-                CREATED.fetch_add(1, Ordering::Relaxed);
-            }
+        if !arena.is_null() {
+            CREATED.fetch_add(1, Ordering::Relaxed);
+            return arena;
+        }
+        if nr_blocks == 2 {
+            // Relaxed: a hint; a racing creator at worst asks the kernel once more.
+            REFUSED_AT.store(sys::time::now_ms().max(1), Ordering::Relaxed);
             return arena;
         }
         nr_blocks /= 2;
