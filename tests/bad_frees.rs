@@ -130,21 +130,23 @@ fn double_free_is_caught_when_the_cache_is_trimmed() {
     );
 }
 
-/// A double free with another free of the same slab between the two: the top check
-/// of the array cache passes it, and the trim hands `free_block` all three in one run
-/// of the slab, whose map is written once for the run (`slab_put_objs`). The run's own
-/// bits must count as set when the second copy comes.
+/// A double free with two other frees of the same slab between the two: the push's
+/// check of the two entries on top passes it, and the trim hands `free_block` all four
+/// in one run of the slab, whose map is written once for the run (`slab_put_objs`).
+/// The run's own bits must count as set when the second copy comes.
 #[test]
 fn double_free_is_caught_within_one_run_of_its_slab() {
     if common::is_child() {
         let (p, _keep, l) = pinned_two_blocks();
         // SAFETY: a valid layout.
-        let q = unsafe { CpuSlab.alloc(l) };
-        assert!(!q.is_null());
-        // SAFETY: deliberately wrong: `p` is freed twice, `q` between the two.
+        let (q, r) = unsafe { (CpuSlab.alloc(l), CpuSlab.alloc(l)) };
+        assert!(!q.is_null() && !r.is_null());
+        // SAFETY: deliberately wrong: `p` is freed twice, `q` and `r` between the two
+        // (two, so that the push's check of the two entries on top lets it through).
         unsafe {
             CpuSlab.dealloc(p, l);
             CpuSlab.dealloc(q, l);
+            CpuSlab.dealloc(r, l);
             CpuSlab.dealloc(p, l);
             cpuslab::trim();
         }
@@ -269,6 +271,37 @@ fn double_free_on_top_of_the_array_cache_aborts_at_once() {
         return;
     }
     let name = "double_free_on_top_of_the_array_cache_aborts_at_once";
+    let want = ["double free of", "array cache"];
+    expect_abort(name, &SIZES, &want);
+    expect_abort_with(name, &SIZES, &want, &[("HARDENING_UNSIZED", "1")]);
+}
+
+/// The same check one entry deeper: `free(a); free(b); free(a)` (the double free
+/// glibc's fastbins once let through, how2heap's `fastbin_dup`) aborts at the third
+/// free, on both fast paths and through the C ABI's unsized free. Before, the cache
+/// took `a` again and handed it out twice.
+#[test]
+fn double_free_under_the_last_free_aborts_at_once() {
+    if common::is_child() {
+        let (p, keep, l) = pinned_two_blocks();
+        // SAFETY: deliberately wrong: `p` is freed twice, `keep` freed in between.
+        unsafe {
+            if std::env::var_os("HARDENING_UNSIZED").is_some() {
+                for q in [p, keep, p] {
+                    if !cpuslab::kmalloc::kfree_unsized_fast(q) {
+                        cpuslab::kmalloc::kfree_unsized(q);
+                    }
+                }
+            } else {
+                for q in [p, keep, p] {
+                    CpuSlab.dealloc(q, l);
+                }
+            }
+        }
+        survived(p, l);
+        return;
+    }
+    let name = "double_free_under_the_last_free_aborts_at_once";
     let want = ["double free of", "array cache"];
     expect_abort(name, &SIZES, &want);
     expect_abort_with(name, &SIZES, &want, &[("HARDENING_UNSIZED", "1")]);

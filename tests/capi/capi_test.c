@@ -644,6 +644,22 @@ static void double_free_then_trim(size_t size) {
     fprintf(stderr, "got %p %p %p\n", (void *)a, (void *)b, (void *)keep);
 }
 
+/* free(a); free(b); free(a) (how2heap's fastbin_dup): glibc's tcache key catches it
+ * at the third free ("free(): double free detected in tcache 2"), cpuslab's push
+ * check of the two entries on top too. Uncaught, the next three mallocs hand `a`
+ * out twice. */
+static void double_free_one_apart(size_t size) {
+    char *a = malloc(size), *b = malloc(size), *keep = malloc(size);
+    fill(a, size, 1);
+    fill(b, size, 2);
+    hidden = (uintptr_t)a;
+    free(a);
+    free(b);
+    free((void *)hidden);
+    char *x = malloc(size), *y = malloc(size), *z = malloc(size);
+    fprintf(stderr, "got %p %p %p %p\n", (void *)x, (void *)y, (void *)z, (void *)keep);
+}
+
 /* free(p + 16) of a zeroed block: glibc reads a size of 0 there ("free(): invalid
  * size"); cpuslab finds it is no object start. */
 static void interior_free(size_t size) {
@@ -661,6 +677,14 @@ static void test_bad_frees(void) {
         run_bad(double_free_then_trim, sizes[i], &r);
         if (!(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT))
             fprintf(stderr, "double free of %zu: status %#x\n%s", sizes[i], r.status, r.err);
+        CHECK(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT);
+        if (cpuslab_mode)
+            CHECK(one_cpuslab_line(r.err, "double free of"));
+
+        run_bad(double_free_one_apart, sizes[i], &r);
+        if (!(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT))
+            fprintf(stderr, "free(a); free(b); free(a) of %zu: status %#x\n%s", sizes[i],
+                    r.status, r.err);
         CHECK(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT);
         if (cpuslab_mode)
             CHECK(one_cpuslab_line(r.err, "double free of"));

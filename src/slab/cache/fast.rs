@@ -408,10 +408,15 @@ impl RawCache {
         }
         // SAFETY: as above.
         let entries = unsafe { ArrayCache::entries(ac) };
-        // glibc's tcache check: the object on top is the one freed last, so freeing it
-        // again is a double free (one load, in the line the push writes).
-        // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top.
-        if unsafe { *entries.add(avail as usize - 1) } == obj {
+        // The restartable push's check: the two objects on top are the ones freed last,
+        // so freeing one of them again is a double free (loads in the line the push
+        // writes, or the one below it).
+        // SAFETY: as above; `avail > 0`, so `entry[avail - 1]` is its top, and
+        // `entry[avail - 2]` the one below when `avail > 1`.
+        if unsafe {
+            *entries.add(avail as usize - 1) == obj
+                || (avail > 1 && *entries.add(avail as usize - 2) == obj)
+        } {
             // SAFETY: ours, locked by the caller.
             unsafe { (*ac).lock.unlock() };
             self.double_free_cached(obj);

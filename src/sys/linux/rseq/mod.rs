@@ -192,8 +192,8 @@ pub unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
 /// Pushes `obj` on the calling CPU's stack (see [`stack_pop`]) as one restartable
 /// sequence: check the stop word and the limit, store the entry, and commit by storing
 /// the count plus one. False when nothing was pushed: the stack is full or stopped, the
-/// CPU is at or past the bound, or `obj` is already the top entry (a double free,
-/// which the caller's slow path finds and reports).
+/// CPU is at or past the bound, or `obj` is already one of the two top entries (a
+/// double free, which the caller's slow path finds and reports).
 ///
 /// # Safety
 /// As for [`stack_pop`], and `obj` is not null.

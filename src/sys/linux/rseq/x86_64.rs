@@ -362,11 +362,18 @@ macro_rules! push_sequence {
             "jae {fail}",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "lea {tmp}, [{tmp} + {cnt} * 8]",
-            // glibc tcache's check: the entry on top is the one pushed last; pushing
-            // it again is a double free, left to the caller's slow path to report.
+            // A double free of one of the two entries on top (the pushes of the last
+            // two frees), left to the caller's slow path to report: `free(a)` twice
+            // (glibc tcache's check), and `free(a); free(b); free(a)`, which glibc's
+            // fastbins once let through and its tcache key catches. One entry: only
+            // the top (below it may lie an unmapped page).
             "test {cnt:e}, {cnt:e}",
             $($empty,)*
             "cmp {obj}, qword ptr [{tmp} - 8]",
+            "je {fail}",
+            "cmp {cnt:e}, 1",
+            "je 7f",
+            "cmp {obj}, qword ptr [{tmp} - 16]",
             "je {fail}",
             "7:",
             "mov qword ptr [{tmp}], {obj}",
