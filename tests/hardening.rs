@@ -154,7 +154,7 @@ fn libraries_need_no_static_tls() {
 }
 
 /// A boot that cannot get memory says why once and is retried with backoff, not on
-/// every call: under an address-space limit (13 MB, with the program and its
+/// every call: under an address-space limit (9 MB, with the program and its
 /// libraries inside it) too small for even the smallest first arena, glibc
 /// serves the C program's 100,000 pairs and cpuslab asks for a handful of mappings.
 /// Under a heap limit below what boot needs, nothing is handed to glibc (which would
@@ -164,7 +164,7 @@ fn failed_boot_backs_off_and_keeps_the_limit() {
     let exe = common::compile_c("boot_fail.c", &["-rdynamic"]);
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("ulimit -v 13000 && exec {}", exe.display()))
+        .arg(format!("ulimit -v 9000 && exec {}", exe.display()))
         .env("LD_PRELOAD", preload_so());
     let (out, stdout, stderr) = run(cmd);
     assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);

@@ -9,8 +9,10 @@
 //! from the sixth on, so a small program holds little address space, and under an
 //! address-space limit (`RLIMIT_AS`, which counts every mapping, touched or not) an
 //! arena that does not fit is made smaller, down to one usable block, instead of
-//! refused. Of the descriptor block only the descriptors of the mapped blocks are
-//! mapped (64 KiB a block); the rest of that block is left to the kernel for other
+//! refused, and one whose span does not fit at once is mapped as its two parts (the
+//! descriptors, the blocks), so that the smallest needs 4.1 MiB of room, not 8. Of
+//! the descriptor block only the descriptors of the mapped blocks are mapped (64 KiB
+//! a block); the rest of that block is left to the kernel for other
 //! mappings, which the arena map never takes for cpuslab's: it records, per slot, the
 //! blocks an arena uses.
 
@@ -173,23 +175,29 @@ pub fn create(node: usize) -> *mut Arena {
 /// the start of a free slot.
 fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
     let len = nr_blocks * BLOCK_SIZE;
-    let base = sys::mmap::map_aligned(len, ARENA_SIZE, true);
+    let desc = desc_bytes(nr_blocks);
+    let mut base = sys::mmap::map_aligned(len, ARENA_SIZE, true);
+    if !base.is_null() && desc < BLOCK_SIZE {
+        // Only the descriptors of mapped blocks are ever touched: give the rest of the
+        // descriptor block's address space back.
+        // SAFETY: inside the mapping just made; nothing refers to it.
+        sys::mmap::unmap(unsafe { base.add(desc) }, BLOCK_SIZE - desc);
+    }
     if base.is_null() {
-        return ptr::null_mut();
+        // The whole span does not fit (an address-space limit): the two parts alone,
+        // never more mapped at a time than the arena keeps.
+        base = sys::mmap::map_aligned_pair(desc, BLOCK_SIZE, len - BLOCK_SIZE, ARENA_SIZE, true);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
     }
     let slot = base as usize >> ARENA_SHIFT;
     if slot >= ARENA_MAP.len() {
         // An address beyond the map's bits (5-level tables and a hint): not
         // representable in it.
-        sys::mmap::unmap(base, len);
+        sys::mmap::unmap(base, desc);
+        sys::mmap::unmap(base.wrapping_add(BLOCK_SIZE), len - BLOCK_SIZE);
         return ptr::null_mut();
-    }
-    // Only the descriptors of mapped blocks are ever touched: give the rest of the
-    // descriptor block's address space back.
-    let desc = desc_bytes(nr_blocks);
-    if desc < BLOCK_SIZE {
-        // SAFETY: inside the mapping just made; nothing refers to it.
-        sys::mmap::unmap(unsafe { base.add(desc) }, BLOCK_SIZE - desc);
     }
     let mapped = len - (BLOCK_SIZE - desc);
     if crate::topology::nr_node_ids() > 1 {

@@ -501,6 +501,17 @@ pub mod mmap {
         false
     }
 
+    /// Null.
+    pub fn map_aligned_pair(
+        _head: usize,
+        _tail_at: usize,
+        _tail: usize,
+        _align: usize,
+        _reservation: bool,
+    ) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+
     /// Fails.
     pub fn move_pages(_from: *mut u8, _len: usize, _to: *mut u8) -> bool {
         false

@@ -68,6 +68,63 @@ pub fn map_aligned(len: usize, align: usize, reservation: bool) -> *mut u8 {
     start as *mut u8
 }
 
+/// Two anonymous read-write mappings at a base aligned to `align` (a power of two above
+/// a page): `[base, base + head)` and `[base + tail_at, base + tail_at + tail)`, the
+/// range between left to the kernel for other mappings. Never more than `head + tail`
+/// bytes are mapped at a time, where [`map_aligned`] of the whole span maps all of it
+/// before trimming the gap: under an address-space limit (`RLIMIT_AS`), the smallest
+/// arena (128 KiB of descriptors, a 4 MiB gap's start, one 4 MiB block) then fits in
+/// 4.1 MiB of room, not 8. The bases tried are the aligned ones at and below where the
+/// kernel puts a mapping of `head` bytes, 32 at most, as in [`map_aligned`].
+/// `reservation` as there. Null when none takes both.
+pub fn map_aligned_pair(
+    head: usize,
+    tail_at: usize,
+    tail: usize,
+    align: usize,
+    reservation: bool,
+) -> *mut u8 {
+    debug_assert!(align.is_power_of_two() && align > super::PAGE_SIZE && head <= tail_at);
+    let noreserve = if reservation { libc::MAP_NORESERVE } else { 0 };
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve;
+    let Some(probe) = map_at(ptr::null_mut(), head, flags) else {
+        return ptr::null_mut();
+    };
+    unmap(probe, head);
+    let mut base = probe as usize & !(align - 1);
+    for _ in 0..32 {
+        if base == 0 {
+            break;
+        }
+        if map_exact(base, head, flags) {
+            let Some(at) = base.checked_add(tail_at) else {
+                unmap(base as *mut u8, head);
+                break;
+            };
+            if map_exact(at, tail, flags) {
+                return base as *mut u8;
+            }
+            unmap(base as *mut u8, head);
+        }
+        base = base.saturating_sub(align);
+    }
+    ptr::null_mut()
+}
+
+/// Maps `len` bytes at exactly `addr` unless something is mapped there
+/// (`MAP_FIXED_NOREPLACE`; a kernel older than 4.17 takes the address as a hint, so a
+/// mapping elsewhere is undone). Whether it did.
+fn map_exact(addr: usize, len: usize, flags: libc::c_int) -> bool {
+    match map_at(addr as *mut u8, len, flags | libc::MAP_FIXED_NOREPLACE) {
+        Some(p) if p as usize == addr => true,
+        Some(p) => {
+            unmap(p, len);
+            false
+        }
+        None => false,
+    }
+}
+
 /// One anonymous read-write mapping of `len` bytes with `flags`, at `hint` if the
 /// kernel takes it (null: where the kernel likes). None when the kernel refuses.
 /// With `MAP_FIXED` (from [`map_fixed`] only) it replaces what `hint` held.
