@@ -14,7 +14,21 @@ use crate::kmalloc::{self, kfree, krealloc, kzalloc, usable_size_layout};
 #[cold]
 #[inline(never)]
 fn alloc_slow(size: usize, align: usize) -> *mut u8 {
-    booted(kmalloc::kmalloc_slow, size, align)
+    let p = booted(kmalloc::kmalloc_slow, size, align);
+    if p.is_null() {
+        return kmalloc::kmalloc_fallback(size, align, false);
+    }
+    p
+}
+
+/// A zeroed allocation: kmalloc's, or glibc's where the kernel refused cpuslab
+/// memory (`kmalloc_fallback`).
+fn alloc_zeroed(size: usize, align: usize) -> *mut u8 {
+    let p = booted(kzalloc, size, align);
+    if p.is_null() {
+        return kmalloc::kmalloc_fallback(size, align, true);
+    }
+    p
 }
 
 /// The cpuslab allocator. Install it with
@@ -45,7 +59,7 @@ unsafe impl GlobalAlloc for CpuSlab {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        booted(kzalloc, layout.size(), layout.align())
+        alloc_zeroed(layout.size(), layout.align())
     }
 
     #[inline]
@@ -88,10 +102,7 @@ unsafe impl Allocator for CpuSlab {
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
         // The requested length only: that much is known zero.
-        slice(
-            booted(kzalloc, layout.size(), layout.align()),
-            layout.size(),
-        )
+        slice(alloc_zeroed(layout.size(), layout.align()), layout.size())
     }
 
     #[inline]

@@ -601,6 +601,57 @@ fn forwarding() -> bool {
     FORWARDING.load(Ordering::Relaxed)
 }
 
+/// Set once [`kmalloc_fallback`] handed out a block of glibc's in a process cpuslab
+/// serves: the kernel refused cpuslab an arena ([`arena::refused`], an address-space
+/// limit) while glibc's heap could still grow. From then on some blocks are glibc's,
+/// told apart from cpuslab's by the arena map ([`glibc_block`]); `HOLD_FOREIGN` is
+/// held with it, so that the sized frees' inline pushes leave every block to the
+/// paths that look.
+static MIXED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `p`, a live block from kmalloc, is glibc's: every block while
+/// [`FORWARDING`], one outside cpuslab's memory once [`MIXED`].
+#[inline]
+fn glibc_block(p: *mut u8) -> bool {
+    forwarding() || (MIXED.load(Ordering::Relaxed) && !arena::contains(p) && !huge::is_huge(p))
+}
+
+/// What `CpuSlab` hands out when kmalloc returned null for `(size, align)` (zeroed
+/// for `zero`): a block of glibc's where the kernel refused cpuslab an arena and no
+/// heap limit is set (which only cpuslab would enforce), else null. Under an
+/// address-space limit cpuslab's arenas, 4 MiB blocks in 256 MiB slots, stop fitting
+/// while glibc's heap still grows, above all in the room glibc's thread arenas have
+/// reserved already; the C interface hands such requests to glibc itself
+/// (`init::may_forward`). A test process 24 MiB under its limit
+/// (`tests/bad_input.rs`) got 219,132 blocks of 100 B before null without this and
+/// 820,293 with it; a one-thread program under `ulimit -v 65536` 21-23 MiB without,
+/// 21-24 with, the system allocator 26-29.
+#[cold]
+pub fn kmalloc_fallback(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if !arena::refused() || arena::limit() != 0 {
+        return ptr::null_mut();
+    }
+    // Held before any block of glibc's is handed out, by every thread that hands one
+    // out (an idempotent `or`), so that no free of it can find the bit clear.
+    sys::rseq::hold(sys::rseq::HOLD_FOREIGN);
+    MIXED.store(true, Ordering::Release);
+    let size = size.max(1);
+    if align <= 16 {
+        if zero {
+            sys::glibc::calloc(1, size)
+        } else {
+            sys::glibc::malloc(size)
+        }
+    } else {
+        let p = sys::glibc::memalign(align, size);
+        if zero && !p.is_null() {
+            // SAFETY: a fresh block of at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        p
+    }
+}
+
 /// `kmalloc(size, align)` from glibc, for a process cpuslab cannot serve.
 #[cold]
 fn forward_alloc(size: usize, align: usize) -> *mut u8 {
@@ -702,6 +753,10 @@ unsafe fn owned_elsewhere(p: *mut u8, cpu: usize) -> bool {
 #[cold]
 #[inline(never)]
 unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
+    if glibc_block(p) {
+        // SAFETY: a live block of glibc's ([`kmalloc_fallback`]), given up.
+        return unsafe { sys::glibc::free(p) };
+    }
     // SAFETY: `p` is an object of `c` given up by `kfree`'s caller.
     unsafe { c.free(p) }
 }
@@ -710,8 +765,8 @@ unsafe fn kfree_class(c: &RawCache, p: *mut u8) {
 #[cold]
 #[inline(never)]
 unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
-    if forwarding() {
-        // SAFETY: every block is glibc's (`FORWARDING`), given up by the caller.
+    if glibc_block(p) {
+        // SAFETY: glibc's block (`FORWARDING` or `MIXED`), given up by the caller.
         return unsafe { forward_free(p) };
     }
     if align <= 256 && size > FAST_MAX && size <= KMALLOC_MAX_CACHE_SIZE {
@@ -769,9 +824,9 @@ unsafe fn large_head(p: *mut u8, op: &str) -> *mut page::Page {
 /// # Safety
 /// As [`kfree`] for `(p, old_size, align)`; on success the old block must not be used.
 pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usize) -> *mut u8 {
-    if forwarding() {
-        // SAFETY: `p` is glibc's live block of `old_size` bytes (`FORWARDING`), given
-        // up on success.
+    if glibc_block(p) {
+        // SAFETY: `p` is glibc's live block of `old_size` bytes (`FORWARDING` or
+        // `MIXED`), given up on success.
         return unsafe { forward_realloc(p, old_size, align, new_size) };
     }
     match (classify(old_size, align), classify(new_size, align)) {
@@ -814,7 +869,10 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
         (Kind::Huge, _) => huge::check_live(p, "realloc()"),
         _ => {}
     }
-    let q = kmalloc(new_size, align);
+    let mut q = kmalloc(new_size, align);
+    if q.is_null() {
+        q = kmalloc_fallback(new_size, align, false);
+    }
     if !q.is_null() {
         // SAFETY: `p` is live with `old_size` bytes (checked above for large and huge
         // blocks), `q` a fresh block of `new_size`; two live blocks do not overlap.
@@ -837,7 +895,8 @@ unsafe fn forward_realloc(p: *mut u8, old_size: usize, align: usize, new_size: u
         // SAFETY: the caller's contract.
         return unsafe { sys::glibc::realloc(p, new_size.max(1)) };
     }
-    let q = forward_alloc(new_size, align);
+    // Not `forward_alloc`, which would mark every block glibc's (`FORWARDING`).
+    let q = sys::glibc::memalign(align, new_size.max(1));
     if !q.is_null() {
         // SAFETY: both blocks hold the bytes copied; they are distinct live blocks.
         unsafe { ptr::copy_nonoverlapping(p, q, old_size.min(new_size)) };
@@ -852,7 +911,7 @@ unsafe fn forward_realloc(p: *mut u8, old_size: usize, align: usize, new_size: u
 /// # Safety
 /// `p` came from `kmalloc(size, align)` and is live.
 pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize {
-    if forwarding() {
+    if glibc_block(p) {
         // glibc's block may hold no more than was asked for it.
         return size;
     }
@@ -875,9 +934,9 @@ pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize
 /// # Safety
 /// `p` is a live block returned by cpuslab.
 pub unsafe fn ksize(p: *mut u8) -> usize {
-    if forwarding() && !arena::contains(p) && !huge::is_huge(p) {
+    if (forwarding() || MIXED.load(Ordering::Relaxed)) && !arena::contains(p) && !huge::is_huge(p) {
         // SAFETY: a live block of the process, not cpuslab's: the system allocator's
-        // (`FORWARDING`), which measures it.
+        // (`FORWARDING` or `MIXED`), which measures it.
         return unsafe { sys::glibc::usable_size(p) };
     }
     if arena::contains(p) {

@@ -331,6 +331,131 @@ fn the_smallest_arena_needs_only_its_own_size() {
     assert!(err.contains("arena created: true"), "{err}");
 }
 
+/// Once the kernel refuses cpuslab an arena under an address-space limit, `CpuSlab`
+/// hands out glibc's blocks, so `alloc` returns null only where glibc's `malloc` has
+/// nothing left either; the blocks of both kinds then free, grow and zero as they
+/// should (the sized frees leave every block to the paths that tell them apart).
+/// Before, `alloc` returned null after 219,132 blocks with room left that glibc could
+/// use (1000 more blocks and beyond), and a program that then needed one more block
+/// aborted where the system allocator would not; now 820,293 blocks, glibc's thread
+/// arenas holding reserved room cpuslab cannot use.
+#[test]
+fn rust_alloc_falls_back_to_glibc_under_an_address_space_limit() {
+    if common::is_child() {
+        if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
+            let l = Layout::from_size_align(100, 8).unwrap();
+            let mut blocks: Vec<*mut u8> = Vec::with_capacity(1 << 20);
+            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                * 4096;
+            let lim = libc::rlimit {
+                rlim_cur: (vsz + (24 << 20)) as u64,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: setrlimit with a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            loop {
+                // SAFETY: a valid layout.
+                let p = unsafe { CpuSlab.alloc(l) };
+                if p.is_null() || blocks.len() == blocks.capacity() {
+                    break;
+                }
+                // SAFETY: a fresh block of 100 bytes.
+                unsafe { p.write_bytes(blocks.len() as u8, 100) };
+                blocks.push(p);
+            }
+            // How many more blocks glibc's own malloc has: a few at most (glibc may
+            // find one more after a failure, as its arenas retry), where before
+            // cpuslab left it megabytes. Kept in a stack array, freed after.
+            let mut more = [core::ptr::null_mut::<libc::c_void>(); 1000];
+            let mut glibc_had = 0;
+            for m in &mut more {
+                // SAFETY: glibc's own malloc.
+                *m = unsafe { libc::malloc(100) };
+                if m.is_null() {
+                    break;
+                }
+                glibc_had += 1;
+            }
+            for m in more {
+                // SAFETY: null or glibc's live block.
+                unsafe { libc::free(m) };
+            }
+            // Counted without allocating: nothing is left to allocate from.
+            let foreign = blocks
+                .iter()
+                .filter(|&&p| !cpuslab::page::arena::contains(p))
+                .count();
+            // Every other block freed, then the foreign ones left grown (by glibc's
+            // realloc) and checked.
+            for i in (0..blocks.len()).step_by(2) {
+                // SAFETY: a live block of this layout.
+                unsafe { CpuSlab.dealloc(blocks[i], l) };
+            }
+            let grown: Vec<usize> = (1..blocks.len())
+                .step_by(2)
+                .filter(|&i| !cpuslab::page::arena::contains(blocks[i]))
+                .take(1000)
+                .collect();
+            for &i in &grown {
+                // SAFETY: a live block of this layout, replaced by the result.
+                let q = unsafe { CpuSlab.realloc(blocks[i], l, 300) };
+                assert!(!q.is_null());
+                // SAFETY: the first 100 bytes moved with the block.
+                assert!((0..100).all(|k| unsafe { *q.add(k) } == i as u8));
+                // SAFETY: the grown block, its layout.
+                unsafe { CpuSlab.dealloc(q, Layout::from_size_align(300, 8).unwrap()) };
+                blocks[i] = core::ptr::null_mut();
+            }
+            for i in (1..blocks.len()).step_by(2) {
+                if !blocks[i].is_null() {
+                    // SAFETY: a live block of this layout.
+                    unsafe { CpuSlab.dealloc(blocks[i], l) };
+                }
+            }
+            for _ in 0..1000 {
+                // SAFETY: a valid layout; the block is read and freed.
+                unsafe {
+                    let z = CpuSlab.alloc_zeroed(l);
+                    assert!(!z.is_null() && (0..100).all(|k| *z.add(k) == 0));
+                    CpuSlab.dealloc(z, l);
+                }
+            }
+            eprintln!(
+                "blocks {} foreign {} glibc-had {}",
+                blocks.len(),
+                foreign,
+                glibc_had
+            );
+        }
+        return;
+    }
+    let (status, err) = common::run_child(
+        "rust_alloc_falls_back_to_glibc_under_an_address_space_limit",
+        &[("CPUSLAB_RLIMIT_CHILD", "1"), ("RUST_BACKTRACE", "0")],
+    );
+    assert!(status.success(), "child failed: {err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("blocks "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let more: usize = f[5].parse().unwrap();
+    assert!(
+        more < 1000,
+        "alloc gave null while glibc had memory: {line}"
+    );
+    assert!(
+        f[3].parse::<usize>().unwrap() > 0,
+        "glibc served nothing: {line}"
+    );
+}
+
 #[test]
 fn invalid_config_is_reported_not_fatal() {
     if common::is_child() {

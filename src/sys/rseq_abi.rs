@@ -62,6 +62,12 @@ pub const HOLD_TABLES: usize = 16;
 /// test of the bits they test already.
 pub const HOLD_CXX: usize = 32;
 
+/// Hold bit: some blocks that `CpuSlab` handed out are glibc's (the kernel refused
+/// cpuslab an arena and the system allocator served instead: `kmalloc`'s `MIXED`).
+/// Set once, never cleared: the sized frees' inline pushes step aside, so that their
+/// full paths, which look at the arena map, give glibc its blocks.
+pub const HOLD_FOREIGN: usize = 64;
+
 /// The hold bits under which callers must use their locked paths instead of the
 /// stack sequences: not enabled yet, or retired.
 pub const HOLD_STOPPED: usize = HOLD_OFF | HOLD_GONE;

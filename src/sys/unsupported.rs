@@ -675,6 +675,14 @@ pub mod rseq {
     ///
     /// # Safety
     /// None here.
+    pub unsafe fn stack_push_deep(_base: *mut u8, _obj: *mut u8) -> bool {
+        false
+    }
+
+    /// Fails.
+    ///
+    /// # Safety
+    /// None here.
     pub unsafe fn stack_push_many(_base: *mut u8, _objs: *const *mut u8, _n: usize) -> bool {
         false
     }

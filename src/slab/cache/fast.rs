@@ -137,12 +137,14 @@ impl RawCache {
     /// [`free_fast`](Self::free_fast) on the array caches `base` of a cache, for
     /// kmalloc's sized free, which finds them (and checks the pointer against the
     /// class's alignment) in its tables by size. False where the push cannot be done
-    /// (as `free_fast`), or while the tables are not filled (`HOLD_TABLES`). Before
+    /// (as `free_fast`), while the tables are not filled (`HOLD_TABLES`), or once some
+    /// of the blocks kmalloc's callers free may be glibc's (`HOLD_FOREIGN`). Before
     /// the push it stores to the object's first word (see `own_line`).
     ///
     /// # Safety
     /// `base` is a kmalloc cache's `cpu_cache`, read from its table (not null unless
-    /// `HOLD_TABLES` is still held); `obj` is an object of that cache, aligned as its
+    /// `HOLD_TABLES` is still held); `obj` is an object of that cache (or, while
+    /// `HOLD_FOREIGN` is held, a block of glibc's), aligned as its
     /// objects are, given up by the caller. On true `obj` is freed. `elsewhere(cpu)`
     /// says whether `obj` belongs to another CPU than `cpu` (`remote`), which then
     /// gets it by the slow path; called only once the sequences are on and the tables
@@ -154,7 +156,9 @@ impl RawCache {
         elsewhere: impl FnOnce(usize) -> bool,
     ) -> bool {
         // SAFETY: an object of a cache lies in an arena.
-        if unsafe { push_held(sys::rseq::HOLD_TABLES, obj) } || elsewhere(sys::rseq::stack_cpu()) {
+        if unsafe { push_held(sys::rseq::HOLD_TABLES | sys::rseq::HOLD_FOREIGN, obj) }
+            || elsewhere(sys::rseq::stack_cpu())
+        {
             return false;
         }
         debug_assert!(!base.is_null(), "a kmalloc table entry left null");
@@ -332,9 +336,11 @@ impl RawCache {
         // SAFETY: `obj` starts a slot of a slab with a tag, so of a kmalloc cache (only
         // kmalloc's caches are tagged), and the caller gives it up.
         unsafe { own_line(obj) };
+        // The C interface's free, where double frees happen: the push also turns
+        // away one of the object freed before last.
         // SAFETY: the cache's array caches (the contract); the sequences are on, as in
         // `alloc`; `obj`, an object, is not null.
-        unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) }
+        unsafe { sys::rseq::stack_push_deep(base.cast(), obj) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
@@ -365,8 +371,10 @@ impl RawCache {
         // A full cache is flushed, an empty one takes the slow path too (for objects
         // under a cache line, a batch goes on first); a stopped one gives the flush
         // nothing and turns the push after it away, so `obj` goes to the node.
+        // The deep push, as C's fast path: a free that left it lands here, and the
+        // locked path below looks as deep.
         // SAFETY: the sequences are on; as in `alloc`. `obj`, an object, is not null.
-        if !unsafe { sys::rseq::stack_push_nonempty(base.cast(), obj) } {
+        if !unsafe { sys::rseq::stack_push_deep(base.cast(), obj) } {
             // SAFETY: as for `free_trylock`, on the sequences.
             unsafe { self.free_flush_rseq(base, obj) };
         }

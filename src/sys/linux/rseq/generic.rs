@@ -111,6 +111,16 @@ pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
 /// # Safety
 /// As for [`stack_pop`].
 #[inline(always)]
+pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
+    let _ = (base, obj);
+    false
+}
+
+/// No sequence: nothing pushed.
+///
+/// # Safety
+/// As for [`stack_pop`].
+#[inline(always)]
 pub(super) unsafe fn stack_push_many(base: *mut u8, objs: *const *mut u8, n: usize) -> bool {
     let _ = (base, objs, n);
     false

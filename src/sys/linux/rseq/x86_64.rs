@@ -331,13 +331,15 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     ret as *mut u8
 }
 
-/// The push sequence of [`stack_push`] and [`stack_push_nonempty`], which differ only
-/// in what an empty stack does (`$empty`: skip the double-free check, or go out to the
-/// caller's failure path unless the stack's `INTO_EMPTY` word allows it, with the
-/// operand that needs passed in `$extra`). Every way out but the commit jumps straight
-/// to that path (asm goto: no answer to set and test).
+/// The push sequence of [`stack_push`], [`stack_push_nonempty`] and
+/// [`stack_push_nonempty_deep`], which differ in what an empty stack does (`$empty`:
+/// skip the double-free check, or go out to the caller's failure path unless the
+/// stack's `INTO_EMPTY` word allows it, with the operand that needs passed in
+/// `$extra`) and in how deep the double-free check looks (`$deep`: nothing more than
+/// the top, or the entry below it too). Every way out but the commit jumps straight to
+/// that path (asm goto: no answer to set and test).
 macro_rules! push_sequence {
-    ($base:expr, $obj:expr, [$($empty:literal),*], $($extra:tt)*) => {
+    ($base:expr, $obj:expr, [$($empty:literal),*], [$($deep:literal),*], $($extra:tt)*) => {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -362,19 +364,14 @@ macro_rules! push_sequence {
             "jae {fail}",
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "lea {tmp}, [{tmp} + {cnt} * 8]",
-            // A double free of one of the two entries on top (the pushes of the last
-            // two frees), left to the caller's slow path to report: `free(a)` twice
-            // (glibc tcache's check), and `free(a); free(b); free(a)`, which glibc's
-            // fastbins once let through and its tcache key catches. One entry: only
-            // the top (below it may lie an unmapped page).
+            // glibc tcache's check: the entry on top is the one pushed last; pushing
+            // it again is a double free, left to the caller's slow path to report.
+            // `$deep` looks at the entry below too.
             "test {cnt:e}, {cnt:e}",
             $($empty,)*
             "cmp {obj}, qword ptr [{tmp} - 8]",
             "je {fail}",
-            "cmp {cnt:e}, 1",
-            "je 7f",
-            "cmp {obj}, qword ptr [{tmp} - 16]",
-            "je {fail}",
+            $($deep,)*
             "7:",
             "mov qword ptr [{tmp}], {obj}",
             "inc {cnt:e}",
@@ -414,7 +411,7 @@ macro_rules! push_sequence {
 pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_pop`; the entry written is at the count, below the limit
     // the entry array holds, and `obj` is not null (the caller's contract).
-    unsafe { push_sequence!(base, obj, ["jz 7f"],) };
+    unsafe { push_sequence!(base, obj, ["jz 7f"], [],) };
     true
 }
 
@@ -437,6 +434,40 @@ pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
                 "je {fail}",
                 "jmp 7f",
                 "8:"
+            ],
+            [],
+            into_empty = const stack::INTO_EMPTY,
+        )
+    };
+    true
+}
+
+/// [`stack_push_deep`](super::stack_push_deep) as one sequence: the instructions of
+/// [`stack_push_nonempty`], and with more than one entry a compare with the entry
+/// below the top (with one, below it may lie an unmapped page).
+///
+/// # Safety
+/// As for `stack_push`.
+#[inline(always)]
+pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
+    // SAFETY: as in `stack_push`; the entry below the top is read only when the count
+    // is 2 or more, inside the array.
+    unsafe {
+        push_sequence!(
+            base,
+            obj,
+            [
+                "jnz 8f",
+                "cmp dword ptr [{ac} + {into_empty}], 0",
+                "je {fail}",
+                "jmp 7f",
+                "8:"
+            ],
+            [
+                "cmp {cnt:e}, 1",
+                "je 7f",
+                "cmp {obj}, qword ptr [{tmp} - 16]",
+                "je {fail}"
             ],
             into_empty = const stack::INTO_EMPTY,
         )
