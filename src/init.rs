@@ -88,7 +88,7 @@ fn boot_and_retry(alloc: fn(usize, usize) -> *mut u8, size: usize, align: usize)
 #[cfg(feature = "capi")]
 pub fn may_forward() -> bool {
     match STATE.load(Ordering::Acquire) {
-        READY => page::arena::limit() == 0 && page::arena::refused(),
+        READY => page::arena::refused_unlimited(),
         BOOTING => true,
         _ => !LIMITED.load(Ordering::Relaxed),
     }

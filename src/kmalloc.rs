@@ -628,7 +628,7 @@ fn glibc_block(p: *mut u8) -> bool {
 /// 21-24 with, the system allocator 26-29.
 #[cold]
 pub fn kmalloc_fallback(size: usize, align: usize, zero: bool) -> *mut u8 {
-    if !arena::refused() || arena::limit() != 0 {
+    if !arena::refused_unlimited() {
         return ptr::null_mut();
     }
     // Held before any block of glibc's is handed out, by every thread that hands one

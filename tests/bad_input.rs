@@ -89,6 +89,25 @@ fn zeroed_memory_is_zero_after_reuse() {
     }
 }
 
+/// Sets this process's address-space limit (`RLIMIT_AS`, what `ulimit -v` sets)
+/// `room` bytes above the address space it holds now.
+fn limit_address_space(room: usize) {
+    let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096;
+    let lim = libc::rlimit {
+        rlim_cur: (vsz + room) as u64,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+}
+
 /// Allocates 1 MiB blocks until cpuslab says no, frees them, and does it again: the
 /// limit gives null (no abort) and nothing is lost.
 fn exhaust_and_recover() -> usize {
@@ -224,20 +243,7 @@ fn address_space_limit_gives_null_then_recovers() {
     if common::is_child() {
         if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
             // Room for what exists now plus one more arena, not two.
-            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                * 4096;
-            let lim = libc::rlimit {
-                rlim_cur: (vsz + (600 << 20)) as u64,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: setrlimit with a valid struct.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            limit_address_space(600 << 20);
             let n = exhaust_and_recover();
             eprintln!("blocks before mmap failed: {n}");
         }
@@ -261,20 +267,7 @@ fn address_space_limit_gives_null_then_recovers() {
 fn a_new_arena_fits_an_address_space_limit_of_its_size() {
     if common::is_child() {
         if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
-            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                * 4096;
-            let lim = libc::rlimit {
-                rlim_cur: (vsz + (400 << 20)) as u64,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: setrlimit with a valid struct.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            limit_address_space(400 << 20);
             let n = exhaust_and_recover();
             eprintln!("blocks before mmap failed: {n}");
             assert!(
@@ -304,20 +297,7 @@ fn the_smallest_arena_needs_only_its_own_size() {
         if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
             let v: Vec<u8> = vec![1; 1000];
             assert_eq!(v.len(), 1000);
-            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                * 4096;
-            let lim = libc::rlimit {
-                rlim_cur: (vsz + (6 << 20)) as u64,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: setrlimit with a valid struct.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            limit_address_space(6 << 20);
             let arena = cpuslab::page::arena::create(0);
             eprintln!("arena created: {}", !arena.is_null());
         }
@@ -345,20 +325,7 @@ fn rust_alloc_falls_back_to_glibc_under_an_address_space_limit() {
         if std::env::var_os("CPUSLAB_RLIMIT_CHILD").is_some() {
             let l = Layout::from_size_align(100, 8).unwrap();
             let mut blocks: Vec<*mut u8> = Vec::with_capacity(1 << 20);
-            let vsz: usize = std::fs::read_to_string("/proc/self/statm")
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<usize>()
-                .unwrap()
-                * 4096;
-            let lim = libc::rlimit {
-                rlim_cur: (vsz + (24 << 20)) as u64,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            // SAFETY: setrlimit with a valid struct.
-            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+            limit_address_space(24 << 20);
             loop {
                 // SAFETY: a valid layout.
                 let p = unsafe { CpuSlab.alloc(l) };

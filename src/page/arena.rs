@@ -146,6 +146,13 @@ pub fn refused() -> bool {
     REFUSED_AT.load(Ordering::Relaxed) != 0
 }
 
+/// Whether a request cpuslab failed may go to another allocator: the kernel refused an
+/// arena ([`refused`]) and no heap limit is set, which only cpuslab would enforce
+/// (`init::may_forward`, `kmalloc::kmalloc_fallback`).
+pub fn refused_unlimited() -> bool {
+    limit() == 0 && refused()
+}
+
 /// Maps a new arena for `node`: the size its turn calls for, or the largest smaller
 /// one the kernel grants (down to one usable block). Null when not even that maps, and
 /// without asking for [`REFUSED_RETRY_MS`] after the kernel refused.

@@ -403,6 +403,27 @@ macro_rules! push_sequence {
     };
 }
 
+/// [`push_sequence`] onto a stack that holds entries ([`stack_push_nonempty`]'s
+/// empty case: out to the failure path unless the stack's `INTO_EMPTY` word is set),
+/// with the double-free check `$deep` looks further with.
+macro_rules! nonempty_push_sequence {
+    ($base:expr, $obj:expr, [$($deep:literal),*]) => {
+        push_sequence!(
+            $base,
+            $obj,
+            [
+                "jnz 8f",
+                "cmp dword ptr [{ac} + {into_empty}], 0",
+                "je {fail}",
+                "jmp 7f",
+                "8:"
+            ],
+            [$($deep),*],
+            into_empty = const stack::INTO_EMPTY,
+        )
+    };
+}
+
 /// [`stack_push`](super::stack_push) as one sequence.
 ///
 /// # Safety
@@ -424,21 +445,7 @@ pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
 #[inline(always)]
 pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_push`.
-    unsafe {
-        push_sequence!(
-            base,
-            obj,
-            [
-                "jnz 8f",
-                "cmp dword ptr [{ac} + {into_empty}], 0",
-                "je {fail}",
-                "jmp 7f",
-                "8:"
-            ],
-            [],
-            into_empty = const stack::INTO_EMPTY,
-        )
-    };
+    unsafe { nonempty_push_sequence!(base, obj, []) };
     true
 }
 
@@ -453,23 +460,15 @@ pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_push`; the entry below the top is read only when the count
     // is 2 or more, inside the array.
     unsafe {
-        push_sequence!(
+        nonempty_push_sequence!(
             base,
             obj,
-            [
-                "jnz 8f",
-                "cmp dword ptr [{ac} + {into_empty}], 0",
-                "je {fail}",
-                "jmp 7f",
-                "8:"
-            ],
             [
                 "cmp {cnt:e}, 1",
                 "je 7f",
                 "cmp {obj}, qword ptr [{tmp} - 16]",
                 "je {fail}"
-            ],
-            into_empty = const stack::INTO_EMPTY,
+            ]
         )
     };
     true
