@@ -131,14 +131,14 @@ const fn list_size(high: u32) -> usize {
 pub struct PerCpuPages {
     /// The stop word: tried by the tried-lock path, taken for work on the whole list.
     pub lock: TryLock,
-    /// Pages on the list: `entry[..count]`. Changed by sequences or under `lock`.
-    count: UnsafeCell<u32>,
     /// Most pages on the list; a free beyond it gives `batch` back first.
     pub high: u32,
-    /// Pages moved per refill or bulk free.
-    pub batch: u32,
+    /// Pages on the list: `entry[..count]`. Changed by sequences or under `lock`.
+    count: UnsafeCell<u32>,
     /// Written 1 by every popping sequence (read by nobody; part of the stack layout).
     _touched: UnsafeCell<u32>,
+    /// Pages moved per refill or bulk free.
+    pub batch: u32,
     /// Order of the blocks on the list.
     pub order: u32,
     /// `high` page descriptors, right after the header.

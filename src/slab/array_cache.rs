@@ -28,14 +28,15 @@ pub const AC_HEADER: usize = 64;
 pub struct ArrayCache {
     /// The per-CPU lock (unused in a shared cache, which the list lock guards).
     pub lock: TryLock,
-    /// Number of cached objects: `entry[..avail]`.
-    pub avail: u32,
     /// Most objects the cache holds.
     pub limit: u32,
+    /// Number of cached objects: `entry[..avail]`.
+    pub avail: u32,
+    /// Set on every allocation; cleared by the reaper, which drains untouched caches.
+    /// Beside `avail` in one aligned word, which the rseq pop stores at once.
+    pub touched: u32,
     /// Objects moved per refill or flush.
     pub batchcount: u32,
-    /// Set on every allocation; cleared by the reaper, which drains untouched caches.
-    pub touched: u32,
     /// Capacity of `entry`: the limit grows up to it while the CPU cycles through more
     /// objects than the limit holds, shrinks while the CPU only frees, and the reaper
     /// puts it back (see `free_full`).

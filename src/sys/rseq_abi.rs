@@ -4,17 +4,24 @@
 
 /// Field offsets of a per-CPU stack as `rseq::stack_pop` and `rseq::stack_push` address it:
 /// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
-/// outside any sequence), the `u32` count of entries, the `u32` limit, a `u32` set on
-/// every pop ("touched"), and the pointer to the entry array.
+/// outside any sequence), the `u32` limit, the `u32` count of entries, a `u32` set on
+/// every pop ("touched", the kernel's `ac->touched`), and the pointer to the entry
+/// array.
+///
+/// The count and the touched word are one aligned 8-byte word, so that a pop commits
+/// both with a single store. With a store of its own for the touched word, a C
+/// `malloc(64)`/`free` loop on an AMD EPYC (Zen 4) host ran at 7 ns a pair in most
+/// processes and at 18 in about one of seven, for the whole run (in none of 60 with
+/// the one store), and its median was 1-5% higher.
 pub mod stack {
     /// The stop word: sequences leave a stack alone while it is non-zero.
     pub const LOCK: usize = 0;
-    /// Entries on the stack (`u32`).
-    pub const COUNT: usize = 4;
     /// Most entries (`u32`).
-    pub const LIMIT: usize = 8;
-    /// Set to 1 by every pop (`u32`).
-    pub const TOUCHED: usize = 16;
+    pub const LIMIT: usize = 4;
+    /// Entries on the stack (`u32`), the low half of an aligned 8-byte word.
+    pub const COUNT: usize = 8;
+    /// Set to 1 by every pop (`u32`), the high half of the count's word.
+    pub const TOUCHED: usize = COUNT + 4;
     /// The entry array (`*mut *mut u8`).
     pub const ENTRY: usize = 24;
     /// Non-zero where `stack_push_nonempty` may push onto the stack while it is empty
@@ -27,6 +34,7 @@ pub mod stack {
         offsets[0] == LOCK
             && offsets[1] == COUNT
             && offsets[2] == LIMIT
+            && COUNT.is_multiple_of(8)
             && offsets[3] == TOUCHED
             && offsets[4] == ENTRY
     }

@@ -451,4 +451,86 @@ mod tests {
         assert_eq!(left, unpopped, "entries pushed and neither popped nor left");
         drop(entries);
     }
+
+    /// A pop takes the top entry and marks the stack touched in the one store that
+    /// commits it (the count's 8-byte word), writing nothing beside that word: the
+    /// limit below it and the word above keep their values, a second pop takes the
+    /// entry under the first, and an empty stack gives null and stays untouched.
+    #[test]
+    fn a_pop_commits_the_count_and_the_touched_word_alone() {
+        if !crate::init::ensure() || held() & (HOLD_OFF | HOLD_STOPPED) != 0 {
+            eprintln!("the stack sequences are off here; skipped");
+            return;
+        }
+        const { assert!(stack::TOUCHED == stack::COUNT + 4 && stack::COUNT.is_multiple_of(8)) };
+        let nr = crate::topology::nr_cpu_ids();
+        let mut area = vec![0u8; nr * STACK_STRIDE + 64];
+        let base = area
+            .as_mut_ptr()
+            .wrapping_add(area.as_ptr().align_offset(64));
+        let mut entries: Vec<*mut u8> = (1..=nr * 4).map(|i| (i * 16) as *mut u8).collect();
+        let entry0 = entries.as_mut_ptr();
+        let word = |c: usize, at: usize| base.wrapping_add(c * STACK_STRIDE + at).cast::<u32>();
+        // Each CPU's stack: 3 entries, a limit of 4, an untouched word, and a marker in
+        // the word after it.
+        let set_up = || {
+            for c in 0..nr {
+                // SAFETY: words of a header inside `area`, aligned; this thread's alone.
+                unsafe {
+                    word(c, stack::LIMIT).write_volatile(4);
+                    word(c, stack::COUNT).write_volatile(3);
+                    word(c, stack::TOUCHED).write_volatile(0);
+                    word(c, stack::TOUCHED + 4).write_volatile(0x5a5a_5a5a);
+                    base.add(c * STACK_STRIDE + stack::ENTRY)
+                        .cast::<*mut *mut u8>()
+                        .write_volatile(entry0.add(c * 4));
+                }
+            }
+        };
+        // SAFETY: as above.
+        let read = |c: usize, at: usize| unsafe { word(c, at).read_volatile() };
+        for _ in 0..1000 {
+            set_up();
+            let cpu = crate::sys::cpu::current();
+            // SAFETY: `base` strides over `nr` headers laid out as `stack`, each with
+            // 4 entries, used by this thread only.
+            let (first, second) = unsafe { (stack_pop(base), stack_pop(base)) };
+            if crate::sys::cpu::current() != cpu {
+                continue;
+            }
+            assert_eq!(first as usize, (cpu * 4 + 3) * 16, "not the top entry");
+            assert_eq!(
+                second as usize,
+                (cpu * 4 + 2) * 16,
+                "not the entry under it"
+            );
+            assert_eq!(read(cpu, stack::COUNT), 1);
+            assert_eq!(
+                read(cpu, stack::TOUCHED),
+                1,
+                "a pop left the stack untouched"
+            );
+            assert_eq!(read(cpu, stack::LIMIT), 4, "a pop wrote the limit");
+            assert_eq!(
+                read(cpu, stack::TOUCHED + 4),
+                0x5a5a_5a5a,
+                "a pop wrote past its word"
+            );
+            // An empty stack: null, nothing written.
+            for c in 0..nr {
+                // SAFETY: as above.
+                unsafe { word(c, stack::COUNT).write_volatile(0) };
+                // SAFETY: as above.
+                unsafe { word(c, stack::TOUCHED).write_volatile(0) };
+            }
+            // SAFETY: as above.
+            let none = unsafe { stack_pop(base) };
+            assert!(none.is_null(), "an empty stack gave an entry");
+            let c = crate::sys::cpu::current();
+            assert_eq!((read(c, stack::COUNT), read(c, stack::TOUCHED)), (0, 0));
+            drop(entries);
+            return;
+        }
+        panic!("migrated in every round");
+    }
 }

@@ -269,7 +269,8 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     // SAFETY: `enable_stacks` ran (the caller's contract), so word 0 is this thread's
     // rseq area offset; below the bound the address is one of the caller's stacks,
     // touched only by sequences while its stop word is clear: the entry read is
-    // below the count, and only the count and the touched word are written.
+    // below the count, and only the count and the touched word (one 8-byte word,
+    // `stack::TOUCHED` right above `stack::COUNT`) are written.
     unsafe {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
@@ -304,9 +305,10 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "lea {tmp}, [{tmp} + {cnt} * 8]",
             "mov {ret}, qword ptr [{tmp} - 8]",
-            "mov dword ptr [{ac} + {touched}], 1",
+            // The count less one and the touched word set, in one store that commits.
             "dec {cnt:e}",
-            "mov dword ptr [{ac} + {count}], {cnt:e}",
+            "bts {cnt}, 32",
+            "mov qword ptr [{ac} + {count}], {cnt}",
             "4:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
@@ -323,7 +325,6 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
             shift = const STACK_SHIFT,
             lock = const stack::LOCK,
             count = const stack::COUNT,
-            touched = const stack::TOUCHED,
             entry = const stack::ENTRY,
             options(nostack),
         );
