@@ -131,12 +131,10 @@ const fn list_size(high: u32) -> usize {
 pub struct PerCpuPages {
     /// The stop word: tried by the tried-lock path, taken for work on the whole list.
     pub lock: TryLock,
-    /// Most pages on the list; a free beyond it gives `batch` back first.
-    pub high: u32,
     /// Pages on the list: `entry[..count]`. Changed by sequences or under `lock`.
     count: UnsafeCell<u32>,
-    /// Written 1 by every popping sequence (read by nobody; part of the stack layout).
-    _touched: UnsafeCell<u32>,
+    /// Most pages on the list; a free beyond it gives `batch` back first.
+    pub high: u32,
     /// Pages moved per refill or bulk free.
     pub batch: u32,
     /// Order of the blocks on the list.
@@ -155,13 +153,12 @@ const _: () = {
         offset_of!(PerCpuPages, lock),
         offset_of!(PerCpuPages, count),
         offset_of!(PerCpuPages, high),
-        offset_of!(PerCpuPages, _touched),
         offset_of!(PerCpuPages, entry),
     ]));
     assert!(core::mem::size_of::<PerCpuPages>() == 64);
 };
 
-// SAFETY: `count`, `touched` and the entries are changed only by restartable sequences
+// SAFETY: `count` and the entries are changed only by restartable sequences
 // on the list's own CPU or by the holder of `lock` (see the module comment).
 unsafe impl Sync for PerCpuPages {}
 
@@ -206,7 +203,6 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
                     count: UnsafeCell::new(0),
                     high,
                     batch,
-                    _touched: UnsafeCell::new(0),
                     order: order as u32,
                     entry: at.add(PCP_HEADER).cast(),
                     low,

@@ -28,15 +28,17 @@ pub const AC_HEADER: usize = 64;
 pub struct ArrayCache {
     /// The per-CPU lock (unused in a shared cache, which the list lock guards).
     pub lock: TryLock,
-    /// Most objects the cache holds.
-    pub limit: u32,
     /// Number of cached objects: `entry[..avail]`.
     pub avail: u32,
-    /// Set on every allocation; cleared by the reaper, which drains untouched caches.
-    /// Beside `avail` in one aligned word, which the rseq pop stores at once.
-    pub touched: u32,
+    /// Most objects the cache holds.
+    pub limit: u32,
     /// Objects moved per refill or flush.
     pub batchcount: u32,
+    /// Set by the slow paths that refill or flush the cache and by the tried-lock
+    /// path's allocations, and cleared by the reaper, which drains untouched caches.
+    /// The restartable pop does not set it (see `sys::rseq::stack`): the reaper also
+    /// counts a cache whose `avail` moved since its last look (`reap_avail`) as used.
+    pub touched: u32,
     /// Capacity of `entry`: the limit grows up to it while the CPU cycles through more
     /// objects than the limit holds, shrinks while the CPU only frees, and the reaper
     /// puts it back (see `free_full`).
@@ -71,7 +73,8 @@ pub struct ArrayCache {
     /// `RawCache::widen`): a CPU's cache moves to its full array the first time it
     /// fills the small one.
     pub first_array: u32,
-    _pad: u32,
+    /// `avail` when the reaper last looked (see `touched`).
+    pub reap_avail: u32,
 }
 
 // The rseq fast path addresses the header by its size and these offsets (loom's
@@ -85,7 +88,6 @@ const _: () = {
         offset_of!(ArrayCache, lock),
         offset_of!(ArrayCache, avail),
         offset_of!(ArrayCache, limit),
-        offset_of!(ArrayCache, touched),
         offset_of!(ArrayCache, entry),
     ]));
     assert!(offset_of!(ArrayCache, into_empty) == crate::sys::rseq::stack::INTO_EMPTY);
@@ -116,7 +118,7 @@ impl ArrayCache {
             into_empty: 0,
             free_misses: AtomicU32::new(0),
             first_array: 0,
-            _pad: 0,
+            reap_avail: 0,
         }
     }
 
@@ -167,7 +169,7 @@ impl ArrayCache {
                 into_empty: 0,
                 free_misses: AtomicU32::new(0),
                 first_array: 0,
-                _pad: 0,
+                reap_avail: 0,
             });
         }
     }

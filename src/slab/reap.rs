@@ -158,9 +158,14 @@ unsafe fn reap_idle_cache(cache: &RawCache, cpu: usize, node: usize) {
 }
 
 /// Reaps one stopped per-CPU array cache of `cache`: clears its `touched`, or, when it
-/// was not touched since the last look, drains a fifth of its limit (everything with
+/// was not used since the last look, drains a fifth of its limit (everything with
 /// `all`), at least what it holds beyond its tuned limit, and lowers a grown limit back
 /// to the tuned one, paying its CPU's growth budget back (`growth` grows it).
+///
+/// Used means `touched` (a refill, a flush, a tried-lock allocation) or a count that
+/// moved since the last look: the restartable pop writes nothing but the count. A cache
+/// that went round to the count it had (as many frees as allocations, no refill)
+/// passes for unused: it gives a fifth back and refills it later, once per look.
 ///
 /// # Safety
 /// The caller holds `ac`'s lock, settled, and no list lock; `ac` is `cpu`'s.
@@ -174,11 +179,13 @@ unsafe fn reap_cpu_cache(
     let base_limit = cache.limit.load(Ordering::Relaxed);
     // SAFETY: the header and entries are the caller's under the lock it holds.
     unsafe {
-        if (*ac).touched != 0 {
+        let avail = (*ac).avail;
+        let moved = avail != (*ac).reap_avail;
+        if (*ac).touched != 0 || moved {
             (*ac).touched = 0;
+            (*ac).reap_avail = avail;
             return;
         }
-        let avail = (*ac).avail;
         let over = avail.saturating_sub(base_limit);
         let nr = if all {
             avail
@@ -190,6 +197,7 @@ unsafe fn reap_cpu_cache(
         }
         let lowered = (*ac).limit.min(base_limit.max((*ac).avail));
         growth::set_limit(ac, cpu, cache.geom().size, base_limit, lowered);
+        (*ac).reap_avail = (*ac).avail;
     }
 }
 
@@ -407,4 +415,63 @@ pub fn cpu_cached_objects(cpu: usize) -> usize {
         c = cache.next.load(Ordering::Relaxed);
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reaper tells a used per-CPU array cache from an idle one without the pop's
+    /// help: a cache whose count moved since its last look (or that a slow path marked
+    /// touched) is left whole and the count remembered; one whose count stayed, and
+    /// that nothing marked, gives a fifth of its limit back.
+    #[test]
+    fn a_cache_whose_count_moved_is_left_alone() {
+        assert!(crate::init::ensure());
+        let cache = crate::slab::create_cache("reap-moved", 64, 8, 0).unwrap();
+        let objs: Vec<*mut u8> = (0..200).map(|_| cache.alloc()).collect();
+        assert!(objs.iter().all(|o| !o.is_null()));
+        for &o in &objs {
+            // SAFETY: allocated above from this cache, freed once.
+            unsafe { cache.free(o) };
+        }
+        let nr = topology::nr_cpu_ids();
+        let mut to_destroy = PageList::new();
+        // Each round: how the caches are marked, then one reap, then what each holds.
+        let reap = |to_destroy: &mut PageList, moved: bool, touched: bool| {
+            let mut before = vec![0u32; nr];
+            let mut after = vec![0u32; nr];
+            // SAFETY: stopped caches of a live cache, this thread holding no list lock.
+            unsafe {
+                cache.with_stopped_caches(0..nr, true, |cpu, ac| {
+                    before[cpu] = (*ac).avail;
+                    (*ac).touched = u32::from(touched);
+                    (*ac).reap_avail = (*ac).avail.wrapping_add(u32::from(moved));
+                    reap_cpu_cache(cache, cpu, ac, false, to_destroy);
+                    after[cpu] = (*ac).avail;
+                    assert_eq!((*ac).touched, 0, "the mark outlived the look");
+                    assert_eq!((*ac).reap_avail, (*ac).avail, "the count was not kept");
+                });
+            }
+            (before, after)
+        };
+        let (before, after) = reap(&mut to_destroy, true, false);
+        assert!(before.iter().any(|&n| n > 0), "no object cached anywhere");
+        assert_eq!(before, after, "a cache whose count moved was drained");
+        let (before, after) = reap(&mut to_destroy, false, true);
+        assert_eq!(before, after, "a touched cache was drained");
+        let (before, after) = reap(&mut to_destroy, false, false);
+        for cpu in 0..nr {
+            if before[cpu] > 0 {
+                assert!(
+                    after[cpu] < before[cpu],
+                    "CPU {cpu}: an idle cache kept all"
+                );
+            }
+        }
+        // SAFETY: only empty slabs of this cache, off every list.
+        unsafe { cache.destroy_slabs(&mut to_destroy, true) };
+        // SAFETY: nothing else uses the cache, and its objects are all free.
+        unsafe { crate::slab::destroy_cache(cache) }.unwrap();
+    }
 }

@@ -4,24 +4,22 @@
 
 /// Field offsets of a per-CPU stack as `rseq::stack_pop` and `rseq::stack_push` address it:
 /// a `u32` that is non-zero while someone has the stack stopped (a lock taken from
-/// outside any sequence), the `u32` limit, the `u32` count of entries, a `u32` set on
-/// every pop ("touched", the kernel's `ac->touched`), and the pointer to the entry
-/// array.
+/// outside any sequence), the `u32` count of entries, the `u32` limit, and the pointer
+/// to the entry array.
 ///
-/// The count and the touched word are one aligned 8-byte word, so that a pop commits
-/// both with a single store. With a store of its own for the touched word, a C
-/// `malloc(64)`/`free` loop on an AMD EPYC (Zen 4) host ran at 7 ns a pair in most
-/// processes and at 18 in about one of seven, for the whole run (in none of 60 with
-/// the one store), and its median was 1-5% higher.
+/// A sequence's only stores are the entry a push writes and the count that commits
+/// it. The kernel's `ac->touched`, set on every allocation for the reaper, is not
+/// written by the pop: with that store too, a C `malloc(64)`/`free` loop on an AMD
+/// EPYC (Zen 4) host took 7.0-7.3 ns a pair at the median against 6.6-6.7 without it,
+/// and ran at 18 ns in about one process of seven (`slab::reap` tells a used cache
+/// from an idle one by its count instead).
 pub mod stack {
     /// The stop word: sequences leave a stack alone while it is non-zero.
     pub const LOCK: usize = 0;
+    /// Entries on the stack (`u32`).
+    pub const COUNT: usize = 4;
     /// Most entries (`u32`).
-    pub const LIMIT: usize = 4;
-    /// Entries on the stack (`u32`), the low half of an aligned 8-byte word.
-    pub const COUNT: usize = 8;
-    /// Set to 1 by every pop (`u32`), the high half of the count's word.
-    pub const TOUCHED: usize = COUNT + 4;
+    pub const LIMIT: usize = 8;
     /// The entry array (`*mut *mut u8`).
     pub const ENTRY: usize = 24;
     /// Non-zero where `stack_push_nonempty` may push onto the stack while it is empty
@@ -29,14 +27,9 @@ pub mod stack {
     pub const INTO_EMPTY: usize = 48;
 
     /// Whether a structure's fields sit at these offsets, for a compile-time check:
-    /// the stop word, count, limit, touched word and entry pointer, in that order.
-    pub const fn laid_out(offsets: [usize; 5]) -> bool {
-        offsets[0] == LOCK
-            && offsets[1] == COUNT
-            && offsets[2] == LIMIT
-            && COUNT.is_multiple_of(8)
-            && offsets[3] == TOUCHED
-            && offsets[4] == ENTRY
+    /// the stop word, count, limit and entry pointer, in that order.
+    pub const fn laid_out(offsets: [usize; 4]) -> bool {
+        offsets[0] == LOCK && offsets[1] == COUNT && offsets[2] == LIMIT && offsets[3] == ENTRY
     }
 }
 

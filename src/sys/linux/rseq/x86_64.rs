@@ -269,8 +269,7 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     // SAFETY: `enable_stacks` ran (the caller's contract), so word 0 is this thread's
     // rseq area offset; below the bound the address is one of the caller's stacks,
     // touched only by sequences while its stop word is clear: the entry read is
-    // below the count, and only the count and the touched word (one 8-byte word,
-    // `stack::TOUCHED` right above `stack::COUNT`) are written.
+    // below the count, and only the count is written.
     unsafe {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
@@ -305,10 +304,8 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
             "mov {tmp}, qword ptr [{ac} + {entry}]",
             "lea {tmp}, [{tmp} + {cnt} * 8]",
             "mov {ret}, qword ptr [{tmp} - 8]",
-            // The count less one and the touched word set, in one store that commits.
             "dec {cnt:e}",
-            "bts {cnt}, 32",
-            "mov qword ptr [{ac} + {count}], {cnt}",
+            "mov dword ptr [{ac} + {count}], {cnt:e}",
             "4:",
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
