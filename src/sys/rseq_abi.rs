@@ -10,7 +10,7 @@
 /// A sequence's only stores are the entry a push writes and the count that commits
 /// it. The kernel's `ac->touched`, set on every allocation for the reaper, is not
 /// written by the pop: with that store too, a C `malloc(64)`/`free` loop on an AMD
-/// EPYC (Zen 4) host took 7.0-7.3 ns a pair at the median against 6.6-6.7 without it,
+/// EPYC (Zen 4) host took 6.9-7.2 ns a pair at the median against 6.6-6.8 without it,
 /// and ran at 18 ns in about one process of seven (`slab::reap` tells a used cache
 /// from an idle one by its count instead).
 pub mod stack {
