@@ -279,6 +279,30 @@ pub unsafe fn stack_push_all(base: *mut u8, objs: &[*mut u8]) -> usize {
 mod tests {
     use super::*;
 
+    /// A zeroed area of one stack header per possible CPU at its stride (kept alive by
+    /// the caller with the area returned), and the first header: CPU `c`'s stack has
+    /// limit `per` and the entries `entries[c * per..][..per]`.
+    fn stack_headers(entries: &mut [*mut u8], per: usize) -> (Vec<u8>, *mut u8) {
+        let nr = crate::topology::nr_cpu_ids();
+        assert!(entries.len() >= nr * per);
+        let mut area = vec![0u8; nr * STACK_STRIDE + 64];
+        let base = area
+            .as_mut_ptr()
+            .wrapping_add(area.as_ptr().align_offset(64));
+        for cpu in 0..nr {
+            let h = base.wrapping_add(cpu * STACK_STRIDE);
+            // SAFETY: inside `area`, aligned to 64; nothing else uses it yet, and the
+            // entry pointer stays within `entries`.
+            unsafe {
+                h.add(stack::LIMIT).cast::<u32>().write(per as u32);
+                h.add(stack::ENTRY)
+                    .cast::<*mut *mut u8>()
+                    .write(entries.as_mut_ptr().add(cpu * per));
+            }
+        }
+        (area, base)
+    }
+
     /// Threads hammering four words through restartable sequences (with preemption and
     /// migration between the test's two CPUs) lose no add; an exchange moves a word
     /// out whole.
@@ -335,21 +359,8 @@ mod tests {
         }
         let nr = crate::topology::nr_cpu_ids();
         // Every CPU's stack header at its stride, each with room for 64 entries.
-        let mut area = vec![0u8; nr * STACK_STRIDE + 64];
-        let base = area
-            .as_mut_ptr()
-            .wrapping_add(area.as_ptr().align_offset(64));
         let mut entries = vec![core::ptr::null_mut::<u8>(); nr * 64];
-        for cpu in 0..nr {
-            let h = base.wrapping_add(cpu * STACK_STRIDE);
-            // SAFETY: inside `area`, aligned; nothing else uses it yet.
-            unsafe {
-                h.add(stack::LIMIT).cast::<u32>().write(64);
-                h.add(stack::ENTRY)
-                    .cast::<*mut *mut u8>()
-                    .write(entries.as_mut_ptr().add(cpu * 64));
-            }
-        }
+        let (_area, base) = stack_headers(&mut entries, 64);
         let objs: Vec<*mut u8> = (1..=64).map(|i| (i * 8) as *mut u8).collect();
         let count = |c: usize| {
             // SAFETY: the count of a header inside `area`, written only by this thread
@@ -463,12 +474,8 @@ mod tests {
             return;
         }
         let nr = crate::topology::nr_cpu_ids();
-        let mut area = vec![0u8; nr * STACK_STRIDE + 64];
-        let base = area
-            .as_mut_ptr()
-            .wrapping_add(area.as_ptr().align_offset(64));
         let mut entries: Vec<*mut u8> = (1..=nr * 4).map(|i| (i * 16) as *mut u8).collect();
-        let entry0 = entries.as_mut_ptr();
+        let (_area, base) = stack_headers(&mut entries, 4);
         let word = |c: usize, at: usize| base.wrapping_add(c * STACK_STRIDE + at).cast::<u32>();
         // The header's words that are neither the stop word, the count, the limit
         // nor the entry pointer.
@@ -483,9 +490,6 @@ mod tests {
                     for at in others {
                         word(c, at).write_volatile(0x5a5a_5a5a);
                     }
-                    base.add(c * STACK_STRIDE + stack::ENTRY)
-                        .cast::<*mut *mut u8>()
-                        .write_volatile(entry0.add(c * 4));
                 }
             }
         };
