@@ -139,7 +139,9 @@ names @all | grep -vxF -f "$WORK/ran.names" >"$WORK/cold.names" || true
 # (`capi/ops.sh pair`). Those the small program did not run go at the end of the
 # hot code, unless no traced program ran them: those stay in the cold code, aligned
 # all the same (a few bytes of padding). `valloc` and `pvalloc` are left as they are.
-ENTRIES="malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign malloc_usable_size free_sized free_aligned_sized _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t"
+# glibc's internal names (`__libc_malloc`, ...) are the same functions (the compiler
+# merges the identical bodies, under either name's section), aligned as theirs.
+ENTRIES="__libc_malloc __libc_free __libc_calloc __libc_realloc __libc_memalign malloc free cfree calloc realloc reallocarray aligned_alloc posix_memalign memalign malloc_usable_size free_sized free_aligned_sized _Znwm _Znam _ZnwmRKSt9nothrow_t _ZnamRKSt9nothrow_t _ZnwmSt11align_val_t _ZnamSt11align_val_t _ZnwmSt11align_val_tRKSt9nothrow_t _ZnamSt11align_val_tRKSt9nothrow_t _ZdlPv _ZdaPv _ZdlPvm _ZdaPvm _ZdlPvRKSt9nothrow_t _ZdaPvRKSt9nothrow_t _ZdlPvSt11align_val_t _ZdaPvSt11align_val_t _ZdlPvmSt11align_val_t _ZdaPvmSt11align_val_t _ZdlPvSt11align_val_tRKSt9nothrow_t _ZdaPvSt11align_val_tRKSt9nothrow_t"
 printf '%s\n' $ENTRIES | grep -vxF -f "$WORK/hot.names" | grep -vxF -f "$WORK/cold.names" \
     >>"$WORK/hot.names" || true
 

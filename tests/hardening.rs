@@ -267,7 +267,7 @@ fn address_space_limit_serves_what_glibc_serves() {
 
 /// When the kernel refuses cpuslab's arenas under an address-space limit, the C
 /// interface hands requests to glibc's malloc, so `malloc` returns null only when
-/// glibc's own (`__libc_malloc`) has nothing left either, and the refused arena is
+/// glibc's own malloc has nothing left either, and the refused arena is
 /// not asked for again on every call. Under `ulimit -v 32768` cpuslab alone stopped
 /// at 15 MiB of 100-byte blocks, with glibc still able to serve, and then asked for
 /// 16 mappings per failing call (160,000 for 10,000 calls); glibc alone serves 24.

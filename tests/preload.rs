@@ -213,6 +213,13 @@ fn library_exports_the_c_allocator() {
         "cfree",
         "malloc_trim",
         "malloc_stats",
+        "__libc_malloc",
+        "__libc_free",
+        "__libc_calloc",
+        "__libc_realloc",
+        "__libc_memalign",
+        "__libc_valloc",
+        "__libc_pvalloc",
     ] {
         let line = format!(" T {name}");
         assert!(

@@ -114,6 +114,58 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     capi::pvalloc(size)
 }
 
+// glibc's internal names of its allocator's functions, which glibc exports
+// (`__libc_malloc@@GLIBC_2.2.5`, ...) and some programs and libraries call directly
+// to reach "the real malloc": defined here (of no version, so they bind the
+// versioned references too), as tcmalloc's and mimalloc's libraries define them, so
+// that such a block and the program's `free` (or `__libc_free` of a block from
+// `malloc`) meet the same allocator instead of glibc's free aborting on a block of
+// cpuslab's. cpuslab reaches glibc's own by their versions (`sys::glibc`).
+
+/// glibc's `__libc_malloc`: [`malloc`].
+#[no_mangle]
+pub extern "C" fn __libc_malloc(size: usize) -> *mut c_void {
+    capi::malloc(size)
+}
+
+/// glibc's `__libc_free`: [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_free(p: *mut c_void) {
+    // SAFETY: the C caller's contract is `capi::free`'s.
+    unsafe { capi::free(p) }
+}
+
+/// glibc's `__libc_calloc`: [`calloc`].
+#[no_mangle]
+pub extern "C" fn __libc_calloc(n: usize, size: usize) -> *mut c_void {
+    capi::calloc(n, size)
+}
+
+/// glibc's `__libc_realloc`: [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: the C caller's contract is `capi::realloc`'s.
+    unsafe { capi::realloc(p, size) }
+}
+
+/// glibc's `__libc_memalign`: [`memalign`].
+#[no_mangle]
+pub extern "C" fn __libc_memalign(align: usize, size: usize) -> *mut c_void {
+    capi::memalign(align, size)
+}
+
+/// glibc's `__libc_valloc`: [`valloc`].
+#[no_mangle]
+pub extern "C" fn __libc_valloc(size: usize) -> *mut c_void {
+    capi::valloc(size)
+}
+
+/// glibc's `__libc_pvalloc`: [`pvalloc`].
+#[no_mangle]
+pub extern "C" fn __libc_pvalloc(size: usize) -> *mut c_void {
+    capi::pvalloc(size)
+}
+
 /// C `malloc_usable_size`; see [`capi::malloc_usable_size`].
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {

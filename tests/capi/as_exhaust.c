@@ -1,10 +1,11 @@
 /* Under an address-space limit set by the caller: allocates blocks of argv[1] bytes
  * (at most argv[2] of them), writing one byte of each, until malloc returns NULL; then
- * asks glibc's own malloc (__libc_malloc) for one more block of that size, which it
- * must not have either; then makes 10,000 more calls of malloc, which fail too,
+ * asks glibc's own malloc (looked up in libc itself) for one more block of that size,
+ * which it must not have either; then makes 10,000 more calls of malloc, which fail too,
  * counting the mappings the allocator asks for meanwhile (the program defines mmap
  * itself, as boot_fail.c). Prints "MiB <allocated> glibc-had <0 or 1> mmaps <M>". */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,8 +13,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-extern void *__libc_malloc(size_t size);
-extern void __libc_free(void *p);
 
 static volatile long mmaps;
 
@@ -36,9 +35,15 @@ int main(int argc, char **argv) {
         blocks[n++] = p;
     }
     if (errno != ENOMEM) return 5;
-    void *g = __libc_malloc(size);
+    /* libc's own scope, past the preloaded library (which defines __libc_malloc). */
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    if (!libc) return 7;
+    void *(*glibc_malloc)(size_t) = (void *(*)(size_t))dlsym(libc, "malloc");
+    void (*glibc_free)(void *) = (void (*)(void *))dlsym(libc, "free");
+    if (!glibc_malloc || !glibc_free) return 8;
+    void *g = glibc_malloc(size);
     int glibc_had = g != NULL;
-    __libc_free(g);
+    glibc_free(g);
     long before = mmaps, more = 0;
     for (int i = 0; i < 10000; i++) {
         void *p = malloc(size);

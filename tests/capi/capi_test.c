@@ -2,8 +2,9 @@
  * the situations a C allocator must survive: calls before any constructor, threads
  * that are exiting after their thread-local destructors ran, fork handlers and forked
  * children, blocks glibc's malloc served (freed, resized and measured through
- * cpuslab's functions), and heap corruption: double and interior frees abort, as
- * glibc's do.
+ * cpuslab's functions), glibc's internal names (__libc_malloc, __libc_free, ...)
+ * called directly, and heap corruption: double and interior frees abort, as glibc's
+ * do.
  *
  * Usage: capi_test cpuslab   (run with LD_PRELOAD=libcpuslab_preload.so)
  *        capi_test glibc     (no preload: checks that the expectations are glibc's)
@@ -28,9 +29,20 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* glibc's own allocator, which LD_PRELOAD does not interpose. */
+/* glibc's internal names of its allocator's functions, which programs call to reach
+ * "the real malloc": under LD_PRELOAD they are cpuslab's (as tcmalloc's and
+ * mimalloc's libraries define them too), so that their blocks and free() meet. */
 extern void *__libc_malloc(size_t);
 extern void __libc_free(void *);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+/* glibc's own malloc and free, looked up in libc itself (its own scope, past any
+ * preloaded library): what a library bound to glibc directly (RTLD_DEEPBIND) gets. */
+static void *(*glibc_malloc)(size_t);
+static void (*glibc_free)(void *);
 /* Registers a C++-style thread_local destructor (glibc). */
 extern int __cxa_thread_atexit_impl(void (*)(void *), void *, void *);
 extern void *__dso_handle;
@@ -349,8 +361,17 @@ static void test_aligned(void) {
 
 /* ---- blocks glibc's malloc served */
 
+static void find_glibc(void) {
+    void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
+    CHECK(libc != NULL);
+    glibc_malloc = (void *(*)(size_t))dlsym(libc, "malloc");
+    glibc_free = (void (*)(void *))dlsym(libc, "free");
+    CHECK(glibc_malloc != NULL && glibc_free != NULL);
+}
+
 static void test_foreign(void) {
-    void *g = __libc_malloc(100);
+    find_glibc();
+    void *g = glibc_malloc(100);
     CHECK(g != NULL);
     if (cpuslab_mode)
         CHECK(in_brk_heap(g));
@@ -358,7 +379,7 @@ static void test_foreign(void) {
     free(g);
 
     /* realloc moves a glibc block into cpuslab, contents intact. */
-    unsigned char *r = __libc_malloc(50);
+    unsigned char *r = glibc_malloc(50);
     CHECK(r != NULL);
     fill(r, 50, 11);
     r = realloc(r, 3000);
@@ -366,14 +387,14 @@ static void test_foreign(void) {
     if (cpuslab_mode)
         CHECK(!in_brk_heap(r));
     free(r);
-    r = __libc_malloc(5000);
+    r = glibc_malloc(5000);
     fill(r, 5000, 12);
     r = realloc(r, 20);
     CHECK(r != NULL && intact(r, 20, 12));
     free(r);
 
     /* Failure leaves the glibc block intact; realloc(p, 0) frees it. */
-    r = __libc_malloc(64);
+    r = glibc_malloc(64);
     fill(r, 64, 13);
     errno = 0;
     CHECK(realloc(r, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
@@ -383,7 +404,7 @@ static void test_foreign(void) {
     /* Many at once, so glibc's own heap is exercised (and checked by glibc). */
     void *many[200];
     for (int i = 0; i < 200; i++) {
-        many[i] = __libc_malloc(16 + i * 8);
+        many[i] = glibc_malloc(16 + i * 8);
         fill(many[i], 16 + i * 8, i);
     }
     for (int i = 0; i < 200; i += 2)
@@ -393,9 +414,49 @@ static void test_foreign(void) {
         free(many[i]);
     }
     /* glibc can still allocate from its heap after all that. */
-    g = __libc_malloc(1000);
+    g = glibc_malloc(1000);
     CHECK(g != NULL);
-    __libc_free(g);
+    glibc_free(g);
+}
+
+/* ---- glibc's internal names: one allocator with malloc and free, whichever name
+ * allocates and whichever frees (glibc's own free aborted on a block of cpuslab's:
+ * "free(): invalid pointer"). */
+
+static void test_libc_names(void) {
+    for (int round = 0; round < 100; round++) {
+        unsigned char *p = malloc(64);
+        fill(p, 64, 21);
+        __libc_free(p);
+        p = __libc_malloc(100);
+        CHECK(p != NULL);
+        if (cpuslab_mode)
+            CHECK(!in_brk_heap(p));
+        fill(p, 100, 22);
+        CHECK(malloc_usable_size(p) >= 100);
+        p = realloc(p, 3000);
+        CHECK(p != NULL && intact(p, 100, 22));
+        free(p);
+        unsigned char *z = __libc_calloc(10, 10);
+        CHECK(z != NULL);
+        for (int i = 0; i < 100; i++)
+            CHECK(z[i] == 0);
+        z = __libc_realloc(z, 10000);
+        CHECK(z != NULL);
+        free(z);
+        void *a = __libc_memalign(256, 10);
+        CHECK(a != NULL && ALIGNED(a, 256));
+        __libc_free(a);
+        long page = sysconf(_SC_PAGESIZE);
+        void *v = __libc_valloc(10);
+        CHECK(v != NULL && ALIGNED(v, page));
+        free(v);
+        v = __libc_pvalloc(page + 1);
+        CHECK(v != NULL && ALIGNED(v, page) && malloc_usable_size(v) >= (size_t)(2 * page));
+        __libc_free(v);
+        errno = 0;
+        CHECK(__libc_malloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    }
 }
 
 /* ---- threads: many allocating at once, blocks freed by other threads, and
@@ -910,6 +971,7 @@ int main(int argc, char **argv) {
     test_realloc();
     test_aligned();
     test_foreign();
+    test_libc_names();
     test_threads();
     test_fork();
     test_trim_and_stats();

@@ -10,6 +10,7 @@ pub mod cpu;
 #[cfg(target_arch = "x86_64")]
 pub mod cxx;
 pub mod dl;
+pub mod elf;
 pub mod env;
 pub mod errno;
 pub mod file;

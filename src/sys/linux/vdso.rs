@@ -11,20 +11,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-/// An entry of an ELF image's dynamic section (`Elf64_Dyn`).
-#[repr(C)]
-struct Dyn {
-    d_tag: i64,
-    d_val: u64,
-}
-
-// ELF constants the `libc` crate does not carry (the ELF specification's values).
-const DT_NULL: i64 = 0;
-const DT_HASH: i64 = 4;
-const DT_STRTAB: i64 = 5;
-const DT_SYMTAB: i64 = 6;
-const SHN_UNDEF: u16 = 0;
-const STT_FUNC: u8 = 2;
+use super::elf::{self, Dyn};
 
 /// `int (*)(clockid_t, struct timespec *)`, the vDSO's and libc's alike.
 type ClockGettime = unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int;
@@ -71,7 +58,7 @@ fn lookup(name: &core::ffi::CStr) -> Option<usize> {
 }
 
 /// Finds the defined function `name` in the dynamic symbol table of the ELF image
-/// mapped at `base` (walked through `DT_HASH`, which the kernel's vDSO carries).
+/// mapped at `base` (through its `DT_HASH` table, which the kernel's vDSO carries).
 ///
 /// # Safety
 /// `base` maps a whole, valid 64-bit ELF shared object.
@@ -93,39 +80,15 @@ unsafe fn find_symbol(base: usize, name: &[u8]) -> Option<usize> {
             .wrapping_add(load.p_offset as usize)
             .wrapping_sub(load.p_vaddr as usize);
         let dynamic = phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
-        let mut dyn_ = bias.wrapping_add(dynamic.p_vaddr as usize) as *const Dyn;
-        let (mut symtab, mut strtab, mut hash) = (0usize, 0usize, 0usize);
-        while (*dyn_).d_tag != DT_NULL {
-            let at = bias.wrapping_add((*dyn_).d_val as usize);
-            match (*dyn_).d_tag {
-                DT_SYMTAB => symtab = at,
-                DT_STRTAB => strtab = at,
-                DT_HASH => hash = at,
-                _ => {}
-            }
-            dyn_ = dyn_.add(1);
-        }
-        if symtab == 0 || strtab == 0 || hash == 0 {
-            return None;
-        }
-        // DT_HASH: nbucket, nchain, ...; nchain is the number of symbols.
-        let nsyms = *(hash as *const u32).add(1) as usize;
-        let syms = core::slice::from_raw_parts(symtab as *const libc::Elf64_Sym, nsyms);
-        syms.iter()
-            .find(|s| {
-                s.st_shndx != SHN_UNDEF
-                    && s.st_info & 0xf == STT_FUNC
-                    && core::ffi::CStr::from_ptr((strtab + s.st_name as usize) as *const _)
-                        .to_bytes()
-                        == name
-            })
-            .map(|s| bias.wrapping_add(s.st_value as usize))
+        let dyn_ = bias.wrapping_add(dynamic.p_vaddr as usize) as *const Dyn;
+        elf::Object::new(bias, dyn_, true)?.function(name, |_| true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::linux::elf::{DT_HASH, DT_STRTAB, DT_SYMTAB, STT_FUNC};
 
     /// A minimal ELF image in a buffer, laid out as the kernel's vDSO is (linked at
     /// 0, one load segment, a dynamic section): the header, two program headers, the
@@ -154,9 +117,11 @@ mod tests {
                     d_val: at as u64,
                 };
             }
-            // nbucket 1, nchain 3: the null symbol, a variable and a function.
+            // nbucket 1, nchain 3: the null symbol, a variable and a function, all in
+            // the one bucket's chain: the function (2), then the variable (1).
             let h = bytes.add(hashoff).cast::<u32>();
-            (*h, *h.add(1)) = (1, 3);
+            (*h, *h.add(1), *h.add(2)) = (1, 3, 2);
+            (*h.add(3), *h.add(4), *h.add(5)) = (0, 0, 1);
             let s = bytes.add(symoff).cast::<libc::Elf64_Sym>();
             for (i, (name, kind, value)) in [(1u32, 1u8, 0x500u64), (5, STT_FUNC, 0x700)]
                 .iter()
