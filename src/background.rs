@@ -96,19 +96,8 @@ pub fn stats() -> BackgroundStats {
     }
 }
 
-/// The seccomp state at boot ([`sys::process::seccomp_state`] as `mode << 32 |
-/// filters`), or `u64::MAX` when it could not be read.
-static BOOT_SECCOMP: AtomicU64 = AtomicU64::new(u64::MAX);
-
-/// Turns background reclaim on (boot, unless `CPUSLAB_BACKGROUND=0`), noting the
-/// seccomp state the process started with. Starts nothing.
+/// Turns background reclaim on (boot, unless `CPUSLAB_BACKGROUND=0`). Starts nothing.
 pub(crate) fn enable() {
-    if let Some((mode, filters)) = sys::process::seccomp_state() {
-        BOOT_SECCOMP.store(
-            u64::from(mode) << 32 | u64::from(filters),
-            Ordering::Relaxed,
-        );
-    }
     STOP_REQUESTED.store(false, Ordering::SeqCst);
     let _ = STATE.compare_exchange(DISABLED, STOPPED, Ordering::AcqRel, Ordering::Relaxed);
 }
@@ -123,20 +112,6 @@ static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 pub(crate) fn disable() {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
     let _ = STATE.compare_exchange(STOPPED, DISABLED, Ordering::AcqRel, Ordering::Relaxed);
-}
-
-/// Whether the process put itself under a seccomp filter after boot (`now`, from
-/// [`sys::process::seccomp_state`]): then creating a thread may kill it, as
-/// OpenSSH's pre-authentication sandbox kills on clone(2). A filter it started under
-/// (a container's, a service manager's) was written for whole programs, and the
-/// common profiles allow threads; one installed since is the program's own sandbox,
-/// written for what that program does, which may not include threads. Filters are
-/// never removed, so the answer stays true. (Before Linux 5.9 the kernel does not
-/// count filters: one added on top of a filter the process started under goes
-/// unnoticed there.)
-fn sandboxed_since_boot((mode, filters): (u32, u32)) -> bool {
-    let boot = BOOT_SECCOMP.load(Ordering::Relaxed);
-    mode != 0 && (boot == u64::MAX || boot != u64::from(mode) << 32 | u64::from(filters))
 }
 
 /// Set once the C interface serves this process (`libcpuslab_preload.so`): then glibc's
@@ -200,9 +175,11 @@ fn start_thread(now: u64) {
     {
         return;
     }
-    let next = match sys::process::seccomp_state() {
-        Some(now) if sandboxed_since_boot(now) => DISABLED,
-        Some(_) if sys::thread::spawn_helper(reclaim_thread, 0) => {
+    // A sandbox the program put itself in since boot may kill it for creating a
+    // thread, as OpenSSH's pre-authentication sandbox kills on clone(2).
+    let next = match sys::process::sandbox_since_boot() {
+        Some(true) => DISABLED,
+        Some(false) if sys::thread::spawn_helper(reclaim_thread, 0) => {
             STARTS.fetch_add(1, Ordering::Relaxed);
             return;
         }

@@ -204,6 +204,8 @@ fn memory_error() -> BootError {
 }
 
 fn boot() -> Result<(), BootError> {
+    // What a sandbox the program installs later is told from (`sys::process`).
+    crate::sys::process::note_boot_seccomp();
     // The platform and page-size checks, topology and the page pool's options.
     match page::setup::ensure_up() {
         Err(page::setup::Unsupported::Platform) => return Err(BootError::Platform),

@@ -581,6 +581,19 @@ pub mod process {
     pub fn seccomp_state() -> Option<(u32, u32)> {
         None
     }
+
+    /// Nothing to note.
+    pub fn note_boot_seccomp() {}
+
+    /// No seccomp.
+    pub fn sandbox_since_boot() -> Option<bool> {
+        Some(false)
+    }
+
+    /// No seccomp.
+    pub fn sandboxed_since_boot() -> bool {
+        false
+    }
 }
 
 pub mod rseq {

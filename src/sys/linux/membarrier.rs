@@ -1,5 +1,13 @@
 //! membarrier(2): a memory barrier on every running thread of the process, so that
 //! readers can use compiler fences only (the userspace RCU "memb" flavour).
+//!
+//! Under a seccomp filter the program installed since boot (`process::
+//! sandbox_since_boot`) none of these calls is made: such a filter is written for what
+//! the program itself does, and one that does not expect membarrier may kill the
+//! process for it (OpenSSH's pre-authentication sandbox does) rather than refuse it.
+//! The calls then answer as where the kernel refuses them.
+
+use super::process::sandboxed_since_boot;
 
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
@@ -25,6 +33,10 @@ pub fn register() -> bool {
     match STATE.load(Ordering::Acquire) {
         AVAILABLE => true,
         UNAVAILABLE => false,
+        _ if sandboxed_since_boot() => {
+            STATE.store(UNAVAILABLE, Ordering::Release);
+            false
+        }
         _ => {
             // SAFETY: membarrier takes no pointers.
             let rc = unsafe {
@@ -54,6 +66,9 @@ pub fn available() -> bool {
 /// (`ipi_barrier`). Returns false when neither works (the caller must not rely on
 /// it then).
 pub fn barrier() -> bool {
+    if !DENIED.load(Ordering::Relaxed) && sandboxed_since_boot() {
+        DENIED.store(true, Ordering::Relaxed);
+    }
     if !DENIED.load(Ordering::Relaxed) {
         // SAFETY: membarrier takes no pointers.
         let rc =
@@ -90,7 +105,7 @@ fn ipi_barrier() -> bool {
 /// the restartable sequences in flight on other CPUs. False when the kernel refuses
 /// (before 5.10) or `CPUSLAB_NO_MEMBARRIER` is set.
 pub fn register_rseq() -> bool {
-    if super::env::get(c"CPUSLAB_NO_MEMBARRIER").is_some() {
+    if super::env::get(c"CPUSLAB_NO_MEMBARRIER").is_some() || sandboxed_since_boot() {
         return false;
     }
     // SAFETY: membarrier takes no pointers.
@@ -107,8 +122,12 @@ pub fn register_rseq() -> bool {
 /// Restarts every restartable sequence of this process in flight on `cpu` (or on all
 /// CPUs, for `None`): when it returns, a sequence that began before the call has either
 /// committed or will start over and see whatever the caller stored before. Needs
-/// [`register_rseq`]; returns false if the kernel refused.
+/// [`register_rseq`]; returns false if the kernel refused (or would be asked from
+/// inside the program's own sandbox).
 pub fn rseq_fence(cpu: Option<usize>) -> bool {
+    if sandboxed_since_boot() {
+        return false;
+    }
     let (flags, cpu_id) = match cpu {
         Some(c) => (MEMBARRIER_CMD_FLAG_CPU, c as libc::c_int),
         None => (0, 0),
@@ -129,6 +148,10 @@ pub fn rseq_fence(cpu: Option<usize>) -> bool {
 /// child cannot register, [`barrier`] keeps its promise with `ipi_barrier`.
 pub fn reregister_after_fork() {
     if STATE.load(Ordering::Acquire) != AVAILABLE {
+        return;
+    }
+    if sandboxed_since_boot() {
+        DENIED.store(true, Ordering::Relaxed);
         return;
     }
     // SAFETY: membarrier takes no pointers.

@@ -240,8 +240,12 @@ pub fn map_zeroed(len: usize) -> *mut u8 {
 /// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
 /// later touch cannot fail for want of memory. Returns false when the kernel has no
 /// memory for them. Kernels older than 5.14 lack the advice: there the pages are left
-/// to fault in on first touch, and true is returned.
+/// to fault in on first touch, and true is returned; so in the program's own sandbox,
+/// which may kill it for advice glibc's malloc never gives (see `membarrier`).
 pub fn populate(addr: *mut u8, len: usize) -> bool {
+    if super::process::sandboxed_since_boot() {
+        return true;
+    }
     // SAFETY: callers only pass page-aligned ranges inside their own read-write
     // mappings; populating leaves the contents as they were.
     if unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) } == 0 {
@@ -251,8 +255,12 @@ pub fn populate(addr: *mut u8, len: usize) -> bool {
 }
 
 /// Asks the kernel not to back `[addr, addr + len)` with transparent huge pages, for
-/// mappings whose pages are committed and given back one by one.
+/// mappings whose pages are committed and given back one by one. Not in the program's
+/// own sandbox (as [`populate`]): false.
 pub fn no_hugepage(addr: *mut u8, len: usize) -> bool {
+    if super::process::sandboxed_since_boot() {
+        return false;
+    }
     // SAFETY: advice on a range of our own mapping; contents are untouched.
     unsafe { libc::madvise(addr.cast(), len, libc::MADV_NOHUGEPAGE) == 0 }
 }

@@ -4,6 +4,7 @@
 //! exit is written).
 
 use core::ffi::c_int;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in bytes; None when
 /// there is none.
@@ -85,15 +86,77 @@ pub fn write_all(fd: c_int, mut bytes: &[u8]) {
 /// (no /proc, or a filter refused the open). Reads into a stack buffer; allocates
 /// nothing.
 pub fn seccomp_state() -> Option<(u32, u32)> {
+    read_seccomp().ok()
+}
+
+/// [`seccomp_state`], or why it could not be read: `Err(true)` when the open was
+/// refused (`EACCES` or `EPERM`: a filter that denies it, as OpenSSH's sandbox
+/// denies `open`), `Err(false)` for anything else (no /proc: a `chroot`).
+fn read_seccomp() -> Result<(u32, u32), bool> {
     let mut buf = [0u8; 4096];
     // The calling thread's filters are what a thread it creates inherits; before Linux
     // 3.17 only the process's (its main thread's) can be read.
     let len = super::file::read(c"/proc/thread-self/status", &mut buf)
-        .or_else(|| super::file::read(c"/proc/self/status", &mut buf))?;
+        .or_else(|| super::file::read(c"/proc/self/status", &mut buf))
+        .ok_or_else(|| matches!(super::errno::get(), libc::EACCES | libc::EPERM))?;
     let text = &buf[..len];
-    let mode = status_field(text, b"\nSeccomp:")?;
+    let mode = status_field(text, b"\nSeccomp:").ok_or(false)?;
     let filters = status_field(text, b"\nSeccomp_filters:").unwrap_or(u32::MAX);
-    Some((mode, filters))
+    Ok((mode, filters))
+}
+
+/// The seccomp state at boot ([`seccomp_state`] as `mode << 32 | filters`), or
+/// `u64::MAX` when it could not be read.
+static BOOT_SECCOMP: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Set once the calling threads were found under a filter added since boot: filters
+/// are never removed, and a forked child inherits them.
+static SANDBOXED: AtomicBool = AtomicBool::new(false);
+
+/// Notes the seccomp state the process started with (boot).
+pub fn note_boot_seccomp() {
+    if let Some((mode, filters)) = seccomp_state() {
+        BOOT_SECCOMP.store(
+            u64::from(mode) << 32 | u64::from(filters),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// Whether the calling thread is under a seccomp filter the process installed since
+/// boot: the program's own sandbox, written for what that program does, which may kill
+/// it for a system call glibc's malloc never makes (OpenSSH's pre-authentication
+/// sandbox kills on `membarrier(2)`, `clone(2)` and `sched_setaffinity(2)`). A filter
+/// the process started under (a container's, a service manager's) was written for
+/// whole programs. `Some(true)` once the state shows a filter boot did not see, or once
+/// a filter refuses the open of the state where boot could read it; from then on for
+/// good. `None` when the state cannot be read otherwise (no /proc: a `chroot`).
+/// (Before Linux 5.9 the kernel does not count filters: one added on top of a filter
+/// the process started under goes unnoticed there.)
+///
+/// Reads `/proc/thread-self/status` (about 10 µs) until it says so: for the rare
+/// system calls that need it, never on a fast path.
+pub fn sandbox_since_boot() -> Option<bool> {
+    if SANDBOXED.load(Ordering::Relaxed) {
+        return Some(true);
+    }
+    let boot = BOOT_SECCOMP.load(Ordering::Relaxed);
+    let now = match read_seccomp() {
+        Ok((mode, filters)) => {
+            mode != 0 && (boot == u64::MAX || boot != u64::from(mode) << 32 | u64::from(filters))
+        }
+        Err(refused) if refused && boot != u64::MAX => true,
+        Err(_) => return None,
+    };
+    if now {
+        SANDBOXED.store(true, Ordering::Relaxed);
+    }
+    Some(now)
+}
+
+/// [`sandbox_since_boot`] is `Some(true)`.
+pub fn sandboxed_since_boot() -> bool {
+    sandbox_since_boot() == Some(true)
 }
 
 /// The number after `key` in a `/proc/.../status` text.

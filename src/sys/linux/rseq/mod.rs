@@ -155,14 +155,24 @@ pub fn retire_stacks(single_thread: bool) {
         return;
     }
     let nr_cpus = arch::drop_bound();
-    if !single_thread && !super::affinity::visit_each_cpu(nr_cpus) {
+    // Not by running on every CPU in the program's own sandbox, which may kill it for
+    // sched_setaffinity(2) (see `membarrier`).
+    if !single_thread
+        && (super::process::sandboxed_since_boot() || !super::affinity::visit_each_cpu(nr_cpus))
+    {
         super::time::sleep_ms(20);
     }
     hold(HOLD_GONE);
     RETIRING.store(2, Ordering::Release);
-    crate::sys::io::warn(format_args!(
-        "membarrier(2) was refused after start; per-CPU caches use the tried lock"
-    ));
+    if super::process::sandboxed_since_boot() {
+        crate::sys::io::warn(format_args!(
+            "a seccomp filter installed after start may forbid membarrier(2); per-CPU caches use the tried lock"
+        ));
+    } else {
+        crate::sys::io::warn(format_args!(
+            "membarrier(2) was refused after start; per-CPU caches use the tried lock"
+        ));
+    }
 }
 
 /// Bytes between two CPUs' copies of a stack: the percpu unit size, a shift in the
@@ -172,8 +182,8 @@ const STACK_SHIFT: usize = 16;
 
 /// Pops the top entry of the calling CPU's stack (`base + cpu * STACK_STRIDE`, laid
 /// out as in [`stack`]) as one restartable sequence: check the stop word, read the
-/// count and the entry, mark the stack touched, and commit by storing the count less
-/// one. Null when nothing was popped: the stack is empty or stopped, or the CPU is at
+/// count and the entry, and commit by storing the count less one (the one store).
+/// Null when nothing was popped: the stack is empty or stopped, or the CPU is at
 /// or past the bound (the callers' slow paths sort these out).
 ///
 /// # Safety
