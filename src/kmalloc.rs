@@ -367,18 +367,31 @@ pub fn kmalloc_fast_aligned(size: usize, align: usize) -> *mut u8 {
     unsafe { kmalloc_fast16(rounded) }
 }
 
-/// The in-place case of [`krealloc_unsized`] for a slab block, inline, for C
-/// `realloc`: whether `p` already is a block of the class the fast path serves `size`
-/// bytes from (`size` rounded to 16, at most [`FAST_MAX`]), after the same pointer
-/// check as a free. False for anything else, with nothing done: the caller then takes
-/// the whole path, which checks `p` again.
+/// What [`krealloc_fast`] found a C `realloc` of a block to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastRealloc {
+    /// The block already is of the class that serves the new size: it stays.
+    InPlace,
+    /// A slab block of another class, of this many bytes: it moves to a block of the
+    /// new size's class (`malloc`'s and `free`'s fast paths and a copy).
+    Move(usize),
+    /// Anything else (a foreign, large or huge block, an interior pointer): the whole
+    /// path, which checks the pointer again.
+    Slow,
+}
+
+/// The slab cases of [`krealloc_unsized`], inline, for C `realloc` to `size` bytes
+/// (rounded to 16, at most [`FAST_MAX`]): after the same pointer check as a free (the
+/// arena map, the page's tag, the slot start), whether `p` stays where it is (already a
+/// block of the class the fast path serves `size` from) or moves from its class, whose
+/// size the tag gives. Nothing is done.
 ///
 /// # Safety
 /// `p` is a live block of cpuslab or a foreign one; `size <= FAST_MAX`.
 #[inline(always)]
-pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
+pub unsafe fn krealloc_fast(p: *mut u8, size: usize) -> FastRealloc {
     let Some(off) = arena::offset_in(p) else {
-        return false;
+        return FastRealloc::Slow;
     };
     // SAFETY: `off` is `p`'s offset in its arena.
     let tag = unsafe { page::tag::tag_at(p, off) };
@@ -388,11 +401,18 @@ pub unsafe fn krealloc_fast_in_place(p: *mut u8, size: usize) -> bool {
             .size_index
             .get_unchecked((((size + 15) & !15) + 7) >> 3)
     } as usize;
-    // The page's tag is one of the class serving `size` (its own, `class + 1`, or an
-    // owner's), and `p` starts one of its slots: a block of that class already.
+    // A page's tag is its class's own (`class + 1`) or an owner's of that class; a tag
+    // of no class starts no slot.
     let tags: &Tags = sys::local_static!(TAGS);
     let entry = &tags.checks[tag];
-    entry.cache_tag() == class + 1 && entry.starts_slot(off)
+    if !entry.starts_slot(off) {
+        return FastRealloc::Slow;
+    }
+    match entry.cache_tag() {
+        t if t == class + 1 => FastRealloc::InPlace,
+        // SAFETY: a tag that starts a slot names a class (`t - 1 < NR_KMALLOC`).
+        t => FastRealloc::Move(unsafe { *KMALLOC_SIZES.get_unchecked(t - 1) }),
+    }
 }
 
 /// The inline fast path of [`kfree_unsized`] alone: a block of a slab goes onto this

@@ -65,14 +65,19 @@ fn slab_pages_carry_their_class_while_the_slab_lives() {
             }
             // The tag's test: the block's start is a slot, a pointer inside it none,
             // and `realloc` to a size of the same class keeps it in place (the C
-            // interface's test, which reads the tag too), to another class not.
+            // interface's test, which reads the tag too), to another class moves it
+            // from a block of its class's size.
             if size <= kmalloc::FAST_MAX {
+                use kmalloc::FastRealloc;
                 // SAFETY: `p` is a live block of `size` bytes; the tests read only.
                 unsafe {
-                    assert!(kmalloc::krealloc_fast_in_place(p, size));
-                    assert!(!kmalloc::krealloc_fast_in_place(p.add(16), size));
+                    assert_eq!(kmalloc::krealloc_fast(p, size), FastRealloc::InPlace);
+                    assert_eq!(kmalloc::krealloc_fast(p.add(16), size), FastRealloc::Slow);
                     if size * 2 + 16 <= kmalloc::FAST_MAX {
-                        assert!(!kmalloc::krealloc_fast_in_place(p, size * 2 + 16));
+                        assert_eq!(
+                            kmalloc::krealloc_fast(p, size * 2 + 16),
+                            FastRealloc::Move(KMALLOC_SIZES[class])
+                        );
                     }
                 }
             }

@@ -241,6 +241,26 @@ static void test_realloc(void) {
         fill(p, n, 3);
         have = n;
     }
+    /* A string grown a byte at a time through every small class and shrunk back:
+     * each class boundary moves it (the contents and errno kept), within one it stays. */
+    unsigned char *g = realloc(NULL, 1);
+    g[0] = 0;
+    for (size_t n = 2; n <= 2048; n++) {
+        errno = 1234;
+        unsigned char *h = realloc(g, n);
+        CHECK(h != NULL && ALIGNED(h, 16) && errno == 1234);
+        CHECK(malloc_usable_size(h) >= n);
+        for (size_t i = 0; i < n - 1; i += 97)
+            CHECK(h[i] == (unsigned char)i);
+        CHECK(h[n - 2] == (unsigned char)(n - 2));
+        h[n - 1] = (unsigned char)(n - 1);
+        g = h;
+    }
+    for (size_t n = 2047; n >= 1; n--) {
+        g = realloc(g, n);
+        CHECK(g != NULL && g[n - 1] == (unsigned char)(n - 1) && g[0] == 0);
+    }
+    free(g);
     /* Failure: NULL with ENOMEM, the block untouched. */
     errno = 0;
     CHECK(realloc(p, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
