@@ -112,6 +112,37 @@ fn membarrier_denied_after_start() {
     }
 }
 
+/// Under `ulimit -v`, a program that allocated huge blocks until none was left and
+/// freed them can have one block of half that again, as under glibc, which unmaps
+/// them: cpuslab keeps freed huge blocks' regions for reuse, and gives them back when
+/// the kernel refuses a new one (`tests/capi/as_reuse.c`; before, 7 MiB of the 122
+/// asked under a 256 MiB limit).
+#[test]
+fn address_space_limit_reuses_freed_huge_blocks() {
+    let exe = common::compile_c("as_reuse.c", &[]);
+    for preload in [false, true] {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "ulimit -v 262144 && exec {} 8000000",
+            exe.display()
+        ));
+        if preload {
+            cmd.env("LD_PRELOAD", preload_so());
+        }
+        let (out, stdout, stderr) = run(cmd);
+        assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+        let fields: Vec<usize> = stdout
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        let [mib, served, asked] = fields[..] else {
+            panic!("{stdout}");
+        };
+        assert!(mib >= 128, "preloaded {preload}: only {mib} MiB: {stdout}");
+        assert_eq!(served, asked, "preloaded {preload}: {stdout}");
+    }
+}
+
 /// A program that puts itself in a strict sandbox after start, as OpenSSH's
 /// pre-authentication child does (`tests/capi/sandbox_strict.c`: the system calls
 /// glibc's malloc makes, `open` refused, anything else kills), allocates on under

@@ -331,15 +331,19 @@ fn reserve(len_req: usize, align: usize, span: usize, node: usize) -> Reserve {
 
 /// Carves `len` bytes whose block (a page in) is aligned to `align` for a thread of
 /// `node`, reserving a region when no free run holds it, and purging the dirty
-/// extents once when the heap limit refuses the clean bytes. When the heap's tables
-/// are full (hundreds of regions, or of free extents between live blocks), the block
-/// gets a mapping of its own outside the heap (region 0): unmapped when freed, copied
-/// when resized. None on failure.
+/// extents once when the heap limit refuses the clean bytes, or when the kernel
+/// refuses a region (an address-space limit, which counts the regions of freed blocks
+/// kept for reuse as it counts live ones: after a program freed its blocks, glibc,
+/// which unmaps them, served a block of half the limit where cpuslab served 7 MiB).
+/// When the heap's tables are full (hundreds of regions, or of free extents between
+/// live blocks), the block gets a mapping of its own outside the heap (region 0):
+/// unmapped when freed, copied when resized. None on failure.
 fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
     let span = len.checked_add(align - PAGE_SIZE)?;
     let mut purged = false;
-    // Twice at most: again after the dirty extents were purged for the heap limit.
-    for _ in 0..2 {
+    // Twice at most: again after the dirty extents were purged and the empty regions
+    // unmapped.
+    loop {
         let got = HUGE.lock().heap.carve(len, align, node, arena::charge);
         match got {
             Ok(c) => return Some(c),
@@ -347,7 +351,13 @@ fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
             Err(NoRoom::Space) => match reserve(len, align, span, node) {
                 Reserve::Carved(c) => return Some(c),
                 Reserve::NoCharge => {}
-                Reserve::Refused => return None,
+                Reserve::Refused if purged => return None,
+                // Whatever was purged, regions may have been released.
+                Reserve::Refused => {
+                    drain_cache();
+                    purged = true;
+                    continue;
+                }
                 Reserve::Alone(base, len) => {
                     if !arena::charge(len) {
                         sys::mmap::unmap(base, len);
@@ -368,7 +378,6 @@ fn carve(len: usize, align: usize, node: usize) -> Option<Carved> {
         }
         purged = true;
     }
-    None
 }
 
 /// A huge block of at least `size` bytes aligned to `align`. Null on failure.
