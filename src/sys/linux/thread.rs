@@ -2,8 +2,13 @@
 
 use core::ffi::{c_void, CStr};
 
-/// Starts a detached thread running `f(arg)`. Returns false when the kernel refused.
+/// Starts a detached thread running `f(arg)`. Returns false when the kernel refused,
+/// or without asking inside the program's own seccomp sandbox, which may kill it for
+/// clone(2) (see `membarrier`): the callers then do the thread's work themselves.
 pub fn spawn_raw(f: extern "C" fn(*mut c_void) -> *mut c_void, arg: usize) -> bool {
+    if super::process::sandboxed_since_boot() {
+        return false;
+    }
     // SAFETY: attr is initialised before use and destroyed after; `f` and `arg` are
     // valid for the thread's life as the caller promises by passing them.
     unsafe {
