@@ -109,12 +109,17 @@ fn read_seccomp() -> Result<(u32, u32), bool> {
 /// `u64::MAX` when it could not be read.
 static BOOT_SECCOMP: AtomicU64 = AtomicU64::new(u64::MAX);
 
-/// Set once the calling threads were found under a filter added since boot: filters
-/// are never removed, and a forked child inherits them.
+/// Set once a thread was found under a filter added since boot: filters are never
+/// removed, and a forked child inherits them (a filter on one thread alone makes all
+/// of them careful).
 static SANDBOXED: AtomicBool = AtomicBool::new(false);
 
-/// Notes the seccomp state the process started with (boot).
+/// Notes the seccomp state the process started with (the first boot: one retried
+/// after a failure keeps what the first saw).
 pub fn note_boot_seccomp() {
+    if BOOT_SECCOMP.load(Ordering::Relaxed) != u64::MAX {
+        return;
+    }
     if let Some((mode, filters)) = seccomp_state() {
         BOOT_SECCOMP.store(
             u64::from(mode) << 32 | u64::from(filters),
@@ -134,7 +139,7 @@ pub fn note_boot_seccomp() {
 /// (Before Linux 5.9 the kernel does not count filters: one added on top of a filter
 /// the process started under goes unnoticed there.)
 ///
-/// Reads `/proc/thread-self/status` (about 10 µs) until it says so: for the rare
+/// Reads `/proc/thread-self/status` (15-18 µs here) until it says so: for the rare
 /// system calls that need it, never on a fast path.
 pub fn sandbox_since_boot() -> Option<bool> {
     if SANDBOXED.load(Ordering::Relaxed) {
