@@ -128,6 +128,7 @@ fn boot_slow() -> bool {
             }
             BOOT_THREAD.store(me, Ordering::Relaxed);
             let result = boot();
+            sys::process::boot_done();
             BOOT_THREAD.store(0, Ordering::Relaxed);
             let next = match result {
                 Ok(()) => READY,

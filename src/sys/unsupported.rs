@@ -407,6 +407,9 @@ pub mod membarrier {
 
     /// Does nothing.
     pub fn reregister_after_fork() {}
+
+    /// Nothing to register.
+    pub fn register_rseq_later() {}
 }
 
 pub mod mempolicy {
@@ -584,6 +587,9 @@ pub mod process {
 
     /// Nothing to note.
     pub fn note_boot_seccomp() {}
+
+    /// Nothing to note.
+    pub fn boot_done() {}
 
     /// No seccomp.
     pub fn sandbox_since_boot() -> Option<bool> {

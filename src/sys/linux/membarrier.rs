@@ -22,6 +22,12 @@ const AVAILABLE: u8 = 1;
 const UNAVAILABLE: u8 = 2;
 
 static STATE: AtomicU8 = AtomicU8::new(UNKNOWN);
+/// Set in a forked child, whose address space is not registered: the first
+/// [`barrier`] registers it (the parent's registration does not carry over).
+static REGISTER_PENDING: AtomicBool = AtomicBool::new(false);
+/// As [`REGISTER_PENDING`], for [`rseq_fence`]'s command.
+static RSEQ_REGISTER_PENDING: AtomicBool = AtomicBool::new(false);
+
 /// Set once the kernel refused `MEMBARRIER_CMD_PRIVATE_EXPEDITED` after registration
 /// (a seccomp filter installed later, a forked child that could not register again):
 /// [`barrier`] then goes straight to [`ipi_barrier`].
@@ -69,6 +75,18 @@ pub fn barrier() -> bool {
     if !DENIED.load(Ordering::Relaxed) && sandboxed_since_boot() {
         DENIED.store(true, Ordering::Relaxed);
     }
+    if REGISTER_PENDING.swap(false, Ordering::Relaxed) && !DENIED.load(Ordering::Relaxed) {
+        // SAFETY: membarrier takes no pointers.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        };
+        DENIED.store(rc != 0, Ordering::Relaxed);
+    }
     if !DENIED.load(Ordering::Relaxed) {
         // SAFETY: membarrier takes no pointers.
         let rc =
@@ -108,6 +126,11 @@ pub fn register_rseq() -> bool {
     if super::env::get(c"CPUSLAB_NO_MEMBARRIER").is_some() || sandboxed_since_boot() {
         return false;
     }
+    register_rseq_now()
+}
+
+/// [`register_rseq`]'s system call.
+fn register_rseq_now() -> bool {
     // SAFETY: membarrier takes no pointers.
     unsafe {
         libc::syscall(
@@ -128,6 +151,9 @@ pub fn rseq_fence(cpu: Option<usize>) -> bool {
     if sandboxed_since_boot() {
         return false;
     }
+    if RSEQ_REGISTER_PENDING.swap(false, Ordering::Relaxed) && !register_rseq_now() {
+        return false;
+    }
     let (flags, cpu_id) = match cpu {
         Some(c) => (MEMBARRIER_CMD_FLAG_CPU, c as libc::c_int),
         None => (0, 0),
@@ -143,25 +169,19 @@ pub fn rseq_fence(cpu: Option<usize>) -> bool {
     }
 }
 
-/// fork, child: registration belongs to the parent's address space; register again.
-/// The forking thread's RCU words were chosen for the parent's state and stay; if the
-/// child cannot register, [`barrier`] keeps its promise with `ipi_barrier`.
+/// fork, child: registration belongs to the parent's address space. The child
+/// registers again at its first [`barrier`], not here: most children exec at once,
+/// and the look for a sandbox that comes with it costs 15-18 µs. The forking thread's
+/// RCU words were chosen for the parent's state and stay; if the child cannot
+/// register, [`barrier`] keeps its promise with `ipi_barrier`.
 pub fn reregister_after_fork() {
-    if STATE.load(Ordering::Acquire) != AVAILABLE {
-        return;
+    if STATE.load(Ordering::Acquire) == AVAILABLE {
+        REGISTER_PENDING.store(true, Ordering::Relaxed);
     }
-    if sandboxed_since_boot() {
-        DENIED.store(true, Ordering::Relaxed);
-        return;
-    }
-    // SAFETY: membarrier takes no pointers.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_membarrier,
-            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
-            0,
-            0,
-        )
-    };
-    DENIED.store(rc != 0, Ordering::Relaxed);
+}
+
+/// fork, child: [`rseq_fence`] registers the child for its command before its first
+/// fence (see [`reregister_after_fork`]).
+pub fn register_rseq_later() {
+    RSEQ_REGISTER_PENDING.store(true, Ordering::Relaxed);
 }
