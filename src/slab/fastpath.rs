@@ -119,7 +119,7 @@ pub(crate) fn fence(cpu: Option<usize>) {
 /// fork, child: the membarrier registration belongs to the parent's address space.
 /// The child registers again before its first fence (`membarrier::rseq_fence`), not
 /// here: most children exec at once, and the look for a sandbox that comes with the
-/// registration cost each 15-18 µs. A child that cannot register then retires the
+/// registration costs 15-18 µs. A child that cannot register then retires the
 /// sequences there ([`fence`]).
 pub(crate) fn after_fork() {
     if rseq() {
