@@ -130,18 +130,15 @@ impl Object {
         let found = |i: u32| {
             // SAFETY: `i` is an index the object's hash table gives, within its symbol
             // table; the names and versions it points to lie in the object.
-            unsafe {
-                let s = &*(self.symtab as *const libc::Elf64_Sym).add(i as usize);
+            let s = unsafe { &*(self.symtab as *const libc::Elf64_Sym).add(i as usize) };
+            // SAFETY: as above.
+            let matches = unsafe {
                 s.st_shndx != SHN_UNDEF
                     && s.st_info & 0xf == STT_FUNC
                     && self.name(s.st_name) == name
                     && accept(self.version(i))
-            }
-            .then(|| {
-                // SAFETY: as above.
-                let s = unsafe { &*(self.symtab as *const libc::Elf64_Sym).add(i as usize) };
-                self.bias.wrapping_add(s.st_value as usize)
-            })
+            };
+            matches.then(|| self.bias.wrapping_add(s.st_value as usize))
         };
         // SAFETY: the hash tables are the object's (the contract).
         unsafe {
