@@ -8,5 +8,10 @@ TARGET=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Carg
 ALLOCATORS=("cpuslab=$TARGET/release/libcpuslab_preload.so" "glibc=")
 for pair in jemalloc=libjemalloc.so.2 mimalloc=libmimalloc.so.2 tcmalloc=libtcmalloc_minimal.so.4; do
     lib=/usr/lib/x86_64-linux-gnu/${pair#*=}
-    [ -f "$lib" ] && ALLOCATORS+=("${pair%%=*}=$lib")
+    # An `if`, not `&&`: a missing last library must not end a `set -e` caller.
+    if [ -f "$lib" ]; then
+        ALLOCATORS+=("${pair%%=*}=$lib")
+    else
+        echo "capi/allocators.sh: ${pair%%=*} not installed ($lib): left out" >&2
+    fi
 done

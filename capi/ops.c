@@ -21,7 +21,11 @@
  *   churn-large  8 live blocks of 64-256 KiB (random sizes), one replaced at random
  *             and the new one written whole: 20 000 times (ns per replacement;
  *             buffers of varying sizes)
+ *   trim      over 1000 blocks of 16-3000 B of which half were freed: malloc(100),
+ *             malloc_trim(0), free: 2000 times (ns per malloc_trim; a server that
+ *             trims after each batch of requests)
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,6 +181,23 @@ int main(int argc, char **argv)
         for (int k = 0; k < LIVE; k++)
             free(v[k]);
         printf("%s %.2f\n", op, (now() - t0) / REPLACEMENTS);
+    } else if (!strcmp(op, "trim")) {
+        enum { BLOCKS = 1000, TRIMS = 2000 };
+        static void *v[BLOCKS];
+        for (int i = 0; i < BLOCKS; i++)
+            v[i] = malloc(16 + (size_t)(i * 37) % 3000);
+        for (int i = 0; i < BLOCKS; i += 2)
+            free(v[i]);
+        t0 = now();
+        for (int i = 0; i < TRIMS; i++) {
+            void *q = malloc(100);
+            escape(q);
+            malloc_trim(0);
+            free(q);
+        }
+        printf("%s %.2f\n", op, (now() - t0) / TRIMS);
+        for (int i = 1; i < BLOCKS; i += 2)
+            free(v[i]);
     } else {
         fprintf(stderr, "ops: unknown operation %s\n", op);
         return 2;

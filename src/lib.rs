@@ -219,8 +219,11 @@ pub fn trim() -> usize {
     if !init::ready() {
         return 0;
     }
-    slab::shrink_all();
-    page::purge_all() + page::huge::drain_cache()
+    // One look for a sandbox before the fences of every cache and page list.
+    sys::process::with_one_look(|| {
+        slab::shrink_all();
+        page::purge_all() + page::huge::drain_cache()
+    })
 }
 
 /// Usable bytes of a live block returned by cpuslab (`malloc_usable_size`).

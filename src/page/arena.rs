@@ -15,6 +15,12 @@
 //! a block); the rest of that block is left to the kernel for other
 //! mappings, which the arena map never takes for cpuslab's: it records, per slot, the
 //! blocks an arena uses.
+//!
+//! An arena's address space is given back from its end: when the kernel refuses a
+//! mapping under such a limit, the whole free blocks at the end of each arena are
+//! unmapped ([`release_last`], the arena map shrinking first), as glibc trims its
+//! heap's free top, and mapped again in place when the zone next grows, unless
+//! another mapping took their room. The header and the descriptor block stay.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -71,8 +77,13 @@ pub struct Arena {
     pub node: usize,
     /// Next max-order block not yet handed to the zone.
     pub next_block: usize,
-    /// Blocks mapped, the descriptor block included (2 to `BLOCKS_PER_ARENA`).
+    /// Blocks mapped, the descriptor block included (1 to `BLOCKS_PER_ARENA`): fewer
+    /// than `cap` once [`release_last`] gave the free ones at the end back.
     pub nr_blocks: usize,
+    /// Blocks the arena mapped when it was made, the most [`take_block`] maps again
+    /// in place of those given back; lowered to what is mapped when another mapping
+    /// took their room meanwhile.
+    pub cap: usize,
     /// Next arena of the same zone (older).
     pub next: *mut Arena,
     /// The group of each block's pages (`buddy::GROUP_*`), set when the zone splits the
@@ -146,6 +157,19 @@ pub fn refused() -> bool {
     REFUSED_AT.load(Ordering::Relaxed) != 0
 }
 
+/// Whether the kernel refused an arena, or a block given back mapped again, within
+/// [`REFUSED_RETRY_MS`]: then neither is asked for.
+fn refused_lately() -> bool {
+    let refused = REFUSED_AT.load(Ordering::Relaxed);
+    refused != 0 && sys::time::now_ms().wrapping_sub(refused) < REFUSED_RETRY_MS
+}
+
+/// Notes that the kernel refused a mapping the arenas asked for.
+fn note_refused() {
+    // Relaxed: a hint; a racing thread at worst asks the kernel once more.
+    REFUSED_AT.store(sys::time::now_ms().max(1), Ordering::Relaxed);
+}
+
 /// Whether a request cpuslab failed may go to another allocator: the kernel refused an
 /// arena ([`refused`]) and no heap limit is set, which only cpuslab would enforce
 /// (`init::may_forward`, `kmalloc::kmalloc_fallback`).
@@ -157,8 +181,7 @@ pub fn refused_unlimited() -> bool {
 /// one the kernel grants (down to one usable block). Null when not even that maps, and
 /// without asking for [`REFUSED_RETRY_MS`] after the kernel refused.
 pub fn create(node: usize) -> *mut Arena {
-    let refused = REFUSED_AT.load(Ordering::Relaxed);
-    if refused != 0 && sys::time::now_ms().wrapping_sub(refused) < REFUSED_RETRY_MS {
+    if refused_lately() {
         return ptr::null_mut();
     }
     let turn = CREATED.load(Ordering::Relaxed).min(5);
@@ -170,8 +193,7 @@ pub fn create(node: usize) -> *mut Arena {
             return arena;
         }
         if nr_blocks == 2 {
-            // Relaxed: a hint; a racing creator at worst asks the kernel once more.
-            REFUSED_AT.store(sys::time::now_ms().max(1), Ordering::Relaxed);
+            note_refused();
             return arena;
         }
         nr_blocks /= 2;
@@ -221,17 +243,19 @@ fn create_blocks(node: usize, nr_blocks: usize) -> *mut Arena {
             node,
             next_block: 1,
             nr_blocks,
+            cap: nr_blocks,
             next: ptr::null_mut(),
             groups: [0; BLOCKS_PER_ARENA],
         });
     }
-    ARENA_MAP[slot].store(((nr_blocks - 1) * BLOCK_SIZE) as u32, Ordering::Release);
+    publish(arena, nr_blocks);
     arena
 }
 
-/// Takes the next unused max-order block of `arena`. Returns null when the arena is
-/// exhausted. The block is not charged: its pages are untouched (clean) until the
-/// zone hands them out, which charges them.
+/// Takes the next unused max-order block of `arena`, mapping again one that
+/// [`release_last`] gave back where nothing else took its room. Returns null when the
+/// arena is exhausted, or the kernel refuses that mapping. The block is not charged:
+/// its pages are untouched (clean) until the zone hands them out, which charges them.
 ///
 /// # Safety
 /// `arena` is live and the caller holds its zone's lock.
@@ -239,7 +263,7 @@ pub unsafe fn take_block(arena: *mut Arena) -> *mut u8 {
     // SAFETY: `arena` is live, and `next_block` changes only under its zone's lock,
     // which the caller holds.
     let block = unsafe {
-        if (*arena).next_block >= (*arena).nr_blocks {
+        if (*arena).next_block >= (*arena).nr_blocks && (refused_lately() || !regrow(arena)) {
             return ptr::null_mut();
         }
         (*arena).next_block += 1;
@@ -249,6 +273,98 @@ pub unsafe fn take_block(arena: *mut Arena) -> *mut u8 {
     // tail of the descriptor block may lie between it and the header, which are then
     // two mappings: address arithmetic, not `add` within one object.
     arena.cast::<u8>().wrapping_add(block * BLOCK_SIZE)
+}
+
+/// The slot's word in [`ARENA_MAP`] for an arena of `nr_blocks` mapped blocks.
+fn publish(arena: *mut Arena, nr_blocks: usize) {
+    let slot = arena as usize >> ARENA_SHIFT;
+    ARENA_MAP[slot].store(((nr_blocks - 1) * BLOCK_SIZE) as u32, Ordering::Release);
+}
+
+/// Maps the block after the last one `arena` maps, one that [`release_last`] gave
+/// back, at its place in the slot. False when the arena is at its size, or the
+/// kernel refuses (an address-space limit), or another mapping holds the room, in
+/// which case the arena stays this size.
+///
+/// # Safety
+/// `arena` is live and the caller holds its zone's lock.
+unsafe fn regrow(arena: *mut Arena) -> bool {
+    // SAFETY: the caller's contract: the counts change only under the zone lock.
+    let (n, cap, node) = unsafe { ((*arena).nr_blocks, (*arena).cap, (*arena).node) };
+    if n >= cap {
+        return false;
+    }
+    // Inside the arena's slot (`cap` blocks fit it); not part of any mapping now.
+    let addr = arena.cast::<u8>().wrapping_add(n * BLOCK_SIZE);
+    match sys::mmap::map_exact_at(addr, BLOCK_SIZE, true) {
+        sys::mmap::MapExact::Mapped => {}
+        sys::mmap::MapExact::Taken => {
+            // SAFETY: as above.
+            unsafe { (*arena).cap = n };
+            return false;
+        }
+        sys::mmap::MapExact::Refused => {
+            note_refused();
+            return false;
+        }
+    }
+    if crate::topology::nr_node_ids() > 1 {
+        sys::numa::bind_preferred(addr, BLOCK_SIZE, node);
+    }
+    RESERVED.fetch_add(BLOCK_SIZE, Ordering::Relaxed);
+    // SAFETY: as above.
+    unsafe { (*arena).nr_blocks = n + 1 };
+    publish(arena, n + 1);
+    true
+}
+
+/// The last block `arena` maps past its descriptor block, and whether the zone holds
+/// it (it was handed out by [`take_block`]); None when only the descriptor block is
+/// left.
+///
+/// # Safety
+/// `arena` is live and the caller holds its zone's lock.
+pub unsafe fn last_block(arena: *mut Arena) -> Option<(*mut u8, bool)> {
+    // SAFETY: the caller's contract.
+    let (n, next) = unsafe { ((*arena).nr_blocks, (*arena).next_block) };
+    (n > 1).then(|| {
+        (
+            arena.cast::<u8>().wrapping_add((n - 1) * BLOCK_SIZE),
+            next == n,
+        )
+    })
+}
+
+/// Gives the address space of `arena`'s last block ([`last_block`]) back to the
+/// kernel, so that under an address-space limit (`RLIMIT_AS`, `RLIMIT_DATA`, which
+/// count every mapping, resident or not) it can serve another mapping, as glibc's
+/// heap shrinks when its top is free. The arena map stops covering the block first,
+/// so no address there is taken for cpuslab's once the kernel hands the room to
+/// someone else; its descriptors are zeroed (dropped), as a fresh arena's are, for
+/// [`take_block`] to map it again.
+///
+/// # Safety
+/// `arena` is live and the caller holds its zone's lock; the zone no longer holds the
+/// block (taken off its free lists, whole), or never did, and no one refers to it.
+pub unsafe fn release_last(arena: *mut Arena) {
+    // SAFETY: the caller's contract.
+    let (n, next) = unsafe { ((*arena).nr_blocks, (*arena).next_block) };
+    debug_assert!(n > 1);
+    let block = n - 1;
+    // SAFETY: as above.
+    unsafe {
+        (*arena).nr_blocks = block;
+        (*arena).next_block = next.min(block);
+        (*arena).groups[block] = 0;
+    }
+    publish(arena, block);
+    let desc = arena.cast::<u8>().wrapping_add(desc_bytes(block));
+    sys::mmap::purge(desc, desc_bytes(1));
+    sys::mmap::unmap(
+        arena.cast::<u8>().wrapping_add(block * BLOCK_SIZE),
+        BLOCK_SIZE,
+    );
+    RESERVED.fetch_sub(BLOCK_SIZE, Ordering::Relaxed);
 }
 
 /// Counts `bytes` as committed; false (and nothing counted) past the heap limit.

@@ -474,12 +474,18 @@ impl ZoneInner {
         if arena::limit() != 0 && arena::committed() + (PAGE_SIZE << order) > arena::limit() {
             return false;
         }
-        let mut block = if self.arenas.is_null() {
-            ptr::null_mut()
-        } else {
-            // SAFETY: arenas are never unmapped, and the caller holds this zone's lock.
-            unsafe { arena::take_block(self.arenas) }
-        };
+        // The newest arena's next block, or a block an older one gave back
+        // (`release_free_tails`) and can map again.
+        let mut block: *mut u8 = ptr::null_mut();
+        let mut a = self.arenas;
+        while block.is_null() && !a.is_null() {
+            // SAFETY: arenas are never unmapped (only blocks of them), and the caller
+            // holds this zone's lock.
+            unsafe {
+                block = arena::take_block(a);
+                a = (*a).next;
+            }
+        }
         if block.is_null() {
             let fresh = arena::create(node);
             if fresh.is_null() {
@@ -499,6 +505,49 @@ impl ZoneInner {
         // the arena maps the descriptors of every block it hands out.
         unsafe { self.add_free(virt_to_page(block), MAX_ORDER, 1 << MAX_ORDER, 0) };
         true
+    }
+
+    /// Gives back to the kernel the address space of the whole free max-order blocks
+    /// at the end of each arena, and of blocks an arena mapped but never handed out
+    /// (`arena::release_last`): under an address-space limit, the room a program's
+    /// freed memory held serves its next mapping, as glibc's freed memory does. Their
+    /// dirty pages go with them. Returns the blocks released.
+    ///
+    /// # Safety
+    /// Called under the zone lock (`&mut self`).
+    pub unsafe fn release_free_tails(&mut self) -> usize {
+        let mut released = 0;
+        let mut a = self.arenas;
+        while !a.is_null() {
+            // SAFETY: arenas live for the process (only their blocks go); their counts
+            // and the descriptors of free blocks are the zone's, under its lock.
+            unsafe {
+                while let Some((block, handed)) = arena::last_block(a) {
+                    if handed {
+                        let head = virt_to_page(block);
+                        let flags = (*head).flags();
+                        if flags & PG_BUDDY == 0 || (*head).order as usize != MAX_ORDER {
+                            break;
+                        }
+                        let dirty = (1 << MAX_ORDER) - clean_pages(head, MAX_ORDER);
+                        self.dirty_pages -= dirty;
+                        arena::uncharge(dirty << PAGE_SHIFT);
+                        self.del_free(head, MAX_ORDER);
+                        self.managed_pages -= 1 << MAX_ORDER;
+                        let cur = self.large_cursor;
+                        if !cur.is_null()
+                            && page_address(cur) as usize & !(BLOCK_SIZE - 1) == block as usize
+                        {
+                            self.large_cursor = ptr::null_mut();
+                        }
+                    }
+                    arena::release_last(a);
+                    released += 1;
+                }
+                a = (*a).next;
+            }
+        }
+        released
     }
 
     /// The list a free block of `order` headed by `page` belongs on: its block's group's,
@@ -1513,6 +1562,74 @@ mod tests {
             z.free_one(e, 0, 1, 0);
             for (p, order) in [(b, 3), (d, 2), (f, 0)] {
                 z.free_one(p, order, 0, 0);
+            }
+            assert_eq!(z.free_pages, z.managed_pages);
+        }
+    }
+
+    /// Whole free blocks at an arena's end give their address space back (the blocks
+    /// never handed out too), up to the first block in use; the arena map stops
+    /// covering them, and the zone maps them again in place when it grows. A block
+    /// whose room another mapping took meanwhile is not: the zone maps a new arena, and
+    /// that mapping is left alone.
+    #[test]
+    fn free_blocks_at_an_arena_end_give_their_room_back() {
+        use crate::sys::mmap::{map_exact_at, MapExact};
+        let zone = Zone::new();
+        let block = |page: *mut Page| page_address(page) as usize;
+        // SAFETY: under the zone lock; blocks are freed with the order they were
+        // taken with, and the test's own mapping is unmapped by it alone.
+        unsafe {
+            let mut z = zone.lock();
+            let a = z.rmqueue(MAX_ORDER, 0);
+            let b = z.rmqueue(MAX_ORDER, 0);
+            let c = z.rmqueue(MAX_ORDER, 0);
+            assert!(!a.is_null() && !b.is_null() && !c.is_null());
+            assert_eq!(
+                (block(b) - block(a), block(c) - block(b)),
+                (BLOCK_SIZE, BLOCK_SIZE)
+            );
+            page_address(c).write(1);
+            z.free_one(c, MAX_ORDER, 0, 7);
+            z.free_one(a, MAX_ORDER, 0, 7);
+            let dirty = z.dirty_pages;
+            assert!(z.release_free_tails() >= 1);
+            // C went, and the blocks after it; B, in use, kept A.
+            assert!(!arena::contains(block(c) as *const u8));
+            assert!(arena::contains(block(b) as *const u8));
+            assert!(arena::contains(block(a) as *const u8));
+            let all = 1 << MAX_ORDER;
+            assert_eq!((z.managed_pages, z.free_pages), (2 * all, all));
+            assert_eq!(z.dirty_pages, dirty - all, "C's dirty pages went with it");
+            // The room is the kernel's again: a mapping of exactly C's range fits.
+            assert_eq!(
+                map_exact_at(block(c) as *mut u8, BLOCK_SIZE, true),
+                MapExact::Mapped
+            );
+            sys::mmap::unmap(block(c) as *mut u8, BLOCK_SIZE);
+            // A first (free), then C mapped again in place, reading as zero.
+            assert_eq!(z.rmqueue(MAX_ORDER, 0), a);
+            let c2 = z.rmqueue(MAX_ORDER, 0);
+            assert_eq!(block(c2), block(c));
+            assert!(arena::contains(block(c) as *const u8));
+            assert_eq!(page_address(c2).read(), 0);
+            assert_eq!(z.free_pages + z.in_use(), z.managed_pages);
+            // C given back again, and its room taken by someone else.
+            z.free_one(c2, MAX_ORDER, 0, 7);
+            assert!(z.release_free_tails() >= 1);
+            assert_eq!(
+                map_exact_at(block(c) as *mut u8, BLOCK_SIZE, true),
+                MapExact::Mapped
+            );
+            (block(c) as *mut u64).write(0x5eed);
+            let d = z.rmqueue(MAX_ORDER, 0);
+            assert!(!d.is_null());
+            assert_ne!(block(d), block(c), "the taken room is not the zone's");
+            assert!(!arena::contains(block(c) as *const u8));
+            assert_eq!((block(c) as *const u64).read(), 0x5eed);
+            sys::mmap::unmap(block(c) as *mut u8, BLOCK_SIZE);
+            for p in [a, b, d] {
+                z.free_one(p, MAX_ORDER, 0, 7);
             }
             assert_eq!(z.free_pages, z.managed_pages);
         }

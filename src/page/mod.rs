@@ -82,6 +82,35 @@ pub fn alloc_pages(order: usize) -> *mut Page {
 /// 2^order pages from `node`'s zone, else from the other nodes the thread's cpuset
 /// allows (`get_page_from_freelist` walking the zonelist; never outside a hardwall).
 fn alloc_from_zones(node: usize, order: usize) -> *mut Page {
+    with_huge_room(|| alloc_from_zonelist(node, order))
+}
+
+/// Spaces out [`with_huge_room`]'s drains of the huge cache, as `kmalloc`'s reclaim:
+/// a program that keeps running out of room would otherwise lose its freed huge blocks
+/// (and fault their pages in again) at every failed refill.
+static HUGE_ROOM: crate::ds::Backoff = crate::ds::Backoff::new(arena::REFUSED_RETRY_MS, 1000);
+
+/// `alloc()`, and once more after the freed huge blocks kept for reuse gave their room
+/// back when it failed where the kernel refused an arena: under an address-space limit
+/// they may hold the room the arenas need (a program that freed a big block and goes
+/// on with small ones); purged, their regions are unmapped.
+fn with_huge_room(mut alloc: impl FnMut() -> *mut Page) -> *mut Page {
+    let page = alloc();
+    if page.is_null()
+        && arena::refused()
+        && huge::cached_bytes() > 0
+        && HUGE_ROOM.start(sys::time::now_ms())
+    {
+        huge::drain_cache();
+        let page = alloc();
+        HUGE_ROOM.helped(!page.is_null());
+        return page;
+    }
+    page
+}
+
+/// [`alloc_from_zones`] without giving the huge blocks' room back.
+fn alloc_from_zonelist(node: usize, order: usize) -> *mut Page {
     let page = zone_alloc(node, order);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
@@ -169,7 +198,6 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
     if npages == 0 || order > MAX_ORDER {
         return core::ptr::null_mut();
     }
-    // The node the thread's cpuset picks, then the other nodes it allows.
     let cpu_node = topology::cpu_to_node(sys::cpu::current());
     let node = cpuset::mem_node_for(cpu_node);
     // Only large kmalloc blocks are cached on the lists, so every block there is one:
@@ -190,6 +218,18 @@ fn exact(npages: usize, min_order: usize, large: bool) -> *mut Page {
             return page;
         }
     }
+    with_huge_room(|| exact_from_zones(node, npages, order, min_order, large))
+}
+
+/// [`alloc_pages_exact`] from the zone of `node`, else from the other nodes the
+/// thread's cpuset allows.
+fn exact_from_zones(
+    node: usize,
+    npages: usize,
+    order: usize,
+    min_order: usize,
+    large: bool,
+) -> *mut Page {
     let page = exact_on(node, npages, order, min_order, large);
     if !page.is_null() || topology::nr_node_ids() == 1 {
         return page;
@@ -483,6 +523,22 @@ pub fn purge_all() -> usize {
         pages += purge::purge_zone_all(zone(node));
     }
     purge::pages_to_bytes(pages)
+}
+
+/// Gives back to the kernel the address space of the arenas' free blocks at their
+/// ends (after draining the per-CPU page lists, whose pages keep blocks split), for a
+/// mapping the kernel refused under an address-space limit; their dirty pages go with
+/// them. Blocks are mapped again as the zones need them. Returns the bytes released.
+pub fn release_address_space() -> usize {
+    for cpu in 0..pcp::nr_lists() {
+        pcp::drain_pages(cpu);
+    }
+    let mut blocks = 0;
+    for node in 0..topology::nr_node_ids() {
+        // SAFETY: under the zone's lock.
+        blocks += unsafe { zone(node).lock().release_free_tails() };
+    }
+    blocks * arena::BLOCK_SIZE
 }
 
 /// Takes every zone lock (fork: prepare), in node order.

@@ -681,7 +681,9 @@ unsafe fn free_to_zone(page: *mut Page, order: usize) {
 /// orders) back to its zone. Waits for each list's lock, so it is only for
 /// administrative paths (trim, a CPU leaving).
 pub fn drain_pages(cpu: usize) {
-    for pcp in lists(cpu) {
+    // An empty list is left alone (its drain costs a fence): a push in flight meanwhile
+    // stays where it lands, as it would after the drain.
+    for pcp in lists(cpu).filter(|p| count_of(p) > 0) {
         if pcp.lock.lock_wait() {
             drain_locked(pcp, cpu);
         }
@@ -692,7 +694,8 @@ pub fn drain_pages(cpu: usize) {
 /// never wait for a CPU's list: false when some list was busy (left as it was).
 pub(crate) fn try_drain_pages(cpu: usize) -> bool {
     let mut all = true;
-    for pcp in lists(cpu) {
+    // As in `drain_pages`: not the empty lists.
+    for pcp in lists(cpu).filter(|p| count_of(p) > 0) {
         if pcp.lock.try_lock() {
             drain_locked(pcp, cpu);
         } else {
@@ -719,9 +722,10 @@ pub fn count(cpu: usize) -> usize {
     lists(cpu).map(|p| count_of(p) << p.order).sum()
 }
 
-/// Blocks on the list `pcp` (racy: for statistics and tests).
+/// Blocks on the list `pcp` (racy: for statistics, tests, and the drains that pass
+/// over empty lists).
 pub fn count_of(pcp: &PerCpuPages) -> usize {
-    // SAFETY: a racy read of an aligned u32, for statistics only.
+    // SAFETY: a racy read of an aligned u32, for statistics and as a hint.
     unsafe { ptr::read_volatile(pcp.count.get()) as usize }
 }
 

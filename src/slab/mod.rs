@@ -245,16 +245,19 @@ pub fn free_misses(cache: &RawCache) -> u64 {
 /// Empties every cache's array caches and free slabs. Returns the pages freed.
 pub fn shrink_all() -> usize {
     let chain = CHAIN.lock();
-    let mut pages = 0;
-    let mut cache = chain.first;
-    while !cache.is_null() {
-        // SAFETY: caches on the chain live while the chain is held.
-        unsafe {
-            pages += reap::shrink(&*cache);
-            cache = (*cache).next.load(Ordering::Relaxed);
+    // One look for a sandbox before the fences of every cache, not one each.
+    crate::sys::process::with_one_look(|| {
+        let mut pages = 0;
+        let mut cache = chain.first;
+        while !cache.is_null() {
+            // SAFETY: caches on the chain live while the chain is held.
+            unsafe {
+                pages += reap::shrink(&*cache);
+                cache = (*cache).next.load(Ordering::Relaxed);
+            }
         }
-    }
-    pages
+        pages
+    })
 }
 
 /// Calls `f` for every cache on the chain, under the chain lock.

@@ -4,6 +4,7 @@
 //! hold of caches nobody allocated from since the last one), `shrink` on demand, and
 //! the reclaim thread's idle drain, `shrink` with tried per-CPU locks.
 
+use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::array_cache::ArrayCache;
@@ -341,9 +342,15 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     let mut to_destroy = PageList::new();
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
-        cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
-            empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
-        });
+        // Stopping the CPUs' caches costs a fence (a membarrier(2) for the restartable
+        // path): not for a cache that none of them holds objects of (most of a small
+        // program's, at a `malloc_trim`). A push in flight meanwhile stays where it
+        // lands, as it would after the drain.
+        if cpu_caches_hold_objects(cache) {
+            cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
+                empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
+            });
+        }
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
             let sh: *mut ArrayCache = l.shared;
@@ -358,6 +365,18 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     }
 }
 
+/// Whether a CPU's array cache of `cache` holds objects, by counts read without the
+/// caches' locks (a hint: a count may change as it is read).
+fn cpu_caches_hold_objects(cache: &RawCache) -> bool {
+    (0..topology::nr_cpu_ids()).any(|cpu| {
+        cache.cpu_ac(cpu).is_some_and(|ac| {
+            // SAFETY: the headers live as long as the cache; the count is a word its
+            // CPU writes, read whole.
+            unsafe { ptr::read_volatile(ptr::addr_of!((*ac).avail)) > 0 }
+        })
+    })
+}
+
 /// Empties every cache's array caches and free slabs as [`shrink`] does, but never
 /// waits: a per-CPU cache whose lock is held is left alone (as `cache_reap` leaves
 /// it), and nothing is done if the chain is busy. For the background reclaim thread
@@ -366,15 +385,17 @@ pub(crate) fn shrink_all_tried() -> usize {
     let Some(chain) = CHAIN.try_lock() else {
         return 0;
     };
-    let mut pages = 0;
-    let mut c = chain.first;
-    while !c.is_null() {
-        // SAFETY: caches on the chain stay alive while the chain is held.
-        let cache = unsafe { &*c };
-        pages += shrink_with(cache, false);
-        c = cache.next.load(Ordering::Relaxed);
-    }
-    pages
+    sys::process::with_one_look(|| {
+        let mut pages = 0;
+        let mut c = chain.first;
+        while !c.is_null() {
+            // SAFETY: caches on the chain stay alive while the chain is held.
+            let cache = unsafe { &*c };
+            pages += shrink_with(cache, false);
+            c = cache.next.load(Ordering::Relaxed);
+        }
+        pages
+    })
 }
 
 /// The slab part of the CPU-dead path: every cache's array cache of `cpu` is emptied

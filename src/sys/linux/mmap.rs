@@ -125,6 +125,35 @@ fn map_exact(addr: usize, len: usize, flags: libc::c_int) -> bool {
     }
 }
 
+/// What [`map_exact_at`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapExact {
+    /// The range is mapped now.
+    Mapped,
+    /// Something else is mapped in the range (or, on a kernel older than 4.17, which
+    /// takes the address as a hint, the kernel chose another place, undone).
+    Taken,
+    /// The kernel refused: address space or memory exhausted (`RLIMIT_AS`).
+    Refused,
+}
+
+/// Maps `len` bytes of anonymous read-write memory at exactly `addr`, unless something
+/// is mapped there: the range of a reservation given back earlier, taken again where
+/// nothing else took it meanwhile. `reservation` as for [`map_aligned`].
+pub fn map_exact_at(addr: *mut u8, len: usize, reservation: bool) -> MapExact {
+    let noreserve = if reservation { libc::MAP_NORESERVE } else { 0 };
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | noreserve;
+    match map_at(addr, len, flags | libc::MAP_FIXED_NOREPLACE) {
+        Some(p) if p == addr => MapExact::Mapped,
+        Some(p) => {
+            unmap(p, len);
+            MapExact::Taken
+        }
+        None if super::errno::get() == libc::EEXIST => MapExact::Taken,
+        None => MapExact::Refused,
+    }
+}
+
 /// One anonymous read-write mapping of `len` bytes with `flags`, at `hint` if the
 /// kernel takes it (null: where the kernel likes). None when the kernel refuses.
 /// With `MAP_FIXED` (from [`map_fixed`] only) it replaces what `hint` held.

@@ -4,7 +4,7 @@
 //! exit is written).
 
 use core::ffi::c_int;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in bytes; None when
 /// there is none.
@@ -154,6 +154,11 @@ pub fn sandbox_since_boot() -> Option<bool> {
     if !BOOT_DONE.load(Ordering::Relaxed) {
         return Some(false);
     }
+    let me = super::cpu::thread_id();
+    let scope = LOOKED.load(Ordering::Relaxed);
+    if scope == me | 1 {
+        return Some(false);
+    }
     let boot = BOOT_SECCOMP.load(Ordering::Relaxed);
     let now = match read_seccomp() {
         Ok((mode, filters)) => {
@@ -164,8 +169,43 @@ pub fn sandbox_since_boot() -> Option<bool> {
     };
     if now {
         SANDBOXED.store(true, Ordering::Relaxed);
+    } else if scope == me {
+        // Inside `with_one_look`: this look stands for the rest of it.
+        LOOKED.store(me | 1, Ordering::Relaxed);
     }
     Some(now)
+}
+
+/// The thread (`cpu::thread_id`) inside [`with_one_look`] (0: none), with the low bit
+/// set once a look there found no sandbox: that look stands for the rest of the call.
+/// (Thread pointers are aligned, so the bit is free.)
+static LOOKED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f`, in which [`sandbox_since_boot`] looks at most once for the calling
+/// thread, not before each system call: for operations that make many of the rare
+/// calls in a row (`malloc_trim` emptying every slab cache makes a membarrier(2) for
+/// each cache that holds objects, and each look costs 15-18 µs). The thread cannot
+/// install a filter while in `f`; another thread's filter synchronised onto it
+/// (`TSYNC`) may land between a look and the call it guards whether one look is made
+/// or many. One thread at a time: another meanwhile looks as usual.
+pub fn with_one_look<R>(f: impl FnOnce() -> R) -> R {
+    /// Ends the scope, also when `f` unwinds (a test's panic).
+    struct Scope(bool);
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            if self.0 {
+                LOOKED.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+    let me = super::cpu::thread_id();
+    debug_assert_eq!(me & 1, 0);
+    let _scope = Scope(
+        LOOKED
+            .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok(),
+    );
+    f()
 }
 
 /// Boot ended (successful or not): from now on [`sandbox_since_boot`] looks.
