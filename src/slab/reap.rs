@@ -343,10 +343,10 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     // SAFETY: as in `cache_reap`, with waiting or tried locks.
     unsafe {
         // Stopping the CPUs' caches costs a fence (a membarrier(2) for the restartable
-        // path): not for a cache that none of them holds objects of (most of a small
-        // program's, at a `malloc_trim`). A push in flight meanwhile stays where it
-        // lands, as it would after the drain.
-        if cpu_caches_hold_objects(cache) {
+        // path): not for a cache that none of them holds objects of or has grown
+        // (most of a small program's, at a `malloc_trim`). A push in flight meanwhile
+        // stays where it lands, as it would after the drain.
+        if cpu_caches_hold_something(cache) {
             cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
                 empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
             });
@@ -365,14 +365,19 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
     }
 }
 
-/// Whether a CPU's array cache of `cache` holds objects, by counts read without the
-/// caches' locks (a hint: a count may change as it is read).
-fn cpu_caches_hold_objects(cache: &RawCache) -> bool {
+/// Whether a CPU's array cache of `cache` holds objects, or has a limit grown past the
+/// tuned one (which emptying it puts back), by words read without the caches' locks
+/// (a hint: a word may change as it is read).
+fn cpu_caches_hold_something(cache: &RawCache) -> bool {
+    let base = cache.limit.load(Ordering::Relaxed);
     (0..topology::nr_cpu_ids()).any(|cpu| {
         cache.cpu_ac(cpu).is_some_and(|ac| {
-            // SAFETY: the headers live as long as the cache; the count is a word its
-            // CPU writes, read whole.
-            unsafe { ptr::read_volatile(ptr::addr_of!((*ac).avail)) > 0 }
+            // SAFETY: the headers live as long as the cache; the count and the limit
+            // are words their CPU (or a stopper) writes, read whole.
+            unsafe {
+                ptr::read_volatile(ptr::addr_of!((*ac).avail)) > 0
+                    || ptr::read_volatile(ptr::addr_of!((*ac).limit)) > base
+            }
         })
     })
 }
