@@ -136,11 +136,18 @@ unsafe fn release(p: *mut u8) {
 }
 
 /// Before `op` hands `p`, not cpuslab's, to glibc: aborts with one `cpuslab:` line
-/// when it is a huge block freed lately (a double free) or a stray pointer into the
-/// first page of a live one. Off the paths of cpuslab's own blocks.
+/// when it is a huge block freed lately (a double free), a stray pointer into a huge
+/// block, or an address on the calling thread's stack (whose frames glibc would read
+/// a size from: it aborted or crashed by what they held). Off the paths of cpuslab's
+/// own blocks.
 #[cold]
 fn foreign(p: *mut u8, op: &str) {
     huge::check_foreign(p, op);
+    if sys::thread::on_own_stack(p) {
+        sys::io::fatal(format_args!(
+            "{op}: invalid pointer {p:p}: on the thread's stack"
+        ));
+    }
 }
 
 /// The fast path of `malloc` and `calloc`: a slab class's restartable pop, through

@@ -741,6 +741,11 @@ pub mod thread {
 
     use core::ffi::{c_void, CStr};
 
+    /// Not judged: false.
+    pub fn on_own_stack(_p: *const u8) -> bool {
+        false
+    }
+
     /// Fails.
     pub fn spawn_raw(_f: extern "C" fn(*mut c_void) -> *mut c_void, _arg: usize) -> bool {
         false

@@ -823,7 +823,16 @@ static void test_trim_and_stats(void) {
 
 /* ---- bad pointers to large and huge blocks abort with one cpuslab line (cpuslab
  * mode): an interior pointer once freed a whole large block, and a double free of a
- * huge block went to glibc's free. */
+ * huge block went to glibc's free, as did a pointer deep inside a huge block or on
+ * the stack (glibc's free then read a "size" from the block's data or the caller's
+ * frames, and aborted or crashed by what it found). */
+
+/* A pointer the compiler cannot follow, so that it neither warns about nor removes
+ * the deliberate misuse below. */
+static void *launder(void *p) {
+    void *volatile v = p;
+    return v;
+}
 
 enum bad_op {
     INTERIOR_FREE,
@@ -831,14 +840,21 @@ enum bad_op {
     INTERIOR_REALLOC,
     INTERIOR_REALLOC_SAME,
     INTERIOR_USABLE,
-    FREED_USABLE
+    FREED_USABLE,
+    /* A pointer a megabyte into the block. */
+    DEEP_FREE,
+    /* The address of a local of the caller's frame (the block is not used). */
+    STACK_FREE,
+    /* The same on a thread of the program's (the address is the thread's). */
+    THREAD_STACK_FREE
 };
 
-/* A pointer the compiler cannot follow, so that it neither warns about nor removes
- * the deliberate misuse below. */
-static void *launder(void *p) {
-    void *volatile v = p;
-    return v;
+/* THREAD_STACK_FREE's thread: frees a local of its own. */
+static void *free_own_local(void *arg) {
+    char local[64];
+    memset(local, (int)(intptr_t)arg, sizeof local);
+    free(launder(local + 16));
+    return NULL;
 }
 
 /* In a forked child whose stderr goes to a file, does `op` on a block of `size`
@@ -852,7 +868,12 @@ static void expect_abort(size_t size, enum bad_op op, const char *want) {
     char *p = malloc(size);
     CHECK(p != NULL);
     memset(p, 1, size);
-    char *bad = op == DOUBLE_FREE || op == FREED_USABLE ? p : p + opaque(16);
+    char local[64];
+    memset(local, 7, sizeof local);
+    char *bad = op == DOUBLE_FREE || op == FREED_USABLE ? p
+                : op == DEEP_FREE                       ? p + opaque(1 << 20)
+                : op == STACK_FREE                      ? local + opaque(16)
+                                                        : p + opaque(16);
     fflush(NULL);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -881,6 +902,16 @@ static void expect_abort(size_t size, enum bad_op op, const char *want) {
             free(launder(p));
             printf("%zu\n", malloc_usable_size(launder(p)));
             break;
+        case DEEP_FREE:
+        case STACK_FREE:
+            free(launder(bad));
+            break;
+        case THREAD_STACK_FREE: {
+            pthread_t t;
+            if (pthread_create(&t, NULL, free_own_local, (void *)(intptr_t)7) == 0)
+                pthread_join(t, NULL);
+            break;
+        }
         }
         _exit(0);
     }
@@ -892,7 +923,10 @@ static void expect_abort(size_t size, enum bad_op op, const char *want) {
     CHECK(n >= 0);
     buf[n] = 0;
     char addr[32];
-    snprintf(addr, sizeof addr, "%p", (void *)bad);
+    /* The thread's local has an address only the child knew. */
+    snprintf(addr, sizeof addr, "%p", op == THREAD_STACK_FREE ? (void *)"" : (void *)bad);
+    if (op == THREAD_STACK_FREE)
+        addr[0] = 0;
     if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) ||
         strncmp(buf, "cpuslab: ", 9) != 0 || strchr(buf, '\n') != buf + n - 1 ||
         !strstr(buf, want) || !strstr(buf, addr))
@@ -917,6 +951,9 @@ static void test_bad_pointers(void) {
     expect_abort(huge, INTERIOR_REALLOC, "realloc(): invalid pointer");
     expect_abort(huge, INTERIOR_USABLE, "malloc_usable_size(): invalid pointer");
     expect_abort(huge, FREED_USABLE, "malloc_usable_size(): invalid pointer");
+    expect_abort(huge, DEEP_FREE, "free(): invalid pointer");
+    expect_abort(small, STACK_FREE, "on the thread's stack");
+    expect_abort(small, THREAD_STACK_FREE, "on the thread's stack");
 }
 
 /* ---- the CPUSLAB_STATS report at exit (cpuslab mode with CPUSLAB_STATS=1) */

@@ -402,6 +402,18 @@ impl Heap {
         true
     }
 
+    /// Whether `addr` lies in memory of the heap's: a free extent, or a region none of
+    /// whose room was given back (every byte of which is then a live block's or a free
+    /// extent's; a region with room given back may hold another mapping there).
+    pub(super) fn owns(&self, addr: usize) -> bool {
+        self.regions[..self.nr_regions]
+            .iter()
+            .any(|r| r.lost == 0 && addr.wrapping_sub(r.base) < r.len)
+            || self.extents[..self.n]
+                .iter()
+                .any(|e| addr.wrapping_sub(e.base) < e.len)
+    }
+
     /// Records that `len` bytes of `region`, which [`Heap::give`] could not take (or,
     /// with `live`, a carved range that never came back), are out of the heap until the
     /// region goes.

@@ -478,8 +478,8 @@ pub fn check_live(block: *mut u8, op: &str) {
 /// For `p`, which is neither an arena address nor a live huge block and is about to
 /// go to glibc (`op` on a block glibc's malloc served): aborts with one line when it
 /// is a huge block freed lately (a double free, whose mapping may be cached or gone)
-/// or points into the header page or the first page of a live huge block (a stray
-/// pointer that glibc would take for its own).
+/// or points into a huge block, live or freed (a stray pointer that glibc would take
+/// for its own, reading a size from the block's data).
 pub fn check_foreign(p: *const u8, op: &str) {
     let a = p as usize;
     let r = HUGE.lock();
@@ -494,7 +494,7 @@ pub fn check_foreign(p: *const u8, op: &str) {
     }
     let down = a & !(PAGE_SIZE - 1);
     let up = down.wrapping_add(PAGE_SIZE);
-    if r.reg.find(down).is_some() || r.reg.find(up).is_some() {
+    if r.reg.find(down).is_some() || r.reg.find(up).is_some() || r.heap.owns(a) {
         drop(r);
         sys::io::fatal(format_args!(
             "{op}: invalid pointer {p:p}: inside a huge block of cpuslab"

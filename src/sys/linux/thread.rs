@@ -2,6 +2,42 @@
 
 use core::ffi::{c_void, CStr};
 
+/// How deep below its top a thread's stack pointer may be for [`on_own_stack`] to
+/// take the span between them for the stack: a thread created by glibc has its control
+/// block (the thread pointer) at the top of its stack mapping, 8 MiB by default.
+const STACK_SPAN: usize = 16 << 20;
+
+/// How far below the main thread's stack top the stack pointer may be for
+/// [`on_own_stack`] to take the calling thread for the main one: the kernel leaves at
+/// least 128 MiB between the main stack and the mappings below it, where every other
+/// thread's stack lies.
+const MAIN_SPAN: usize = 128 << 20;
+
+/// Whether `p` lies in the calling thread's live stack, between its stack pointer and
+/// the top: no allocator's block, and one that glibc's `free` reads a size from the
+/// caller's own frames for (it aborted or crashed by what they held). The top is the
+/// thread pointer for a thread glibc created (its control block sits at the top of its
+/// stack mapping), or on the main thread the program's file name the kernel put at the
+/// top of its stack (`AT_EXECFN`); a thread made otherwise (its thread pointer
+/// elsewhere), or one more than 16 MiB deep, is not judged: false.
+#[inline(never)]
+pub fn on_own_stack(p: *const u8) -> bool {
+    let here = 0u8;
+    // An address in this frame: at or above the stack pointer, below every caller's.
+    let sp = core::hint::black_box(&here) as *const u8 as usize;
+    let p = p as usize;
+    if p < sp {
+        return false;
+    }
+    let tp = super::cpu::thread_id();
+    if tp > sp && tp - sp <= STACK_SPAN {
+        return p < tp;
+    }
+    // SAFETY: getauxval reads the auxiliary vector the kernel passed at start.
+    let end = unsafe { libc::getauxval(libc::AT_EXECFN) } as usize;
+    end >= sp && end - sp <= MAIN_SPAN && p < end
+}
+
 /// Starts a detached thread running `f(arg)`. Returns false when the kernel refused,
 /// or without asking inside the program's own seccomp sandbox, which may kill it for
 /// clone(2) (see `membarrier`): the callers then do the thread's work themselves.
