@@ -301,6 +301,7 @@ extern "C" fn fork_child() {
         // SAFETY: the child's only thread is the one that took the locks.
         unsafe { slab::fork_release() };
         cpuset::fork_child();
+        sys::process::after_fork();
         slab::fastpath::after_fork();
         // The reclaim thread did not come along: the child's first slow path starts one.
         crate::background::after_fork();

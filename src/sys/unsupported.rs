@@ -617,6 +617,9 @@ pub mod process {
         false
     }
 
+    /// Nothing to forget.
+    pub fn after_fork() {}
+
     /// `f()`: nothing to look at.
     pub fn with_one_look<R>(f: impl FnOnce() -> R) -> R {
         f()

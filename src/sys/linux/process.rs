@@ -208,6 +208,12 @@ pub fn with_one_look<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// fork, child: a [`with_one_look`] another thread of the parent was in did not come
+/// along; its scope ends here, or every later one would find the slot taken.
+pub fn after_fork() {
+    LOOKED.store(0, Ordering::Relaxed);
+}
+
 /// Boot ended (successful or not): from now on [`sandbox_since_boot`] looks.
 pub fn boot_done() {
     BOOT_DONE.store(true, Ordering::Relaxed);
@@ -235,4 +241,48 @@ fn status_field(text: &[u8], key: &[u8]) -> Option<u32> {
         );
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child forked while another thread of the parent is inside `with_one_look`
+    /// gets the scope slot back (the fork handlers call `after_fork`): its own
+    /// operations take it, or each of their calls would look again.
+    #[test]
+    fn a_forked_child_takes_the_look_scope_again() {
+        use std::sync::{Arc, Barrier};
+        crate::init::ensure();
+        let inside = Arc::new(Barrier::new(2));
+        let leave = Arc::new(Barrier::new(2));
+        let (i, l) = (inside.clone(), leave.clone());
+        let t = std::thread::spawn(move || {
+            with_one_look(|| {
+                i.wait();
+                l.wait();
+            })
+        });
+        inside.wait();
+        let held = LOOKED.load(Ordering::Relaxed);
+        // SAFETY: the child only reads atomics, runs `with_one_look` and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let me = super::super::cpu::thread_id();
+            let mine = with_one_look(|| LOOKED.load(Ordering::Relaxed) & !1 == me);
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(if mine { 0 } else { 1 }) };
+        }
+        leave.wait();
+        t.join().unwrap();
+        assert!(pid > 0);
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert_ne!(held, 0, "the thread was inside its scope at the fork");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+    }
 }
