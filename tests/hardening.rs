@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn preload_so() -> PathBuf {
@@ -22,6 +22,26 @@ fn run(mut cmd: Command) -> (Output, String, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, stdout, stderr)
+}
+
+/// Runs `exe` with `args` under `ulimit -v kib` (`sh -c ... && exec`), under the
+/// library when `preload`.
+fn run_under_limit(kib: usize, exe: &Path, args: &str, preload: bool) -> (Output, String, String) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -v {kib} && exec {} {args}", exe.display()));
+    if preload {
+        cmd.env("LD_PRELOAD", preload_so());
+    }
+    run(cmd)
+}
+
+/// The numbers among the words of `stdout`.
+fn numbers(stdout: &str) -> Vec<usize> {
+    stdout
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
 }
 
 /// Lines of `stderr` that start with `prefix`.
@@ -124,19 +144,9 @@ fn address_space_limit_reuses_freed_memory() {
     let exe = common::compile_c("as_reuse.c", &[]);
     for size in [1000, 300_000, 3_000_000, 8_000_000] {
         for preload in [false, true] {
-            let mut cmd = Command::new("sh");
-            cmd.arg("-c")
-                .arg(format!("ulimit -v 262144 && exec {} {size}", exe.display()));
-            if preload {
-                cmd.env("LD_PRELOAD", preload_so());
-            }
-            let (out, stdout, stderr) = run(cmd);
+            let (out, stdout, stderr) = run_under_limit(262144, &exe, &size.to_string(), preload);
             assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
-            let fields: Vec<usize> = stdout
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            let [mib, served, asked, again] = fields[..] else {
+            let [mib, served, asked, again] = numbers(&stdout)[..] else {
                 panic!("{stdout}");
             };
             let what = format!("{size} B, preloaded {preload}: {stdout}");
@@ -226,16 +236,9 @@ fn libraries_need_no_static_tls() {
 #[test]
 fn failed_boot_backs_off_and_keeps_the_limit() {
     let exe = common::compile_c("boot_fail.c", &["-rdynamic"]);
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("ulimit -v 9000 && exec {}", exe.display()))
-        .env("LD_PRELOAD", preload_so());
-    let (out, stdout, stderr) = run(cmd);
+    let (out, stdout, stderr) = run_under_limit(9000, &exe, "", true);
     assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
-    let counts: Vec<u64> = stdout
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let counts = numbers(&stdout);
     assert_eq!(counts.len(), 2, "{stdout}");
     assert_eq!(counts[0], 0, "glibc serves while cpuslab cannot: {stdout}");
     assert!(counts[1] < 100, "boot retried on every call: {stdout}");
@@ -297,13 +300,7 @@ fn small_program_reserves_little_address_space() {
 fn address_space_limit_serves_what_glibc_serves() {
     let exe = common::compile_c("as_limit.c", &[]);
     let mib = |preload: bool, size: usize| -> usize {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("ulimit -v 524288 && exec {} {size}", exe.display()));
-        if preload {
-            cmd.env("LD_PRELOAD", preload_so());
-        }
-        let (out, stdout, stderr) = run(cmd);
+        let (out, stdout, stderr) = run_under_limit(524288, &exe, &size.to_string(), preload);
         assert!(
             out.status.success(),
             "{size} B (preload {preload}): {}\n{stdout}\n{stderr}",
@@ -339,14 +336,7 @@ fn address_space_limit_serves_what_glibc_serves() {
 fn address_space_limit_leaves_nothing_glibc_could_serve() {
     let exe = common::compile_c("as_exhaust.c", &["-rdynamic"]);
     for size in [100, 1000, 100_000] {
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!(
-                "ulimit -v 32768 && exec {} {size} 400000",
-                exe.display()
-            ))
-            .env("LD_PRELOAD", preload_so());
-        let (out, stdout, stderr) = run(cmd);
+        let (out, stdout, stderr) = run_under_limit(32768, &exe, &format!("{size} 400000"), true);
         assert!(
             out.status.success(),
             "{size} B: {}\n{stdout}\n{stderr}",

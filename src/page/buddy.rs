@@ -523,23 +523,8 @@ impl ZoneInner {
             // and the descriptors of free blocks are the zone's, under its lock.
             unsafe {
                 while let Some((block, handed)) = arena::last_block(a) {
-                    if handed {
-                        let head = virt_to_page(block);
-                        let flags = (*head).flags();
-                        if flags & PG_BUDDY == 0 || (*head).order as usize != MAX_ORDER {
-                            break;
-                        }
-                        let dirty = (1 << MAX_ORDER) - clean_pages(head, MAX_ORDER);
-                        self.dirty_pages -= dirty;
-                        arena::uncharge(dirty << PAGE_SHIFT);
-                        self.del_free(head, MAX_ORDER);
-                        self.managed_pages -= 1 << MAX_ORDER;
-                        let cur = self.large_cursor;
-                        if !cur.is_null()
-                            && page_address(cur) as usize & !(BLOCK_SIZE - 1) == block as usize
-                        {
-                            self.large_cursor = ptr::null_mut();
-                        }
+                    if handed && !self.unmanage_free_block(block) {
+                        break;
                     }
                     arena::release_last(a);
                     released += 1;
@@ -548,6 +533,34 @@ impl ZoneInner {
             }
         }
         released
+    }
+
+    /// Takes the max-order block at `block` out of the zone when it is free and whole
+    /// (off its list, out of the managed, free and dirty counts, its dirty pages
+    /// uncharged, the packing cursor out of it), for its arena to give back; false,
+    /// and nothing done, when any of it is in use.
+    ///
+    /// # Safety
+    /// Called under the zone lock; `block` is a max-order block this zone was handed.
+    unsafe fn unmanage_free_block(&mut self, block: *mut u8) -> bool {
+        let head = virt_to_page(block);
+        // SAFETY: the caller's contract: the block's descriptors are mapped, and a free
+        // block's head is the zone's under its lock.
+        unsafe {
+            if (*head).flags() & PG_BUDDY == 0 || (*head).order as usize != MAX_ORDER {
+                return false;
+            }
+            let dirty = (1 << MAX_ORDER) - clean_pages(head, MAX_ORDER);
+            self.dirty_pages -= dirty;
+            arena::uncharge(dirty << PAGE_SHIFT);
+            self.del_free(head, MAX_ORDER);
+        }
+        self.managed_pages -= 1 << MAX_ORDER;
+        let cur = self.large_cursor;
+        if !cur.is_null() && page_address(cur) as usize & !(BLOCK_SIZE - 1) == block as usize {
+            self.large_cursor = ptr::null_mut();
+        }
+        true
     }
 
     /// The list a free block of `order` headed by `page` belongs on: its block's group's,
