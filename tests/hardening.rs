@@ -132,6 +132,26 @@ fn membarrier_denied_after_start() {
     }
 }
 
+/// A thread cancelled (`pthread_cancel`, deferred) while it allocates, frees and trims
+/// ends at its own cancellation point, never inside the allocator
+/// (`tests/capi/thread_cancel.c`, 50 rounds). The library made cancellation points of
+/// its own through libc's `open`, `read`, `close`, `write` and `nanosleep`:
+/// `malloc_trim` read `/proc/thread-self/status` holding the lock of the chain of
+/// caches, the thread ended there, and the next trim waited for good (the program's
+/// alarm killed it after 30 s, in every run).
+#[test]
+fn a_thread_cancelled_in_the_allocator_leaves_no_lock_held() {
+    let exe = common::compile_c("thread_cancel.c", &["-pthread"]);
+    let mut cmd = Command::new(&exe);
+    cmd.env("LD_PRELOAD", preload_so());
+    let (out, stdout, stderr) = run(cmd);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "{}\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
 /// Under `ulimit -v`, a program that allocated blocks until none was left and freed
 /// them can have one block of half that again, and then as many blocks as before, as
 /// under glibc, which unmaps its freed blocks and trims its heap's top

@@ -229,6 +229,71 @@ fn library_exports_the_c_allocator() {
     }
 }
 
+/// The library calls none of libc's functions that POSIX makes cancellation points (a
+/// thread cancelled there would end inside the allocator, perhaps holding a lock): its
+/// `open`, `read`, `close`, `write` and sleeps go through `syscall(2)`. (`fcntl` is a
+/// cancellation point only for `F_SETLKW`, which the library does not use; `fwrite`,
+/// which `malloc_info` calls with no lock held, may be one, as in glibc's own
+/// `malloc_info`.)
+#[test]
+fn library_calls_no_cancellation_point() {
+    let imported = nm(&["-D", "--undefined-only"]);
+    let names: Vec<&str> = imported
+        .lines()
+        .filter_map(|l| l.split_whitespace().last()?.split('@').next())
+        .collect();
+    assert!(names.contains(&"syscall"), "{imported}");
+    for point in [
+        "accept",
+        "close",
+        "connect",
+        "creat",
+        "fdatasync",
+        "fsync",
+        "lockf",
+        "msync",
+        "nanosleep",
+        "clock_nanosleep",
+        "open",
+        "open64",
+        "openat",
+        "openat64",
+        "pause",
+        "poll",
+        "pread",
+        "pread64",
+        "pselect",
+        "pwrite",
+        "pwrite64",
+        "read",
+        "readv",
+        "recv",
+        "select",
+        "sem_wait",
+        "send",
+        "sigsuspend",
+        "sigwait",
+        "sleep",
+        "system",
+        "tcdrain",
+        "usleep",
+        "wait",
+        "waitpid",
+        "waitid",
+        "write",
+        "writev",
+        "pthread_cond_wait",
+        "pthread_cond_timedwait",
+        "pthread_join",
+        "pthread_testcancel",
+    ] {
+        assert!(
+            !names.contains(&point),
+            "the library imports {point}, a cancellation point:\n{imported}"
+        );
+    }
+}
+
 /// The library as built (the release profile, whose panics abort) links no std: it
 /// needs libc alone (no `libgcc_s` for std's unwinder), carries none of std's
 /// backtrace printer, and exports no stand-in for Rust's unwinding personality.

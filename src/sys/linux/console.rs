@@ -1,15 +1,9 @@
 //! Standard error and abort, for `sys::io`.
 
-/// Writes all of `bytes` to standard error, ignoring failures.
-pub fn write_stderr(mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe a live slice.
-        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
-        if n <= 0 {
-            return;
-        }
-        bytes = &bytes[n as usize..];
-    }
+/// Writes all of `bytes` to standard error, ignoring failures (no cancellation point:
+/// see [`nocancel`](super::nocancel)).
+pub fn write_stderr(bytes: &[u8]) {
+    super::process::write_all(2, bytes);
 }
 
 /// Ends the process at once (`abort`: SIGABRT, a core dump where enabled).

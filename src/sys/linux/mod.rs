@@ -20,6 +20,7 @@ pub mod glibc;
 pub mod membarrier;
 pub mod mempolicy;
 pub mod mmap;
+pub mod nocancel;
 pub mod numa;
 pub mod process;
 pub mod rseq;

@@ -68,11 +68,11 @@ pub fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
-/// Writes all of `bytes` to `fd`, ignoring failures.
+/// Writes all of `bytes` to `fd`, ignoring failures (no cancellation point: see
+/// [`nocancel`](super::nocancel)).
 pub fn write_all(fd: c_int, mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        // SAFETY: the pointer and length describe a live slice.
-        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        let n = super::nocancel::write(fd, bytes);
         if n <= 0 {
             return;
         }

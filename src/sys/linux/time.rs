@@ -30,13 +30,12 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// Sleeps the calling thread for `ms` milliseconds (retried when a signal cuts it short).
+/// Sleeps the calling thread for `ms` milliseconds (retried when a signal cuts it
+/// short; no cancellation point: see [`nocancel`](super::nocancel)).
 pub fn sleep_ms(ms: u64) {
     let mut ts = libc::timespec {
         tv_sec: (ms / 1000) as libc::time_t,
         tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
     };
-    // SAFETY: both pointers are live timespecs; the kernel writes the remainder into
-    // the second on EINTR.
-    while unsafe { libc::nanosleep(&ts, &mut ts) } != 0 && super::errno::get() == libc::EINTR {}
+    while super::nocancel::sleep(&mut ts) == libc::EINTR {}
 }
