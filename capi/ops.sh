@@ -7,7 +7,8 @@
 # blocks of 64 B freed out of order and allocated again: shuffle64x4k; 8 live
 # blocks of 64-256 KiB replaced at random: churn-large; C++'s new and delete of a
 # 64-byte object, capi/ops_new.cc: new (sized delete) new-unsized; malloc_trim(0) over
-# a small heap: trim)
+# a small heap: trim; calloc of 64 MiB used sparsely or whole: calloc64m
+# calloc64m-fill)
 # under cpuslab, glibc, and jemalloc, mimalloc and tcmalloc where Debian's libraries
 # are installed. Allocators alternate run by run; each cell lists RUNS runs (default
 # 5).

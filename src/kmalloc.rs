@@ -740,8 +740,15 @@ pub fn kzalloc(size: usize, align: usize) -> *mut u8 {
         Kind::Slab(_) => false,
         // SAFETY: `p` heads a large block just allocated.
         Kind::Large => unsafe { (*virt_to_page(p)).flags() & PG_ZERO != 0 },
-        // SAFETY: `p` heads a huge block just allocated.
-        Kind::Huge => unsafe { huge::is_zero(p) },
+        // SAFETY: `p` heads a huge block just allocated, of at least `size` bytes,
+        // which nobody else uses yet.
+        Kind::Huge => unsafe {
+            if !huge::is_zero(p) {
+                // Given back to the kernel rather than written (see `huge::zero`).
+                huge::zero(p, size);
+            }
+            true
+        },
     };
     if !zero {
         // SAFETY: `p` has at least `size` writable bytes.

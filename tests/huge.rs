@@ -185,6 +185,45 @@ fn alloc_zeroed_of_a_reused_block_is_zero() {
     }
 }
 
+/// `alloc_zeroed` of a reused block zeroes each run of its pages as costs least: the
+/// runs its last user kept resident are written (they stay resident, ready for the new
+/// user), the runs it hardly touched are given back to the kernel and stay out of
+/// memory. Before, every byte was written: a 64 MiB block of which one page had been
+/// touched came back with all 16,384 pages resident (3 ms a call, 64 MiB of RSS).
+#[test]
+fn alloc_zeroed_gives_back_the_pages_its_last_user_left_alone() {
+    let _g = serial();
+    let size = 64 * MIB;
+    let l = layout(size);
+    let half = size / 2;
+    // SAFETY: `p` and `z` are live blocks of `size` bytes while they are used.
+    unsafe {
+        let p = CpuSlab.alloc(l);
+        // The first half filled; in the second, data on one page in 100 (a minority of
+        // each 64-page run, whose pages must read as zero all the same).
+        p.write_bytes(0xAB, half);
+        for off in (half..size).step_by(100 * PAGE) {
+            *p.add(off + 8) = 0xCD;
+        }
+        CpuSlab.dealloc(p, l);
+        let z = CpuSlab.alloc_zeroed(l);
+        assert_eq!(z, p, "the zeroed request did not reuse the block");
+        let first = resident_pages(z, half);
+        let second = resident_pages(z.add(half), half);
+        assert!(
+            std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0),
+            "reused huge block handed out dirty by alloc_zeroed"
+        );
+        assert_eq!(first, half / PAGE, "the filled half was given back");
+        assert!(
+            second < half / PAGE / 50,
+            "{second} of {} pages of the sparse half resident after alloc_zeroed",
+            half / PAGE
+        );
+        CpuSlab.dealloc(z, l);
+    }
+}
+
 #[test]
 fn aligned_requests_reuse_and_align_blocks() {
     let _g = serial();

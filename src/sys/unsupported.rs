@@ -505,6 +505,16 @@ pub mod mmap {
         0
     }
 
+    /// Refused.
+    pub fn resident_by_chunk(
+        _addr: *const u8,
+        _len: usize,
+        _chunk: usize,
+        _f: impl FnMut(usize, usize, usize),
+    ) -> bool {
+        false
+    }
+
     /// Fails.
     pub fn purge(_addr: *mut u8, _len: usize) -> bool {
         false

@@ -209,6 +209,46 @@ pub fn resident_pages(addr: *const u8, len: usize) -> usize {
     pages
 }
 
+/// Walks `[addr, addr + len)` (page-aligned, inside mappings) in runs of `chunk`
+/// pages (a divisor of 2048; the last run may be shorter), calling `f(first, pages,
+/// resident)` for each in order: its first page's index, its pages, and how many of
+/// them are resident now, by `mincore(2)`. False, with `f` not called again, where the
+/// kernel refuses.
+pub fn resident_by_chunk(
+    addr: *const u8,
+    len: usize,
+    chunk: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) -> bool {
+    // 8 MiB of pages a call: a few calls for a block of tens of MiB.
+    let mut vec = [0u8; 2048];
+    debug_assert!(chunk > 0 && vec.len() % chunk == 0);
+    let mut off = 0;
+    while off < len {
+        let span = (len - off).min(vec.len() * super::PAGE_SIZE);
+        let n = span.div_ceil(super::PAGE_SIZE);
+        // SAFETY: `vec` has room for one byte per page of the span; mincore only reads
+        // the page tables of the range.
+        let r = unsafe {
+            libc::mincore(
+                addr.wrapping_add(off).cast_mut().cast(),
+                span,
+                vec.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return false;
+        }
+        let first = off / super::PAGE_SIZE;
+        for (i, run) in vec[..n].chunks(chunk).enumerate() {
+            let resident = run.iter().filter(|&&b| b & 1 != 0).count();
+            f(first + i * chunk, run.len(), resident);
+        }
+        off += span;
+    }
+    true
+}
+
 /// Gives the pages of `[addr, addr + len)` back to the kernel; they read as zero when
 /// touched again.
 pub fn purge(addr: *mut u8, len: usize) -> bool {
