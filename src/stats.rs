@@ -376,6 +376,14 @@ fn breakdown(m: &MemoryStats) -> MemoryBreakdown {
 
 /// A snapshot of [`MemoryStats`].
 pub fn memory() -> MemoryStats {
+    let mut m = memory_counters();
+    m.breakdown = breakdown(&m);
+    m
+}
+
+/// [`memory`] without its breakdown (left at its default): the counters alone, which
+/// cost no walk of the caches and no `mincore(2)` of the metadata.
+pub(crate) fn memory_counters() -> MemoryStats {
     let mut m = MemoryStats {
         reserved_bytes: arena::reserved(),
         committed_bytes: arena::committed(),
@@ -391,6 +399,5 @@ pub fn memory() -> MemoryStats {
     for cpu in 0..pcp::nr_lists() {
         m.pcp_bytes += pcp::count(cpu) * crate::sys::PAGE_SIZE;
     }
-    m.breakdown = breakdown(&m);
     m
 }

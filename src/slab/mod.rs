@@ -208,6 +208,9 @@ pub struct CacheCounts {
     /// caches, and small objects freed on another CPU than their slab's owner, in the
     /// CPUs' inboxes.
     pub alien_avail: usize,
+    /// Objects in the CPUs' array caches, each count read without its lock (a racy
+    /// figure, at most the objects in use).
+    pub cpu_avail: usize,
 }
 
 /// Counts a cache's slabs and objects, node by node under each list lock.
@@ -229,6 +232,13 @@ pub fn cache_counts(cache: &RawCache) -> CacheCounts {
         }
     }
     c.alien_avail = cache.alien_objects() + cache.inbox_objects();
+    let cpu_avail: usize = (0..crate::topology::nr_cpu_ids())
+        .filter_map(|cpu| cache.cpu_ac(cpu))
+        // SAFETY: the header lives as long as the cache; a racy read of its count is
+        // good enough for statistics (and never dereferences).
+        .map(|ac| unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*ac).avail)) } as usize)
+        .sum();
+    c.cpu_avail = cpu_avail.min(c.active_objs);
     c
 }
 
