@@ -44,3 +44,37 @@ fn realloc_grows_a_large_block_in_place() {
         "{in_place} of {steps} reallocs grew in place"
     );
 }
+
+/// C `realloc` of a huge block (above 4 MiB) to a large size shrinks it in place, as
+/// glibc's `mremap` shrinks its mapped chunks, and growing it again stays in place
+/// too: a buffer resized back and forth across the 4 MiB line keeps its address and
+/// its contents (before, each step copied it into a block of the other kind).
+#[test]
+fn c_realloc_keeps_a_huge_block_across_the_large_line() {
+    let big = (4 << 20) + 4096;
+    let small = (4 << 20) - 4096;
+    // SAFETY: the C interface's blocks, each used only while live.
+    unsafe {
+        let p = cpuslab::capi::malloc(big).cast::<u8>();
+        assert!(!p.is_null());
+        p.write_bytes(0x5A, big);
+        let mut q = p;
+        for step in 0..6 {
+            let size = if step % 2 == 0 { small } else { big };
+            q = cpuslab::capi::realloc(q.cast(), size).cast();
+            assert_eq!(q, p, "step {step}: realloc to {size} moved the block");
+            assert!(cpuslab::capi::malloc_usable_size(q.cast()) >= size);
+            assert!(std::slice::from_raw_parts(q, small)
+                .iter()
+                .all(|&b| b == 0x5A));
+            q.add(small).write_bytes(0x5A, size - small);
+        }
+        // Small enough for a slab, it moves, contents and all.
+        let r = cpuslab::capi::realloc(q.cast(), 1000).cast::<u8>();
+        assert!(!r.is_null() && r != p);
+        assert!(std::slice::from_raw_parts(r, 1000)
+            .iter()
+            .all(|&b| b == 0x5A));
+        cpuslab::capi::free(r.cast());
+    }
+}
