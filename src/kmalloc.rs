@@ -843,8 +843,9 @@ unsafe fn kfree_slow(p: *mut u8, size: usize, align: usize) {
         return;
     }
     // `classify` is deterministic: `p`, from `kmalloc(size, align)` and given up by the
-    // caller, goes back where that call served it.
-    match classify(size, align) {
+    // caller, goes back where that call served it (or, shrunk in place by `krealloc`,
+    // to the huge blocks: `kind_of`).
+    match kind_of(p, size, align) {
         // SAFETY: an object of cache `i`, as above.
         Kind::Slab(i) => unsafe { cache(i).free(p) },
         // SAFETY: a large block, as above.
@@ -865,6 +866,20 @@ unsafe fn free_large(p: *mut u8) {
     // SAFETY: `p` lies in an arena (checked above); a live block is the caller's to
     // give up.
     unsafe { page::free_large(p) };
+}
+
+/// The kind of the live block `p` of layout `(size, align)`: [`classify`]'s, except that
+/// a block outside the arenas with a large layout is huge. `krealloc` shrinks a huge
+/// block to a large size in place (as glibc's `mremap` shrinks its mapped chunks), so
+/// the paths that take a layout tell the two apart by the address: a huge block is in
+/// no arena. One load of the arena map, on the large paths only; a pointer that is
+/// neither goes to the huge paths, which abort with one line.
+#[inline]
+fn kind_of(p: *mut u8, size: usize, align: usize) -> Kind {
+    match classify(size, align) {
+        Kind::Large if !arena::contains(p) => Kind::Huge,
+        kind => kind,
+    }
 }
 
 /// The head of the live large block at `p` for `op`; aborts with one line otherwise.
@@ -890,7 +905,7 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
         // `MIXED`), given up on success.
         return unsafe { forward_realloc(p, old_size, align, new_size) };
     }
-    match (classify(old_size, align), classify(new_size, align)) {
+    match (kind_of(p, old_size, align), classify(new_size, align)) {
         (Kind::Slab(a), Kind::Slab(b)) if a == b => return p,
         (Kind::Large, Kind::Large) => {
             // SAFETY: `large_head` checks the arena bound `large_block` needs.
@@ -913,10 +928,13 @@ pub unsafe fn krealloc(p: *mut u8, old_size: usize, align: usize, new_size: usiz
                 return p;
             }
         }
-        (Kind::Huge, Kind::Huge) if align <= PAGE_SIZE => {
-            // SAFETY: `classify` made `p` a huge block (from `huge::alloc`, or moved by
-            // `huge::realloc`), aligned to at most a page (the guard); liveness is
-            // checked.
+        // A huge block shrunk to a large size stays huge, in place, rather than being
+        // copied into a block of the zones (`Vec::shrink_to_fit` of a buffer of a few
+        // MiB); the sized paths find it by its address (`kind_of`).
+        (Kind::Huge, Kind::Huge | Kind::Large) if align <= PAGE_SIZE => {
+            // SAFETY: `kind_of` made `p` a huge block (from `huge::alloc`, or moved or
+            // shrunk by `huge::realloc`), aligned to at most a page (the guard);
+            // liveness is checked.
             let moved = unsafe { huge::realloc(p, new_size) };
             if !moved.is_null() {
                 return moved;
@@ -976,7 +994,7 @@ pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize
         // glibc's block may hold no more than was asked for it.
         return size;
     }
-    match classify(size, align) {
+    match kind_of(p, size, align) {
         Kind::Slab(i) => KMALLOC_SIZES[i],
         Kind::Large => {
             // SAFETY: `large_head` checks the arena bound and returns the mapped head
@@ -984,7 +1002,8 @@ pub unsafe fn usable_size_layout(p: *mut u8, size: usize, align: usize) -> usize
             // changes.
             (unsafe { (*large_head(p, "malloc_usable_size()")).info } as usize) << PAGE_SHIFT
         }
-        // SAFETY: a huge block by its layout, live as the caller promised (and checked).
+        // SAFETY: a huge block by its layout or its address, live as the caller promised
+        // (and checked).
         Kind::Huge => unsafe { huge::usable_size(p) },
     }
 }
@@ -1120,8 +1139,8 @@ pub unsafe fn krealloc_unsized(p: *mut u8, new_size: usize, align: usize) -> *mu
         // copied into a block of the zones, as glibc's `mremap` shrinks its mapped
         // chunks: a `realloc` back and forth across the 4 MiB line copied 4 MiB each
         // time (130 µs a call; glibc, jemalloc and tcmalloc 2.6-3.6). The unsized
-        // paths (`free`, `realloc`, `malloc_usable_size`) find it by its address; the
-        // sized ones never see it, since only this interface resizes so.
+        // paths (`free`, `realloc`, `malloc_usable_size`) find it by its address, as
+        // the sized ones do (`kind_of`).
         // Checks that `p` is a live huge block.
         // SAFETY: outside the arenas the caller's block is a huge one, allocated with
         // `align`, at most a page (checked).

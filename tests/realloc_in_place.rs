@@ -78,3 +78,36 @@ fn c_realloc_keeps_a_huge_block_across_the_large_line() {
         cpuslab::capi::free(r.cast());
     }
 }
+
+/// Rust's `realloc` of a huge block to a large size (`Vec::shrink_to_fit` of a buffer
+/// of a few MiB) shrinks it in place too; `realloc` and `dealloc` with the large
+/// layout then find it by its address.
+#[test]
+fn realloc_shrinks_a_huge_block_to_a_large_size_in_place() {
+    use std::alloc::{GlobalAlloc, Layout};
+    let layout = |n| Layout::from_size_align(n, 8).unwrap();
+    let (big, small, smaller) = (9 << 20, 3 << 20, 2 << 20);
+    // SAFETY: every pointer comes from the global allocator with these layouts.
+    unsafe {
+        let p = cpuslab::CpuSlab.alloc(layout(big));
+        assert!(!p.is_null());
+        p.write_bytes(0x3C, big);
+        let q = cpuslab::CpuSlab.realloc(p, layout(big), small);
+        assert_eq!(q, p, "the shrink to a large size moved the block");
+        let r = cpuslab::CpuSlab.realloc(q, layout(small), smaller);
+        assert_eq!(r, p, "the second shrink moved the block");
+        assert!(std::slice::from_raw_parts(r, smaller)
+            .iter()
+            .all(|&b| b == 0x3C));
+        let s = cpuslab::CpuSlab.realloc(r, layout(smaller), small);
+        assert_eq!(s, p, "growing it back moved the block");
+        assert!(std::slice::from_raw_parts(s, smaller)
+            .iter()
+            .all(|&b| b == 0x3C));
+        cpuslab::CpuSlab.dealloc(s, layout(small));
+        // Its room is free again: a block of the first size gets it back.
+        let t = cpuslab::CpuSlab.alloc(layout(big));
+        assert_eq!(t, p, "the freed block's room was not reused");
+        cpuslab::CpuSlab.dealloc(t, layout(big));
+    }
+}
