@@ -48,7 +48,10 @@ fn realloc_grows_a_large_block_in_place() {
 /// C `realloc` of a huge block (above 4 MiB) to a large size shrinks it in place, as
 /// glibc's `mremap` shrinks its mapped chunks, and growing it again stays in place
 /// too: a buffer resized back and forth across the 4 MiB line keeps its address and
-/// its contents (before, each step copied it into a block of the other kind).
+/// its contents (before, each step copied it into a block of the other kind). The C
+/// functions are the crate's `capi` feature (on in the workspace's `cargo test`, for
+/// the preload library).
+#[cfg(feature = "capi")]
 #[test]
 fn c_realloc_keeps_a_huge_block_across_the_large_line() {
     let big = (4 << 20) + 4096;

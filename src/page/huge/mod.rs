@@ -517,7 +517,7 @@ pub unsafe fn is_zero(block: *mut u8) -> bool {
 const ZERO_CHUNK: usize = 64;
 
 /// Makes the first `size` bytes of the live block `block` read as zero, each run of
-/// [`ZERO_CHUNK`] pages by whichever costs less for it: written where most of its
+/// 64 pages (`ZERO_CHUNK`) by whichever costs less for it: written where most of its
 /// pages are resident (a block reused just as its last user filled it, whose pages
 /// the new user will touch again), given back to the kernel (`MADV_DONTNEED`, as a
 /// fresh mapping reads) where most are not; written throughout where the kernel

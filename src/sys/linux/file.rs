@@ -1,8 +1,8 @@
 //! Reading small files (sysfs, procfs) into a caller's buffer.
 
 /// Reads up to `buf.len()` bytes of the file at the NUL-terminated `path`. Returns the
-/// number of bytes read, or `None` when the file cannot be opened.
-/// No cancellation point: see [`nocancel`](super::nocancel).
+/// number of bytes read, or `None` when the file cannot be opened. No cancellation
+/// point: see [`nocancel`](super::nocancel).
 pub fn read(path: &core::ffi::CStr, buf: &mut [u8]) -> Option<usize> {
     let fd = super::nocancel::open_read(path);
     if fd < 0 {
