@@ -350,6 +350,8 @@ fn shrink_with(cache: &RawCache, wait: bool) -> usize {
             cache.with_stopped_caches(0..topology::nr_cpu_ids(), wait, |cpu, ac| {
                 empty_cpu_cache(cache, cpu, ac, &mut to_destroy)
             });
+        } else {
+            forget_refills(cache);
         }
         for node in 0..topology::nr_node_ids() {
             let l = cache.node(node).list_lock.lock();
@@ -380,6 +382,28 @@ fn cpu_caches_hold_something(cache: &RawCache) -> bool {
             }
         })
     })
+}
+
+/// For a cache [`shrink`] passes over (empty, at its tuned limit): forgets the objects
+/// each CPU refilled since its last overflow, as emptying it would (`growth::reset`),
+/// so the refills before the shrink do not count as a shortfall at the next overflow
+/// and grow the limit past the free growth at once. The count is atomic: no stop.
+/// (Passed over with its count, a cache emptied by its program and shrunk grew at once
+/// on the next round when it should have grown a batch:
+/// `slab_tuning::a_shortfall_within_the_free_growth_grows_a_batch_at_a_time`, run
+/// alone.)
+fn forget_refills(cache: &RawCache) {
+    for cpu in 0..topology::nr_cpu_ids() {
+        if let Some(ac) = cache.cpu_ac(cpu) {
+            // SAFETY: the header lives as long as the cache; the count is atomic. Read
+            // first, so that the lines of the CPUs with nothing to forget stay clean.
+            unsafe {
+                if (*ac).refilled.load(Ordering::Relaxed) != 0 {
+                    (*ac).refilled.store(0, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 /// Empties every cache's array caches and free slabs as [`shrink`] does, but never
