@@ -183,29 +183,49 @@ pub fn unmap(addr: *mut u8, len: usize) {
     }
 }
 
-/// Pages of `[addr, addr + len)` (page-aligned `addr`, inside mappings) that are
-/// resident now, by `mincore(2)`; 0 where the kernel refuses. For statistics.
-pub fn resident_pages(addr: *const u8, len: usize) -> usize {
-    let mut vec = [0u8; 512];
-    let mut pages = 0;
+/// Pages `mincore(2)` is asked about at a time: 8 MiB, a few calls for a block of tens
+/// of MiB.
+const MINCORE_SPAN: usize = 2048;
+
+/// Walks `[addr, addr + len)` (page-aligned, inside mappings) in spans of up to
+/// [`MINCORE_SPAN`] pages, calling `f(first, vec)` for each with its first page's index
+/// and its `mincore(2)` vector (one byte a page, bit 0: resident), or `None` where the
+/// kernel refuses; stops when `f` returns false.
+fn walk_residency(addr: *const u8, len: usize, mut f: impl FnMut(usize, Option<&[u8]>) -> bool) {
+    let mut vec = [0u8; MINCORE_SPAN];
     let mut off = 0;
     while off < len {
-        let chunk = (len - off).min(vec.len() * super::PAGE_SIZE);
-        let n = chunk.div_ceil(super::PAGE_SIZE);
-        // SAFETY: `vec` has room for one byte per page of the chunk; mincore only
-        // reads the page tables of the range.
+        let span = (len - off).min(vec.len() * super::PAGE_SIZE);
+        let n = span.div_ceil(super::PAGE_SIZE);
+        // SAFETY: `vec` has room for one byte per page of the span; mincore only reads
+        // the page tables of the range.
         let r = unsafe {
             libc::mincore(
                 addr.wrapping_add(off).cast_mut().cast(),
-                chunk,
+                span,
                 vec.as_mut_ptr(),
             )
         };
-        if r == 0 {
-            pages += vec[..n].iter().filter(|&&b| b & 1 != 0).count();
+        if !f(off / super::PAGE_SIZE, (r == 0).then_some(&vec[..n])) {
+            return;
         }
-        off += chunk;
+        off += span;
     }
+}
+
+/// Resident pages in a `mincore(2)` vector.
+fn resident_in(vec: &[u8]) -> usize {
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// Pages of `[addr, addr + len)` (page-aligned `addr`, inside mappings) that are
+/// resident now, by `mincore(2)`; 0 where the kernel refuses. For statistics.
+pub fn resident_pages(addr: *const u8, len: usize) -> usize {
+    let mut pages = 0;
+    walk_residency(addr, len, |_, vec| {
+        pages += vec.map_or(0, resident_in);
+        true
+    });
     pages
 }
 
@@ -220,33 +240,19 @@ pub fn resident_by_chunk(
     chunk: usize,
     mut f: impl FnMut(usize, usize, usize),
 ) -> bool {
-    // 8 MiB of pages a call: a few calls for a block of tens of MiB.
-    let mut vec = [0u8; 2048];
-    debug_assert!(chunk > 0 && vec.len() % chunk == 0);
-    let mut off = 0;
-    while off < len {
-        let span = (len - off).min(vec.len() * super::PAGE_SIZE);
-        let n = span.div_ceil(super::PAGE_SIZE);
-        // SAFETY: `vec` has room for one byte per page of the span; mincore only reads
-        // the page tables of the range.
-        let r = unsafe {
-            libc::mincore(
-                addr.wrapping_add(off).cast_mut().cast(),
-                span,
-                vec.as_mut_ptr(),
-            )
-        };
-        if r != 0 {
+    debug_assert!(chunk > 0 && MINCORE_SPAN.is_multiple_of(chunk));
+    let mut walked = true;
+    walk_residency(addr, len, |first, vec| {
+        let Some(vec) = vec else {
+            walked = false;
             return false;
+        };
+        for (i, run) in vec.chunks(chunk).enumerate() {
+            f(first + i * chunk, run.len(), resident_in(run));
         }
-        let first = off / super::PAGE_SIZE;
-        for (i, run) in vec[..n].chunks(chunk).enumerate() {
-            let resident = run.iter().filter(|&&b| b & 1 != 0).count();
-            f(first + i * chunk, run.len(), resident);
-        }
-        off += span;
-    }
-    true
+        true
+    });
+    walked
 }
 
 /// Gives the pages of `[addr, addr + len)` back to the kernel; they read as zero when
