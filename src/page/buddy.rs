@@ -1028,6 +1028,73 @@ impl ZoneInner {
         ptr::null_mut()
     }
 
+    /// The last resort for a block of `npages` pages at a multiple of `align` pages (a
+    /// power of two), once no free block of its order is left and the arenas cannot
+    /// grow (an address-space or data limit): the first run of free blocks side by
+    /// side, of either group, dirty or clean, that holds it inside one max-order
+    /// block. The buddy merges only buddies, so a zone that blocks of no power-of-two
+    /// size fragmented holds runs of smaller free blocks that no request of a larger
+    /// order finds; glibc's heap, which merges any neighbours, uses them. A scratch
+    /// program churning blocks of up to 70 KB on 4 threads failed a `malloc` under
+    /// `ulimit -d 300000` with 62 MB free in blocks of at most 32 KiB (glibc ran it
+    /// under 260000).
+    ///
+    /// Walks the free lists; a run is walked once, from its first block (a block
+    /// whose page before is free belongs to the run of the block that holds that
+    /// page), so the cost is a few descriptor reads per free block. No step bound:
+    /// the alternative is a null.
+    ///
+    /// # Safety
+    /// Called under the zone lock.
+    pub unsafe fn take_any_fit(&mut self, npages: usize, align: usize, now_ms: u64) -> *mut Page {
+        let bytes = npages << PAGE_SHIFT;
+        let align_bytes = align.max(1) << PAGE_SHIFT;
+        for lists in &self.free_area {
+            for area in lists {
+                let mut p = area.list.first();
+                while !p.is_null() {
+                    let start = page_address(p) as usize;
+                    // SAFETY: `p` heads a free block on one of this zone's lists, under
+                    // the zone lock the caller holds: its descriptor and links are
+                    // mapped and guarded by it.
+                    let next = unsafe { (*p).next };
+                    let at = (start + align_bytes - 1) & !(align_bytes - 1);
+                    let block_end = (start | (BLOCK_SIZE - 1)) + 1;
+                    // A block whose page before lies in a free block of the same
+                    // max-order block is walked from that block's run instead.
+                    let first = start & (BLOCK_SIZE - 1) == 0
+                        // SAFETY: the page before `start` lies in the same max-order
+                        // block, of this zone; under its lock.
+                        || unsafe { self.free_block_holding(start - PAGE_SIZE) }.is_none();
+                    if first && at + bytes <= block_end {
+                        let mut end = start;
+                        while end < at + bytes {
+                            let q = virt_to_page(end as *const u8);
+                            // SAFETY: `end` lies in the max-order block of `start`, whose
+                            // descriptors are mapped, and starts a block (free blocks do
+                            // not overlap, so what follows one starts where it ends);
+                            // `order` is read only of a free block's head.
+                            let order = unsafe {
+                                if (*q).flags() & PG_BUDDY == 0 {
+                                    break;
+                                }
+                                (*q).order as usize
+                            };
+                            end += PAGE_SIZE << order;
+                        }
+                        if end >= at + bytes {
+                            // SAFETY: under the zone lock; `[at, at + bytes)` lies inside
+                            // this max-order block, on the free blocks just walked.
+                            return unsafe { self.take_run(at, at + bytes, now_ms) };
+                        }
+                    }
+                    p = next;
+                }
+            }
+        }
+        ptr::null_mut()
+    }
+
     /// Moves the packing cursor to a large block of no power-of-two size just freed at
     /// `page`: the next such block is packed over its pages, which are resident, rather
     /// than the cursor walking on through clean memory while freed blocks are left
@@ -1292,6 +1359,50 @@ mod tests {
             z.free_run(c, 3, RunClean::Dirty, 0);
             z.free_run(d, 4, RunClean::Dirty, 0);
             assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+        }
+    }
+
+    /// The last resort finds a run of free blocks that are no buddies of each other
+    /// (so never merge into one of the run's order), at the alignment asked, of
+    /// either group; not across pages in use.
+    #[test]
+    fn take_any_fit_finds_a_run_of_smaller_free_blocks() {
+        let zone = Zone::new();
+        let mut z = zone.lock();
+        // SAFETY: under the zone lock; every block is freed with its size.
+        unsafe {
+            let a = z.rmqueue_group(MAX_ORDER, 0, GROUP_SLAB);
+            assert!(!a.is_null());
+            assert_eq!(z.free_pages, 0, "the zone holds the one block taken");
+            // Pages 100..700 free: blocks of orders 2 to 8, none of more than 256
+            // pages, so no order-10 request is served from them.
+            z.free_run(a.add(100), 600, RunClean::Dirty, 0);
+            assert!(z.find(GROUP_SLAB, 9..=MAX_ORDER, false).is_none());
+            assert!(z.find(GROUP_LARGE, 9..=MAX_ORDER, false).is_none());
+            assert!(z.take_any_fit(601, 1, 0).is_null(), "more than is free");
+            assert!(
+                z.take_any_fit(600, 64, 0).is_null(),
+                "aligned to 64 pages, the run starts at page 128 and ends past 700"
+            );
+            assert_eq!(z.free_pages, 600, "nothing taken by a failed fit");
+            let b = z.take_any_fit(500, 64, 0);
+            assert_eq!(b, a.add(128));
+            assert_eq!(z.free_pages, 100);
+            // What is left: pages 100..128 and 628..700. A request that only both
+            // together would hold is refused, one of them serves.
+            assert!(z.take_any_fit(73, 1, 0).is_null(), "pages in use between");
+            let c = z.take_any_fit(72, 1, 0);
+            assert_eq!(c, a.add(628));
+            let d = z.take_any_fit(28, 4, 0);
+            assert_eq!(d, a.add(100));
+            assert_eq!(z.free_pages, 0);
+            z.free_run(a, 100, RunClean::Dirty, 0);
+            z.free_run(d, 28, RunClean::Dirty, 0);
+            z.free_run(b, 500, RunClean::Dirty, 0);
+            z.free_run(c, 72, RunClean::Dirty, 0);
+            z.free_run(a.add(700), 324, RunClean::Dirty, 0);
+            assert_eq!(z.free_pages, z.managed_pages, "everything merged back");
+            assert_eq!(z.nr_free()[MAX_ORDER], 1);
         }
     }
 

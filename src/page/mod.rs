@@ -303,6 +303,14 @@ fn exact_locked(
         } else {
             z.rmqueue_group(order, node, group)
         };
+        // Out of blocks of its order, and the arenas refused to grow: a run of smaller
+        // free blocks side by side, as a block of no power-of-two size is placed.
+        let page = if page.is_null() {
+            packed = true;
+            z.take_any_fit(npages, 1 << min_order, now)
+        } else {
+            page
+        };
         if page.is_null() {
             return page;
         }
