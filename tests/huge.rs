@@ -792,3 +792,42 @@ fn blocks_past_the_extent_table_keep_their_address_space() {
         );
     }
 }
+
+/// A huge block grown by `realloc` in small steps to 1 GiB keeps its contents and moves
+/// a few times, not once per region's worth of growth. Before, it moved 375 times
+/// (every 2 MiB past 256 MiB), each move left the kernel a mapping more per earlier
+/// move, and near 1 GiB the kernel (6.17 and later, which moves a source of several
+/// mappings one at a time) failed a move part way at its limit on mappings: the block's
+/// header had moved away, and the next look at it aborted.
+#[test]
+fn a_block_grown_in_small_steps_to_a_gib_keeps_its_bytes_and_moves_rarely() {
+    let _g = serial();
+    const STEP: usize = 64 << 10;
+    const END: usize = 1 << 30;
+    let mut size = 8 * MIB;
+    // SAFETY: a valid layout; the block is written within its size, resized with the
+    // layout it has, and freed with it.
+    unsafe {
+        let mut p = GLOBAL.alloc(Layout::from_size_align(size, 8).unwrap());
+        assert!(!p.is_null());
+        p.write(1);
+        let mut moves = 0;
+        while size < END {
+            let q = GLOBAL.realloc(p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
+            assert!(!q.is_null(), "realloc to {} bytes failed", size + STEP);
+            if q != p {
+                moves += 1;
+            }
+            p = q;
+            // One marker a step, in the step's first page.
+            p.add(size).write((size / STEP) as u8);
+            size += STEP;
+        }
+        assert_eq!(p.read(), 1);
+        for at in (8 * MIB..END).step_by(STEP) {
+            assert_eq!(p.add(at).read(), (at / STEP) as u8, "marker at {at:#x}");
+        }
+        assert!(moves <= 30, "{moves} moves");
+        GLOBAL.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+    }
+}

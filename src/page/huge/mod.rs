@@ -641,38 +641,50 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
         return block;
     }
     drop(h);
-    let Some(c) = carve(new_len, PAGE_SIZE, current_node()) else {
+    // Room to grow in place after the move: half the new length more, given back to
+    // the heap right after the block, so that a block grown step by step moves a
+    // number of times logarithmic in its size, not once per region's worth. Without
+    // it a block grown to 1 GB in steps of 64 KiB moved 375 times (one page-table move
+    // of the whole block each) and left a kernel mapping behind at each. Not under an
+    // address-space limit, which counts the room.
+    let room = if sys::process::address_space_limit().is_some() {
+        new_len
+    } else {
+        new_len.saturating_add((new_len / 2) & !(PAGE_SIZE - 1))
+    };
+    let Some(c) = carve(room, PAGE_SIZE, current_node())
+        .or_else(|| (room > new_len).then(|| carve(new_len, PAGE_SIZE, current_node()))?)
+    else {
         return ptr::null_mut();
     };
-    // With a page alignment the block starts right after the carved range's first page.
-    if !sys::mmap::move_pages(base as *mut u8, old_len, c.base as *mut u8) {
+    let moved_pages = sys::mmap::move_pages(base as *mut u8, old_len, c.base as *mut u8);
+    if !moved_pages {
         // The kernel may have unmapped the destination before it refused (it does so
-        // first, and kernels before 6.17 then refuse a source that spans two of their
-        // mappings, which earlier moves make): map it afresh, clean, before it goes
-        // back to the heap.
-        let mut h = HUGE.lock();
-        if c.region == 0 {
-            h.give_dirty(c.base, c.len, c.region, now);
-        } else {
-            arena::uncharge(c.len);
-            let e = Extent {
-                base: c.base,
-                len: c.len,
-                region: c.region,
-                dirty: false,
-                freed_ms: now,
-            };
-            if !sys::mmap::map_fixed(c.base as *mut u8, c.len) {
+        // first): map it afresh before it is written or goes back to the heap.
+        if !sys::mmap::map_fixed(c.base as *mut u8, c.len) {
+            let mut h = HUGE.lock();
+            if c.region == 0 {
+                h.give_dirty(c.base, c.len, c.region, now);
+            } else {
+                arena::uncharge(c.len);
                 // Not even that: the range is lost; what the region still maps of it
                 // holds nothing.
                 h.heap.lose(c.region, c.len, true);
-            } else if !h.heap.give(e, true) {
-                h.lose(c.base, c.len, c.region, false);
             }
+            return ptr::null_mut();
         }
-        return ptr::null_mut();
+        // A source of several kernel mappings (see `move_pages`): copied, the header
+        // page with it, into the fresh mapping, which then holds the block and its
+        // room as one mapping, so that the next move of it moves its pages.
+        // SAFETY: `[base, base + old_len)` is the live block with its header page, the
+        // caller's; `[c.base, c.base + c.len)` was just carved (and mapped afresh) for
+        // it, at least `new_len >= old_len` bytes; they do not overlap.
+        unsafe { ptr::copy_nonoverlapping(base as *const u8, c.base as *mut u8, old_len) };
     }
     let moved = (c.base + PAGE_SIZE) as *mut u8;
+    // The block's own length, the room after it going back to the heap (a mapping of
+    // its own, region 0, stays whole).
+    let len = if c.region == 0 { c.len } else { new_len };
     {
         let mut h = HUGE.lock();
         h.reg.remove(block as usize);
@@ -680,28 +692,36 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
         h.reg.note_freed(block as usize);
         // Cannot fail: the entry just removed frees a slot.
         h.reg.insert(moved as usize);
-        h.reg.live_bytes = h.reg.live_bytes - old_len + c.len;
+        h.reg.live_bytes = h.reg.live_bytes - old_len + len;
         h.reg.note_peak(now, purge::decay_ms());
-        // The old range reads as zero now: clean, and no longer committed.
-        let old = Extent {
-            base,
-            len: old_len,
-            region,
-            dirty: false,
-            freed_ms: now,
-        };
-        if !h.heap.give(old, true) {
-            h.lose(base, old_len, region, false);
+        if moved_pages {
+            // The old range reads as zero now: clean, and no longer committed.
+            let old = Extent {
+                base,
+                len: old_len,
+                region,
+                dirty: false,
+                freed_ms: now,
+            };
+            if !h.heap.give(old, true) {
+                h.lose(base, old_len, region, false);
+            }
+            arena::uncharge(old_len);
+        } else {
+            h.give_dirty(base, old_len, region, now);
         }
-        arena::uncharge(old_len);
+        if len < c.len {
+            // Carved dirty or clean, it goes back dirty: a later purge makes it clean.
+            h.give_dirty(c.base + len, c.len - len, c.region, now);
+        }
     }
     // SAFETY: the header page moved with the block to the start of the carved range,
     // which is the caller's block alone.
     unsafe {
         let hd = header(moved);
         (*hd).map_base = c.base as *mut u8;
-        (*hd).map_len = c.len;
-        (*hd).usable = c.len - PAGE_SIZE;
+        (*hd).map_len = len;
+        (*hd).usable = len - PAGE_SIZE;
         (*hd).region = c.region;
     }
     settle(now, false);

@@ -278,24 +278,152 @@ pub fn remap(addr: *mut u8, old_len: usize, new_len: usize) -> *mut u8 {
 
 /// Moves the pages of `[from, from + len)` to `[to, to + len)` without copying them,
 /// replacing whatever `to` held; `from` stays mapped and reads as zero
-/// (`MREMAP_DONTUNMAP`, Linux 5.7). False when the kernel cannot (older than 5.7; or,
-/// before 6.17, a source that spans two kernel mappings): then `from` is intact, but
-/// `to` may have been unmapped already (the kernel unmaps the destination first), so
-/// the caller maps it again ([`map_fixed`]) and copies.
+/// (`MREMAP_DONTUNMAP`, Linux 5.7). False when the kernel cannot (older than 5.7), or
+/// when the kernel mappings that make up `from` cannot be told: then `from` is
+/// intact, but `to` may have been unmapped already (the kernel unmaps the destination
+/// first), so the caller maps it again ([`map_fixed`]) and copies.
+///
+/// The source is moved one kernel mapping at a time, each move whole or not at all.
+/// Kernels before 6.17 refuse a move of several mappings without changing anything;
+/// from 6.17 they move them one by one, and a failure part way (`ENOMEM` at the limit
+/// on mappings, `vm.max_map_count`) leaves the first ones moved and the rest not: a
+/// huge block grown by `realloc` to 1 GB in steps of 64 KiB ended so, its header
+/// moved away, and the next look at it aborted. Here a move that fails part way moves
+/// the pieces already moved back.
 pub fn move_pages(from: *mut u8, len: usize, to: *mut u8) -> bool {
+    let (from, to) = (from as usize, to as usize);
+    let mut pieces = [0usize; MOVE_PIECES];
+    let Some(n) = mapping_pieces(from, len, &mut pieces) else {
+        return false;
+    };
+    let mut start = 0;
+    for (i, &end) in pieces[..n].iter().enumerate() {
+        if !remap_fixed(from + start, end - start, to + start) {
+            // Back, newest first: each piece lies in one mapping at `to` (moved as one,
+            // perhaps merged with a neighbour there), so each move back is whole too.
+            for k in (0..i).rev() {
+                let s = if k == 0 { 0 } else { pieces[k - 1] };
+                if !remap_fixed(to + s, pieces[k] - s, from + s) {
+                    super::super::io::fatal(format_args!(
+                        "mremap(): a block moved in part could not be moved back"
+                    ));
+                }
+            }
+            return false;
+        }
+        start = end;
+    }
+    true
+}
+
+/// Most kernel mappings a source of [`move_pages`] may span (a block grown in place
+/// after each move gains one; more and it is copied).
+const MOVE_PIECES: usize = 32;
+
+/// One whole `MREMAP_DONTUNMAP` move of `[from, from + len)` to `to`.
+fn remap_fixed(from: usize, len: usize, to: usize) -> bool {
     // SAFETY: callers pass page-aligned ranges of their own private anonymous mappings:
-    // `from` is a block they own, `to` a free range they reserved for it; a failed call
-    // changes neither.
+    // `from` part of a block they own, `to` a free range they reserved for it; a
+    // failed move of one mapping changes nothing.
     let p = unsafe {
         libc::mremap(
-            from.cast(),
+            from as *mut libc::c_void,
             len,
             len,
             libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED | libc::MREMAP_DONTUNMAP,
-            to.cast::<libc::c_void>(),
+            to as *mut libc::c_void,
         )
     };
-    p == to.cast()
+    p as usize == to
+}
+
+/// `PROCMAP_QUERY` (Linux 6.11): the `/proc/<pid>/maps` ioctl that describes the
+/// mapping holding an address (`struct procmap_query`, of which only the first fields
+/// are asked for: no name, no build id).
+#[repr(C)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+/// `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: libc::c_ulong = (3 << 30)
+    | ((core::mem::size_of::<ProcmapQuery>() as libc::c_ulong) << 16)
+    | ((b'f' as libc::c_ulong) << 8)
+    | 17;
+
+/// The ends of the kernel mappings that make up `[addr, addr + len)`, as offsets from
+/// `addr` in order, the last `len`, into `out`; how many. One piece, the whole range, where the
+/// kernel has no `PROCMAP_QUERY` (older than 6.11, so older than 6.17: it refuses a
+/// move of several mappings without changing anything). None where the question
+/// cannot be asked (procfs not mounted, a sandbox refusing the open), where a page is
+/// not mapped, or past `out`'s length: the caller then copies.
+fn mapping_pieces(addr: usize, len: usize, out: &mut [usize]) -> Option<usize> {
+    let fd = super::nocancel::open_read(c"/proc/self/maps");
+    if fd < 0 {
+        return None;
+    }
+    let end = addr.checked_add(len)?;
+    let mut n = 0;
+    let mut at = addr;
+    let mut result = None;
+    while n < out.len() {
+        let mut q = ProcmapQuery {
+            size: core::mem::size_of::<ProcmapQuery>() as u64,
+            query_flags: 0,
+            query_addr: at as u64,
+            vma_start: 0,
+            vma_end: 0,
+            vma_flags: 0,
+            vma_page_size: 0,
+            vma_offset: 0,
+            inode: 0,
+            dev_major: 0,
+            dev_minor: 0,
+            vma_name_size: 0,
+            build_id_size: 0,
+            vma_name_addr: 0,
+            build_id_addr: 0,
+        };
+        // SAFETY: the ioctl reads and writes the struct it is given, whose size it is
+        // told; no name or build id buffer is given (sizes 0).
+        let r = unsafe { libc::ioctl(fd, PROCMAP_QUERY as _, &mut q) };
+        if r != 0 {
+            let errno = super::errno::get();
+            // ENOTTY: no such ioctl, a kernel that moves one mapping only.
+            if n == 0 && errno == libc::ENOTTY {
+                out[0] = len;
+                result = Some(1);
+            }
+            break;
+        }
+        let piece_end = (q.vma_end as usize).min(end);
+        if q.vma_start as usize > at || piece_end <= at {
+            break;
+        }
+        out[n] = piece_end - addr;
+        n += 1;
+        if piece_end == end {
+            result = Some(n);
+            break;
+        }
+        at = piece_end;
+    }
+    super::nocancel::close(fd);
+    result
 }
 
 /// Maps fresh anonymous read-write memory at `[addr, addr + len)`, replacing whatever
