@@ -120,8 +120,36 @@ static unsigned long churn(long ms) {
     return n;
 }
 
+/* A block grown by `realloc` to 256 MiB in steps of 1 MiB: huge blocks move, and a
+ * move must not make a call the filter traps (cpuslab asks `/proc/self/maps` with an
+ * `ioctl` which mapping a block spans; in the sandbox it copies instead). */
+static void grow(void) {
+    char *p = NULL;
+    size_t n;
+    for (n = 0; n < (256u << 20); n += 1u << 20) {
+        char *q = realloc(p, n + (1u << 20));
+        if (!q)
+            exit(5);
+        q[n] = (char)(n >> 20);
+        p = q;
+    }
+    for (size_t k = 0; k < n; k += 1u << 20)
+        if (p[k] != (char)(k >> 20))
+            exit(6);
+    free(p);
+    /* Zeroed huge blocks, the second reusing the first's pages. */
+    for (int i = 0; i < 2; i++) {
+        char *z = calloc(1, 64u << 20);
+        if (!z || z[12345] != 0 || z[(64u << 20) - 1] != 0)
+            exit(7);
+        z[12345] = 1;
+        free(z);
+    }
+}
+
 static int sandboxed_run(long ms) {
     sandbox();
+    grow();
     unsigned long n = churn(ms);
     malloc_trim(0);
     n += churn(ms / 10);

@@ -190,8 +190,14 @@ const MINCORE_SPAN: usize = 2048;
 /// Walks `[addr, addr + len)` (page-aligned, inside mappings) in spans of up to
 /// [`MINCORE_SPAN`] pages, calling `f(first, vec)` for each with its first page's index
 /// and its `mincore(2)` vector (one byte a page, bit 0: resident), or `None` where the
-/// kernel refuses; stops when `f` returns false.
+/// kernel refuses; stops when `f` returns false. In the program's own sandbox
+/// (`mincore(2)` is no call glibc's malloc makes, and a filter may kill on it) one
+/// `None` for the whole range, without asking.
 fn walk_residency(addr: *const u8, len: usize, mut f: impl FnMut(usize, Option<&[u8]>) -> bool) {
+    if super::process::sandboxed_since_boot() {
+        f(0, None);
+        return;
+    }
     let mut vec = [0u8; MINCORE_SPAN];
     let mut off = 0;
     while off < len {
@@ -370,8 +376,14 @@ const PROCMAP_QUERY: libc::c_ulong = (3 << 30)
 /// kernel has no `PROCMAP_QUERY` (older than 6.11, so older than 6.17: it refuses a
 /// move of several mappings without changing anything). None where the question
 /// cannot be asked (procfs not mounted, a sandbox refusing the open), where a page is
-/// not mapped, or past `out`'s length: the caller then copies.
+/// not mapped, past `out`'s length, or in the program's own sandbox: the caller then
+/// copies.
 fn mapping_pieces(addr: usize, len: usize, out: &mut [usize]) -> Option<usize> {
+    // In the program's own sandbox, no system call glibc's malloc does not make: an
+    // `ioctl` may be fatal there.
+    if super::process::sandboxed_since_boot() {
+        return None;
+    }
     let fd = super::nocancel::open_read(c"/proc/self/maps");
     if fd < 0 {
         return None;

@@ -7,16 +7,27 @@ use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in bytes; None when
-/// there is none.
+/// there is none. In the program's own sandbox ([`sandboxed_since_boot`]) the value
+/// last read: `getrlimit` (`prlimit64(2)`) is no call glibc's malloc makes, and
+/// OpenSSH's filter kills on it.
 pub fn address_space_limit() -> Option<usize> {
+    if sandboxed_since_boot() {
+        let last = AS_LIMIT.load(Ordering::Relaxed);
+        return (last != usize::MAX).then_some(last);
+    }
     let mut r = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes the struct it is given and nothing else.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
-    (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as usize)
+    let limit = (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as usize);
+    AS_LIMIT.store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+    limit
 }
+
+/// The last [`address_space_limit`] read (`usize::MAX`: none).
+static AS_LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// The process id.
 pub fn pid() -> u32 {
