@@ -470,3 +470,70 @@ fn alloc_pages_exact_of_zero_pages_is_null() {
     // SAFETY: allocated above, freed once.
     unsafe { cpuslab::page::free_pages_exact(p) };
 }
+
+/// Sets `resource` (`RLIMIT_AS` or `RLIMIT_DATA`) `room` bytes above what this process
+/// holds now (its whole address space: more than the data limit counts).
+fn limit_resource(resource: libc::__rlimit_resource_t, room: usize) {
+    let vsz: usize = std::fs::read_to_string("/proc/self/statm")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096;
+    let lim = libc::rlimit {
+        rlim_cur: (vsz + room) as u64,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid struct.
+    assert_eq!(unsafe { libc::setrlimit(resource, &lim) }, 0);
+}
+
+/// A huge block grown by `realloc` in steps of 1 MiB to well past half of the room an
+/// address-space or data limit leaves, as under glibc, whose `mremap` grows its mapped
+/// chunks: a block that fills its region alone is grown by `mremap` too, which needs
+/// only the growth in room, not the old range and the new one at once. Before, the
+/// growth stopped (null) at 428 MiB of the 600 under `RLIMIT_AS`.
+#[test]
+fn a_huge_block_grows_past_half_of_an_address_space_or_data_limit() {
+    if common::is_child() {
+        if let Some(which) = std::env::var_os("CPUSLAB_RLIMIT_CHILD") {
+            let resource = if which == "data" {
+                libc::RLIMIT_DATA
+            } else {
+                libc::RLIMIT_AS
+            };
+            const STEP: usize = 1 << 20;
+            let mut size = 8 << 20;
+            // SAFETY: valid layouts; the block is written within its size, resized and
+            // freed with the layout it has.
+            unsafe {
+                let mut p = CpuSlab.alloc(Layout::from_size_align(size, 8).unwrap());
+                assert!(!p.is_null());
+                limit_resource(resource, 600 << 20);
+                while size < 560 << 20 {
+                    let q =
+                        CpuSlab.realloc(p, Layout::from_size_align(size, 8).unwrap(), size + STEP);
+                    if q.is_null() {
+                        break;
+                    }
+                    p = q;
+                    p.add(size).write(1);
+                    size += STEP;
+                }
+                eprintln!("grew to {} MiB", size >> 20);
+                CpuSlab.dealloc(p, Layout::from_size_align(size, 8).unwrap());
+            }
+        }
+        return;
+    }
+    for which in ["as", "data"] {
+        let (status, err) = common::run_child(
+            "a_huge_block_grows_past_half_of_an_address_space_or_data_limit",
+            &[("CPUSLAB_RLIMIT_CHILD", which), ("RUST_BACKTRACE", "0")],
+        );
+        assert!(status.success(), "{which}: child failed: {err}");
+        assert!(err.contains("grew to 560 MiB"), "{which}: {err}");
+    }
+}

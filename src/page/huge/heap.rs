@@ -150,6 +150,23 @@ impl Heap {
         })
     }
 
+    /// Whether `region` holds exactly `[base, base + len)`, carved out whole: one live
+    /// block and nothing free or lost.
+    pub(super) fn holds_alone(&self, region: usize, base: usize, len: usize) -> bool {
+        self.regions[..self.nr_regions].iter().any(|r| {
+            r.base == region && r.base == base && r.len == len && r.live == len && r.lost == 0
+        })
+    }
+
+    /// The region at `old_base`, which [`Heap::holds_alone`] its block, now lies at
+    /// `[new_base, new_base + new_len)` with its block grown to fill it (`mremap`).
+    pub(super) fn resize_region(&mut self, old_base: usize, new_base: usize, new_len: usize) {
+        let r = self.region_index(old_base);
+        self.regions[r].base = new_base;
+        self.regions[r].len = new_len;
+        self.regions[r].live = new_len;
+    }
+
     fn region_index(&self, base: usize) -> usize {
         self.regions[..self.nr_regions]
             .iter()
@@ -504,6 +521,23 @@ mod tests {
         let mut h = Heap::new();
         assert!(h.add_region(R, len, 0));
         h
+    }
+
+    /// A region is held alone by a block carved from all of it, not by one that leaves
+    /// room free; moved and grown (`mremap`), it is found at its new place, full.
+    #[test]
+    fn a_region_held_alone_moves_with_its_block() {
+        let mut h = heap_with_region(8 * M);
+        let c = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+        assert!(!h.holds_alone(R, c.base, 4 * M), "room left free");
+        assert!(h.carve_at(R, c.base + 4 * M, 4 * M, |_| true));
+        assert!(h.holds_alone(R, R, 8 * M));
+        assert!(!h.holds_alone(R, R, 4 * M), "not the whole region");
+        let to = R + 64 * M;
+        h.resize_region(R, to, 12 * M);
+        assert!(h.holds_alone(to, to, 12 * M));
+        assert!(h.covers(to, to, 12 * M));
+        assert!(!h.covers(R, R, PAGE_SIZE), "the old base names no region");
     }
 
     fn free(h: &mut Heap, c: &Carved, t: u64) {

@@ -588,6 +588,66 @@ pub unsafe fn free(block: *mut u8) {
     settle(now, false);
 }
 
+/// Grows a huge block that is a mapping of its own (region 0: the heap's tables were
+/// full) or fills its region alone, as glibc grows its mapped chunks: one `mremap(2)`
+/// that the kernel serves in place when the address space after it is free, else by
+/// moving the pages, the old range unmapped in the same call. Under an address-space or
+/// data limit this is what lets a buffer grow past half the limit: the heap's own move
+/// needs the old range and the new one mapped at once (a block grown to 1 GB in steps
+/// of 64 KiB failed at 624 MiB under `ulimit -v 1300000`, glibc reached 1 GB). Null,
+/// with the block as it was, when the kernel refuses (a source of several kernel
+/// mappings, the limit) or the heap limit does.
+///
+/// # Safety
+/// `block` is the caller's live huge block, whose header says `[base, base + old_len)`
+/// in `region`, which holds nothing else (checked by the caller under the lock, and
+/// nothing can join a region with no free extent while its block lives).
+unsafe fn resize_mapping(
+    block: *mut u8,
+    base: usize,
+    old_len: usize,
+    new_len: usize,
+    region: usize,
+    now: u64,
+) -> *mut u8 {
+    let grow = new_len - old_len;
+    if !arena::charge(grow) {
+        return ptr::null_mut();
+    }
+    let p = sys::mmap::remap(base as *mut u8, old_len, new_len) as usize;
+    if p == 0 {
+        arena::uncharge(grow);
+        return ptr::null_mut();
+    }
+    let moved = (p + PAGE_SIZE) as *mut u8;
+    let new_region = if region == 0 { 0 } else { p };
+    {
+        let mut h = HUGE.lock();
+        if region != 0 {
+            h.heap.resize_region(region, p, new_len);
+        }
+        if p != base {
+            h.reg.remove(block as usize);
+            // The old address is gone as if freed: a later use of it is a double free.
+            h.reg.note_freed(block as usize);
+            // Cannot fail: the entry just removed frees a slot.
+            h.reg.insert(moved as usize);
+        }
+        h.reg.live_bytes += grow;
+        h.reg.note_peak(now, purge::decay_ms());
+    }
+    // SAFETY: the header page moved with the block (or stayed), the caller's alone.
+    unsafe {
+        let hd = header(moved);
+        (*hd).map_base = p as *mut u8;
+        (*hd).map_len = new_len;
+        (*hd).usable = new_len - PAGE_SIZE;
+        (*hd).region = new_region;
+    }
+    settle(now, false);
+    moved
+}
+
 /// Resizes a page-aligned huge block: shrinks it in place (the tail goes back to the
 /// heap), grows it in place over the free extents right after it, or moves its pages
 /// without copying them to a range carved elsewhere (`MREMAP_DONTUNMAP`). Returns null,
@@ -608,8 +668,17 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     // SAFETY: `block` is live (checked), so its header page is mapped; the caller owns
     // the block, and only the owner rewrites its header.
     let (base, old_len, region) = unsafe { ((*hd).map_base as usize, (*hd).map_len, (*hd).region) };
-    if base != block as usize - PAGE_SIZE || region == 0 {
+    if base != block as usize - PAGE_SIZE {
         return ptr::null_mut();
+    }
+    if new_len > old_len && (region == 0 || h.heap.holds_alone(region, base, old_len)) {
+        drop(h);
+        // SAFETY: the caller's live block, with an alignment of at most a page.
+        let resized = unsafe { resize_mapping(block, base, old_len, new_len, region, now) };
+        if !resized.is_null() || region == 0 {
+            return resized;
+        }
+        h = HUGE.lock();
     }
     if new_len <= old_len {
         if new_len < old_len {

@@ -6,22 +6,29 @@
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// The address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) in bytes; None when
-/// there is none. In the program's own sandbox ([`sandboxed_since_boot`]) the value
-/// last read: `getrlimit` (`prlimit64(2)`) is no call glibc's malloc makes, and
-/// OpenSSH's filter kills on it.
+/// The limit on the address space cpuslab may map, in bytes: the smaller of the
+/// address-space limit (`RLIMIT_AS`, what `ulimit -v` sets) and the data limit
+/// (`RLIMIT_DATA`, `ulimit -d`, which counts private writable mappings, so every
+/// reservation of cpuslab's, touched or not); None when there is neither. In the
+/// program's own sandbox ([`sandboxed_since_boot`]) the value last read: `getrlimit`
+/// (`prlimit64(2)`) is no call glibc's malloc makes, and OpenSSH's filter kills on it.
 pub fn address_space_limit() -> Option<usize> {
     if sandboxed_since_boot() {
         let last = AS_LIMIT.load(Ordering::Relaxed);
         return (last != usize::MAX).then_some(last);
     }
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct it is given and nothing else.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut r) } == 0;
-    let limit = (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as usize);
+    let limit = [libc::RLIMIT_AS, libc::RLIMIT_DATA]
+        .into_iter()
+        .filter_map(|resource| {
+            let mut r = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes the struct it is given and nothing else.
+            let ok = unsafe { libc::getrlimit(resource, &mut r) } == 0;
+            (ok && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur as usize)
+        })
+        .min();
     AS_LIMIT.store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
     limit
 }
