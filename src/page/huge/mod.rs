@@ -649,8 +649,10 @@ unsafe fn resize_mapping(
 }
 
 /// Resizes a page-aligned huge block: shrinks it in place (the tail goes back to the
-/// heap), grows it in place over the free extents right after it, or moves its pages
-/// without copying them to a range carved elsewhere (`MREMAP_DONTUNMAP`). Returns null,
+/// heap), grows one that fills its region alone (or is a mapping of its own) by
+/// `mremap` (`resize_mapping`), grows it in place over the free extents right after
+/// it, or moves its pages without copying them to a range carved elsewhere with room
+/// after it (`MREMAP_DONTUNMAP`, see `sys::mmap::move_pages`). Returns null,
 /// leaving the block intact, when none of that can be done (the caller copies).
 ///
 /// # Safety
@@ -715,7 +717,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     // number of times logarithmic in its size, not once per region's worth. Without
     // it a block grown to 1 GB in steps of 64 KiB moved 375 times (one page-table move
     // of the whole block each) and left a kernel mapping behind at each. Not under an
-    // address-space limit, which counts the room.
+    // address-space or data limit, which counts the room.
     let room = if sys::process::address_space_limit().is_some() {
         new_len
     } else {
