@@ -42,6 +42,9 @@ struct Region {
     live: usize,
     /// Bytes unmapped inside it (free extents that found no slot).
     lost: usize,
+    /// Whether a lost range may be a hole another mapping can take (the kernel refused
+    /// to map it afresh): the region is then never unmapped whole.
+    holes: bool,
 }
 
 /// A free range of a region.
@@ -120,6 +123,7 @@ impl Heap {
                 node: 0,
                 live: 0,
                 lost: 0,
+                holes: false,
             }; MAX_REGIONS],
             nr_regions: 0,
             extents: [Extent::NONE; MAX_EXTENTS],
@@ -186,6 +190,7 @@ impl Heap {
             node,
             live: 0,
             lost: 0,
+            holes: false,
         };
         self.nr_regions += 1;
         let e = Extent {
@@ -442,6 +447,15 @@ impl Heap {
         self.regions[r].lost += len;
     }
 
+    /// [`Heap::lose`] of a carved range the kernel may have unmapped (it refused to map
+    /// it afresh): another mapping may take that hole, so the region is kept mapped
+    /// for good rather than unmapped whole when it empties.
+    pub(super) fn lose_hole(&mut self, region: usize, len: usize) {
+        self.lose(region, len, true);
+        let r = self.region_index(region);
+        self.regions[r].holes = true;
+    }
+
     /// Takes out, to be purged, the oldest dirty extent when it was freed `decay_ms` or
     /// more before `now_ms`; else, when dirty bytes are over `budget`, as much of its
     /// high end as they are over (an extent merged from many blocks is not purged whole
@@ -488,7 +502,7 @@ impl Heap {
                 .filter(|e| e.region == reg.base && !e.dirty)
                 .map(|e| e.len)
                 .sum();
-            reg.live == 0 && clean + reg.lost == reg.len
+            reg.live == 0 && clean + reg.lost == reg.len && !reg.holes
         })?;
         let reg = self.regions[r];
         self.regions.copy_within(r + 1..self.nr_regions, r);
@@ -521,6 +535,43 @@ mod tests {
         let mut h = Heap::new();
         assert!(h.add_region(R, len, 0));
         h
+    }
+
+    /// A region that lost a range the kernel may have unmapped is never handed out to
+    /// be unmapped whole (another mapping may sit in the hole); one that lost a range
+    /// still mapped is, once empty.
+    #[test]
+    fn a_region_with_a_hole_is_never_unmapped_whole() {
+        let mut h = heap_with_region(8 * M);
+        let a = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+        let b = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+        h.lose_hole(R, a.len);
+        assert!(h.give(
+            Extent {
+                base: b.base,
+                len: b.len,
+                region: R,
+                dirty: false,
+                freed_ms: 0,
+            },
+            true
+        ));
+        assert_eq!(h.take_empty_region(), None);
+        let mut h = heap_with_region(8 * M);
+        let a = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+        let b = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+        h.lose(R, a.len, true);
+        assert!(h.give(
+            Extent {
+                base: b.base,
+                len: b.len,
+                region: R,
+                dirty: false,
+                freed_ms: 0,
+            },
+            true
+        ));
+        assert_eq!(h.take_empty_region(), Some((R, 8 * M)));
     }
 
     /// A region is held alone by a block carved from all of it, not by one that leaves

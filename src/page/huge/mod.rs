@@ -740,7 +740,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
                 arena::uncharge(c.len);
                 // Not even that: the range is lost; what the region still maps of it
                 // holds nothing.
-                h.heap.lose(c.region, c.len, true);
+                h.heap.lose_hole(c.region, c.len);
             }
             return ptr::null_mut();
         }
@@ -788,7 +788,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
         } else if moved_pages {
             // The kernel refused the fresh mapping, having perhaps unmapped the range
             // already: lost, as a failed move's destination.
-            h.heap.lose(region, old_len, true);
+            h.heap.lose_hole(region, old_len);
             arena::uncharge(old_len);
         } else {
             h.give_dirty(base, old_len, region, now);
