@@ -92,20 +92,7 @@ fn zeroed_memory_is_zero_after_reuse() {
 /// Sets this process's address-space limit (`RLIMIT_AS`, what `ulimit -v` sets)
 /// `room` bytes above the address space it holds now.
 fn limit_address_space(room: usize) {
-    let vsz: usize = std::fs::read_to_string("/proc/self/statm")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse::<usize>()
-        .unwrap()
-        * 4096;
-    let lim = libc::rlimit {
-        rlim_cur: (vsz + room) as u64,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit with a valid struct.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+    limit_resource(libc::RLIMIT_AS, room);
 }
 
 /// Allocates 1 MiB blocks until cpuslab says no, frees them, and does it again: the

@@ -542,36 +542,26 @@ mod tests {
     /// still mapped is, once empty.
     #[test]
     fn a_region_with_a_hole_is_never_unmapped_whole() {
-        let mut h = heap_with_region(8 * M);
-        let a = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
-        let b = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
-        h.lose_hole(R, a.len);
-        assert!(h.give(
-            Extent {
+        for hole in [true, false] {
+            let mut h = heap_with_region(8 * M);
+            let a = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+            let b = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
+            if hole {
+                h.lose_hole(R, a.len);
+            } else {
+                h.lose(R, a.len, true);
+            }
+            let e = Extent {
                 base: b.base,
                 len: b.len,
                 region: R,
                 dirty: false,
                 freed_ms: 0,
-            },
-            true
-        ));
-        assert_eq!(h.take_empty_region(), None);
-        let mut h = heap_with_region(8 * M);
-        let a = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
-        let b = h.carve(4 * M, PAGE_SIZE, 0, |_| true).unwrap();
-        h.lose(R, a.len, true);
-        assert!(h.give(
-            Extent {
-                base: b.base,
-                len: b.len,
-                region: R,
-                dirty: false,
-                freed_ms: 0,
-            },
-            true
-        ));
-        assert_eq!(h.take_empty_region(), Some((R, 8 * M)));
+            };
+            assert!(h.give(e, true));
+            let want = if hole { None } else { Some((R, 8 * M)) };
+            assert_eq!(h.take_empty_region(), want, "hole: {hole}");
+        }
     }
 
     /// A region is held alone by a block carved from all of it, not by one that leaves

@@ -588,6 +588,22 @@ pub unsafe fn free(block: *mut u8) {
     settle(now, false);
 }
 
+/// Writes into the header of `block`, moved or resized, its range `[base, base +
+/// len)` (header page included) and its region.
+///
+/// # Safety
+/// `block` is a live huge block of the caller's, its header page mapped at `base`.
+unsafe fn set_range(block: *mut u8, base: usize, len: usize, region: usize) {
+    let hd = header(block);
+    // SAFETY: the caller's block's header, which only its owner writes.
+    unsafe {
+        (*hd).map_base = base as *mut u8;
+        (*hd).map_len = len;
+        (*hd).usable = len - PAGE_SIZE;
+        (*hd).region = region;
+    }
+}
+
 /// Grows a huge block that is a mapping of its own (region 0: the heap's tables were
 /// full) or fills its region alone, as glibc grows its mapped chunks: one `mremap(2)`
 /// that the kernel serves in place when the address space after it is free, else by
@@ -627,23 +643,13 @@ unsafe fn resize_mapping(
             h.heap.resize_region(region, p, new_len);
         }
         if p != base {
-            h.reg.remove(block as usize);
-            // The old address is gone as if freed: a later use of it is a double free.
-            h.reg.note_freed(block as usize);
-            // Cannot fail: the entry just removed frees a slot.
-            h.reg.insert(moved as usize);
+            h.reg.moved(block as usize, moved as usize);
         }
         h.reg.live_bytes += grow;
         h.reg.note_peak(now, purge::decay_ms());
     }
     // SAFETY: the header page moved with the block (or stayed), the caller's alone.
-    unsafe {
-        let hd = header(moved);
-        (*hd).map_base = p as *mut u8;
-        (*hd).map_len = new_len;
-        (*hd).usable = new_len - PAGE_SIZE;
-        (*hd).region = new_region;
-    }
+    unsafe { set_range(moved, p, new_len, new_region) };
     settle(now, false);
     moved
 }
@@ -765,11 +771,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     let remapped = moved_pages && sys::mmap::map_fixed(base as *mut u8, old_len);
     {
         let mut h = HUGE.lock();
-        h.reg.remove(block as usize);
-        // The old address is gone as if freed: a later use of it is a double free.
-        h.reg.note_freed(block as usize);
-        // Cannot fail: the entry just removed frees a slot.
-        h.reg.insert(moved as usize);
+        h.reg.moved(block as usize, moved as usize);
         h.reg.live_bytes = h.reg.live_bytes - old_len + len;
         h.reg.note_peak(now, purge::decay_ms());
         if remapped {
@@ -800,13 +802,7 @@ pub unsafe fn realloc(block: *mut u8, new_size: usize) -> *mut u8 {
     }
     // SAFETY: the header page moved with the block to the start of the carved range,
     // which is the caller's block alone.
-    unsafe {
-        let hd = header(moved);
-        (*hd).map_base = c.base as *mut u8;
-        (*hd).map_len = len;
-        (*hd).usable = len - PAGE_SIZE;
-        (*hd).region = c.region;
-    }
+    unsafe { set_range(moved, c.base, len, c.region) };
     settle(now, false);
     moved
 }

@@ -104,6 +104,15 @@ impl Registry {
         true
     }
 
+    /// `block` moved to `to`: the old address is gone as if freed (a later use of it is
+    /// a double free), the new one live.
+    pub(super) fn moved(&mut self, block: usize, to: usize) {
+        self.remove(block);
+        self.note_freed(block);
+        // Cannot fail: the entry just removed frees a slot.
+        self.insert(to);
+    }
+
     /// Removes `block`; false when it was not there.
     pub(super) fn remove(&mut self, block: usize) -> bool {
         let Some(mut hole) = self.find(block) else {
