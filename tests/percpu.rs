@@ -394,7 +394,7 @@ fn depopulation_lowers_resident_memory() {
     let _g = serial();
     percpu::balance();
     let ncpu = nr_cpu_ids();
-    let chunks_before = percpu_stats().nr_chunks;
+    let before = percpu_stats();
     const N: usize = 48;
     let areas: Vec<PcpuPtr> = (0..N)
         .map(|_| alloc_percpu(4096, 4096).expect("page-sized area"))
@@ -407,7 +407,7 @@ fn depopulation_lowers_resident_memory() {
     assert_eq!(resident_pages(&ranges), N * ncpu);
     let s = percpu_stats();
     assert!(
-        s.nr_chunks >= chunks_before + 2,
+        s.nr_chunks >= before.nr_chunks + 2,
         "48 pages need several chunks"
     );
     assert!(s.populated_pages >= N);
@@ -426,7 +426,21 @@ fn depopulation_lowers_resident_memory() {
     );
     let s = percpu_stats();
     assert!(s.empty_pop_pages <= PCPU_EMPTY_POP_PAGES_HIGH);
-    assert!(s.nr_chunks <= chunks_before + 1);
+    // The allocator itself (the harness's threads, a cache made meanwhile) may have
+    // taken an area in one of the new chunks while these were live, which keeps that
+    // chunk: only those and one empty chunk may stay.
+    let empty = chunks()
+        .iter()
+        .filter(|c| !c.reserved && c.nr_alloc == 0)
+        .count();
+    assert!(empty <= 1, "{empty} empty chunks kept");
+    let taken_meanwhile = s.nr_cur_alloc.saturating_sub(before.nr_cur_alloc) as u32;
+    assert!(
+        s.nr_chunks <= before.nr_chunks + 1 + taken_meanwhile,
+        "{} chunks, {} before, {taken_meanwhile} areas taken meanwhile",
+        s.nr_chunks,
+        before.nr_chunks
+    );
     let rss_empty = common::rss_bytes();
     let expected = (N - PCPU_EMPTY_POP_PAGES_HIGH) * ncpu * 4096;
     assert!(
