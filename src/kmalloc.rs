@@ -10,7 +10,7 @@
 //! The class is a function of `(size, align)` only, so freeing with the allocation's
 //! layout finds the same cache without looking at the page.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::page::arena::BLOCK_SIZE;
@@ -112,14 +112,16 @@ pub static KMALLOC: Kmalloc = Kmalloc {
 /// owners (the [`SMALL_CLASSES`]), CPU `c`'s slabs `owner_tag(i, c)`.
 #[repr(C)]
 struct Tags {
+    /// Entry `t` holds the slot test, array caches and owner of the pages whose tag is
+    /// `t`. Every tag a byte can hold has an entry, so a tag needs no range check;
+    /// those no class has (0 among them: pages of no kmalloc slab) pass no pointer.
+    /// First, so that an entry's address is the table's plus the tag times 32: the
+    /// free adds no offset.
+    checks: [TagCheck; 256],
     /// The caches' per-CPU array cache headers lie side by side in one percpu area,
     /// class `i`'s at `i * AC_HEADER` bytes (CPU 0's; see `RawCache::setup_in`), so
     /// that a CPU's headers of every class share a few pages. Set at boot.
     headers: AtomicPtr<ArrayCache>,
-    /// Entry `t` holds the slot test, array caches and owner of the pages whose tag is
-    /// `t`. Every tag a byte can hold has an entry, so a tag needs no range check;
-    /// those no class has (0 among them: pages of no kmalloc slab) pass no pointer.
-    checks: [TagCheck; 256],
 }
 
 // Every class has a tag of its own, class plus one, in a byte.
@@ -456,10 +458,12 @@ pub unsafe fn kfree_unsized_fast_unless(p: *mut u8, also: usize) -> bool {
         // sizes, and a branch on it would be mispredicted as often (`glibc-thread`
         // lost 9% to one).
         if entry.is_elsewhere(cpu) {
-            // SAFETY: `p` lies in a page with the entry's tag.
+            // SAFETY: `p` lies in a page with the entry's tag; `free_fast_tagged` calls
+            // this after the entry's slot test passed.
             return unsafe { other_owner(entry, p, cpu) };
         }
-        entry.cpu_caches()
+        // SAFETY: `free_fast_tagged` calls this after the entry's slot test passed.
+        Some(unsafe { entry.cpu_caches_of_slot() })
     };
     // SAFETY: an entry passes `p` only when its page's tag is that of a kmalloc
     // class, and `cpu_caches` gives that class's array caches, the entry's. The
@@ -468,21 +472,22 @@ pub unsafe fn kfree_unsized_fast_unless(p: *mut u8, also: usize) -> bool {
 }
 
 /// Where the free of `p`, in a page whose tag's `entry` names an owner that is not
-/// CPU `cpu`, goes on `cpu`: nowhere (null: the slow path sends it to its owner), or,
+/// CPU `cpu`, goes on `cpu`: nowhere (none: the slow path sends it to its owner), or,
 /// where the entry leaves the owner to the page's descriptor and that names `cpu` or
 /// none, the entry's array caches.
 ///
 /// # Safety
 /// `p` lies in an arena page the zones handed out (its descriptor is mapped): a
-/// page with `entry`'s tag, for the free.
+/// page with `entry`'s tag, for the free, and the entry's slot test passed.
 #[cold]
 #[inline(always)]
-unsafe fn other_owner(entry: &TagCheck, p: *mut u8, cpu: usize) -> *mut ArrayCache {
+unsafe fn other_owner(entry: &TagCheck, p: *mut u8, cpu: usize) -> Option<NonNull<ArrayCache>> {
     // SAFETY: the caller's contract.
     if entry.owner() != TagCheck::ASK_PAGE || unsafe { entry.owned_elsewhere(p, cpu) } {
-        return ptr::null_mut();
+        return None;
     }
-    entry.cpu_caches()
+    // SAFETY: the slot test passed (the caller's contract).
+    Some(unsafe { entry.cpu_caches_of_slot() })
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null on failure, and
@@ -1363,6 +1368,29 @@ mod tests {
         }
     }
 
+    /// The free's fast path takes an entry's array caches without a null test once the
+    /// entry's slot test passed (`TagCheck::cpu_caches_of_slot`): every entry of the
+    /// table that passes some offset has array caches, and the others pass none.
+    #[test]
+    fn every_tag_entry_that_passes_a_slot_has_array_caches() {
+        assert!(crate::init::ensure());
+        let mut set = 0;
+        for (tag, entry) in TAGS.checks.iter().enumerate() {
+            let passes = (0..1u32 << 16).step_by(8).any(|off| entry.starts_slot(off));
+            if entry.cpu_caches().is_null() {
+                assert!(!passes, "tag {tag} passes a slot without array caches");
+            } else if passes {
+                set += 1;
+            }
+        }
+        // Every tagged class's own entry at least.
+        let tagged = (0..NR_KMALLOC).filter(|&i| cache(i).tag() != 0).count();
+        assert!(
+            set >= tagged,
+            "{set} entries pass slots, {tagged} classes are tagged"
+        );
+    }
+
     /// The small classes' tags: CPU `c`'s owner tag of each names `c` and the class;
     /// the class's own tag asks the page descriptor (the slabs of CPUs past
     /// `OWNER_TAG_CPUS`, and those no CPU claimed), and a free found by it takes a
@@ -1398,13 +1426,10 @@ mod tests {
         let saved = byte.load(Ordering::Relaxed);
         for (owner, cpu, takes) in [(0u8, 3usize, true), (4, 3, true), (5, 3, false)] {
             byte.store(owner, Ordering::Relaxed);
-            // SAFETY: `p` lies in an arena page the zones handed out.
-            let got = unsafe { other_owner(entry, p, cpu) };
-            let want = if takes {
-                c.cpu_caches()
-            } else {
-                ptr::null_mut()
-            };
+            // SAFETY: `p` lies in an arena page the zones handed out; the entry is a
+            // class's own, which passes its slots.
+            let got = unsafe { other_owner(entry, p, cpu) }.map(NonNull::as_ptr);
+            let want = takes.then(|| c.cpu_caches());
             assert_eq!(got, want, "owner byte {owner}, CPU {cpu}");
         }
         byte.store(saved, Ordering::Relaxed);

@@ -14,7 +14,7 @@
 //! goes to its own allocator (`set_foreign_free`). The aborts are cold and out of line,
 //! so the paths that check stay small.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use super::slabs::slab_first_slot;
@@ -177,9 +177,16 @@ impl TagCheck {
         let slab_mask = (crate::sys::PAGE_SIZE << cache.geom().order) - 1;
         self.slab_mask.store(slab_mask as u32, Ordering::Relaxed);
         let (magic, limit) = slot_test(cache.geom().size as u64, u64::from(c.span));
+        let cpu_caches = cache.cpu_caches();
         self.slot_magic.store(magic, Ordering::Relaxed);
-        self.slot_limit.store(limit, Ordering::Relaxed);
-        self.cpu_cache.store(cache.cpu_caches(), Ordering::Relaxed);
+        // Without array caches the entry passes no pointer (bound 0), so that an entry
+        // whose slot test passes always has them: the free's fast path leaves out the
+        // null test on its common path (`cpu_caches_of_slot`).
+        self.slot_limit.store(
+            if cpu_caches.is_null() { 0 } else { limit },
+            Ordering::Relaxed,
+        );
+        self.cpu_cache.store(cpu_caches, Ordering::Relaxed);
         let (cpu, mask) = owner_fields(owner);
         self.owner_cpu.store(cpu, Ordering::Relaxed);
         self.owner_mask
@@ -202,6 +209,24 @@ impl TagCheck {
     #[inline(always)]
     pub fn cpu_caches(&self) -> *mut ArrayCache {
         self.cpu_cache.load(Ordering::Relaxed)
+    }
+
+    /// [`cpu_caches`](Self::cpu_caches) of an entry whose [`starts_slot`](Self::starts_slot)
+    /// passed, which is never null: `set` gives an entry without array
+    /// caches the bound that passes nothing, and a kmalloc cache's array caches stay
+    /// for the life of the process.
+    ///
+    /// # Safety
+    /// `starts_slot` passed for this entry.
+    #[inline(always)]
+    pub unsafe fn cpu_caches_of_slot(&self) -> NonNull<ArrayCache> {
+        let base = self.cpu_caches();
+        debug_assert!(
+            !base.is_null(),
+            "a tag entry passed a slot without array caches"
+        );
+        // SAFETY: the caller's contract, and `set`'s bound.
+        unsafe { NonNull::new_unchecked(base) }
     }
 
     /// The tag of the entry's cache (0 for an entry never set): the same for every

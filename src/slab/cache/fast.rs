@@ -7,7 +7,7 @@
 //! `#[inline(always)]` ones, so what they call off the common case is cold or out of
 //! line, here (the refill and the flush) or in `fallback` and `check`.
 
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::Ordering;
 
 use super::{RawCache, TagCheck};
@@ -313,15 +313,17 @@ impl RawCache {
     /// # Safety
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
     /// set from), `off` is its offset in its arena (`arena::offset_in`), and the
-    /// caller gives `obj` up: on true it is freed. A pointer `cpu_caches` returns is
-    /// that cache's array caches (its `cpu_cache`).
+    /// caller gives `obj` up: on true it is freed. `cpu_caches`, called once the slot
+    /// test passed, gives that cache's array caches (its `cpu_cache`), or none where the
+    /// free must take the slow path (another CPU owns the object); the common path
+    /// gets them from the entry without a null test (`TagCheck::cpu_caches_of_slot`).
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,
         obj: *mut u8,
         off: u32,
         also: usize,
-        cpu_caches: impl FnOnce(usize) -> *mut ArrayCache,
+        cpu_caches: impl FnOnce(usize) -> Option<NonNull<ArrayCache>>,
     ) -> bool {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
@@ -329,10 +331,9 @@ impl RawCache {
         if !check.starts_slot(off) || unsafe { push_held(also, obj) } {
             return false;
         }
-        let base = cpu_caches(sys::rseq::stack_cpu());
-        if base.is_null() {
+        let Some(base) = cpu_caches(sys::rseq::stack_cpu()) else {
             return false;
-        }
+        };
         // SAFETY: `obj` starts a slot of a slab with a tag, so of a kmalloc cache (only
         // kmalloc's caches are tagged), and the caller gives it up.
         unsafe { own_line(obj) };
@@ -340,7 +341,7 @@ impl RawCache {
         // away one of the object freed before last.
         // SAFETY: the cache's array caches (the contract); the sequences are on, as in
         // `alloc`; `obj`, an object, is not null.
-        unsafe { sys::rseq::stack_push_deep(base.cast(), obj) }
+        unsafe { sys::rseq::stack_push_deep(base.as_ptr().cast(), obj) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),
