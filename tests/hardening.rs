@@ -261,7 +261,11 @@ fn failed_boot_backs_off_and_keeps_the_limit() {
     let counts = numbers(&stdout);
     assert_eq!(counts.len(), 2, "{stdout}");
     assert_eq!(counts[0], 0, "glibc serves while cpuslab cannot: {stdout}");
-    assert!(counts[1] < 100, "boot retried on every call: {stdout}");
+    // A boot retried on every call asks for 100,000 mappings or more; with the
+    // backoff (10 ms, doubling to 1 s) each attempt's few mappings come a few times in
+    // the loop's 0.15 s, more when the machine is loaded (134 in a workspace run whose
+    // other tests shared the two CPUs): the bound leaves room for a slow run.
+    assert!(counts[1] < 1000, "boot retried on every call: {stdout}");
     assert_eq!(
         lines_with(&stderr, "cpuslab: cannot boot").len(),
         1,
