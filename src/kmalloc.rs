@@ -451,24 +451,39 @@ pub unsafe fn kfree_unsized_fast_unless(p: *mut u8, also: usize) -> bool {
     let tags: &Tags = sys::local_static!(TAGS);
     // SAFETY: a tag is a byte, so within the table.
     let entry = unsafe { tags.checks.get_unchecked(tag) };
-    let cpu_caches = |cpu: usize| {
-        // No owner, or this CPU: false either way. Without a branch on the class, so
-        // that the one below is taken the same way on every free that stays on its
-        // CPU: which class a block is, small or not, is as random as a program's
-        // sizes, and a branch on it would be mispredicted as often (`glibc-thread`
-        // lost 9% to one).
-        if entry.is_elsewhere(cpu) {
-            // SAFETY: `p` lies in a page with the entry's tag; `free_fast_tagged` calls
-            // this after the entry's slot test passed.
-            return unsafe { other_owner(entry, p, cpu) };
-        }
-        // SAFETY: `free_fast_tagged` calls this after the entry's slot test passed.
-        Some(unsafe { entry.cpu_caches_of_slot() })
-    };
+    // The sequence makes the owner test on every free, without a branch on the class,
+    // so the one branch it makes goes the same way on every free that stays on its
+    // CPU: which class a block is, small or not, is as random as a program's sizes,
+    // and a branch on it would be mispredicted as often (`glibc-thread` lost 9% to
+    // one).
     // SAFETY: an entry passes `p` only when its page's tag is that of a kmalloc
-    // class, and `cpu_caches` gives that class's array caches, the entry's. The
-    // caller gives `p` up.
-    unsafe { RawCache::free_fast_tagged(entry, p, off, also, cpu_caches) }
+    // class. The caller gives `p` up.
+    match unsafe { RawCache::free_fast_tagged(entry, p, off, also) } {
+        sys::rseq::Pushed::Yes => true,
+        sys::rseq::Pushed::No => false,
+        // SAFETY: `p` lies in a page with the entry's tag, whose slot test passed;
+        // the caller gives `p` up.
+        sys::rseq::Pushed::OtherCpu => unsafe { free_elsewhere(entry, p) },
+    }
+}
+
+/// The fast free of `p` on a CPU that failed `entry`'s owner test: onto the entry's
+/// array caches where [`other_owner`] allows it. False for the slow path. Inline: a
+/// call here would make the whole free keep `p` in a callee-saved register for the
+/// slow path after it, a push and a pop on every free.
+///
+/// # Safety
+/// As for [`other_owner`], and the caller gives `p` up.
+#[cold]
+#[inline(always)]
+unsafe fn free_elsewhere(entry: &TagCheck, p: *mut u8) -> bool {
+    // SAFETY: the caller's contract.
+    match unsafe { other_owner(entry, p, sys::rseq::stack_cpu()) } {
+        // SAFETY: the entry's array caches; the sequences are on (the fast path's
+        // hold test passed); `p`, an object given up, is not null.
+        Some(base) => unsafe { sys::rseq::stack_push_deep(base.as_ptr().cast(), p) },
+        None => false,
+    }
 }
 
 /// Where the free of `p`, in a page whose tag's `entry` names an owner that is not

@@ -732,6 +732,29 @@ pub mod rseq {
         false
     }
 
+    /// What `stack_push_deep_tested` did.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Pushed {
+        /// The entry is on the stack (never here).
+        Yes,
+        /// Nothing pushed.
+        No,
+        /// Nothing pushed: the CPU failed the caller's test (never here).
+        OtherCpu,
+    }
+
+    /// Fails.
+    ///
+    /// # Safety
+    /// None here.
+    pub unsafe fn stack_push_deep_tested(
+        _base: *mut u8,
+        _obj: *mut u8,
+        _test: *const u32,
+    ) -> Pushed {
+        Pushed::No
+    }
+
     /// Fails.
     ///
     /// # Safety

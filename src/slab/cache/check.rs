@@ -73,6 +73,18 @@ impl FreeCheck {
 /// a line a page. An entry never set (a tag no cache has) passes no pointer.
 #[repr(C, align(32))]
 pub struct TagCheck {
+    /// The index of the CPU that owns the objects of pages with this tag,
+    /// [`OWNER_BITS`] where the page descriptor says, 0 where there is no owner (see
+    /// [`is_elsewhere`](Self::is_elsewhere)). First, with the mask: the pair
+    /// [`owner_test`](Self::owner_test) hands the free's sequence is the entry's
+    /// address.
+    owner_cpu: AtomicU32,
+    /// In its low 16 bits [`OWNER_BITS`] where the pages have an owner
+    /// ([`owner_cpu`](Self::owner_cpu)'s, or the descriptor's), 0 where any CPU keeps
+    /// their objects; above them the cache's own tag (the class's, for kmalloc: its
+    /// index plus one), which every tag of the cache maps to. One word, so that the
+    /// owner test reads both of its operands from memory.
+    owner_mask: AtomicU32,
     /// A slab's bytes less one.
     slab_mask: AtomicU32,
     /// The bound of the slot test (see [`slot_test`]; 0: no cache).
@@ -81,17 +93,14 @@ pub struct TagCheck {
     slot_magic: AtomicU64,
     /// The cache's array caches (its `cpu_cache`).
     cpu_cache: AtomicPtr<ArrayCache>,
-    /// The index of the CPU that owns the objects of pages with this tag,
-    /// [`OWNER_BITS`] where the page descriptor says, 0 where there is no owner (see
-    /// [`is_elsewhere`](Self::is_elsewhere)).
-    owner_cpu: AtomicU32,
-    /// In its low 16 bits [`OWNER_BITS`] where the pages have an owner
-    /// ([`owner_cpu`](Self::owner_cpu)'s, or the descriptor's), 0 where any CPU keeps
-    /// their objects; above them the cache's own tag (the class's, for kmalloc: its
-    /// index plus one), which every tag of the cache maps to. One word, so that the
-    /// owner test reads both of its operands from memory.
-    owner_mask: AtomicU32,
 }
+
+// The owner test's pair (`TagCheck::owner_test`): the owner, then the mask, at the
+// entry's start.
+const _: () = assert!(
+    core::mem::offset_of!(TagCheck, owner_cpu) == 0
+        && core::mem::offset_of!(TagCheck, owner_mask) == 4
+);
 
 /// The bits of a CPU index the owner test compares (`NR_CPUS` is below 2^16).
 const OWNER_BITS: u32 = 0xffff;
@@ -150,12 +159,12 @@ impl TagCheck {
     /// An entry no cache has: every test fails.
     pub const fn new() -> Self {
         Self {
+            owner_cpu: AtomicU32::new(0),
+            owner_mask: AtomicU32::new(0),
             slab_mask: AtomicU32::new(0),
             slot_limit: AtomicU32::new(0),
             slot_magic: AtomicU64::new(0),
             cpu_cache: AtomicPtr::new(ptr::null_mut()),
-            owner_cpu: AtomicU32::new(0),
-            owner_mask: AtomicU32::new(0),
         }
     }
 
@@ -265,6 +274,14 @@ impl TagCheck {
         (cpu as u32 ^ self.owner_cpu.load(Ordering::Relaxed))
             & self.owner_mask.load(Ordering::Relaxed)
             != 0
+    }
+
+    /// The owner test's two words, `[owner_cpu, owner_mask]`, for a sequence that makes
+    /// it on the CPU it runs on (`sys::rseq::stack_push_deep_tested`): the test of
+    /// [`is_elsewhere`](Self::is_elsewhere).
+    #[inline(always)]
+    pub fn owner_test(&self) -> *const u32 {
+        self.owner_cpu.as_ptr().cast_const()
     }
 
     /// Whether `obj`, in a page with this entry's tag, belongs to another CPU than

@@ -7,7 +7,7 @@
 //! `#[inline(always)]` ones, so what they call off the common case is cold or out of
 //! line, here (the refill and the flush) or in `fallback` and `check`.
 
-use core::ptr::{self, NonNull};
+use core::ptr;
 use core::sync::atomic::Ordering;
 
 use super::{RawCache, TagCheck};
@@ -313,35 +313,37 @@ impl RawCache {
     /// # Safety
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
     /// set from), `off` is its offset in its arena (`arena::offset_in`), and the
-    /// caller gives `obj` up: on true it is freed. `cpu_caches`, called once the slot
-    /// test passed, gives that cache's array caches (its `cpu_cache`), or none where the
-    /// free must take the slow path (another CPU owns the object); the common path
-    /// gets them from the entry without a null test (`TagCheck::cpu_caches_of_slot`).
+    /// caller gives `obj` up: it is freed when the answer is `Yes`. `OtherCpu`: the CPU
+    /// failed the entry's owner test, nothing pushed, the object's first word written;
+    /// the caller decides (the page's descriptor may name that CPU or none). An entry
+    /// whose slot test passed has array caches (`TagCheck::cpu_caches_of_slot`): no
+    /// null test.
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,
         obj: *mut u8,
         off: u32,
         also: usize,
-        cpu_caches: impl FnOnce(usize) -> Option<NonNull<ArrayCache>>,
-    ) -> bool {
+    ) -> sys::rseq::Pushed {
         // A pointer that does not start a slot goes to the slow path, which checks it
         // again (from the descriptor) and aborts there.
         // SAFETY: `off` is an offset in an arena (the contract), so `obj` lies in one.
         if !check.starts_slot(off) || unsafe { push_held(also, obj) } {
-            return false;
+            return sys::rseq::Pushed::No;
         }
-        let Some(base) = cpu_caches(sys::rseq::stack_cpu()) else {
-            return false;
-        };
+        // SAFETY: the slot test passed.
+        let base = unsafe { check.cpu_caches_of_slot() };
+        // Before the owner test, which the sequence makes: an object that goes to its
+        // owner's inbox instead has this word written there all the same (its link).
         // SAFETY: `obj` starts a slot of a slab with a tag, so of a kmalloc cache (only
         // kmalloc's caches are tagged), and the caller gives it up.
         unsafe { own_line(obj) };
         // The C interface's free, where double frees happen: the push also turns
-        // away one of the object freed before last.
-        // SAFETY: the cache's array caches (the contract); the sequences are on, as in
-        // `alloc`; `obj`, an object, is not null.
-        unsafe { sys::rseq::stack_push_deep(base.as_ptr().cast(), obj) }
+        // away one of the object freed before last. The owner test runs in the
+        // sequence, on the CPU it reads there.
+        // SAFETY: the cache's array caches; the sequences are on, as in `alloc`; `obj`,
+        // an object, is not null; the owner test's words are the entry's.
+        unsafe { sys::rseq::stack_push_deep_tested(base.as_ptr().cast(), obj, check.owner_test()) }
     }
 
     /// [`free`](Self::free) after its pointer check (by [`free_fast`](Self::free_fast),

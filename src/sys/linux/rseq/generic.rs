@@ -121,6 +121,20 @@ pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
 /// # Safety
 /// As for [`stack_pop`].
 #[inline(always)]
+pub(super) unsafe fn stack_push_deep_tested(
+    base: *mut u8,
+    obj: *mut u8,
+    test: *const u32,
+) -> super::Pushed {
+    let _ = (base, obj, test);
+    super::Pushed::No
+}
+
+/// No sequence: nothing pushed.
+///
+/// # Safety
+/// As for [`stack_pop`].
+#[inline(always)]
 pub(super) unsafe fn stack_push_many(base: *mut u8, objs: *const *mut u8, n: usize) -> bool {
     let _ = (base, objs, n);
     false

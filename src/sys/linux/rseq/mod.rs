@@ -245,6 +245,33 @@ pub unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
     unsafe { arch::stack_push_deep(base, obj) }
 }
 
+/// What [`stack_push_deep_tested`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The entry is on the stack.
+    Yes,
+    /// Nothing pushed, as [`stack_push_deep`] answers false.
+    No,
+    /// Nothing pushed: the CPU the sequence ran on failed the caller's test.
+    OtherCpu,
+}
+
+/// [`stack_push_deep`] that first tests the CPU it runs on, as the sequence reads it:
+/// with `test` pointing to two words `[value, mask]`, a CPU `cpu` for which
+/// `(cpu ^ value) & mask != 0` pushes nothing and answers [`Pushed::OtherCpu`]. The C
+/// free's owner test (the objects of one CPU's slabs go home): in the sequence, it
+/// reads no CPU number of its own and tests the CPU that the push then uses. A thread
+/// without rseq registration reads `u32::MAX`, which fails the test or the CPU bound.
+///
+/// # Safety
+/// As for [`stack_push`], and `test` points to two readable `u32`s.
+#[inline(always)]
+pub unsafe fn stack_push_deep_tested(base: *mut u8, obj: *mut u8, test: *const u32) -> Pushed {
+    debug_assert!(held() & HOLD_OFF == 0, "stack sequence while they are off");
+    // SAFETY: the caller's contract is the sequence's.
+    unsafe { arch::stack_push_deep_tested(base, obj, test) }
+}
+
 /// Pushes the `n` entries at `objs` on the calling CPU's stack (see [`stack_pop`]),
 /// `objs[n - 1]` on top, as one restartable sequence: check the stop word and that
 /// all `n` fit below the limit, copy them, and commit by storing the count plus `n`.
@@ -355,6 +382,90 @@ mod tests {
         // A CPU past `nr_cpus` is refused, not written.
         // SAFETY: with nr_cpus 0 nothing is addressed.
         assert_eq!(unsafe { percpu_add(core::ptr::null_mut(), 8, 0, 1) }, None);
+    }
+
+    /// The push that tests its CPU first: the CPU as the sequence reads it passes the
+    /// test `[value, mask]` when `(cpu ^ value) & mask == 0` and the entry is pushed
+    /// (no mask, or the CPU's own index); any other value answers `OtherCpu` and
+    /// leaves the stack as it was; a passing push still turns away the entry on top
+    /// or the one below it (a double free) with `No`.
+    #[test]
+    fn a_tested_push_goes_only_to_the_cpu_that_passes() {
+        if !crate::init::ensure() || held() & (HOLD_OFF | HOLD_STOPPED) != 0 {
+            eprintln!("the stack sequences are off here; skipped");
+            return;
+        }
+        let nr = crate::topology::nr_cpu_ids();
+        let mut entries = vec![core::ptr::null_mut::<u8>(); nr * 8];
+        let (_area, base) = stack_headers(&mut entries, 8);
+        let count = |c: usize| {
+            // SAFETY: the count of a header inside `area`, written only by this thread.
+            unsafe {
+                core::ptr::read_volatile(base.add(c * STACK_STRIDE + stack::COUNT).cast::<u32>())
+            }
+        };
+        // Every stack holds one entry, so that the pushes below are not into an empty
+        // stack (which `INTO_EMPTY`, 0 here, refuses).
+        let seed = 8 as *mut u8;
+        for c in 0..nr {
+            // SAFETY: CPU `c`'s header and first entry, inside `area` and `entries`.
+            unsafe {
+                base.add(c * STACK_STRIDE + stack::COUNT)
+                    .cast::<u32>()
+                    .write(1);
+                entries[c * 8] = seed;
+            }
+        }
+        let (a, b) = (16 as *mut u8, 24 as *mut u8);
+        let mut decided = false;
+        for _ in 0..1000 {
+            let cpu = crate::sys::cpu::current();
+            let before = count(cpu);
+            let other = [cpu as u32 + 1, 0xffff];
+            // SAFETY: `base` strides over `nr` headers whose entry arrays hold 8, used
+            // by this thread only; the tests are two words each.
+            let refused = unsafe { stack_push_deep_tested(base, a, other.as_ptr()) };
+            let after_refused = count(cpu);
+            let own = [cpu as u32, 0xffff];
+            // SAFETY: as above.
+            let mine = unsafe { stack_push_deep_tested(base, a, own.as_ptr()) };
+            let none = [12345, 0];
+            // SAFETY: as above.
+            let anyone = unsafe { stack_push_deep_tested(base, b, none.as_ptr()) };
+            // SAFETY: as above: `a` lies below the top now, `b` on it.
+            let again_below = unsafe { stack_push_deep_tested(base, a, own.as_ptr()) };
+            // SAFETY: as above.
+            let again_top = unsafe { stack_push_deep_tested(base, b, own.as_ptr()) };
+            let after = count(cpu);
+            // SAFETY: as above; the two entries pushed come back off.
+            let back = unsafe { [stack_pop(base), stack_pop(base)] };
+            if crate::sys::cpu::current() != cpu || count(cpu) != before {
+                for c in 0..nr {
+                    // SAFETY: as above.
+                    unsafe {
+                        base.add(c * STACK_STRIDE + stack::COUNT)
+                            .cast::<u32>()
+                            .write(1);
+                    }
+                }
+                continue;
+            }
+            assert_eq!(refused, Pushed::OtherCpu, "another CPU's object was pushed");
+            assert_eq!(after_refused, before, "a refused push changed the stack");
+            assert_eq!(mine, Pushed::Yes, "the CPU's own object was refused");
+            assert_eq!(anyone, Pushed::Yes, "an object of no owner was refused");
+            assert_eq!(
+                again_below,
+                Pushed::No,
+                "the entry below the top went on again"
+            );
+            assert_eq!(again_top, Pushed::No, "the entry on top went on again");
+            assert_eq!(after, before + 2);
+            assert_eq!(back, [b, a]);
+            decided = true;
+            break;
+        }
+        assert!(decided, "migrated in every round");
     }
 
     /// A batch pushed in one sequence lands whole, in order, or not at all: on top of

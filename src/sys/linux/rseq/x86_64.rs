@@ -329,15 +329,17 @@ pub(super) unsafe fn stack_pop(base: *mut u8) -> *mut u8 {
     ret as *mut u8
 }
 
-/// The push sequence of [`stack_push`], [`stack_push_nonempty`] and
-/// [`stack_push_nonempty_deep`], which differ in what an empty stack does (`$empty`:
+/// The push sequence of [`stack_push`], [`stack_push_nonempty`],
+/// [`stack_push_deep`] and [`stack_push_deep_tested`], which differ in a test
+/// of the CPU read before anything else (`$cpu`: none, or [`stack_push_deep_tested`]'s
+/// owner test, with its operands in `$extra`), in what an empty stack does (`$empty`:
 /// skip the double-free check, or go out to the caller's failure path unless the
 /// stack's `INTO_EMPTY` word allows it, with the operand that needs passed in
 /// `$extra`) and in how deep the double-free check looks (`$deep`: nothing more than
 /// the top, or the entry below it too). Every way out but the commit jumps straight to
-/// that path (asm goto: no answer to set and test).
+/// the failure path, which returns `$fail` (asm goto: no answer to set and test).
 macro_rules! push_sequence {
-    ($base:expr, $obj:expr, [$($empty:literal),*], [$($deep:literal),*], $($extra:tt)*) => {
+    ($base:expr, $obj:expr, $fail:expr, [$($cpu:literal),*], [$($empty:literal),*], [$($deep:literal),*], $($extra:tt)*) => {
         core::arch::asm!(
             ".pushsection __rseq_cs, \"aw\"",
             ".balign 32",
@@ -351,6 +353,7 @@ macro_rules! push_sequence {
             "mov qword ptr fs:[{area} + 8], {tmp}",
             "3:",
             "mov {ac:e}, dword ptr fs:[{area} + 4]",
+            $($cpu,)*
             "cmp {ac}, qword ptr [rip + cpuslab_rseq_stack + 8]",
             "jae {fail}",
             "shl {ac}, {shift}",
@@ -394,7 +397,7 @@ macro_rules! push_sequence {
             entry = const stack::ENTRY,
             $($extra)*
             fail = label {
-                return false;
+                return $fail;
             },
             options(nostack),
         )
@@ -405,10 +408,12 @@ macro_rules! push_sequence {
 /// empty case: out to the failure path unless the stack's `INTO_EMPTY` word is set),
 /// with the double-free check `$deep` looks further with.
 macro_rules! nonempty_push_sequence {
-    ($base:expr, $obj:expr, [$($deep:literal),*]) => {
+    ($base:expr, $obj:expr, $fail:expr, [$($cpu:literal),*], [$($deep:literal),*] $(, $($extra:tt)*)?) => {
         push_sequence!(
             $base,
             $obj,
+            $fail,
+            [$($cpu),*],
             [
                 "jnz 8f",
                 "cmp dword ptr [{ac} + {into_empty}], 0",
@@ -418,6 +423,7 @@ macro_rules! nonempty_push_sequence {
             ],
             [$($deep),*],
             into_empty = const stack::INTO_EMPTY,
+            $($($extra)*)?
         )
     };
 }
@@ -430,7 +436,7 @@ macro_rules! nonempty_push_sequence {
 pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_pop`; the entry written is at the count, below the limit
     // the entry array holds, and `obj` is not null (the caller's contract).
-    unsafe { push_sequence!(base, obj, ["jz 7f"], [],) };
+    unsafe { push_sequence!(base, obj, false, [], ["jz 7f"], [],) };
     true
 }
 
@@ -443,7 +449,7 @@ pub(super) unsafe fn stack_push(base: *mut u8, obj: *mut u8) -> bool {
 #[inline(always)]
 pub(super) unsafe fn stack_push_nonempty(base: *mut u8, obj: *mut u8) -> bool {
     // SAFETY: as in `stack_push`.
-    unsafe { nonempty_push_sequence!(base, obj, []) };
+    unsafe { nonempty_push_sequence!(base, obj, false, [], []) };
     true
 }
 
@@ -461,6 +467,8 @@ pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
         nonempty_push_sequence!(
             base,
             obj,
+            false,
+            [],
             [
                 "cmp {cnt:e}, 1",
                 "je 7f",
@@ -470,6 +478,46 @@ pub(super) unsafe fn stack_push_deep(base: *mut u8, obj: *mut u8) -> bool {
         )
     };
     true
+}
+
+/// [`stack_push_deep_tested`](super::stack_push_deep_tested) as one sequence: the
+/// owner test on the CPU number the sequence reads (a copy, an exclusive or and a test
+/// with the pair's two words), then [`stack_push_deep`]'s instructions.
+///
+/// # Safety
+/// As for `stack_push_deep_tested`.
+#[inline(always)]
+pub(super) unsafe fn stack_push_deep_tested(
+    base: *mut u8,
+    obj: *mut u8,
+    test: *const u32,
+) -> super::Pushed {
+    // SAFETY: as in `stack_push_deep`; `test` points to two readable words (the
+    // contract), read inside the sequence, which writes nothing before its commit.
+    unsafe {
+        nonempty_push_sequence!(
+            base,
+            obj,
+            super::Pushed::No,
+            [
+                "mov {tmp:e}, {ac:e}",
+                "xor {tmp:e}, dword ptr [{test}]",
+                "test {tmp:e}, dword ptr [{test} + 4]",
+                "jne {other}"
+            ],
+            [
+                "cmp {cnt:e}, 1",
+                "je 7f",
+                "cmp {obj}, qword ptr [{tmp} - 16]",
+                "je {fail}"
+            ],
+            test = in(reg) test,
+            other = label {
+                return super::Pushed::OtherCpu;
+            },
+        )
+    };
+    super::Pushed::Yes
 }
 
 /// [`stack_push_many`](super::stack_push_many) as one sequence.
