@@ -303,21 +303,20 @@ impl RawCache {
     /// The fast path of [`free_in_slab`](Self::free_in_slab) for an object found by its
     /// page tag (`page::tag`) rather than its descriptor: the same exact check (of a
     /// slot's start), from the offset alone (`check`, the tag's entry), then `obj` onto
-    /// this CPU's array cache by restartable sequence: the array caches
-    /// `cpu_caches(cpu)` names for the CPU the sequence reads, or none (null) where
-    /// `obj` belongs to another CPU (see [`TagCheck::owned_elsewhere`]). False when the
-    /// push cannot be done (rseq off or held, an empty, full or stopped cache, another
-    /// owner, another node's object, any of the hold bits `also` held); the caller
-    /// then takes the whole path.
+    /// this CPU's array cache of the entry's cache by one restartable sequence, which
+    /// first makes the entry's owner test on the CPU it reads. `Yes`: freed. `No`:
+    /// nothing done (rseq off or held, an empty, full or stopped cache, another node's
+    /// object, any of the hold bits `also` held, a double free on top); the caller then
+    /// takes the whole path. `OtherCpu`: the CPU failed the owner test, nothing pushed
+    /// but the object's first word written; the caller decides (the page's descriptor
+    /// may name that CPU or none: see [`TagCheck::owned_elsewhere`]). An entry whose
+    /// slot test passed has array caches (`TagCheck::cpu_caches_of_slot`): no null
+    /// test.
     ///
     /// # Safety
     /// `obj` lies in a page whose tag is `check`'s (a slab page of the cache it was
     /// set from), `off` is its offset in its arena (`arena::offset_in`), and the
-    /// caller gives `obj` up: it is freed when the answer is `Yes`. `OtherCpu`: the CPU
-    /// failed the entry's owner test, nothing pushed, the object's first word written;
-    /// the caller decides (the page's descriptor may name that CPU or none). An entry
-    /// whose slot test passed has array caches (`TagCheck::cpu_caches_of_slot`): no
-    /// null test.
+    /// caller gives `obj` up: it is freed when the answer is `Yes`.
     #[inline(always)]
     pub unsafe fn free_fast_tagged(
         check: &TagCheck,
