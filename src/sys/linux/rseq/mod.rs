@@ -340,6 +340,27 @@ mod tests {
         (area, base)
     }
 
+    /// CPU `cpu`'s stack count in an area from [`stack_headers`].
+    fn count_at(base: *mut u8, cpu: usize) -> u32 {
+        // SAFETY: the count of a header inside the caller's area (`stack_headers`),
+        // written only by the calling test's thread (its sequences and resets).
+        unsafe {
+            core::ptr::read_volatile(base.add(cpu * STACK_STRIDE + stack::COUNT).cast::<u32>())
+        }
+    }
+
+    /// Sets every CPU's stack count in an area from [`stack_headers`] to `n`.
+    fn set_counts(base: *mut u8, n: u32) {
+        for cpu in 0..crate::topology::nr_cpu_ids() {
+            // SAFETY: as in `count_at`.
+            unsafe {
+                base.add(cpu * STACK_STRIDE + stack::COUNT)
+                    .cast::<u32>()
+                    .write_volatile(n)
+            };
+        }
+    }
+
     /// Threads hammering four words through restartable sequences (with preemption and
     /// migration between the test's two CPUs) lose no add; an exchange moves a word
     /// out whole.
@@ -397,25 +418,14 @@ mod tests {
         }
         let nr = crate::topology::nr_cpu_ids();
         let mut entries = vec![core::ptr::null_mut::<u8>(); nr * 8];
-        let (_area, base) = stack_headers(&mut entries, 8);
-        let count = |c: usize| {
-            // SAFETY: the count of a header inside `area`, written only by this thread.
-            unsafe {
-                core::ptr::read_volatile(base.add(c * STACK_STRIDE + stack::COUNT).cast::<u32>())
-            }
-        };
         // Every stack holds one entry, so that the pushes below are not into an empty
         // stack (which `INTO_EMPTY`, 0 here, refuses).
-        let seed = 8 as *mut u8;
         for c in 0..nr {
-            // SAFETY: CPU `c`'s header and first entry, inside `area` and `entries`.
-            unsafe {
-                base.add(c * STACK_STRIDE + stack::COUNT)
-                    .cast::<u32>()
-                    .write(1);
-                entries[c * 8] = seed;
-            }
+            entries[c * 8] = 8 as *mut u8;
         }
+        let (_area, base) = stack_headers(&mut entries, 8);
+        set_counts(base, 1);
+        let count = |c: usize| count_at(base, c);
         let (a, b) = (16 as *mut u8, 24 as *mut u8);
         let mut decided = false;
         for _ in 0..1000 {
@@ -440,14 +450,7 @@ mod tests {
             // SAFETY: as above; the two entries pushed come back off.
             let back = unsafe { [stack_pop(base), stack_pop(base)] };
             if crate::sys::cpu::current() != cpu || count(cpu) != before {
-                for c in 0..nr {
-                    // SAFETY: as above.
-                    unsafe {
-                        base.add(c * STACK_STRIDE + stack::COUNT)
-                            .cast::<u32>()
-                            .write(1);
-                    }
-                }
+                set_counts(base, 1);
                 continue;
             }
             assert_eq!(refused, Pushed::OtherCpu, "another CPU's object was pushed");
@@ -483,23 +486,8 @@ mod tests {
         let mut entries = vec![core::ptr::null_mut::<u8>(); nr * 64];
         let (_area, base) = stack_headers(&mut entries, 64);
         let objs: Vec<*mut u8> = (1..=64).map(|i| (i * 8) as *mut u8).collect();
-        let count = |c: usize| {
-            // SAFETY: the count of a header inside `area`, written only by this thread
-            // (its sequences and the resets below).
-            unsafe {
-                core::ptr::read_volatile(base.add(c * STACK_STRIDE + stack::COUNT).cast::<u32>())
-            }
-        };
-        let reset = || {
-            for c in 0..nr {
-                // SAFETY: as above.
-                unsafe {
-                    base.add(c * STACK_STRIDE + stack::COUNT)
-                        .cast::<u32>()
-                        .write_volatile(0)
-                };
-            }
-        };
+        let count = |c: usize| count_at(base, c);
+        let reset = || set_counts(base, 0);
         // What one thread sees holds for the CPU it stays on: a round it migrated in
         // says nothing, and runs again.
         let mut decided = false;
