@@ -29,6 +29,7 @@ fn large_page_lists() {
             eprintln!("no CPU to pin to; skipped");
             return;
         };
+        lists_are_prepared_by_the_cpus_first_free(cpu);
         large_pair_reuses_the_cpus_block(cpu);
         other_page_counts_are_not_cached(cpu);
         odd_page_counts_are_packed_end_to_end(cpu);
@@ -58,6 +59,26 @@ fn drain_all() {
     for cpu in 0..pcp::nr_lists() {
         pcp::drain_pages(cpu);
     }
+}
+
+/// A CPU's lists exist once a thread worked there: the first block freed on the CPU
+/// prepares them, every order's (a CPU no thread ran on has none, and no page for
+/// them).
+fn lists_are_prepared_by_the_cpus_first_free(cpu: usize) {
+    let l = layout(64 << 10);
+    // SAFETY: a valid layout; the block is freed once.
+    unsafe {
+        let p = CpuSlab.alloc(l);
+        assert!(!p.is_null());
+        CpuSlab.dealloc(p, l);
+    }
+    for order in pcp::LARGE_PCP_MIN_ORDER..=pcp::LARGE_PCP_MAX_ORDER {
+        assert!(
+            pcp::pcp_order(cpu, order).is_some(),
+            "no list of order {order}"
+        );
+    }
+    assert!(pcp::pcp(cpu).is_some(), "no list of order 0");
 }
 
 /// A 64, 128 and 256 KiB block freed through `GlobalAlloc` goes on the CPU's list of

@@ -389,6 +389,79 @@ fn lazy_areas_commit_only_what_is_touched() {
     assert!(left <= spare, "{left} freed lazy pages stayed resident");
 }
 
+/// An area from `alloc_percpu` reads as zero in every unit, and commits only the copies
+/// that are written: one CPU's copy written leaves the others off the process's
+/// memory, so a possible CPU that never runs a thread costs nothing. Freed and taken
+/// again, its copies read as zero again: the written one was zeroed, and the others,
+/// which no CPU wrote, were neither written nor read (a read maps the kernel's zero
+/// page, which `mincore` counts). Residency is measured before anything reads them.
+#[test]
+fn areas_read_zero_and_commit_only_the_copies_written() {
+    let _g = serial();
+    percpu::balance();
+    let ncpu = nr_cpu_ids();
+    const N: usize = 16;
+    let spare = PCPU_EMPTY_POP_PAGES_HIGH;
+    let take = || -> Vec<PcpuPtr> {
+        (0..N)
+            .map(|_| alloc_percpu(4096, 4096).expect("page-sized area"))
+            .collect()
+    };
+    let copies = |areas: &[PcpuPtr], cpus: &[usize]| -> Vec<(usize, usize)> {
+        areas
+            .iter()
+            .flat_map(|p| cpus.iter().map(move |&c| (p.per_cpu_ptr(c) as usize, 4096)))
+            .collect()
+    };
+    let zero = |areas: &[PcpuPtr], cpus: &[usize]| {
+        areas.iter().all(|p| {
+            cpus.iter().all(|&cpu| {
+                // SAFETY: `cpu`'s copy of a live 4096-byte area.
+                let b = unsafe { std::slice::from_raw_parts(p.per_cpu_ptr(cpu), 4096) };
+                b.iter().all(|&x| x == 0)
+            })
+        })
+    };
+    let others: Vec<usize> = (1..ncpu).collect();
+    let areas = take();
+    let committed = resident_pages(&copies(&areas, &others));
+    assert!(
+        committed <= spare * others.len(),
+        "{committed} copies committed by the allocation"
+    );
+    assert!(zero(&areas, &[0]), "a new area read other than zero");
+    for p in &areas {
+        // SAFETY: CPU 0's copy of a live 4096-byte area.
+        unsafe { p.per_cpu_ptr(0).write_bytes(0x5A, 4096) };
+    }
+    assert_eq!(resident_pages(&copies(&areas, &[0])), N);
+    let committed = resident_pages(&copies(&areas, &others));
+    assert!(
+        committed <= spare * others.len(),
+        "{committed} copies of other CPUs committed, none written"
+    );
+    for &p in &areas {
+        // SAFETY: allocated above, freed once.
+        unsafe { free_percpu(p) };
+    }
+    let again = take();
+    let committed = resident_pages(&copies(&again, &others));
+    assert!(
+        committed <= spare * others.len(),
+        "zeroing touched {committed} copies no CPU wrote"
+    );
+    let all: Vec<usize> = (0..ncpu).collect();
+    assert!(
+        zero(&again, &all),
+        "a reused area kept what its last user wrote"
+    );
+    for &p in &again {
+        // SAFETY: allocated above, freed once.
+        unsafe { free_percpu(p) };
+    }
+    check_chunk_stats();
+}
+
 #[test]
 fn depopulation_lowers_resident_memory() {
     let _g = serial();
@@ -403,7 +476,20 @@ fn depopulation_lowers_resident_memory() {
         .iter()
         .flat_map(|p| (0..ncpu).map(move |cpu| (p.per_cpu_ptr(cpu) as usize, 4096)))
         .collect();
-    // Zeroed at allocation, so committed in every unit.
+    // Nothing committed up front (a page an earlier area wrote may be reused, at most
+    // the few kept populated); every unit's copy written, all resident.
+    let spare = PCPU_EMPTY_POP_PAGES_HIGH * ncpu;
+    let committed = resident_pages(&ranges);
+    assert!(
+        committed <= spare,
+        "{committed} pages committed before a write"
+    );
+    for &p in &areas {
+        for cpu in 0..ncpu {
+            // SAFETY: `cpu`'s copy of a live 4096-byte area.
+            unsafe { p.per_cpu_ptr(cpu).write_bytes(0xA5, 4096) };
+        }
+    }
     assert_eq!(resident_pages(&ranges), N * ncpu);
     let s = percpu_stats();
     assert!(

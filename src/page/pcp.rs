@@ -49,7 +49,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
 use super::desc::{Page, PG_ZERO};
 use super::{page_node, zone};
@@ -162,6 +162,29 @@ const _: () = {
 // on the list's own CPU or by the holder of `lock` (see the module comment).
 unsafe impl Sync for PerCpuPages {}
 
+/// One list's settings, the same on every CPU, from which `prepare` writes a CPU's
+/// copy: set by `init` before it publishes the lists.
+struct ListParams {
+    high: AtomicU32,
+    batch: AtomicU32,
+    low: AtomicU32,
+    /// Bytes from the start of the area (order 0's list) to this list.
+    offset: AtomicUsize,
+}
+
+/// The settings of each list: order 0's, then each higher order's.
+static PARAMS: [ListParams; NR_LARGE + 1] = [const {
+    ListParams {
+        high: AtomicU32::new(0),
+        batch: AtomicU32::new(0),
+        low: AtomicU32::new(0),
+        offset: AtomicUsize::new(0),
+    }
+}; NR_LARGE + 1];
+
+/// Held by the thread preparing a CPU's lists (tried: one that fails goes to the zone).
+static PREPARING: TryLock = TryLock::new();
+
 /// CPU 0's list; CPU `c`'s is `c * PCPU_UNIT_SIZE` bytes further.
 static PCP: AtomicPtr<PerCpuPages> = AtomicPtr::new(ptr::null_mut());
 static NR_PCP: AtomicUsize = AtomicUsize::new(0);
@@ -169,10 +192,10 @@ static NR_PCP: AtomicUsize = AtomicUsize::new(0);
 static LARGE: [AtomicPtr<PerCpuPages>; NR_LARGE] =
     [const { AtomicPtr::new(ptr::null_mut()) }; NR_LARGE];
 
-/// Allocates and initialises one list per possible CPU (in the reserved percpu chunk
-/// when it has room, else a dynamic one). Called once at boot, after the percpu
-/// allocator's first chunk is set up. `low` is clamped to `high - batch`, so a top-up
-/// always has room for a batch.
+/// Allocates one list per possible CPU (in the reserved percpu chunk when it has room,
+/// else a dynamic one), each prepared when a thread first works on its CPU (see
+/// `prepare`). Called once at boot, after the percpu allocator's first chunk is set
+/// up. `low` is clamped to `high - batch`, so a top-up always has room for a batch.
 pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
     let high = high.clamp(1, PCP_MAX_HIGH);
     let batch = batch.clamp(1, high);
@@ -193,22 +216,11 @@ pub(crate) fn init(nr_cpus: usize, batch: u32, high: u32, low: u32) -> bool {
             Err(_) => return false,
         },
     };
-    for cpu in 0..nr_cpus {
-        for &(order, high, batch, low, offset) in &lists {
-            // SAFETY: each CPU's copy of the area is ours alone, sized for every list.
-            unsafe {
-                let at = area.per_cpu_ptr(cpu).add(offset);
-                at.cast::<PerCpuPages>().write(PerCpuPages {
-                    lock: TryLock::new(),
-                    count: UnsafeCell::new(0),
-                    high,
-                    batch,
-                    order: order as u32,
-                    entry: at.add(PCP_HEADER).cast(),
-                    low,
-                });
-            }
-        }
+    for (p, &(_, high, batch, low, offset)) in PARAMS.iter().zip(&lists) {
+        p.high.store(high, Ordering::Relaxed);
+        p.batch.store(batch, Ordering::Relaxed);
+        p.low.store(low, Ordering::Relaxed);
+        p.offset.store(offset, Ordering::Relaxed);
     }
     NR_PCP.store(nr_cpus, Ordering::Relaxed);
     for (i, &(_, _, _, _, offset)) in lists.iter().enumerate().skip(1) {
@@ -246,14 +258,91 @@ fn base_of(order: usize) -> *mut PerCpuPages {
     }
 }
 
-/// `cpu`'s copy of the list whose CPU 0 copy is `base`.
+/// `cpu`'s copy of the list whose CPU 0 copy is `base`, once prepared (see
+/// [`prepare`]): a CPU no thread worked on has none, and is not read.
 #[inline]
 fn list_at(base: *mut PerCpuPages, cpu: usize) -> Option<&'static PerCpuPages> {
-    if base.is_null() || cpu >= NR_PCP.load(Ordering::Relaxed) {
+    if base.is_null() || cpu >= NR_PCP.load(Ordering::Relaxed) || !percpu::cpu_used(cpu) {
         return None;
     }
     // SAFETY: lists are never freed once published; every possible CPU has one.
-    Some(unsafe { &*base.byte_add(cpu * PCPU_UNIT_SIZE) })
+    let pcp = unsafe { &*base.byte_add(cpu * PCPU_UNIT_SIZE) };
+    is_prepared(pcp).then_some(pcp)
+}
+
+/// fork, prepare: stops the preparing of lists (see [`prepare`]) until
+/// [`fork_release_prepare`], so the lists the fork handlers lock and unlock are the same
+/// ones, and the child starts with none half prepared (its lock held for good).
+pub(crate) fn fork_hold_prepare() {
+    PREPARING.lock_wait();
+}
+
+/// fork, parent and child: lets lists be prepared again.
+pub(crate) fn fork_release_prepare() {
+    PREPARING.unlock();
+}
+
+/// Whether `pcp` was prepared: a copy the percpu allocator zeroed has no `high`
+/// (every list's is at least 1). Written last, under the list's stop word.
+#[inline]
+fn is_prepared(pcp: &PerCpuPages) -> bool {
+    // SAFETY: a field of a live list, read as the sequences read it.
+    unsafe { ptr::read_volatile(ptr::addr_of!(pcp.high)) != 0 }
+}
+
+/// Prepares `cpu`'s lists, every order's, the first time a thread works on that CPU
+/// (see `percpu::used`): until then they are the zeroed copies the percpu allocator
+/// gave, whose `high` of 0 refuses every sequence, so the CPU's first take or free of
+/// a page comes to a slow path, which calls this. Writing every CPU's lists at boot
+/// committed a page a possible CPU. True when they are prepared.
+#[cold]
+#[inline(never)]
+fn prepare(cpu: usize) -> bool {
+    let base = PCP.load(Ordering::Acquire);
+    if base.is_null() || cpu >= NR_PCP.load(Ordering::Relaxed) {
+        return false;
+    }
+    if !PREPARING.try_lock() {
+        return false;
+    }
+    percpu::mark_cpu_used(cpu);
+    let mut ok = true;
+    for (order, p) in [0]
+        .into_iter()
+        .chain(LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER)
+        .zip(&PARAMS)
+    {
+        // SAFETY: `cpu`'s copy of this list, inside the area `init` allocated for
+        // every possible CPU.
+        let l = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE + p.offset.load(Ordering::Relaxed)) };
+        // SAFETY: as above.
+        let pcp = unsafe { &*l };
+        if is_prepared(pcp) {
+            continue;
+        }
+        if !pcp.lock.lock_wait() {
+            // A CPU gone for good (`hotplug`).
+            ok = false;
+            break;
+        }
+        if rseq_on() {
+            settle_sequences(cpu);
+        }
+        // SAFETY: the list is stopped, with no sequence in flight on it (every sequence
+        // refuses a stopped list); its other fields are zero as the percpu allocator
+        // gave them. Field by field, the stop word untouched; `high` last, then the
+        // unlock publishes them.
+        unsafe {
+            (*l).batch = p.batch.load(Ordering::Relaxed);
+            (*l).order = order as u32;
+            (*l).low = p.low.load(Ordering::Relaxed);
+            (*l).entry = l.cast::<u8>().add(PCP_HEADER).cast();
+            ptr::write_volatile(ptr::addr_of_mut!((*l).high), p.high.load(Ordering::Relaxed));
+        }
+        pcp.lock.unlock();
+    }
+    PREPARING.unlock();
+    ok
 }
 
 /// Every list of `cpu`: order 0's, then each higher order's.
@@ -293,8 +382,8 @@ pub fn rmqueue_pcplist(node: usize) -> *mut Page {
         } else {
             page.cast()
         };
-        // SAFETY: every order-0 list has the same `low`; CPU 0's is read.
-        if unsafe { (*base).low } > 0 && !page.is_null() {
+        // Every order-0 list has the same `low`.
+        if PARAMS[0].low.load(Ordering::Relaxed) > 0 && !page.is_null() {
             top_up(base, node);
         }
         return own_node(page, node, 0);
@@ -341,7 +430,11 @@ fn lock_local(base: *mut PerCpuPages, node: usize) -> Option<&'static PerCpuPage
     if topology::nr_node_ids() > 1 && topology::cpu_to_node(cpu) != node {
         return None;
     }
-    let pcp = list_at(base, cpu)?;
+    let pcp = match list_at(base, cpu) {
+        Some(pcp) => pcp,
+        None if prepare(cpu) => list_at(base, cpu)?,
+        None => return None,
+    };
     if !pcp.lock.try_lock() {
         return None;
     }
@@ -473,8 +566,13 @@ fn own_node(page: *mut Page, node: usize, order: usize) -> *mut Page {
 /// zone.
 #[cold]
 fn refill_rseq(base: *mut PerCpuPages, node: usize) -> *mut Page {
-    // SAFETY: every list has the same batch; CPU 0's is read.
-    let batch = unsafe { (*base).batch } as usize;
+    // A CPU's first take comes here (its list refuses the pops until prepared).
+    let cpu = sys::cpu::current();
+    if list_at(base, cpu).is_none() {
+        prepare(cpu);
+    }
+    // Every order-0 list has the same batch.
+    let batch = PARAMS[0].batch.load(Ordering::Relaxed) as usize;
     let mut buf = [ptr::null_mut::<Page>(); REFILL_CHUNK];
     let n = take_from_zone(node, &mut buf[..batch.min(REFILL_CHUNK)]);
     if n == 0 {

@@ -279,7 +279,7 @@ impl PcpuState {
     }
 
     /// Populates the pages under `[bit, bit + bits)` that are not populated yet.
-    unsafe fn populate_area(&mut self, chunk: *mut Chunk, bit: usize, bits: usize) -> bool {
+    unsafe fn populate_area(&mut self, chunk: *mut Chunk, bit: usize, bits: usize) {
         let (first, last) = Chunk::pages_of(bit, bits);
         // SAFETY: under the lock (`&mut self`); `chunk` is a live header.
         unsafe {
@@ -294,11 +294,8 @@ impl PcpuState {
                     while p <= last && !c.is_populated(p) {
                         p += 1;
                     }
-                    if !c.populate(start, p) {
-                        return false;
-                    }
+                    c.populate(start, p);
                 }
-                true
             })
         }
     }
@@ -422,7 +419,7 @@ pub(crate) fn pcpu_alloc(
     let align = align.max(PCPU_MIN_ALLOC_SIZE) / PCPU_MIN_ALLOC_SIZE;
     let mut st = PCPU_LOCK.lock();
     // SAFETY: chunks are only touched under the lock, which is held.
-    let (chunk, bit) = unsafe {
+    let found = unsafe {
         let found = if reserved {
             let c = st.reserved;
             match (*c).find_fit(bits, align) {
@@ -446,12 +443,13 @@ pub(crate) fn pcpu_alloc(
         let d = (*c).alloc_area(bit, bits);
         st.account(&*c, d);
         st.relocate(c);
-        if !lazy && !st.populate_area(c, bit, bits) {
-            st.free_in(c, bit, bits);
-            return Err(PercpuError::NoMemory);
+        let dirty = (*c).is_dirty(bit, bits);
+        if !lazy {
+            st.populate_area(c, bit, bits);
         }
-        found
+        (found, dirty)
     };
+    let ((chunk, bit), dirty) = found;
     st.stats.area_alloc(size);
     // A lazy area needs no populated page ready for the next one.
     if !reserved && !lazy && st.nr_empty_pop_pages < balance::PCPU_EMPTY_POP_PAGES_LOW {
@@ -461,10 +459,11 @@ pub(crate) fn pcpu_alloc(
     // SAFETY: the chunk holds the live area just allocated, so it stays.
     let addr = unsafe { (*chunk).bit_addr(bit) };
     drop(st);
-    if !lazy {
+    if !lazy && dirty {
         for cpu in 0..nr_units {
-            // SAFETY: the area is ours, populated, `size` bytes in every unit.
-            unsafe { ptr::write_bytes(addr.add(cpu * PCPU_UNIT_SIZE), 0, size) };
+            // SAFETY: the area is ours, `size` bytes (a multiple of the 8-byte granule,
+            // aligned to it) in every unit.
+            unsafe { zero_unless_zero(addr.add(cpu * PCPU_UNIT_SIZE), size) };
         }
     }
     Ok(PcpuPtr {
@@ -473,6 +472,34 @@ pub(crate) fn pcpu_alloc(
         // SAFETY: as above, from the page pool.
         chunk: unsafe { NonNull::new_unchecked(chunk) },
     })
+}
+
+/// Zeroes one unit's copy of an area where it does not read as zero already, page by
+/// page: a page not resident (no CPU wrote it since it was given back) is neither
+/// written, which would commit it for a CPU that may never run, nor read, which would
+/// map the kernel's zero page there; a resident one is written only where it holds
+/// something.
+///
+/// # Safety
+/// `[addr, addr + size)` is an area's copy that the caller owns, 8-byte aligned, `size`
+/// a multiple of 8.
+unsafe fn zero_unless_zero(addr: *mut u8, size: usize) {
+    let end = addr as usize + size;
+    let mut at = addr as usize;
+    while at < end {
+        let page = at & !(PAGE_SIZE - 1);
+        let next = (page + PAGE_SIZE).min(end);
+        if sys::mmap::may_hold_data(page as *const u8, PAGE_SIZE) {
+            let words = at as *const u64;
+            // SAFETY: inside the caller's area, aligned for `u64` reads.
+            let clean = (0..(next - at) / 8).all(|i| unsafe { words.add(i).read() } == 0);
+            if !clean {
+                // SAFETY: as above.
+                unsafe { ptr::write_bytes(at as *mut u8, 0, next - at) };
+            }
+        }
+        at = next;
+    }
 }
 
 /// `alloc_percpu`: an area of `size` bytes (1 to [`PCPU_MAX_ALLOC_SIZE`]) aligned to

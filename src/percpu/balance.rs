@@ -121,9 +121,7 @@ pub(super) fn populate_ahead(st: &mut PcpuState) {
             // SAFETY: under the lock; populating does not move the chunk.
             unsafe {
                 let want = PCPU_EMPTY_POP_PAGES_HIGH - st.nr_empty_pop_pages;
-                if !st.with_pages(chunk, |c| populate_head(c, want)) {
-                    return;
-                }
+                st.with_pages(chunk, |c| populate_head(c, want));
                 chunk = (*chunk).next;
             }
         }
@@ -131,8 +129,8 @@ pub(super) fn populate_ahead(st: &mut PcpuState) {
 }
 
 /// Populates up to `max` empty unpopulated pages of `c`, from its first page up, in
-/// runs. False when the kernel had no memory.
-fn populate_head(c: &mut Chunk, mut max: usize) -> bool {
+/// runs.
+fn populate_head(c: &mut Chunk, mut max: usize) {
     let mut p = 0;
     while p < c.nr_pages && max > 0 {
         if c.is_populated(p) || !c.blocks[p].is_empty() {
@@ -143,10 +141,7 @@ fn populate_head(c: &mut Chunk, mut max: usize) -> bool {
         while p < c.nr_pages && p - start < max && !c.is_populated(p) && c.blocks[p].is_empty() {
             p += 1;
         }
-        if !c.populate(start, p) {
-            return false;
-        }
+        c.populate(start, p);
         max -= p - start;
     }
-    true
 }

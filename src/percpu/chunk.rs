@@ -7,9 +7,15 @@
 //! the allocation and boundary bitmaps, the block metadata and the populated bitmap —
 //! lives in pages from the page pool, never in memory from the global allocator.
 //!
-//! Pages are populated on demand: populating commits the page in every CPU's unit
-//! (`MADV_POPULATE_WRITE`); depopulating gives it back in every unit
-//! (`MADV_DONTNEED`), after which it reads as zero again.
+//! Pages are populated on demand, as the kernel's are, but populating commits nothing:
+//! a unit's copy of a page becomes resident when something writes it, so a possible CPU
+//! that never runs a thread of the process (a VM's hot-plug slots, the cores of a big
+//! machine a small program never reaches) costs no memory, where committing every unit
+//! cost two pages a possible CPU at boot. Depopulating gives a page back in every unit
+//! (`MADV_DONTNEED`), after which it reads as zero again. Only the bytes of freed areas
+//! can be other than zero, so only a new area over a page where one was freed since
+//! (`dirty`) is zeroed, and only in the units whose copy is not zero already: the
+//! others are not written, nor read.
 
 use core::ptr;
 
@@ -82,8 +88,14 @@ pub struct Chunk {
     pub nr_alloc: usize,
     /// Largest area ever allocated here.
     pub max_alloc_size: usize,
-    /// Bit `p` set: page `p` is committed in every unit.
+    /// Bit `p` set: page `p` is populated: ready for areas that are zeroed (see the
+    /// module docs; nothing is committed).
     pub populated: u64,
+    /// Bit `p` set: page `p` may hold non-zero bytes outside its live areas in some
+    /// unit, as an area there was freed since the page was last given back (or the
+    /// chunk created). A new area on a page without the bit reads as zero in every
+    /// unit.
+    pub dirty: u64,
     /// Populated pages.
     pub nr_populated: usize,
     /// Populated pages with nothing allocated in them.
@@ -103,6 +115,13 @@ pub const CHUNK_META_PAGES: usize = core::mem::size_of::<Chunk>().div_ceil(PAGE_
 // several (the entry arrays reserve their growth); with 4-byte granules (the kernel's)
 // the two maps alone took 4 KiB and a header two pages.
 const _: () = assert!(CHUNK_META_PAGES == 1);
+
+/// The bits of pages `[start, end)` in a page bitmap (`populated`, `dirty`).
+#[inline]
+fn pages_mask(start: usize, end: usize) -> u64 {
+    let upto = |p: usize| if p >= 64 { u64::MAX } else { (1u64 << p) - 1 };
+    upto(end) & !upto(start)
+}
 
 /// Counts of one chunk's empty populated pages before and after a change.
 pub struct EmptyDelta {
@@ -333,6 +352,9 @@ impl Chunk {
         // The boundary bits stay: the one at `bit` may end the area before, and the
         // next allocation over this run clears the ones inside it.
         bitmap::clear_range(&mut self.alloc_map, bit, bits);
+        // Its bytes stay as its users left them.
+        let (first, last) = Self::pages_of(bit, bits);
+        self.dirty |= pages_mask(first, last + 1);
         self.refresh(bit, bits);
         let empty_after = self.empty_pop_pages_under(bit, bits);
         self.nr_empty_pop_pages = before - empty_before + empty_after;
@@ -350,18 +372,10 @@ impl Chunk {
         (bit / BLOCK_BITS, (bit + bits - 1) / BLOCK_BITS)
     }
 
-    /// `pcpu_populate_chunk`: commits the pages `[start, end)` (all unpopulated) in
-    /// every unit. False, with nothing marked, when the kernel has no memory for them.
-    pub fn populate(&mut self, start: usize, end: usize) -> bool {
-        let len = (end - start) * PAGE_SIZE;
-        for cpu in 0..self.nr_units {
-            if !sys::mmap::populate(self.page_addr(cpu, start), len) {
-                for done in 0..=cpu {
-                    sys::mmap::purge(self.page_addr(done, start), len);
-                }
-                return false;
-            }
-        }
+    /// `pcpu_populate_chunk`: marks the pages `[start, end)` (all unpopulated) ready for
+    /// areas. Nothing is committed (see the module docs): each unit's copy of a page
+    /// becomes resident when it is first written.
+    pub fn populate(&mut self, start: usize, end: usize) {
         for p in start..end {
             self.populated |= 1 << p;
             if self.blocks[p].is_empty() {
@@ -369,7 +383,13 @@ impl Chunk {
             }
         }
         self.nr_populated += end - start;
-        true
+    }
+
+    /// Whether a new area over `[bit, bit + bits)` may read other than zero in some
+    /// unit: whether one of its pages held an area freed since it was last given back.
+    pub fn is_dirty(&self, bit: usize, bits: usize) -> bool {
+        let (first, last) = Self::pages_of(bit, bits);
+        self.dirty & pages_mask(first, last + 1) != 0
     }
 
     /// Pages of the chunk resident now, over every unit (populated ones, and those lazy
@@ -383,13 +403,14 @@ impl Chunk {
     /// Gives back, in every unit, the pages under `[bit, bit + bits)` that are not
     /// populated and have nothing allocated in them: pages a lazy area (not populated
     /// ahead) used alone and may have made resident.
-    pub fn purge_empty_unpopulated(&self, bit: usize, bits: usize) {
+    pub fn purge_empty_unpopulated(&mut self, bit: usize, bits: usize) {
         let (first, last) = Self::pages_of(bit, bits);
         for p in first..=last {
             if !self.is_populated(p) && self.blocks[p].is_empty() {
                 for cpu in 0..self.nr_units {
                     sys::mmap::purge(self.page_addr(cpu, p), PAGE_SIZE);
                 }
+                self.dirty &= !pages_mask(p, p + 1);
             }
         }
     }
@@ -401,6 +422,7 @@ impl Chunk {
         for cpu in 0..self.nr_units {
             sys::mmap::purge(self.page_addr(cpu, start), len);
         }
+        self.dirty &= !pages_mask(start, end);
         for p in start..end {
             self.populated &= !(1 << p);
             if self.blocks[p].is_empty() {

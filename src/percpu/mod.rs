@@ -7,14 +7,16 @@
 //!  alloc_percpu / free_percpu ── slots of chunks by largest free run   (alloc)
 //!        │                    └─ balance: empty pages LOW..HIGH, free empty chunks
 //!  chunk: one unit a CPU, 64 KiB each, MAP_NORESERVE, mbind'ed to the CPU's node
-//!        └─ bitmap of 8-byte granules + per-page block hints + populated bitmap
+//!        └─ bitmap of 8-byte granules + per-page block hints + populated, dirty bitmaps
 //! ```
 //!
 //! A chunk is one reservation holding a unit for every possible CPU; CPU `c`'s copy of
 //! the area at offset `off` is at `base + c * PCPU_UNIT_SIZE + off`, so every CPU's
 //! copies of all areas sit together in that CPU's unit, on that CPU's node, and no two
-//! CPUs' copies ever share a cache line. Pages are committed on demand in every unit at
-//! once and given back when balance finds too many empty ones.
+//! CPUs' copies ever share a cache line. A unit's copy of a page becomes resident when
+//! something writes it, so the units of CPUs that never run a thread of the process
+//! cost nothing (see `chunk` and [`cpu_used`]); balance gives back, in every unit, the
+//! pages of areas freed when it finds too many empty ones.
 //!
 //! The first mapping is split: its leading [`PCPU_RESERVED_SIZE`] bytes a unit form the
 //! reserved chunk, for cpuslab's own static per-CPU data
@@ -46,6 +48,7 @@ mod error;
 mod rwsem;
 pub mod stats;
 mod typed;
+mod used;
 
 pub use alloc::{
     alloc_percpu, alloc_percpu_lazy, alloc_reserved_percpu, free_percpu, PcpuPtr, PCPU_FREE_SLOT,
@@ -58,6 +61,7 @@ pub use counter::PercpuCounter;
 pub use error::PercpuError;
 pub use rwsem::{PercpuReadGuard, PercpuRwSem, PercpuWriteGuard};
 pub use typed::{LocalLock, LocalLockGuard, PerCpu};
+pub use used::{cpu_used, mark_cpu_used};
 
 pub(crate) use alloc::{lock_all, setup_first_chunk, unlock_all};
 

@@ -174,6 +174,20 @@ impl ArrayCache {
         }
     }
 
+    /// Whether the header at `ac` was prepared for its CPU (`RawCache::prepare_cpu`):
+    /// a header the percpu allocator zeroed has no capacity. A read only, so a header
+    /// of a CPU that never ran a thread stays unwritten (on the kernel's zero page).
+    ///
+    /// # Safety
+    /// `ac` points to a live header (prepared or zeroed).
+    #[inline(always)]
+    pub unsafe fn is_prepared(ac: *const ArrayCache) -> bool {
+        // SAFETY: a live header (the contract); `capacity` changes from 0 once, under
+        // the header's lock, and a racing reader that sees 0 only skips a cache with
+        // nothing in it.
+        unsafe { ptr::read_volatile(ptr::addr_of!((*ac).capacity)) != 0 }
+    }
+
     /// The entry array.
     ///
     /// # Safety

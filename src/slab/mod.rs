@@ -309,6 +309,7 @@ pub(crate) fn fork_prepare() {
             }
         }
     });
+    crate::page::pcp::fork_hold_prepare();
     for cpu in 0..crate::page::pcp::nr_lists() {
         for p in crate::page::pcp::lists(cpu) {
             p.lock.lock_wait();
@@ -372,6 +373,7 @@ pub(crate) unsafe fn fork_release() {
             p.lock.unlock();
         }
     }
+    crate::page::pcp::fork_release_prepare();
     // SAFETY: `fork_prepare` took the chain first, and this thread (or, in the child,
     // the only thread) holds it still.
     unsafe { CHAIN.force_unlock() };

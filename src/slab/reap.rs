@@ -297,7 +297,7 @@ fn drain_freelist(cache: &RawCache, l: &mut NodeLists, tofree: usize, to_destroy
 /// `cache_reap` for one cache: drains a fifth of every array cache not used since the
 /// last reap, and some free slabs of nodes whose free list was not used.
 fn cache_reap(cache: &RawCache) {
-    if cache.cpu_ac(0).is_none() {
+    if !cache.is_set_up() {
         return;
     }
     // What frees gave back two seconds ago and more is no longer cycling: slabs grown
@@ -332,7 +332,7 @@ pub fn shrink(cache: &RawCache) -> usize {
 /// [`shrink`], waiting for busy per-CPU caches or (`wait` false) leaving them alone as
 /// `cache_reap` does; the node locks are taken as the slow paths take them, briefly.
 fn shrink_with(cache: &RawCache, wait: bool) -> usize {
-    if cache.cpu_ac(0).is_none() {
+    if !cache.is_set_up() {
         return 0;
     }
     // Remote frees first: they go to their nodes' shared caches and slabs, which are

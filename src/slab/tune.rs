@@ -103,7 +103,7 @@ pub fn do_tune_cpucache(
         return Err(CacheError::DebugCache);
     }
     let _chain = CHAIN.lock();
-    if cache.cpu_ac(0).is_none() {
+    if !cache.is_set_up() {
         return Err(CacheError::NoMemory);
     }
     // Refuse before changing anything what no node could hold, so the settings

@@ -500,6 +500,11 @@ pub mod mmap {
     /// Nothing was mapped.
     pub fn unmap(_addr: *mut u8, _len: usize) {}
 
+    /// True: nothing is known of the pages.
+    pub fn may_hold_data(_addr: *const u8, _len: usize) -> bool {
+        true
+    }
+
     /// Nothing is resident.
     pub fn resident_pages(_addr: *const u8, _len: usize) -> usize {
         0
@@ -543,11 +548,6 @@ pub mod mmap {
 
     /// Fails.
     pub fn move_pages(_from: *mut u8, _len: usize, _to: *mut u8) -> bool {
-        false
-    }
-
-    /// Fails.
-    pub fn populate(_addr: *mut u8, _len: usize) -> bool {
         false
     }
 

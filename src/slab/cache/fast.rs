@@ -239,7 +239,7 @@ impl RawCache {
         unsafe {
             if cpu < topology::nr_cpu_ids() {
                 let ac = base.byte_add(cpu * PCPU_UNIT_SIZE);
-                if (*ac).lock.try_lock() {
+                if (ArrayCache::is_prepared(ac) || self.prepare_cpu(cpu)) && (*ac).lock.try_lock() {
                     let avail = (*ac).avail;
                     if avail > 0 {
                         (*ac).touched = 1;
@@ -391,7 +391,9 @@ impl RawCache {
             // at its unit's offset, alive as long as the cache.
             let ac = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE) };
             // SAFETY: as above.
-            if unsafe { (*ac).lock.try_lock() } {
+            if unsafe {
+                (ArrayCache::is_prepared(ac) || self.prepare_cpu(cpu)) && (*ac).lock.try_lock()
+            } {
                 // SAFETY: this thread holds `ac`'s lock (`cpu`'s) and no list lock; `obj`
                 // as for `free`.
                 return unsafe { self.free_locked(ac, cpu, obj) };
@@ -620,7 +622,12 @@ impl RawCache {
         let plain = self.batchcount.load(Ordering::Relaxed);
         let mut batch = plain;
         let cpu = sys::cpu::current();
-        let ac = self.cpu_ac(cpu);
+        let mut ac = self.cpu_ac(cpu);
+        // A CPU's first allocation from the cache comes here (its header refuses the
+        // pops until prepared).
+        if ac.is_none() && self.prepare_cpu(cpu) {
+            ac = self.cpu_ac(cpu);
+        }
         if let Some(ac) = ac {
             // SAFETY: the headers live as long as the cache.
             if unsafe { self.producer_outgrew_first_array(ac) } {
@@ -695,6 +702,11 @@ impl RawCache {
         // down is no single sequence, so the cache is stopped for it: its lock, and a
         // restart of the sequences on its CPU if this thread is no longer there.
         let cpu = sys::cpu::current();
+        // A CPU's first free into the cache comes here (its header refuses the pushes
+        // until prepared).
+        if self.cpu_ac(cpu).is_none() {
+            self.prepare_cpu(cpu);
+        }
         if let Some(ac) = self.cpu_ac(cpu) {
             // SAFETY: the headers live as long as the cache; the count is atomic.
             unsafe { (*ac).free_misses.fetch_add(1, Ordering::Relaxed) };

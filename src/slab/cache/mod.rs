@@ -388,27 +388,9 @@ impl RawCache {
                 self.wide.store(WIDE_READY, Ordering::Relaxed);
             }
         }
-        for cpu in 0..topology::nr_cpu_ids() {
-            // SAFETY: a possible CPU's copies of the areas: a header of `AC_HEADER`
-            // bytes (its own, or the caller's) and an entry array of `first_cap`
-            // pointers (`alloc_entries`).
-            unsafe {
-                let ac: *mut ArrayCache = headers.byte_add(cpu * PCPU_UNIT_SIZE);
-                ArrayCache::init_with(
-                    ac,
-                    cpu_limit.min(first_cap),
-                    batchcount,
-                    first_cap,
-                    entries.per_cpu_ptr(cpu).cast(),
-                );
-                (*ac).first_array = u32::from(on_first);
-                // A free into the empty cache stays on the fast path where objects
-                // share no line: without it, an allocation and free in turn of a class
-                // whose cache holds no more than the one object went to the slow path
-                // on every free (`free_into_empty`), 15 ns a 4 KiB pair instead of 4.
-                (*ac).into_empty = u32::from(geom.size >= fast::SHARES_A_LINE);
-            };
-        }
+        // Every CPU's header stays as the percpu allocator zeroed it (capacity 0:
+        // nothing cached, every sequence refused) until a thread first works on that
+        // CPU: see `prepare_cpu`.
         if owned {
             // A line of its own on every CPU: remote CPUs write it, and no neighbour
             // of the owner's should move with it.
@@ -468,14 +450,106 @@ impl RawCache {
         !self.cpu_cache.load(Ordering::Acquire).is_null()
     }
 
-    /// The array cache of `cpu`, if the cache is set up and `cpu` is possible.
+    /// The array cache of `cpu`, if the cache is set up, `cpu` is possible and a thread
+    /// has worked there since (its header is prepared: see
+    /// [`prepare_cpu`](Self::prepare_cpu)). A CPU without one has nothing cached, and
+    /// cross-CPU work passes it over without writing (committing) its page.
     #[inline(always)]
     pub(crate) fn cpu_ac(&self, cpu: usize) -> Option<*mut ArrayCache> {
         let base = self.cpu_cache.load(Ordering::Acquire);
         if base.is_null() || cpu >= topology::nr_cpu_ids() {
             return None;
         }
-        Some(base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE))
+        let ac = base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE);
+        // SAFETY: every possible CPU's header lives as long as the cache.
+        (percpu::cpu_used(cpu) && unsafe { ArrayCache::is_prepared(ac) }).then_some(ac)
+    }
+
+    /// `cpuup_prepare` for one cache: gives `cpu`'s array cache its entries and limits
+    /// the first time a thread of the process works on that CPU, as the kernel sets up
+    /// a CPU's array caches when the CPU comes online. Until then the header is the
+    /// zeroed one the percpu allocator gave (see [`setup_in`](Self::setup_in)): its
+    /// limit of 0 refuses every sequence, so the first allocation or free there comes
+    /// to a slow path, which calls this. Preparing at setup wrote a header, so
+    /// committed a page, for every possible CPU: 2 pages a CPU with the page lists, half
+    /// a MiB for a small program on a machine with 64 possible CPUs.
+    ///
+    /// Under the cache chain lock, which retuning holds while it swaps the entry arrays,
+    /// so the header starts on the arrays in effect; only tried: the chain's holder may
+    /// allocate (a cache's node structure), and a slow path that cannot prepare serves
+    /// through the node as it would with a stopped cache. True when the header is
+    /// prepared.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn prepare_cpu(&self, cpu: usize) -> bool {
+        let base = self.cpu_cache.load(Ordering::Acquire);
+        if base.is_null() || cpu >= topology::nr_cpu_ids() {
+            return false;
+        }
+        let ac: *mut ArrayCache = base.wrapping_byte_add(cpu * PCPU_UNIT_SIZE);
+        // SAFETY: every possible CPU's header lives as long as the cache.
+        if unsafe { ArrayCache::is_prepared(ac) } {
+            return true;
+        }
+        let Some(_chain) = super::CHAIN.try_lock() else {
+            return false;
+        };
+        percpu::mark_cpu_used(cpu);
+        // SAFETY: as above. Only a tried-lock path holds an unprepared header's lock, and
+        // only until it sees the header unprepared: the wait is short.
+        unsafe {
+            if ArrayCache::is_prepared(ac) {
+                return true;
+            }
+            if !(*ac).lock.lock_wait() {
+                // A CPU gone for good (`hotplug`): nothing works there any more.
+                return false;
+            }
+        }
+        // A sequence on `cpu` that read the zero limit before the lock was taken cannot
+        // see the new entries with it: it is restarted, unless this thread is there
+        // (then it preempted that sequence, which restarts anyway).
+        if crate::sys::cpu::current() != cpu {
+            fastpath::fence(Some(cpu));
+        }
+        let (limit, batchcount) = (
+            self.limit.load(Ordering::Relaxed),
+            self.batchcount.load(Ordering::Relaxed),
+        );
+        // SAFETY: the chain lock is held: the entry areas are not swapped meanwhile, and
+        // the first arrays are taken only under it (`replace_entries`).
+        let (entries, capacity, first) = unsafe {
+            match *self.first.get() {
+                Some(first) => (first, FIRST_ENTRIES, true),
+                None => match *self.entries.get() {
+                    Some(full) => (full, self.full_capacity.load(Ordering::Relaxed), false),
+                    None => {
+                        (*ac).lock.unlock();
+                        return false;
+                    }
+                },
+            }
+        };
+        // SAFETY: `cpu`'s header, stopped by this thread (its lock) with no sequence in
+        // flight on it, its other fields zero as the percpu allocator gave them; its
+        // entry array of `capacity` pointers in `cpu`'s unit. Field by field, the lock
+        // word untouched: every sequence refuses a stopped header, and the unlock
+        // publishes the rest.
+        unsafe {
+            (*ac).entry = entries.per_cpu_ptr(cpu).cast();
+            (*ac).batchcount = batchcount;
+            (*ac).first_array = u32::from(first);
+            // A free into the empty cache stays on the fast path where objects share no
+            // line: without it, an allocation and free in turn of a class whose cache
+            // holds no more than the one object went to the slow path on every free
+            // (`free_into_empty`), 15 ns a 4 KiB pair instead of 4.
+            (*ac).into_empty = u32::from(self.geom().size >= fast::SHARES_A_LINE);
+            (*ac).limit = limit.min(capacity);
+            // Last: what `is_prepared` reads.
+            ptr::write_volatile(ptr::addr_of_mut!((*ac).capacity), capacity);
+            (*ac).lock.unlock();
+        }
+        true
     }
 
     /// Cross-CPU work on the array caches of `cpus`: stops each (takes its lock,
@@ -624,16 +698,14 @@ impl RawCache {
         if !headers.is_null() {
             // Growth paid back to every CPU's budget.
             for cpu in 0..topology::nr_cpu_ids() {
+                let ac = headers.wrapping_byte_add(cpu * PCPU_UNIT_SIZE);
                 // SAFETY: a set-up cache has a header for every possible CPU, which
-                // nobody else uses any more (the caller's contract).
+                // nobody else uses any more (the caller's contract). One never prepared
+                // grew nothing (and stays unwritten).
                 unsafe {
-                    super::growth::set_limit(
-                        headers.byte_add(cpu * PCPU_UNIT_SIZE),
-                        cpu,
-                        self.geom().size,
-                        0,
-                        0,
-                    )
+                    if ArrayCache::is_prepared(ac) {
+                        super::growth::set_limit(ac, cpu, self.geom().size, 0, 0);
+                    }
                 };
             }
         }

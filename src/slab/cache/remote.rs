@@ -32,7 +32,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::RawCache;
 use crate::page::{self, arena, Page};
-use crate::percpu::PCPU_UNIT_SIZE;
+use crate::percpu::{self, PCPU_UNIT_SIZE};
 use crate::slab::transfer::{ObjBuf, FLUSH_MAX};
 use crate::sys;
 use crate::topology;
@@ -70,11 +70,13 @@ pub(crate) unsafe fn owned_elsewhere(obj: *const u8, cpu: usize) -> bool {
 pub(crate) fn unlikely() {}
 
 impl RawCache {
-    /// CPU `cpu`'s inbox, when this cache keeps inboxes.
+    /// CPU `cpu`'s inbox, when this cache keeps inboxes and a thread worked on `cpu`
+    /// (only such a CPU owns slabs, so only its inbox can hold anything; the others are
+    /// not read, which would map pages for them: see `percpu::used`).
     #[inline(always)]
     fn inbox(&self, cpu: usize) -> Option<&AtomicU64> {
         let base = self.inboxes.load(Ordering::Acquire);
-        if base.is_null() || cpu >= topology::nr_cpu_ids() {
+        if base.is_null() || cpu >= topology::nr_cpu_ids() || !percpu::cpu_used(cpu) {
             return None;
         }
         // SAFETY: a percpu area of one word per possible CPU (see `setup_in`), alive

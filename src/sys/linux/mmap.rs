@@ -235,6 +235,19 @@ pub fn resident_pages(addr: *const u8, len: usize) -> usize {
     pages
 }
 
+/// Whether any page of `[addr, addr + len)` (page-aligned `addr`, inside mappings) may
+/// hold data: false only when `mincore(2)` says none is resident, as an anonymous page
+/// never written (or given back) reads as zero. True where the kernel refuses, the
+/// program's own sandbox included.
+pub fn may_hold_data(addr: *const u8, len: usize) -> bool {
+    let mut any = false;
+    walk_residency(addr, len, |_, vec| {
+        any = vec.is_none_or(|v| resident_in(v) > 0);
+        !any
+    });
+    any
+}
+
 /// Walks `[addr, addr + len)` (page-aligned, inside mappings) in runs of `chunk`
 /// pages (a divisor of 2048; the last run may be shorter), calling `f(first, pages,
 /// resident)` for each in order: its first page's index, its pages, and how many of
@@ -452,26 +465,10 @@ pub fn map_zeroed(len: usize) -> *mut u8 {
     map_aligned(len, super::PAGE_SIZE, false)
 }
 
-/// Commits the pages of `[addr, addr + len)` now (`MADV_POPULATE_WRITE`), so that a
-/// later touch cannot fail for want of memory. Returns false when the kernel has no
-/// memory for them. Kernels older than 5.14 lack the advice: there the pages are left
-/// to fault in on first touch, and true is returned; so in the program's own sandbox,
-/// which may kill it for advice glibc's malloc never gives (see `membarrier`).
-pub fn populate(addr: *mut u8, len: usize) -> bool {
-    if super::process::sandboxed_since_boot() {
-        return true;
-    }
-    // SAFETY: callers only pass page-aligned ranges inside their own read-write
-    // mappings; populating leaves the contents as they were.
-    if unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) } == 0 {
-        return true;
-    }
-    super::errno::get() == libc::EINVAL
-}
-
 /// Asks the kernel not to back `[addr, addr + len)` with transparent huge pages, for
 /// mappings whose pages are committed and given back one by one. Not in the program's
-/// own sandbox (as [`populate`]): false.
+/// own sandbox, which may kill it for advice glibc's malloc never gives (see
+/// `membarrier`): false.
 pub fn no_hugepage(addr: *mut u8, len: usize) -> bool {
     if super::process::sandboxed_since_boot() {
         return false;

@@ -15,23 +15,12 @@ use cpuslab::kmalloc::{self, KMALLOC_SIZES};
 use cpuslab::page::{arena, tag};
 use cpuslab::CpuSlab;
 
-use crate::util::{cpu_node, free_unsized, info, online_cpus, verdict};
+use crate::util::{cpu_node, free_unsized, info, online_cpus, pin, verdict};
 
 /// CPUs from this one on have no owner tag of their own (`kmalloc`'s 42).
 const TAGGED_CPUS: usize = 42;
 /// Blocks of the 16-byte class the owner takes: more than one refill.
 const N: usize = 600;
-
-/// Moves the calling thread to `cpu` alone.
-fn pin(cpu: usize) -> bool {
-    // SAFETY: a zeroed `cpu_set_t` is an empty set; the calls write only into it and
-    // read it.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
 
 fn layout() -> Layout {
     Layout::from_size_align(16, 8).unwrap()

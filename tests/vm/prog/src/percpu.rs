@@ -1,13 +1,20 @@
-//! Per-CPU memory: every possible CPU's unit of an `alloc_percpu` area, and every CPU's
-//! per-CPU page list, lies on that CPU's node. A possible CPU that is not present (qemu's
-//! `maxcpus` past `cpus`) has no sysfs directory and so no node to check against: its
-//! unit must still be there and writable, and the count of such CPUs is reported.
+//! Per-CPU memory: every possible CPU's unit of an `alloc_percpu` area, and the per-CPU
+//! page lists of every CPU a thread worked on, lie on that CPU's node; a CPU no thread
+//! ran on (offline, or not present) has no lists (they are prepared when a thread first
+//! works there). A possible CPU that is not present (qemu's `maxcpus` past `cpus`) has
+//! no sysfs directory and so no node to check against: its unit must still be there
+//! and writable, and the count of such CPUs is reported.
+
+use std::alloc::{GlobalAlloc, Layout};
 
 use cpuslab::page::pcp;
 use cpuslab::percpu::{alloc_percpu, free_percpu};
 use cpuslab::topology::nr_cpu_ids;
+use cpuslab::CpuSlab;
 
-use crate::util::{cpu_node, page_node, present_cpus, touch, verdict, NodeCounts};
+use crate::util::{
+    cpu_node, online_cpus, page_node, pin, present_cpus, touch, verdict, NodeCounts,
+};
 
 /// Areas of several sizes (a 16 KiB one spans four pages of every unit), written in
 /// every CPU's copy, then each copy's pages looked up.
@@ -54,16 +61,34 @@ pub fn run() {
             wrong.join(", ")
         );
     }
-    // The per-CPU page lists live in the reserved chunk: the same rule holds for them.
+    // The per-CPU page lists live in the reserved chunk: the same rule holds for them,
+    // once a thread worked on the CPU. A 64 KiB block freed on each online CPU prepares
+    // its lists.
+    let online = online_cpus();
+    for cpu in (0..nr).filter(|&c| online.test(c)) {
+        std::thread::spawn(move || {
+            if pin(cpu) {
+                let l = Layout::from_size_align(64 << 10, 8).unwrap();
+                // SAFETY: a valid layout; the block is freed once.
+                unsafe { CpuSlab.dealloc(CpuSlab.alloc(l), l) };
+            }
+        })
+        .join()
+        .unwrap();
+    }
     let mut wrong_pcp = Vec::new();
     for cpu in 0..nr {
-        let Some(list) = pcp::pcp(cpu) else {
+        let list = pcp::pcp(cpu);
+        if !online.test(cpu) {
+            if list.is_some() {
+                wrong_pcp.push(format!("cpu{cpu}: a list, never online"));
+            }
+            continue;
+        }
+        let Some(list) = list else {
             wrong_pcp.push(format!("cpu{cpu}: no list"));
             continue;
         };
-        if !present.test(cpu) {
-            continue;
-        }
         let at = page_node((list as *const pcp::PerCpuPages).cast());
         if at.is_none() || at != cpu_node(cpu) {
             wrong_pcp.push(format!("cpu{cpu}: list on node {at:?}"));
@@ -71,9 +96,9 @@ pub fn run() {
     }
     ok &= wrong_pcp.is_empty();
     detail += &format!(
-        " per-CPU page lists: {} of {} present CPUs' on their CPU's node{}",
-        nr - absent - wrong_pcp.len(),
-        nr - absent,
+        " per-CPU page lists: {} of {} online CPUs' on their CPU's node, none elsewhere{}",
+        online.weight().saturating_sub(wrong_pcp.len()),
+        online.weight(),
         if wrong_pcp.is_empty() {
             String::new()
         } else {

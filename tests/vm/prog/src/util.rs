@@ -62,6 +62,17 @@ fn parse_list<M: std::str::FromStr + Default>(path: &str) -> M {
     }
 }
 
+/// Moves the calling thread to `cpu` alone.
+pub fn pin(cpu: usize) -> bool {
+    // SAFETY: a zeroed `cpu_set_t` is an empty set; the calls write only into it and
+    // read it.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// The online CPUs (`/sys/devices/system/cpu/online`).
 pub fn online_cpus() -> CpuMask {
     parse_list("/sys/devices/system/cpu/online")
