@@ -151,7 +151,7 @@ impl CpusetTree {
                 ptr::addr_of_mut!((*p).nodes[i]).write(node);
             }
             TaskTable::init_in_place(ptr::addr_of_mut!((*p).tasks));
-            ptr::addr_of_mut!((*p).topo).write(Topology::SINGLE);
+            Topology::write_single(ptr::addr_of_mut!((*p).topo));
             ptr::addr_of_mut!((*p).initialized).write(false);
         }
     }

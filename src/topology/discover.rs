@@ -14,6 +14,7 @@
 
 use core::ffi::CStr;
 use core::fmt;
+use core::ptr;
 
 use super::{MAX_NUMNODES, NR_CPUS};
 use crate::ds::{CpuMask, NodeMask};
@@ -66,6 +67,52 @@ impl Topology {
         }
     };
 
+    /// Writes [`SINGLE`](Self::SINGLE) at `p` field by field. Copying the constant
+    /// copies its 15 KiB (the CPU-to-node map and the distance table) out of
+    /// `.rodata`, and each place that copied it kept a copy there: two of them pushed
+    /// the strings boot reads into a 64 KiB window of the library's file that a small
+    /// program then kept resident (the kernel maps a file's pages 64 KiB around a
+    /// fault); written here they are stores and fills.
+    ///
+    /// # Safety
+    /// `p` is valid for writes of a `Topology`; what it held is overwritten, not
+    /// dropped.
+    pub unsafe fn write_single(p: *mut Self) {
+        let mut cpu = CpuMask::new();
+        cpu.set(0);
+        let mut node = NodeMask::new();
+        node.set(0);
+        // SAFETY: every field of `*p` is written once through raw pointers (the
+        // caller's contract), none read.
+        unsafe {
+            ptr::addr_of_mut!((*p).possible_cpus).write(cpu);
+            ptr::addr_of_mut!((*p).online_cpus).write(cpu);
+            ptr::addr_of_mut!((*p).possible_nodes).write(node);
+            ptr::addr_of_mut!((*p).online_nodes).write(node);
+            ptr::addr_of_mut!((*p).memory_nodes).write(node);
+            ptr::addr_of_mut!((*p).cpus_allowed).write(cpu);
+            ptr::addr_of_mut!((*p).mems_allowed).write(node);
+            ptr::addr_of_mut!((*p).cgroup_cpus).write(None);
+            ptr::addr_of_mut!((*p).cgroup_mems).write(None);
+            ptr::addr_of_mut!((*p).cpu_node).write_bytes(0, 1);
+            let d = ptr::addr_of_mut!((*p).distance).cast::<u8>();
+            d.write_bytes(REMOTE_DISTANCE, MAX_NUMNODES * MAX_NUMNODES);
+            for i in 0..MAX_NUMNODES {
+                d.add(i * MAX_NUMNODES + i).write(LOCAL_DISTANCE);
+            }
+        }
+    }
+
+    /// [`SINGLE`](Self::SINGLE), built by [`write_single`](Self::write_single).
+    pub fn single() -> Self {
+        let mut t = core::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: `t` is writable, and `write_single` writes every field.
+        unsafe {
+            Self::write_single(t.as_mut_ptr());
+            t.assume_init()
+        }
+    }
+
     /// Reads this machine (`/sys`, `/proc`).
     pub fn discover() -> Self {
         Self::discover_at("/sys", "/proc")
@@ -76,7 +123,7 @@ impl Topology {
     /// possible ones and the other way round, one node 0 holding every CPU, everything
     /// allowed, no cgroup limit.
     pub fn discover_at(sys_root: &str, proc_root: &str) -> Self {
-        let mut t = Self::SINGLE;
+        let mut t = Self::single();
         let mut buf = [0u8; 16 * 1024];
 
         let possible = read_mask::<64>(sys_root, "/devices/system/cpu/possible", &mut buf);
@@ -318,7 +365,7 @@ impl Topology {
 
 impl Default for Topology {
     fn default() -> Self {
-        Self::SINGLE
+        Self::single()
     }
 }
 
