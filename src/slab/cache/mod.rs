@@ -495,8 +495,9 @@ impl RawCache {
             return false;
         };
         percpu::mark_cpu_used(cpu);
-        // SAFETY: as above. Only a tried-lock path holds an unprepared header's lock, and
-        // only until it sees the header unprepared: the wait is short.
+        // SAFETY: as above. Nobody else takes an unprepared header's lock (cross-CPU work
+        // passes it over, the tried-lock path prepares it first), so the wait is none;
+        // only a CPU gone for good has it dead.
         unsafe {
             if ArrayCache::is_prepared(ac) {
                 return true;
