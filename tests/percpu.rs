@@ -321,6 +321,14 @@ fn resident_pages(ranges: &[(usize, usize)]) -> usize {
     n
 }
 
+/// The copies on the given CPUs of page-sized areas, as ranges for [`resident_pages`].
+fn page_copies(areas: &[PcpuPtr], cpus: &[usize]) -> Vec<(usize, usize)> {
+    areas
+        .iter()
+        .flat_map(|p| cpus.iter().map(move |&c| (p.per_cpu_ptr(c) as usize, 4096)))
+        .collect()
+}
+
 /// A lazy area (`alloc_percpu_lazy`, what the array caches' entries use) commits
 /// nothing up front: its pages become resident only in the units whose CPU copy is
 /// written, `resident_pages` in the stats follows them, and freeing it gives them back.
@@ -337,15 +345,7 @@ fn lazy_areas_commit_only_what_is_touched() {
     let areas: Vec<PcpuPtr> = (0..N)
         .map(|_| percpu::alloc_percpu_lazy(4096, 4096).expect("page-sized lazy area"))
         .collect();
-    let ranges = |cpus: &[usize]| -> Vec<(usize, usize)> {
-        areas
-            .iter()
-            .flat_map(|p| {
-                cpus.iter()
-                    .map(move |&cpu| (p.per_cpu_ptr(cpu) as usize, 4096))
-            })
-            .collect()
-    };
+    let ranges = |cpus: &[usize]| page_copies(&areas, cpus);
     let all: Vec<usize> = (0..ncpu).collect();
     let committed = resident_pages(&ranges(&all));
     assert!(
@@ -407,12 +407,7 @@ fn areas_read_zero_and_commit_only_the_copies_written() {
             .map(|_| alloc_percpu(4096, 4096).expect("page-sized area"))
             .collect()
     };
-    let copies = |areas: &[PcpuPtr], cpus: &[usize]| -> Vec<(usize, usize)> {
-        areas
-            .iter()
-            .flat_map(|p| cpus.iter().map(move |&c| (p.per_cpu_ptr(c) as usize, 4096)))
-            .collect()
-    };
+    let copies = page_copies;
     let zero = |areas: &[PcpuPtr], cpus: &[usize]| {
         areas.iter().all(|p| {
             cpus.iter().all(|&cpu| {
@@ -472,10 +467,7 @@ fn depopulation_lowers_resident_memory() {
     let areas: Vec<PcpuPtr> = (0..N)
         .map(|_| alloc_percpu(4096, 4096).expect("page-sized area"))
         .collect();
-    let ranges: Vec<(usize, usize)> = areas
-        .iter()
-        .flat_map(|p| (0..ncpu).map(move |cpu| (p.per_cpu_ptr(cpu) as usize, 4096)))
-        .collect();
+    let ranges = page_copies(&areas, &(0..ncpu).collect::<Vec<_>>());
     // Nothing committed up front (a page an earlier area wrote may be reused, at most
     // the few kept populated); every unit's copy written, all resident.
     let spare = PCPU_EMPTY_POP_PAGES_HIGH * ncpu;

@@ -307,11 +307,7 @@ fn prepare(cpu: usize) -> bool {
     }
     percpu::mark_cpu_used(cpu);
     let mut ok = true;
-    for (order, p) in [0]
-        .into_iter()
-        .chain(LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER)
-        .zip(&PARAMS)
-    {
+    for (order, p) in orders().zip(&PARAMS) {
         // SAFETY: `cpu`'s copy of this list, inside the area `init` allocated for
         // every possible CPU.
         let l = unsafe { base.byte_add(cpu * PCPU_UNIT_SIZE + p.offset.load(Ordering::Relaxed)) };
@@ -345,11 +341,14 @@ fn prepare(cpu: usize) -> bool {
     ok
 }
 
+/// The orders with a list: 0, then each higher order's (the order of [`PARAMS`]).
+fn orders() -> impl Iterator<Item = usize> {
+    core::iter::once(0).chain(LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER)
+}
+
 /// Every list of `cpu`: order 0's, then each higher order's.
 pub fn lists(cpu: usize) -> impl Iterator<Item = &'static PerCpuPages> {
-    core::iter::once(0)
-        .chain(LARGE_PCP_MIN_ORDER..=LARGE_PCP_MAX_ORDER)
-        .filter_map(move |order| pcp_order(cpu, order))
+    orders().filter_map(move |order| pcp_order(cpu, order))
 }
 
 /// Number of per-CPU lists.

@@ -704,10 +704,11 @@ impl RawCache {
         let cpu = sys::cpu::current();
         // A CPU's first free into the cache comes here (its header refuses the pushes
         // until prepared).
-        if self.cpu_ac(cpu).is_none() {
-            self.prepare_cpu(cpu);
+        let mut ac = self.cpu_ac(cpu);
+        if ac.is_none() && self.prepare_cpu(cpu) {
+            ac = self.cpu_ac(cpu);
         }
-        if let Some(ac) = self.cpu_ac(cpu) {
+        if let Some(ac) = ac {
             // SAFETY: the headers live as long as the cache; the count is atomic.
             unsafe { (*ac).free_misses.fetch_add(1, Ordering::Relaxed) };
         }
